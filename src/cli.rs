@@ -1,0 +1,76 @@
+//! Command-line interface: parse arguments, load config, call the stage.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(name = "weir", version, about = "Fluentd forward protocol in, uniform hourly Parquet out")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the aggregator (with no config: 127.0.0.1:24224 → ./weir-data).
+    Serve {
+        /// Config file (TOML).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and print the resolved configuration.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+/// Loads the config a command names, or the embedded default.
+pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded()?,
+    })
+}
+
+/// The resolved config as TOML-like text for `weir check`.
+pub fn describe(config: &Config) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("node_id  = {:?}\ndata_dir = {:?}\n", config.node_id, config.data_dir));
+    let section = |name: &str, v: &dyn erased::Ser| format!("\n[{name}]\n{}", v.toml());
+    out.push_str(&section("forward", &config.forward));
+    out.push_str(&section("wal", &config.wal));
+    out.push_str(&section("roll", &config.roll));
+    for r in &config.routes {
+        out.push_str(&format!(
+            "\n# {}\n[[route]]\nmatch   = {:?}\nsinks   = {:?}\ncolumns = {{ {} }}\n",
+            r.name,
+            r.pattern,
+            r.sinks,
+            r.columns
+                .iter()
+                .map(|(k, t)| format!("{k} = {:?}", format!("{t:?}").to_lowercase()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    for (name, s) in &config.sinks {
+        out.push_str(&section(&format!("sinks.{name}"), s));
+    }
+    out
+}
+
+mod erased {
+    /// Serialize to TOML text without naming the type at the call site.
+    pub trait Ser {
+        fn toml(&self) -> String;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn toml(&self) -> String {
+            toml::to_string(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+        }
+    }
+}

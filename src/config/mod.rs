@@ -1,0 +1,521 @@
+//! Configuration: TOML with `${ENV}` substitution, validated into a resolved
+//! [`Config`] before any socket opens.
+//!
+//! Each TOML section is one struct; unknown keys are rejected; defaults are
+//! named functions so `weir check` can print what is in force. Errors name the
+//! key and, where the TOML parser knows it, the line.
+
+mod env;
+mod units;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::router::TagPattern;
+pub use units::{ByteSize, HumanDuration};
+
+/// A configuration problem, with the key (and file position) it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Env { path: String, message: String },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: key `{key}`: {message}")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 24224))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("weir-data")
+}
+fn default_max_buffer() -> ByteSize {
+    ByteSize(64 << 20)
+}
+fn default_max_decompressed() -> ByteSize {
+    ByteSize(256 << 20)
+}
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+fn default_segment_bytes() -> ByteSize {
+    ByteSize(64 << 20)
+}
+fn default_group_bytes() -> ByteSize {
+    ByteSize(8 << 20)
+}
+fn default_period() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
+}
+fn default_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+fn default_roll_buffer() -> ByteSize {
+    ByteSize(128 << 20)
+}
+fn default_zstd_level() -> i32 {
+    3
+}
+fn default_row_group_rows() -> usize {
+    1 << 20
+}
+
+/// `[forward]`: the forward-protocol listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// TCP address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Per-connection cap on buffered, not yet decoded bytes (one request
+    /// can be at most this large). Enforced as bytes arrive.
+    #[serde(default = "default_max_buffer")]
+    pub max_buffer_bytes: ByteSize,
+    /// Cap on a compressed request's entries once expanded (gzip/zstd bombs).
+    #[serde(default = "default_max_decompressed")]
+    pub max_decompressed_bytes: ByteSize,
+    /// A connection that sends nothing for this long is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_buffer_bytes: default_max_buffer(),
+            max_decompressed_bytes: default_max_decompressed(),
+            idle_timeout: default_idle_timeout(),
+        }
+    }
+}
+
+/// How hard the WAL works to make an acknowledged request survive a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// fdatasync before every ack (group commit shares one sync across
+    /// connections). Survives power loss.
+    Fsync,
+    /// Write to the OS only: survives a process crash, not a power loss.
+    /// For benchmarks.
+    None,
+}
+
+/// `[wal]`: the write-ahead log.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalConfig {
+    #[serde(default = "default_durability")]
+    pub durability: Durability,
+    /// A segment file is closed and a new one started past this size.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: ByteSize,
+    /// Most bytes written under one group commit.
+    #[serde(default = "default_group_bytes")]
+    pub max_group_bytes: ByteSize,
+}
+
+fn default_durability() -> Durability {
+    Durability::Fsync
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        Self {
+            durability: default_durability(),
+            segment_bytes: default_segment_bytes(),
+            max_group_bytes: default_group_bytes(),
+        }
+    }
+}
+
+/// Unit of the Parquet `time` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeUnit {
+    /// Microseconds: what Athena, BigQuery, DuckDB and Spark all read.
+    Us,
+    /// Nanoseconds: lossless for EventTime, not read by every engine.
+    Ns,
+}
+
+fn default_time_unit() -> TimeUnit {
+    TimeUnit::Us
+}
+
+/// `[roll]`: how events become Parquet files.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollConfig {
+    /// Length of one file's time window: "1h" (default) down to "1m".
+    #[serde(default = "default_period")]
+    pub period: HumanDuration,
+    /// How long after a period ends its file stays open for stragglers.
+    #[serde(default = "default_grace")]
+    pub grace: HumanDuration,
+    #[serde(default = "default_time_unit")]
+    pub time_unit: TimeUnit,
+    /// Memory for rows not yet written to disk, across all open files. Past
+    /// it the largest open file writes a row group.
+    #[serde(default = "default_roll_buffer")]
+    pub max_buffer_bytes: ByteSize,
+    /// Most rows in one row group.
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// zstd level for Parquet pages (1 fastest … 22 smallest).
+    #[serde(default = "default_zstd_level")]
+    pub zstd_level: i32,
+}
+
+impl Default for RollConfig {
+    fn default() -> Self {
+        Self {
+            period: default_period(),
+            grace: default_grace(),
+            time_unit: default_time_unit(),
+            max_buffer_bytes: default_roll_buffer(),
+            row_group_rows: default_row_group_rows(),
+            zstd_level: default_zstd_level(),
+        }
+    }
+}
+
+/// Type of a declared column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    String,
+    Int32,
+    Int64,
+    Float64,
+    Bool,
+}
+
+/// `[[route]]`: which events go where, with which columns.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// fluentd `<match>` patterns, space separated (`app.**`, `*.access`, `{a,b}.x`).
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Sinks that receive this route's files; default all.
+    #[serde(default)]
+    pub sinks: Option<Vec<String>>,
+    /// Typed columns taken out of the record.
+    #[serde(default)]
+    pub columns: BTreeMap<String, ColumnType>,
+}
+
+/// `[sinks.NAME]`: a destination for finished files.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// A local folder.
+    Local {
+        path: PathBuf,
+        #[serde(default)]
+        prefix: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<String>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    forward: ForwardConfig,
+    #[serde(default)]
+    wal: WalConfig,
+    #[serde(default)]
+    roll: RollConfig,
+    #[serde(default)]
+    route: Vec<RouteConfig>,
+    #[serde(default)]
+    sinks: BTreeMap<String, SinkConfig>,
+}
+
+/// A route after validation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Route {
+    /// `route[N]`, for logs and metrics.
+    pub name: String,
+    pub pattern: String,
+    #[serde(skip)]
+    pub patterns: Vec<TagPattern>,
+    pub sinks: Vec<String>,
+    pub columns: Vec<(String, ColumnType)>,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub node_id: String,
+    pub data_dir: PathBuf,
+    pub forward: ForwardConfig,
+    pub wal: WalConfig,
+    pub roll: RollConfig,
+    pub routes: Vec<Route>,
+    pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+impl Config {
+    /// The embedded default: listen on 127.0.0.1:24224, write under ./weir-data.
+    pub fn embedded() -> Result<Self, ConfigError> {
+        Self::from_str("", "<embedded default>")
+    }
+
+    /// Loads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_str(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn from_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let text = env::substitute(text, |k| std::env::var(k).ok()).map_err(|message| {
+            ConfigError::Env {
+                path: origin.to_string(),
+                message,
+            }
+        })?;
+        let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        resolve(file, origin)
+    }
+
+    /// The route index for an event's tag; routes are matched in order.
+    pub fn route_for(&self, tag: &[u8]) -> Option<usize> {
+        self.routes
+            .iter()
+            .position(|r| r.patterns.iter().any(|p| p.matches(tag)))
+    }
+}
+
+/// The host name, with characters a node id cannot hold replaced by '-'.
+fn host_node_id() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let id: String = host
+        .trim_start_matches('.')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' })
+        .collect();
+    if id.is_empty() {
+        "weir".to_string()
+    } else {
+        id
+    }
+}
+
+fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        path: origin.to_string(),
+        key: key.to_string(),
+        message,
+    };
+    let node_id = match file.node_id {
+        Some(n) => n,
+        None => host_node_id(),
+    };
+    if node_id.is_empty()
+        || node_id.starts_with('.')
+        || !node_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(invalid(
+            "node_id",
+            format!("{node_id:?} must be letters, digits, '.', '_' or '-' and not start with '.'"),
+        ));
+    }
+    let data_dir = file.data_dir.unwrap_or_else(default_data_dir);
+
+    let period = file.roll.period.0;
+    if period < Duration::from_secs(60) || period > Duration::from_secs(86_400) {
+        return Err(invalid("roll.period", "must be from 1m to 24h".into()));
+    }
+    if period.as_secs() % 60 != 0 || period.subsec_nanos() != 0 || 86_400 % period.as_secs() != 0
+    {
+        return Err(invalid(
+            "roll.period",
+            "must be whole minutes that divide a day evenly (1m, 5m, 15m, 1h, …)".into(),
+        ));
+    }
+    if !(1..=22).contains(&file.roll.zstd_level) {
+        return Err(invalid("roll.zstd_level", "must be from 1 to 22".into()));
+    }
+    if file.roll.row_group_rows == 0 {
+        return Err(invalid("roll.row_group_rows", "must be at least 1".into()));
+    }
+    if file.wal.segment_bytes.0 < 4096 {
+        return Err(invalid("wal.segment_bytes", "must be at least 4KiB".into()));
+    }
+    if file.forward.max_buffer_bytes.0 < 1024 {
+        return Err(invalid("forward.max_buffer_bytes", "must be at least 1KiB".into()));
+    }
+
+    let mut sinks = file.sinks;
+    if sinks.is_empty() {
+        sinks.insert(
+            "local".to_string(),
+            SinkConfig::Local {
+                path: data_dir.join("files"),
+                prefix: String::new(),
+            },
+        );
+    }
+    for (name, sink) in &sinks {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+        {
+            return Err(invalid(
+                &format!("sinks.{name}"),
+                "sink names must be letters, digits, '_' or '-'".into(),
+            ));
+        }
+        let SinkConfig::Local { prefix, .. } = sink;
+        crate::sink::key::validate_prefix(prefix)
+            .map_err(|m| invalid(&format!("sinks.{name}.prefix"), m))?;
+    }
+
+    let mut raw_routes = file.route;
+    if raw_routes.is_empty() {
+        raw_routes.push(RouteConfig {
+            pattern: "**".to_string(),
+            sinks: None,
+            columns: BTreeMap::new(),
+        });
+    }
+    let mut routes = Vec::new();
+    for (i, r) in raw_routes.into_iter().enumerate() {
+        let key = format!("route[{i}]");
+        let patterns = TagPattern::parse_list(&r.pattern)
+            .map_err(|m| invalid(&format!("{key}.match"), m))?;
+        let route_sinks = r.sinks.unwrap_or_else(|| sinks.keys().cloned().collect());
+        for s in &route_sinks {
+            if !sinks.contains_key(s) {
+                return Err(invalid(
+                    &format!("{key}.sinks"),
+                    format!(
+                        "unknown sink {s:?}; defined: {}",
+                        sinks.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        for c in r.columns.keys() {
+            if matches!(c.as_str(), "time" | "tag" | "record") || c.is_empty() {
+                return Err(invalid(
+                    &format!("{key}.columns.{c}"),
+                    "`time`, `tag` and `record` are built-in columns".into(),
+                ));
+            }
+        }
+        routes.push(Route {
+            name: key,
+            pattern: r.pattern,
+            patterns,
+            sinks: route_sinks,
+            columns: r.columns.into_iter().collect(),
+        });
+    }
+    Ok(Config {
+        node_id,
+        data_dir,
+        forward: file.forward,
+        wal: file.wal,
+        roll: file.roll,
+        routes,
+        sinks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::from_str(text, "t.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_str("node_id = \"n1\"", "t").unwrap();
+        assert_eq!(c.forward.listen, default_listen());
+        assert_eq!(c.roll.period.0, Duration::from_secs(3600));
+        assert_eq!(c.wal.durability, Durability::Fsync);
+        assert_eq!(c.routes.len(), 1);
+        assert_eq!(c.routes[0].sinks, vec!["local".to_string()]);
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let c = Config::from_str(
+            r#"
+node_id  = "n1"
+data_dir = "/var/lib/weir"
+[forward]
+listen = "127.0.0.1:24224"
+[wal]
+durability = "fsync"
+[roll]
+period = "1h"
+grace  = "10m"
+[sinks.local]
+type = "local"
+path = "/srv/lake"
+prefix = "logs"
+"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/weir"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(err("node_id='n'\n[roll]\nperiod = \"30s\"").contains("roll.period"));
+        assert!(err("node_id='n'\n[roll]\nperiod = \"7m\"").contains("roll.period"));
+        let e = err("node_id='n'\n[wal]\ndurability = \"sometimes\"");
+        assert!(e.contains("durability") && e.contains("line 3"), "{e}");
+        let e = err("node_id='n'\n[forward]\nlisten = \"nowhere\"");
+        assert!(e.contains("listen"), "{e}");
+        let e = err("node_id='n'\n[forward]\nlisen = \"x\"");
+        assert!(e.contains("lisen"), "{e}");
+        let e = err("node_id='n'\n[[route]]\nmatch='a.**'\nsinks=['s3']");
+        assert!(e.contains("route[0].sinks") && e.contains("s3"), "{e}");
+        let e = err("node_id='n'\n[[route]]\nmatch='a.**'\ncolumns={status='int16'}");
+        assert!(e.contains("int16"), "{e}");
+        assert!(err("node_id='../x'").contains("node_id"));
+        let e = err("node_id='n'\n[roll]\ngrace = \"ten\"");
+        assert!(e.contains("grace"), "{e}");
+    }
+
+    #[test]
+    fn env_substitution() {
+        std::env::set_var("WEIR_TEST_NODE", "from-env");
+        let c = Config::from_str("node_id = \"${WEIR_TEST_NODE}\"", "t").unwrap();
+        assert_eq!(c.node_id, "from-env");
+        assert!(err("node_id = \"${WEIR_TEST_UNSET_VAR}\"").contains("WEIR_TEST_UNSET_VAR"));
+    }
+}

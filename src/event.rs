@@ -1,0 +1,215 @@
+//! [`EventBatch`]: the accepted events of one forward request, as one buffer.
+//!
+//! A batch is encoded once, by the forward decoder, in the exact form the
+//! write-ahead log stores and the roller reads, so events are copied out of
+//! the socket buffer once and never re-serialised between stages.
+//!
+//! Layout (little endian):
+//! ```text
+//! u16 tag_len | tag bytes | u32 count | count × ( i64 time_ns | u32 len | record msgpack map )
+//! ```
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Longest tag accepted; fluentd tags are short dotted names.
+pub const MAX_TAG_LEN: usize = 1024;
+
+/// Events of one tag, encoded for the WAL. Cheap to clone (shared bytes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventBatch {
+    bytes: Bytes,
+    count: u32,
+}
+
+/// Why stored batch bytes cannot be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed event batch: {0}")]
+pub struct BatchError(&'static str);
+
+impl EventBatch {
+    /// The encoded form, as stored in the WAL.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Reads a batch back from WAL bytes, checking its framing.
+    pub fn from_bytes(bytes: Bytes) -> Result<Self, BatchError> {
+        let view = BatchView::parse(&bytes)?;
+        let count = view.count;
+        // Walk the events once so later iteration cannot fail.
+        let mut it = Events {
+            rest: &bytes[view.body_start..],
+        };
+        for _ in 0..count {
+            it.next_checked()?.ok_or(BatchError("fewer events than counted"))?;
+        }
+        if !it.rest.is_empty() {
+            return Err(BatchError("trailing bytes"));
+        }
+        Ok(Self { bytes, count })
+    }
+
+    pub fn tag(&self) -> &[u8] {
+        let n = u16::from_le_bytes([self.bytes[0], self.bytes[1]]) as usize;
+        &self.bytes[2..2 + n]
+    }
+
+    /// The events in arrival order.
+    pub fn events(&self) -> Events<'_> {
+        let n = u16::from_le_bytes([self.bytes[0], self.bytes[1]]) as usize;
+        Events {
+            rest: &self.bytes[2 + n + 4..],
+        }
+    }
+}
+
+struct BatchView {
+    count: u32,
+    body_start: usize,
+}
+
+impl BatchView {
+    fn parse(b: &[u8]) -> Result<Self, BatchError> {
+        if b.len() < 2 {
+            return Err(BatchError("short header"));
+        }
+        let n = u16::from_le_bytes([b[0], b[1]]) as usize;
+        let c = b.get(2 + n..2 + n + 4).ok_or(BatchError("short header"))?;
+        Ok(Self {
+            count: u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+            body_start: 2 + n + 4,
+        })
+    }
+}
+
+/// One event: time and the record's msgpack map bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Event<'a> {
+    /// Nanoseconds since the Unix epoch, UTC.
+    pub time_ns: i64,
+    /// The record as the client sent it: a msgpack map.
+    pub record: &'a [u8],
+}
+
+/// Iterator over a batch's events.
+pub struct Events<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Events<'a> {
+    fn next_checked(&mut self) -> Result<Option<Event<'a>>, BatchError> {
+        if self.rest.is_empty() {
+            return Ok(None);
+        }
+        if self.rest.len() < 12 {
+            return Err(BatchError("short event header"));
+        }
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&self.rest[..8]);
+        let len = u32::from_le_bytes([self.rest[8], self.rest[9], self.rest[10], self.rest[11]])
+            as usize;
+        let record = self
+            .rest
+            .get(12..12 + len)
+            .ok_or(BatchError("short record"))?;
+        self.rest = &self.rest[12 + len..];
+        Ok(Some(Event {
+            time_ns: i64::from_le_bytes(t),
+            record,
+        }))
+    }
+}
+
+impl<'a> Iterator for Events<'a> {
+    type Item = Event<'a>;
+
+    fn next(&mut self) -> Option<Event<'a>> {
+        // Batches are checked when built or read back, so this cannot fail.
+        self.next_checked().ok().flatten()
+    }
+}
+
+/// Builds an [`EventBatch`] one event at a time.
+pub struct BatchBuilder {
+    buf: BytesMut,
+    count: u32,
+    count_at: usize,
+}
+
+impl BatchBuilder {
+    /// Starts a batch; `tag` must be at most [`MAX_TAG_LEN`] bytes.
+    pub fn new(tag: &[u8], capacity: usize) -> Self {
+        debug_assert!(tag.len() <= MAX_TAG_LEN);
+        let mut buf = BytesMut::with_capacity(capacity + tag.len() + 6);
+        buf.put_u16_le(tag.len() as u16);
+        buf.put_slice(tag);
+        let count_at = buf.len();
+        buf.put_u32_le(0);
+        Self {
+            buf,
+            count: 0,
+            count_at,
+        }
+    }
+
+    pub fn push(&mut self, time_ns: i64, record: &[u8]) {
+        self.buf.reserve(12 + record.len());
+        self.buf.put_i64_le(time_ns);
+        self.buf.put_u32_le(record.len() as u32);
+        self.buf.put_slice(record);
+        self.count += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn finish(mut self) -> EventBatch {
+        self.buf[self.count_at..self.count_at + 4].copy_from_slice(&self.count.to_le_bytes());
+        EventBatch {
+            bytes: self.buf.freeze(),
+            count: self.count,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut b = BatchBuilder::new(b"app.web", 64);
+        b.push(1_000, &[0x80]);
+        b.push(-5, &[0x81, 0xa1, b'a', 0x01]);
+        let batch = b.finish();
+        let back = EventBatch::from_bytes(batch.as_bytes().clone()).unwrap();
+        assert_eq!(back.tag(), b"app.web");
+        let ev: Vec<_> = back.events().collect();
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[0].time_ns, 1_000);
+        assert_eq!(ev[1].record, &[0x81, 0xa1, b'a', 0x01]);
+    }
+
+    #[test]
+    fn damaged_bytes_are_rejected() {
+        let mut b = BatchBuilder::new(b"t", 8);
+        b.push(1, &[0x80]);
+        let bytes = b.finish().as_bytes().clone();
+        for cut in 0..bytes.len() {
+            assert!(EventBatch::from_bytes(bytes.slice(..cut)).is_err(), "cut {cut}");
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! One client connection: read, find whole frames, decode, make durable, ack.
+//!
+//! States: reading → (frame complete) → decoding → appending to the WAL →
+//! writing the ack → reading. The handshake (when configured) will run as a
+//! state before the first read.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::decode::{decode_request, DecodeLimits, Request};
+use crate::metrics::Metrics;
+use crate::msgpack::FrameScanner;
+use crate::wal::WalHandle;
+
+/// Smallest free space offered to a socket read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Per-connection limits, shared by every connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    /// Most bytes buffered while a request is incomplete.
+    pub max_buffer_bytes: usize,
+    pub limits: DecodeLimits,
+    /// Close a connection that sends nothing for this long.
+    pub idle_timeout: Duration,
+}
+
+/// Why a connection ended; the metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    Eof,
+    Truncated,
+    Malformed,
+    FrameTooLarge,
+    BadCompression,
+    IdleTimeout,
+    IoError,
+    WalUnavailable,
+    Shutdown,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eof => "eof",
+            Self::Truncated => "truncated",
+            Self::Malformed => "malformed",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::BadCompression => "bad_compression",
+            Self::IdleTimeout => "idle_timeout",
+            Self::IoError => "io_error",
+            Self::WalUnavailable => "wal_unavailable",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Serves one connection until it closes; never panics on input.
+pub async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    wal: WalHandle,
+    settings: Arc<ConnectionSettings>,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let reason = read_loop(&mut stream, peer, &wal, &settings, &metrics, &mut shutdown).await;
+    metrics
+        .connections_closed
+        .with_label_values(&[reason.as_str()])
+        .inc();
+    match reason {
+        CloseReason::Eof | CloseReason::Shutdown => {
+            tracing::debug!(%peer, reason = reason.as_str(), "connection closed")
+        }
+        _ => tracing::warn!(%peer, reason = reason.as_str(), "connection closed"),
+    }
+}
+
+async fn read_loop(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    wal: &WalHandle,
+    settings: &ConnectionSettings,
+    metrics: &Metrics,
+    shutdown: &mut watch::Receiver<bool>,
+) -> CloseReason {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut scanner = FrameScanner::new();
+    loop {
+        // Handle every complete request already buffered.
+        loop {
+            let len = match scanner.scan(&buf) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "malformed msgpack from client");
+                    return CloseReason::Malformed;
+                }
+            };
+            let frame = buf.split_to(len).freeze();
+            scanner.reset();
+            if let Err(reason) = handle_request(stream, peer, &frame, wal, settings, metrics).await {
+                return reason;
+            }
+        }
+        if buf.len() >= settings.max_buffer_bytes {
+            tracing::warn!(%peer, buffered = buf.len(), limit = settings.max_buffer_bytes,
+                "request larger than forward.max_buffer_bytes; closing without ack");
+            return CloseReason::FrameTooLarge;
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            let room = (settings.max_buffer_bytes - buf.len()).min(READ_CHUNK.max(buf.len()));
+            buf.reserve(room.max(1024));
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout(settings.idle_timeout, stream.read_buf(&mut buf)) => r,
+            _ = shutdown.wait_for(|s| *s) => return CloseReason::Shutdown,
+        };
+        match read {
+            Err(_) => return CloseReason::IdleTimeout,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "read failed");
+                return CloseReason::IoError;
+            }
+            Ok(Ok(0)) => {
+                return if buf.is_empty() {
+                    CloseReason::Eof
+                } else {
+                    tracing::warn!(%peer, pending = buf.len(), "connection ended inside a request; it was not acked");
+                    CloseReason::Truncated
+                };
+            }
+            Ok(Ok(n)) => metrics.bytes_received.inc_by(n as u64),
+        }
+    }
+}
+
+async fn handle_request(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    frame: &[u8],
+    wal: &WalHandle,
+    settings: &ConnectionSettings,
+    metrics: &Metrics,
+) -> Result<(), CloseReason> {
+    let started = Instant::now();
+    let decoded = match decode_request(frame, &settings.limits, now_ns()) {
+        Ok(Request::Events(d)) => d,
+        Ok(Request::Nil) => return Ok(()),
+        Ok(Request::NotArray) => {
+            metrics.events_skipped.with_label_values(&["not_array"]).inc();
+            tracing::warn!(%peer, "ignoring a request that is not an array");
+            return Ok(());
+        }
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "undecodable request; closing without ack");
+            return Err(match e {
+                super::decode::DecodeError::UnknownCompression(_)
+                | super::decode::DecodeError::Decompress(_) => CloseReason::BadCompression,
+                _ => CloseReason::Malformed,
+            });
+        }
+    };
+    let mode = decoded.mode.as_str();
+    metrics.requests.with_label_values(&[mode]).inc();
+    metrics
+        .bytes_decompressed
+        .inc_by(decoded.entries_bytes as u64);
+    let s = decoded.skipped;
+    for (reason, n) in [
+        ("invalid_time", s.invalid_time),
+        ("invalid_record", s.invalid_record),
+        ("invalid_entry", s.invalid_entry),
+        ("invalid_tag", s.invalid_tag),
+        ("non_log_signal", s.non_log_signal),
+    ] {
+        if n > 0 {
+            metrics.events_skipped.with_label_values(&[reason]).inc_by(n);
+        }
+    }
+    if s.total() > 0 {
+        tracing::debug!(%peer, skipped = s.total(), "skipped invalid events");
+    }
+    if let Some(batch) = decoded.batch {
+        let n = batch.len() as u64;
+        if let Err(e) = wal.append(batch).await {
+            tracing::error!(%peer, error = %e, "cannot make request durable; closing without ack");
+            return Err(CloseReason::WalUnavailable);
+        }
+        metrics.events_accepted.with_label_values(&[mode]).inc_by(n);
+    }
+    if let Some(ack) = decoded.ack {
+        if stream.write_all(&ack).await.is_err() {
+            return Err(CloseReason::IoError);
+        }
+        metrics.acks_sent.inc();
+        metrics
+            .ack_latency_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Capped decompression of CompressedPackedForward entries (gzip, zstd).
+
+use std::io::Read;
+
+/// Compression named by a request's `compressed` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Option missing or `"text"` (Fluentd always sends the key).
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// Why compressed entries could not be expanded; each closes the connection.
+#[derive(Debug, thiserror::Error)]
+pub enum DecompressError {
+    #[error("decompressed entries exceed the {limit}-byte limit (forward.max_decompressed_bytes)")]
+    TooLarge { limit: usize },
+    #[error("corrupt {kind} data: {source}")]
+    Corrupt {
+        kind: &'static str,
+        source: std::io::Error,
+    },
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Expands `data`, refusing to produce more than `limit` bytes.
+///
+/// gzip may hold several members back to back (the spec allows it); zstd
+/// several frames. When the magic bytes contradict the option, the magic
+/// wins, as Fluent Bit's in_forward does.
+pub fn decompress(
+    compression: Compression,
+    data: &[u8],
+    limit: usize,
+) -> Result<Vec<u8>, DecompressError> {
+    let kind = if data.starts_with(&ZSTD_MAGIC) {
+        Compression::Zstd
+    } else if data.starts_with(&GZIP_MAGIC) {
+        Compression::Gzip
+    } else {
+        compression
+    };
+    match kind {
+        Compression::None => Ok(data.to_vec()),
+        Compression::Gzip => read_capped(flate2::read::MultiGzDecoder::new(data), limit, "gzip"),
+        Compression::Zstd => {
+            let dec = zstd::stream::read::Decoder::with_buffer(data).map_err(|source| {
+                DecompressError::Corrupt {
+                    kind: "zstd",
+                    source,
+                }
+            })?;
+            read_capped(dec, limit, "zstd")
+        }
+    }
+}
+
+fn read_capped(r: impl Read, limit: usize, kind: &'static str) -> Result<Vec<u8>, DecompressError> {
+    let mut out = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    r.take(cap)
+        .read_to_end(&mut out)
+        .map_err(|source| DecompressError::Corrupt { kind, source })?;
+    if out.len() > limit {
+        return Err(DecompressError::TooLarge { limit });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn several_gzip_members_are_joined() {
+        let mut two = gz(b"hello ");
+        two.extend(gz(b"world"));
+        assert_eq!(decompress(Compression::Gzip, &two, 100).unwrap(), b"hello world");
+    }
+
+    #[test]
+    fn bombs_stop_at_the_limit() {
+        let bomb = gz(&vec![0u8; 10 << 20]);
+        assert!(bomb.len() < 64 << 10);
+        assert!(matches!(
+            decompress(Compression::Gzip, &bomb, 1 << 20),
+            Err(DecompressError::TooLarge { .. })
+        ));
+        let zbomb = zstd::encode_all(&vec![0u8; 10 << 20][..], 3).unwrap();
+        assert!(matches!(
+            decompress(Compression::Zstd, &zbomb, 1 << 20),
+            Err(DecompressError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn magic_wins_over_the_option() {
+        let z = zstd::encode_all(&b"abc"[..], 1).unwrap();
+        assert_eq!(decompress(Compression::Gzip, &z, 10).unwrap(), b"abc");
+        assert!(decompress(Compression::Gzip, b"not gzip", 10).is_err());
+    }
+}

@@ -1,0 +1,52 @@
+//! The accept loop. A failing accept backs off instead of spinning; each
+//! connection runs in its own task so its errors stay there.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::connection::{serve, ConnectionSettings};
+use crate::metrics::Metrics;
+use crate::wal::WalHandle;
+
+/// Accepts until shutdown, then waits for open connections to finish their
+/// request in flight.
+pub async fn run(
+    listener: TcpListener,
+    wal: WalHandle,
+    settings: Arc<ConnectionSettings>,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                metrics.connections_accepted.inc();
+                let (m, wal, settings, sd) = (metrics.clone(), wal.clone(), settings.clone(), shutdown.clone());
+                conns.spawn(async move {
+                    m.connections_active.inc();
+                    serve(stream, peer, wal, settings, m.clone(), sd).await;
+                    m.connections_active.dec();
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    drop(listener);
+    while conns.join_next().await.is_some() {}
+}

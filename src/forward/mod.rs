@@ -1,0 +1,18 @@
+//! The forward-protocol listener (forward-protocol.md).
+//!
+//! - [`decode`]: one complete request → an [`EventBatch`](crate::event::EventBatch), no I/O;
+//! - [`time`], [`decompress`]: the value forms inside a request;
+//! - [`connection`]: one client's read loop: frame, decode, append to the WAL,
+//!   then ack;
+//! - [`listener`]: the accept loop.
+//!
+//! A connection's errors stay in its task: the process and other
+//! connections carry on (invariant 5).
+
+pub mod connection;
+pub mod decode;
+pub mod decompress;
+pub mod listener;
+pub mod time;
+
+pub use connection::ConnectionSettings;

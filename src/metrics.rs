@@ -1,0 +1,170 @@
+//! One Prometheus registry for every stage.
+//!
+//! Names follow `weir_<stage>_<noun>_<unit>_total`. Labels are bounded sets
+//! (mode, reason, sink, result): never a tag or a client address.
+//! Every drop, reject and retry counts here as well as in the log.
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Shared handle to every metric; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl std::ops::Deref for Metrics {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+pub struct Inner {
+    pub registry: Registry,
+    // forward
+    pub connections_active: IntGauge,
+    pub connections_accepted: IntCounter,
+    pub connections_closed: IntCounterVec,
+    pub requests: IntCounterVec,
+    pub events_accepted: IntCounterVec,
+    pub events_skipped: IntCounterVec,
+    pub bytes_received: IntCounter,
+    pub bytes_decompressed: IntCounter,
+    pub acks_sent: IntCounter,
+    pub ack_latency_seconds: Histogram,
+    // wal
+    pub wal_bytes: IntCounter,
+    pub wal_records: IntCounter,
+    pub wal_fsync_seconds: Histogram,
+    pub wal_group_size: Histogram,
+    pub wal_segments: IntGauge,
+    pub wal_errors: IntCounter,
+    pub wal_torn_tails: IntCounter,
+    pub wal_corrupt_records: IntCounter,
+    // roll
+    pub roll_open_partitions: IntGauge,
+    pub roll_buffer_bytes: IntGauge,
+    pub roll_rows: IntCounter,
+    pub roll_row_groups: IntCounter,
+    pub roll_files_finished: IntCounterVec,
+    pub roll_late_events: IntCounter,
+    pub roll_unrouted_events: IntCounter,
+    pub roll_replayed_skipped_events: IntCounter,
+    pub roll_errors: IntCounter,
+    // outbox + sinks
+    pub outbox_files: IntGaugeVec,
+    pub outbox_bytes: IntGaugeVec,
+    pub sink_uploads: IntCounterVec,
+    pub sink_upload_seconds: HistogramVec,
+    pub sink_retries: IntCounterVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(g.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    g
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(g.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(h.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    h
+}
+
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        2.5, 5.0, 10.0, 30.0,
+    ]
+}
+
+impl Metrics {
+    /// Builds the registry. Metric definitions are constants, so a failure
+    /// here is a programming error caught by every test run.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let inner = Inner {
+            connections_active: gauge(&r, "weir_forward_connections_active", "Open forward connections."),
+            connections_accepted: counter(&r, "weir_forward_connections_accepted_total", "Forward connections accepted."),
+            connections_closed: counter_vec(&r, "weir_forward_connections_closed_total", "Forward connections closed, by reason.", &["reason"]),
+            requests: counter_vec(&r, "weir_forward_requests_total", "Forward event requests decoded, by mode.", &["mode"]),
+            events_accepted: counter_vec(&r, "weir_forward_events_total", "Events accepted into the WAL, by mode.", &["mode"]),
+            events_skipped: counter_vec(&r, "weir_forward_events_skipped_total", "Events dropped as invalid or not logs, by reason.", &["reason"]),
+            bytes_received: counter(&r, "weir_forward_received_bytes_total", "Bytes read from forward connections."),
+            bytes_decompressed: counter(&r, "weir_forward_decompressed_bytes_total", "Entry bytes after decompression."),
+            acks_sent: counter(&r, "weir_forward_acks_total", "Acks written to clients."),
+            ack_latency_seconds: histogram(&r, "weir_forward_ack_latency_seconds", "From a request's last byte to its ack.", latency_buckets()),
+            wal_bytes: counter(&r, "weir_wal_written_bytes_total", "Bytes appended to the WAL."),
+            wal_records: counter(&r, "weir_wal_records_total", "Records (requests) appended to the WAL."),
+            wal_fsync_seconds: histogram(&r, "weir_wal_fsync_seconds", "Duration of one WAL group sync.", latency_buckets()),
+            wal_group_size: histogram(&r, "weir_wal_group_requests", "Requests made durable by one group commit.", vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            wal_segments: gauge(&r, "weir_wal_segments", "WAL segment files on disk."),
+            wal_errors: counter(&r, "weir_wal_errors_total", "WAL write or sync failures (the WAL stops acking)."),
+            wal_torn_tails: counter(&r, "weir_wal_torn_tails_total", "Torn WAL tails truncated at recovery."),
+            wal_corrupt_records: counter(&r, "weir_wal_corrupt_records_total", "Damaged WAL records skipped at recovery."),
+            roll_open_partitions: gauge(&r, "weir_roll_open_files", "Parquet files being written (route, tag, period)."),
+            roll_buffer_bytes: gauge(&r, "weir_roll_buffered_bytes", "Memory held by rows not yet in a row group on disk."),
+            roll_rows: counter(&r, "weir_roll_rows_total", "Rows encoded into Parquet."),
+            roll_row_groups: counter(&r, "weir_roll_row_groups_total", "Row groups written."),
+            roll_files_finished: counter_vec(&r, "weir_roll_files_finished_total", "Parquet files finished and handed to the outbox, by kind (period, late).", &["kind"]),
+            roll_late_events: counter(&r, "weir_roll_late_events_total", "Events that arrived after their period's file was finished; written to a late file."),
+            roll_unrouted_events: counter(&r, "weir_roll_unrouted_events_total", "Events whose tag matched no route; dropped."),
+            roll_replayed_skipped_events: counter(&r, "weir_roll_replay_skipped_events_total", "Replayed WAL events already in a finished file."),
+            roll_errors: counter(&r, "weir_roll_errors_total", "Failures writing Parquet files."),
+            outbox_files: gauge_vec(&r, "weir_outbox_files", "Finished files waiting for a sink.", &["sink"]),
+            outbox_bytes: gauge_vec(&r, "weir_outbox_bytes", "Bytes of finished files waiting for a sink.", &["sink"]),
+            sink_uploads: counter_vec(&r, "weir_sink_uploads_total", "Upload attempts, by sink and result.", &["sink", "result"]),
+            sink_upload_seconds: {
+                let h = HistogramVec::new(HistogramOpts::new("weir_sink_upload_seconds", "Duration of one upload.").buckets(latency_buckets()), &["sink"])
+                    .unwrap_or_else(|e| panic!("metric: {e}"));
+                r.register(Box::new(h.clone())).unwrap_or_else(|e| panic!("metric: {e}"));
+                h
+            },
+            sink_retries: counter_vec(&r, "weir_sink_retries_total", "Uploads retried after a failure, by sink.", &["sink"]),
+            registry: r,
+        };
+        Metrics(Arc::new(inner))
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,124 @@
+//! The outbox: finished files waiting for their sinks (survives restarts).
+//!
+//! Layout under `data_dir/outbox/`:
+//! - `{id}.parquet`: the file, deleted once every sink has it;
+//! - `{id}.json`: its [`Manifest`], kept until the WAL no longer holds any of
+//!   its records (so replay can tell the file is already finished);
+//! - `{id}.{sink}.done`: that sink's durable delivery mark.
+//!
+//! A file enters by [`OutboxDir::commit`]: the synced Parquet file is renamed
+//! in, then the manifest is written atomically, then the directory synced.
+//! A Parquet file without a manifest is a crash leftover and is removed at
+//! start; the WAL still holds its events.
+
+mod delivery;
+pub mod manifest;
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+pub use delivery::{start as start_delivery, DeliveryLinks};
+pub use manifest::Manifest;
+
+use crate::wal::segment::sync_dir;
+
+/// The outbox folder.
+#[derive(Debug, Clone)]
+pub struct OutboxDir {
+    dir: PathBuf,
+}
+
+impl OutboxDir {
+    pub fn open(dir: PathBuf) -> io::Result<Self> {
+        fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    pub fn data_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.parquet"))
+    }
+
+    fn manifest_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    fn done_path(&self, id: &str, sink: &str) -> PathBuf {
+        self.dir.join(format!("{id}.{sink}.done"))
+    }
+
+    /// Moves a closed, synced file into the outbox with its manifest.
+    pub fn commit(&self, file: &Path, manifest: &Manifest) -> io::Result<()> {
+        fs::rename(file, self.data_path(&manifest.id))?;
+        let json = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
+        let tmp = self.dir.join(format!("{}.json.tmp", manifest.id));
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+        fs::rename(&tmp, self.manifest_path(&manifest.id))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Every manifest, after removing crash leftovers. Unreadable manifests
+    /// are logged and skipped (their files stay for an operator).
+    pub fn load(&self) -> io::Result<Vec<Manifest>> {
+        let mut manifests = Vec::new();
+        let mut data = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if name.ends_with(".json.tmp") {
+                let _ = fs::remove_file(&path);
+            } else if let Some(id) = name.strip_suffix(".parquet") {
+                data.push(id.to_string());
+            } else if name.ends_with(".json") {
+                match fs::read(&path).map(|b| serde_json::from_slice::<Manifest>(&b)) {
+                    Ok(Ok(m)) => manifests.push(m),
+                    Ok(Err(e)) => tracing::error!(file = %path.display(), error = %e, "unreadable outbox manifest; skipped"),
+                    Err(e) => tracing::error!(file = %path.display(), error = %e, "cannot read outbox manifest; skipped"),
+                }
+            }
+        }
+        for id in data {
+            if !manifests.iter().any(|m| m.id == id) {
+                tracing::info!(id, "removing unfinished outbox file left by a crash");
+                let _ = fs::remove_file(self.data_path(&id));
+            }
+        }
+        manifests.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(manifests)
+    }
+
+    pub fn is_delivered(&self, id: &str, sink: &str) -> bool {
+        self.done_path(id, sink).exists()
+    }
+
+    /// Durably marks one sink's delivery.
+    pub fn mark_delivered(&self, id: &str, sink: &str) -> io::Result<()> {
+        fs::File::create(self.done_path(id, sink))?.sync_all()?;
+        sync_dir(&self.dir)
+    }
+
+    pub fn has_data(&self, id: &str) -> bool {
+        self.data_path(id).exists()
+    }
+
+    /// Removes the Parquet file once every sink has it.
+    pub fn remove_data(&self, id: &str) -> io::Result<()> {
+        match fs::remove_file(self.data_path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Forgets a delivered file entirely (its WAL records are gone).
+    pub fn forget(&self, m: &Manifest) -> io::Result<()> {
+        self.remove_data(&m.id)?;
+        for sink in m.keys.keys() {
+            let _ = fs::remove_file(self.done_path(&m.id, sink));
+        }
+        fs::remove_file(self.manifest_path(&m.id))
+    }
+}

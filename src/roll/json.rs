@@ -1,0 +1,169 @@
+//! msgpack values to JSON text, for the `record` column.
+//!
+//! Lossless where JSON allows: bin becomes a base64 string; a str that is not
+//! valid UTF-8 keeps its valid parts and writes each invalid byte 0xXY as the
+//! escape `\udcXY` (the "surrogateescape" convention: a lone low surrogate
+//! U+DC80..U+DCFF stands for one raw byte, so the original bytes can be
+//! recovered); ext values become `{"$ext": type, "$data": base64}`; map keys
+//! that are not strings become their JSON text as a string; NaN and ±inf
+//! become null.
+
+use base64::Engine;
+
+use crate::msgpack::{Cursor, Head, MsgpackError};
+
+/// Appends `s` as a JSON string literal (with quotes).
+pub fn write_str(out: &mut String, bytes: &[u8]) {
+    out.push('"');
+    let mut rest = bytes;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                escape_into(out, s);
+                break;
+            }
+            Err(e) => {
+                let (good, bad) = rest.split_at(e.valid_up_to());
+                // `good` is valid UTF-8 by construction of `valid_up_to`.
+                escape_into(out, std::str::from_utf8(good).unwrap_or_default());
+                let n = e.error_len().unwrap_or(bad.len());
+                for &b in &bad[..n] {
+                    out.push_str("\\udc");
+                    push_hex(out, b);
+                }
+                rest = &bad[n..];
+            }
+        }
+    }
+    out.push('"');
+}
+
+fn push_hex(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(HEX[(b >> 4) as usize] as char);
+    out.push(HEX[(b & 15) as usize] as char);
+}
+
+fn escape_into(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            out.push_str("\\u00");
+            push_hex(out, b);
+        } else {
+            out.push_str(esc);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+}
+
+fn write_base64(out: &mut String, data: &[u8]) {
+    out.push('"');
+    base64::engine::general_purpose::STANDARD.encode_string(data, out);
+    out.push('"');
+}
+
+/// Appends the JSON form of the next value in `c`.
+pub fn write_value(out: &mut String, c: &mut Cursor<'_>) -> Result<(), MsgpackError> {
+    match c.head()? {
+        Head::Nil => out.push_str("null"),
+        Head::Bool(true) => out.push_str("true"),
+        Head::Bool(false) => out.push_str("false"),
+        Head::Int(i) => out.push_str(itoa::Buffer::new().format(i)),
+        Head::BigUint(u) => out.push_str(itoa::Buffer::new().format(u)),
+        Head::Float(f) => {
+            if f.is_finite() {
+                out.push_str(ryu::Buffer::new().format_finite(f));
+            } else {
+                out.push_str("null");
+            }
+        }
+        Head::Str(n) => write_str(out, c.take(n as usize)?),
+        Head::Bin(n) => write_base64(out, c.take(n as usize)?),
+        Head::Ext(t, n) => {
+            out.push_str("{\"$ext\":");
+            out.push_str(itoa::Buffer::new().format(t));
+            out.push_str(",\"$data\":");
+            write_base64(out, c.take(n as usize)?);
+            out.push('}');
+        }
+        Head::Array(n) => {
+            out.push('[');
+            for i in 0..n {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(out, c)?;
+            }
+            out.push(']');
+        }
+        Head::Map(n) => {
+            out.push('{');
+            for i in 0..n {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_key(out, c)?;
+                out.push(':');
+                write_value(out, c)?;
+            }
+            out.push('}');
+        }
+    }
+    Ok(())
+}
+
+/// Appends a map key as a JSON string: strings as they are, anything else as
+/// its JSON text.
+pub fn write_key(out: &mut String, c: &mut Cursor<'_>) -> Result<(), MsgpackError> {
+    if let Some(k) = c.bytes()? {
+        write_str(out, k);
+    } else {
+        let mut tmp = String::new();
+        write_value(&mut tmp, c)?;
+        write_str(out, tmp.as_bytes());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(bytes: &[u8]) -> String {
+        let mut s = String::new();
+        write_value(&mut s, &mut Cursor::new(bytes)).unwrap();
+        s
+    }
+
+    #[test]
+    fn scalars_and_containers() {
+        assert_eq!(json(&[0x93, 0xc0, 0xc3, 0xff]), "[null,true,-1]");
+        assert_eq!(json(&[0x81, 0xa1, b'a', 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0]), r#"{"a":1.5}"#);
+        assert_eq!(json(&[0x81, 0x01, 0xa1, b'x']), r#"{"1":"x"}"#);
+        assert_eq!(json(&[0xc4, 0x02, 0xff, 0x00]), r#""/wA=""#);
+        assert_eq!(json(&[0xd4, 0x05, 0x07]), r#"{"$ext":5,"$data":"Bw=="}"#);
+        assert_eq!(json(&[0xcb, 0x7f, 0xf0, 0, 0, 0, 0, 0, 0]), "null");
+    }
+
+    #[test]
+    fn strings_are_escaped_and_invalid_utf8_is_kept() {
+        assert_eq!(json(b"\xa6a\"b\\\n\x01"), r#""a\"b\\\n\u0001""#);
+        assert_eq!(json(&[0xa2, 0xc3, 0xa9]), "\"é\"");
+        let s = json(&[0xa3, b'a', 0xff, b'b']);
+        assert_eq!(s, r#""a\udcffb""#);
+        assert_eq!(json(&[0xa2, 0xc3, 0x28]), r#""\udcc3(""#);
+    }
+}

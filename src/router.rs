@@ -1,0 +1,212 @@
+//! Tag patterns with fluentd `<match>` semantics, and route lookup.
+//!
+//! `*` matches one tag part (no dots), `**` zero or more parts (`a.**` also
+//! matches `a`), `{x,y}` alternatives; a route's `match` may list several
+//! patterns separated by spaces. The first route that matches wins.
+
+use std::collections::HashMap;
+
+use crate::config::Config;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tok {
+    Lit(u8),
+    /// `*`: any run of non-dot bytes.
+    Star,
+    /// `**` in the middle of a part: anything.
+    Any,
+    /// `.**`: nothing, or a dot followed by anything.
+    DotAny,
+    /// `**.`: nothing, or anything ending in a dot.
+    AnyDot,
+}
+
+/// One compiled pattern (alternatives already expanded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagPattern {
+    alternatives: Vec<Vec<Tok>>,
+}
+
+/// Most concrete patterns one `{…}` pattern may expand to.
+const MAX_EXPANSION: usize = 256;
+
+fn expand_braces(p: &str) -> Result<Vec<String>, String> {
+    let Some(open) = p.find('{') else {
+        if p.contains('}') {
+            return Err(format!("unbalanced '}}' in pattern {p:?}"));
+        }
+        return Ok(vec![p.to_string()]);
+    };
+    // Find the matching close brace, splitting on top-level commas.
+    let mut depth = 0;
+    let mut parts = Vec::new();
+    let mut start = open + 1;
+    let mut close = None;
+    for (i, c) in p.char_indices().skip_while(|(i, _)| *i <= open) {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                parts.push(&p[start..i]);
+                close = Some(i);
+                break;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&p[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let close = close.ok_or_else(|| format!("unclosed '{{' in pattern {p:?}"))?;
+    let mut out = Vec::new();
+    for part in parts {
+        let joined = format!("{}{}{}", &p[..open], part, &p[close + 1..]);
+        for e in expand_braces(&joined)? {
+            out.push(e);
+            if out.len() > MAX_EXPANSION {
+                return Err(format!("pattern {p:?} expands to more than {MAX_EXPANSION} patterns"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn compile(p: &str) -> Vec<Tok> {
+    let b = p.as_bytes();
+    let mut toks = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'.' && b[i + 1..].starts_with(b"**") {
+            toks.push(Tok::DotAny);
+            i += 3;
+        } else if b[i..].starts_with(b"**") {
+            let at_part_start = i == 0 || b[i - 1] == b'.';
+            if at_part_start && b.get(i + 2) == Some(&b'.') {
+                toks.push(Tok::AnyDot);
+                i += 3;
+            } else {
+                toks.push(Tok::Any);
+                i += 2;
+            }
+        } else if b[i] == b'*' {
+            toks.push(Tok::Star);
+            i += 1;
+        } else {
+            toks.push(Tok::Lit(b[i]));
+            i += 1;
+        }
+    }
+    toks
+}
+
+fn matches(p: &[Tok], t: &[u8]) -> bool {
+    let Some((first, rest)) = p.split_first() else {
+        return t.is_empty();
+    };
+    match first {
+        Tok::Lit(c) => t.first() == Some(c) && matches(rest, &t[1..]),
+        Tok::Star => {
+            let run = t.iter().position(|&c| c == b'.').unwrap_or(t.len());
+            (0..=run).any(|k| matches(rest, &t[k..]))
+        }
+        Tok::Any => (0..=t.len()).any(|k| matches(rest, &t[k..])),
+        Tok::DotAny => {
+            matches(rest, t) || (t.first() == Some(&b'.') && (1..=t.len()).any(|k| matches(rest, &t[k..])))
+        }
+        Tok::AnyDot => {
+            matches(rest, t) || (1..=t.len()).any(|k| t[k - 1] == b'.' && matches(rest, &t[k..]))
+        }
+    }
+}
+
+impl TagPattern {
+    /// Parses one pattern (no spaces).
+    pub fn parse(p: &str) -> Result<Self, String> {
+        if p.is_empty() {
+            return Err("empty pattern".into());
+        }
+        Ok(Self {
+            alternatives: expand_braces(p)?.iter().map(|s| compile(s)).collect(),
+        })
+    }
+
+    /// Parses a space-separated list of patterns.
+    pub fn parse_list(s: &str) -> Result<Vec<Self>, String> {
+        let list: Vec<_> = s.split_whitespace().map(Self::parse).collect::<Result<_, _>>()?;
+        if list.is_empty() {
+            return Err("needs at least one pattern, e.g. \"app.**\"".into());
+        }
+        Ok(list)
+    }
+
+    pub fn matches(&self, tag: &[u8]) -> bool {
+        self.alternatives.iter().any(|a| matches(a, tag))
+    }
+}
+
+/// Remembers each tag's route so matching runs once per distinct tag.
+///
+/// # Memory
+/// One entry per distinct tag seen, cleared when it passes `max_entries`.
+pub struct RouteCache {
+    map: HashMap<Vec<u8>, Option<usize>>,
+    max_entries: usize,
+}
+
+impl RouteCache {
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            max_entries,
+        }
+    }
+
+    pub fn route(&mut self, config: &Config, tag: &[u8]) -> Option<usize> {
+        if let Some(r) = self.map.get(tag) {
+            return *r;
+        }
+        if self.map.len() >= self.max_entries {
+            self.map.clear();
+        }
+        let r = config.route_for(tag);
+        self.map.insert(tag.to_vec(), r);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &str, t: &str) -> bool {
+        TagPattern::parse_list(p).unwrap().iter().any(|x| x.matches(t.as_bytes()))
+    }
+
+    #[test]
+    fn fluentd_semantics() {
+        assert!(m("a.*", "a.b"));
+        assert!(!m("a.*", "a"));
+        assert!(!m("a.*", "a.b.c"));
+        assert!(m("a.**", "a"));
+        assert!(m("a.**", "a.b.c"));
+        assert!(!m("a.**", "ab"));
+        assert!(m("**", "anything.at.all"));
+        assert!(m("**.log", "log"));
+        assert!(m("**.log", "x.y.log"));
+        assert!(!m("**.log", "xlog"));
+        assert!(m("{app,web}.**", "web.x"));
+        assert!(!m("{app,web}.**", "dev.x"));
+        assert!(m("a.{b,c.d}", "a.c.d"));
+        assert!(m("dev.** team.*", "team.x"));
+        assert!(m("*.access", "nginx.access"));
+        assert!(!m("*.access", "a.b.access"));
+    }
+
+    #[test]
+    fn bad_patterns() {
+        assert!(TagPattern::parse_list("  ").is_err());
+        assert!(TagPattern::parse_list("a.{b").is_err());
+        assert!(TagPattern::parse_list("a}").is_err());
+    }
+}

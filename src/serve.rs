@@ -1,0 +1,160 @@
+//! Wires the stages together and runs them until shutdown.
+//!
+//! Start order is the reverse of data flow (outbox, roller, WAL, listener) so
+//! every stage's consumer exists before its producer; stop order follows data
+//! flow (listener, WAL, roller, outbox) so each stage drains into the next.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::forward::decode::DecodeLimits;
+use crate::forward::{self, ConnectionSettings};
+use crate::metrics::Metrics;
+use crate::outbox::{self, DeliveryLinks, OutboxDir};
+use crate::roll::{self, RollerLinks};
+use crate::sink;
+use crate::wal::{self, WalLinks, WalSettings};
+
+/// WAL records queued for the roller before the WAL waits (backpressure).
+const ROLLER_QUEUE: usize = 256;
+/// How often the WAL passes the wall clock to the roller.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Runs weir until `shutdown` resolves or a stage fails.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let metrics = Metrics::new();
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+
+    let outbox_dir = OutboxDir::open(data_dir.join("outbox")).context("opening the outbox")?;
+    let initial = outbox_dir.load().context("reading the outbox")?;
+    let sinks = sink::build_all(&config.sinks).map_err(anyhow::Error::msg)?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (roll_tx, roll_rx) = std::sync::mpsc::sync_channel(ROLLER_QUEUE);
+    let (release_tx, release_rx) = watch::channel(0u64);
+    let (oldest_tx, oldest_rx) = watch::channel(0u64);
+    let (healthy_tx, _healthy_rx) = watch::channel(true);
+    let (finished_tx, finished_rx) = mpsc::channel(1024);
+
+    let delivery = outbox::start_delivery(
+        outbox_dir.clone(),
+        sinks,
+        initial.clone(),
+        DeliveryLinks {
+            finished: finished_rx,
+            wal_oldest: oldest_rx,
+            shutdown: shutdown_rx.clone(),
+            metrics: metrics.clone(),
+        },
+    );
+    let roller = roll::start(
+        config.clone(),
+        RollerLinks {
+            input: roll_rx,
+            release: release_tx,
+            finished: finished_tx,
+            outbox: outbox_dir,
+            initial,
+            metrics: metrics.clone(),
+        },
+    )
+    .context("starting the roller")?;
+    let (wal, wal_thread) = wal::start(
+        WalSettings {
+            dir: data_dir.join("wal"),
+            durability: config.wal.durability,
+            segment_bytes: config.wal.segment_bytes.0,
+            max_group_bytes: config.wal.max_group_bytes.as_usize(),
+        },
+        WalLinks {
+            output: roll_tx,
+            release: release_rx,
+            oldest: oldest_tx,
+            healthy: healthy_tx,
+            metrics: metrics.clone(),
+        },
+    )
+    .context("opening the write-ahead log")?;
+
+    let ticker = {
+        let wal = wal.clone();
+        let mut sd = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(TICK);
+            loop {
+                let stop = tokio::select! {
+                    _ = every.tick() => false,
+                    _ = sd.wait_for(|s| *s) => true,
+                };
+                if stop || wal.tick().await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+
+    let listener = TcpListener::bind(config.forward.listen)
+        .await
+        .with_context(|| format!("forward.listen: cannot listen on {}", config.forward.listen))?;
+    tracing::info!(
+        listen = %config.forward.listen,
+        node_id = config.node_id,
+        data_dir = %data_dir.display(),
+        "weir is accepting forward traffic"
+    );
+    let settings = Arc::new(ConnectionSettings {
+        max_buffer_bytes: config.forward.max_buffer_bytes.as_usize(),
+        limits: DecodeLimits {
+            max_decompressed_bytes: config.forward.max_decompressed_bytes.as_usize(),
+        },
+        idle_timeout: config.forward.idle_timeout.0,
+    });
+    let accept = tokio::spawn(forward::listener::run(
+        listener,
+        wal.clone(),
+        settings,
+        metrics.clone(),
+        shutdown_rx.clone(),
+    ));
+    drop(wal);
+
+    let mut roller = tokio::task::spawn_blocking(move || roller.join());
+    let mut failure = None;
+    tokio::select! {
+        _ = shutdown => tracing::info!("shutting down: no new connections; finishing requests in flight"),
+        r = &mut roller => {
+            let why = match r {
+                Ok(Ok(Err(e))) => e,
+                _ => "roller stopped unexpectedly".to_string(),
+            };
+            failure = Some(why);
+        }
+    }
+    let _ = shutdown_tx.send(true);
+    let _ = accept.await;
+    let _ = ticker.await;
+    // Every WAL handle is gone now: the writer syncs and stops, then the roller.
+    let _ = tokio::task::spawn_blocking(move || wal_thread.join()).await;
+    if failure.is_none() {
+        if let Ok(Ok(Err(e))) = roller.await {
+            failure = Some(e);
+        }
+    }
+    let _ = delivery.await;
+    match failure {
+        Some(why) => anyhow::bail!("stopped after a roller failure: {why}"),
+        None => {
+            tracing::info!("stopped cleanly");
+            Ok(())
+        }
+    }
+}

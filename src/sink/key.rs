@@ -1,0 +1,134 @@
+//! Deterministic object keys (invariants 3 and 7).
+//!
+//! `{prefix}/{tag}/dt=YYYY-MM-DD/hour=HH[/minute=MM]/{node}[.late-{seq}].parquet`
+//!
+//! The key depends only on what names the file (prefix, tag, period, node,
+//! late sequence), never on the clock or randomness, so an upload retried
+//! after a crash writes the same key. Tags become exactly one path segment:
+//! bytes outside `[A-Za-z0-9._-]`, `%` included, are written `%XX`, and a
+//! leading `.` too, so no tag can form `..`, a `/` or an absolute path.
+
+use chrono::{DateTime, Timelike};
+
+/// Escapes one key segment (a tag or node id). Injective: different inputs
+/// give different segments.
+pub fn escape_segment(raw: &[u8]) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for (i, &b) in raw.iter().enumerate() {
+        let keep = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0);
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.is_empty() {
+        // An empty tag never reaches here (the decoder drops it); keep the
+        // segment non-empty regardless.
+        out.push_str("%00");
+    }
+    out
+}
+
+/// Checks a configured key prefix: `/`-separated plain segments.
+pub fn validate_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    for seg in prefix.split('/') {
+        let ok = !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-=".contains(&b));
+        if !ok {
+            return Err(format!(
+                "{prefix:?}: segments must be non-empty [A-Za-z0-9._=-], not '.' or '..', with no leading or doubled '/'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What names one finished file.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyParts<'a> {
+    pub prefix: &'a str,
+    pub tag: &'a [u8],
+    /// Period start, seconds since the epoch (UTC).
+    pub period_start: i64,
+    pub period_secs: u64,
+    pub node: &'a str,
+    /// For a late file: the WAL sequence number of its first event.
+    pub late_seq: Option<u64>,
+}
+
+/// Builds the object key.
+pub fn object_key(p: &KeyParts<'_>) -> String {
+    let t = DateTime::from_timestamp(p.period_start, 0).unwrap_or_default();
+    let mut key = String::new();
+    if !p.prefix.is_empty() {
+        key.push_str(p.prefix);
+        key.push('/');
+    }
+    key.push_str(&escape_segment(p.tag));
+    key.push_str(&format!("/dt={}/hour={:02}", t.format("%Y-%m-%d"), t.hour()));
+    if p.period_secs < 3600 {
+        key.push_str(&format!("/minute={:02}", t.minute()));
+    }
+    key.push('/');
+    key.push_str(&escape_segment(p.node.as_bytes()));
+    if let Some(seq) = p.late_seq {
+        key.push_str(&format!(".late-{seq}"));
+    }
+    key.push_str(".parquet");
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(tag: &[u8], period_secs: u64, late: Option<u64>) -> String {
+        object_key(&KeyParts {
+            prefix: "logs",
+            tag,
+            period_start: 1_764_090_000, // 2025-11-25T17:00:00Z
+            period_secs,
+            node: "n1",
+            late_seq: late,
+        })
+    }
+
+    #[test]
+    fn layout() {
+        assert_eq!(key(b"app.web", 3600, None), "logs/app.web/dt=2025-11-25/hour=17/n1.parquet");
+        assert_eq!(
+            key(b"app.web", 60, Some(42)),
+            "logs/app.web/dt=2025-11-25/hour=17/minute=00/n1.late-42.parquet"
+        );
+    }
+
+    #[test]
+    fn hostile_tags_stay_one_segment() {
+        for tag in [&b".."[..], b"../../etc", b"/abs", b"a/b", b".", b"%2F", b"a\0b", b"\xff"] {
+            let seg = escape_segment(tag);
+            assert!(!seg.contains('/'), "{seg}");
+            assert_ne!(seg, "..");
+            assert_ne!(seg, ".");
+            assert!(!seg.starts_with('.'), "{seg}");
+            assert!(seg.bytes().all(|b| b.is_ascii_graphic()), "{seg}");
+        }
+        assert_ne!(escape_segment(b"%2F"), escape_segment(b"/"));
+        assert_eq!(escape_segment(b"../x"), "%2E.%2Fx");
+    }
+
+    #[test]
+    fn prefixes() {
+        assert!(validate_prefix("dwh/raw").is_ok());
+        assert!(validate_prefix("../x").is_err());
+        assert!(validate_prefix("/abs").is_err());
+        assert!(validate_prefix("a//b").is_err());
+    }
+}

@@ -1,0 +1,126 @@
+//! The write-ahead log: every accepted request is appended here, and its ack
+//! goes out only after the append is durable (invariant 1).
+//!
+//! Layers, bottom up: [`record`] frames one request with a CRC, [`segment`]
+//! holds numbered files of records, [`writer`] is the single thread that owns
+//! the active segment and does group commit: it takes every request queued
+//! while the previous sync ran, writes them in one `write`, syncs once, then
+//! answers them all. Durable records flow on to the roller in sequence order.
+//!
+//! # Recovery
+//! On start the writer reads every segment oldest first and replays each
+//! intact record to the roller before taking new appends. A damaged tail of
+//! the newest segment (a torn write from a crash) is truncated; damage in an
+//! older segment ends that segment's replay, is logged and counted. Writing
+//! then continues in a fresh segment named by the next sequence number, so
+//! sequence numbers are never reused, even after every segment was released.
+//!
+//! # Retention
+//! The roller publishes the lowest sequence number it still needs (events in
+//! files not yet in the outbox). A segment is deleted once every record in it
+//! is below that mark; the active segment is never deleted.
+//!
+//! # Memory
+//! The request queue holds at most `QUEUE_DEPTH` requests; each group
+//! writes at most `wal.max_group_bytes` (plus one request). Replay holds one
+//! segment at a time.
+
+pub mod record;
+pub mod segment;
+mod writer;
+
+use std::path::PathBuf;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::Durability;
+use crate::event::EventBatch;
+use crate::metrics::Metrics;
+pub use record::WalRecord;
+pub use writer::start;
+
+/// Requests queued for the writer before senders wait (backpressure).
+pub const QUEUE_DEPTH: usize = 256;
+
+/// What the WAL hands downstream, in order.
+#[derive(Debug)]
+pub enum WalOutput {
+    /// A durable record (replayed or new).
+    Record(WalRecord),
+    /// Wall clock as the WAL sees it: every later record arrives at or after it.
+    Tick { now_ms: i64 },
+    /// Replay of the existing log is complete.
+    ReplayDone,
+}
+
+/// Why an append was not made durable; the request must not be acked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WalError {
+    #[error("write-ahead log failed earlier and accepts no more writes: {0}")]
+    Failed(String),
+    #[error("write-ahead log is shut down")]
+    Closed,
+}
+
+/// Settings the writer needs.
+#[derive(Debug, Clone)]
+pub struct WalSettings {
+    pub dir: PathBuf,
+    pub durability: Durability,
+    pub segment_bytes: u64,
+    pub max_group_bytes: usize,
+}
+
+pub(crate) enum WalRequest {
+    Append {
+        batch: EventBatch,
+        reply: oneshot::Sender<Result<u64, WalError>>,
+    },
+    Tick,
+}
+
+/// Cheap handle for appending; the writer stops when every handle is dropped.
+#[derive(Clone)]
+pub struct WalHandle {
+    tx: mpsc::Sender<WalRequest>,
+}
+
+impl WalHandle {
+    /// Appends a batch; resolves once it is durable, with its sequence number.
+    pub async fn append(&self, batch: EventBatch) -> Result<u64, WalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WalRequest::Append { batch, reply })
+            .await
+            .map_err(|_| WalError::Closed)?;
+        rx.await.map_err(|_| WalError::Closed)?
+    }
+
+    /// Asks the writer to pass a clock tick downstream.
+    pub async fn tick(&self) -> Result<(), WalError> {
+        self.tx
+            .send(WalRequest::Tick)
+            .await
+            .map_err(|_| WalError::Closed)
+    }
+}
+
+/// Channels the WAL reads and writes besides appends.
+pub struct WalLinks {
+    /// Records and ticks for the roller.
+    pub output: std::sync::mpsc::SyncSender<WalOutput>,
+    /// Lowest sequence number the roller still needs.
+    pub release: watch::Receiver<u64>,
+    /// Published: lowest sequence number still on disk.
+    pub oldest: watch::Sender<u64>,
+    /// Published: false once a write or sync failed.
+    pub healthy: watch::Sender<bool>,
+    pub metrics: Metrics,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,111 @@
+//! Segment files: `wal/{first_seq:020}.wal`, each starting with a magic and
+//! version, then records back to back.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::record::{self, Decoded, WalRecord};
+
+/// File magic and format version.
+pub const MAGIC: &[u8; 8] = b"WEIRWAL1";
+
+/// A segment on disk, known by the first sequence number it may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentFile {
+    pub first_seq: u64,
+    pub path: PathBuf,
+}
+
+pub fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}.wal"))
+}
+
+/// Segments in `dir`, oldest first. Files with other names are ignored.
+pub fn list(dir: &Path) -> io::Result<Vec<SegmentFile>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else {
+            continue;
+        };
+        if let Ok(first_seq) = stem.parse::<u64>() {
+            out.push(SegmentFile {
+                first_seq,
+                path: entry.path(),
+            });
+        }
+    }
+    out.sort_by_key(|s| s.first_seq);
+    Ok(out)
+}
+
+/// Creates a new segment and makes its existence durable.
+pub fn create(dir: &Path, first_seq: u64) -> io::Result<File> {
+    let path = segment_path(dir, first_seq);
+    let mut f = OpenOptions::new().create_new(true).write(true).open(&path)?;
+    f.write_all(MAGIC)?;
+    f.sync_all()?;
+    sync_dir(dir)?;
+    Ok(f)
+}
+
+/// fsyncs a directory so a created, renamed or removed entry survives a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The result of reading one segment.
+#[derive(Debug)]
+pub struct SegmentRead {
+    pub records: Vec<WalRecord>,
+    /// Byte offset after the last good record.
+    pub good_len: u64,
+    /// Why reading stopped early, if it did.
+    pub damage: Option<&'static str>,
+    pub file_len: u64,
+}
+
+/// Reads every intact record of a segment, stopping at the first damage.
+///
+/// # Memory
+/// Holds the whole segment (at most `wal.segment_bytes` plus one request).
+pub fn read(path: &Path) -> io::Result<SegmentRead> {
+    let data = Bytes::from(fs::read(path)?);
+    let file_len = data.len() as u64;
+    if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
+        let damage = if data.is_empty() {
+            // Created but the magic never made it to disk.
+            None
+        } else {
+            Some("bad segment header")
+        };
+        return Ok(SegmentRead {
+            records: Vec::new(),
+            good_len: 0,
+            damage,
+            file_len,
+        });
+    }
+    let mut pos = MAGIC.len();
+    let mut records = Vec::new();
+    let damage = loop {
+        match record::decode(&data.slice(pos..)) {
+            Decoded::Record { record, len } => {
+                records.push(record);
+                pos += len;
+            }
+            Decoded::End => break None,
+            Decoded::Damaged(why) => break Some(why),
+        }
+    };
+    Ok(SegmentRead {
+        records,
+        good_len: pos as u64,
+        damage,
+        file_len,
+    })
+}

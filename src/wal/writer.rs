@@ -1,0 +1,285 @@
+//! The WAL writer thread: recovery, then group commit.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::segment::{self, SegmentFile};
+use super::{now_ms, record, WalError, WalHandle, WalLinks, WalOutput, WalRequest, WalSettings,
+    QUEUE_DEPTH};
+use crate::config::Durability;
+
+/// Opens the log in `settings.dir` and starts its writer thread.
+///
+/// # Errors
+/// The directory cannot be created or listed, or another weir holds its lock.
+pub fn start(
+    settings: WalSettings,
+    links: WalLinks,
+) -> io::Result<(WalHandle, std::thread::JoinHandle<()>)> {
+    fs::create_dir_all(&settings.dir)?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(settings.dir.join("LOCK"))?;
+    lock.try_lock().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "{} is locked by another weir process",
+                settings.dir.display()
+            ),
+        )
+    })?;
+    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    let handle = std::thread::Builder::new()
+        .name("weir-wal".into())
+        .spawn(move || {
+            let _lock = lock;
+            let mut w = Writer {
+                settings,
+                links,
+                segments: Vec::new(),
+                active: None,
+                active_len: 0,
+                next_seq: 0,
+                last_arrival_ms: i64::MIN,
+                failed: None,
+            };
+            if let Err(e) = w.recover() {
+                tracing::error!(error = %e, "WAL recovery failed; refusing all writes");
+                w.fail(e.to_string());
+            }
+            let _ = w.links.output.send(WalOutput::ReplayDone);
+            w.run(rx);
+        })?;
+    Ok((WalHandle { tx }, handle))
+}
+
+struct Writer {
+    settings: WalSettings,
+    links: WalLinks,
+    /// Segments on disk, oldest first; the last is the active one.
+    segments: Vec<SegmentFile>,
+    active: Option<File>,
+    active_len: u64,
+    next_seq: u64,
+    /// Arrival stamps never go backwards, even if the clock does.
+    last_arrival_ms: i64,
+    failed: Option<String>,
+}
+
+struct Pending {
+    reply: oneshot::Sender<Result<u64, WalError>>,
+    record: record::WalRecord,
+}
+
+impl Writer {
+    fn fail(&mut self, why: String) {
+        self.failed = Some(why);
+        self.active = None;
+        let _ = self.links.healthy.send(false);
+    }
+
+    fn stamp(&mut self) -> i64 {
+        self.last_arrival_ms = self.last_arrival_ms.max(now_ms());
+        self.last_arrival_ms
+    }
+
+    fn recover(&mut self) -> io::Result<()> {
+        let dir = self.settings.dir.clone();
+        self.segments = segment::list(&dir)?;
+        let started = Instant::now();
+        let (mut records, mut events) = (0u64, 0u64);
+        let count = self.segments.len();
+        for (i, seg) in self.segments.clone().iter().enumerate() {
+            self.next_seq = self.next_seq.max(seg.first_seq);
+            let read = segment::read(&seg.path)?;
+            for r in read.records {
+                if r.seq < self.next_seq {
+                    // A sequence number must grow; anything else is damage.
+                    tracing::error!(segment = %seg.path.display(), seq = r.seq, "WAL record out of order; skipped");
+                    self.links.metrics.wal_corrupt_records.inc();
+                    continue;
+                }
+                self.next_seq = r.seq + 1;
+                self.last_arrival_ms = self.last_arrival_ms.max(r.arrival_ms);
+                records += 1;
+                events += r.batch.len() as u64;
+                if self.links.output.send(WalOutput::Record(r)).is_err() {
+                    return Err(io::Error::other("roller stopped during replay"));
+                }
+            }
+            if let Some(why) = read.damage {
+                if i + 1 == count {
+                    tracing::warn!(segment = %seg.path.display(), at = read.good_len, lost_bytes = read.file_len - read.good_len, reason = why,
+                        "truncating torn WAL tail (a write the crash interrupted; it was never acked)");
+                    let f = OpenOptions::new().write(true).open(&seg.path)?;
+                    f.set_len(read.good_len.max(segment::MAGIC.len() as u64))?;
+                    f.sync_all()?;
+                    self.links.metrics.wal_torn_tails.inc();
+                } else {
+                    tracing::error!(segment = %seg.path.display(), at = read.good_len, reason = why,
+                        "damaged WAL segment; records after the damage are skipped");
+                    self.links.metrics.wal_corrupt_records.inc();
+                }
+            }
+        }
+        if records > 0 {
+            tracing::info!(segments = count, records, events, elapsed_ms = started.elapsed().as_millis() as u64, "WAL replayed");
+        }
+        // A newest segment holding no records is replaced by the fresh one.
+        if let Some(last) = self.segments.last() {
+            if last.first_seq == self.next_seq {
+                fs::remove_file(&last.path)?;
+                self.segments.pop();
+            }
+        }
+        self.open_segment()?;
+        Ok(())
+    }
+
+    fn open_segment(&mut self) -> io::Result<()> {
+        let f = segment::create(&self.settings.dir, self.next_seq)?;
+        self.segments.push(SegmentFile {
+            first_seq: self.next_seq,
+            path: segment::segment_path(&self.settings.dir, self.next_seq),
+        });
+        self.active = Some(f);
+        self.active_len = segment::MAGIC.len() as u64;
+        self.links.metrics.wal_segments.set(self.segments.len() as i64);
+        Ok(())
+    }
+
+    fn run(&mut self, mut rx: mpsc::Receiver<WalRequest>) {
+        let mut buf = Vec::with_capacity(self.settings.max_group_bytes + (1 << 20));
+        let mut pending: Vec<Pending> = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut tick = false;
+            let mut group_bytes = 0usize;
+            let mut next = Some(first);
+            while let Some(req) = next.take() {
+                match req {
+                    WalRequest::Tick => tick = true,
+                    WalRequest::Append { batch, reply } => {
+                        if let Some(why) = &self.failed {
+                            let _ = reply.send(Err(WalError::Failed(why.clone())));
+                        } else {
+                            let seq = self.next_seq;
+                            self.next_seq += 1;
+                            let arrival_ms = self.stamp();
+                            record::encode(&mut buf, seq, arrival_ms, &batch);
+                            group_bytes += batch.as_bytes().len();
+                            pending.push(Pending {
+                                reply,
+                                record: record::WalRecord {
+                                    seq,
+                                    arrival_ms,
+                                    batch,
+                                },
+                            });
+                        }
+                    }
+                }
+                if group_bytes < self.settings.max_group_bytes {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !pending.is_empty() {
+                self.commit(&mut buf, &mut pending);
+            }
+            if tick {
+                let now_ms = self.stamp();
+                let _ = self.links.output.send(WalOutput::Tick { now_ms });
+            }
+            self.release();
+        }
+        if let Some(f) = &self.active {
+            let _ = f.sync_all();
+        }
+        tracing::debug!("WAL writer stopped");
+    }
+
+    fn commit(&mut self, buf: &mut Vec<u8>, pending: &mut Vec<Pending>) {
+        let result = self.write_and_sync(buf);
+        let m = &self.links.metrics;
+        match result {
+            Ok(()) => {
+                m.wal_bytes.inc_by(buf.len() as u64);
+                m.wal_records.inc_by(pending.len() as u64);
+                m.wal_group_size.observe(pending.len() as f64);
+                self.active_len += buf.len() as u64;
+                for p in pending.drain(..) {
+                    let _ = p.reply.send(Ok(p.record.seq));
+                    // Blocks when the roller is behind: backpressure to appenders.
+                    if self.links.output.send(WalOutput::Record(p.record)).is_err() {
+                        tracing::error!("roller stopped; WAL keeps records for the next start");
+                    }
+                }
+                if self.active_len >= self.settings.segment_bytes {
+                    if let Err(e) = self.open_segment() {
+                        tracing::error!(error = %e, "cannot start a new WAL segment");
+                        self.fail(e.to_string());
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "WAL write failed; no further requests are acked");
+                m.wal_errors.inc();
+                self.fail(e.to_string());
+                for p in pending.drain(..) {
+                    let _ = p.reply.send(Err(WalError::Failed(e.to_string())));
+                }
+            }
+        }
+        buf.clear();
+    }
+
+    fn write_and_sync(&mut self, buf: &[u8]) -> io::Result<()> {
+        let f = self
+            .active
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no active segment"))?;
+        f.write_all(buf)?;
+        if self.settings.durability == Durability::Fsync {
+            let t = Instant::now();
+            f.sync_data()?;
+            self.links
+                .metrics
+                .wal_fsync_seconds
+                .observe(t.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    /// Deletes segments whose every record is below the roller's release mark.
+    fn release(&mut self) {
+        let mark = *self.links.release.borrow();
+        let mut removed = false;
+        while self.segments.len() > 1 && self.segments[1].first_seq <= mark {
+            let seg = self.segments.remove(0);
+            match fs::remove_file(&seg.path) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => removed = true,
+                Err(e) => {
+                    tracing::warn!(segment = %seg.path.display(), error = %e, "cannot delete released WAL segment");
+                    self.segments.insert(0, seg);
+                    break;
+                }
+            }
+        }
+        if removed {
+            let _ = segment::sync_dir(&self.settings.dir);
+            self.links.metrics.wal_segments.set(self.segments.len() as i64);
+        }
+        let oldest = self.segments.first().map_or(self.next_seq, |s| s.first_seq);
+        self.links.oldest.send_if_modified(|v| {
+            let changed = *v != oldest;
+            *v = oldest;
+            changed
+        });
+    }
+}
