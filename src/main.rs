@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -25,8 +26,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check { config } => {
             let c = load_config(Some(&config))?;
-            print!("{}", describe(&c));
-            println!("\n# {}: OK", config.display());
+            // A closed stdout (weir check | head) is not an error worth a panic.
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}\n# {}: OK",
+                describe(&c),
+                config.display()
+            );
             Ok(())
         }
         Command::Serve { config } => {

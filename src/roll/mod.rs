@@ -20,7 +20,7 @@
 //! Rows in open files' builders and in-progress row groups together stay under
 //! `roll.max_buffer_bytes`: past it, the largest open file writes a row group.
 
-mod json;
+pub mod json;
 mod roller;
 mod schema;
 mod writer;
