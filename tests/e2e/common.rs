@@ -1,0 +1,330 @@
+//! Test harness: runs the real `weir` binary as a child process, real forward
+//! clients (Node and Python libraries) and real Parquet readers (DuckDB and
+//! pyarrow). `scripts/test` installs the clients and readers; run the suite
+//! through it.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn infra() -> PathBuf {
+    repo().join("target/testinfra")
+}
+
+/// The venv Python with fluent-logger, duckdb and pyarrow.
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("WEIR_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| infra().join("venv/bin/python"));
+    assert!(
+        p.exists(),
+        "{} missing: run the suite with scripts/test, which installs it",
+        p.display()
+    );
+    p
+}
+
+/// node_modules holding @fluent-org/logger and fluent-logger.
+pub fn node_path() -> PathBuf {
+    let p = std::env::var_os("WEIR_TEST_NODE_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| infra().join("node/node_modules"));
+    assert!(
+        p.join("@fluent-org/logger").exists(),
+        "{} missing: run the suite with scripts/test, which installs it",
+        p.display()
+    );
+    p
+}
+
+pub fn support(file: &str) -> PathBuf {
+    repo().join("tests/support").join(file)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A `weir serve` child process with its own data and output folders.
+pub struct Weir {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    pub config_path: PathBuf,
+}
+
+impl Weir {
+    /// Config with node_id n1, a 1-minute period, 1 s grace, a local sink
+    /// under `out/`, plus `extra` TOML appended (sections only).
+    pub fn config(dir: &Path, port: u16, extra: &str) -> String {
+        format!(
+            r#"node_id = "n1"
+data_dir = "{data}"
+[forward]
+listen = "127.0.0.1:{port}"
+[roll]
+period = "1m"
+grace = "1s"
+[sinks.local]
+type = "local"
+path = "{out}"
+{extra}
+"#,
+            data = dir.join("data").display(),
+            out = dir.join("out").display(),
+        )
+    }
+
+    pub fn start(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config_path = dir.path().join("weir.toml");
+        std::fs::write(&config_path, Self::config(dir.path(), port, extra)).unwrap();
+        let mut w = Self {
+            dir,
+            port,
+            child: None,
+            config_path,
+        };
+        w.spawn();
+        w
+    }
+
+    pub fn out_dir(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("weir.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts the process and waits until it accepts connections.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["serve", "-c"])
+            .arg(&self.config_path)
+            .env("WEIR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn weir");
+        self.child = Some(child);
+        let port = self.port;
+        let up = wait_until(Duration::from_secs(30), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "weir did not start listening:\n{}", self.log());
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        c.wait().unwrap()
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().map(|s| s.is_none()).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Files under `out/` (relative paths), sorted.
+    pub fn output_files(&self) -> Vec<String> {
+        list_files(&self.out_dir())
+    }
+}
+
+impl Drop for Weir {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn list_files(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// One row read back from Parquet.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub file: String,
+    pub time_us: i64,
+    pub tag: String,
+    pub record: Value,
+    pub columns: BTreeMap<String, Value>,
+}
+
+/// Reads every Parquet file under `root` with DuckDB (and pyarrow schema checks).
+pub fn read_rows(root: &Path) -> Vec<Row> {
+    let out = Command::new(python())
+        .arg(support("read_parquet.py"))
+        .arg(root)
+        .output()
+        .expect("run read_parquet.py");
+    assert!(
+        out.status.success(),
+        "read_parquet.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: BTreeMap<String, Value> = serde_json::from_str(l).unwrap();
+            let file = v.remove("file").unwrap().as_str().unwrap().to_string();
+            let time_us = v.remove("time_us").unwrap().as_i64().unwrap();
+            let tag = v.remove("tag").unwrap().as_str().unwrap().to_string();
+            let record: Value =
+                serde_json::from_str(v.remove("record").unwrap().as_str().unwrap()).unwrap();
+            Row {
+                file,
+                time_us,
+                tag,
+                record,
+                columns: v,
+            }
+        })
+        .collect()
+}
+
+/// The key path of a minute-period file: `{tag}/dt=…/hour=HH/minute=MM/n1.parquet`.
+pub fn minute_key(tag: &str, epoch_secs: i64) -> String {
+    let m = epoch_secs.div_euclid(60) * 60;
+    let dt = chrono::DateTime::from_timestamp(m, 0).unwrap();
+    format!(
+        "{tag}/dt={}/hour={}/minute={}/n1.parquet",
+        dt.format("%Y-%m-%d"),
+        dt.format("%H"),
+        dt.format("%M")
+    )
+}
+
+// ---- a minimal raw forward client, for crash and bad-input tests ----
+
+pub fn mp_str(out: &mut Vec<u8>, s: &str) {
+    rmp::encode::write_str(out, s).unwrap();
+}
+
+/// `[tag, [[EventTime, {"id": id, "n": n, "pad": pad}] …], {"chunk": chunk}]`
+pub fn forward_request(tag: &str, events: &[(i64, String)], chunk: Option<&str>, pad: usize) -> Vec<u8> {
+    let mut b = Vec::new();
+    rmp::encode::write_array_len(&mut b, if chunk.is_some() { 3 } else { 2 }).unwrap();
+    mp_str(&mut b, tag);
+    rmp::encode::write_array_len(&mut b, events.len() as u32).unwrap();
+    for (t, id) in events {
+        rmp::encode::write_array_len(&mut b, 2).unwrap();
+        b.extend_from_slice(&[0xd7, 0x00]);
+        b.extend_from_slice(&(*t as u32).to_be_bytes());
+        b.extend_from_slice(&0u32.to_be_bytes());
+        rmp::encode::write_map_len(&mut b, 2).unwrap();
+        mp_str(&mut b, "id");
+        mp_str(&mut b, id);
+        mp_str(&mut b, "pad");
+        mp_str(&mut b, &"x".repeat(pad));
+    }
+    if let Some(c) = chunk {
+        rmp::encode::write_map_len(&mut b, 1).unwrap();
+        mp_str(&mut b, "chunk");
+        mp_str(&mut b, c);
+    }
+    b
+}
+
+/// Reads one `{"ack": chunk}` reply; `Err` on close, timeout or a wrong ack.
+pub fn read_ack(s: &mut TcpStream, chunk: &str) -> std::io::Result<()> {
+    let mut want = vec![0x81, 0xa3, b'a', b'c', b'k'];
+    mp_str(&mut want, chunk);
+    let mut got = vec![0u8; want.len()];
+    s.read_exact(&mut got)?;
+    if got != want {
+        return Err(std::io::Error::other(format!("wrong ack {got:02x?}")));
+    }
+    Ok(())
+}
+
+/// Sends a request and waits for its ack.
+pub fn send_acked(s: &mut TcpStream, req: &[u8], chunk: &str) -> std::io::Result<()> {
+    s.write_all(req)?;
+    read_ack(s, chunk)
+}
+
+pub fn connect(port: u16) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}

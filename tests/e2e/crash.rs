@@ -1,0 +1,153 @@
+//! Invariants 1 and 2: ack means durable, nothing acked is lost.
+//!
+//! A real `weir serve` child takes acked traffic from several connections
+//! while the test kills it with SIGKILL at random moments (22 times) and
+//! restarts it. Clients behave like Fluentd: a request without an ack is sent
+//! again, same chunk id, after reconnecting. At the end every acked event must
+//! be in the finished Parquet files; duplicates (resends of requests that were
+//! durable but whose ack was lost) are counted and printed.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::common::*;
+
+const CLIENTS: usize = 4;
+const KILLS: usize = 22;
+const EVENTS_PER_REQUEST: usize = 25;
+
+struct Stats {
+    acked: Vec<String>,
+    resends: u64,
+}
+
+fn client(k: usize, port: u16, stop: Arc<AtomicBool>, stats: Arc<Mutex<Stats>>) {
+    let mut conn = None;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let ids: Vec<(i64, String)> = (0..EVENTS_PER_REQUEST)
+            .map(|e| (now_secs(), format!("c{k}-{n}-{e}")))
+            .collect();
+        let chunk = format!("c{k}-r{n}");
+        let req = forward_request(&format!("crash.t{}", k % 2), &ids, Some(&chunk), 100);
+        // Send until acked, reconnecting as needed (what Fluentd does).
+        let mut attempts = 0;
+        loop {
+            if conn.is_none() {
+                match connect(port) {
+                    Ok(s) => conn = Some(s),
+                    Err(_) => {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        // weir is restarting: retry shortly.
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                }
+            }
+            attempts += 1;
+            let s = conn.as_mut().unwrap();
+            match send_acked(s, &req, &chunk) {
+                Ok(()) => break,
+                Err(_) => {
+                    conn = None;
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                }
+            }
+        }
+        let mut st = stats.lock().unwrap();
+        st.acked.extend(ids.into_iter().map(|(_, id)| id));
+        st.resends += attempts - 1;
+        n += 1;
+    }
+}
+
+#[test]
+fn acked_events_survive_repeated_kill_9() {
+    // Small segments so rotation and release happen during the test.
+    let mut weir = Weir::start("[wal]\nsegment_bytes = \"256KiB\"\n");
+    // Start killing ~8 s before a minute boundary, so files are finished
+    // (footer, outbox commit, WAL release) while the kills go on.
+    let into_minute = now_secs().rem_euclid(60);
+    if !(50..54).contains(&into_minute) {
+        std::thread::sleep(Duration::from_secs(((52 - into_minute).rem_euclid(60)) as u64));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(Mutex::new(Stats {
+        acked: Vec::new(),
+        resends: 0,
+    }));
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|k| {
+            let (stop, stats, port) = (stop.clone(), stats.clone(), weir.port);
+            std::thread::spawn(move || client(k, port, stop, stats))
+        })
+        .collect();
+    let mut rng = rand::rng();
+    for _ in 0..KILLS {
+        std::thread::sleep(Duration::from_millis(rng.random_range(150..1200)));
+        weir.kill9();
+        weir.spawn();
+    }
+    // Some traffic after the last restart too.
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = Arc::try_unwrap(stats).ok().unwrap().into_inner().unwrap();
+    assert!(stats.acked.len() > 1000, "too little traffic: {}", stats.acked.len());
+
+    // Everything is finished and delivered when nothing is open in the roller
+    // and nothing waits in the outbox.
+    let data = weir.data_dir();
+    let drained = wait_until(Duration::from_secs(200), || {
+        let open = std::fs::read_dir(data.join("roll/open")).map(|d| d.count()).unwrap_or(1);
+        let waiting = std::fs::read_dir(data.join("outbox"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+                    .count()
+            })
+            .unwrap_or(1);
+        open == 0 && waiting == 0
+    });
+    assert!(drained, "files not finished in time\n{}", weir.log());
+    assert!(weir.is_running(), "weir died\n{}", weir.log());
+
+    let rows = read_rows(&weir.out_dir());
+    let mut count: BTreeMap<String, u32> = BTreeMap::new();
+    for r in &rows {
+        *count.entry(r.record["id"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    let missing: Vec<_> = stats.acked.iter().filter(|id| !count.contains_key(*id)).collect();
+    let duplicates: u32 = count.values().map(|c| c - 1).sum();
+    let files = weir.output_files();
+    println!(
+        "crash test: {KILLS} kills, {} acked events, {} rows, {} client resends, {} duplicate events, {} files: {files:?}",
+        stats.acked.len(),
+        rows.len(),
+        stats.resends,
+        duplicates
+    , files.len());
+    assert!(
+        missing.is_empty(),
+        "{} acked events lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    // Uniform granularity survives crashes: one period file per (tag, minute).
+    for f in &files {
+        assert!(
+            f.ends_with("/n1.parquet") || f.contains("/n1.late-"),
+            "unexpected file {f}"
+        );
+    }
+}

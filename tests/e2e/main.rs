@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `weir` binary as a child process, real clients,
+//! real Parquet readers. They live in one test binary so their waits for
+//! period ends overlap (run with several test threads; `scripts/test` does).
+#![allow(dead_code)]
+
+mod common;
+mod crash;
+mod real_clients;

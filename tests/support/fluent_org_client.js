@@ -1,0 +1,21 @@
+// Sends COUNT events with @fluent-org/logger (npm) in the given mode, with
+// ack on, and exits 0 once every emit resolved (acked).
+// usage: node fluent_org_client.js PORT MODE TAG_PREFIX LABEL COUNT START_SEC
+const { FluentClient, EventTime } = require('@fluent-org/logger');
+const [port, mode, prefix, label, count, startSec] = process.argv.slice(2);
+const client = new FluentClient(prefix, {
+  socket: { host: '127.0.0.1', port: Number(port), timeout: 10000 },
+  eventMode: mode,
+  ack: { ackTimeout: 20000 },
+  flushInterval: 5,
+});
+(async () => {
+  const sends = [];
+  for (let i = 0; i < Number(count); i++) {
+    const t = new EventTime(Number(startSec), i * 1000 + 7);
+    sends.push(client.emit(label, { i, msg: `m-${i}`, client: 'fluent-org', mode }, t));
+  }
+  await Promise.all(sends);
+  await client.shutdown();
+  process.exit(0);
+})().catch((e) => { console.error(e); process.exit(1); });
