@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Parser, Debug)]
-#[command(name = "weir", version, about = "Fluentd forward protocol in, uniform hourly Parquet out")]
+#[command(
+    name = "weir",
+    version,
+    about = "Fluentd forward protocol in, uniform hourly Parquet out"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -39,7 +43,10 @@ pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 /// The resolved config as TOML-like text for `weir check`.
 pub fn describe(config: &Config) -> String {
     let mut out = String::new();
-    out.push_str(&format!("node_id  = {:?}\ndata_dir = {:?}\n", config.node_id, config.data_dir));
+    out.push_str(&format!(
+        "node_id  = {:?}\ndata_dir = {:?}\n",
+        config.node_id, config.data_dir
+    ));
     let section = |name: &str, v: &dyn erased::Ser| format!("\n[{name}]\n{}", v.toml());
     out.push_str(&section("forward", &config.forward));
     out.push_str(&section("wal", &config.wal));

@@ -49,7 +49,8 @@ impl EventBatch {
             rest: &bytes[view.body_start..],
         };
         for _ in 0..count {
-            it.next_checked()?.ok_or(BatchError("fewer events than counted"))?;
+            it.next_checked()?
+                .ok_or(BatchError("fewer events than counted"))?;
         }
         if !it.rest.is_empty() {
             return Err(BatchError("trailing bytes"));
@@ -114,8 +115,8 @@ impl<'a> Events<'a> {
         }
         let mut t = [0u8; 8];
         t.copy_from_slice(&self.rest[..8]);
-        let len = u32::from_le_bytes([self.rest[8], self.rest[9], self.rest[10], self.rest[11]])
-            as usize;
+        let len =
+            u32::from_le_bytes([self.rest[8], self.rest[9], self.rest[10], self.rest[11]]) as usize;
         let record = self
             .rest
             .get(12..12 + len)
@@ -209,7 +210,10 @@ mod tests {
         b.push(1, &[0x80]);
         let bytes = b.finish().as_bytes().clone();
         for cut in 0..bytes.len() {
-            assert!(EventBatch::from_bytes(bytes.slice(..cut)).is_err(), "cut {cut}");
+            assert!(
+                EventBatch::from_bytes(bytes.slice(..cut)).is_err(),
+                "cut {cut}"
+            );
         }
     }
 }

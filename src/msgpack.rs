@@ -108,7 +108,14 @@ pub fn read_head(buf: &[u8]) -> Result<Option<(Head, usize)>, MsgpackError> {
                 return Ok(None);
             }
             let n = u32::from(rest[0]);
-            (if m == Marker::Bin8 { Head::Bin(n) } else { Head::Str(n) }, 2)
+            (
+                if m == Marker::Bin8 {
+                    Head::Bin(n)
+                } else {
+                    Head::Str(n)
+                },
+                2,
+            )
         }
         m @ (Marker::Bin16 | Marker::Str16 | Marker::Array16 | Marker::Map16) => {
             if !need(2) {
@@ -404,14 +411,31 @@ mod tests {
 
     #[test]
     fn heads_of_non_minimal_forms() {
-        assert_eq!(read_head(&[0xdb, 0, 0, 0, 3]).unwrap(), Some((Head::Str(3), 5)));
-        assert_eq!(read_head(&[0xdd, 0, 0, 0, 2]).unwrap(), Some((Head::Array(2), 5)));
-        assert_eq!(read_head(&[0xdf, 0, 0, 0, 1]).unwrap(), Some((Head::Map(1), 5)));
+        assert_eq!(
+            read_head(&[0xdb, 0, 0, 0, 3]).unwrap(),
+            Some((Head::Str(3), 5))
+        );
+        assert_eq!(
+            read_head(&[0xdd, 0, 0, 0, 2]).unwrap(),
+            Some((Head::Array(2), 5))
+        );
+        assert_eq!(
+            read_head(&[0xdf, 0, 0, 0, 1]).unwrap(),
+            Some((Head::Map(1), 5))
+        );
         assert_eq!(read_head(&[0xd7, 0]).unwrap(), Some((Head::Ext(0, 8), 2)));
-        assert_eq!(read_head(&[0xc7, 8, 0]).unwrap(), Some((Head::Ext(0, 8), 3)));
-        assert_eq!(read_head(&[0xd2, 0xff, 0xff, 0xff, 0xfe]).unwrap(), Some((Head::Int(-2), 5)));
-        assert_eq!(read_head(&[0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).unwrap(),
-            Some((Head::BigUint(u64::MAX), 9)));
+        assert_eq!(
+            read_head(&[0xc7, 8, 0]).unwrap(),
+            Some((Head::Ext(0, 8), 3))
+        );
+        assert_eq!(
+            read_head(&[0xd2, 0xff, 0xff, 0xff, 0xfe]).unwrap(),
+            Some((Head::Int(-2), 5))
+        );
+        assert_eq!(
+            read_head(&[0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).unwrap(),
+            Some((Head::BigUint(u64::MAX), 9))
+        );
         assert_eq!(read_head(&[0xdb, 0, 0]).unwrap(), None);
         assert_eq!(read_head(&[0xc1]), Err(MsgpackError::ReservedMarker));
     }

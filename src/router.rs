@@ -65,7 +65,9 @@ fn expand_braces(p: &str) -> Result<Vec<String>, String> {
         for e in expand_braces(&joined)? {
             out.push(e);
             if out.len() > MAX_EXPANSION {
-                return Err(format!("pattern {p:?} expands to more than {MAX_EXPANSION} patterns"));
+                return Err(format!(
+                    "pattern {p:?} expands to more than {MAX_EXPANSION} patterns"
+                ));
             }
         }
     }
@@ -112,7 +114,8 @@ fn matches(p: &[Tok], t: &[u8]) -> bool {
         }
         Tok::Any => (0..=t.len()).any(|k| matches(rest, &t[k..])),
         Tok::DotAny => {
-            matches(rest, t) || (t.first() == Some(&b'.') && (1..=t.len()).any(|k| matches(rest, &t[k..])))
+            matches(rest, t)
+                || (t.first() == Some(&b'.') && (1..=t.len()).any(|k| matches(rest, &t[k..])))
         }
         Tok::AnyDot => {
             matches(rest, t) || (1..=t.len()).any(|k| t[k - 1] == b'.' && matches(rest, &t[k..]))
@@ -133,7 +136,10 @@ impl TagPattern {
 
     /// Parses a space-separated list of patterns.
     pub fn parse_list(s: &str) -> Result<Vec<Self>, String> {
-        let list: Vec<_> = s.split_whitespace().map(Self::parse).collect::<Result<_, _>>()?;
+        let list: Vec<_> = s
+            .split_whitespace()
+            .map(Self::parse)
+            .collect::<Result<_, _>>()?;
         if list.is_empty() {
             return Err("needs at least one pattern, e.g. \"app.**\"".into());
         }
@@ -180,7 +186,10 @@ mod tests {
     use super::*;
 
     fn m(p: &str, t: &str) -> bool {
-        TagPattern::parse_list(p).unwrap().iter().any(|x| x.matches(t.as_bytes()))
+        TagPattern::parse_list(p)
+            .unwrap()
+            .iter()
+            .any(|x| x.matches(t.as_bytes()))
     }
 
     #[test]

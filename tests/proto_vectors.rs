@@ -51,7 +51,11 @@ fn check(name: &str, frame: &[u8], expected: &Value) {
         Request::NotArray => panic!("{name}: not an array"),
         Request::Events(d) => d,
     };
-    assert_eq!(d.mode.as_str(), expected["mode"].as_str().unwrap(), "{name}");
+    assert_eq!(
+        d.mode.as_str(),
+        expected["mode"].as_str().unwrap(),
+        "{name}"
+    );
     let want_events = expected["events"].as_array().unwrap();
     match &d.batch {
         None => assert!(want_events.is_empty(), "{name}: no events decoded"),

@@ -28,7 +28,9 @@ pub fn substitute(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
             None => (expr, None),
         };
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(format!("line {line}: `${{{expr}}}` is not a valid variable name"));
+            return Err(format!(
+                "line {line}: `${{{expr}}}` is not a valid variable name"
+            ));
         }
         match (lookup(name), default) {
             (Some(v), _) => out.push_str(&v),

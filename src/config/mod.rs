@@ -319,7 +319,13 @@ fn host_node_id() -> String {
     let id: String = host
         .trim_start_matches('.')
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     if id.is_empty() {
         "weir".to_string()
@@ -355,7 +361,9 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     if period < Duration::from_secs(60) || period > Duration::from_secs(86_400) {
         return Err(invalid("roll.period", "must be from 1m to 24h".into()));
     }
-    if period.as_secs() % 60 != 0 || period.subsec_nanos() != 0 || 86_400 % period.as_secs() != 0
+    if !period.as_secs().is_multiple_of(60)
+        || period.subsec_nanos() != 0
+        || 86_400 % period.as_secs() != 0
     {
         return Err(invalid(
             "roll.period",
@@ -372,7 +380,10 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         return Err(invalid("wal.segment_bytes", "must be at least 4KiB".into()));
     }
     if file.forward.max_buffer_bytes.0 < 1024 {
-        return Err(invalid("forward.max_buffer_bytes", "must be at least 1KiB".into()));
+        return Err(invalid(
+            "forward.max_buffer_bytes",
+            "must be at least 1KiB".into(),
+        ));
     }
 
     let mut sinks = file.sinks;
@@ -386,7 +397,10 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         );
     }
     for (name, sink) in &sinks {
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
         {
             return Err(invalid(
                 &format!("sinks.{name}"),
@@ -409,8 +423,8 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     let mut routes = Vec::new();
     for (i, r) in raw_routes.into_iter().enumerate() {
         let key = format!("route[{i}]");
-        let patterns = TagPattern::parse_list(&r.pattern)
-            .map_err(|m| invalid(&format!("{key}.match"), m))?;
+        let patterns =
+            TagPattern::parse_list(&r.pattern).map_err(|m| invalid(&format!("{key}.match"), m))?;
         let route_sinks = r.sinks.unwrap_or_else(|| sinks.keys().cloned().collect());
         for s in &route_sinks {
             if !sinks.contains_key(s) {

@@ -114,7 +114,8 @@ async fn read_loop(
             };
             let frame = buf.split_to(len).freeze();
             scanner.reset();
-            if let Err(reason) = handle_request(stream, peer, &frame, wal, settings, metrics).await {
+            if let Err(reason) = handle_request(stream, peer, &frame, wal, settings, metrics).await
+            {
                 return reason;
             }
         }
@@ -163,7 +164,10 @@ async fn handle_request(
         Ok(Request::Events(d)) => d,
         Ok(Request::Nil) => return Ok(()),
         Ok(Request::NotArray) => {
-            metrics.events_skipped.with_label_values(&["not_array"]).inc();
+            metrics
+                .events_skipped
+                .with_label_values(&["not_array"])
+                .inc();
             tracing::warn!(%peer, "ignoring a request that is not an array");
             return Ok(());
         }
@@ -190,7 +194,10 @@ async fn handle_request(
         ("non_log_signal", s.non_log_signal),
     ] {
         if n > 0 {
-            metrics.events_skipped.with_label_values(&[reason]).inc_by(n);
+            metrics
+                .events_skipped
+                .with_label_values(&[reason])
+                .inc_by(n);
         }
     }
     if s.total() > 0 {

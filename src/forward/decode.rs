@@ -247,14 +247,21 @@ pub fn decode_request(
                 read_entry(&mut c, now_ns, &mut builder, &mut skipped)?;
             }
             entries_bytes = c.position() - entries_start;
-            opts = if n >= 3 { read_options(&mut c)? } else { default_options() };
+            opts = if n >= 3 {
+                read_options(&mut c)?
+            } else {
+                default_options()
+            };
         }
         Head::Str(_) | Head::Bin(_) => {
             let blob = c.bytes()?.unwrap_or_default();
-            opts = if n >= 3 { read_options(&mut c)? } else { default_options() };
+            opts = if n >= 3 {
+                read_options(&mut c)?
+            } else {
+                default_options()
+            };
             let expanded;
-            let entries: &[u8] = if opts.compression == Compression::None
-                && !looks_compressed(blob)
+            let entries: &[u8] = if opts.compression == Compression::None && !looks_compressed(blob)
             {
                 mode = Mode::PackedForward;
                 blob
@@ -291,7 +298,11 @@ pub fn decode_request(
                 (None, _) => skipped.invalid_time += 1,
                 (Some(_), false) => skipped.invalid_record += 1,
             }
-            opts = if n >= 4 { read_options(&mut c)? } else { default_options() };
+            opts = if n >= 4 {
+                read_options(&mut c)?
+            } else {
+                default_options()
+            };
         }
     }
     // Anything after the options is ignored, but must be valid msgpack.

@@ -85,7 +85,10 @@ mod tests {
     fn several_gzip_members_are_joined() {
         let mut two = gz(b"hello ");
         two.extend(gz(b"world"));
-        assert_eq!(decompress(Compression::Gzip, &two, 100).unwrap(), b"hello world");
+        assert_eq!(
+            decompress(Compression::Gzip, &two, 100).unwrap(),
+            b"hello world"
+        );
     }
 
     #[test]

@@ -33,7 +33,12 @@ pub async fn run(
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 metrics.connections_accepted.inc();
-                let (m, wal, settings, sd) = (metrics.clone(), wal.clone(), settings.clone(), shutdown.clone());
+                let (m, wal, settings, sd) = (
+                    metrics.clone(),
+                    wal.clone(),
+                    settings.clone(),
+                    shutdown.clone(),
+                );
                 conns.spawn(async move {
                     m.connections_active.inc();
                     serve(stream, peer, wal, settings, m.clone(), sd).await;

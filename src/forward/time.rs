@@ -81,20 +81,32 @@ mod tests {
     #[test]
     fn every_time_form_from_the_notes() {
         let want = 1_441_588_984_500_000_000;
-        assert_eq!(t(&[0xd7, 0, 0x55, 0xec, 0xe6, 0xf8, 0x1d, 0xcd, 0x65, 0]), Some(want));
+        assert_eq!(
+            t(&[0xd7, 0, 0x55, 0xec, 0xe6, 0xf8, 0x1d, 0xcd, 0x65, 0]),
+            Some(want)
+        );
         assert_eq!(
             t(&[0xc7, 8, 0, 0x55, 0xec, 0xe6, 0xf8, 0x1d, 0xcd, 0x65, 0]),
             Some(want)
         );
-        assert_eq!(t(&[0xce, 0x55, 0xec, 0xe6, 0xf8]), Some(1_441_588_984_000_000_000));
+        assert_eq!(
+            t(&[0xce, 0x55, 0xec, 0xe6, 0xf8]),
+            Some(1_441_588_984_000_000_000)
+        );
         assert_eq!(
             t(&[0xcb, 0x41, 0xd5, 0x7b, 0x39, 0xbe, 0x20, 0, 0]),
             Some(want)
         );
         // msgpack Timestamp 32: seconds only
-        assert_eq!(t(&[0xd6, 0xff, 0x55, 0xec, 0xe6, 0xf8]), Some(1_441_588_984_000_000_000));
+        assert_eq!(
+            t(&[0xd6, 0xff, 0x55, 0xec, 0xe6, 0xf8]),
+            Some(1_441_588_984_000_000_000)
+        );
         // signed int32 as fluent-logger-golang sends
-        assert_eq!(t(&[0xd2, 0x55, 0xec, 0xe6, 0xf8]), Some(1_441_588_984_000_000_000));
+        assert_eq!(
+            t(&[0xd2, 0x55, 0xec, 0xe6, 0xf8]),
+            Some(1_441_588_984_000_000_000)
+        );
     }
 
     #[test]

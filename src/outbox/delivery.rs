@@ -164,11 +164,17 @@ async fn worker(
                 .observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(()) => {
-                    metrics.sink_uploads.with_label_values(&[&sink_name, "ok"]).inc();
+                    metrics
+                        .sink_uploads
+                        .with_label_values(&[&sink_name, "ok"])
+                        .inc();
                     break;
                 }
                 Err(e) => {
-                    metrics.sink_uploads.with_label_values(&[&sink_name, "error"]).inc();
+                    metrics
+                        .sink_uploads
+                        .with_label_values(&[&sink_name, "error"])
+                        .inc();
                     metrics.sink_retries.with_label_values(&labels).inc();
                     tracing::warn!(sink = sink_name, key, error = %e, retry_in_ms = backoff.as_millis() as u64, "upload failed; will retry");
                     tokio::select! {
@@ -186,7 +192,13 @@ async fn worker(
             tokio::time::sleep(mark_backoff).await;
             mark_backoff = (mark_backoff * 2).min(MAX_BACKOFF);
         }
-        tracing::info!(sink = sink_name, key, rows = m.rows, bytes = m.bytes, "delivered");
+        tracing::info!(
+            sink = sink_name,
+            key,
+            rows = m.rows,
+            bytes = m.bytes,
+            "delivered"
+        );
         metrics.outbox_files.with_label_values(&labels).dec();
         metrics
             .outbox_bytes

@@ -76,8 +76,12 @@ impl OutboxDir {
             } else if name.ends_with(".json") {
                 match fs::read(&path).map(|b| serde_json::from_slice::<Manifest>(&b)) {
                     Ok(Ok(m)) => manifests.push(m),
-                    Ok(Err(e)) => tracing::error!(file = %path.display(), error = %e, "unreadable outbox manifest; skipped"),
-                    Err(e) => tracing::error!(file = %path.display(), error = %e, "cannot read outbox manifest; skipped"),
+                    Ok(Err(e)) => {
+                        tracing::error!(file = %path.display(), error = %e, "unreadable outbox manifest; skipped")
+                    }
+                    Err(e) => {
+                        tracing::error!(file = %path.display(), error = %e, "cannot read outbox manifest; skipped")
+                    }
                 }
             }
         }

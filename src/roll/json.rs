@@ -151,7 +151,10 @@ mod tests {
     #[test]
     fn scalars_and_containers() {
         assert_eq!(json(&[0x93, 0xc0, 0xc3, 0xff]), "[null,true,-1]");
-        assert_eq!(json(&[0x81, 0xa1, b'a', 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0]), r#"{"a":1.5}"#);
+        assert_eq!(
+            json(&[0x81, 0xa1, b'a', 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0]),
+            r#"{"a":1.5}"#
+        );
         assert_eq!(json(&[0x81, 0x01, 0xa1, b'x']), r#"{"1":"x"}"#);
         assert_eq!(json(&[0xc4, 0x02, 0xff, 0x00]), r#""/wA=""#);
         assert_eq!(json(&[0xd4, 0x05, 0x07]), r#"{"$ext":5,"$data":"Bw=="}"#);

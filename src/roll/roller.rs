@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
+use super::period_start;
 use super::schema::RouteSchema;
 use super::writer::{PartitionWriter, WriteError};
-use super::period_start;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::outbox::manifest::{hex, unhex, VERSION};
@@ -134,11 +134,17 @@ impl Roller {
 
     fn remember_finished(&mut self, m: &Manifest) {
         let Some(tag) = unhex(&m.tag_hex) else {
-            tracing::warn!(id = m.id, "manifest with an unreadable tag; ignored for replay");
+            tracing::warn!(
+                id = m.id,
+                "manifest with an unreadable tag; ignored for replay"
+            );
             return;
         };
         if m.period_secs != self.period_secs {
-            tracing::warn!(id = m.id, "manifest from a different roll.period; its events may be written again");
+            tracing::warn!(
+                id = m.id,
+                "manifest from a different roll.period; its events may be written again"
+            );
         }
         let state = self.tag_state(&tag);
         let map = if m.late_seq.is_some() {
@@ -173,7 +179,10 @@ impl Roller {
                 WalOutput::Record(r) => self.on_record(r),
                 WalOutput::Tick { now_ms } => self.advance(now_ms),
                 WalOutput::ReplayDone => {
-                    tracing::debug!(open_files = self.open_count, "roller caught up with the WAL");
+                    tracing::debug!(
+                        open_files = self.open_count,
+                        "roller caught up with the WAL"
+                    );
                     Ok(())
                 }
             };
@@ -318,10 +327,7 @@ impl Roller {
         let Some(route) = self.tag_state(tag).route else {
             return Ok(());
         };
-        let name = format!(
-            "{seq:020}-{:016x}.parquet",
-            part_hash(route, tag, key)
-        );
+        let name = format!("{seq:020}-{:016x}.parquet", part_hash(route, tag, key));
         let writer = PartitionWriter::create(&self.open_dir.join(name), &self.schemas[route], tag)?;
         let deadline_ms = if key.late {
             arrival_ms.saturating_add(self.grace_ms.max(MIN_LATE_WINDOW_MS))
@@ -438,7 +444,9 @@ impl Roller {
             "finished file"
         );
         if self.links.finished.blocking_send(manifest).is_err() {
-            tracing::warn!("outbox delivery stopped; the file waits in the outbox for the next start");
+            tracing::warn!(
+                "outbox delivery stopped; the file waits in the outbox for the next start"
+            );
         }
         Ok(())
     }

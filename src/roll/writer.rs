@@ -167,7 +167,11 @@ impl PartitionWriter {
                 String::from_utf8_lossy(tag).into_owned()
             ])),
             times: Vec::with_capacity(1024),
-            columns: schema.columns.iter().map(|(_, t)| ColumnBuilder::new(*t)).collect(),
+            columns: schema
+                .columns
+                .iter()
+                .map(|(_, t)| ColumnBuilder::new(*t))
+                .collect(),
             record: StringBuilder::new(),
             scratch: String::with_capacity(1024),
             filled: vec![false; schema.columns.len()],
@@ -182,10 +186,10 @@ impl PartitionWriter {
     /// # Errors
     /// The record bytes are not a valid map; nothing is added then.
     pub fn append(&mut self, time_ns: i64, record: &[u8]) -> Result<(), WriteError> {
-        self.encode_record(record).map_err(|e| {
-            WriteError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-        })?;
-        self.times.push(time_ns.div_euclid(self.schema.time_divisor));
+        self.encode_record(record)
+            .map_err(|e| WriteError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        self.times
+            .push(time_ns.div_euclid(self.schema.time_divisor));
         self.record.append_value(&self.scratch);
         self.builder_bytes += self.scratch.len() + 24;
         self.rows += 1;

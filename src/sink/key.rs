@@ -73,7 +73,11 @@ pub fn object_key(p: &KeyParts<'_>) -> String {
         key.push('/');
     }
     key.push_str(&escape_segment(p.tag));
-    key.push_str(&format!("/dt={}/hour={:02}", t.format("%Y-%m-%d"), t.hour()));
+    key.push_str(&format!(
+        "/dt={}/hour={:02}",
+        t.format("%Y-%m-%d"),
+        t.hour()
+    ));
     if p.period_secs < 3600 {
         key.push_str(&format!("/minute={:02}", t.minute()));
     }
@@ -103,7 +107,10 @@ mod tests {
 
     #[test]
     fn layout() {
-        assert_eq!(key(b"app.web", 3600, None), "logs/app.web/dt=2025-11-25/hour=17/n1.parquet");
+        assert_eq!(
+            key(b"app.web", 3600, None),
+            "logs/app.web/dt=2025-11-25/hour=17/n1.parquet"
+        );
         assert_eq!(
             key(b"app.web", 60, Some(42)),
             "logs/app.web/dt=2025-11-25/hour=17/minute=00/n1.late-42.parquet"
@@ -112,7 +119,16 @@ mod tests {
 
     #[test]
     fn hostile_tags_stay_one_segment() {
-        for tag in [&b".."[..], b"../../etc", b"/abs", b"a/b", b".", b"%2F", b"a\0b", b"\xff"] {
+        for tag in [
+            &b".."[..],
+            b"../../etc",
+            b"/abs",
+            b"a/b",
+            b".",
+            b"%2F",
+            b"a\0b",
+            b"\xff",
+        ] {
             let seg = escape_segment(tag);
             assert!(!seg.contains('/'), "{seg}");
             assert_ne!(seg, "..");

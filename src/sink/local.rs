@@ -23,7 +23,8 @@ impl ObjectStoreSink {
     /// A folder on this machine; created if missing. Writes are fsynced and
     /// land by rename, so a reader never sees half a file.
     pub fn local(root: &Path) -> Result<Self, String> {
-        std::fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+        std::fs::create_dir_all(root)
+            .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
         let store = LocalFileSystem::new_with_prefix(root)
             .map_err(|e| e.to_string())?
             .with_fsync(true);

@@ -44,7 +44,10 @@ pub fn encode(out: &mut Vec<u8>, seq: u64, arrival_ms: i64, batch: &EventBatch) 
 /// What reading at an offset found.
 #[derive(Debug)]
 pub enum Decoded {
-    Record { record: WalRecord, len: usize },
+    Record {
+        record: WalRecord,
+        len: usize,
+    },
     /// Clean end: no bytes left.
     End,
     /// Bytes that are not a whole valid record (torn write or damage).

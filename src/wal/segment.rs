@@ -46,7 +46,10 @@ pub fn list(dir: &Path) -> io::Result<Vec<SegmentFile>> {
 /// Creates a new segment and makes its existence durable.
 pub fn create(dir: &Path, first_seq: u64) -> io::Result<File> {
     let path = segment_path(dir, first_seq);
-    let mut f = OpenOptions::new().create_new(true).write(true).open(&path)?;
+    let mut f = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(&path)?;
     f.write_all(MAGIC)?;
     f.sync_all()?;
     sync_dir(dir)?;

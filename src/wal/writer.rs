@@ -7,8 +7,9 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use super::segment::{self, SegmentFile};
-use super::{now_ms, record, WalError, WalHandle, WalLinks, WalOutput, WalRequest, WalSettings,
-    QUEUE_DEPTH};
+use super::{
+    now_ms, record, WalError, WalHandle, WalLinks, WalOutput, WalRequest, WalSettings, QUEUE_DEPTH,
+};
 use crate::config::Durability;
 
 /// Opens the log in `settings.dir` and starts its writer thread.
@@ -129,7 +130,13 @@ impl Writer {
             }
         }
         if records > 0 {
-            tracing::info!(segments = count, records, events, elapsed_ms = started.elapsed().as_millis() as u64, "WAL replayed");
+            tracing::info!(
+                segments = count,
+                records,
+                events,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "WAL replayed"
+            );
         }
         // A newest segment holding no records is replaced by the fresh one.
         if let Some(last) = self.segments.last() {
@@ -150,7 +157,10 @@ impl Writer {
         });
         self.active = Some(f);
         self.active_len = segment::MAGIC.len() as u64;
-        self.links.metrics.wal_segments.set(self.segments.len() as i64);
+        self.links
+            .metrics
+            .wal_segments
+            .set(self.segments.len() as i64);
         Ok(())
     }
 
@@ -273,7 +283,10 @@ impl Writer {
         }
         if removed {
             let _ = segment::sync_dir(&self.settings.dir);
-            self.links.metrics.wal_segments.set(self.segments.len() as i64);
+            self.links
+                .metrics
+                .wal_segments
+                .set(self.segments.len() as i64);
         }
         let oldest = self.segments.first().map_or(self.next_seq, |s| s.first_seq);
         self.links.oldest.send_if_modified(|v| {

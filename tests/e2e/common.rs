@@ -88,13 +88,15 @@ pub struct Weir {
 
 impl Weir {
     /// Config with node_id n1, a 1-minute period, 1 s grace, a local sink
-    /// under `out/`, plus `extra` TOML appended (sections only).
-    pub fn config(dir: &Path, port: u16, extra: &str) -> String {
+    /// under `out/`; `forward` lines go into `[forward]`, `extra` TOML
+    /// sections are appended.
+    pub fn config(dir: &Path, port: u16, forward: &str, extra: &str) -> String {
         format!(
             r#"node_id = "n1"
 data_dir = "{data}"
 [forward]
 listen = "127.0.0.1:{port}"
+{forward}
 [roll]
 period = "1m"
 grace = "1s"
@@ -109,10 +111,14 @@ path = "{out}"
     }
 
     pub fn start(extra: &str) -> Self {
+        Self::start_with("", extra)
+    }
+
+    pub fn start_with(forward: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let config_path = dir.path().join("weir.toml");
-        std::fs::write(&config_path, Self::config(dir.path(), port, extra)).unwrap();
+        std::fs::write(&config_path, Self::config(dir.path(), port, forward, extra)).unwrap();
         let mut w = Self {
             dir,
             port,
@@ -203,7 +209,9 @@ impl Drop for Weir {
 pub fn list_files(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -280,7 +288,12 @@ pub fn mp_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// `[tag, [[EventTime, {"id": id, "n": n, "pad": pad}] …], {"chunk": chunk}]`
-pub fn forward_request(tag: &str, events: &[(i64, String)], chunk: Option<&str>, pad: usize) -> Vec<u8> {
+pub fn forward_request(
+    tag: &str,
+    events: &[(i64, String)],
+    chunk: Option<&str>,
+    pad: usize,
+) -> Vec<u8> {
     let mut b = Vec::new();
     rmp::encode::write_array_len(&mut b, if chunk.is_some() { 3 } else { 2 }).unwrap();
     mp_str(&mut b, tag);

@@ -77,7 +77,9 @@ fn acked_events_survive_repeated_kill_9() {
     // (footer, outbox commit, WAL release) while the kills go on.
     let into_minute = now_secs().rem_euclid(60);
     if !(50..54).contains(&into_minute) {
-        std::thread::sleep(Duration::from_secs(((52 - into_minute).rem_euclid(60)) as u64));
+        std::thread::sleep(Duration::from_secs(
+            ((52 - into_minute).rem_euclid(60)) as u64,
+        ));
     }
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Mutex::new(Stats {
@@ -103,13 +105,19 @@ fn acked_events_survive_repeated_kill_9() {
         t.join().unwrap();
     }
     let stats = Arc::try_unwrap(stats).ok().unwrap().into_inner().unwrap();
-    assert!(stats.acked.len() > 1000, "too little traffic: {}", stats.acked.len());
+    assert!(
+        stats.acked.len() > 1000,
+        "too little traffic: {}",
+        stats.acked.len()
+    );
 
     // Everything is finished and delivered when nothing is open in the roller
     // and nothing waits in the outbox.
     let data = weir.data_dir();
     let drained = wait_until(Duration::from_secs(200), || {
-        let open = std::fs::read_dir(data.join("roll/open")).map(|d| d.count()).unwrap_or(1);
+        let open = std::fs::read_dir(data.join("roll/open"))
+            .map(|d| d.count())
+            .unwrap_or(1);
         let waiting = std::fs::read_dir(data.join("outbox"))
             .map(|d| {
                 d.flatten()
@@ -125,9 +133,15 @@ fn acked_events_survive_repeated_kill_9() {
     let rows = read_rows(&weir.out_dir());
     let mut count: BTreeMap<String, u32> = BTreeMap::new();
     for r in &rows {
-        *count.entry(r.record["id"].as_str().unwrap().to_string()).or_default() += 1;
+        *count
+            .entry(r.record["id"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
-    let missing: Vec<_> = stats.acked.iter().filter(|id| !count.contains_key(*id)).collect();
+    let missing: Vec<_> = stats
+        .acked
+        .iter()
+        .filter(|id| !count.contains_key(*id))
+        .collect();
     let duplicates: u32 = count.values().map(|c| c - 1).sum();
     let files = weir.output_files();
     println!(

@@ -3,6 +3,8 @@
 //! period ends overlap (run with several test threads; `scripts/test` does).
 #![allow(dead_code)]
 
+mod bad_input;
 mod common;
 mod crash;
+mod granularity;
 mod real_clients;

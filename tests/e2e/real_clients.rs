@@ -26,9 +26,14 @@ struct Client {
 
 fn node(script: &str, port: u16, mode: &str, label: &str, start: i64) -> Command {
     let mut c = Command::new("node");
-    c.env("NODE_PATH", node_path())
-        .arg(support(script))
-        .args([&port.to_string(), mode, "rc", label, &COUNT.to_string(), &start.to_string()]);
+    c.env("NODE_PATH", node_path()).arg(support(script)).args([
+        &port.to_string(),
+        mode,
+        "rc",
+        label,
+        &COUNT.to_string(),
+        &start.to_string(),
+    ]);
     c
 }
 
@@ -68,8 +73,13 @@ fn events_from_real_clients_land_in_parquet_exactly() {
         });
     }
     let mut py = Command::new(python());
-    py.arg(support("python_client.py"))
-        .args([&port.to_string(), "rc", "py_message", &COUNT.to_string(), &start.to_string()]);
+    py.arg(support("python_client.py")).args([
+        &port.to_string(),
+        "rc",
+        "py_message",
+        &COUNT.to_string(),
+        &start.to_string(),
+    ]);
     clients.push(Client {
         label: "py_message",
         cmd: py,
@@ -84,7 +94,11 @@ fn events_from_real_clients_land_in_parquet_exactly() {
         .collect();
     for (label, child) in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{label} failed: {out:?}\n{}", weir.log());
+        assert!(
+            out.status.success(),
+            "{label} failed: {out:?}\n{}",
+            weir.log()
+        );
     }
 
     // Each client's events fall in the minute of `start` (the last one is
@@ -99,7 +113,12 @@ fn events_from_real_clients_land_in_parquet_exactly() {
         let files: BTreeSet<String> = weir.output_files().into_iter().collect();
         expected_files.is_subset(&files)
     });
-    assert!(ok, "files missing: want {expected_files:?}, have {:?}\n{}", weir.output_files(), weir.log());
+    assert!(
+        ok,
+        "files missing: want {expected_files:?}, have {:?}\n{}",
+        weir.output_files(),
+        weir.log()
+    );
     assert_eq!(
         weir.output_files().into_iter().collect::<BTreeSet<_>>(),
         expected_files,
