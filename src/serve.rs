@@ -28,8 +28,16 @@ const TICK: Duration = Duration::from_millis(250);
 
 /// Runs weir until `shutdown` resolves or a stage fails.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    run_with_metrics(config, Metrics::new(), shutdown).await
+}
+
+/// [`run`], counting into a registry the caller holds (benchmarks, embedding).
+pub async fn run_with_metrics(
+    config: Config,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let metrics = Metrics::new();
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
