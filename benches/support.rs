@@ -15,11 +15,11 @@ pub fn record(i: usize) -> Vec<u8> {
     w_str(&mut b, "host");
     w_str(&mut b, &format!("web-{:02}", i % 32));
     w_str(&mut b, "method");
-    w_str(&mut b, if i % 5 == 0 { "POST" } else { "GET" });
+    w_str(&mut b, if i.is_multiple_of(5) { "POST" } else { "GET" });
     w_str(&mut b, "path");
     w_str(&mut b, &format!("/api/v1/items/{}", i * 7919 % 100_000));
     w_str(&mut b, "status");
-    rmp::encode::write_uint(&mut b, if i % 50 == 0 { 500 } else { 200 }).unwrap();
+    rmp::encode::write_uint(&mut b, if i.is_multiple_of(50) { 500 } else { 200 }).unwrap();
     w_str(&mut b, "latency_ms");
     rmp::encode::write_f64(&mut b, (i % 1000) as f64 * 0.25).unwrap();
     w_str(&mut b, "request_id");

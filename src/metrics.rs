@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -62,42 +63,55 @@ pub struct Inner {
     pub sink_retries: IntCounterVec,
 }
 
-fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    r.register(Box::new(c.clone()))
+/// Registers a metric built from constant names; a failure is a programming
+/// error that every test run would hit.
+fn register<T: Collector + Clone + 'static>(
+    r: &Registry,
+    name: &str,
+    metric: prometheus::Result<T>,
+) -> T {
+    let m = metric.unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(m.clone()))
         .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    c
+    m
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    register(r, name, IntCounter::new(name, help))
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    r.register(Box::new(c.clone()))
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    c
+    register(r, name, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    r.register(Box::new(g.clone()))
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    g
+    register(r, name, IntGauge::new(name, help))
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    r.register(Box::new(g.clone()))
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    g
+    register(r, name, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    r.register(Box::new(h.clone()))
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    h
+    register(
+        r,
+        name,
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)),
+    )
+}
+
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    register(
+        r,
+        name,
+        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels),
+    )
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -143,12 +157,7 @@ impl Metrics {
             outbox_files: gauge_vec(&r, "weir_outbox_files", "Finished files waiting for a sink.", &["sink"]),
             outbox_bytes: gauge_vec(&r, "weir_outbox_bytes", "Bytes of finished files waiting for a sink.", &["sink"]),
             sink_uploads: counter_vec(&r, "weir_sink_uploads_total", "Upload attempts, by sink and result.", &["sink", "result"]),
-            sink_upload_seconds: {
-                let h = HistogramVec::new(HistogramOpts::new("weir_sink_upload_seconds", "Duration of one upload.").buckets(latency_buckets()), &["sink"])
-                    .unwrap_or_else(|e| panic!("metric: {e}"));
-                r.register(Box::new(h.clone())).unwrap_or_else(|e| panic!("metric: {e}"));
-                h
-            },
+            sink_upload_seconds: histogram_vec(&r, "weir_sink_upload_seconds", "Duration of one upload.", &["sink"], latency_buckets()),
             sink_retries: counter_vec(&r, "weir_sink_retries_total", "Uploads retried after a failure, by sink.", &["sink"]),
             registry: r,
         };
