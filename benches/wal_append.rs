@@ -57,6 +57,7 @@ fn append(c: &mut Criterion) {
                 release: release_rx,
                 oldest,
                 healthy,
+                backpressure: weir::health::Backpressure::new(Metrics::new()),
                 metrics: Metrics::new(),
             },
         )

@@ -15,6 +15,15 @@ use crate::config::Config;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        env = "WEIR_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: crate::logging::LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -67,6 +76,7 @@ pub fn describe(config: &Config) -> String {
     for (name, s) in &config.sinks {
         out.push_str(&section(&format!("sinks.{name}"), s));
     }
+    out.push_str(&section("metrics", &config.metrics));
     out
 }
 

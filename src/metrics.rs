@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -29,6 +29,9 @@ pub struct Inner {
     pub connections_active: IntGauge,
     pub connections_accepted: IntCounter,
     pub connections_closed: IntCounterVec,
+    pub connections_refused: IntCounter,
+    pub handshake_failures: IntCounterVec,
+    pub duplicate_chunks: IntCounter,
     pub requests: IntCounterVec,
     pub events_accepted: IntCounterVec,
     pub events_skipped: IntCounterVec,
@@ -45,9 +48,12 @@ pub struct Inner {
     pub wal_errors: IntCounter,
     pub wal_torn_tails: IntCounter,
     pub wal_corrupt_records: IntCounter,
+    pub backpressure_active: IntGauge,
+    pub backpressure_seconds: Counter,
     // roll
     pub roll_open_partitions: IntGauge,
     pub roll_buffer_bytes: IntGauge,
+    pub roll_buffered_rows: IntGauge,
     pub roll_rows: IntCounter,
     pub roll_row_groups: IntCounter,
     pub roll_files_finished: IntCounterVec,
@@ -61,6 +67,10 @@ pub struct Inner {
     pub sink_uploads: IntCounterVec,
     pub sink_upload_seconds: HistogramVec,
     pub sink_retries: IntCounterVec,
+    pub sink_dead_lettered: IntCounterVec,
+    pub outbox_oldest_age_seconds: IntGaugeVec,
+    // logging
+    pub log_suppressed: IntCounterVec,
 }
 
 /// Registers a metric built from constant names; a failure is a programming
@@ -130,6 +140,9 @@ impl Metrics {
             connections_active: gauge(&r, "weir_forward_connections_active", "Open forward connections."),
             connections_accepted: counter(&r, "weir_forward_connections_accepted_total", "Forward connections accepted."),
             connections_closed: counter_vec(&r, "weir_forward_connections_closed_total", "Forward connections closed, by reason.", &["reason"]),
+            connections_refused: counter(&r, "weir_forward_connections_refused_total", "Connections closed at once because forward.max_connections were open."),
+            handshake_failures: counter_vec(&r, "weir_forward_handshake_failures_total", "Failed shared-key handshakes, by reason.", &["reason"]),
+            duplicate_chunks: counter(&r, "weir_forward_duplicate_chunks_total", "Resent chunks acked without writing them again."),
             requests: counter_vec(&r, "weir_forward_requests_total", "Forward event requests decoded, by mode.", &["mode"]),
             events_accepted: counter_vec(&r, "weir_forward_events_total", "Events accepted into the WAL, by mode.", &["mode"]),
             events_skipped: counter_vec(&r, "weir_forward_events_skipped_total", "Events dropped as invalid or not logs, by reason.", &["reason"]),
@@ -145,8 +158,11 @@ impl Metrics {
             wal_errors: counter(&r, "weir_wal_errors_total", "WAL write or sync failures (the WAL stops acking)."),
             wal_torn_tails: counter(&r, "weir_wal_torn_tails_total", "Torn WAL tails truncated at recovery."),
             wal_corrupt_records: counter(&r, "weir_wal_corrupt_records_total", "Damaged WAL records skipped at recovery."),
+            backpressure_active: gauge(&r, "weir_backpressure_active", "1 while the roller cannot keep up and weir stops reading sockets."),
+            backpressure_seconds: register(&r, "weir_backpressure_seconds_total", Counter::new("weir_backpressure_seconds_total", "Time spent in backpressure.")),
             roll_open_partitions: gauge(&r, "weir_roll_open_files", "Parquet files being written (route, tag, period)."),
             roll_buffer_bytes: gauge(&r, "weir_roll_buffered_bytes", "Memory held by rows not yet in a row group on disk."),
+            roll_buffered_rows: gauge(&r, "weir_roll_buffered_rows", "Rows in open files' memory, not yet in a row group on disk."),
             roll_rows: counter(&r, "weir_roll_rows_total", "Rows encoded into Parquet."),
             roll_row_groups: counter(&r, "weir_roll_row_groups_total", "Row groups written."),
             roll_files_finished: counter_vec(&r, "weir_roll_files_finished_total", "Parquet files finished and handed to the outbox, by kind (period, late).", &["kind"]),
@@ -159,6 +175,9 @@ impl Metrics {
             sink_uploads: counter_vec(&r, "weir_sink_uploads_total", "Upload attempts, by sink and result.", &["sink", "result"]),
             sink_upload_seconds: histogram_vec(&r, "weir_sink_upload_seconds", "Duration of one upload.", &["sink"], latency_buckets()),
             sink_retries: counter_vec(&r, "weir_sink_retries_total", "Uploads retried after a failure, by sink.", &["sink"]),
+            sink_dead_lettered: counter_vec(&r, "weir_sink_dead_lettered_total", "Parts a sink rejected for good, moved to the dead-letter folder, by sink.", &["sink"]),
+            outbox_oldest_age_seconds: gauge_vec(&r, "weir_outbox_oldest_age_seconds", "Age of the oldest finished file a sink has not received yet (0 when none).", &["sink"]),
+            log_suppressed: counter_vec(&r, "weir_log_suppressed_total", "Repeated warnings not logged (rate limit), by kind.", &["kind"]),
             registry: r,
         };
         Metrics(Arc::new(inner))

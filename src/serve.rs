@@ -8,6 +8,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -15,6 +17,8 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::forward::decode::DecodeLimits;
 use crate::forward::{self, ConnectionSettings};
+use crate::health::{Backpressure, Health};
+use crate::http;
 use crate::metrics::Metrics;
 use crate::outbox::{self, DeliveryLinks, OutboxDir};
 use crate::roll::{self, RollerLinks};
@@ -50,7 +54,19 @@ pub async fn run_with_metrics(
     let (roll_tx, roll_rx) = std::sync::mpsc::sync_channel(ROLLER_QUEUE);
     let (release_tx, release_rx) = watch::channel(0u64);
     let (oldest_tx, oldest_rx) = watch::channel(0u64);
-    let (healthy_tx, _healthy_rx) = watch::channel(true);
+    let (healthy_tx, healthy_rx) = watch::channel(true);
+    let backpressure = Backpressure::new(metrics.clone());
+    let health = Arc::new(Health {
+        listener_bound: AtomicBool::new(false),
+        wal_healthy: healthy_rx,
+        backpressure: backpressure.clone(),
+        wal_dir: data_dir.join("wal"),
+        backpressure_grace: config.metrics.backpressure_grace.0,
+    });
+    // Bound first, so a port clash fails before any state is touched.
+    let metrics_listener = TcpListener::bind(config.metrics.listen)
+        .await
+        .with_context(|| format!("metrics.listen: cannot listen on {}", config.metrics.listen))?;
     let (finished_tx, finished_rx) = mpsc::channel(1024);
 
     let delivery = outbox::start_delivery(
@@ -88,6 +104,7 @@ pub async fn run_with_metrics(
             release: release_rx,
             oldest: oldest_tx,
             healthy: healthy_tx,
+            backpressure,
             metrics: metrics.clone(),
         },
     )
@@ -110,9 +127,16 @@ pub async fn run_with_metrics(
         })
     };
 
+    let http = tokio::spawn(http::run(
+        metrics_listener,
+        metrics.clone(),
+        health.clone(),
+        shutdown_rx.clone(),
+    ));
     let listener = TcpListener::bind(config.forward.listen)
         .await
         .with_context(|| format!("forward.listen: cannot listen on {}", config.forward.listen))?;
+    health.listener_bound.store(true, Ordering::Relaxed);
     tracing::info!(
         listen = %config.forward.listen,
         node_id = config.node_id,
@@ -125,6 +149,7 @@ pub async fn run_with_metrics(
             max_decompressed_bytes: config.forward.max_decompressed_bytes.as_usize(),
         },
         idle_timeout: config.forward.idle_timeout.0,
+        max_connections: config.forward.max_connections,
     });
     let accept = tokio::spawn(forward::listener::run(
         listener,
@@ -158,6 +183,7 @@ pub async fn run_with_metrics(
         }
     }
     let _ = delivery.await;
+    let _ = http.await;
     match failure {
         Some(why) => anyhow::bail!("stopped after a roller failure: {why}"),
         None => {

@@ -50,6 +50,15 @@ fn default_max_buffer() -> ByteSize {
 fn default_max_decompressed() -> ByteSize {
     ByteSize(256 << 20)
 }
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 24231))
+}
+fn default_backpressure_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
 fn default_idle_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(600))
 }
@@ -92,6 +101,10 @@ pub struct ForwardConfig {
     /// A connection that sends nothing for this long is closed.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: HumanDuration,
+    /// Connections served at once; more are accepted and closed at once
+    /// (counted in `weir_forward_connections_refused_total`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for ForwardConfig {
@@ -101,6 +114,30 @@ impl Default for ForwardConfig {
             max_buffer_bytes: default_max_buffer(),
             max_decompressed_bytes: default_max_decompressed(),
             idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+/// `[metrics]`: the HTTP endpoint for Prometheus and probes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serves `/metrics`, `/healthz` and `/readyz`. 24231 is the port
+    /// Fluentd's prometheus plugin uses.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+    /// `/readyz` fails once backpressure (the roller not keeping up) has
+    /// lasted this long, so a load balancer can send traffic elsewhere.
+    #[serde(default = "default_backpressure_grace")]
+    pub backpressure_grace: HumanDuration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_metrics_listen(),
+            backpressure_grace: default_backpressure_grace(),
         }
     }
 }
@@ -249,6 +286,8 @@ struct FileConfig {
     route: Vec<RouteConfig>,
     #[serde(default)]
     sinks: BTreeMap<String, SinkConfig>,
+    #[serde(default)]
+    metrics: MetricsConfig,
 }
 
 /// A route after validation.
@@ -273,6 +312,7 @@ pub struct Config {
     pub roll: RollConfig,
     pub routes: Vec<Route>,
     pub sinks: BTreeMap<String, SinkConfig>,
+    pub metrics: MetricsConfig,
 }
 
 impl Config {
@@ -379,6 +419,12 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     if file.wal.segment_bytes.0 < 4096 {
         return Err(invalid("wal.segment_bytes", "must be at least 4KiB".into()));
     }
+    if file.forward.max_connections == 0 {
+        return Err(invalid(
+            "forward.max_connections",
+            "must be at least 1".into(),
+        ));
+    }
     if file.forward.max_buffer_bytes.0 < 1024 {
         return Err(invalid(
             "forward.max_buffer_bytes",
@@ -461,6 +507,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         roll: file.roll,
         routes,
         sinks,
+        metrics: file.metrics,
     })
 }
 

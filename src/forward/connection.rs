@@ -29,6 +29,8 @@ pub struct ConnectionSettings {
     pub limits: DecodeLimits,
     /// Close a connection that sends nothing for this long.
     pub idle_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
 }
 
 /// Why a connection ended; the metric label.
@@ -78,18 +80,29 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let reason = read_loop(&mut stream, peer, &wal, &settings, &metrics, &mut shutdown).await;
+    let (reason, detail) =
+        match read_loop(&mut stream, peer, &wal, &settings, &metrics, &mut shutdown).await {
+            Ok(r) => (r, String::new()),
+            Err((r, detail)) => (r, detail),
+        };
     metrics
         .connections_closed
         .with_label_values(&[reason.as_str()])
         .inc();
     match reason {
-        CloseReason::Eof | CloseReason::Shutdown => {
+        CloseReason::Eof | CloseReason::Shutdown | CloseReason::IdleTimeout => {
             tracing::debug!(%peer, reason = reason.as_str(), "connection closed")
         }
-        _ => tracing::warn!(%peer, reason = reason.as_str(), "connection closed"),
+        _ => {
+            if let Some(suppressed) = crate::logging::allow(reason.as_str(), &metrics) {
+                tracing::warn!(%peer, reason = reason.as_str(), suppressed, "closing connection without ack: {detail}");
+            }
+        }
     }
 }
+
+/// A connection closed for a fault, with what to log about it.
+type Fault = (CloseReason, String);
 
 async fn read_loop(
     stream: &mut TcpStream,
@@ -98,7 +111,7 @@ async fn read_loop(
     settings: &ConnectionSettings,
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
-) -> CloseReason {
+) -> Result<CloseReason, Fault> {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut scanner = FrameScanner::new();
     loop {
@@ -107,22 +120,20 @@ async fn read_loop(
             let len = match scanner.scan(&buf) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "malformed msgpack from client");
-                    return CloseReason::Malformed;
-                }
+                Err(e) => return Err((CloseReason::Malformed, format!("malformed msgpack: {e}"))),
             };
             let frame = buf.split_to(len).freeze();
             scanner.reset();
-            if let Err(reason) = handle_request(stream, peer, &frame, wal, settings, metrics).await
-            {
-                return reason;
-            }
+            handle_request(stream, peer, &frame, wal, settings, metrics).await?;
         }
         if buf.len() >= settings.max_buffer_bytes {
-            tracing::warn!(%peer, buffered = buf.len(), limit = settings.max_buffer_bytes,
-                "request larger than forward.max_buffer_bytes; closing without ack");
-            return CloseReason::FrameTooLarge;
+            return Err((
+                CloseReason::FrameTooLarge,
+                format!(
+                    "request larger than forward.max_buffer_bytes ({} bytes)",
+                    settings.max_buffer_bytes
+                ),
+            ));
         }
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             let room = (settings.max_buffer_bytes - buf.len()).min(READ_CHUNK.max(buf.len()));
@@ -130,20 +141,22 @@ async fn read_loop(
         }
         let read = tokio::select! {
             r = tokio::time::timeout(settings.idle_timeout, stream.read_buf(&mut buf)) => r,
-            _ = shutdown.wait_for(|s| *s) => return CloseReason::Shutdown,
+            _ = shutdown.wait_for(|s| *s) => return Ok(CloseReason::Shutdown),
         };
         match read {
-            Err(_) => return CloseReason::IdleTimeout,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "read failed");
-                return CloseReason::IoError;
-            }
+            Err(_) => return Ok(CloseReason::IdleTimeout),
+            Ok(Err(e)) => return Err((CloseReason::IoError, format!("read failed: {e}"))),
             Ok(Ok(0)) => {
                 return if buf.is_empty() {
-                    CloseReason::Eof
+                    Ok(CloseReason::Eof)
                 } else {
-                    tracing::warn!(%peer, pending = buf.len(), "connection ended inside a request; it was not acked");
-                    CloseReason::Truncated
+                    Err((
+                        CloseReason::Truncated,
+                        format!(
+                            "connection ended inside a request ({} bytes pending)",
+                            buf.len()
+                        ),
+                    ))
                 };
             }
             Ok(Ok(n)) => metrics.bytes_received.inc_by(n as u64),
@@ -158,7 +171,7 @@ async fn handle_request(
     wal: &WalHandle,
     settings: &ConnectionSettings,
     metrics: &Metrics,
-) -> Result<(), CloseReason> {
+) -> Result<(), Fault> {
     let started = Instant::now();
     let decoded = match decode_request(frame, &settings.limits, now_ns()) {
         Ok(Request::Events(d)) => d,
@@ -168,16 +181,18 @@ async fn handle_request(
                 .events_skipped
                 .with_label_values(&["not_array"])
                 .inc();
-            tracing::warn!(%peer, "ignoring a request that is not an array");
+            if let Some(suppressed) = crate::logging::allow("not_array", metrics) {
+                tracing::warn!(%peer, suppressed, "ignoring a request that is not an array");
+            }
             return Ok(());
         }
         Err(e) => {
-            tracing::warn!(%peer, error = %e, "undecodable request; closing without ack");
-            return Err(match e {
+            let reason = match e {
                 super::decode::DecodeError::UnknownCompression(_)
                 | super::decode::DecodeError::Decompress(_) => CloseReason::BadCompression,
                 _ => CloseReason::Malformed,
-            });
+            };
+            return Err((reason, e.to_string()));
         }
     };
     let mode = decoded.mode.as_str();
@@ -206,14 +221,13 @@ async fn handle_request(
     if let Some(batch) = decoded.batch {
         let n = batch.len() as u64;
         if let Err(e) = wal.append(batch).await {
-            tracing::error!(%peer, error = %e, "cannot make request durable; closing without ack");
-            return Err(CloseReason::WalUnavailable);
+            return Err((CloseReason::WalUnavailable, e.to_string()));
         }
         metrics.events_accepted.with_label_values(&[mode]).inc_by(n);
     }
     if let Some(ack) = decoded.ack {
-        if stream.write_all(&ack).await.is_err() {
-            return Err(CloseReason::IoError);
+        if let Err(e) = stream.write_all(&ack).await {
+            return Err((CloseReason::IoError, format!("writing the ack: {e}")));
         }
         metrics.acks_sent.inc();
         metrics

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::connection::{serve, ConnectionSettings};
@@ -22,6 +22,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
+    let permits = Arc::new(Semaphore::new(settings.max_connections));
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -32,6 +33,17 @@ pub async fn run(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    // Refuse at once: the client retries elsewhere or later
+                    // instead of waiting on a connection nobody reads.
+                    metrics.connections_refused.inc();
+                    if let Some(suppressed) = crate::logging::allow("connection_refused", &metrics)
+                    {
+                        tracing::warn!(%peer, limit = settings.max_connections, suppressed, "refusing connection: forward.max_connections reached");
+                    }
+                    drop(stream);
+                    continue;
+                };
                 metrics.connections_accepted.inc();
                 let (m, wal, settings, sd) = (
                     metrics.clone(),
@@ -43,6 +55,7 @@ pub async fn run(
                     m.connections_active.inc();
                     serve(stream, peer, wal, settings, m.clone(), sd).await;
                     m.connections_active.dec();
+                    drop(permit);
                 });
             }
             Err(e) => {

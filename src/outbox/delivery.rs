@@ -44,6 +44,16 @@ pub fn start(
         let mut queues = BTreeMap::new();
         let mut workers = Vec::new();
         for (name, sink) in &sinks {
+            // Every sink's series exist from the start, at zero.
+            let m = &links.metrics;
+            for result in ["ok", "error"] {
+                m.sink_uploads.with_label_values(&[name, result]);
+            }
+            m.sink_retries.with_label_values(&[name]);
+            m.sink_dead_lettered.with_label_values(&[name]);
+            m.outbox_files.with_label_values(&[name]);
+            m.outbox_bytes.with_label_values(&[name]);
+            m.outbox_oldest_age_seconds.with_label_values(&[name]);
             let (tx, rx) = mpsc::unbounded_channel::<Arc<Manifest>>();
             queues.insert(name.clone(), tx);
             workers.push(tokio::spawn(worker(
@@ -106,6 +116,7 @@ pub fn start(
                     None => break,
                 },
                 _ = prune_tick.tick() => {
+                    report_backlog_age(&entries, &sinks, &links.metrics);
                     let oldest = *links.wal_oldest.borrow();
                     entries.retain(|id, e| {
                         let prunable = e.pending.is_empty()
@@ -130,6 +141,27 @@ pub fn start(
             let _ = w.await;
         }
     })
+}
+
+/// Sets each sink's oldest-waiting-file age.
+fn report_backlog_age(
+    entries: &BTreeMap<String, Entry>,
+    sinks: &BTreeMap<String, Arc<dyn Sink>>,
+    metrics: &Metrics,
+) {
+    let now = crate::wal::now_ms();
+    for sink in sinks.keys() {
+        let oldest = entries
+            .values()
+            .filter(|e| e.pending.contains(sink))
+            .map(|e| e.manifest.finished_at_ms)
+            .min();
+        let age = oldest.map_or(0, |t| (now - t).max(0) / 1000);
+        metrics
+            .outbox_oldest_age_seconds
+            .with_label_values(&[sink])
+            .set(age);
+    }
 }
 
 async fn worker(

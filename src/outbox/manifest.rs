@@ -33,6 +33,9 @@ pub struct Manifest {
     pub bytes: u64,
     /// Object key per sink name.
     pub keys: BTreeMap<String, String>,
+    /// Wall clock (ms) when the file was finished; for backlog age metrics.
+    #[serde(default)]
+    pub finished_at_ms: i64,
 }
 
 pub const VERSION: u32 = 1;

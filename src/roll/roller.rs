@@ -71,6 +71,8 @@ struct OpenFile {
     deadline_ms: i64,
     /// Last value of `writer.memory()` counted in the roller's total.
     memory: usize,
+    /// Last value of `writer.buffered_rows()` counted likewise.
+    rows: usize,
 }
 
 /// Everything the roller knows about one tag.
@@ -97,6 +99,7 @@ struct Roller {
     /// Sequence of the last record fully processed.
     last_seq: Option<u64>,
     memory: usize,
+    buffered_rows: usize,
     open_count: i64,
 }
 
@@ -117,6 +120,7 @@ impl Roller {
             next_deadline_ms: i64::MAX,
             last_seq: None,
             memory: 0,
+            buffered_rows: 0,
             open_count: 0,
             schemas,
             open_dir,
@@ -299,9 +303,10 @@ impl Roller {
         }
         for key in touched {
             if let Some(o) = self.tags.get_mut(tag).and_then(|t| t.open.get_mut(&key)) {
-                let now = o.writer.memory();
-                self.memory = self.memory.saturating_sub(o.memory) + now;
-                o.memory = now;
+                let (mem, rows) = (o.writer.memory(), o.writer.buffered_rows());
+                self.memory = self.memory.saturating_sub(o.memory) + mem;
+                self.buffered_rows = self.buffered_rows.saturating_sub(o.rows) + rows;
+                (o.memory, o.rows) = (mem, rows);
             }
         }
         m.roll_rows.inc_by(rows);
@@ -314,6 +319,7 @@ impl Roller {
         self.last_seq = Some(seq);
         self.enforce_memory()?;
         m.roll_buffer_bytes.set(self.memory as i64);
+        m.roll_buffered_rows.set(self.buffered_rows as i64);
         Ok(())
     }
 
@@ -344,6 +350,7 @@ impl Roller {
                 first_seq: seq,
                 deadline_ms,
                 memory: 0,
+                rows: 0,
             },
         );
         self.open_count += 1;
@@ -368,9 +375,10 @@ impl Roller {
                 break;
             }
             o.writer.flush_row_group()?;
-            let now = o.writer.memory();
-            self.memory = self.memory.saturating_sub(o.memory) + now;
-            o.memory = now;
+            let (mem, rows) = (o.writer.memory(), o.writer.buffered_rows());
+            self.memory = self.memory.saturating_sub(o.memory) + mem;
+            self.buffered_rows = self.buffered_rows.saturating_sub(o.rows) + rows;
+            (o.memory, o.rows) = (mem, rows);
             self.links.metrics.roll_row_groups.inc();
         }
         Ok(())
@@ -386,6 +394,7 @@ impl Roller {
         };
         self.open_count -= 1;
         self.memory = self.memory.saturating_sub(open.memory);
+        self.buffered_rows = self.buffered_rows.saturating_sub(open.rows);
         let first_seq = open.first_seq;
         let closed = open.writer.finish()?;
         let covered_through = self.last_seq.unwrap_or(first_seq);
@@ -425,6 +434,7 @@ impl Roller {
             rows: closed.rows,
             bytes: closed.bytes,
             keys,
+            finished_at_ms: crate::wal::now_ms(),
         };
         self.links.outbox.commit(&closed.path, &manifest)?;
         self.remember_finished(&manifest);

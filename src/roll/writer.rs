@@ -278,6 +278,11 @@ impl PartitionWriter {
         self.rows
     }
 
+    /// Rows held in memory (builders plus the open row group).
+    pub fn buffered_rows(&self) -> usize {
+        self.times.len() + self.writer.in_progress_rows()
+    }
+
     /// Writes buffered rows out as a row group, releasing their memory.
     pub fn flush_row_group(&mut self) -> Result<(), WriteError> {
         self.write_batch()?;

@@ -121,10 +121,13 @@ pub struct WalLinks {
     pub oldest: watch::Sender<u64>,
     /// Published: false once a write or sync failed.
     pub healthy: watch::Sender<bool>,
+    /// Marked while the roller's queue is full and appends wait.
+    pub backpressure: std::sync::Arc<crate::health::Backpressure>,
     pub metrics: Metrics,
 }
 
-pub(crate) fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -43,6 +43,7 @@ fn run(dir: &Path, n: u64, release: u64, segment_bytes: u64) -> Run {
             release: release_rx,
             oldest,
             healthy,
+            backpressure: crate::health::Backpressure::new(crate::metrics::Metrics::new()),
             metrics: crate::metrics::Metrics::new(),
         },
     )
@@ -163,6 +164,7 @@ fn a_second_writer_on_the_same_directory_is_refused() {
             release,
             oldest,
             healthy,
+            backpressure: crate::health::Backpressure::new(crate::metrics::Metrics::new()),
             metrics: crate::metrics::Metrics::new(),
         },
     )
@@ -175,6 +177,7 @@ fn a_second_writer_on_the_same_directory_is_refused() {
             release,
             oldest,
             healthy,
+            backpressure: crate::health::Backpressure::new(crate::metrics::Metrics::new()),
             metrics: crate::metrics::Metrics::new(),
         },
     );

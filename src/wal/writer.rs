@@ -203,7 +203,7 @@ impl Writer {
             }
             if tick {
                 let now_ms = self.stamp();
-                let _ = self.links.output.send(WalOutput::Tick { now_ms });
+                self.pass_on(WalOutput::Tick { now_ms });
             }
             self.release();
         }
@@ -224,10 +224,7 @@ impl Writer {
                 self.active_len += buf.len() as u64;
                 for p in pending.drain(..) {
                     let _ = p.reply.send(Ok(p.record.seq));
-                    // Blocks when the roller is behind: backpressure to appenders.
-                    if self.links.output.send(WalOutput::Record(p.record)).is_err() {
-                        tracing::error!("roller stopped; WAL keeps records for the next start");
-                    }
+                    self.pass_on(WalOutput::Record(p.record));
                 }
                 if self.active_len >= self.settings.segment_bytes {
                     if let Err(e) = self.open_segment() {
@@ -246,6 +243,26 @@ impl Writer {
             }
         }
         buf.clear();
+    }
+
+    /// Hands a message to the roller. When its queue is full this waits:
+    /// appends queue up behind it and connections stop reading sockets
+    /// (backpressure, invariant 4), which `/readyz` and metrics report.
+    fn pass_on(&self, msg: WalOutput) {
+        use std::sync::mpsc::TrySendError;
+        let msg = match self.links.output.try_send(msg) {
+            Ok(()) => return,
+            Err(TrySendError::Disconnected(_)) => {
+                tracing::error!("roller stopped; the WAL keeps records for the next start");
+                return;
+            }
+            Err(TrySendError::Full(msg)) => msg,
+        };
+        self.links.backpressure.enter();
+        if self.links.output.send(msg).is_err() {
+            tracing::error!("roller stopped; the WAL keeps records for the next start");
+        }
+        self.links.backpressure.leave();
     }
 
     fn write_and_sync(&mut self, buf: &[u8]) -> io::Result<()> {

@@ -82,27 +82,35 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub struct Weir {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    pub metrics_port: u16,
     child: Option<Child>,
     pub config_path: PathBuf,
 }
 
 impl Weir {
     /// Config with node_id n1, a 1-minute period, 1 s grace, a local sink
-    /// under `out/`; `forward` lines go into `[forward]`, `extra` TOML
-    /// sections are appended.
-    pub fn config(dir: &Path, port: u16, forward: &str, extra: &str) -> String {
+    /// under `out/`, metrics on `metrics_port`; `forward` lines go into
+    /// `[forward]`, `extra` TOML sections are appended.
+    pub fn config(
+        dir: &Path,
+        port: u16,
+        metrics_port: u16,
+        forward: &str,
+        metrics: &str,
+        extra: &str,
+    ) -> String {
         format!(
             r#"node_id = "n1"
 data_dir = "{data}"
 [forward]
 listen = "127.0.0.1:{port}"
 {forward}
-[roll]
-period = "1m"
-grace = "1s"
 [sinks.local]
 type = "local"
 path = "{out}"
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+{metrics}
 {extra}
 "#,
             data = dir.join("data").display(),
@@ -114,14 +122,31 @@ path = "{out}"
         Self::start_with("", extra)
     }
 
+    /// `extra` may hold `[roll]` keys; without them the period is 1m and
+    /// the grace 1s.
     pub fn start_with(forward: &str, extra: &str) -> Self {
+        Self::start_full(forward, "", extra)
+    }
+
+    /// `forward` and `metrics` lines go into those sections.
+    pub fn start_full(forward: &str, metrics: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
+        let (port, metrics_port) = (free_port(), free_port());
         let config_path = dir.path().join("weir.toml");
-        std::fs::write(&config_path, Self::config(dir.path(), port, forward, extra)).unwrap();
+        let extra = if extra.contains("[roll]") {
+            extra.to_string()
+        } else {
+            format!("[roll]\nperiod = \"1m\"\ngrace = \"1s\"\n{extra}")
+        };
+        std::fs::write(
+            &config_path,
+            Self::config(dir.path(), port, metrics_port, forward, metrics, &extra),
+        )
+        .unwrap();
         let mut w = Self {
             dir,
             port,
+            metrics_port,
             child: None,
             config_path,
         };
@@ -340,4 +365,74 @@ pub fn connect(port: u16) -> std::io::Result<TcpStream> {
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
     s.set_nodelay(true)?;
     Ok(s)
+}
+
+// ---- HTTP and metrics ----
+
+/// GET `path` from weir's metrics port: (status, body).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// One scraped sample: name, labels, value.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Scrapes `/metrics` and parses it with the Python `prometheus_client`
+/// text-format parser (a real Prometheus parser, not ours).
+pub fn scrape(port: u16) -> Vec<Sample> {
+    let out = Command::new(python())
+        .arg(support("scrape.py"))
+        .arg(format!("http://127.0.0.1:{port}/metrics"))
+        .output()
+        .expect("run scrape.py");
+    assert!(
+        out.status.success(),
+        "scrape.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Vec<(String, BTreeMap<String, String>, f64)> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    v.into_iter()
+        .map(|(name, labels, value)| Sample {
+            name,
+            labels,
+            value,
+        })
+        .collect()
+}
+
+/// Sum of a metric's samples whose labels include all of `labels`.
+pub fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
 }

@@ -7,4 +7,5 @@ mod bad_input;
 mod common;
 mod crash;
 mod granularity;
+mod observability;
 mod real_clients;

@@ -1,0 +1,87 @@
+//! Log output (text or JSON) and rate limiting of repeated warnings.
+//!
+//! A misbehaving fleet can produce the same warning thousands of times a
+//! second (one per bad connection). [`allow`] lets the first few of each kind
+//! through per second, counts the rest in `weir_log_suppressed_total`, and
+//! reports how many were suppressed on the next line that is logged.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tracing_subscriber::EnvFilter;
+
+use crate::metrics::Metrics;
+
+/// Lines of one kind logged per window before suppression starts.
+const BURST: u32 = 10;
+const WINDOW: Duration = Duration::from_secs(1);
+
+struct Window {
+    started: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+static WINDOWS: Mutex<Option<HashMap<&'static str, Window>>> = Mutex::new(None);
+
+/// Whether a warning of `kind` may be logged now. `Some(n)`: log it, and say
+/// `n` similar lines were suppressed since the last one; `None`: skip it.
+pub fn allow(kind: &'static str, metrics: &Metrics) -> Option<u64> {
+    let mut guard = WINDOWS.lock().unwrap_or_else(|p| p.into_inner());
+    let map = guard.get_or_insert_with(HashMap::new);
+    let now = Instant::now();
+    let w = map.entry(kind).or_insert(Window {
+        started: now,
+        logged: 0,
+        suppressed: 0,
+    });
+    if now.duration_since(w.started) >= WINDOW {
+        w.started = now;
+        w.logged = 0;
+    }
+    if w.logged < BURST {
+        w.logged += 1;
+        Some(std::mem::take(&mut w.suppressed))
+    } else {
+        w.suppressed += 1;
+        metrics.log_suppressed.with_label_values(&[kind]).inc();
+        None
+    }
+}
+
+/// Output format of the process log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colored on a terminal).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Installs the global subscriber. The level comes from `WEIR_LOG`
+/// (`info` by default; e.g. `WEIR_LOG=weir=debug`).
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bursts_pass_then_are_counted() {
+        let m = Metrics::new();
+        let allowed = (0..25).filter(|_| allow("test_kind", &m).is_some()).count();
+        assert_eq!(allowed, BURST as usize);
+        assert_eq!(m.log_suppressed.with_label_values(&["test_kind"]).get(), 15);
+    }
+}
