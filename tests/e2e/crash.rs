@@ -93,8 +93,15 @@ fn acked_events_survive_repeated_kill_9() {
         })
         .collect();
     let mut rng = rand::rng();
+    let acked_count = || stats.lock().unwrap().acked.len();
     for _ in 0..KILLS {
-        std::thread::sleep(Duration::from_millis(rng.random_range(150..1200)));
+        // Let the restarted weir replay and take new traffic first, so each
+        // kill lands in a different phase (replay, appends, finishing files),
+        // then kill at a random moment.
+        let before = acked_count();
+        let progressed = wait_until(Duration::from_secs(60), || acked_count() > before);
+        assert!(progressed, "no acks after a restart\n{}", weir.log());
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..700)));
         weir.kill9();
         weir.spawn();
     }
