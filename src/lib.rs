@@ -18,6 +18,7 @@
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod failpoint;
 pub mod forward;
 pub mod health;
 pub mod http;

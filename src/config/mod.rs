@@ -248,9 +248,14 @@ pub enum ColumnType {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// Name for logs, metrics and `unmatched`; default `route[N]`.
+    pub name: Option<String>,
     /// fluentd `<match>` patterns, space separated (`app.**`, `*.access`, `{a,b}.x`).
     #[serde(rename = "match")]
     pub pattern: String,
+    /// Key prefix after the sink's own prefix (e.g. a team folder).
+    #[serde(default)]
+    pub prefix: String,
     /// Sinks that receive this route's files; default all.
     #[serde(default)]
     pub sinks: Option<Vec<String>>,
@@ -261,21 +266,129 @@ pub struct RouteConfig {
 
 /// `[sinks.NAME]`: a destination for finished files.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "lowercase")]
 pub enum SinkConfig {
     /// A local folder.
-    Local {
-        path: PathBuf,
-        #[serde(default)]
-        prefix: String,
-    },
+    Local(LocalSinkConfig),
+    /// Amazon S3 or an S3-compatible store.
+    S3(S3SinkConfig),
+    /// Google Cloud Storage.
+    Gcs(GcsSinkConfig),
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+impl SinkConfig {
+    /// Key prefix inside the destination.
+    pub fn prefix(&self) -> &str {
+        match self {
+            SinkConfig::Local(c) => &c.prefix,
+            SinkConfig::S3(c) => &c.prefix,
+            SinkConfig::Gcs(c) => &c.prefix,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSinkConfig {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// Server-side encryption for S3 objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum S3Encryption {
+    /// SSE-S3.
+    #[serde(rename = "AES256")]
+    Aes256,
+    /// SSE-KMS; needs `kms_key_id`.
+    #[serde(rename = "aws:kms")]
+    Kms,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3SinkConfig {
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: String,
+    /// Default: `AWS_REGION`/`AWS_DEFAULT_REGION`, else us-east-1.
+    pub region: Option<String>,
+    /// For S3-compatible stores (MinIO, Ceph, R2 …): their URL.
+    pub endpoint: Option<String>,
+    /// Address buckets as `https://host/bucket` (default) or, when false,
+    /// `https://bucket.host`.
+    #[serde(default = "default_true")]
+    pub path_style: bool,
+    /// Allow plain http endpoints (test stores, in-cluster gateways).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Static credentials; without them the standard chain is used
+    /// (AWS_* variables, web identity / IRSA, instance metadata).
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    pub server_side_encryption: Option<S3Encryption>,
+    pub kms_key_id: Option<String>,
+    /// e.g. "STANDARD_IA", "INTELLIGENT_TIERING".
+    pub storage_class: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcsSinkConfig {
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: String,
+    /// Service-account JSON file; without it application default
+    /// credentials are used (GOOGLE_APPLICATION_CREDENTIALS, gcloud's file,
+    /// or the metadata server / Workload Identity).
+    pub service_account_path: Option<PathBuf>,
+    /// Service-account JSON given inline (e.g. `"${GCS_SERVICE_ACCOUNT}"`).
+    pub service_account_key: Option<String>,
+    /// A fixed OAuth bearer token (tokens refreshed outside weir, or a local
+    /// GCS endpoint named by the service account's `gcs_base_url`).
+    pub bearer_token: Option<String>,
+    /// e.g. "NEARLINE".
+    pub storage_class: Option<String>,
+}
+
+/// What happens to an event whose tag matches no route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Unmatched {
+    /// Counted in `weir_roll_unrouted_events_total` and dropped.
+    Drop,
+    /// Sent to the route with this name.
+    Route(String),
+}
+
+impl<'de> Deserialize<'de> for Unmatched {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(if s == "drop" {
+            Unmatched::Drop
+        } else {
+            Unmatched::Route(s)
+        })
+    }
+}
+
+fn default_unmatched() -> Unmatched {
+    Unmatched::Drop
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     node_id: Option<String>,
     data_dir: Option<PathBuf>,
+    /// "drop" (default) or the name of the route unmatched events go to.
+    #[serde(default = "default_unmatched")]
+    unmatched: Unmatched,
     #[serde(default)]
     forward: ForwardConfig,
     #[serde(default)]
@@ -293,8 +406,10 @@ struct FileConfig {
 /// A route after validation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Route {
-    /// `route[N]`, for logs and metrics.
+    /// The route's name (`route[N]` unless configured).
     pub name: String,
+    /// Key prefix after the sink's prefix.
+    pub prefix: String,
     pub pattern: String,
     #[serde(skip)]
     pub patterns: Vec<TagPattern>,
@@ -311,6 +426,8 @@ pub struct Config {
     pub wal: WalConfig,
     pub roll: RollConfig,
     pub routes: Vec<Route>,
+    /// Route index for events no route matches; `None` drops them.
+    pub unmatched_route: Option<usize>,
     pub sinks: BTreeMap<String, SinkConfig>,
     pub metrics: MetricsConfig,
 }
@@ -350,6 +467,7 @@ impl Config {
         self.routes
             .iter()
             .position(|r| r.patterns.iter().any(|p| p.matches(tag)))
+            .or(self.unmatched_route)
     }
 }
 
@@ -436,10 +554,10 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     if sinks.is_empty() {
         sinks.insert(
             "local".to_string(),
-            SinkConfig::Local {
+            SinkConfig::Local(LocalSinkConfig {
                 path: data_dir.join("files"),
                 prefix: String::new(),
-            },
+            }),
         );
     }
     for (name, sink) in &sinks {
@@ -453,15 +571,53 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
                 "sink names must be letters, digits, '_' or '-'".into(),
             ));
         }
-        let SinkConfig::Local { prefix, .. } = sink;
-        crate::sink::key::validate_prefix(prefix)
+        crate::sink::key::validate_prefix(sink.prefix())
             .map_err(|m| invalid(&format!("sinks.{name}.prefix"), m))?;
+        match sink {
+            SinkConfig::S3(c) => {
+                if c.bucket.is_empty() {
+                    return Err(invalid(
+                        &format!("sinks.{name}.bucket"),
+                        "must not be empty".into(),
+                    ));
+                }
+                if c.access_key_id.is_some() != c.secret_access_key.is_some() {
+                    return Err(invalid(
+                        &format!("sinks.{name}.secret_access_key"),
+                        "access_key_id and secret_access_key go together".into(),
+                    ));
+                }
+                if c.server_side_encryption == Some(S3Encryption::Kms) && c.kms_key_id.is_none() {
+                    return Err(invalid(
+                        &format!("sinks.{name}.kms_key_id"),
+                        "server_side_encryption = \"aws:kms\" needs kms_key_id".into(),
+                    ));
+                }
+            }
+            SinkConfig::Gcs(c) => {
+                if c.bucket.is_empty() {
+                    return Err(invalid(
+                        &format!("sinks.{name}.bucket"),
+                        "must not be empty".into(),
+                    ));
+                }
+                if c.service_account_path.is_some() && c.service_account_key.is_some() {
+                    return Err(invalid(
+                        &format!("sinks.{name}.service_account_key"),
+                        "give service_account_path or service_account_key, not both".into(),
+                    ));
+                }
+            }
+            SinkConfig::Local(_) => {}
+        }
     }
 
     let mut raw_routes = file.route;
     if raw_routes.is_empty() {
         raw_routes.push(RouteConfig {
+            name: None,
             pattern: "**".to_string(),
+            prefix: String::new(),
             sinks: None,
             columns: BTreeMap::new(),
         });
@@ -491,15 +647,37 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
                 ));
             }
         }
+        crate::sink::key::validate_prefix(&r.prefix)
+            .map_err(|m| invalid(&format!("{key}.prefix"), m))?;
+        let name = r.name.unwrap_or_else(|| key.clone());
+        if routes.iter().any(|x: &Route| x.name == name) {
+            return Err(invalid(
+                &format!("{key}.name"),
+                format!("{name:?} is used by another route"),
+            ));
+        }
         routes.push(Route {
-            name: key,
+            name,
+            prefix: r.prefix,
             pattern: r.pattern,
             patterns,
             sinks: route_sinks,
             columns: r.columns.into_iter().collect(),
         });
     }
+    let unmatched_route = match &file.unmatched {
+        Unmatched::Drop => None,
+        Unmatched::Route(name) => {
+            Some(routes.iter().position(|r| &r.name == name).ok_or_else(|| {
+                invalid(
+                    "unmatched",
+                    format!("{name:?} is neither \"drop\" nor the name of a route"),
+                )
+            })?)
+        }
+    };
     Ok(Config {
+        unmatched_route,
         node_id,
         data_dir,
         forward: file.forward,

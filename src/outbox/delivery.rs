@@ -217,6 +217,7 @@ async fn worker(
                 }
             }
         }
+        crate::failpoint::hit("outbox.after_upload");
         // The mark must be durable before the file may be removed.
         let mut mark_backoff = FIRST_BACKOFF;
         while let Err(e) = outbox.mark_delivered(&m.id, &sink_name) {

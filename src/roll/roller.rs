@@ -402,16 +402,17 @@ impl Roller {
         let route_cfg = &self.config.routes[route];
         let mut keys = std::collections::BTreeMap::new();
         for sink in &route_cfg.sinks {
-            let prefix = self
+            let sink_prefix = self
                 .config
                 .sinks
                 .get(sink)
-                .map(crate::sink::prefix_of)
+                .map(|s| s.prefix())
                 .unwrap_or_default();
+            let prefix = crate::sink::join_prefix(sink_prefix, &route_cfg.prefix);
             keys.insert(
                 sink.clone(),
                 object_key(&KeyParts {
-                    prefix,
+                    prefix: &prefix,
                     tag,
                     period_start: key.period_start,
                     period_secs: self.period_secs,

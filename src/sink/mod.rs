@@ -1,8 +1,11 @@
 //! Destinations for finished files. Each sink type is one file; the outbox
 //! drives them through the [`Sink`] trait and owns retries.
 
+mod gcs;
 pub mod key;
 mod local;
+mod object;
+mod s3;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -11,13 +14,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::config::SinkConfig;
-pub use local::ObjectStoreSink;
+pub use object::{ObjectStoreSink, PART_BYTES};
+
+/// Content-Type of uploaded files.
+pub const PARQUET_CONTENT_TYPE: &str = "application/vnd.apache.parquet";
 
 /// Why one delivery attempt failed; the outbox retries it.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("reading the outbox file: {0}")]
-    Read(#[from] std::io::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
     #[error("invalid object key {key:?}: {message}")]
@@ -42,19 +48,22 @@ pub fn build_all(
 ) -> Result<BTreeMap<String, Arc<dyn Sink>>, String> {
     let mut out: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::new();
     for (name, cfg) in configs {
-        let sink: Arc<dyn Sink> = match cfg {
-            SinkConfig::Local { path, .. } => Arc::new(
-                ObjectStoreSink::local(path).map_err(|e| format!("sinks.{name}.path: {e}"))?,
-            ),
-        };
-        out.insert(name.clone(), sink);
+        let sink = match cfg {
+            SinkConfig::Local(c) => local::build(c),
+            SinkConfig::S3(c) => s3::build(c),
+            SinkConfig::Gcs(c) => gcs::build(c),
+        }
+        .map_err(|e| format!("sinks.{name}: {e}"))?;
+        out.insert(name.clone(), Arc::new(sink) as Arc<dyn Sink>);
     }
     Ok(out)
 }
 
-/// The key prefix of a sink.
-pub fn prefix_of(cfg: &SinkConfig) -> &str {
-    match cfg {
-        SinkConfig::Local { prefix, .. } => prefix,
+/// Joins a sink's prefix and a route's prefix into one key prefix.
+pub fn join_prefix(sink: &str, route: &str) -> String {
+    match (sink.is_empty(), route.is_empty()) {
+        (true, _) => route.to_string(),
+        (_, true) => sink.to_string(),
+        _ => format!("{sink}/{route}"),
     }
 }

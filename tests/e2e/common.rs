@@ -85,6 +85,8 @@ pub struct Weir {
     pub metrics_port: u16,
     child: Option<Child>,
     pub config_path: PathBuf,
+    /// Extra environment for the next spawn (failpoints).
+    pub env: Vec<(String, String)>,
 }
 
 impl Weir {
@@ -149,6 +151,7 @@ listen = "127.0.0.1:{metrics_port}"
             metrics_port,
             child: None,
             config_path,
+            env: Vec::new(),
         };
         w.spawn();
         w
@@ -182,6 +185,7 @@ listen = "127.0.0.1:{metrics_port}"
             .args(["serve", "-c"])
             .arg(&self.config_path)
             .env("WEIR_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -192,6 +196,22 @@ listen = "127.0.0.1:{metrics_port}"
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         assert!(up, "weir did not start listening:\n{}", self.log());
+    }
+
+    /// Starts with no process, so the caller can set `env` first.
+    pub fn create_full(forward: &str, metrics: &str, extra: &str) -> Self {
+        let mut w = Self::start_full(forward, metrics, extra);
+        w.kill9();
+        w
+    }
+
+    /// Waits for the process to exit by itself (a failpoint).
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let exited = wait_until(timeout, || !self.is_running());
+        if exited {
+            self.child = None;
+        }
+        exited
     }
 
     /// SIGKILL: no chance to flush anything.

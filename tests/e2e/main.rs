@@ -6,6 +6,8 @@
 mod bad_input;
 mod common;
 mod crash;
+mod fanout;
 mod granularity;
 mod observability;
 mod real_clients;
+mod servers;

@@ -1,0 +1,36 @@
+//! The GCS sink, through object_store's GCS client.
+
+use std::sync::Arc;
+
+use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
+use object_store::{Attribute, Attributes, StaticCredentialProvider};
+
+use super::object::ObjectStoreSink;
+use super::PARQUET_CONTENT_TYPE;
+use crate::config::GcsSinkConfig;
+
+/// Builds the sink. Without a service account or token in the config,
+/// application default credentials are used.
+pub fn build(c: &GcsSinkConfig) -> Result<ObjectStoreSink, String> {
+    let mut b = GoogleCloudStorageBuilder::from_env()
+        .with_bucket_name(&c.bucket)
+        .with_retry(super::object::quick_retry());
+    if let Some(p) = &c.service_account_path {
+        b = b.with_service_account_path(p.to_string_lossy());
+    }
+    if let Some(k) = &c.service_account_key {
+        b = b.with_service_account_key(k);
+    }
+    if let Some(t) = &c.bearer_token {
+        b = b.with_credentials(Arc::new(StaticCredentialProvider::new(GcpCredential {
+            bearer: t.clone(),
+        })));
+    }
+    let store = b.build().map_err(|e| e.to_string())?;
+    let mut attributes = Attributes::new();
+    attributes.insert(Attribute::ContentType, PARQUET_CONTENT_TYPE.into());
+    if let Some(class) = &c.storage_class {
+        attributes.insert(Attribute::StorageClass, class.clone().into());
+    }
+    Ok(ObjectStoreSink::new(Arc::new(store), attributes))
+}

@@ -1,0 +1,67 @@
+//! The upload path shared by every `object_store` sink (local folder, S3,
+//! GCS): stream the outbox file up in parts, so memory stays at one part
+//! however large the hour's file is.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use object_store::buffered::BufWriter;
+use object_store::path::Path as ObjectPath;
+use object_store::{Attributes, ObjectStore};
+use tokio::io::AsyncWriteExt;
+
+use super::{Sink, SinkError, SinkFuture};
+
+/// Uploads in parts of this size (S3 needs ≥ 5 MiB for all but the last);
+/// smaller files go up in one request.
+pub const PART_BYTES: usize = 8 << 20;
+
+/// object_store's own retries for one attempt: few and short, so a failing
+/// store surfaces quickly to the outbox, whose retry loop (with backoff,
+/// metrics and logs) keeps trying for as long as it takes.
+pub fn quick_retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig::default(),
+        max_retries: 2,
+        retry_timeout: std::time::Duration::from_secs(20),
+    }
+}
+
+pub struct ObjectStoreSink {
+    store: Arc<dyn ObjectStore>,
+    /// Content type, storage class … (empty for the local folder, which
+    /// cannot store them).
+    attributes: Attributes,
+}
+
+impl ObjectStoreSink {
+    pub fn new(store: Arc<dyn ObjectStore>, attributes: Attributes) -> Self {
+        Self { store, attributes }
+    }
+
+    async fn upload(&self, key: &str, path: &Path) -> Result<(), SinkError> {
+        let location = ObjectPath::parse(key).map_err(|e| SinkError::Key {
+            key: key.to_string(),
+            message: e.to_string(),
+        })?;
+        let mut file = tokio::fs::File::open(path).await?;
+        let mut writer = BufWriter::with_capacity(self.store.clone(), location, PART_BYTES)
+            .with_attributes(self.attributes.clone());
+        match tokio::io::copy(&mut file, &mut writer).await {
+            Ok(_) => {
+                writer.shutdown().await?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = writer.abort().await;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+impl Sink for ObjectStoreSink {
+    fn put<'a>(&'a self, key: &'a str, path: &'a Path) -> SinkFuture<'a> {
+        Box::pin(self.upload(key, path))
+    }
+}
