@@ -274,6 +274,8 @@ pub enum SinkConfig {
     S3(S3SinkConfig),
     /// Google Cloud Storage.
     Gcs(GcsSinkConfig),
+    /// Treasure Data's import API (records, not Parquet files).
+    Td(TdSinkConfig),
 }
 
 impl SinkConfig {
@@ -283,8 +285,41 @@ impl SinkConfig {
             SinkConfig::Local(c) => &c.prefix,
             SinkConfig::S3(c) => &c.prefix,
             SinkConfig::Gcs(c) => &c.prefix,
+            SinkConfig::Td(_) => "",
         }
     }
+}
+
+fn default_td_endpoint() -> String {
+    "https://api.treasuredata.com".to_string()
+}
+fn default_td_flush() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+fn default_td_part() -> ByteSize {
+    ByteSize(32 << 20)
+}
+
+/// `type = "td"`: uploads records to Treasure Data as fluent-plugin-td does.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TdSinkConfig {
+    pub apikey: String,
+    #[serde(default = "default_td_endpoint")]
+    pub endpoint: String,
+    /// Default: the tag's second-to-last part (normalised as TD does).
+    pub database: Option<String>,
+    /// Default: the tag's last part.
+    pub table: Option<String>,
+    /// A part is uploaded this long after its first event.
+    #[serde(default = "default_td_flush")]
+    pub flush_interval: HumanDuration,
+    /// Largest part (msgpack bytes before gzip).
+    #[serde(default = "default_td_part")]
+    pub max_part_bytes: ByteSize,
+    /// Create a missing database/table on 404 instead of dead-lettering.
+    #[serde(default = "default_true")]
+    pub auto_create_table: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -608,6 +643,26 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
                     ));
                 }
             }
+            SinkConfig::Td(c) => {
+                if c.apikey.trim().is_empty() {
+                    return Err(invalid(
+                        &format!("sinks.{name}.apikey"),
+                        "must not be empty".into(),
+                    ));
+                }
+                if !(c.endpoint.starts_with("http://") || c.endpoint.starts_with("https://")) {
+                    return Err(invalid(
+                        &format!("sinks.{name}.endpoint"),
+                        "must be an http(s) URL".into(),
+                    ));
+                }
+                if c.max_part_bytes.0 < 1024 || c.max_part_bytes.0 > 256 << 20 {
+                    return Err(invalid(
+                        &format!("sinks.{name}.max_part_bytes"),
+                        "must be from 1KiB to 256MiB".into(),
+                    ));
+                }
+            }
             SinkConfig::Local(_) => {}
         }
     }
@@ -748,6 +803,56 @@ prefix = "logs"
         assert!(err("node_id='../x'").contains("node_id"));
         let e = err("node_id='n'\n[roll]\ngrace = \"ten\"");
         assert!(e.contains("grace"), "{e}");
+    }
+
+    #[test]
+    fn sinks_routes_and_unmatched() {
+        let c = Config::from_str(
+            r#"
+node_id = "n1"
+unmatched = "teams"
+[[route]]
+match = "app.**"
+sinks = ["lake", "td"]
+[[route]]
+name = "teams"
+match = "dev.**"
+prefix = "teams"
+sinks = ["sandbox"]
+[sinks.lake]
+type = "s3"
+bucket = "logs"
+server_side_encryption = "AES256"
+[sinks.sandbox]
+type = "gcs"
+bucket = "sb"
+[sinks.td]
+type = "td"
+apikey = "k"
+"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.route_for(b"app.x"), Some(0));
+        assert_eq!(
+            c.route_for(b"other"),
+            Some(1),
+            "unmatched goes to the named route"
+        );
+        assert_eq!(c.routes[1].prefix, "teams");
+        let e = err("node_id='n'\nunmatched='nowhere'");
+        assert!(e.contains("unmatched") && e.contains("nowhere"), "{e}");
+        let e =
+            err("node_id='n'\n[sinks.s]\ntype='s3'\nbucket='b'\nserver_side_encryption='aws:kms'");
+        assert!(e.contains("kms_key_id"), "{e}");
+        let e = err("node_id='n'\n[sinks.s]\ntype='s3'\nbucket='b'\naccess_key_id='a'");
+        assert!(e.contains("secret_access_key"), "{e}");
+        let e = err("node_id='n'\n[sinks.t]\ntype='td'\napikey=' '");
+        assert!(e.contains("sinks.t.apikey"), "{e}");
+        let e = err("node_id='n'\n[sinks.s]\ntype='ftp'");
+        assert!(e.contains("ftp"), "{e}");
+        let e = err("node_id='n'\n[sinks.s]\ntype='gcs'\nbucket='b'\nbukcet='c'");
+        assert!(e.contains("bukcet"), "{e}");
     }
 
     #[test]

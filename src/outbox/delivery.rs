@@ -46,7 +46,7 @@ pub fn start(
         for (name, sink) in &sinks {
             // Every sink's series exist from the start, at zero.
             let m = &links.metrics;
-            for result in ["ok", "error"] {
+            for result in ["ok", "error", "rejected"] {
                 m.sink_uploads.with_label_values(&[name, result]);
             }
             m.sink_retries.with_label_values(&[name]);
@@ -107,7 +107,7 @@ pub fn start(
                         if let Some(e) = entries.get_mut(&id) {
                             e.pending.remove(&sink);
                             if e.pending.is_empty() && !e.manifest.keys.keys().any(|s| !outbox.is_delivered(&id, s)) {
-                                if let Err(err) = outbox.remove_data(&id) {
+                                if let Err(err) = outbox.remove_data(&e.manifest) {
                                     tracing::warn!(id, error = %err, "cannot remove delivered outbox file");
                                 }
                             }
@@ -121,7 +121,7 @@ pub fn start(
                     entries.retain(|id, e| {
                         let prunable = e.pending.is_empty()
                             && e.manifest.covered_through < oldest
-                            && !outbox.has_data(id);
+                            && !outbox.has_data(&e.manifest);
                         if prunable {
                             if let Err(err) = outbox.forget(&e.manifest) {
                                 tracing::warn!(id, error = %err, "cannot prune outbox manifest");
@@ -182,7 +182,7 @@ async fn worker(
         let Some(key) = m.keys.get(&sink_name) else {
             continue;
         };
-        let path = outbox.data_path(&m.id);
+        let path = outbox.data_path(&m);
         let mut backoff = FIRST_BACKOFF;
         loop {
             let started = Instant::now();
@@ -201,6 +201,28 @@ async fn worker(
                         .with_label_values(&[&sink_name, "ok"])
                         .inc();
                     break;
+                }
+                Err(e) if e.is_permanent() => {
+                    metrics
+                        .sink_uploads
+                        .with_label_values(&[&sink_name, "rejected"])
+                        .inc();
+                    match outbox.dead_letter(&m, &sink_name, &e.to_string()) {
+                        Ok(at) => {
+                            metrics.sink_dead_lettered.with_label_values(&labels).inc();
+                            tracing::error!(sink = sink_name, key, error = %e, dead_letter = %at.display(),
+                                "sink rejected the file for good; kept in the dead-letter folder");
+                            break;
+                        }
+                        Err(io) => {
+                            tracing::error!(sink = sink_name, key, error = %io, "cannot dead-letter a rejected file; retrying");
+                            tokio::select! {
+                                _ = tokio::time::sleep(jitter(backoff)) => {}
+                                _ = shutdown.wait_for(|s| *s) => return,
+                            }
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
+                    }
                 }
                 Err(e) => {
                     metrics

@@ -7,12 +7,34 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// What an outbox file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    /// A finished Parquet file (period or late).
+    #[default]
+    Parquet,
+    /// A Treasure Data import part: gzip of msgpack record maps.
+    TdPart,
+}
+
+impl FileKind {
+    pub fn extension(self) -> &'static str {
+        match self {
+            FileKind::Parquet => "parquet",
+            FileKind::TdPart => "msgpack.gz",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Format version of this JSON.
     pub version: u32,
-    /// Outbox file id: `{id}.parquet`, `{id}.json`.
+    /// Outbox file id: `{id}.{extension}`, `{id}.json`.
     pub id: String,
+    #[serde(default)]
+    pub kind: FileKind,
     /// Route name (`route[N]`).
     pub route: String,
     /// The tag's bytes in hex (tags need not be UTF-8).

@@ -1,15 +1,17 @@
 //! The outbox: finished files waiting for their sinks (survives restarts).
 //!
 //! Layout under `data_dir/outbox/`:
-//! - `{id}.parquet`: the file, deleted once every sink has it;
+//! - `{id}.parquet` or `{id}.msgpack.gz` (a Treasure Data part): the file,
+//!   deleted once every sink has it;
 //! - `{id}.json`: its [`Manifest`], kept until the WAL no longer holds any of
 //!   its records (so replay can tell the file is already finished);
 //! - `{id}.{sink}.done`: that sink's durable delivery mark.
 //!
 //! A file enters by [`OutboxDir::commit`]: the synced Parquet file is renamed
 //! in, then the manifest is written atomically, then the directory synced.
-//! A Parquet file without a manifest is a crash leftover and is removed at
-//! start; the WAL still holds its events.
+//! A data file without a manifest is a crash leftover and is removed at
+//! start; the WAL still holds its events. A file a sink rejects for good goes
+//! to `data_dir/deadletter/{sink}/` with the reason, and counts as handled.
 
 mod delivery;
 pub mod manifest;
@@ -35,8 +37,8 @@ impl OutboxDir {
         Ok(Self { dir })
     }
 
-    pub fn data_path(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.parquet"))
+    pub fn data_path(&self, m: &Manifest) -> PathBuf {
+        self.dir.join(format!("{}.{}", m.id, m.kind.extension()))
     }
 
     fn manifest_path(&self, id: &str) -> PathBuf {
@@ -49,7 +51,7 @@ impl OutboxDir {
 
     /// Moves a closed, synced file into the outbox with its manifest.
     pub fn commit(&self, file: &Path, manifest: &Manifest) -> io::Result<()> {
-        fs::rename(file, self.data_path(&manifest.id))?;
+        fs::rename(file, self.data_path(manifest))?;
         let json = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
         let tmp = self.dir.join(format!("{}.json.tmp", manifest.id));
         let mut f = fs::File::create(&tmp)?;
@@ -71,8 +73,8 @@ impl OutboxDir {
             };
             if name.ends_with(".json.tmp") {
                 let _ = fs::remove_file(&path);
-            } else if let Some(id) = name.strip_suffix(".parquet") {
-                data.push(id.to_string());
+            } else if name.ends_with(".parquet") || name.ends_with(".msgpack.gz") {
+                data.push(path.clone());
             } else if name.ends_with(".json") {
                 match fs::read(&path).map(|b| serde_json::from_slice::<Manifest>(&b)) {
                     Ok(Ok(m)) => manifests.push(m),
@@ -85,10 +87,10 @@ impl OutboxDir {
                 }
             }
         }
-        for id in data {
-            if !manifests.iter().any(|m| m.id == id) {
-                tracing::info!(id, "removing unfinished outbox file left by a crash");
-                let _ = fs::remove_file(self.data_path(&id));
+        for path in data {
+            if !manifests.iter().any(|m| self.data_path(m) == path) {
+                tracing::info!(file = %path.display(), "removing unfinished outbox file left by a crash");
+                let _ = fs::remove_file(&path);
             }
         }
         manifests.sort_by(|a, b| a.id.cmp(&b.id));
@@ -105,13 +107,37 @@ impl OutboxDir {
         sync_dir(&self.dir)
     }
 
-    pub fn has_data(&self, id: &str) -> bool {
-        self.data_path(id).exists()
+    pub fn has_data(&self, m: &Manifest) -> bool {
+        self.data_path(m).exists()
     }
 
-    /// Removes the Parquet file once every sink has it.
-    pub fn remove_data(&self, id: &str) -> io::Result<()> {
-        match fs::remove_file(self.data_path(id)) {
+    /// Keeps a file a sink rejected for good, with the reason, under
+    /// `deadletter/{sink}/` beside the outbox.
+    pub fn dead_letter(&self, m: &Manifest, sink: &str, reason: &str) -> io::Result<PathBuf> {
+        let dir = self
+            .dir
+            .parent()
+            .unwrap_or(&self.dir)
+            .join("deadletter")
+            .join(sink);
+        fs::create_dir_all(&dir)?;
+        let target = dir.join(format!("{}.{}", m.id, m.kind.extension()));
+        fs::copy(self.data_path(m), &target)?;
+        let mut note = serde_json::to_value(m).map_err(io::Error::other)?;
+        note["dead_letter_reason"] = serde_json::Value::String(reason.to_string());
+        note["sink"] = serde_json::Value::String(sink.to_string());
+        fs::write(
+            dir.join(format!("{}.json", m.id)),
+            serde_json::to_vec_pretty(&note).map_err(io::Error::other)?,
+        )?;
+        fs::File::open(&target)?.sync_all()?;
+        sync_dir(&dir)?;
+        Ok(target)
+    }
+
+    /// Removes the data file once every sink has it.
+    pub fn remove_data(&self, m: &Manifest) -> io::Result<()> {
+        match fs::remove_file(self.data_path(m)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -119,7 +145,7 @@ impl OutboxDir {
 
     /// Forgets a delivered file entirely (its WAL records are gone).
     pub fn forget(&self, m: &Manifest) -> io::Result<()> {
-        self.remove_data(&m.id)?;
+        self.remove_data(m)?;
         for sink in m.keys.keys() {
             let _ = fs::remove_file(self.done_path(&m.id, sink));
         }

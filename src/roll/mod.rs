@@ -23,6 +23,7 @@
 pub mod json;
 mod roller;
 mod schema;
+mod td_part;
 mod writer;
 
 pub use roller::{start, RollerLinks};

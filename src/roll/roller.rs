@@ -9,10 +9,11 @@ use tokio::sync::{mpsc, watch};
 
 use super::period_start;
 use super::schema::RouteSchema;
+use super::td_part::TdPartWriter;
 use super::writer::{PartitionWriter, WriteError};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::outbox::manifest::{hex, unhex, VERSION};
+use crate::outbox::manifest::{hex, unhex, FileKind, VERSION};
 use crate::outbox::{Manifest, OutboxDir};
 use crate::sink::key::{object_key, KeyParts};
 use crate::wal::{WalOutput, WalRecord};
@@ -75,6 +76,21 @@ struct OpenFile {
     rows: usize,
 }
 
+/// A Treasure Data sink the roller writes import parts for.
+struct TdTarget {
+    sink: String,
+    cfg: crate::config::TdSinkConfig,
+}
+
+/// An open Treasure Data part for one (tag, TD sink).
+struct OpenTd {
+    writer: TdPartWriter,
+    first_seq: u64,
+    deadline_ms: i64,
+    db: String,
+    table: String,
+}
+
 /// Everything the roller knows about one tag.
 struct TagState {
     route: Option<usize>,
@@ -83,6 +99,10 @@ struct TagState {
     finished: HashMap<i64, u64>,
     /// Finished late files: highest covered_through per period.
     finished_late: HashMap<i64, u64>,
+    /// Open TD parts, by TD target.
+    td_open: HashMap<usize, OpenTd>,
+    /// Finished TD parts: highest covered_through per TD target.
+    td_finished: HashMap<usize, u64>,
 }
 
 struct Roller {
@@ -101,6 +121,11 @@ struct Roller {
     memory: usize,
     buffered_rows: usize,
     open_count: i64,
+    td_targets: Vec<TdTarget>,
+    /// TD targets of each route.
+    route_td: Vec<Vec<usize>>,
+    /// Whether each route has a sink that takes Parquet files.
+    route_has_files: Vec<bool>,
 }
 
 impl Roller {
@@ -112,7 +137,42 @@ impl Roller {
     ) -> Self {
         let period_secs = config.roll.period.0.as_secs();
         let grace_ms = config.roll.grace.0.as_millis() as i64;
+        let td_targets: Vec<TdTarget> = config
+            .sinks
+            .iter()
+            .filter_map(|(name, s)| match s {
+                crate::config::SinkConfig::Td(cfg) => Some(TdTarget {
+                    sink: name.clone(),
+                    cfg: cfg.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let route_td = config
+            .routes
+            .iter()
+            .map(|r| {
+                td_targets
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| r.sinks.contains(&t.sink))
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .collect();
+        let route_has_files = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.sinks
+                    .iter()
+                    .any(|s| !td_targets.iter().any(|t| &t.sink == s))
+            })
+            .collect();
         let mut r = Self {
+            td_targets,
+            route_td,
+            route_has_files,
             tags: HashMap::new(),
             period_secs,
             grace_ms,
@@ -150,6 +210,18 @@ impl Roller {
                 "manifest from a different roll.period; its events may be written again"
             );
         }
+        if m.kind == FileKind::TdPart {
+            let target = m
+                .keys
+                .keys()
+                .next()
+                .and_then(|sink| self.td_targets.iter().position(|t| &t.sink == sink));
+            if let Some(t) = target {
+                let e = self.tag_state(&tag).td_finished.entry(t).or_insert(0);
+                *e = (*e).max(m.covered_through);
+            }
+            return;
+        }
         let state = self.tag_state(&tag);
         let map = if m.late_seq.is_some() {
             &mut state.finished_late
@@ -170,6 +242,8 @@ impl Roller {
                     open: HashMap::new(),
                     finished: HashMap::new(),
                     finished_late: HashMap::new(),
+                    td_open: HashMap::new(),
+                    td_finished: HashMap::new(),
                 },
             );
         }
@@ -204,7 +278,12 @@ impl Roller {
         let mark = self
             .tags
             .values()
-            .flat_map(|t| t.open.values().map(|o| o.first_seq))
+            .flat_map(|t| {
+                t.open
+                    .values()
+                    .map(|o| o.first_seq)
+                    .chain(t.td_open.values().map(|o| o.first_seq))
+            })
             .min()
             .or(self.last_seq.map(|s| s + 1))
             .unwrap_or(0);
@@ -222,23 +301,21 @@ impl Roller {
         if self.now_ms < self.next_deadline_ms {
             return Ok(());
         }
-        let due: Vec<(Vec<u8>, PartKey)> = self
-            .tags
-            .iter()
-            .flat_map(|(tag, t)| {
-                t.open
-                    .iter()
-                    .filter(|(_, o)| o.deadline_ms <= self.now_ms)
-                    .map(move |(k, _)| (tag.clone(), *k))
-            })
-            .collect();
-        for (tag, key) in due {
+        for (tag, key) in due(&self.tags, self.now_ms, |t| &t.open) {
             self.finish(&tag, key)?;
+        }
+        for (tag, target) in due(&self.tags, self.now_ms, |t| &t.td_open) {
+            self.finish_td(&tag, target)?;
         }
         self.next_deadline_ms = self
             .tags
             .values()
-            .flat_map(|t| t.open.values().map(|o| o.deadline_ms))
+            .flat_map(|t| {
+                t.open
+                    .values()
+                    .map(|o| o.deadline_ms)
+                    .chain(t.td_open.values().map(|o| o.deadline_ms))
+            })
             .min()
             .unwrap_or(i64::MAX);
         Ok(())
@@ -253,8 +330,15 @@ impl Roller {
         let grace_ms = self.grace_ms;
         let arrival = r.arrival_ms;
         let seq = r.seq;
-        if self.tag_state(tag).route.is_none() {
+        let Some(route) = self.tag_state(tag).route else {
             m.roll_unrouted_events.inc_by(r.batch.len() as u64);
+            self.last_seq = Some(seq);
+            return Ok(());
+        };
+        for target in self.route_td[route].clone() {
+            self.write_td(&r, target)?;
+        }
+        if !self.route_has_files[route] {
             self.last_seq = Some(seq);
             return Ok(());
         }
@@ -358,6 +442,131 @@ impl Roller {
         Ok(())
     }
 
+    /// Whether a sink takes Parquet files (every sink but Treasure Data).
+    fn is_object_sink(&self, sink: &str) -> bool {
+        !self.td_targets.iter().any(|t| t.sink == sink)
+    }
+
+    /// Adds a record's events to the tag's open TD part for `target`,
+    /// starting a new part first when this record would push the part past
+    /// `max_part_bytes` (parts end on record boundaries, so replay cuts them
+    /// the same way and their unique ids stay valid).
+    fn write_td(&mut self, r: &WalRecord, target: usize) -> Result<(), WriteError> {
+        let tag = r.batch.tag();
+        let limit = self.td_targets[target].cfg.max_part_bytes.as_usize();
+        let state = self.tag_state(tag);
+        if state.td_finished.get(&target).is_some_and(|&c| r.seq <= c) {
+            return Ok(());
+        }
+        let incoming = r.batch.as_bytes().len();
+        let full = state
+            .td_open
+            .get(&target)
+            .is_some_and(|o| o.writer.raw_bytes() > 0 && o.writer.raw_bytes() + incoming > limit);
+        if full {
+            self.finish_td(tag, target)?;
+        }
+        if !self.tag_state(tag).td_open.contains_key(&target) {
+            let t = &self.td_targets[target];
+            let (db, table) = crate::sink::td::names_for(tag, &t.cfg);
+            let deadline_ms = r
+                .arrival_ms
+                .saturating_add(t.cfg.flush_interval.0.as_millis() as i64);
+            let name = format!("{:020}-{:016x}.msgpack.gz", r.seq, td_hash(&t.sink, tag, 0));
+            let writer = TdPartWriter::create(&self.open_dir.join(name))?;
+            self.next_deadline_ms = self.next_deadline_ms.min(deadline_ms);
+            self.tag_state(tag).td_open.insert(
+                target,
+                OpenTd {
+                    writer,
+                    first_seq: r.seq,
+                    deadline_ms,
+                    db,
+                    table,
+                },
+            );
+        }
+        let Some(open) = self
+            .tags
+            .get_mut(tag)
+            .and_then(|t| t.td_open.get_mut(&target))
+        else {
+            return Ok(());
+        };
+        for ev in r.batch.events() {
+            match open.writer.append(ev.time_ns, ev.record) {
+                Ok(()) => {}
+                Err(WriteError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    tracing::warn!(seq = r.seq, error = %e, "record in the WAL is not a valid map; skipped");
+                    self.links.metrics.roll_errors.inc();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a TD part to the outbox.
+    fn finish_td(&mut self, tag: &[u8], target: usize) -> Result<(), WriteError> {
+        let state = self.tag_state(tag);
+        let Some(route) = state.route else {
+            return Ok(());
+        };
+        let Some(open) = state.td_open.remove(&target) else {
+            return Ok(());
+        };
+        let closed = open.writer.finish()?;
+        let sink = self.td_targets[target].sink.clone();
+        let t = &self.td_targets[target];
+        let unique_id = format!(
+            "{:016x}{:016x}",
+            td_hash(&t.sink, tag, open.first_seq ^ 0x5eed),
+            td_hash(&self.config.node_id, tag, open.first_seq)
+        );
+        let mut keys = std::collections::BTreeMap::new();
+        keys.insert(
+            t.sink.clone(),
+            format!("{}/{}/{unique_id}", open.db, open.table),
+        );
+        let manifest = Manifest {
+            version: VERSION,
+            id: format!("{:020}-{:016x}", open.first_seq, td_hash(&t.sink, tag, 1)),
+            kind: FileKind::TdPart,
+            route: self.config.routes[route].name.clone(),
+            tag_hex: hex(tag),
+            tag: String::from_utf8_lossy(tag).into_owned(),
+            period_start: 0,
+            period_secs: self.period_secs,
+            late_seq: None,
+            first_seq: open.first_seq,
+            covered_through: self.last_seq.unwrap_or(open.first_seq),
+            rows: closed.rows,
+            bytes: closed.bytes,
+            keys,
+            finished_at_ms: crate::wal::now_ms(),
+        };
+        self.links.outbox.commit(&closed.path, &manifest)?;
+        self.remember_finished(&manifest);
+        self.links
+            .metrics
+            .roll_files_finished
+            .with_label_values(&["td_part"])
+            .inc();
+        tracing::info!(
+            tag = manifest.tag,
+            sink,
+            rows = closed.rows,
+            bytes = closed.bytes,
+            "finished Treasure Data part"
+        );
+        if self.links.finished.blocking_send(manifest).is_err() {
+            tracing::warn!(
+                "outbox delivery stopped; the part waits in the outbox for the next start"
+            );
+        }
+        Ok(())
+    }
+
     /// Writes row groups from the largest open files until under budget.
     fn enforce_memory(&mut self) -> Result<(), WriteError> {
         let budget = self.config.roll.max_buffer_bytes.as_usize();
@@ -401,7 +610,7 @@ impl Roller {
         let late_seq = key.late.then_some(first_seq);
         let route_cfg = &self.config.routes[route];
         let mut keys = std::collections::BTreeMap::new();
-        for sink in &route_cfg.sinks {
+        for sink in route_cfg.sinks.iter().filter(|s| self.is_object_sink(s)) {
             let sink_prefix = self
                 .config
                 .sinks
@@ -424,6 +633,7 @@ impl Roller {
         let manifest = Manifest {
             version: VERSION,
             id: format!("{first_seq:020}-{:016x}", part_hash(route, tag, key)),
+            kind: FileKind::Parquet,
             route: route_cfg.name.clone(),
             tag_hex: hex(tag),
             tag: String::from_utf8_lossy(tag).into_owned(),
@@ -461,6 +671,48 @@ impl Roller {
         }
         Ok(())
     }
+}
+
+/// Something the roller closes at a deadline.
+trait Deadline {
+    fn deadline_ms(&self) -> i64;
+}
+
+impl Deadline for OpenFile {
+    fn deadline_ms(&self) -> i64 {
+        self.deadline_ms
+    }
+}
+
+impl Deadline for OpenTd {
+    fn deadline_ms(&self) -> i64 {
+        self.deadline_ms
+    }
+}
+
+/// (tag, key) of every entry of `pick(tag state)` whose deadline has passed.
+fn due<K: Copy, V: Deadline>(
+    tags: &HashMap<Vec<u8>, TagState>,
+    now_ms: i64,
+    pick: impl Fn(&TagState) -> &HashMap<K, V>,
+) -> Vec<(Vec<u8>, K)> {
+    tags.iter()
+        .flat_map(|(tag, t)| {
+            pick(t)
+                .iter()
+                .filter(|(_, o)| o.deadline_ms() <= now_ms)
+                .map(move |(k, _)| (tag.clone(), *k))
+        })
+        .collect()
+}
+
+/// A stable hash naming TD parts (unique ids must be the same on replay).
+fn td_hash(a: &str, tag: &[u8], n: u64) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    a.hash(&mut h);
+    tag.hash(&mut h);
+    n.hash(&mut h);
+    h.finish()
 }
 
 /// Names one (route, tag, period, late) group; with the first sequence it is

@@ -135,6 +135,18 @@ pub struct ClosedFile {
     pub bytes: u64,
 }
 
+/// Flushes and syncs a finished file and describes it.
+pub fn close_file(
+    buf: BufWriter<File>,
+    path: PathBuf,
+    rows: u64,
+) -> Result<ClosedFile, WriteError> {
+    let file = buf.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    let bytes = file.metadata()?.len();
+    Ok(ClosedFile { path, rows, bytes })
+}
+
 pub struct PartitionWriter {
     path: PathBuf,
     writer: ArrowWriter<BufWriter<File>>,
@@ -293,14 +305,6 @@ impl PartitionWriter {
     /// Writes the footer and syncs the file.
     pub fn finish(mut self) -> Result<ClosedFile, WriteError> {
         self.write_batch()?;
-        let buf = self.writer.into_inner()?;
-        let file = buf.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        let bytes = file.metadata()?.len();
-        Ok(ClosedFile {
-            path: self.path,
-            rows: self.rows,
-            bytes,
-        })
+        close_file(self.writer.into_inner()?, self.path, self.rows)
     }
 }

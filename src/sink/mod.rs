@@ -6,6 +6,7 @@ pub mod key;
 mod local;
 mod object;
 mod s3;
+pub mod td;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,6 +29,19 @@ pub enum SinkError {
     Store(#[from] object_store::Error),
     #[error("invalid object key {key:?}: {message}")]
     Key { key: String, message: String },
+    #[error("http: {0}")]
+    Http(String),
+    /// The destination refused the data for good (e.g. HTTP 400); retrying
+    /// cannot help, so the outbox moves it to the dead-letter folder.
+    #[error("rejected with HTTP {status}: {what}")]
+    Rejected { status: u16, what: String },
+}
+
+impl SinkError {
+    /// Whether retrying can succeed.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SinkError::Rejected { .. } | SinkError::Key { .. })
+    }
 }
 
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
@@ -48,13 +62,16 @@ pub fn build_all(
 ) -> Result<BTreeMap<String, Arc<dyn Sink>>, String> {
     let mut out: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::new();
     for (name, cfg) in configs {
-        let sink = match cfg {
-            SinkConfig::Local(c) => local::build(c),
-            SinkConfig::S3(c) => s3::build(c),
-            SinkConfig::Gcs(c) => gcs::build(c),
-        }
-        .map_err(|e| format!("sinks.{name}: {e}"))?;
-        out.insert(name.clone(), Arc::new(sink) as Arc<dyn Sink>);
+        let sink: Result<Arc<dyn Sink>, String> = match cfg {
+            SinkConfig::Local(c) => local::build(c).map(|s| Arc::new(s) as Arc<dyn Sink>),
+            SinkConfig::S3(c) => s3::build(c).map(|s| Arc::new(s) as Arc<dyn Sink>),
+            SinkConfig::Gcs(c) => gcs::build(c).map(|s| Arc::new(s) as Arc<dyn Sink>),
+            SinkConfig::Td(c) => td::TdSink::build(c).map(|s| Arc::new(s) as Arc<dyn Sink>),
+        };
+        out.insert(
+            name.clone(),
+            sink.map_err(|e| format!("sinks.{name}: {e}"))?,
+        );
     }
     Ok(out)
 }

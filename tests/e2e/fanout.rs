@@ -78,11 +78,13 @@ fn routes_deliver_to_s3_and_gcs_with_multipart_for_large_files() {
     let s3_root = tempfile::tempdir().unwrap();
     let s3 = S3Server::start(s3_root.path());
     let gcs = GcsServer::start();
+    let td = TdServer::start();
     let extra = format!(
-        "{}{}[[route]]\nname = \"common\"\nmatch = \"app.**\"\nsinks = [\"lake\"]\ncolumns = {{ n = \"int64\" }}\n\
+        "{}{}{}[[route]]\nname = \"common\"\nmatch = \"app.**\"\nsinks = [\"lake\", \"td\"]\ncolumns = {{ n = \"int64\" }}\n\
          [[route]]\nname = \"team\"\nmatch = \"dev.**\"\nprefix = \"team-a\"\nsinks = [\"sandbox\"]\n",
         s3.sink_toml("lake", "dwh"),
-        gcs.sink_toml("sandbox", "")
+        gcs.sink_toml("sandbox", ""),
+        td.sink_toml("td")
     );
     let weir = Weir::start(&extra);
     let t = now_secs();
@@ -91,7 +93,19 @@ fn routes_deliver_to_s3_and_gcs_with_multipart_for_large_files() {
     let big = send(weir.port, "app.big", 20_000, t, 1000);
     let dev = send(weir.port, "dev.team", 100, t, 20);
     let other = send(weir.port, "other.x", 50, t, 20);
-    wait_delivered(&weir, &["lake", "sandbox"], 3.0);
+    wait_delivered(&weir, &["lake", "sandbox", "td"], 3.0);
+
+    // Treasure Data got the common logs' records, and nothing else.
+    let state = td.state();
+    let td_ids: BTreeSet<String> = state["records"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|p| p["rows"].as_array().unwrap().clone())
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let app: BTreeSet<String> = web.iter().chain(&big).cloned().collect();
+    assert_eq!(td_ids, app, "TD holds exactly the app.** records");
 
     let m = scrape(weir.metrics_port);
     assert_eq!(
@@ -119,8 +133,8 @@ fn routes_deliver_to_s3_and_gcs_with_multipart_for_large_files() {
         "app.big is {} bytes: not above the part size, multipart not exercised",
         objects[&big_key]
     );
-    assert_eq!(ids_of(&rows, "app.web"), web.into_iter().collect());
-    assert_eq!(ids_of(&rows, "app.big"), big.into_iter().collect());
+    assert_eq!(ids_of(&rows, "app.web"), web.iter().cloned().collect());
+    assert_eq!(ids_of(&rows, "app.big"), big.iter().cloned().collect());
     assert!(
         rows.iter().all(|r| r.columns["n"].is_u64()),
         "declared column n"
@@ -144,10 +158,12 @@ fn an_s3_outage_does_not_hold_up_gcs_and_loses_nothing() {
     let s3_root = tempfile::tempdir().unwrap();
     let mut s3 = S3Server::start(s3_root.path());
     let gcs = GcsServer::start();
+    let td = TdServer::start();
     let extra = format!(
-        "{}{}[[route]]\nmatch = \"app.**\"\nsinks = [\"lake\", \"sandbox\"]\n",
+        "{}{}{}[[route]]\nmatch = \"app.**\"\nsinks = [\"lake\", \"sandbox\", \"td\"]\n",
         s3.sink_toml("lake", ""),
-        gcs.sink_toml("sandbox", "")
+        gcs.sink_toml("sandbox", ""),
+        td.sink_toml("td")
     );
     let weir = Weir::start(&extra);
     let t = now_secs();
@@ -177,9 +193,18 @@ fn an_s3_outage_does_not_hold_up_gcs_and_loses_nothing() {
     assert!(metric(&m, "weir_sink_retries_total", &[("sink", "lake")]) >= 2.0);
     let (_, gcs_rows) = read_bucket(&gcs.endpoint(), GcsServer::BUCKET);
     assert_eq!(ids_of(&gcs_rows, "app.both"), ids);
+    // Treasure Data too received everything during the outage.
+    assert_eq!(metric(&m, "weir_outbox_files", &[("sink", "td")]), 0.0);
+    let td_rows: usize = td.state()["records"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p["rows"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(td_rows, ids.len());
 
     s3.restart();
-    wait_delivered(&weir, &["lake", "sandbox"], 1.0);
+    wait_delivered(&weir, &["lake", "sandbox", "td"], 1.0);
     let (objects, rows) = read_bucket(&s3.endpoint(), S3Server::BUCKET);
     assert_eq!(
         objects.keys().cloned().collect::<Vec<_>>(),

@@ -11,3 +11,4 @@ mod granularity;
 mod observability;
 mod real_clients;
 mod servers;
+mod td;

@@ -196,3 +196,49 @@ pub fn read_bucket(endpoint: &str, bucket: &str) -> (BTreeMap<String, u64>, Vec<
         .collect();
     (objects, rows)
 }
+
+/// The strict Treasure Data import endpoint in tests/support/td_mock.py
+/// (nothing installable emulates TD).
+pub struct TdServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl TdServer {
+    pub const APIKEY: &'static str = "1/testkey";
+
+    pub fn start() -> Self {
+        let port = free_port();
+        let child = Command::new(python())
+            .arg(support("td_mock.py"))
+            .args([&port.to_string(), Self::APIKEY])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn td_mock.py");
+        wait_port(port);
+        Self { child, port }
+    }
+
+    pub fn sink_toml(&self, name: &str) -> String {
+        format!(
+            "[sinks.{name}]\ntype = \"td\"\napikey = \"{}\"\nendpoint = \"http://127.0.0.1:{}\"\nflush_interval = \"2s\"\n",
+            Self::APIKEY,
+            self.port
+        )
+    }
+
+    /// What the endpoint received.
+    pub fn state(&self) -> Value {
+        let (status, body) = http_get(self.port, "/__state").unwrap();
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for TdServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
