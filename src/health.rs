@@ -71,6 +71,7 @@ pub struct Health {
     pub backpressure: Arc<Backpressure>,
     pub wal_dir: PathBuf,
     pub backpressure_grace: Duration,
+    pub backlog: Arc<crate::outbox::Backlog>,
 }
 
 impl Health {
@@ -87,6 +88,13 @@ impl Health {
             why.push(format!(
                 "WAL directory {} not writable: {e}",
                 self.wal_dir.display()
+            ));
+        }
+        if self.backlog.is_over() {
+            why.push(format!(
+                "outbox backlog {} bytes over outbox.max_backlog_bytes ({})",
+                self.backlog.bytes(),
+                self.backlog.limit
             ));
         }
         if let Some(d) = self.backpressure.duration() {

@@ -69,6 +69,8 @@ pub struct Inner {
     pub sink_retries: IntCounterVec,
     pub sink_dead_lettered: IntCounterVec,
     pub outbox_oldest_age_seconds: IntGaugeVec,
+    pub outbox_backlog_bytes: IntGauge,
+    pub outbox_blocked: IntGauge,
     // logging
     pub log_suppressed: IntCounterVec,
 }
@@ -177,6 +179,8 @@ impl Metrics {
             sink_retries: counter_vec(&r, "weir_sink_retries_total", "Uploads retried after a failure, by sink.", &["sink"]),
             sink_dead_lettered: counter_vec(&r, "weir_sink_dead_lettered_total", "Parts a sink rejected for good, moved to the dead-letter folder, by sink.", &["sink"]),
             outbox_oldest_age_seconds: gauge_vec(&r, "weir_outbox_oldest_age_seconds", "Age of the oldest finished file a sink has not received yet (0 when none).", &["sink"]),
+            outbox_backlog_bytes: gauge(&r, "weir_outbox_backlog_bytes", "Bytes of outbox files not yet taken by every sink (limit: outbox.max_backlog_bytes)."),
+            outbox_blocked: gauge(&r, "weir_outbox_blocked", "1 while the outbox backlog is over its limit and the roller waits."),
             log_suppressed: counter_vec(&r, "weir_log_suppressed_total", "Repeated warnings not logged (rate limit), by kind.", &["kind"]),
             registry: r,
         };

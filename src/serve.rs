@@ -20,7 +20,7 @@ use crate::forward::{self, ConnectionSettings};
 use crate::health::{Backpressure, Health};
 use crate::http;
 use crate::metrics::Metrics;
-use crate::outbox::{self, DeliveryLinks, OutboxDir};
+use crate::outbox::{self, Backlog, DeliveryLinks, OutboxDir};
 use crate::roll::{self, RollerLinks};
 use crate::sink;
 use crate::wal::{self, WalLinks, WalSettings};
@@ -55,6 +55,7 @@ pub async fn run_with_metrics(
     let (release_tx, release_rx) = watch::channel(0u64);
     let (oldest_tx, oldest_rx) = watch::channel(0u64);
     let (healthy_tx, healthy_rx) = watch::channel(true);
+    let backlog = Backlog::new(config.outbox.max_backlog_bytes.0, metrics.clone());
     let backpressure = Backpressure::new(metrics.clone());
     let health = Arc::new(Health {
         listener_bound: AtomicBool::new(false),
@@ -62,6 +63,7 @@ pub async fn run_with_metrics(
         backpressure: backpressure.clone(),
         wal_dir: data_dir.join("wal"),
         backpressure_grace: config.metrics.backpressure_grace.0,
+        backlog: backlog.clone(),
     });
     // Bound first, so a port clash fails before any state is touched.
     let metrics_listener = TcpListener::bind(config.metrics.listen)
@@ -78,6 +80,7 @@ pub async fn run_with_metrics(
             wal_oldest: oldest_rx,
             shutdown: shutdown_rx.clone(),
             metrics: metrics.clone(),
+            backlog: backlog.clone(),
         },
     );
     let roller = roll::start(
@@ -89,6 +92,8 @@ pub async fn run_with_metrics(
             outbox: outbox_dir,
             initial,
             metrics: metrics.clone(),
+            backlog: backlog.clone(),
+            shutdown: shutdown_rx.clone(),
         },
     )
     .context("starting the roller")?;

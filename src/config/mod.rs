@@ -119,6 +119,29 @@ impl Default for ForwardConfig {
     }
 }
 
+fn default_backlog() -> ByteSize {
+    ByteSize(10 << 30)
+}
+
+/// `[outbox]`: finished files waiting for their sinks.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Disk the outbox may use for files some sink has not taken yet. Past
+    /// it weir stops finishing files (and so, soon, reading sockets) until a
+    /// sink catches up: backpressure instead of a full disk.
+    #[serde(default = "default_backlog")]
+    pub max_backlog_bytes: ByteSize,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            max_backlog_bytes: default_backlog(),
+        }
+    }
+}
+
 /// `[metrics]`: the HTTP endpoint for Prometheus and probes.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -436,6 +459,8 @@ struct FileConfig {
     sinks: BTreeMap<String, SinkConfig>,
     #[serde(default)]
     metrics: MetricsConfig,
+    #[serde(default)]
+    outbox: OutboxConfig,
 }
 
 /// A route after validation.
@@ -465,6 +490,7 @@ pub struct Config {
     pub unmatched_route: Option<usize>,
     pub sinks: BTreeMap<String, SinkConfig>,
     pub metrics: MetricsConfig,
+    pub outbox: OutboxConfig,
 }
 
 impl Config {
@@ -741,6 +767,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         routes,
         sinks,
         metrics: file.metrics,
+        outbox: file.outbox,
     })
 }
 

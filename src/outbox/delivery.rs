@@ -24,6 +24,7 @@ pub struct DeliveryLinks {
     pub wal_oldest: watch::Receiver<u64>,
     pub shutdown: watch::Receiver<bool>,
     pub metrics: Metrics,
+    pub backlog: Arc<super::Backlog>,
 }
 
 struct Entry {
@@ -89,6 +90,9 @@ pub fn start(
                     None => tracing::warn!(id = manifest.id, sink, "file is waiting for a sink that is no longer configured; it stays in the outbox"),
                 }
             }
+            if !pending.is_empty() {
+                links.backlog.add(manifest.bytes);
+            }
             entries.insert(manifest.id.clone(), Entry { manifest, pending });
         };
         for m in initial {
@@ -105,7 +109,11 @@ pub fn start(
                 d = done_rx.recv() => match d {
                     Some((id, sink)) => {
                         if let Some(e) = entries.get_mut(&id) {
+                            let was_pending = !e.pending.is_empty();
                             e.pending.remove(&sink);
+                            if was_pending && e.pending.is_empty() {
+                                links.backlog.sub(e.manifest.bytes);
+                            }
                             if e.pending.is_empty() && !e.manifest.keys.keys().any(|s| !outbox.is_delivered(&id, s)) {
                                 if let Err(err) = outbox.remove_data(&e.manifest) {
                                     tracing::warn!(id, error = %err, "cannot remove delivered outbox file");

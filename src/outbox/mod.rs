@@ -25,6 +25,64 @@ pub use manifest::Manifest;
 
 use crate::wal::segment::sync_dir;
 
+/// Bytes of outbox files some sink still needs, against the configured
+/// limit. Updated by delivery, read by the roller (which waits while it is
+/// over) and by `/readyz`.
+pub struct Backlog {
+    bytes: std::sync::atomic::AtomicU64,
+    pub limit: u64,
+    metrics: crate::metrics::Metrics,
+}
+
+impl Backlog {
+    pub fn new(limit: u64, metrics: crate::metrics::Metrics) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            bytes: std::sync::atomic::AtomicU64::new(0),
+            limit,
+            metrics,
+        })
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn is_over(&self) -> bool {
+        self.bytes() > self.limit
+    }
+
+    pub fn add(&self, n: u64) {
+        let before = self
+            .bytes
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        let after = before + n;
+        self.metrics.outbox_backlog_bytes.set(after as i64);
+        // Say so loudly each time the backlog crosses a quarter of its limit.
+        let quarter = (self.limit / 4).max(1);
+        if after / quarter > before / quarter {
+            tracing::warn!(
+                backlog_bytes = after,
+                limit = self.limit,
+                "outbox backlog growing: a sink is behind or down (at the limit weir stops finishing files)"
+            );
+        }
+    }
+
+    pub fn sub(&self, n: u64) {
+        let prev = self
+            .bytes
+            .fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |v| Some(v.saturating_sub(n)),
+            )
+            .unwrap_or(0);
+        self.metrics
+            .outbox_backlog_bytes
+            .set(prev.saturating_sub(n) as i64);
+    }
+}
+
 /// The outbox folder.
 #[derive(Debug, Clone)]
 pub struct OutboxDir {

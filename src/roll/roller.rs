@@ -32,6 +32,9 @@ pub struct RollerLinks {
     /// Manifests already in the outbox at start.
     pub initial: Vec<Manifest>,
     pub metrics: Metrics,
+    /// The outbox backlog; the roller waits while it is over its limit.
+    pub backlog: Arc<crate::outbox::Backlog>,
+    pub shutdown: watch::Receiver<bool>,
 }
 
 /// Starts the roller thread. It returns when the WAL closes its output, or
@@ -253,6 +256,9 @@ impl Roller {
 
     fn run(&mut self) -> Result<(), String> {
         while let Ok(msg) = self.links.input.recv() {
+            if !self.wait_for_backlog() {
+                return Ok(());
+            }
             let result = match msg {
                 WalOutput::Record(r) => self.on_record(r),
                 WalOutput::Tick { now_ms } => self.advance(now_ms),
@@ -272,6 +278,31 @@ impl Roller {
             self.publish_release();
         }
         Ok(())
+    }
+
+    /// Waits while the outbox backlog is over its limit (backpressure: the
+    /// WAL's queue to the roller fills and connections stop reading).
+    /// Returns false if weir is shutting down meanwhile; the WAL keeps what
+    /// was not processed.
+    fn wait_for_backlog(&self) -> bool {
+        if !self.links.backlog.is_over() {
+            return true;
+        }
+        tracing::warn!(
+            backlog_bytes = self.links.backlog.bytes(),
+            limit = self.links.backlog.limit,
+            "outbox backlog over outbox.max_backlog_bytes: pausing until sinks catch up"
+        );
+        self.links.metrics.outbox_blocked.set(1);
+        while self.links.backlog.is_over() {
+            if *self.links.shutdown.borrow() {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        self.links.metrics.outbox_blocked.set(0);
+        tracing::info!("outbox backlog under its limit again; resuming");
+        true
     }
 
     fn publish_release(&self) {

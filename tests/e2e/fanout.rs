@@ -160,7 +160,8 @@ fn an_s3_outage_does_not_hold_up_gcs_and_loses_nothing() {
     let gcs = GcsServer::start();
     let td = TdServer::start();
     let extra = format!(
-        "{}{}{}[[route]]\nmatch = \"app.**\"\nsinks = [\"lake\", \"sandbox\", \"td\"]\n",
+        // A tiny backlog limit: one undelivered file is over it.
+        "{}{}{}[[route]]\nmatch = \"app.**\"\nsinks = [\"lake\", \"sandbox\", \"td\"]\n[outbox]\nmax_backlog_bytes = \"1KiB\"\n",
         s3.sink_toml("lake", ""),
         gcs.sink_toml("sandbox", ""),
         td.sink_toml("td")
@@ -203,8 +204,28 @@ fn an_s3_outage_does_not_hold_up_gcs_and_loses_nothing() {
         .sum();
     assert_eq!(td_rows, ids.len());
 
+    // Over the backlog limit the roller pauses, and readiness says why.
+    let paused = wait_until(Duration::from_secs(30), || {
+        metric(&scrape(weir.metrics_port), "weir_outbox_blocked", &[]) == 1.0
+    });
+    assert!(
+        paused,
+        "roller did not pause over the backlog limit\n{}",
+        weir.log()
+    );
+    let (status, body) = http_get(weir.metrics_port, "/readyz").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("outbox backlog"), "{body}");
+
     s3.restart();
     wait_delivered(&weir, &["lake", "sandbox", "td"], 1.0);
+    let resumed = wait_until(Duration::from_secs(30), || {
+        metric(&scrape(weir.metrics_port), "weir_outbox_blocked", &[]) == 0.0
+            && http_get(weir.metrics_port, "/readyz")
+                .map(|r| r.0 == 200)
+                .unwrap_or(false)
+    });
+    assert!(resumed, "roller did not resume\n{}", weir.log());
     let (objects, rows) = read_bucket(&s3.endpoint(), S3Server::BUCKET);
     assert_eq!(
         objects.keys().cloned().collect::<Vec<_>>(),
