@@ -382,10 +382,14 @@ pub struct S3SinkConfig {
     #[serde(default)]
     pub allow_http: bool,
     /// Static credentials; without them the standard chain is used
-    /// (AWS_* variables, web identity / IRSA, instance metadata).
+    /// (AWS_* variables, shared credentials profile, web identity / IRSA,
+    /// instance metadata).
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub session_token: Option<String>,
+    /// Profile of the shared credentials file (`~/.aws/credentials`);
+    /// default `AWS_PROFILE`, else "default".
+    pub profile: Option<String>,
     pub server_side_encryption: Option<S3Encryption>,
     pub kms_key_id: Option<String>,
     /// e.g. "STANDARD_IA", "INTELLIGENT_TIERING".

@@ -32,6 +32,17 @@ pub fn build(c: &S3SinkConfig) -> Result<ObjectStoreSink, String> {
         if let Some(t) = &c.session_token {
             b = b.with_token(t);
         }
+    } else if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+        // The shared credentials file, as the AWS CLI reads it; web
+        // identity and instance metadata come after it in the chain.
+        if let Some(p) = profile_credentials(c.profile.as_deref())? {
+            b = b
+                .with_access_key_id(p.access_key_id)
+                .with_secret_access_key(p.secret_access_key);
+            if let Some(t) = p.session_token {
+                b = b.with_token(t);
+            }
+        }
     }
     match c.server_side_encryption {
         Some(S3Encryption::Kms) => {
@@ -52,4 +63,86 @@ pub fn build(c: &S3SinkConfig) -> Result<ObjectStoreSink, String> {
         attributes.insert(Attribute::StorageClass, class.clone().into());
     }
     Ok(ObjectStoreSink::new(Arc::new(store), attributes))
+}
+
+/// Keys from one profile of the shared credentials file.
+#[derive(Debug, PartialEq)]
+struct ProfileKeys {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: Option<String>,
+}
+
+/// Reads `profile` (else `AWS_PROFILE`, else "default") from
+/// `AWS_SHARED_CREDENTIALS_FILE` or `~/.aws/credentials`. `Ok(None)` when
+/// there is no file or no such profile (the chain goes on); an error when
+/// the profile was named explicitly and is missing.
+fn profile_credentials(profile: Option<&str>) -> Result<Option<ProfileKeys>, String> {
+    let path = match std::env::var_os("AWS_SHARED_CREDENTIALS_FILE") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => match std::env::var_os("HOME") {
+            Some(h) => std::path::Path::new(&h).join(".aws/credentials"),
+            None => return Ok(None),
+        },
+    };
+    let name = profile
+        .map(str::to_string)
+        .or_else(|| std::env::var("AWS_PROFILE").ok())
+        .unwrap_or_else(|| "default".to_string());
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(_) if profile.is_none() => return Ok(None),
+        Err(e) => return Err(format!("profile: cannot read {}: {e}", path.display())),
+    };
+    let keys = parse_profile(&text, &name);
+    if keys.is_none() && profile.is_some() {
+        return Err(format!("profile: {name:?} not found in {}", path.display()));
+    }
+    Ok(keys)
+}
+
+fn parse_profile(text: &str, name: &str) -> Option<ProfileKeys> {
+    let mut in_section = false;
+    let (mut id, mut secret, mut token) = (None, None, None);
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') && line.ends_with(']') {
+            let section = line[1..line.len() - 1].trim();
+            in_section = section == name || section == format!("profile {name}");
+        } else if in_section {
+            if let Some((k, v)) = line.split_once('=') {
+                let v = v.trim().to_string();
+                match k.trim() {
+                    "aws_access_key_id" => id = Some(v),
+                    "aws_secret_access_key" => secret = Some(v),
+                    "aws_session_token" => token = Some(v),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Some(ProfileKeys {
+        access_key_id: id?,
+        secret_access_key: secret?,
+        session_token: token,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_are_read_like_the_aws_cli() {
+        let text = "[default]\naws_access_key_id = A\naws_secret_access_key = B\n\n[prod]\naws_access_key_id=C\naws_secret_access_key=D\naws_session_token=E\n";
+        assert_eq!(
+            parse_profile(text, "prod"),
+            Some(ProfileKeys {
+                access_key_id: "C".into(),
+                secret_access_key: "D".into(),
+                session_token: Some("E".into())
+            })
+        );
+        assert_eq!(parse_profile(text, "default").unwrap().access_key_id, "A");
+        assert_eq!(parse_profile(text, "nope"), None);
+    }
 }
