@@ -7,13 +7,18 @@
 //! - [`wal`]: write-ahead log with group commit. Owns `wal/`.
 //! - [`roll`]: groups events by (route, tag, period) and encodes Parquet row
 //!   groups continuously; finishes one file per group. Owns `roll/open/`.
-//! - [`outbox`]: finished files and per-sink delivery marks. Owns `outbox/`.
-//! - [`sink`]: destinations (local folder; S3, GCS, TD to come).
+//!   Also writes Treasure Data import parts from the same records.
+//! - [`outbox`]: finished files, per-sink delivery marks, the backlog limit.
+//!   Owns `outbox/` and `deadletter/`.
+//! - [`sink`]: destinations: local folder, S3, GCS (object_store) and
+//!   Treasure Data's import API; the deterministic object-key function.
 //!
 //! Around them: [`config`] (TOML → validated [`config::Config`]), [`router`]
-//! (fluentd tag patterns), [`metrics`] (one Prometheus registry), [`serve`]
-//! (wiring and shutdown), [`event`] (the batch type stages pass) and
-//! [`msgpack`] (zero-copy reading).
+//! (fluentd tag patterns), [`metrics`] (one Prometheus registry), [`http`]
+//! and [`health`] (`/metrics`, `/healthz`, `/readyz`), [`logging`] (text or
+//! JSON, rate-limited warnings), [`serve`] (wiring and shutdown), [`event`]
+//! (the batch type stages pass), [`msgpack`] (zero-copy reading) and
+//! [`failpoint`] (crash injection for tests).
 
 pub mod cli;
 pub mod config;
