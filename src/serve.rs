@@ -11,7 +11,7 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
@@ -141,6 +141,15 @@ pub async fn run_with_metrics(
     let listener = TcpListener::bind(config.forward.listen)
         .await
         .with_context(|| format!("forward.listen: cannot listen on {}", config.forward.listen))?;
+    let udp = UdpSocket::bind(config.forward.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "forward.listen: cannot bind UDP {} for heartbeats",
+                config.forward.listen
+            )
+        })?;
+    let heartbeat = tokio::spawn(forward::heartbeat::run(udp, shutdown_rx.clone()));
     health.listener_bound.store(true, Ordering::Relaxed);
     tracing::info!(
         listen = %config.forward.listen,
@@ -155,6 +164,7 @@ pub async fn run_with_metrics(
         },
         idle_timeout: config.forward.idle_timeout.0,
         max_connections: config.forward.max_connections,
+        security: config.forward.security.clone(),
     });
     let accept = tokio::spawn(forward::listener::run(
         listener,
@@ -189,6 +199,7 @@ pub async fn run_with_metrics(
     }
     let _ = delivery.await;
     let _ = http.await;
+    let _ = heartbeat.await;
     match failure {
         Some(why) => anyhow::bail!("stopped after a roller failure: {why}"),
         None => {

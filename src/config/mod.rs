@@ -38,6 +38,69 @@ pub enum ConfigError {
     },
 }
 
+/// Prints secrets as "***" in `weir check` (they must never be logged).
+fn redact<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if v.is_empty() { "" } else { "***" })
+}
+
+fn redact_opt<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => redact(v, s),
+        None => s.serialize_none(),
+    }
+}
+
+fn default_handshake_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+/// A user for the handshake's user authentication.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub username: String,
+    #[serde(serialize_with = "redact")]
+    pub password: String,
+}
+
+/// A rule for clients from one address or network.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRule {
+    /// One address, e.g. "10.1.2.3".
+    pub host: Option<std::net::IpAddr>,
+    /// A CIDR network, e.g. "10.0.0.0/8".
+    pub network: Option<String>,
+    /// This client's shared key instead of the global one.
+    #[serde(default, serialize_with = "redact_opt")]
+    pub shared_key: Option<String>,
+    /// Users allowed from here (default: all).
+    pub users: Option<Vec<String>>,
+}
+
+/// `[forward.security]`: the shared-key handshake (HELO/PING/PONG).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Sent in PONG; must differ from every client's own host name.
+    pub self_hostname: String,
+    #[serde(serialize_with = "redact")]
+    pub shared_key: String,
+    /// Also check a username/password digest.
+    #[serde(default)]
+    pub user_auth: bool,
+    /// Accept clients that match no `clients` rule.
+    #[serde(default = "default_true")]
+    pub allow_anonymous_source: bool,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub clients: Vec<ClientRule>,
+    /// A client must complete the handshake within this time.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: HumanDuration,
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 24224))
 }
@@ -105,6 +168,8 @@ pub struct ForwardConfig {
     /// (counted in `weir_forward_connections_refused_total`).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Shared-key handshake; without it clients connect without one.
+    pub security: Option<SecurityConfig>,
 }
 
 impl Default for ForwardConfig {
@@ -115,6 +180,7 @@ impl Default for ForwardConfig {
             max_decompressed_bytes: default_max_decompressed(),
             idle_timeout: default_idle_timeout(),
             max_connections: default_max_connections(),
+            security: None,
         }
     }
 }
@@ -327,6 +393,7 @@ fn default_td_part() -> ByteSize {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TdSinkConfig {
+    #[serde(serialize_with = "redact")]
     pub apikey: String,
     #[serde(default = "default_td_endpoint")]
     pub endpoint: String,
@@ -385,7 +452,9 @@ pub struct S3SinkConfig {
     /// (AWS_* variables, shared credentials profile, web identity / IRSA,
     /// instance metadata).
     pub access_key_id: Option<String>,
+    #[serde(default, serialize_with = "redact_opt")]
     pub secret_access_key: Option<String>,
+    #[serde(default, serialize_with = "redact_opt")]
     pub session_token: Option<String>,
     /// Profile of the shared credentials file (`~/.aws/credentials`);
     /// default `AWS_PROFILE`, else "default".
@@ -411,9 +480,11 @@ pub struct GcsSinkConfig {
     /// or the metadata server / Workload Identity).
     pub service_account_path: Option<PathBuf>,
     /// Service-account JSON given inline (e.g. `"${GCS_SERVICE_ACCOUNT}"`).
+    #[serde(default, serialize_with = "redact_opt")]
     pub service_account_key: Option<String>,
     /// A fixed OAuth bearer token (tokens refreshed outside weir, or a local
     /// GCS endpoint named by the service account's `gcs_base_url`).
+    #[serde(default, serialize_with = "redact_opt")]
     pub bearer_token: Option<String>,
     /// e.g. "NEARLINE".
     pub storage_class: Option<String>,
@@ -601,6 +672,45 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     }
     if file.wal.segment_bytes.0 < 4096 {
         return Err(invalid("wal.segment_bytes", "must be at least 4KiB".into()));
+    }
+    if let Some(sec) = &file.forward.security {
+        if sec.self_hostname.trim().is_empty() {
+            return Err(invalid(
+                "forward.security.self_hostname",
+                "must not be empty".into(),
+            ));
+        }
+        if sec.user_auth && sec.users.is_empty() {
+            return Err(invalid(
+                "forward.security.users",
+                "user_auth = true needs at least one user".into(),
+            ));
+        }
+        for (i, c) in sec.clients.iter().enumerate() {
+            let key = format!("forward.security.clients[{i}]");
+            match (&c.host, &c.network) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(invalid(&key, "give exactly one of host or network".into()))
+                }
+                (None, Some(n)) => {
+                    n.parse::<ipnet::IpNet>().map_err(|e| {
+                        invalid(
+                            &format!("{key}.network"),
+                            format!("{n:?} is not a CIDR network: {e}"),
+                        )
+                    })?;
+                }
+                _ => {}
+            }
+            for u in c.users.iter().flatten() {
+                if !sec.users.iter().any(|x| &x.username == u) {
+                    return Err(invalid(
+                        &format!("{key}.users"),
+                        format!("unknown user {u:?}"),
+                    ));
+                }
+            }
+        }
     }
     if file.forward.max_connections == 0 {
         return Err(invalid(

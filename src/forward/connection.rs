@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::decode::{decode_request, DecodeLimits, Request};
+use super::handshake;
 use crate::metrics::Metrics;
 use crate::msgpack::FrameScanner;
 use crate::wal::WalHandle;
@@ -31,6 +32,8 @@ pub struct ConnectionSettings {
     pub idle_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// The shared-key handshake, when configured.
+    pub security: Option<crate::config::SecurityConfig>,
 }
 
 /// Why a connection ended; the metric label.
@@ -44,6 +47,7 @@ pub enum CloseReason {
     IdleTimeout,
     IoError,
     WalUnavailable,
+    Handshake,
     Shutdown,
 }
 
@@ -58,6 +62,7 @@ impl CloseReason {
             Self::IdleTimeout => "idle_timeout",
             Self::IoError => "io_error",
             Self::WalUnavailable => "wal_unavailable",
+            Self::Handshake => "handshake",
             Self::Shutdown => "shutdown",
         }
     }
@@ -80,11 +85,43 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (reason, detail) =
-        match read_loop(&mut stream, peer, &wal, &settings, &metrics, &mut shutdown).await {
-            Ok(r) => (r, String::new()),
-            Err((r, detail)) => (r, detail),
-        };
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    if let Some(sec) = &settings.security {
+        if let Err(f) = handshake(&mut stream, peer, sec, &mut buf, &settings).await {
+            metrics
+                .handshake_failures
+                .with_label_values(&[f.label()])
+                .inc();
+            metrics
+                .connections_closed
+                .with_label_values(&[CloseReason::Handshake.as_str()])
+                .inc();
+            if f.send_pong() {
+                let _ = stream.write_all(&handshake::pong_fail(&f)).await;
+                if let Some(suppressed) = crate::logging::allow("handshake", &metrics) {
+                    tracing::warn!(%peer, reason = f.reason(), suppressed, "handshake failed; closing");
+                }
+            } else {
+                // Fluentd's connect-only heartbeats end here every second.
+                tracing::debug!(%peer, reason = f.reason(), "handshake not completed");
+            }
+            return;
+        }
+    }
+    let (reason, detail) = match read_loop(
+        &mut stream,
+        peer,
+        buf,
+        &wal,
+        &settings,
+        &metrics,
+        &mut shutdown,
+    )
+    .await
+    {
+        Ok(r) => (r, String::new()),
+        Err((r, detail)) => (r, detail),
+    };
     metrics
         .connections_closed
         .with_label_values(&[reason.as_str()])
@@ -104,15 +141,61 @@ pub async fn serve(
 /// A connection closed for a fault, with what to log about it.
 type Fault = (CloseReason, String);
 
+/// Runs HELO → PING → PONG. Bytes the client sent after its PING stay in
+/// `buf` for the read loop.
+async fn handshake(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    sec: &crate::config::SecurityConfig,
+    buf: &mut BytesMut,
+    settings: &ConnectionSettings,
+) -> Result<(), handshake::Failure> {
+    use handshake::Failure;
+    let challenge = handshake::Challenge::new();
+    stream
+        .write_all(&challenge.helo(true))
+        .await
+        .map_err(|_| Failure::Closed)?;
+    let mut scanner = FrameScanner::new();
+    let deadline = tokio::time::Instant::now() + handshake::timeout(sec);
+    let frame = loop {
+        match scanner.scan(buf) {
+            Ok(Some(len)) => break buf.split_to(len).freeze(),
+            Ok(None) => {}
+            Err(_) => return Err(Failure::InvalidPing),
+        }
+        if buf.len() >= settings.max_buffer_bytes.min(64 * 1024) {
+            return Err(Failure::InvalidPing);
+        }
+        buf.reserve(4096);
+        match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+            Err(_) => return Err(Failure::Timeout),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(Failure::Closed),
+            Ok(Ok(_)) => {}
+        }
+    };
+    let accepted = handshake::check_ping(&frame, peer.ip(), &challenge, sec)?;
+    stream
+        .write_all(&handshake::pong_ok(
+            &accepted,
+            &challenge,
+            &sec.self_hostname,
+        ))
+        .await
+        .map_err(|_| Failure::Closed)?;
+    tracing::debug!(%peer, client = accepted.client_hostname, "handshake done");
+    Ok(())
+}
+
 async fn read_loop(
     stream: &mut TcpStream,
     peer: SocketAddr,
+    mut buf: BytesMut,
     wal: &WalHandle,
     settings: &ConnectionSettings,
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<CloseReason, Fault> {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut scanner = FrameScanner::new();
     loop {
         // Handle every complete request already buffered.

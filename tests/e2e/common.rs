@@ -231,6 +231,14 @@ listen = "127.0.0.1:{metrics_port}"
         c.wait().unwrap()
     }
 
+    /// Open file descriptors of the running process.
+    pub fn fd_count(&self) -> usize {
+        let pid = self.child.as_ref().expect("running").id();
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
     /// True while the process has not exited.
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {

@@ -8,6 +8,7 @@ mod common;
 mod crash;
 mod fanout;
 mod granularity;
+mod handshake;
 mod observability;
 mod real_clients;
 mod servers;

@@ -8,6 +8,15 @@ const client = new FluentClient(prefix, {
   eventMode: mode,
   ack: { ackTimeout: 20000 },
   flushInterval: 5,
+  // Optional shared-key handshake, from the environment.
+  ...(process.env.WEIR_SHARED_KEY ? {
+    security: {
+      clientHostname: 'client.local',
+      sharedKey: process.env.WEIR_SHARED_KEY,
+      username: process.env.WEIR_USERNAME || '',
+      password: process.env.WEIR_PASSWORD || '',
+    },
+  } : {}),
 });
 (async () => {
   const sends = [];
