@@ -165,6 +165,10 @@ pub async fn run_with_metrics(
         idle_timeout: config.forward.idle_timeout.0,
         max_connections: config.forward.max_connections,
         security: config.forward.security.clone(),
+        request_timeout: config.forward.request_timeout.0,
+        deny_keepalive: config.forward.deny_keepalive,
+        linger_zero: config.forward.linger_zero,
+        tag_prefix: config.forward.tag_prefix.as_bytes().to_vec(),
     });
     let accept = tokio::spawn(forward::listener::run(
         listener,

@@ -170,6 +170,25 @@ pub struct ForwardConfig {
     pub max_connections: usize,
     /// Shared-key handshake; without it clients connect without one.
     pub security: Option<SecurityConfig>,
+    /// A request that has begun arriving must be complete within this time
+    /// (a client trickling bytes forever is closed: slowloris).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: HumanDuration,
+    /// Close each connection after its first request (Fluentd's
+    /// `deny_keepalive`); HELO then advertises `keepalive: false`.
+    #[serde(default)]
+    pub deny_keepalive: bool,
+    /// Close connections with RST instead of FIN (SO_LINGER 0), so clients
+    /// that reconnect often leave no TIME_WAIT sockets behind.
+    #[serde(default)]
+    pub linger_zero: bool,
+    /// Prepended to every tag as `"{tag_prefix}.{tag}"`.
+    #[serde(default)]
+    pub tag_prefix: String,
+}
+
+fn default_request_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 impl Default for ForwardConfig {
@@ -181,6 +200,10 @@ impl Default for ForwardConfig {
             idle_timeout: default_idle_timeout(),
             max_connections: default_max_connections(),
             security: None,
+            request_timeout: default_request_timeout(),
+            deny_keepalive: false,
+            linger_zero: false,
+            tag_prefix: String::new(),
         }
     }
 }
@@ -711,6 +734,13 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
                 }
             }
         }
+    }
+    if file.forward.tag_prefix.len() > 256 || file.forward.tag_prefix.contains(char::is_whitespace)
+    {
+        return Err(invalid(
+            "forward.tag_prefix",
+            "must be at most 256 characters without spaces".into(),
+        ));
     }
     if file.forward.max_connections == 0 {
         return Err(invalid(

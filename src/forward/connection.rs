@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::decode::{decode_request, DecodeLimits, Request};
+use super::decode::{decode_request_with_prefix, DecodeLimits, Request};
 use super::handshake;
 use crate::metrics::Metrics;
 use crate::msgpack::FrameScanner;
@@ -34,6 +34,14 @@ pub struct ConnectionSettings {
     pub max_connections: usize,
     /// The shared-key handshake, when configured.
     pub security: Option<crate::config::SecurityConfig>,
+    /// Most time a partly received request may take to complete.
+    pub request_timeout: Duration,
+    /// Close after the first request.
+    pub deny_keepalive: bool,
+    /// RST instead of FIN on close.
+    pub linger_zero: bool,
+    /// Prepended to tags (empty: none).
+    pub tag_prefix: Vec<u8>,
 }
 
 /// Why a connection ended; the metric label.
@@ -48,6 +56,8 @@ pub enum CloseReason {
     IoError,
     WalUnavailable,
     Handshake,
+    RequestTimeout,
+    NoKeepalive,
     Shutdown,
 }
 
@@ -63,6 +73,8 @@ impl CloseReason {
             Self::IoError => "io_error",
             Self::WalUnavailable => "wal_unavailable",
             Self::Handshake => "handshake",
+            Self::RequestTimeout => "request_timeout",
+            Self::NoKeepalive => "no_keepalive",
             Self::Shutdown => "shutdown",
         }
     }
@@ -85,6 +97,9 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    if settings.linger_zero {
+        let _ = stream.set_zero_linger();
+    }
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     if let Some(sec) = &settings.security {
         if let Err(f) = handshake(&mut stream, peer, sec, &mut buf, &settings).await {
@@ -127,7 +142,10 @@ pub async fn serve(
         .with_label_values(&[reason.as_str()])
         .inc();
     match reason {
-        CloseReason::Eof | CloseReason::Shutdown | CloseReason::IdleTimeout => {
+        CloseReason::Eof
+        | CloseReason::Shutdown
+        | CloseReason::IdleTimeout
+        | CloseReason::NoKeepalive => {
             tracing::debug!(%peer, reason = reason.as_str(), "connection closed")
         }
         _ => {
@@ -153,7 +171,7 @@ async fn handshake(
     use handshake::Failure;
     let challenge = handshake::Challenge::new();
     stream
-        .write_all(&challenge.helo(true))
+        .write_all(&challenge.helo(!settings.deny_keepalive))
         .await
         .map_err(|_| Failure::Closed)?;
     let mut scanner = FrameScanner::new();
@@ -197,6 +215,7 @@ async fn read_loop(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<CloseReason, Fault> {
     let mut scanner = FrameScanner::new();
+    let mut request_started: Option<tokio::time::Instant> = None;
     loop {
         // Handle every complete request already buffered.
         loop {
@@ -208,6 +227,16 @@ async fn read_loop(
             let frame = buf.split_to(len).freeze();
             scanner.reset();
             handle_request(stream, peer, &frame, wal, settings, metrics).await?;
+            if settings.deny_keepalive {
+                return Ok(CloseReason::NoKeepalive);
+            }
+            request_started = None;
+        }
+        // A request has begun: it must complete in time.
+        if buf.is_empty() {
+            request_started = None;
+        } else if request_started.is_none() {
+            request_started = Some(tokio::time::Instant::now());
         }
         if buf.len() >= settings.max_buffer_bytes {
             return Err((
@@ -222,11 +251,25 @@ async fn read_loop(
             let room = (settings.max_buffer_bytes - buf.len()).min(READ_CHUNK.max(buf.len()));
             buf.reserve(room.max(1024));
         }
+        let idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
+        let deadline = match request_started {
+            Some(t) => idle_deadline.min(t + settings.request_timeout),
+            None => idle_deadline,
+        };
         let read = tokio::select! {
-            r = tokio::time::timeout(settings.idle_timeout, stream.read_buf(&mut buf)) => r,
+            r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => r,
             _ = shutdown.wait_for(|s| *s) => return Ok(CloseReason::Shutdown),
         };
         match read {
+            Err(_) if request_started.is_some() && deadline < idle_deadline => {
+                return Err((
+                    CloseReason::RequestTimeout,
+                    format!(
+                        "request not complete after forward.request_timeout ({} bytes so far)",
+                        buf.len()
+                    ),
+                ))
+            }
             Err(_) => return Ok(CloseReason::IdleTimeout),
             Ok(Err(e)) => return Err((CloseReason::IoError, format!("read failed: {e}"))),
             Ok(Ok(0)) => {
@@ -256,28 +299,29 @@ async fn handle_request(
     metrics: &Metrics,
 ) -> Result<(), Fault> {
     let started = Instant::now();
-    let decoded = match decode_request(frame, &settings.limits, now_ns()) {
-        Ok(Request::Events(d)) => d,
-        Ok(Request::Nil) => return Ok(()),
-        Ok(Request::NotArray) => {
-            metrics
-                .events_skipped
-                .with_label_values(&["not_array"])
-                .inc();
-            if let Some(suppressed) = crate::logging::allow("not_array", metrics) {
-                tracing::warn!(%peer, suppressed, "ignoring a request that is not an array");
+    let decoded =
+        match decode_request_with_prefix(frame, &settings.limits, now_ns(), &settings.tag_prefix) {
+            Ok(Request::Events(d)) => d,
+            Ok(Request::Nil) => return Ok(()),
+            Ok(Request::NotArray) => {
+                metrics
+                    .events_skipped
+                    .with_label_values(&["not_array"])
+                    .inc();
+                if let Some(suppressed) = crate::logging::allow("not_array", metrics) {
+                    tracing::warn!(%peer, suppressed, "ignoring a request that is not an array");
+                }
+                return Ok(());
             }
-            return Ok(());
-        }
-        Err(e) => {
-            let reason = match e {
-                super::decode::DecodeError::UnknownCompression(_)
-                | super::decode::DecodeError::Decompress(_) => CloseReason::BadCompression,
-                _ => CloseReason::Malformed,
-            };
-            return Err((reason, e.to_string()));
-        }
-    };
+            Err(e) => {
+                let reason = match e {
+                    super::decode::DecodeError::UnknownCompression(_)
+                    | super::decode::DecodeError::Decompress(_) => CloseReason::BadCompression,
+                    _ => CloseReason::Malformed,
+                };
+                return Err((reason, e.to_string()));
+            }
+        };
     let mode = decoded.mode.as_str();
     metrics.requests.with_label_values(&[mode]).inc();
     metrics

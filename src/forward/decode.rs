@@ -101,6 +101,19 @@ pub struct DecodeLimits {
     pub max_decompressed_bytes: usize,
 }
 
+/// Builds a batch for `tag`, with `prefix.` in front when a prefix is set.
+fn builder_for(prefix: &[u8], tag: &[u8], capacity: usize) -> BatchBuilder {
+    if prefix.is_empty() || tag.is_empty() {
+        return BatchBuilder::new(tag, capacity);
+    }
+    let mut full = Vec::with_capacity(prefix.len() + 1 + tag.len());
+    full.extend_from_slice(prefix);
+    full.push(b'.');
+    full.extend_from_slice(tag);
+    full.truncate(MAX_TAG_LEN);
+    BatchBuilder::new(&full, capacity)
+}
+
 /// The options map (last element) with the keys weir acts on.
 struct Options<'a> {
     /// The `chunk` value, as encoded msgpack, to echo back unchanged.
@@ -212,6 +225,16 @@ pub fn decode_request(
     limits: &DecodeLimits,
     now_ns: i64,
 ) -> Result<Request, DecodeError> {
+    decode_request_with_prefix(frame, limits, now_ns, b"")
+}
+
+/// [`decode_request`], with `tag_prefix.` put in front of the tag.
+pub fn decode_request_with_prefix(
+    frame: &[u8],
+    limits: &DecodeLimits,
+    now_ns: i64,
+    tag_prefix: &[u8],
+) -> Result<Request, DecodeError> {
     let mut c = Cursor::new(frame);
     let n = match c.peek()? {
         Head::Nil => return Ok(Request::Nil),
@@ -242,7 +265,7 @@ pub fn decode_request(
             c.head()?;
             let entries_start = c.position();
             // Options come after the entries; walk entries first.
-            builder = BatchBuilder::new(tag_bytes, frame.len());
+            builder = builder_for(tag_prefix, tag_bytes, frame.len());
             for _ in 0..count {
                 read_entry(&mut c, now_ns, &mut builder, &mut skipped)?;
             }
@@ -271,7 +294,7 @@ pub fn decode_request(
                 &expanded
             };
             entries_bytes = entries.len();
-            builder = BatchBuilder::new(tag_bytes, entries.len());
+            builder = builder_for(tag_prefix, tag_bytes, entries.len());
             let mut e = Cursor::new(entries);
             while !e.is_empty() {
                 read_entry(&mut e, now_ns, &mut builder, &mut skipped)?;
@@ -280,7 +303,7 @@ pub fn decode_request(
         _ if n < 3 => {
             // [tag, time] with no record.
             mode = Mode::Message;
-            builder = BatchBuilder::new(tag_bytes, 0);
+            builder = builder_for(tag_prefix, tag_bytes, 0);
             c.skip()?;
             entries_bytes = 0;
             skipped.invalid_entry += 1;
@@ -288,7 +311,7 @@ pub fn decode_request(
         }
         _ => {
             mode = Mode::Message;
-            builder = BatchBuilder::new(tag_bytes, frame.len());
+            builder = builder_for(tag_prefix, tag_bytes, frame.len());
             let time = read_time(&mut c, now_ns)?;
             let record_is_map = matches!(c.peek()?, Head::Map(_));
             let record = c.skip()?;

@@ -252,3 +252,50 @@ fn a_thousand_connect_only_heartbeats_leak_nothing() {
         weir.log()
     );
 }
+
+#[test]
+fn slow_requests_keepalive_and_tag_prefix_settings() {
+    let weir = Weir::start_with(
+        "request_timeout = \"1s\"\ndeny_keepalive = true\nlinger_zero = true\ntag_prefix = \"edge\"",
+        "",
+    );
+    // Slowloris: half a request, then nothing; closed after request_timeout,
+    // long before the idle timeout, while others carry on.
+    let req = forward_request("slow", &[(now_secs(), "s".into())], Some("s"), 0);
+    let mut slow = connect(weir.port).unwrap();
+    slow.write_all(&req[..req.len() / 2]).unwrap();
+    let started = std::time::Instant::now();
+    let mut b = [0u8; 1];
+    assert_eq!(slow.read(&mut b).unwrap_or(0), 0, "slow request closed");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // deny_keepalive: one request per connection, acked, then closed.
+    let mut s = connect(weir.port).unwrap();
+    let t = now_secs();
+    send_acked(
+        &mut s,
+        &forward_request("app", &[(t, "k1".into())], Some("k1"), 0),
+        "k1",
+    )
+    .unwrap();
+    assert_eq!(s.read(&mut b).unwrap_or(0), 0, "closed after one request");
+    let m = scrape(weir.metrics_port);
+    assert_eq!(
+        metric(
+            &m,
+            "weir_forward_connections_closed_total",
+            &[("reason", "request_timeout")]
+        ),
+        1.0
+    );
+    assert!(
+        metric(
+            &m,
+            "weir_forward_connections_closed_total",
+            &[("reason", "no_keepalive")]
+        ) >= 1.0
+    );
+    // tag_prefix: the file is under the prefixed tag.
+    let ok = wait_until(Duration::from_secs(150), || !weir.output_files().is_empty());
+    assert!(ok);
+    assert_eq!(weir.output_files(), vec![minute_key("edge.app", t)]);
+}
