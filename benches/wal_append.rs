@@ -51,6 +51,7 @@ fn append(c: &mut Criterion) {
                 durability,
                 segment_bytes: 64 << 20,
                 max_group_bytes: 8 << 20,
+                dedupe_window: 0,
             },
             WalLinks {
                 output: out_tx,

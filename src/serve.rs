@@ -103,6 +103,7 @@ pub async fn run_with_metrics(
             durability: config.wal.durability,
             segment_bytes: config.wal.segment_bytes.0,
             max_group_bytes: config.wal.max_group_bytes.as_usize(),
+            dedupe_window: config.forward.dedupe_window,
         },
         WalLinks {
             output: roll_tx,

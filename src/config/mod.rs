@@ -185,6 +185,15 @@ pub struct ForwardConfig {
     /// Prepended to every tag as `"{tag_prefix}.{tag}"`.
     #[serde(default)]
     pub tag_prefix: String,
+    /// How many recent chunk ids to remember, so a client that resends a
+    /// chunk whose ack it missed gets an ack without a second copy being
+    /// written (kept in the WAL, so this survives a restart). 0 turns it off.
+    #[serde(default = "default_dedupe_window")]
+    pub dedupe_window: usize,
+}
+
+fn default_dedupe_window() -> usize {
+    100_000
 }
 
 fn default_request_timeout() -> HumanDuration {
@@ -204,6 +213,7 @@ impl Default for ForwardConfig {
             deny_keepalive: false,
             linger_zero: false,
             tag_prefix: String::new(),
+            dedupe_window: default_dedupe_window(),
         }
     }
 }

@@ -347,12 +347,24 @@ async fn handle_request(
     }
     if let Some(batch) = decoded.batch {
         let n = batch.len() as u64;
-        if let Err(e) = wal.append(batch).await {
+        // A chunk id (with the peer address and tag, since Fluent Bit
+        // derives ids from content) lets the WAL recognise a resend.
+        let key = decoded.ack.as_ref().map(|ack| {
+            let mut k = Vec::with_capacity(64);
+            k.extend_from_slice(peer.ip().to_string().as_bytes());
+            k.push(0);
+            k.extend_from_slice(batch.tag());
+            k.push(0);
+            k.extend_from_slice(&ack[5..]);
+            bytes::Bytes::from(k)
+        });
+        if let Err(e) = wal.append_keyed(batch, key).await {
             return Err((CloseReason::WalUnavailable, e.to_string()));
         }
         metrics.events_accepted.with_label_values(&[mode]).inc_by(n);
     }
     if let Some(ack) = decoded.ack {
+        crate::failpoint::hit("forward.before_ack");
         if let Err(e) = stream.write_all(&ack).await {
             return Err((CloseReason::IoError, format!("writing the ack: {e}")));
         }

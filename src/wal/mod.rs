@@ -75,11 +75,15 @@ pub struct WalSettings {
     pub durability: Durability,
     pub segment_bytes: u64,
     pub max_group_bytes: usize,
+    /// Chunk keys remembered for de-duplication (0 turns it off).
+    pub dedupe_window: usize,
 }
 
 pub(crate) enum WalRequest {
     Append {
         batch: EventBatch,
+        /// The client's chunk identity, for retransmit de-duplication.
+        dedupe_key: Option<bytes::Bytes>,
         reply: oneshot::Sender<Result<u64, WalError>>,
     },
     Tick,
@@ -94,9 +98,24 @@ pub struct WalHandle {
 impl WalHandle {
     /// Appends a batch; resolves once it is durable, with its sequence number.
     pub async fn append(&self, batch: EventBatch) -> Result<u64, WalError> {
+        self.append_keyed(batch, None).await
+    }
+
+    /// Appends a batch that a client named with a chunk id. If a batch with
+    /// the same key is already in the log (a resend of a chunk whose ack was
+    /// lost), nothing is written and the original's sequence is returned.
+    pub async fn append_keyed(
+        &self,
+        batch: EventBatch,
+        dedupe_key: Option<bytes::Bytes>,
+    ) -> Result<u64, WalError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(WalRequest::Append { batch, reply })
+            .send(WalRequest::Append {
+                batch,
+                dedupe_key,
+                reply,
+            })
             .await
             .map_err(|_| WalError::Closed)?;
         rx.await.map_err(|_| WalError::Closed)?

@@ -1,5 +1,7 @@
 //! One WAL record on disk: `u32 body_len | u32 crc32(body) | body`, where
-//! `body = u64 seq | i64 arrival_ms | EventBatch bytes` (all little endian).
+//! `body = u64 seq | i64 arrival_ms | u16 key_len | dedupe key | EventBatch bytes`
+//! (all little endian). The dedupe key names a client's chunk so a resent
+//! chunk is recognised after a restart too.
 //!
 //! The CRC covers the sequence number and arrival time too, so a torn or
 //! flipped record is never replayed with a wrong position or time.
@@ -8,8 +10,11 @@ use bytes::{BufMut, Bytes};
 
 use crate::event::EventBatch;
 
-/// Bytes before the batch: length, CRC, seq, arrival.
-pub const RECORD_HEADER: usize = 4 + 4 + 8 + 8;
+/// Bytes before the key: length, CRC, seq, arrival, key length.
+pub const RECORD_HEADER: usize = 4 + 4 + 8 + 8 + 2;
+
+/// Longest dedupe key kept (longer keys are cut; they stay unique enough).
+pub const MAX_KEY: usize = 1024;
 
 /// Largest record accepted when reading back; a longer length field is
 /// treated as damage rather than an allocation request.
@@ -23,19 +28,24 @@ pub struct WalRecord {
     /// Wall-clock time (ms) the WAL accepted the record; never decreases.
     /// The roller decides lateness by it, so replay after a crash decides the same.
     pub arrival_ms: i64,
+    /// The client's chunk identity (empty when it sent none).
+    pub dedupe_key: Bytes,
     pub batch: EventBatch,
 }
 
 /// Appends one encoded record to `out`.
-pub fn encode(out: &mut Vec<u8>, seq: u64, arrival_ms: i64, batch: &EventBatch) {
+pub fn encode(out: &mut Vec<u8>, seq: u64, arrival_ms: i64, key: &[u8], batch: &EventBatch) {
+    let key = &key[..key.len().min(MAX_KEY)];
     let payload = batch.as_bytes();
-    let body_len = 16 + payload.len();
+    let body_len = 18 + key.len() + payload.len();
     out.reserve(8 + body_len);
     let start = out.len();
     out.put_u32_le(body_len as u32);
     out.put_u32_le(0);
     out.put_u64_le(seq);
     out.put_i64_le(arrival_ms);
+    out.put_u16_le(key.len() as u16);
+    out.put_slice(key);
     out.put_slice(payload);
     let crc = crc32fast::hash(&out[start + 8..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
@@ -64,7 +74,7 @@ pub fn decode(buf: &Bytes) -> Decoded {
     }
     let body_len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    if !(16..=MAX_RECORD_BODY).contains(&body_len) {
+    if !(18..=MAX_RECORD_BODY).contains(&body_len) {
         return Decoded::Damaged("impossible record length");
     }
     let Some(body) = buf.get(8..8 + body_len) else {
@@ -75,11 +85,17 @@ pub fn decode(buf: &Bytes) -> Decoded {
     }
     let seq = u64::from_le_bytes(body[0..8].try_into().unwrap_or_default());
     let arrival_ms = i64::from_le_bytes(body[8..16].try_into().unwrap_or_default());
-    match EventBatch::from_bytes(buf.slice(8 + 16..8 + body_len)) {
+    let key_len = u16::from_le_bytes([body[16], body[17]]) as usize;
+    if 18 + key_len > body_len {
+        return Decoded::Damaged("dedupe key runs past the record");
+    }
+    let key_start = 8 + 18;
+    match EventBatch::from_bytes(buf.slice(key_start + key_len..8 + body_len)) {
         Ok(batch) => Decoded::Record {
             record: WalRecord {
                 seq,
                 arrival_ms,
+                dedupe_key: buf.slice(key_start..key_start + key_len),
                 batch,
             },
             len: 8 + body_len,
@@ -102,11 +118,12 @@ mod tests {
     #[test]
     fn round_trip_and_every_single_byte_flip_is_caught() {
         let mut buf = Vec::new();
-        encode(&mut buf, 9, 1234, &batch());
+        encode(&mut buf, 9, 1234, b"key", &batch());
         let bytes = Bytes::from(buf.clone());
         match decode(&bytes) {
             Decoded::Record { record, len } => {
                 assert_eq!((record.seq, record.arrival_ms, len), (9, 1234, buf.len()));
+                assert_eq!(&record.dedupe_key[..], b"key");
                 assert_eq!(record.batch, batch());
             }
             other => panic!("{other:?}"),

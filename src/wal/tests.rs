@@ -37,6 +37,7 @@ fn run(dir: &Path, n: u64, release: u64, segment_bytes: u64) -> Run {
             durability: crate::config::Durability::Fsync,
             segment_bytes,
             max_group_bytes: 1 << 20,
+            dedupe_window: 0,
         },
         WalLinks {
             output: out_tx,
@@ -155,6 +156,7 @@ fn a_second_writer_on_the_same_directory_is_refused() {
         durability: crate::config::Durability::None,
         segment_bytes: 1 << 20,
         max_group_bytes: 1 << 20,
+        dedupe_window: 0,
     };
     let (release, oldest, healthy) = links();
     let first = start(
@@ -184,4 +186,64 @@ fn a_second_writer_on_the_same_directory_is_refused() {
     let err = second.err().expect("second writer refused");
     assert!(err.to_string().contains("locked"), "{err}");
     drop(first);
+}
+
+#[test]
+fn a_resent_chunk_is_acked_without_a_second_copy_even_after_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let open = |dir: &Path| {
+        let (out_tx, out_rx) = std::sync::mpsc::sync_channel(100);
+        let (_r, release) = watch::channel(0);
+        let (oldest, _) = watch::channel(0);
+        let (healthy, _) = watch::channel(true);
+        let (wal, thread) = start(
+            WalSettings {
+                dir: dir.to_path_buf(),
+                durability: crate::config::Durability::Fsync,
+                segment_bytes: 1 << 20,
+                max_group_bytes: 1 << 20,
+                dedupe_window: 10,
+            },
+            WalLinks {
+                output: out_tx,
+                release,
+                oldest,
+                healthy,
+                backpressure: crate::health::Backpressure::new(crate::metrics::Metrics::new()),
+                metrics: crate::metrics::Metrics::new(),
+            },
+        )
+        .unwrap();
+        (wal, thread, out_rx)
+    };
+    let key = || Some(bytes::Bytes::from_static(b"peer\0tag\0chunk-1"));
+    let (wal, thread, _rx) = open(d.path());
+    let (a, b, c) = rt.block_on(async {
+        (
+            wal.append_keyed(batch(1), key()).await.unwrap(),
+            wal.append_keyed(batch(1), key()).await.unwrap(),
+            wal.append_keyed(batch(2), None).await.unwrap(),
+        )
+    });
+    assert_eq!(
+        (a, b, c),
+        (0, 0, 1),
+        "the resend gets the original's sequence"
+    );
+    drop(wal);
+    thread.join().unwrap();
+    let (wal, thread, rx) = open(d.path());
+    let again = rt.block_on(wal.append_keyed(batch(1), key())).unwrap();
+    assert_eq!(again, 0, "remembered across a restart through the WAL");
+    drop(wal);
+    thread.join().unwrap();
+    let records = rx
+        .try_iter()
+        .filter(|m| matches!(m, WalOutput::Record(_)))
+        .count();
+    assert_eq!(records, 2, "two records replayed, none added");
 }

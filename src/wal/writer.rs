@@ -49,6 +49,8 @@ pub fn start(
                 next_seq: 0,
                 last_arrival_ms: i64::MIN,
                 failed: None,
+                recent: std::collections::HashMap::new(),
+                recent_order: std::collections::VecDeque::new(),
             };
             if let Err(e) = w.recover() {
                 tracing::error!(error = %e, "WAL recovery failed; refusing all writes");
@@ -71,6 +73,10 @@ struct Writer {
     /// Arrival stamps never go backwards, even if the clock does.
     last_arrival_ms: i64,
     failed: Option<String>,
+    /// Recently logged chunk keys and their sequence numbers.
+    recent: std::collections::HashMap<bytes::Bytes, u64>,
+    /// The same keys, oldest first, to bound `recent` to the window.
+    recent_order: std::collections::VecDeque<bytes::Bytes>,
 }
 
 struct Pending {
@@ -83,6 +89,22 @@ impl Writer {
         self.failed = Some(why);
         self.active = None;
         let _ = self.links.healthy.send(false);
+    }
+
+    /// Remembers a chunk key, forgetting the oldest past the window.
+    fn remember(&mut self, key: &bytes::Bytes, seq: u64) {
+        let window = self.settings.dedupe_window;
+        if window == 0 || key.is_empty() {
+            return;
+        }
+        if self.recent.insert(key.clone(), seq).is_none() {
+            self.recent_order.push_back(key.clone());
+        }
+        while self.recent_order.len() > window {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent.remove(&old);
+            }
+        }
     }
 
     fn stamp(&mut self) -> i64 {
@@ -108,6 +130,8 @@ impl Writer {
                 }
                 self.next_seq = r.seq + 1;
                 self.last_arrival_ms = self.last_arrival_ms.max(r.arrival_ms);
+                let key = r.dedupe_key.clone();
+                self.remember(&key, r.seq);
                 records += 1;
                 events += r.batch.len() as u64;
                 if self.links.output.send(WalOutput::Record(r)).is_err() {
@@ -167,6 +191,7 @@ impl Writer {
     fn run(&mut self, mut rx: mpsc::Receiver<WalRequest>) {
         let mut buf = Vec::with_capacity(self.settings.max_group_bytes + (1 << 20));
         let mut pending: Vec<Pending> = Vec::new();
+        let mut duplicates: Vec<(oneshot::Sender<Result<u64, WalError>>, u64)> = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             let mut tick = false;
             let mut group_bytes = 0usize;
@@ -174,20 +199,33 @@ impl Writer {
             while let Some(req) = next.take() {
                 match req {
                     WalRequest::Tick => tick = true,
-                    WalRequest::Append { batch, reply } => {
+                    WalRequest::Append {
+                        batch,
+                        dedupe_key,
+                        reply,
+                    } => {
+                        let key = dedupe_key.unwrap_or_default();
                         if let Some(why) = &self.failed {
                             let _ = reply.send(Err(WalError::Failed(why.clone())));
+                        } else if let Some(&seq) = self.recent.get(&key).filter(|_| !key.is_empty())
+                        {
+                            // A resent chunk already in the log (this group's
+                            // copy is acked when the group is durable).
+                            self.links.metrics.duplicate_chunks.inc();
+                            duplicates.push((reply, seq));
                         } else {
                             let seq = self.next_seq;
                             self.next_seq += 1;
                             let arrival_ms = self.stamp();
-                            record::encode(&mut buf, seq, arrival_ms, &batch);
+                            record::encode(&mut buf, seq, arrival_ms, &key, &batch);
                             group_bytes += batch.as_bytes().len();
+                            self.remember(&key, seq);
                             pending.push(Pending {
                                 reply,
                                 record: record::WalRecord {
                                     seq,
                                     arrival_ms,
+                                    dedupe_key: key,
                                     batch,
                                 },
                             });
@@ -200,6 +238,13 @@ impl Writer {
             }
             if !pending.is_empty() {
                 self.commit(&mut buf, &mut pending);
+            }
+            for (reply, seq) in duplicates.drain(..) {
+                let r = match &self.failed {
+                    Some(why) => Err(WalError::Failed(why.clone())),
+                    None => Ok(seq),
+                };
+                let _ = reply.send(r);
             }
             if tick {
                 let now_ms = self.stamp();

@@ -6,6 +6,7 @@
 mod bad_input;
 mod common;
 mod crash;
+mod dedupe;
 mod fanout;
 mod granularity;
 mod handshake;
