@@ -65,7 +65,9 @@ fn e2e(c: &mut Criterion) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as u32;
-    let req = support::packed_forward("app.access", support::EVENTS_PER_REQUEST, now, Some("c"));
+    let entries = std::sync::Arc::new(support::entries(support::EVENTS_PER_REQUEST, now));
+    // Every request has its own chunk id (16 hex digits, so acks are 22 bytes).
+    let next_chunk = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let per_iter = (CONNECTIONS * REQUESTS_PER_CONNECTION * support::EVENTS_PER_REQUEST) as u64;
     let mut g = c.benchmark_group("end_to_end");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
@@ -77,11 +79,20 @@ fn e2e(c: &mut Criterion) {
                 let target = metrics.roll_rows.get() + iters * per_iter;
                 let tasks: Vec<_> = (0..CONNECTIONS)
                     .map(|_| {
-                        let req = req.clone();
+                        let (entries, next_chunk) = (entries.clone(), next_chunk.clone());
                         tokio::spawn(async move {
                             let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-                            let mut ack = [0u8; 7];
+                            let mut ack = [0u8; 22];
                             for _ in 0..iters as usize * REQUESTS_PER_CONNECTION {
+                                let n =
+                                    next_chunk.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let chunk = format!("{n:016x}");
+                                let req = support::packed_forward_from(
+                                    "app.access",
+                                    &entries,
+                                    support::EVENTS_PER_REQUEST,
+                                    Some(&chunk),
+                                );
                                 s.write_all(&req).await.unwrap();
                                 s.read_exact(&mut ack).await.unwrap();
                             }
@@ -91,7 +102,9 @@ fn e2e(c: &mut Criterion) {
                 for t in tasks {
                     t.await.unwrap();
                 }
+                let give_up = Instant::now() + Duration::from_secs(120);
                 while metrics.roll_rows.get() < target {
+                    assert!(Instant::now() < give_up, "rows never reached the roller");
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 start.elapsed()

@@ -47,11 +47,16 @@ pub fn entries(n: usize, time_sec: u32) -> Vec<u8> {
 
 /// `[tag, bin(entries), {"size": n, "chunk": chunk}]`
 pub fn packed_forward(tag: &str, n: usize, time_sec: u32, chunk: Option<&str>) -> Vec<u8> {
-    let e = entries(n, time_sec);
+    packed_forward_from(tag, &entries(n, time_sec), n, chunk)
+}
+
+/// The same, around an entries blob made once (chunk ids must differ per
+/// request: weir acks a repeated id without storing it again).
+pub fn packed_forward_from(tag: &str, e: &[u8], n: usize, chunk: Option<&str>) -> Vec<u8> {
     let mut b = Vec::with_capacity(e.len() + 64);
     rmp::encode::write_array_len(&mut b, 3).unwrap();
     w_str(&mut b, tag);
-    rmp::encode::write_bin(&mut b, &e).unwrap();
+    rmp::encode::write_bin(&mut b, e).unwrap();
     rmp::encode::write_map_len(&mut b, if chunk.is_some() { 2 } else { 1 }).unwrap();
     w_str(&mut b, "size");
     rmp::encode::write_uint(&mut b, n as u64).unwrap();
