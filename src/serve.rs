@@ -170,6 +170,18 @@ pub async fn run_with_metrics(
         deny_keepalive: config.forward.deny_keepalive,
         linger_zero: config.forward.linger_zero,
         tag_prefix: config.forward.tag_prefix.as_bytes().to_vec(),
+        tls: match &config.forward.tls {
+            Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+                forward::tls::server_config(t)
+                    .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?,
+            )),
+            None => None,
+        },
+        tls_handshake_timeout: config
+            .forward
+            .tls
+            .as_ref()
+            .map_or(Duration::from_secs(10), |t| t.handshake_timeout.0),
     });
     let accept = tokio::spawn(forward::listener::run(
         listener,

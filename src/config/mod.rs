@@ -78,6 +78,37 @@ pub struct ClientRule {
     pub users: Option<Vec<String>>,
 }
 
+/// Lowest TLS version accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+fn default_tls_version() -> TlsVersion {
+    TlsVersion::V1_2
+}
+
+/// `[forward.tls]`: TLS on the forward port.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_path: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
+    /// PEM CA certificates; when set, clients must present a certificate
+    /// signed by one of them (mTLS).
+    pub ca_path: Option<PathBuf>,
+    #[serde(default = "default_tls_version")]
+    pub min_version: TlsVersion,
+    /// A client must finish the TLS handshake within this time.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: HumanDuration,
+}
+
 /// `[forward.security]`: the shared-key handshake (HELO/PING/PONG).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -170,6 +201,8 @@ pub struct ForwardConfig {
     pub max_connections: usize,
     /// Shared-key handshake; without it clients connect without one.
     pub security: Option<SecurityConfig>,
+    /// TLS; without it the port speaks plain TCP.
+    pub tls: Option<TlsConfig>,
     /// A request that has begun arriving must be complete within this time
     /// (a client trickling bytes forever is closed: slowloris).
     #[serde(default = "default_request_timeout")]
@@ -209,6 +242,7 @@ impl Default for ForwardConfig {
             idle_timeout: default_idle_timeout(),
             max_connections: default_max_connections(),
             security: None,
+            tls: None,
             request_timeout: default_request_timeout(),
             deny_keepalive: false,
             linger_zero: false,
@@ -705,6 +739,9 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     }
     if file.wal.segment_bytes.0 < 4096 {
         return Err(invalid("wal.segment_bytes", "must be at least 4KiB".into()));
+    }
+    if let Some(tls) = &file.forward.tls {
+        crate::forward::tls::server_config(tls).map_err(|(key, message)| invalid(&key, message))?;
     }
     if let Some(sec) = &file.forward.security {
         if sec.self_hostname.trim().is_empty() {

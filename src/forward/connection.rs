@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::decode::{decode_request_with_prefix, DecodeLimits, Request};
@@ -23,7 +22,7 @@ use crate::wal::WalHandle;
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Per-connection limits, shared by every connection.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectionSettings {
     /// Most bytes buffered while a request is incomplete.
     pub max_buffer_bytes: usize,
@@ -42,6 +41,10 @@ pub struct ConnectionSettings {
     pub linger_zero: bool,
     /// Prepended to tags (empty: none).
     pub tag_prefix: Vec<u8>,
+    /// TLS, when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Most time for a client's TLS handshake.
+    pub tls_handshake_timeout: Duration,
 }
 
 /// Why a connection ended; the metric label.
@@ -56,6 +59,7 @@ pub enum CloseReason {
     IoError,
     WalUnavailable,
     Handshake,
+    Tls,
     RequestTimeout,
     NoKeepalive,
     Shutdown,
@@ -73,6 +77,7 @@ impl CloseReason {
             Self::IoError => "io_error",
             Self::WalUnavailable => "wal_unavailable",
             Self::Handshake => "handshake",
+            Self::Tls => "tls",
             Self::RequestTimeout => "request_timeout",
             Self::NoKeepalive => "no_keepalive",
             Self::Shutdown => "shutdown",
@@ -88,18 +93,14 @@ fn now_ns() -> i64 {
 }
 
 /// Serves one connection until it closes; never panics on input.
-pub async fn serve(
-    mut stream: TcpStream,
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    mut stream: S,
     peer: SocketAddr,
     wal: WalHandle,
     settings: Arc<ConnectionSettings>,
     metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
-    if settings.linger_zero {
-        let _ = stream.set_zero_linger();
-    }
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     if let Some(sec) = &settings.security {
         if let Err(f) = handshake(&mut stream, peer, sec, &mut buf, &settings).await {
@@ -161,8 +162,8 @@ type Fault = (CloseReason, String);
 
 /// Runs HELO → PING → PONG. Bytes the client sent after its PING stay in
 /// `buf` for the read loop.
-async fn handshake(
-    stream: &mut TcpStream,
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    stream: &mut S,
     peer: SocketAddr,
     sec: &crate::config::SecurityConfig,
     buf: &mut BytesMut,
@@ -205,8 +206,8 @@ async fn handshake(
     Ok(())
 }
 
-async fn read_loop(
-    stream: &mut TcpStream,
+async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    stream: &mut S,
     peer: SocketAddr,
     mut buf: BytesMut,
     wal: &WalHandle,
@@ -290,8 +291,8 @@ async fn read_loop(
     }
 }
 
-async fn handle_request(
-    stream: &mut TcpStream,
+async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    stream: &mut S,
     peer: SocketAddr,
     frame: &[u8],
     wal: &WalHandle,

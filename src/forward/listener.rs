@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::connection::{serve, ConnectionSettings};
+use super::connection::{serve, CloseReason, ConnectionSettings};
 use crate::metrics::Metrics;
 use crate::wal::WalHandle;
 
@@ -51,9 +51,34 @@ pub async fn run(
                     settings.clone(),
                     shutdown.clone(),
                 );
+                let _ = stream.set_nodelay(true);
+                if settings.linger_zero {
+                    let _ = stream.set_zero_linger();
+                }
                 conns.spawn(async move {
                     m.connections_active.inc();
-                    serve(stream, peer, wal, settings, m.clone(), sd).await;
+                    match settings.tls.clone() {
+                        None => serve(stream, peer, wal, settings, m.clone(), sd).await,
+                        Some(acceptor) => {
+                            let timeout = settings.tls_handshake_timeout;
+                            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => serve(tls, peer, wal, settings, m.clone(), sd).await,
+                                failed => {
+                                    m.handshake_failures.with_label_values(&["tls"]).inc();
+                                    m.connections_closed
+                                        .with_label_values(&[CloseReason::Tls.as_str()])
+                                        .inc();
+                                    let why = match failed {
+                                        Ok(Err(e)) => e.to_string(),
+                                        _ => "TLS handshake timed out".to_string(),
+                                    };
+                                    if let Some(suppressed) = crate::logging::allow("tls", &m) {
+                                        tracing::warn!(%peer, suppressed, "TLS handshake failed: {why}");
+                                    }
+                                }
+                            }
+                        }
+                    }
                     m.connections_active.dec();
                     drop(permit);
                 });

@@ -17,5 +17,6 @@ pub mod handshake;
 pub mod heartbeat;
 pub mod listener;
 pub mod time;
+pub mod tls;
 
 pub use connection::ConnectionSettings;

@@ -14,3 +14,4 @@ mod observability;
 mod real_clients;
 mod servers;
 mod td;
+mod tls;

@@ -3,8 +3,17 @@
 // usage: node fluent_org_client.js PORT MODE TAG_PREFIX LABEL COUNT START_SEC
 const { FluentClient, EventTime } = require('@fluent-org/logger');
 const [port, mode, prefix, label, count, startSec] = process.argv.slice(2);
+const fs = require('fs');
+// Optional TLS, from the environment: CA to trust, client certificate for mTLS.
+const tls = process.env.WEIR_TLS_CA ? {
+  ca: fs.readFileSync(process.env.WEIR_TLS_CA),
+  ...(process.env.WEIR_TLS_CERT ? {
+    cert: fs.readFileSync(process.env.WEIR_TLS_CERT),
+    key: fs.readFileSync(process.env.WEIR_TLS_KEY),
+  } : {}),
+} : undefined;
 const client = new FluentClient(prefix, {
-  socket: { host: '127.0.0.1', port: Number(port), timeout: 10000 },
+  socket: { host: '127.0.0.1', port: Number(port), timeout: 10000, ...(tls ? { tls } : {}) },
   eventMode: mode,
   ack: { ackTimeout: 20000 },
   flushInterval: 5,

@@ -1,0 +1,93 @@
+//! TLS for the forward listener (rustls): a certificate chain and key from
+//! PEM files, optional client-certificate verification against a CA (mTLS),
+//! and a minimum protocol version.
+
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+use crate::config::{TlsConfig, TlsVersion};
+
+/// Builds the server configuration, or says which key is wrong and why.
+pub fn server_config(c: &TlsConfig) -> Result<Arc<ServerConfig>, (String, String)> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&c.cert_path)
+        .map_err(|e| {
+            (
+                "forward.tls.cert_path".into(),
+                format!("{}: {e}", c.cert_path.display()),
+            )
+        })?
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            (
+                "forward.tls.cert_path".into(),
+                format!("{}: {e}", c.cert_path.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err((
+            "forward.tls.cert_path".into(),
+            format!("{}: no PEM certificate found", c.cert_path.display()),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&c.key_path).map_err(|e| {
+        (
+            "forward.tls.key_path".into(),
+            format!("{}: {e}", c.key_path.display()),
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = match c.min_version {
+        TlsVersion::V1_2 => &[&rustls::version::TLS12, &rustls::version::TLS13],
+        TlsVersion::V1_3 => &[&rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| ("forward.tls.min_version".into(), e.to_string()))?;
+    let builder = match &c.ca_path {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            let cas = CertificateDer::pem_file_iter(ca).map_err(|e| {
+                (
+                    "forward.tls.ca_path".into(),
+                    format!("{}: {e}", ca.display()),
+                )
+            })?;
+            for cert in cas {
+                let cert = cert.map_err(|e| {
+                    (
+                        "forward.tls.ca_path".into(),
+                        format!("{}: {e}", ca.display()),
+                    )
+                })?;
+                roots.add(cert).map_err(|e| {
+                    (
+                        "forward.tls.ca_path".into(),
+                        format!("{}: {e}", ca.display()),
+                    )
+                })?;
+            }
+            if roots.is_empty() {
+                return Err((
+                    "forward.tls.ca_path".into(),
+                    format!("{}: no PEM certificate found", ca.display()),
+                ));
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| ("forward.tls.ca_path".into(), e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(certs, key).map_err(|e| {
+        (
+            "forward.tls.key_path".into(),
+            format!("does not match the certificate: {e}"),
+        )
+    })?;
+    Ok(Arc::new(config))
+}
