@@ -143,6 +143,9 @@ pub struct BatchBuilder {
     buf: BytesMut,
     count: u32,
     count_at: usize,
+    /// An encoded key/value pair added to every record (e.g. the peer
+    /// address, `forward.source_address_key`).
+    extra: Option<Vec<u8>>,
 }
 
 impl BatchBuilder {
@@ -158,14 +161,44 @@ impl BatchBuilder {
             buf,
             count: 0,
             count_at,
+            extra: None,
         }
     }
 
+    /// Adds `key: value` (both strings) to every record pushed from now on.
+    pub fn add_to_every_record(&mut self, key: &str, value: &str) {
+        let mut kv = Vec::with_capacity(key.len() + value.len() + 10);
+        let _ = rmp::encode::write_str(&mut kv, key);
+        let _ = rmp::encode::write_str(&mut kv, value);
+        self.extra = Some(kv);
+    }
+
+    /// Adds an event; `record` must be a msgpack map.
     pub fn push(&mut self, time_ns: i64, record: &[u8]) {
-        self.buf.reserve(12 + record.len());
+        let extra = self
+            .extra
+            .as_deref()
+            .and_then(|kv| match crate::msgpack::read_head(record) {
+                Ok(Some((crate::msgpack::Head::Map(n), hlen))) => Some((kv, n, hlen)),
+                _ => None,
+            });
+        let len = match extra {
+            Some((kv, _, hlen)) => 5 + record.len() - hlen + kv.len(),
+            None => record.len(),
+        };
+        self.buf.reserve(12 + len);
         self.buf.put_i64_le(time_ns);
-        self.buf.put_u32_le(record.len() as u32);
-        self.buf.put_slice(record);
+        self.buf.put_u32_le(len as u32);
+        match extra {
+            Some((kv, n, hlen)) => {
+                // map32 header with one more pair, the pairs, then ours.
+                self.buf.put_u8(0xdf);
+                self.buf.put_u32(n + 1);
+                self.buf.put_slice(&record[hlen..]);
+                self.buf.put_slice(kv);
+            }
+            None => self.buf.put_slice(record),
+        }
         self.count += 1;
     }
 
@@ -202,6 +235,19 @@ mod tests {
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[0].time_ns, 1_000);
         assert_eq!(ev[1].record, &[0x81, 0xa1, b'a', 0x01]);
+    }
+
+    #[test]
+    fn an_extra_pair_is_added_to_every_record() {
+        let mut b = BatchBuilder::new(b"t", 16);
+        b.add_to_every_record("src", "10.0.0.1");
+        b.push(1, &[0x81, 0xa1, b'a', 0x01]);
+        let batch = b.finish();
+        let ev = batch.events().next().unwrap();
+        let mut json = String::new();
+        crate::roll::json::write_value(&mut json, &mut crate::msgpack::Cursor::new(ev.record))
+            .unwrap();
+        assert_eq!(json, r#"{"a":1,"src":"10.0.0.1"}"#);
     }
 
     #[test]

@@ -170,6 +170,11 @@ pub async fn run_with_metrics(
         deny_keepalive: config.forward.deny_keepalive,
         linger_zero: config.forward.linger_zero,
         tag_prefix: config.forward.tag_prefix.as_bytes().to_vec(),
+        source_address_key: config.forward.source_address_key.clone(),
+        chunk_size_warn_limit: config
+            .forward
+            .chunk_size_warn_limit
+            .map_or(0, |b| b.as_usize()),
         tls: match &config.forward.tls {
             Some(t) => Some(tokio_rustls::TlsAcceptor::from(
                 forward::tls::server_config(t)

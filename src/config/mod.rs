@@ -223,6 +223,10 @@ pub struct ForwardConfig {
     /// written (kept in the WAL, so this survives a restart). 0 turns it off.
     #[serde(default = "default_dedupe_window")]
     pub dedupe_window: usize,
+    /// Adds the client's IP address to every record under this key.
+    pub source_address_key: Option<String>,
+    /// Logs (rate-limited) and counts requests larger than this.
+    pub chunk_size_warn_limit: Option<ByteSize>,
 }
 
 fn default_dedupe_window() -> usize {
@@ -248,6 +252,8 @@ impl Default for ForwardConfig {
             linger_zero: false,
             tag_prefix: String::new(),
             dedupe_window: default_dedupe_window(),
+            source_address_key: None,
+            chunk_size_warn_limit: None,
         }
     }
 }
@@ -787,6 +793,12 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         return Err(invalid(
             "forward.tag_prefix",
             "must be at most 256 characters without spaces".into(),
+        ));
+    }
+    if file.forward.source_address_key.as_deref() == Some("") {
+        return Err(invalid(
+            "forward.source_address_key",
+            "must not be empty".into(),
         ));
     }
     if file.forward.max_connections == 0 {

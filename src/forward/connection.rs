@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::decode::{decode_request_with_prefix, DecodeLimits, Request};
+use super::decode::{decode_request_rewriting, DecodeLimits, Request, Rewrite};
 use super::handshake;
 use crate::metrics::Metrics;
 use crate::msgpack::FrameScanner;
@@ -41,6 +41,10 @@ pub struct ConnectionSettings {
     pub linger_zero: bool,
     /// Prepended to tags (empty: none).
     pub tag_prefix: Vec<u8>,
+    /// Record key for the peer address (`forward.source_address_key`).
+    pub source_address_key: Option<String>,
+    /// Warn about requests larger than this (0: never).
+    pub chunk_size_warn_limit: usize,
     /// TLS, when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Most time for a client's TLS handshake.
@@ -300,29 +304,43 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
     metrics: &Metrics,
 ) -> Result<(), Fault> {
     let started = Instant::now();
-    let decoded =
-        match decode_request_with_prefix(frame, &settings.limits, now_ns(), &settings.tag_prefix) {
-            Ok(Request::Events(d)) => d,
-            Ok(Request::Nil) => return Ok(()),
-            Ok(Request::NotArray) => {
-                metrics
-                    .events_skipped
-                    .with_label_values(&["not_array"])
-                    .inc();
-                if let Some(suppressed) = crate::logging::allow("not_array", metrics) {
-                    tracing::warn!(%peer, suppressed, "ignoring a request that is not an array");
-                }
-                return Ok(());
+    if settings.chunk_size_warn_limit > 0 && frame.len() > settings.chunk_size_warn_limit {
+        metrics.large_requests.inc();
+        if let Some(suppressed) = crate::logging::allow("large_request", metrics) {
+            tracing::warn!(%peer, bytes = frame.len(), limit = settings.chunk_size_warn_limit, suppressed,
+                "request larger than forward.chunk_size_warn_limit");
+        }
+    }
+    let peer_ip = peer.ip().to_string();
+    let rewrite = Rewrite {
+        tag_prefix: &settings.tag_prefix,
+        source: settings
+            .source_address_key
+            .as_deref()
+            .map(|k| (k, peer_ip.as_str())),
+    };
+    let decoded = match decode_request_rewriting(frame, &settings.limits, now_ns(), &rewrite) {
+        Ok(Request::Events(d)) => d,
+        Ok(Request::Nil) => return Ok(()),
+        Ok(Request::NotArray) => {
+            metrics
+                .events_skipped
+                .with_label_values(&["not_array"])
+                .inc();
+            if let Some(suppressed) = crate::logging::allow("not_array", metrics) {
+                tracing::warn!(%peer, suppressed, "ignoring a request that is not an array");
             }
-            Err(e) => {
-                let reason = match e {
-                    super::decode::DecodeError::UnknownCompression(_)
-                    | super::decode::DecodeError::Decompress(_) => CloseReason::BadCompression,
-                    _ => CloseReason::Malformed,
-                };
-                return Err((reason, e.to_string()));
-            }
-        };
+            return Ok(());
+        }
+        Err(e) => {
+            let reason = match e {
+                super::decode::DecodeError::UnknownCompression(_)
+                | super::decode::DecodeError::Decompress(_) => CloseReason::BadCompression,
+                _ => CloseReason::Malformed,
+            };
+            return Err((reason, e.to_string()));
+        }
+    };
     let mode = decoded.mode.as_str();
     metrics.requests.with_label_values(&[mode]).inc();
     metrics

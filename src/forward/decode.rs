@@ -101,17 +101,31 @@ pub struct DecodeLimits {
     pub max_decompressed_bytes: usize,
 }
 
-/// Builds a batch for `tag`, with `prefix.` in front when a prefix is set.
-fn builder_for(prefix: &[u8], tag: &[u8], capacity: usize) -> BatchBuilder {
-    if prefix.is_empty() || tag.is_empty() {
-        return BatchBuilder::new(tag, capacity);
+/// Per-connection changes to what is decoded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rewrite<'a> {
+    /// Put in front of every tag as `prefix.`.
+    pub tag_prefix: &'a [u8],
+    /// Added to every record as `key: value` (the peer address).
+    pub source: Option<(&'a str, &'a str)>,
+}
+
+/// Builds a batch for `tag`, applying the connection's rewrites.
+fn builder_for(rw: &Rewrite<'_>, tag: &[u8], capacity: usize) -> BatchBuilder {
+    let mut b = if rw.tag_prefix.is_empty() || tag.is_empty() {
+        BatchBuilder::new(tag, capacity)
+    } else {
+        let mut full = Vec::with_capacity(rw.tag_prefix.len() + 1 + tag.len());
+        full.extend_from_slice(rw.tag_prefix);
+        full.push(b'.');
+        full.extend_from_slice(tag);
+        full.truncate(MAX_TAG_LEN);
+        BatchBuilder::new(&full, capacity)
+    };
+    if let Some((k, v)) = rw.source {
+        b.add_to_every_record(k, v);
     }
-    let mut full = Vec::with_capacity(prefix.len() + 1 + tag.len());
-    full.extend_from_slice(prefix);
-    full.push(b'.');
-    full.extend_from_slice(tag);
-    full.truncate(MAX_TAG_LEN);
-    BatchBuilder::new(&full, capacity)
+    b
 }
 
 /// The options map (last element) with the keys weir acts on.
@@ -225,15 +239,15 @@ pub fn decode_request(
     limits: &DecodeLimits,
     now_ns: i64,
 ) -> Result<Request, DecodeError> {
-    decode_request_with_prefix(frame, limits, now_ns, b"")
+    decode_request_rewriting(frame, limits, now_ns, &Rewrite::default())
 }
 
-/// [`decode_request`], with `tag_prefix.` put in front of the tag.
-pub fn decode_request_with_prefix(
+/// [`decode_request`], applying a connection's tag prefix and source key.
+pub fn decode_request_rewriting(
     frame: &[u8],
     limits: &DecodeLimits,
     now_ns: i64,
-    tag_prefix: &[u8],
+    rw: &Rewrite<'_>,
 ) -> Result<Request, DecodeError> {
     let mut c = Cursor::new(frame);
     let n = match c.peek()? {
@@ -265,7 +279,7 @@ pub fn decode_request_with_prefix(
             c.head()?;
             let entries_start = c.position();
             // Options come after the entries; walk entries first.
-            builder = builder_for(tag_prefix, tag_bytes, frame.len());
+            builder = builder_for(rw, tag_bytes, frame.len());
             for _ in 0..count {
                 read_entry(&mut c, now_ns, &mut builder, &mut skipped)?;
             }
@@ -294,7 +308,7 @@ pub fn decode_request_with_prefix(
                 &expanded
             };
             entries_bytes = entries.len();
-            builder = builder_for(tag_prefix, tag_bytes, entries.len());
+            builder = builder_for(rw, tag_bytes, entries.len());
             let mut e = Cursor::new(entries);
             while !e.is_empty() {
                 read_entry(&mut e, now_ns, &mut builder, &mut skipped)?;
@@ -303,7 +317,7 @@ pub fn decode_request_with_prefix(
         _ if n < 3 => {
             // [tag, time] with no record.
             mode = Mode::Message;
-            builder = builder_for(tag_prefix, tag_bytes, 0);
+            builder = builder_for(rw, tag_bytes, 0);
             c.skip()?;
             entries_bytes = 0;
             skipped.invalid_entry += 1;
@@ -311,7 +325,7 @@ pub fn decode_request_with_prefix(
         }
         _ => {
             mode = Mode::Message;
-            builder = builder_for(tag_prefix, tag_bytes, frame.len());
+            builder = builder_for(rw, tag_bytes, frame.len());
             let time = read_time(&mut c, now_ns)?;
             let record_is_map = matches!(c.peek()?, Head::Map(_));
             let record = c.skip()?;
