@@ -239,6 +239,19 @@ listen = "127.0.0.1:{metrics_port}"
             .unwrap_or(0)
     }
 
+    /// Resident memory of the running process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     /// True while the process has not exited.
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {

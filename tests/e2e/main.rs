@@ -3,6 +3,7 @@
 //! period ends overlap (run with several test threads; `scripts/test` does).
 #![allow(dead_code)]
 
+mod backpressure;
 mod bad_input;
 mod common;
 mod crash;

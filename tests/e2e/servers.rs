@@ -208,7 +208,11 @@ impl TdServer {
     pub const APIKEY: &'static str = "1/testkey";
 
     pub fn start() -> Self {
-        let port = free_port();
+        Self::start_on(free_port())
+    }
+
+    /// On a port chosen earlier (a sink configured before its server is up).
+    pub fn start_on(port: u16) -> Self {
         let child = Command::new(python())
             .arg(support("td_mock.py"))
             .args([&port.to_string(), Self::APIKEY])
@@ -221,10 +225,13 @@ impl TdServer {
     }
 
     pub fn sink_toml(&self, name: &str) -> String {
+        Self::sink_toml_for(name, self.port)
+    }
+
+    pub fn sink_toml_for(name: &str, port: u16) -> String {
         format!(
-            "[sinks.{name}]\ntype = \"td\"\napikey = \"{}\"\nendpoint = \"http://127.0.0.1:{}\"\nflush_interval = \"2s\"\n",
+            "[sinks.{name}]\ntype = \"td\"\napikey = \"{}\"\nendpoint = \"http://127.0.0.1:{port}\"\nflush_interval = \"2s\"\n",
             Self::APIKEY,
-            self.port
         )
     }
 
