@@ -143,9 +143,10 @@ pub struct BatchBuilder {
     buf: BytesMut,
     count: u32,
     count_at: usize,
-    /// An encoded key/value pair added to every record (e.g. the peer
-    /// address, `forward.source_address_key`).
-    extra: Option<Vec<u8>>,
+    /// Encoded key/value pairs added to every record (the peer address
+    /// and host name, `forward.source_*_key`), and how many.
+    extra: Vec<u8>,
+    extra_pairs: u32,
 }
 
 impl BatchBuilder {
@@ -161,27 +162,28 @@ impl BatchBuilder {
             buf,
             count: 0,
             count_at,
-            extra: None,
+            extra: Vec::new(),
+            extra_pairs: 0,
         }
     }
 
     /// Adds `key: value` (both strings) to every record pushed from now on.
     pub fn add_to_every_record(&mut self, key: &str, value: &str) {
-        let mut kv = Vec::with_capacity(key.len() + value.len() + 10);
-        let _ = rmp::encode::write_str(&mut kv, key);
-        let _ = rmp::encode::write_str(&mut kv, value);
-        self.extra = Some(kv);
+        let _ = rmp::encode::write_str(&mut self.extra, key);
+        let _ = rmp::encode::write_str(&mut self.extra, value);
+        self.extra_pairs += 1;
     }
 
     /// Adds an event; `record` must be a msgpack map.
     pub fn push(&mut self, time_ns: i64, record: &[u8]) {
-        let extra = self
-            .extra
-            .as_deref()
-            .and_then(|kv| match crate::msgpack::read_head(record) {
-                Ok(Some((crate::msgpack::Head::Map(n), hlen))) => Some((kv, n, hlen)),
+        let extra = if self.extra_pairs == 0 {
+            None
+        } else {
+            match crate::msgpack::read_head(record) {
+                Ok(Some((crate::msgpack::Head::Map(n), hlen))) => Some((&self.extra[..], n, hlen)),
                 _ => None,
-            });
+            }
+        };
         let len = match extra {
             Some((kv, _, hlen)) => 5 + record.len() - hlen + kv.len(),
             None => record.len(),
@@ -193,7 +195,7 @@ impl BatchBuilder {
             Some((kv, n, hlen)) => {
                 // map32 header with one more pair, the pairs, then ours.
                 self.buf.put_u8(0xdf);
-                self.buf.put_u32(n + 1);
+                self.buf.put_u32(n + self.extra_pairs);
                 self.buf.put_slice(&record[hlen..]);
                 self.buf.put_slice(kv);
             }

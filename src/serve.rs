@@ -171,6 +171,7 @@ pub async fn run_with_metrics(
         linger_zero: config.forward.linger_zero,
         tag_prefix: config.forward.tag_prefix.as_bytes().to_vec(),
         source_address_key: config.forward.source_address_key.clone(),
+        source_hostname_key: config.forward.source_hostname_key.clone(),
         chunk_size_warn_limit: config
             .forward
             .chunk_size_warn_limit

@@ -225,6 +225,9 @@ pub struct ForwardConfig {
     pub dedupe_window: usize,
     /// Adds the client's IP address to every record under this key.
     pub source_address_key: Option<String>,
+    /// Adds the client's host name (reverse DNS, once per connection) to
+    /// every record under this key.
+    pub source_hostname_key: Option<String>,
     /// Logs (rate-limited) and counts requests larger than this.
     pub chunk_size_warn_limit: Option<ByteSize>,
 }
@@ -253,6 +256,7 @@ impl Default for ForwardConfig {
             tag_prefix: String::new(),
             dedupe_window: default_dedupe_window(),
             source_address_key: None,
+            source_hostname_key: None,
             chunk_size_warn_limit: None,
         }
     }

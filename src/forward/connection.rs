@@ -43,6 +43,8 @@ pub struct ConnectionSettings {
     pub tag_prefix: Vec<u8>,
     /// Record key for the peer address (`forward.source_address_key`).
     pub source_address_key: Option<String>,
+    /// Record key for the peer's host name (`forward.source_hostname_key`).
+    pub source_hostname_key: Option<String>,
     /// Warn about requests larger than this (0: never).
     pub chunk_size_warn_limit: usize,
     /// TLS, when configured.
@@ -164,6 +166,29 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
 /// A connection closed for a fault, with what to log about it.
 type Fault = (CloseReason, String);
 
+/// Key/value pairs added to this connection's records: its address and,
+/// resolved once per connection, its host name (the address if the reverse
+/// lookup fails or takes over two seconds).
+async fn record_additions(
+    peer: SocketAddr,
+    settings: &ConnectionSettings,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(k) = &settings.source_address_key {
+        out.push((k.clone(), peer.ip().to_string()));
+    }
+    if let Some(k) = &settings.source_hostname_key {
+        let ip = peer.ip();
+        let lookup = tokio::task::spawn_blocking(move || dns_lookup::lookup_addr(&ip));
+        let name = match tokio::time::timeout(Duration::from_secs(2), lookup).await {
+            Ok(Ok(Ok(name))) => name,
+            _ => ip.to_string(),
+        };
+        out.push((k.clone(), name));
+    }
+    out
+}
+
 /// Runs HELO → PING → PONG. Bytes the client sent after its PING stay in
 /// `buf` for the read loop.
 async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send>(
@@ -219,6 +244,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<CloseReason, Fault> {
+    let additions = record_additions(peer, settings).await;
     let mut scanner = FrameScanner::new();
     let mut request_started: Option<tokio::time::Instant> = None;
     loop {
@@ -231,7 +257,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
             };
             let frame = buf.split_to(len).freeze();
             scanner.reset();
-            handle_request(stream, peer, &frame, wal, settings, metrics).await?;
+            handle_request(stream, peer, &frame, wal, settings, metrics, &additions).await?;
             if settings.deny_keepalive {
                 return Ok(CloseReason::NoKeepalive);
             }
@@ -302,6 +328,7 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
     wal: &WalHandle,
     settings: &ConnectionSettings,
     metrics: &Metrics,
+    record_additions: &[(String, String)],
 ) -> Result<(), Fault> {
     let started = Instant::now();
     if settings.chunk_size_warn_limit > 0 && frame.len() > settings.chunk_size_warn_limit {
@@ -311,13 +338,9 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 "request larger than forward.chunk_size_warn_limit");
         }
     }
-    let peer_ip = peer.ip().to_string();
     let rewrite = Rewrite {
         tag_prefix: &settings.tag_prefix,
-        source: settings
-            .source_address_key
-            .as_deref()
-            .map(|k| (k, peer_ip.as_str())),
+        add: record_additions,
     };
     let decoded = match decode_request_rewriting(frame, &settings.limits, now_ns(), &rewrite) {
         Ok(Request::Events(d)) => d,

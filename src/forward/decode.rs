@@ -106,8 +106,8 @@ pub struct DecodeLimits {
 pub struct Rewrite<'a> {
     /// Put in front of every tag as `prefix.`.
     pub tag_prefix: &'a [u8],
-    /// Added to every record as `key: value` (the peer address).
-    pub source: Option<(&'a str, &'a str)>,
+    /// Added to every record as `key: value` (the peer address and name).
+    pub add: &'a [(String, String)],
 }
 
 /// Builds a batch for `tag`, applying the connection's rewrites.
@@ -122,7 +122,7 @@ fn builder_for(rw: &Rewrite<'_>, tag: &[u8], capacity: usize) -> BatchBuilder {
         full.truncate(MAX_TAG_LEN);
         BatchBuilder::new(&full, capacity)
     };
-    if let Some((k, v)) = rw.source {
+    for (k, v) in rw.add {
         b.add_to_every_record(k, v);
     }
     b

@@ -20,13 +20,17 @@ struct Run {
     appended: Vec<u64>,
 }
 
-/// Opens the WAL in `dir`, appends `n` batches, releases below `release`,
-/// then shuts it down and reports what flowed downstream.
-fn run(dir: &Path, n: u64, release: u64, segment_bytes: u64) -> Run {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+/// A WAL writer on `dir` with its output, and the release mark's sender.
+fn open(
+    dir: &Path,
+    segment_bytes: u64,
+    dedupe_window: usize,
+) -> (
+    WalHandle,
+    std::thread::JoinHandle<()>,
+    std::sync::mpsc::Receiver<WalOutput>,
+    watch::Sender<u64>,
+) {
     let (out_tx, out_rx) = std::sync::mpsc::sync_channel(10_000);
     let (release_tx, release_rx) = watch::channel(0);
     let (oldest, _) = watch::channel(0);
@@ -37,7 +41,7 @@ fn run(dir: &Path, n: u64, release: u64, segment_bytes: u64) -> Run {
             durability: crate::config::Durability::Fsync,
             segment_bytes,
             max_group_bytes: 1 << 20,
-            dedupe_window: 0,
+            dedupe_window,
         },
         WalLinks {
             output: out_tx,
@@ -49,6 +53,17 @@ fn run(dir: &Path, n: u64, release: u64, segment_bytes: u64) -> Run {
         },
     )
     .unwrap();
+    (wal, thread, out_rx, release_tx)
+}
+
+/// Opens the WAL in `dir`, appends `n` batches, releases below `release`,
+/// then shuts it down and reports what flowed downstream.
+fn run(dir: &Path, n: u64, release: u64, segment_bytes: u64) -> Run {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (wal, thread, out_rx, release_tx) = open(dir, segment_bytes, 0);
     let appended = rt.block_on(async {
         let mut seqs = Vec::new();
         for i in 0..n {
@@ -195,33 +210,8 @@ fn a_resent_chunk_is_acked_without_a_second_copy_even_after_restart() {
         .enable_all()
         .build()
         .unwrap();
-    let open = |dir: &Path| {
-        let (out_tx, out_rx) = std::sync::mpsc::sync_channel(100);
-        let (_r, release) = watch::channel(0);
-        let (oldest, _) = watch::channel(0);
-        let (healthy, _) = watch::channel(true);
-        let (wal, thread) = start(
-            WalSettings {
-                dir: dir.to_path_buf(),
-                durability: crate::config::Durability::Fsync,
-                segment_bytes: 1 << 20,
-                max_group_bytes: 1 << 20,
-                dedupe_window: 10,
-            },
-            WalLinks {
-                output: out_tx,
-                release,
-                oldest,
-                healthy,
-                backpressure: crate::health::Backpressure::new(crate::metrics::Metrics::new()),
-                metrics: crate::metrics::Metrics::new(),
-            },
-        )
-        .unwrap();
-        (wal, thread, out_rx)
-    };
     let key = || Some(bytes::Bytes::from_static(b"peer\0tag\0chunk-1"));
-    let (wal, thread, _rx) = open(d.path());
+    let (wal, thread, _rx, _release) = open(d.path(), 1 << 20, 10);
     let (a, b, c) = rt.block_on(async {
         (
             wal.append_keyed(batch(1), key()).await.unwrap(),
@@ -236,7 +226,7 @@ fn a_resent_chunk_is_acked_without_a_second_copy_even_after_restart() {
     );
     drop(wal);
     thread.join().unwrap();
-    let (wal, thread, rx) = open(d.path());
+    let (wal, thread, rx, _release) = open(d.path(), 1 << 20, 10);
     let again = rt.block_on(wal.append_keyed(batch(1), key())).unwrap();
     assert_eq!(again, 0, "remembered across a restart through the WAL");
     drop(wal);

@@ -4,7 +4,7 @@
 //! and nothing acked is lost.
 
 use std::io::{Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -283,6 +283,27 @@ fn hostile_input_stays_in_its_connection() {
         Outcome::Replied(ack_bytes("opt")),
         "option not a map"
     );
+
+    // Slowloris and a connection flood at the same time: 40 connections
+    // holding half a request each, 500 connect/close in a row.
+    let half = &valid[..valid.len() / 2];
+    let slow: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = connect(port).unwrap();
+            s.write_all(half).unwrap();
+            s
+        })
+        .collect();
+    let before = good_acked.lock().unwrap().len();
+    for _ in 0..500 {
+        drop(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    }
+    // The good client keeps getting acks throughout.
+    let flowing = wait_until(Duration::from_secs(10), || {
+        good_acked.lock().unwrap().len() > before + 50
+    });
+    assert!(flowing, "the good client stalled under slowloris + flood");
+    drop(slow);
 
     stop.store(true, Ordering::Relaxed);
     good.join().expect("good client ran clean");

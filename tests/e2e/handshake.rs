@@ -256,7 +256,7 @@ fn a_thousand_connect_only_heartbeats_leak_nothing() {
 #[test]
 fn slow_requests_keepalive_and_tag_prefix_settings() {
     let weir = Weir::start_with(
-        "request_timeout = \"1s\"\ndeny_keepalive = true\nlinger_zero = true\ntag_prefix = \"edge\"\nsource_address_key = \"src_ip\"\nchunk_size_warn_limit = 40",
+        "request_timeout = \"1s\"\ndeny_keepalive = true\nlinger_zero = true\ntag_prefix = \"edge\"\nsource_address_key = \"src_ip\"\nsource_hostname_key = \"src_host\"\nchunk_size_warn_limit = 40",
         "",
     );
     // Slowloris: half a request, then nothing; closed after request_timeout,
