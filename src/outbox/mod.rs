@@ -51,6 +51,11 @@ impl Backlog {
         self.bytes() > self.limit
     }
 
+    /// Where a paused roller resumes: three quarters of the limit.
+    pub fn low_water(&self) -> u64 {
+        self.limit / 4 * 3
+    }
+
     pub fn add(&self, n: u64) {
         let before = self
             .bytes

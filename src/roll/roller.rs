@@ -294,7 +294,9 @@ impl Roller {
             "outbox backlog over outbox.max_backlog_bytes: pausing until sinks catch up"
         );
         self.links.metrics.outbox_blocked.set(1);
-        while self.links.backlog.is_over() {
+        // Resume only below the low-water mark, so weir does not flap
+        // between paused and running with every file delivered.
+        while self.links.backlog.bytes() > self.links.backlog.low_water() {
             if *self.links.shutdown.borrow() {
                 return false;
             }
