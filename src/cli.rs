@@ -39,6 +39,9 @@ pub enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Send synthetic forward traffic to any forward server and report
+    /// events/s and ack latency percentiles.
+    Loadgen(crate::replay::loadgen::LoadgenArgs),
 }
 
 /// Loads the config a command names, or the embedded default.

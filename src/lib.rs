@@ -18,7 +18,8 @@
 //! and [`health`] (`/metrics`, `/healthz`, `/readyz`), [`logging`] (text or
 //! JSON, rate-limited warnings), [`serve`] (wiring and shutdown), [`event`]
 //! (the batch type stages pass), [`msgpack`] (zero-copy reading) and
-//! [`failpoint`] (crash injection for tests).
+//! [`failpoint`] (crash injection for tests). [`replay`] holds the load
+//! tools (`weir loadgen`).
 
 pub mod cli;
 pub mod config;
@@ -31,6 +32,7 @@ pub mod logging;
 pub mod metrics;
 pub mod msgpack;
 pub mod outbox;
+pub mod replay;
 pub mod roll;
 pub mod router;
 pub mod serve;

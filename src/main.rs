@@ -29,6 +29,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Loadgen(args) => {
+            let json = args.json;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(weir::replay::loadgen::run(args))?;
+            let out = if json {
+                serde_json::to_string(&report)?
+            } else {
+                report.text()
+            };
+            let _ = writeln!(std::io::stdout(), "{out}");
+            anyhow::ensure!(
+                report.failed_requests == 0 && report.failed_connections == 0,
+                "{} requests and {} connections failed",
+                report.failed_requests,
+                report.failed_connections
+            );
+            Ok(())
+        }
         Command::Serve { config } => {
             let c = load_config(config.as_ref())?;
             let rt = tokio::runtime::Builder::new_multi_thread()

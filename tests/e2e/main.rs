@@ -11,6 +11,7 @@ mod dedupe;
 mod fanout;
 mod granularity;
 mod handshake;
+mod loadgen;
 mod observability;
 mod real_clients;
 mod servers;

@@ -1,0 +1,153 @@
+//! The client side of a forward connection for the load tools: TCP, then
+//! optional TLS, then the optional shared-key handshake.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::forward::handshake::sha512_hex;
+use crate::msgpack::{Cursor, FrameScanner, Head};
+
+#[derive(Debug, Clone, Args)]
+pub struct ClientOptions {
+    /// Shared key for the forward handshake.
+    #[arg(long)]
+    pub shared_key: Option<String>,
+    /// Username and password for the handshake's user auth.
+    #[arg(long)]
+    pub username: Option<String>,
+    #[arg(long)]
+    pub password: Option<String>,
+    /// Host name sent in PING.
+    #[arg(long, default_value = "weir-loadgen")]
+    pub client_hostname: String,
+    /// Connect with TLS, trusting this CA file (PEM).
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Server name to verify (default: the address's IP).
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
+}
+
+/// A connected stream, plain or TLS.
+pub type Stream = Pin<Box<dyn AsyncReadWrite + Send>>;
+
+pub trait AsyncReadWrite: AsyncRead + AsyncWrite {}
+impl<T: AsyncRead + AsyncWrite> AsyncReadWrite for T {}
+
+/// Connects, wraps in TLS and runs the handshake as the options ask.
+pub async fn connect(to: SocketAddr, o: &ClientOptions) -> anyhow::Result<Stream> {
+    let tcp = TcpStream::connect(to)
+        .await
+        .with_context(|| format!("connecting to {to}"))?;
+    let _ = tcp.set_nodelay(true);
+    let mut s: Stream = match &o.tls_ca {
+        None => Box::pin(tcp),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca)
+                .with_context(|| format!("--tls-ca {}", ca.display()))?
+            {
+                roots.add(c?)?;
+            }
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name = match &o.tls_server_name {
+                Some(n) => ServerName::try_from(n.clone())?,
+                None => ServerName::from(to.ip()),
+            };
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .context("TLS handshake")?;
+            Box::pin(tls)
+        }
+    };
+    if let Some(key) = &o.shared_key {
+        handshake(&mut s, key, o).await?;
+    }
+    Ok(s)
+}
+
+async fn read_object(s: &mut Stream) -> anyhow::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut scanner = FrameScanner::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(n) = scanner.scan(&buf)? {
+            return Ok(buf[..n].to_vec());
+        }
+        let n = s.read(&mut chunk).await?;
+        anyhow::ensure!(n > 0, "server closed the connection during the handshake");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn handshake(s: &mut Stream, key: &str, o: &ClientOptions) -> anyhow::Result<()> {
+    let helo = read_object(s).await?;
+    let mut c = Cursor::new(&helo);
+    anyhow::ensure!(
+        c.head()? == Head::Array(2) && c.bytes()? == Some(b"HELO"),
+        "expected HELO"
+    );
+    let Head::Map(n) = c.head()? else {
+        anyhow::bail!("HELO without options");
+    };
+    let (mut nonce, mut auth) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        match c.bytes()? {
+            Some(b"nonce") => nonce = c.bytes()?.unwrap_or_default().to_vec(),
+            Some(b"auth") => auth = c.bytes()?.unwrap_or_default().to_vec(),
+            _ => {
+                c.skip()?;
+            }
+        }
+    }
+    let salt = format!("{:032x}", rand::random::<u128>());
+    let user = o.username.clone().unwrap_or_default();
+    let password = o.password.clone().unwrap_or_default();
+    let mut ping = Vec::new();
+    rmp::encode::write_array_len(&mut ping, 6)?;
+    for f in [
+        "PING".to_string(),
+        o.client_hostname.clone(),
+        salt.clone(),
+        sha512_hex(&[
+            salt.as_bytes(),
+            o.client_hostname.as_bytes(),
+            &nonce,
+            key.as_bytes(),
+        ]),
+        user.clone(),
+        if user.is_empty() {
+            String::new()
+        } else {
+            sha512_hex(&[&auth, user.as_bytes(), password.as_bytes()])
+        },
+    ] {
+        rmp::encode::write_str(&mut ping, &f)?;
+    }
+    s.write_all(&ping).await?;
+    let pong = read_object(s).await?;
+    let mut c = Cursor::new(&pong);
+    anyhow::ensure!(
+        c.head()? == Head::Array(5) && c.bytes()? == Some(b"PONG"),
+        "expected PONG"
+    );
+    if c.head()? != Head::Bool(true) {
+        let reason = String::from_utf8_lossy(c.bytes()?.unwrap_or_default()).into_owned();
+        anyhow::bail!("handshake refused: {reason}");
+    }
+    Ok(())
+}

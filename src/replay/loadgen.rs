@@ -1,0 +1,300 @@
+//! `weir loadgen`: synthetic forward traffic against any forward server
+//! (weir, Fluentd, Fluent Bit), with ack latency measured per request.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::client::{self, ClientOptions};
+use super::report::{Report, Totals};
+
+/// Which forward mode to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadMode {
+    Message,
+    Forward,
+    Packed,
+    Gzip,
+    Zstd,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoadgenArgs {
+    /// Forward server address, e.g. 127.0.0.1:24224.
+    #[arg(long)]
+    pub to: SocketAddr,
+    #[arg(long, value_enum, default_value = "packed")]
+    pub mode: LoadMode,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Events per request (Message mode sends one per request).
+    #[arg(long, default_value_t = 1000)]
+    pub events_per_request: usize,
+    /// Approximate bytes of each record.
+    #[arg(long, default_value_t = 200)]
+    pub record_bytes: usize,
+    /// Comma-separated tags, used in turn.
+    #[arg(long, default_value = "loadgen.test")]
+    pub tags: String,
+    /// Events per second over all connections (0: as fast as acks allow).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Stop after this long ("30s").
+    #[arg(long, default_value = "10s")]
+    pub duration: humantime::Duration,
+    /// Stop after this many requests per connection instead (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub requests: u64,
+    /// Do not ask for acks (fire and forget; no latency).
+    #[arg(long)]
+    pub no_ack: bool,
+    #[command(flatten)]
+    pub client: ClientOptions,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One record of about `bytes` bytes (msgpack map).
+fn record(i: u64, bytes: usize) -> Vec<u8> {
+    let mut b = Vec::with_capacity(bytes + 32);
+    let _ = rmp::encode::write_map_len(&mut b, 3);
+    let _ = rmp::encode::write_str(&mut b, "seq");
+    let _ = rmp::encode::write_uint(&mut b, i);
+    let _ = rmp::encode::write_str(&mut b, "level");
+    let _ = rmp::encode::write_str(&mut b, if i % 10 == 0 { "warn" } else { "info" });
+    let _ = rmp::encode::write_str(&mut b, "message");
+    let filler = bytes.saturating_sub(30).max(1);
+    let text: String = (0..filler)
+        .map(|k| (b'a' + ((i as usize * 7 + k * 13) % 26) as u8) as char)
+        .collect();
+    let _ = rmp::encode::write_str(&mut b, &text);
+    b
+}
+
+/// Encodes one request of `n` events in `mode`, asking for an ack with `chunk`.
+pub fn build_request(
+    mode: LoadMode,
+    tag: &str,
+    n: usize,
+    first: u64,
+    record_bytes: usize,
+    chunk: Option<&str>,
+) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut time = vec![0xd7, 0x00];
+    time.extend_from_slice(&(now.as_secs() as u32).to_be_bytes());
+    time.extend_from_slice(&now.subsec_nanos().to_be_bytes());
+    let mut options = Vec::new();
+    let mut entries = Vec::new();
+    let mut b = Vec::new();
+    let n = if mode == LoadMode::Message {
+        1
+    } else {
+        n.max(1)
+    };
+    for i in 0..n as u64 {
+        if mode != LoadMode::Message {
+            entries.push(0x92);
+        }
+        entries.extend_from_slice(&time);
+        entries.extend(record(first + i, record_bytes));
+    }
+    let opt_count =
+        usize::from(chunk.is_some()) + usize::from(matches!(mode, LoadMode::Gzip | LoadMode::Zstd));
+    let _ = rmp::encode::write_map_len(&mut options, opt_count as u32);
+    if let Some(c) = chunk {
+        let _ = rmp::encode::write_str(&mut options, "chunk");
+        let _ = rmp::encode::write_str(&mut options, c);
+    }
+    match mode {
+        LoadMode::Message => {
+            let _ = rmp::encode::write_array_len(&mut b, 4);
+            let _ = rmp::encode::write_str(&mut b, tag);
+            b.extend_from_slice(&entries);
+        }
+        LoadMode::Forward => {
+            let _ = rmp::encode::write_array_len(&mut b, 3);
+            let _ = rmp::encode::write_str(&mut b, tag);
+            let _ = rmp::encode::write_array_len(&mut b, n as u32);
+            b.extend_from_slice(&entries);
+        }
+        LoadMode::Packed => {
+            let _ = rmp::encode::write_array_len(&mut b, 3);
+            let _ = rmp::encode::write_str(&mut b, tag);
+            let _ = rmp::encode::write_bin(&mut b, &entries);
+        }
+        LoadMode::Gzip | LoadMode::Zstd => {
+            let (packed, name) = if mode == LoadMode::Gzip {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                let _ = std::io::Write::write_all(&mut e, &entries);
+                (e.finish().unwrap_or_default(), "gzip")
+            } else {
+                (
+                    zstd::encode_all(&entries[..], 1).unwrap_or_default(),
+                    "zstd",
+                )
+            };
+            let _ = rmp::encode::write_str(&mut options, "compressed");
+            let _ = rmp::encode::write_str(&mut options, name);
+            let _ = rmp::encode::write_array_len(&mut b, 3);
+            let _ = rmp::encode::write_str(&mut b, tag);
+            let _ = rmp::encode::write_bin(&mut b, &packed);
+        }
+    }
+    b.extend_from_slice(&options);
+    b
+}
+
+/// Runs the load and returns the report.
+pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
+    let totals = Arc::new(Totals::default());
+    let latencies = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?,
+    ));
+    let tags: Vec<String> = args
+        .tags
+        .split(',')
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    anyhow::ensure!(!tags.is_empty(), "--tags: give at least one tag");
+    let started = Instant::now();
+    let deadline = started + Duration::from(args.duration);
+    let chunk_ids = Arc::new(AtomicU64::new(0));
+    let per_conn_rate = if args.rate == 0 {
+        0.0
+    } else {
+        args.rate as f64 / args.connections.max(1) as f64
+    };
+    let progress = super::report::spawn_progress(totals.clone(), started, args.json);
+    let mut tasks = Vec::new();
+    for k in 0..args.connections {
+        let (args, totals, latencies, tags, chunk_ids) = (
+            args.clone(),
+            totals.clone(),
+            latencies.clone(),
+            tags.clone(),
+            chunk_ids.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let stream = match client::connect(args.to, &args.client).await {
+                Ok(s) => s,
+                Err(e) => {
+                    totals.failed_connections.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("loadgen: connection {k}: {e:#}");
+                    return;
+                }
+            };
+            drive(
+                stream,
+                k,
+                &args,
+                per_conn_rate,
+                deadline,
+                &tags,
+                &totals,
+                &latencies,
+                &chunk_ids,
+            )
+            .await;
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    progress.abort();
+    let elapsed = started.elapsed();
+    let h = latencies
+        .lock()
+        .map_err(|_| anyhow::anyhow!("latency lock"))?
+        .clone();
+    Ok(Report::new(&totals, elapsed, &h))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    k: usize,
+    args: &LoadgenArgs,
+    per_conn_rate: f64,
+    deadline: Instant,
+    tags: &[String],
+    totals: &Totals,
+    latencies: &Mutex<Histogram<u64>>,
+    chunk_ids: &AtomicU64,
+) {
+    let per_request = if args.mode == LoadMode::Message {
+        1
+    } else {
+        args.events_per_request.max(1)
+    };
+    let interval =
+        (per_conn_rate > 0.0).then(|| Duration::from_secs_f64(per_request as f64 / per_conn_rate));
+    let mut next_at = Instant::now();
+    let mut n = 0u64;
+    let mut ack = Vec::new();
+    while Instant::now() < deadline && (args.requests == 0 || n < args.requests) {
+        if let Some(iv) = interval {
+            let now = Instant::now();
+            if next_at > now {
+                tokio::time::sleep(next_at - now).await;
+            }
+            next_at += iv;
+        }
+        let chunk =
+            (!args.no_ack).then(|| format!("{:016x}", chunk_ids.fetch_add(1, Ordering::Relaxed)));
+        let tag = &tags[(k + n as usize) % tags.len()];
+        let req = build_request(
+            args.mode,
+            tag,
+            per_request,
+            n * per_request as u64,
+            args.record_bytes,
+            chunk.as_deref(),
+        );
+        let sent_at = Instant::now();
+        if s.write_all(&req).await.is_err() {
+            totals.failed_requests.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        totals.requests.fetch_add(1, Ordering::Relaxed);
+        totals
+            .events
+            .fetch_add(per_request as u64, Ordering::Relaxed);
+        totals.bytes.fetch_add(req.len() as u64, Ordering::Relaxed);
+        if let Some(c) = chunk {
+            totals.pending.fetch_add(1, Ordering::Relaxed);
+            ack.clear();
+            ack.extend_from_slice(&[0x81, 0xa3, b'a', b'c', b'k']);
+            let _ = rmp::encode::write_str(&mut ack, &c);
+            let mut got = vec![0u8; ack.len()];
+            let ok = matches!(
+                tokio::time::timeout(Duration::from_secs(190), s.read_exact(&mut got)).await,
+                Ok(Ok(_))
+            ) && got == ack;
+            totals.pending.fetch_sub(1, Ordering::Relaxed);
+            if !ok {
+                totals.failed_requests.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            totals
+                .acked_events
+                .fetch_add(per_request as u64, Ordering::Relaxed);
+            let us = sent_at.elapsed().as_micros() as u64;
+            if let Ok(mut h) = latencies.lock() {
+                let _ = h.record(us.max(1));
+            }
+        }
+        n += 1;
+    }
+    let _ = s.shutdown().await;
+}
