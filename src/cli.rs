@@ -41,7 +41,7 @@ pub enum Command {
     },
     /// Send synthetic forward traffic to any forward server and report
     /// events/s and ack latency percentiles.
-    Loadgen(crate::replay::loadgen::LoadgenArgs),
+    Loadgen(Box<crate::replay::loadgen::LoadgenArgs>),
 }
 
 /// Loads the config a command names, or the embedded default.

@@ -34,7 +34,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            let report = rt.block_on(weir::replay::loadgen::run(args))?;
+            let report = rt.block_on(weir::replay::loadgen::run(*args))?;
             let out = if json {
                 serde_json::to_string(&report)?
             } else {

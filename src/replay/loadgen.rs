@@ -68,7 +68,7 @@ fn record(i: u64, bytes: usize) -> Vec<u8> {
     let _ = rmp::encode::write_str(&mut b, "seq");
     let _ = rmp::encode::write_uint(&mut b, i);
     let _ = rmp::encode::write_str(&mut b, "level");
-    let _ = rmp::encode::write_str(&mut b, if i % 10 == 0 { "warn" } else { "info" });
+    let _ = rmp::encode::write_str(&mut b, if i.is_multiple_of(10) { "warn" } else { "info" });
     let _ = rmp::encode::write_str(&mut b, "message");
     let filler = bytes.saturating_sub(30).max(1);
     let text: String = (0..filler)
