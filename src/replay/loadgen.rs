@@ -169,7 +169,10 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
     anyhow::ensure!(!tags.is_empty(), "--tags: give at least one tag");
     let started = Instant::now();
     let deadline = started + Duration::from(args.duration);
+    // Chunk ids are unique across runs too: servers that de-duplicate
+    // (weir does) would otherwise ack a repeat without storing it.
     let chunk_ids = Arc::new(AtomicU64::new(0));
+    let run_id: u64 = rand::random();
     let per_conn_rate = if args.rate == 0 {
         0.0
     } else {
@@ -204,6 +207,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
                 &totals,
                 &latencies,
                 &chunk_ids,
+                run_id,
             )
             .await;
         }));
@@ -231,6 +235,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     totals: &Totals,
     latencies: &Mutex<Histogram<u64>>,
     chunk_ids: &AtomicU64,
+    run_id: u64,
 ) {
     let per_request = if args.mode == LoadMode::Message {
         1
@@ -250,8 +255,12 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             }
             next_at += iv;
         }
-        let chunk =
-            (!args.no_ack).then(|| format!("{:016x}", chunk_ids.fetch_add(1, Ordering::Relaxed)));
+        let chunk = (!args.no_ack).then(|| {
+            format!(
+                "{run_id:016x}{:016x}",
+                chunk_ids.fetch_add(1, Ordering::Relaxed)
+            )
+        });
         let tag = &tags[(k + n as usize) % tags.len()];
         let req = build_request(
             args.mode,
