@@ -578,13 +578,6 @@ impl Roller {
             keys,
             finished_at_ms: crate::wal::now_ms(),
         };
-        self.links.outbox.commit(&closed.path, &manifest)?;
-        self.remember_finished(&manifest);
-        self.links
-            .metrics
-            .roll_files_finished
-            .with_label_values(&["td_part"])
-            .inc();
         tracing::info!(
             tag = manifest.tag,
             sink,
@@ -592,9 +585,28 @@ impl Roller {
             bytes = closed.bytes,
             "finished Treasure Data part"
         );
+        self.hand_over(&closed.path, manifest, "td_part")
+    }
+
+    /// Commits a finished file to the outbox, records it as finished (so
+    /// replay skips its events) and tells delivery.
+    fn hand_over(
+        &mut self,
+        path: &std::path::Path,
+        manifest: Manifest,
+        kind: &str,
+    ) -> Result<(), WriteError> {
+        self.links.outbox.commit(path, &manifest)?;
+        self.remember_finished(&manifest);
+        self.links
+            .metrics
+            .roll_files_finished
+            .with_label_values(&[kind])
+            .inc();
+        self.links.metrics.roll_open_partitions.set(self.open_count);
         if self.links.finished.blocking_send(manifest).is_err() {
             tracing::warn!(
-                "outbox delivery stopped; the part waits in the outbox for the next start"
+                "outbox delivery stopped; the file waits in the outbox for the next start"
             );
         }
         Ok(())
@@ -680,15 +692,7 @@ impl Roller {
             keys,
             finished_at_ms: crate::wal::now_ms(),
         };
-        self.links.outbox.commit(&closed.path, &manifest)?;
-        self.remember_finished(&manifest);
         let kind = if key.late { "late" } else { "period" };
-        self.links
-            .metrics
-            .roll_files_finished
-            .with_label_values(&[kind])
-            .inc();
-        self.links.metrics.roll_open_partitions.set(self.open_count);
         tracing::info!(
             tag = manifest.tag,
             period_start = key.period_start,
@@ -697,12 +701,7 @@ impl Roller {
             bytes = closed.bytes,
             "finished file"
         );
-        if self.links.finished.blocking_send(manifest).is_err() {
-            tracing::warn!(
-                "outbox delivery stopped; the file waits in the outbox for the next start"
-            );
-        }
-        Ok(())
+        self.hand_over(&closed.path, manifest, kind)
     }
 }
 

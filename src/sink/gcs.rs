@@ -3,10 +3,9 @@
 use std::sync::Arc;
 
 use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
-use object_store::{Attribute, Attributes, StaticCredentialProvider};
+use object_store::StaticCredentialProvider;
 
 use super::object::ObjectStoreSink;
-use super::PARQUET_CONTENT_TYPE;
 use crate::config::GcsSinkConfig;
 
 /// Builds the sink. Without a service account or token in the config,
@@ -27,10 +26,8 @@ pub fn build(c: &GcsSinkConfig) -> Result<ObjectStoreSink, String> {
         })));
     }
     let store = b.build().map_err(|e| e.to_string())?;
-    let mut attributes = Attributes::new();
-    attributes.insert(Attribute::ContentType, PARQUET_CONTENT_TYPE.into());
-    if let Some(class) = &c.storage_class {
-        attributes.insert(Attribute::StorageClass, class.clone().into());
-    }
-    Ok(ObjectStoreSink::new(Arc::new(store), attributes))
+    Ok(ObjectStoreSink::new(
+        Arc::new(store),
+        super::object::cloud_attributes(c.storage_class.as_ref()),
+    ))
 }

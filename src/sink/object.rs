@@ -27,6 +27,20 @@ pub fn quick_retry() -> object_store::RetryConfig {
     }
 }
 
+/// Attributes for cloud stores: the Parquet content type and, if given, a
+/// storage class.
+pub fn cloud_attributes(storage_class: Option<&String>) -> Attributes {
+    let mut attributes = Attributes::new();
+    attributes.insert(
+        object_store::Attribute::ContentType,
+        super::PARQUET_CONTENT_TYPE.into(),
+    );
+    if let Some(class) = storage_class {
+        attributes.insert(object_store::Attribute::StorageClass, class.clone().into());
+    }
+    attributes
+}
+
 pub struct ObjectStoreSink {
     store: Arc<dyn ObjectStore>,
     /// Content type, storage class … (empty for the local folder, which

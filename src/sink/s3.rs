@@ -3,10 +3,8 @@
 use std::sync::Arc;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::{Attribute, Attributes};
 
 use super::object::ObjectStoreSink;
-use super::PARQUET_CONTENT_TYPE;
 use crate::config::{S3Encryption, S3SinkConfig};
 
 /// Builds the sink. Credentials not in the config come from the standard
@@ -57,12 +55,10 @@ pub fn build(c: &S3SinkConfig) -> Result<ObjectStoreSink, String> {
         None => {}
     }
     let store = b.build().map_err(|e| e.to_string())?;
-    let mut attributes = Attributes::new();
-    attributes.insert(Attribute::ContentType, PARQUET_CONTENT_TYPE.into());
-    if let Some(class) = &c.storage_class {
-        attributes.insert(Attribute::StorageClass, class.clone().into());
-    }
-    Ok(ObjectStoreSink::new(Arc::new(store), attributes))
+    Ok(ObjectStoreSink::new(
+        Arc::new(store),
+        super::object::cloud_attributes(c.storage_class.as_ref()),
+    ))
 }
 
 /// Keys from one profile of the shared credentials file.
