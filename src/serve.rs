@@ -70,15 +70,18 @@ pub async fn run_with_metrics(
         .await
         .with_context(|| format!("metrics.listen: cannot listen on {}", config.metrics.listen))?;
     let (finished_tx, finished_rx) = mpsc::channel(1024);
+    // Delivery stops last: after the roller, once the outbox is empty or
+    // outbox.shutdown_timeout has passed.
+    let (stop_delivery_tx, stop_delivery_rx) = watch::channel(false);
 
-    let delivery = outbox::start_delivery(
+    let mut delivery = outbox::start_delivery(
         outbox_dir.clone(),
         sinks,
         initial.clone(),
         DeliveryLinks {
             finished: finished_rx,
             wal_oldest: oldest_rx,
-            shutdown: shutdown_rx.clone(),
+            shutdown: stop_delivery_rx,
             metrics: metrics.clone(),
             backlog: backlog.clone(),
         },
@@ -220,7 +223,15 @@ pub async fn run_with_metrics(
             failure = Some(e);
         }
     }
-    let _ = delivery.await;
+    let drain = config.outbox.shutdown_timeout.0;
+    if tokio::time::timeout(drain, &mut delivery).await.is_err() {
+        tracing::warn!(
+            timeout = %humantime::format_duration(drain),
+            "files still waiting for a sink at shutdown; they are delivered at the next start"
+        );
+        let _ = stop_delivery_tx.send(true);
+        let _ = delivery.await;
+    }
     let _ = http.await;
     let _ = heartbeat.await;
     match failure {

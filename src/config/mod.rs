@@ -275,12 +275,22 @@ pub struct OutboxConfig {
     /// sink catches up: backpressure instead of a full disk.
     #[serde(default = "default_backlog")]
     pub max_backlog_bytes: ByteSize,
+    /// On SIGTERM, keep delivering finished files for up to this long
+    /// before exiting (keep it under Kubernetes'
+    /// terminationGracePeriodSeconds). What is left goes at the next start.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: HumanDuration,
+}
+
+fn default_shutdown_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(20))
 }
 
 impl Default for OutboxConfig {
     fn default() -> Self {
         Self {
             max_backlog_bytes: default_backlog(),
+            shutdown_timeout: default_shutdown_timeout(),
         }
     }
 }

@@ -101,10 +101,20 @@ pub fn start(
         let mut prune_tick = tokio::time::interval(Duration::from_secs(5));
         let mut finished_open = true;
         loop {
+            // Shutting down (the roller is gone) and nothing waits: done.
+            if !finished_open && entries.values().all(|e| e.pending.is_empty()) {
+                break;
+            }
             tokio::select! {
                 m = links.finished.recv(), if finished_open => match m {
                     Some(m) => enqueue(m, &mut entries),
-                    None => finished_open = false,
+                    None => {
+                        finished_open = false;
+                        let waiting = entries.values().filter(|e| !e.pending.is_empty()).count();
+                        if waiting > 0 {
+                            tracing::info!(waiting, "delivering finished files before exit");
+                        }
+                    }
                 },
                 d = done_rx.recv() => match d {
                     Some((id, sink)) => {

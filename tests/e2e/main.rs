@@ -15,5 +15,6 @@ mod loadgen;
 mod observability;
 mod real_clients;
 mod servers;
+mod shutdown;
 mod td;
 mod tls;
