@@ -79,6 +79,7 @@ pub fn describe(config: &Config) -> String {
     for (name, s) in &config.sinks {
         out.push_str(&section(&format!("sinks.{name}"), s));
     }
+    out.push_str(&section("outbox", &config.outbox));
     out.push_str(&section("metrics", &config.metrics));
     out
 }

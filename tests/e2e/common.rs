@@ -302,6 +302,24 @@ pub struct Row {
     pub columns: BTreeMap<String, Value>,
 }
 
+impl Row {
+    /// One line of read_parquet.py / read_s3.py output.
+    pub fn from_json_line(l: &str) -> Row {
+        let mut v: BTreeMap<String, Value> = serde_json::from_str(l).unwrap();
+        let file = v.remove("file").unwrap().as_str().unwrap().to_string();
+        let time_us = v.remove("time_us").unwrap().as_i64().unwrap();
+        let tag = v.remove("tag").unwrap().as_str().unwrap().to_string();
+        let record = serde_json::from_str(v.remove("record").unwrap().as_str().unwrap()).unwrap();
+        Row {
+            file,
+            time_us,
+            tag,
+            record,
+            columns: v,
+        }
+    }
+}
+
 /// Reads every Parquet file under `root` with DuckDB (and pyarrow schema checks).
 pub fn read_rows(root: &Path) -> Vec<Row> {
     let out = Command::new(python())
@@ -317,21 +335,7 @@ pub fn read_rows(root: &Path) -> Vec<Row> {
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
-        .map(|l| {
-            let mut v: BTreeMap<String, Value> = serde_json::from_str(l).unwrap();
-            let file = v.remove("file").unwrap().as_str().unwrap().to_string();
-            let time_us = v.remove("time_us").unwrap().as_i64().unwrap();
-            let tag = v.remove("tag").unwrap().as_str().unwrap().to_string();
-            let record: Value =
-                serde_json::from_str(v.remove("record").unwrap().as_str().unwrap()).unwrap();
-            Row {
-                file,
-                time_us,
-                tag,
-                record,
-                columns: v,
-            }
-        })
+        .map(Row::from_json_line)
         .collect()
 }
 

@@ -177,23 +177,7 @@ pub fn read_bucket(endpoint: &str, bucket: &str) -> (BTreeMap<String, u64>, Vec<
         .iter()
         .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
         .collect();
-    let rows = lines
-        .map(|l| {
-            let mut v: BTreeMap<String, Value> = serde_json::from_str(l).unwrap();
-            let file = v.remove("file").unwrap().as_str().unwrap().to_string();
-            let time_us = v.remove("time_us").unwrap().as_i64().unwrap();
-            let tag = v.remove("tag").unwrap().as_str().unwrap().to_string();
-            let record =
-                serde_json::from_str(v.remove("record").unwrap().as_str().unwrap()).unwrap();
-            Row {
-                file,
-                time_us,
-                tag,
-                record,
-                columns: v,
-            }
-        })
-        .collect();
+    let rows = lines.map(Row::from_json_line).collect();
     (objects, rows)
 }
 
