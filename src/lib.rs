@@ -19,8 +19,10 @@
 //! JSON, rate-limited warnings), [`serve`] (wiring and shutdown), [`event`]
 //! (the batch type stages pass), [`msgpack`] (zero-copy reading) and
 //! [`failpoint`] (crash injection for tests). [`replay`] holds the load
-//! tools (`weir loadgen`).
+//! tools (`weir loadgen`, `weir replay`); [`capture`] records traffic for
+//! them (`weir capture`, `[forward] capture_dir`).
 
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod event;

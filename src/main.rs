@@ -31,22 +31,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Loadgen(args) => {
             let json = args.json;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let report = rt.block_on(weir::replay::loadgen::run(*args))?;
-            let out = if json {
-                serde_json::to_string(&report)?
-            } else {
-                report.text()
-            };
-            let _ = writeln!(std::io::stdout(), "{out}");
-            anyhow::ensure!(
-                report.failed_requests == 0 && report.failed_connections == 0,
-                "{} requests and {} connections failed",
-                report.failed_requests,
-                report.failed_connections
-            );
+            let report = runtime()?.block_on(weir::replay::loadgen::run(*args))?;
+            print_report(&report, json)
+        }
+        Command::Replay(args) => {
+            let json = args.json;
+            let report =
+                runtime()?.block_on(weir::replay::playback::run(*args, shutdown_signal()))?;
+            print_report(&report, json)
+        }
+        Command::Capture(args) => {
+            let summary =
+                runtime()?.block_on(weir::capture::proxy::run(args, shutdown_signal()))?;
+            eprintln!("{summary}");
             Ok(())
         }
         Command::Serve { config } => {
@@ -58,6 +55,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(weir::serve::run(c, shutdown_signal()))
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Prints a load tool's summary; failed requests make the exit status 1.
+fn print_report(report: &weir::replay::report::Report, json: bool) -> anyhow::Result<()> {
+    let out = if json {
+        serde_json::to_string(report)?
+    } else {
+        report.text()
+    };
+    let _ = writeln!(std::io::stdout(), "{out}");
+    anyhow::ensure!(
+        report.failed_requests == 0 && report.failed_connections == 0,
+        "{} requests and {} connections failed",
+        report.failed_requests,
+        report.failed_connections
+    );
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -40,6 +40,10 @@ pub struct Inner {
     pub bytes_decompressed: IntCounter,
     pub acks_sent: IntCounter,
     pub ack_latency_seconds: Histogram,
+    // capture (forward.capture_dir)
+    pub capture_records: IntCounter,
+    pub capture_bytes: IntCounter,
+    pub capture_dropped: IntCounterVec,
     // wal
     pub wal_bytes: IntCounter,
     pub wal_records: IntCounter,
@@ -154,6 +158,9 @@ impl Metrics {
             bytes_decompressed: counter(&r, "weir_forward_decompressed_bytes_total", "Entry bytes after decompression."),
             acks_sent: counter(&r, "weir_forward_acks_total", "Acks written to clients."),
             ack_latency_seconds: histogram(&r, "weir_forward_ack_latency_seconds", "From a request's last byte to its ack.", latency_buckets()),
+            capture_records: counter(&r, "weir_capture_records_total", "Records written to capture files (forward.capture_dir)."),
+            capture_bytes: counter(&r, "weir_capture_written_bytes_total", "Bytes written to capture files."),
+            capture_dropped: counter_vec(&r, "weir_capture_dropped_total", "Capture records not written, by reason (queue_full, write_error); ingestion is never slowed by capture.", &["reason"]),
             wal_bytes: counter(&r, "weir_wal_written_bytes_total", "Bytes appended to the WAL."),
             wal_records: counter(&r, "weir_wal_records_total", "Records (requests) appended to the WAL."),
             wal_fsync_seconds: histogram(&r, "weir_wal_fsync_seconds", "Duration of one WAL group sync.", latency_buckets()),

@@ -161,6 +161,26 @@ pub async fn run_with_metrics(
         data_dir = %data_dir.display(),
         "weir is accepting forward traffic"
     );
+    let capture = match &config.forward.capture_dir {
+        None => None,
+        Some(dir) => {
+            let target = crate::capture::writer::Target::Rotating {
+                dir: dir.clone(),
+                max_file_bytes: config.forward.capture_max_file_bytes.0,
+                max_files: config.forward.capture_max_files,
+            };
+            let (c, writer) = crate::capture::writer::Capture::start(target, metrics.clone())
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "forward.capture_dir: cannot write to {}: {e}",
+                        dir.display()
+                    )
+                })?;
+            tracing::info!(dir = %dir.display(), "capturing accepted requests");
+            Some((c, writer))
+        }
+    };
+    let (capture, capture_writer) = capture.unzip();
     let settings = Arc::new(ConnectionSettings {
         max_buffer_bytes: config.forward.max_buffer_bytes.as_usize(),
         limits: DecodeLimits {
@@ -191,6 +211,7 @@ pub async fn run_with_metrics(
             .tls
             .as_ref()
             .map_or(Duration::from_secs(10), |t| t.handshake_timeout.0),
+        capture,
     });
     let accept = tokio::spawn(forward::listener::run(
         listener,
@@ -215,6 +236,10 @@ pub async fn run_with_metrics(
     }
     let _ = shutdown_tx.send(true);
     let _ = accept.await;
+    // The connections (and their capture handles) are gone: close the file.
+    if let Some(w) = capture_writer {
+        let _ = tokio::task::spawn_blocking(move || w.finish()).await;
+    }
     let _ = ticker.await;
     // Every WAL handle is gone now: the writer syncs and stops, then the roller.
     let _ = tokio::task::spawn_blocking(move || wal_thread.join()).await;

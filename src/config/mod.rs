@@ -230,6 +230,25 @@ pub struct ForwardConfig {
     pub source_hostname_key: Option<String>,
     /// Logs (rate-limited) and counts requests larger than this.
     pub chunk_size_warn_limit: Option<ByteSize>,
+    /// Copies every accepted request into capture files here (replay them
+    /// with `weir replay`). Off without it. Capture never slows ingestion:
+    /// when the disk cannot keep up, records are dropped and counted in
+    /// `weir_capture_dropped_total`.
+    pub capture_dir: Option<PathBuf>,
+    /// Start a new capture file once the current one reaches this size.
+    #[serde(default = "default_capture_file_bytes")]
+    pub capture_max_file_bytes: ByteSize,
+    /// Keep only this many capture files; the oldest are deleted.
+    #[serde(default = "default_capture_files")]
+    pub capture_max_files: usize,
+}
+
+fn default_capture_file_bytes() -> ByteSize {
+    ByteSize(256 << 20)
+}
+
+fn default_capture_files() -> usize {
+    8
 }
 
 fn default_dedupe_window() -> usize {
@@ -258,6 +277,9 @@ impl Default for ForwardConfig {
             source_address_key: None,
             source_hostname_key: None,
             chunk_size_warn_limit: None,
+            capture_dir: None,
+            capture_max_file_bytes: default_capture_file_bytes(),
+            capture_max_files: default_capture_files(),
         }
     }
 }
@@ -813,6 +835,18 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         return Err(invalid(
             "forward.source_address_key",
             "must not be empty".into(),
+        ));
+    }
+    if file.forward.capture_max_files == 0 {
+        return Err(invalid(
+            "forward.capture_max_files",
+            "must be at least 1".into(),
+        ));
+    }
+    if file.forward.capture_max_file_bytes.0 < 4096 {
+        return Err(invalid(
+            "forward.capture_max_file_bytes",
+            "must be at least 4KiB".into(),
         ));
     }
     if file.forward.max_connections == 0 {

@@ -8,12 +8,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::decode::{decode_request_rewriting, DecodeLimits, Request, Rewrite};
 use super::handshake;
+use crate::capture::format::Kind;
+use crate::capture::writer::Capture;
 use crate::metrics::Metrics;
 use crate::msgpack::FrameScanner;
 use crate::wal::WalHandle;
@@ -51,6 +53,8 @@ pub struct ConnectionSettings {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Most time for a client's TLS handshake.
     pub tls_handshake_timeout: Duration,
+    /// Tee of accepted requests (`forward.capture_dir`).
+    pub capture: Option<crate::capture::writer::Capture>,
 }
 
 /// Why a connection ended; the metric label.
@@ -130,6 +134,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
             return;
         }
     }
+    let tee = settings.capture.as_ref().map(|c| {
+        let conn = c.conn_id();
+        c.try_record(Kind::Open, conn, Bytes::from(peer.to_string()));
+        Tee { capture: c, conn }
+    });
     let (reason, detail) = match read_loop(
         &mut stream,
         peer,
@@ -138,12 +147,16 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
         &settings,
         &metrics,
         &mut shutdown,
+        tee.as_ref(),
     )
     .await
     {
         Ok(r) => (r, String::new()),
         Err((r, detail)) => (r, detail),
     };
+    if let Some(t) = &tee {
+        t.capture.try_record(Kind::Close, t.conn, Bytes::new());
+    }
     metrics
         .connections_closed
         .with_label_values(&[reason.as_str()])
@@ -165,6 +178,12 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
 
 /// A connection closed for a fault, with what to log about it.
 type Fault = (CloseReason, String);
+
+/// Where this connection's accepted requests are copied.
+struct Tee<'a> {
+    capture: &'a Capture,
+    conn: u64,
+}
 
 /// Key/value pairs added to this connection's records: its address and,
 /// resolved once per connection, its host name (the address if the reverse
@@ -235,6 +254,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send>(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
     stream: &mut S,
     peer: SocketAddr,
@@ -243,6 +263,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
     settings: &ConnectionSettings,
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
+    tee: Option<&Tee<'_>>,
 ) -> Result<CloseReason, Fault> {
     let additions = record_additions(peer, settings).await;
     let mut scanner = FrameScanner::new();
@@ -257,7 +278,10 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
             };
             let frame = buf.split_to(len).freeze();
             scanner.reset();
-            handle_request(stream, peer, &frame, wal, settings, metrics, &additions).await?;
+            handle_request(
+                stream, peer, &frame, wal, settings, metrics, &additions, tee,
+            )
+            .await?;
             if settings.deny_keepalive {
                 return Ok(CloseReason::NoKeepalive);
             }
@@ -321,14 +345,16 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
     stream: &mut S,
     peer: SocketAddr,
-    frame: &[u8],
+    frame: &Bytes,
     wal: &WalHandle,
     settings: &ConnectionSettings,
     metrics: &Metrics,
     record_additions: &[(String, String)],
+    tee: Option<&Tee<'_>>,
 ) -> Result<(), Fault> {
     let started = Instant::now();
     if settings.chunk_size_warn_limit > 0 && frame.len() > settings.chunk_size_warn_limit {
@@ -364,6 +390,9 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
             return Err((reason, e.to_string()));
         }
     };
+    if let Some(t) = tee {
+        t.capture.try_record(Kind::Request, t.conn, frame.clone());
+    }
     let mode = decoded.mode.as_str();
     metrics.requests.with_label_values(&[mode]).inc();
     metrics

@@ -151,3 +151,39 @@ async fn handshake(s: &mut Stream, key: &str, o: &ClientOptions) -> anyhow::Resu
     }
     Ok(())
 }
+
+/// Reads the server's next `{"ack": chunk}` and returns the chunk's bytes.
+/// `buf` holds bytes read past a previous reply (keep one per connection).
+pub async fn read_ack<S: AsyncRead + Unpin + ?Sized>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+) -> anyhow::Result<Vec<u8>> {
+    let mut scanner = FrameScanner::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Some(n) = scanner.scan(buf)? {
+            let reply: Vec<u8> = buf.drain(..n).collect();
+            let mut c = Cursor::new(&reply);
+            let Head::Map(pairs) = c.head()? else {
+                anyhow::bail!("the server replied with something other than an ack map");
+            };
+            for _ in 0..pairs {
+                let key = c.bytes()?;
+                match key {
+                    Some(b"ack") => return Ok(c.bytes()?.unwrap_or_default().to_vec()),
+                    Some(_) => {
+                        c.skip()?;
+                    }
+                    None => {
+                        c.skip()?;
+                        c.skip()?;
+                    }
+                }
+            }
+            anyhow::bail!("the server's reply has no \"ack\" key");
+        }
+        let n = s.read(&mut chunk).await?;
+        anyhow::ensure!(n > 0, "the server closed the connection before acking");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}

@@ -1,6 +1,9 @@
-//! Load tools: `weir loadgen` now; capture and replay build on the same
-//! client and report (issue 5).
+//! Load tools: `weir loadgen` (synthetic traffic) and `weir replay`
+//! (captured traffic, see [`crate::capture`]), sharing one forward client
+//! and one report.
 
 pub mod client;
 pub mod loadgen;
+pub mod playback;
 pub mod report;
+pub mod rewrite;

@@ -31,6 +31,9 @@ pub struct Report {
     pub events_per_second: f64,
     pub mb_per_second: f64,
     pub ack_latency_ms: Latency,
+    /// Damaged capture files and where replay stopped reading each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub capture_damage: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -63,11 +66,12 @@ impl Report {
                 p99: ms(h.value_at_quantile(0.99)),
                 max: ms(h.max()),
             },
+            capture_damage: Vec::new(),
         }
     }
 
     pub fn text(&self) -> String {
-        format!(
+        let mut out = format!(
             "{:.1} s: {} requests, {} events sent, {} acked, {} bytes; {:.0} events/s, {:.1} MB/s; \
              failed: {} requests, {} connections; ack latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}",
             self.seconds,
@@ -83,7 +87,11 @@ impl Report {
             self.ack_latency_ms.p90,
             self.ack_latency_ms.p99,
             self.ack_latency_ms.max
-        )
+        );
+        for d in &self.capture_damage {
+            out.push_str(&format!("\ndamaged capture: {d}"));
+        }
+        out
     }
 }
 

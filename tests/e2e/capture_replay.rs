@@ -1,0 +1,259 @@
+//! Capture and replay: real clients send through `weir capture` (a proxy in
+//! front of weir A, which also tees what it accepts via `capture_dir`); the
+//! captures are replayed into a fresh weir B at 10× with times shifted,
+//! and B's Parquet must hold the same events. A truncated capture replays
+//! up to the damage and says so.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use weir::capture::format::{Kind, Reader};
+use weir::forward::decode::{decode_request, DecodeLimits, Request};
+
+use crate::common::*;
+
+const COUNT: usize = 100;
+
+/// Starts `weir capture` and waits for its "listening" line.
+fn start_proxy(listen: u16, upstream: u16, out: &Path) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "capture",
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--upstream",
+            &format!("127.0.0.1:{upstream}"),
+            "--out",
+        ])
+        .arg(out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weir capture");
+    let mut line = String::new();
+    let stderr = child.stderr.as_mut().unwrap();
+    BufReader::new(stderr).read_line(&mut line).unwrap();
+    assert!(line.contains("listening on"), "{line}");
+    child
+}
+
+/// `weir replay` with `args`; returns its JSON report and stderr.
+fn replay(files: &[PathBuf], to: u16, args: &[&str]) -> (Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("replay")
+        .args(files)
+        .args(["--to", &format!("127.0.0.1:{to}"), "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "replay failed: {out:?}");
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
+}
+
+/// Events in each request record of a capture, in file order.
+fn request_events(path: &Path) -> Vec<(u64, usize)> {
+    let limits = DecodeLimits {
+        max_decompressed_bytes: 1 << 30,
+    };
+    let mut reader = Reader::open(path).unwrap();
+    let mut out = Vec::new();
+    let mut at = weir::capture::format::HEADER_LEN as u64;
+    for r in reader.by_ref() {
+        let end = at + (weir::capture::format::RECORD_HEADER_LEN + r.payload.len()) as u64;
+        if r.kind == Kind::Request {
+            let n = match decode_request(&r.payload, &limits, 1).unwrap() {
+                Request::Events(d) => d.batch.map_or(0, |b| b.len()),
+                _ => 0,
+            };
+            out.push((end, n));
+        }
+        at = end;
+    }
+    assert!(reader.damage().is_none());
+    out
+}
+
+#[test]
+fn captured_real_traffic_replays_at_10x_into_a_fresh_weir() {
+    let dir = tempfile::tempdir().unwrap();
+    let tee_dir = dir.path().join("tee");
+    let mut a = Weir::start_with(&format!("capture_dir = \"{}\"", tee_dir.display()), "");
+    let proxy_port = free_port();
+    let cap = dir.path().join("cap.wcap");
+    let mut proxy = start_proxy(proxy_port, a.port, &cap);
+
+    // Real clients, one after another so the capture spans some time:
+    // acked Forward and PackedForward from Node, unacked Message from Python.
+    let start = now_secs();
+    let capture_began = Instant::now();
+    let clients: [(&str, &str, Command); 3] = [
+        ("fo", "Forward", {
+            let mut c = Command::new("node");
+            c.env("NODE_PATH", node_path())
+                .arg(support("fluent_org_client.js"));
+            c
+        }),
+        ("fl", "PackedForward", {
+            let mut c = Command::new("node");
+            c.env("NODE_PATH", node_path())
+                .arg(support("fluent_logger_client.js"));
+            c
+        }),
+        ("py", "", Command::new(python())),
+    ];
+    for (label, mode, mut cmd) in clients {
+        if label == "py" {
+            cmd.arg(support("python_client.py")).args([
+                &proxy_port.to_string(),
+                "cap",
+                label,
+                &COUNT.to_string(),
+                &start.to_string(),
+            ]);
+        } else {
+            cmd.args([
+                &proxy_port.to_string(),
+                mode,
+                "cap",
+                label,
+                &COUNT.to_string(),
+                &start.to_string(),
+            ]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{label}: {out:?}\n{}", a.log());
+    }
+    let captured_for = capture_began.elapsed();
+    let _ = Command::new("kill")
+        .args(["-TERM", &proxy.id().to_string()])
+        .status();
+    let status = proxy.wait().unwrap();
+    assert!(status.success(), "weir capture exit: {status:?}");
+    // weir A stops too, closing its tee files.
+    assert!(a.terminate().success());
+
+    let mut expected: BTreeMap<(String, u64), i64> = BTreeMap::new();
+    for (label, nanos) in [
+        ("fo", (|i| i as i64 * 1000 + 7) as fn(usize) -> i64),
+        ("fl", |i| i as i64 * 1000 + 3),
+        ("py", |i| (i % 4) as i64 * 250_000_000),
+    ] {
+        for i in 0..COUNT {
+            let ns = start * 1_000_000_000 + nanos(i);
+            expected.insert((format!("cap.{label}"), i as u64), ns / 1000);
+        }
+    }
+    let total = expected.len() as u64;
+
+    // The proxy's capture, at 10×, into a fresh weir.
+    let b = Weir::start("");
+    let replay_began = now_secs();
+    let (r, _) = replay(
+        std::slice::from_ref(&cap),
+        b.port,
+        &["--speed", "10", "--shift-time"],
+    );
+    assert_eq!(r["events_sent"], total, "{r}");
+    assert_eq!(
+        r["events_acked"],
+        2 * COUNT as u64,
+        "acked as the originals were: {r}"
+    );
+    assert_eq!(r["failed_requests"], 0, "{r}");
+    // Captured timing is kept, scaled: the replay cannot be shorter than a
+    // tenth of the span between the first and last captured request.
+    let records: Vec<_> = Reader::open(&cap).unwrap().collect();
+    let requests: Vec<_> = records.iter().filter(|r| r.kind == Kind::Request).collect();
+    let span_us = requests.last().unwrap().offset_us - requests[0].offset_us;
+    assert!(span_us > 100_000, "span {span_us} µs over {captured_for:?}");
+    assert!(
+        r["seconds"].as_f64().unwrap() >= span_us as f64 / 1e6 / 10.0 * 0.95,
+        "{r} vs span {span_us} µs"
+    );
+
+    // weir A's own tee of the same traffic, retagged, as fast as possible.
+    let mut tee_files: Vec<PathBuf> = std::fs::read_dir(&tee_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    tee_files.sort();
+    assert!(!tee_files.is_empty());
+    let (r, _) = replay(
+        &tee_files,
+        b.port,
+        &[
+            "--max",
+            "--retag",
+            "tee.{tag}",
+            "--shift-time",
+            "--connections",
+            "2",
+        ],
+    );
+    assert_eq!(r["events_sent"], total, "tee: {r}");
+
+    // A capture cut in the middle of its last request replays up to there.
+    let whole = std::fs::read(&cap).unwrap();
+    let per_request = request_events(&cap);
+    let (last_end, last_events) = *per_request.last().unwrap();
+    assert!(last_events > 0);
+    let cut_at = last_end as usize - 5;
+    let damaged = dir.path().join("damaged.wcap");
+    std::fs::write(&damaged, &whole[..cut_at]).unwrap();
+    let (r, stderr) = replay(
+        std::slice::from_ref(&damaged),
+        b.port,
+        &["--max", "--retag", "damaged.{tag}", "--shift-time"],
+    );
+    let want_damaged = total - last_events as u64;
+    assert_eq!(r["events_sent"], want_damaged, "{r}");
+    assert!(
+        stderr.contains("damaged capture") && stderr.contains("truncated record"),
+        "{stderr}"
+    );
+    assert!(r["capture_damage"][0]
+        .as_str()
+        .unwrap()
+        .contains("damaged.wcap"));
+
+    // B's Parquet: every event once per replay, times moved by one whole
+    // number of milliseconds (the same for every event of a replay).
+    let want_rows = 2 * total + want_damaged;
+    let ok = wait_until(Duration::from_secs(180), || {
+        b.output_files().len() >= 3 && read_rows(&b.out_dir()).len() as u64 >= want_rows
+    });
+    let rows = read_rows(&b.out_dir());
+    assert!(ok, "rows: {} of {want_rows}\n{}", rows.len(), b.log());
+    assert_eq!(rows.len() as u64, want_rows);
+    let mut shifts: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for row in &rows {
+        let (kind, tag) = match row.tag.split_once('.') {
+            Some(("tee", t)) => ("tee", t.to_string()),
+            Some(("damaged", t)) => ("damaged", t.to_string()),
+            _ => ("proxy", row.tag.clone()),
+        };
+        let i = row.record["i"].as_u64().unwrap();
+        let original = expected[&(tag.clone(), i)];
+        assert!(seen.insert((kind, tag, i)), "{kind}: event twice: {row:?}");
+        assert_eq!(row.record["msg"], format!("m-{i}"));
+        shifts.entry(kind).or_default().push(row.time_us - original);
+    }
+    for (kind, s) in &shifts {
+        let first = s[0];
+        assert!(s.iter().all(|&d| d == first), "{kind}: shifts differ");
+        assert_eq!(first % 1000, 0, "{kind}: whole milliseconds");
+        // Moved to when the replay began (the capture began at `start`).
+        let secs = first / 1_000_000;
+        let lo = replay_began - start - 2;
+        assert!(
+            secs >= lo && secs <= now_secs() - start,
+            "{kind}: shift {secs}s"
+        );
+    }
+    assert_eq!(shifts.len(), 3);
+}
