@@ -26,8 +26,9 @@ use super::report::{Report, Totals};
 use super::rewrite::{prepare, Changes};
 use crate::capture::format::{Kind, Reader};
 
-/// Records queued per lane ahead of their send time.
-const LANE_QUEUE: usize = 1024;
+/// Records queued per lane ahead of their send time (bounds read-ahead
+/// memory: lanes × this × request size).
+const LANE_QUEUE: usize = 64;
 
 #[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
