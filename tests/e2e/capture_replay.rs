@@ -220,9 +220,27 @@ fn captured_real_traffic_replays_at_10x_into_a_fresh_weir() {
         .unwrap()
         .contains("damaged.wcap"));
 
+    // Looping until a deadline: more than one pass, every event sent stored.
+    let (r, _) = replay(
+        std::slice::from_ref(&cap),
+        b.port,
+        &[
+            "--max",
+            "--loop",
+            "--duration",
+            "2s",
+            "--retag",
+            "loop.{tag}",
+            "--shift-time",
+        ],
+    );
+    let looped = r["events_sent"].as_u64().unwrap();
+    assert!(looped > total, "--loop made one pass only: {r}");
+    assert_eq!(r["failed_requests"], 0, "{r}");
+
     // B's Parquet: every event once per replay, times moved by one whole
     // number of milliseconds (the same for every event of a replay).
-    let want_rows = 2 * total + want_damaged;
+    let want_rows = 2 * total + want_damaged + looped;
     let ok = wait_until(Duration::from_secs(180), || {
         b.output_files().len() >= 3 && read_rows(&b.out_dir()).len() as u64 >= want_rows
     });
@@ -231,7 +249,12 @@ fn captured_real_traffic_replays_at_10x_into_a_fresh_weir() {
     assert_eq!(rows.len() as u64, want_rows);
     let mut shifts: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
     let mut seen = std::collections::BTreeSet::new();
+    let mut loop_rows = 0;
     for row in &rows {
+        if row.tag.starts_with("loop.") {
+            loop_rows += 1;
+            continue;
+        }
         let (kind, tag) = match row.tag.split_once('.') {
             Some(("tee", t)) => ("tee", t.to_string()),
             Some(("damaged", t)) => ("damaged", t.to_string()),
@@ -256,4 +279,5 @@ fn captured_real_traffic_replays_at_10x_into_a_fresh_weir() {
         );
     }
     assert_eq!(shifts.len(), 3);
+    assert_eq!(loop_rows, looped);
 }
