@@ -33,6 +33,21 @@ pub enum Command {
         /// Config file (TOML).
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// On SIGTERM, finish every open file (the current hour's too) and
+        /// deliver everything before exit: for a node that is going away for
+        /// good. Touching `<data_dir>/drain-on-exit` does the same for one stop.
+        #[arg(long)]
+        drain_on_exit: bool,
+    },
+    /// Finish and deliver everything a stopped node left in its data_dir
+    /// (WAL, open files, outbox), without accepting traffic; exits 0 once
+    /// every file is delivered.
+    Drain {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Give up delivering after this long (default: outbox.shutdown_timeout).
+        #[arg(long)]
+        timeout: Option<humantime::Duration>,
     },
     /// Validate a config file and print the resolved configuration.
     Check {

@@ -46,13 +46,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("{summary}");
             Ok(())
         }
-        Command::Serve { config } => {
+        Command::Serve {
+            config,
+            drain_on_exit,
+        } => {
             let c = load_config(config.as_ref())?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("weir-io")
                 .build()?;
-            rt.block_on(weir::serve::run(c, shutdown_signal()))
+            let options = weir::serve::RunOptions {
+                drain_on_exit,
+                ..Default::default()
+            };
+            rt.block_on(weir::serve::run_with(
+                c,
+                weir::metrics::Metrics::new(),
+                options,
+                shutdown_signal(),
+            ))
+        }
+        Command::Drain { config, timeout } => {
+            let c = load_config(config.as_ref())?;
+            runtime()?.block_on(weir::serve::drain(c, timeout.map(Into::into)))
         }
     }
 }

@@ -30,9 +30,37 @@ const ROLLER_QUEUE: usize = 256;
 /// How often the WAL passes the wall clock to the roller.
 const TICK: Duration = Duration::from_millis(250);
 
+/// A file in `data_dir` that turns the next stop into a drain (for a
+/// permanent scale-down: `kubectl exec weir-2 -- touch /var/lib/weir/drain-on-exit`).
+/// Removed at start, so it applies to one stop only.
+pub const DRAIN_MARKER: &str = "drain-on-exit";
+
+/// How a run starts and stops.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Serve the forward port and the metrics endpoint (`weir drain` does not).
+    pub accept: bool,
+    /// On stop, finish every open file (even the current period's) and
+    /// deliver everything, instead of leaving the open period in the WAL.
+    pub drain_on_exit: bool,
+    /// How long a drain may deliver before giving up (default:
+    /// `outbox.shutdown_timeout`).
+    pub drain_timeout: Option<Duration>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            accept: true,
+            drain_on_exit: false,
+            drain_timeout: None,
+        }
+    }
+}
+
 /// Runs weir until `shutdown` resolves or a stage fails.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    run_with_metrics(config, Metrics::new(), shutdown).await
+    run_with(config, Metrics::new(), RunOptions::default(), shutdown).await
 }
 
 /// [`run`], counting into a registry the caller holds (benchmarks, embedding).
@@ -41,10 +69,38 @@ pub async fn run_with_metrics(
     metrics: Metrics,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    run_with(config, metrics, RunOptions::default(), shutdown).await
+}
+
+/// `weir drain`: replays the WAL, finishes every file and delivers them all,
+/// without accepting traffic. Fails if something is still undelivered.
+pub async fn drain(config: Config, timeout: Option<Duration>) -> anyhow::Result<()> {
+    let options = RunOptions {
+        accept: false,
+        drain_on_exit: true,
+        drain_timeout: timeout,
+    };
+    run_with(config, Metrics::new(), options, std::future::ready(())).await
+}
+
+/// [`run`] with [`RunOptions`].
+pub async fn run_with(
+    config: Config,
+    metrics: Metrics,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+
+    let marker = data_dir.join(DRAIN_MARKER);
+    if marker.exists() {
+        std::fs::remove_file(&marker)
+            .with_context(|| format!("removing {} left from a drain", marker.display()))?;
+    }
+    let drain_flag = Arc::new(AtomicBool::new(false));
 
     let outbox_dir = OutboxDir::open(data_dir.join("outbox")).context("opening the outbox")?;
     let initial = outbox_dir.load().context("reading the outbox")?;
@@ -66,9 +122,17 @@ pub async fn run_with_metrics(
         backlog: backlog.clone(),
     });
     // Bound first, so a port clash fails before any state is touched.
-    let metrics_listener = TcpListener::bind(config.metrics.listen)
-        .await
-        .with_context(|| format!("metrics.listen: cannot listen on {}", config.metrics.listen))?;
+    let metrics_listener = if options.accept {
+        Some(
+            TcpListener::bind(config.metrics.listen)
+                .await
+                .with_context(|| {
+                    format!("metrics.listen: cannot listen on {}", config.metrics.listen)
+                })?,
+        )
+    } else {
+        None
+    };
     let (finished_tx, finished_rx) = mpsc::channel(1024);
     // Delivery stops last: after the roller, once the outbox is empty or
     // outbox.shutdown_timeout has passed.
@@ -97,6 +161,7 @@ pub async fn run_with_metrics(
             metrics: metrics.clone(),
             backlog: backlog.clone(),
             shutdown: shutdown_rx.clone(),
+            drain: drain_flag.clone(),
         },
     )
     .context("starting the roller")?;
@@ -136,12 +201,104 @@ pub async fn run_with_metrics(
         })
     };
 
-    let http = tokio::spawn(http::run(
-        metrics_listener,
-        metrics.clone(),
-        health.clone(),
-        shutdown_rx.clone(),
-    ));
+    let http = metrics_listener.map(|l| {
+        tokio::spawn(http::run(
+            l,
+            metrics.clone(),
+            health.clone(),
+            shutdown_rx.clone(),
+        ))
+    });
+    let forward = if options.accept {
+        Some(start_forward(&config, wal.clone(), &metrics, &health, &shutdown_rx).await?)
+    } else {
+        None
+    };
+    drop(wal);
+
+    let mut roller = tokio::task::spawn_blocking(move || roller.join());
+    let mut failure = None;
+    tokio::select! {
+        _ = shutdown => tracing::info!("shutting down: no new connections; finishing requests in flight"),
+        r = &mut roller => {
+            let why = match r {
+                Ok(Ok(Err(e))) => e,
+                _ => "roller stopped unexpectedly".to_string(),
+            };
+            failure = Some(why);
+        }
+    }
+    let draining = options.drain_on_exit || marker.exists();
+    if draining {
+        tracing::info!("draining: finishing every open file and delivering it before exit");
+        drain_flag.store(true, Ordering::Relaxed);
+    }
+    let _ = shutdown_tx.send(true);
+    if let Some(f) = forward {
+        let _ = f.accept.await;
+        // The connections (and their capture handles) are gone: close the file.
+        if let Some(w) = f.capture_writer {
+            let _ = tokio::task::spawn_blocking(move || w.finish()).await;
+        }
+        let _ = f.heartbeat.await;
+    }
+    let _ = ticker.await;
+    // Every WAL handle is gone now: the writer syncs and stops, then the roller.
+    let _ = tokio::task::spawn_blocking(move || wal_thread.join()).await;
+    if failure.is_none() {
+        if let Ok(Ok(Err(e))) = roller.await {
+            failure = Some(e);
+        }
+    }
+    let limit = match (draining, options.drain_timeout) {
+        (true, Some(t)) => t,
+        _ => config.outbox.shutdown_timeout.0,
+    };
+    let mut undelivered = false;
+    if tokio::time::timeout(limit, &mut delivery).await.is_err() {
+        undelivered = true;
+        tracing::warn!(
+            timeout = %humantime::format_duration(limit),
+            "files still waiting for a sink at shutdown; they are delivered at the next start"
+        );
+        let _ = stop_delivery_tx.send(true);
+        let _ = delivery.await;
+    }
+    if let Some(h) = http {
+        let _ = h.await;
+    }
+    if draining && undelivered && failure.is_none() {
+        failure = Some(format!(
+            "drain incomplete: files still wait for a sink after {}; they stay in {} (run `weir drain` again)",
+            humantime::format_duration(limit),
+            data_dir.join("outbox").display()
+        ));
+    }
+    match failure {
+        Some(why) => anyhow::bail!("stopped after a roller failure: {why}"),
+        None => {
+            tracing::info!("stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+/// The running forward side: the accept loop, UDP heartbeats, the capture tee.
+struct Forward {
+    accept: tokio::task::JoinHandle<()>,
+    heartbeat: tokio::task::JoinHandle<()>,
+    capture_writer: Option<crate::capture::writer::Writer>,
+}
+
+/// Binds the forward port (TCP and UDP) and starts accepting.
+async fn start_forward(
+    config: &Config,
+    wal: wal::WalHandle,
+    metrics: &Metrics,
+    health: &Health,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<Forward> {
+    let data_dir = &config.data_dir;
     let listener = TcpListener::bind(config.forward.listen)
         .await
         .with_context(|| format!("forward.listen: cannot listen on {}", config.forward.listen))?;
@@ -215,55 +372,14 @@ pub async fn run_with_metrics(
     });
     let accept = tokio::spawn(forward::listener::run(
         listener,
-        wal.clone(),
+        wal,
         settings,
         metrics.clone(),
         shutdown_rx.clone(),
     ));
-    drop(wal);
-
-    let mut roller = tokio::task::spawn_blocking(move || roller.join());
-    let mut failure = None;
-    tokio::select! {
-        _ = shutdown => tracing::info!("shutting down: no new connections; finishing requests in flight"),
-        r = &mut roller => {
-            let why = match r {
-                Ok(Ok(Err(e))) => e,
-                _ => "roller stopped unexpectedly".to_string(),
-            };
-            failure = Some(why);
-        }
-    }
-    let _ = shutdown_tx.send(true);
-    let _ = accept.await;
-    // The connections (and their capture handles) are gone: close the file.
-    if let Some(w) = capture_writer {
-        let _ = tokio::task::spawn_blocking(move || w.finish()).await;
-    }
-    let _ = ticker.await;
-    // Every WAL handle is gone now: the writer syncs and stops, then the roller.
-    let _ = tokio::task::spawn_blocking(move || wal_thread.join()).await;
-    if failure.is_none() {
-        if let Ok(Ok(Err(e))) = roller.await {
-            failure = Some(e);
-        }
-    }
-    let drain = config.outbox.shutdown_timeout.0;
-    if tokio::time::timeout(drain, &mut delivery).await.is_err() {
-        tracing::warn!(
-            timeout = %humantime::format_duration(drain),
-            "files still waiting for a sink at shutdown; they are delivered at the next start"
-        );
-        let _ = stop_delivery_tx.send(true);
-        let _ = delivery.await;
-    }
-    let _ = http.await;
-    let _ = heartbeat.await;
-    match failure {
-        Some(why) => anyhow::bail!("stopped after a roller failure: {why}"),
-        None => {
-            tracing::info!("stopped cleanly");
-            Ok(())
-        }
-    }
+    Ok(Forward {
+        accept,
+        heartbeat,
+        capture_writer,
+    })
 }

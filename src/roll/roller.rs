@@ -35,6 +35,9 @@ pub struct RollerLinks {
     /// The outbox backlog; the roller waits while it is over its limit.
     pub backlog: Arc<crate::outbox::Backlog>,
     pub shutdown: watch::Receiver<bool>,
+    /// Set before shutdown for a drain: when the WAL closes, finish every
+    /// open file instead of leaving it for the next start.
+    pub drain: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Starts the roller thread. It returns when the WAL closes its output, or
@@ -273,6 +276,17 @@ impl Roller {
             if let Err(e) = result {
                 self.links.metrics.roll_errors.inc();
                 tracing::error!(error = %e, "cannot write Parquet; stopping (the WAL keeps every event for the next start)");
+                return Err(e.to_string());
+            }
+            self.publish_release();
+        }
+        if self.links.drain.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!(
+                open_files = self.open_count,
+                "drain: finishing every open file"
+            );
+            if let Err(e) = self.advance(i64::MAX) {
+                self.links.metrics.roll_errors.inc();
                 return Err(e.to_string());
             }
             self.publish_release();

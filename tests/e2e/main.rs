@@ -9,6 +9,7 @@ mod capture_replay;
 mod common;
 mod crash;
 mod dedupe;
+mod drain;
 mod fanout;
 mod granularity;
 mod handshake;
