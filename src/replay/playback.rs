@@ -90,8 +90,17 @@ struct Shared {
     chunk_ids: AtomicU64,
     run_id: u64,
     deadline: Option<Instant>,
+    /// Set on Ctrl-C/SIGTERM: lanes drop what is queued instead of sending it.
+    stopped: std::sync::atomic::AtomicBool,
     /// One lane per captured connection: follow its opens and closes.
     follow_connections: bool,
+}
+
+impl Shared {
+    /// Past `--duration`, or told to stop.
+    fn is_over(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() > d)
+    }
 }
 
 fn unix_ns() -> i64 {
@@ -126,6 +135,7 @@ pub async fn run(
         chunk_ids: AtomicU64::new(0),
         run_id: rand::random(),
         deadline: args.duration.map(|d| started + Duration::from(d)),
+        stopped: std::sync::atomic::AtomicBool::new(false),
         follow_connections: args.connections == 0,
         args,
     });
@@ -136,9 +146,16 @@ pub async fn run(
     tokio::pin!(stop);
     let dispatched = tokio::select! {
         r = dispatch(&shared, &mut lanes, &mut tasks, &mut damage) => r,
-        _ = &mut stop => Ok(()),
+        _ = &mut stop => {
+            shared.stopped.store(true, Ordering::Relaxed);
+            Ok(())
+        }
     };
     drop(lanes);
+    if shared.stopped.load(Ordering::Relaxed) {
+        // Lanes may be sleeping until a record's time: do not wait for them.
+        tasks.abort_all();
+    }
     while tasks.join_next().await.is_some() {}
     progress.abort();
     dispatched?;
@@ -252,7 +269,7 @@ async fn run_lane(mut rx: mpsc::Receiver<Job>, shared: &Shared) {
         if let Some(due) = job.due {
             tokio::time::sleep_until(due).await;
         }
-        if shared.deadline.is_some_and(|d| Instant::now() > d) {
+        if shared.is_over() {
             continue;
         }
         let changes = Changes {
