@@ -281,3 +281,64 @@ fn captured_real_traffic_replays_at_10x_into_a_fresh_weir() {
     assert_eq!(shifts.len(), 3);
     assert_eq!(loop_rows, looped);
 }
+
+#[test]
+fn capture_passes_the_shared_key_handshake_and_replay_does_its_own() {
+    let weir = Weir::start_with(
+        "[forward.security]\nself_hostname = \"weir\"\nshared_key = \"k\"\n",
+        "",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("hs.wcap");
+    let proxy_port = free_port();
+    let mut proxy = start_proxy(proxy_port, weir.port, &cap);
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["loadgen", "--to", &format!("127.0.0.1:{proxy_port}")])
+        .args([
+            "--connections",
+            "2",
+            "--requests",
+            "5",
+            "--events-per-request",
+            "100",
+        ])
+        .args(["--shared-key", "k", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "loadgen through the proxy: {out:?}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &proxy.id().to_string()])
+        .status();
+    assert!(proxy.wait().unwrap().success());
+
+    // The handshake's PING is not in the capture: every request is events.
+    let per_request = request_events(&cap);
+    assert_eq!(per_request.len(), 10);
+    assert!(
+        per_request.iter().all(|&(_, n)| n == 100),
+        "{per_request:?}"
+    );
+
+    // Replay authenticates by itself; without the key the server refuses.
+    let (r, _) = replay(
+        std::slice::from_ref(&cap),
+        weir.port,
+        &["--max", "--shared-key", "k"],
+    );
+    assert_eq!(r["events_acked"], 1000, "{r}");
+    let refused = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("replay")
+        .arg(&cap)
+        .args([
+            "--to",
+            &format!("127.0.0.1:{}", weir.port),
+            "--max",
+            "--ack-timeout",
+            "5s",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let m = scrape(weir.metrics_port);
+    assert_eq!(metric(&m, "weir_forward_events_total", &[]), 2000.0);
+}
