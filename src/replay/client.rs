@@ -1,7 +1,6 @@
 //! The client side of a forward connection for the load tools: TCP, then
 //! optional TLS, then the optional shared-key handshake.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -32,9 +31,15 @@ pub struct ClientOptions {
     /// Connect with TLS, trusting this CA file (PEM).
     #[arg(long)]
     pub tls_ca: Option<PathBuf>,
-    /// Server name to verify (default: the address's IP).
+    /// Server name to verify (default: the host of --to).
     #[arg(long)]
     pub tls_server_name: Option<String>,
+    /// Client certificate (PEM) for servers that require mTLS.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A connected stream, plain or TLS.
@@ -43,8 +48,9 @@ pub type Stream = Pin<Box<dyn AsyncReadWrite + Send>>;
 pub trait AsyncReadWrite: AsyncRead + AsyncWrite {}
 impl<T: AsyncRead + AsyncWrite> AsyncReadWrite for T {}
 
-/// Connects, wraps in TLS and runs the handshake as the options ask.
-pub async fn connect(to: SocketAddr, o: &ClientOptions) -> anyhow::Result<Stream> {
+/// Connects to HOST:PORT, wraps in TLS and runs the handshake as the
+/// options ask.
+pub async fn connect(to: &str, o: &ClientOptions) -> anyhow::Result<Stream> {
     let tcp = TcpStream::connect(to)
         .await
         .with_context(|| format!("connecting to {to}"))?;
@@ -59,13 +65,28 @@ pub async fn connect(to: SocketAddr, o: &ClientOptions) -> anyhow::Result<Stream
                 roots.add(c?)?;
             }
             let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
+            let builder = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+                .with_root_certificates(roots);
+            let config = match (&o.tls_cert, &o.tls_key) {
+                (Some(cert), Some(key)) => {
+                    let chain = CertificateDer::pem_file_iter(cert)
+                        .with_context(|| format!("--tls-cert {}", cert.display()))?
+                        .collect::<Result<Vec<_>, _>>()
+                        .with_context(|| format!("--tls-cert {}", cert.display()))?;
+                    let key = PrivateKeyDer::from_pem_file(key)
+                        .with_context(|| format!("--tls-key {}", key.display()))?;
+                    builder.with_client_auth_cert(chain, key)?
+                }
+                _ => builder.with_no_client_auth(),
+            };
             let name = match &o.tls_server_name {
                 Some(n) => ServerName::try_from(n.clone())?,
-                None => ServerName::from(to.ip()),
+                // The host part of HOST:PORT: a name or an address.
+                None => match host_of(to).parse::<std::net::IpAddr>() {
+                    Ok(ip) => ServerName::from(ip),
+                    Err(_) => ServerName::try_from(host_of(to).to_string())?,
+                },
             };
             let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
                 .connect(name, tcp)
@@ -78,6 +99,12 @@ pub async fn connect(to: SocketAddr, o: &ClientOptions) -> anyhow::Result<Stream
         handshake(&mut s, key, o).await?;
     }
     Ok(s)
+}
+
+/// `host` of `host:port` or `[v6]:port`.
+fn host_of(to: &str) -> &str {
+    let host = to.rsplit_once(':').map_or(to, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 async fn read_object(s: &mut Stream) -> anyhow::Result<Vec<u8>> {
@@ -185,5 +212,15 @@ pub async fn read_ack<S: AsyncRead + Unpin + ?Sized>(
         let n = s.read(&mut chunk).await?;
         anyhow::ensure!(n > 0, "the server closed the connection before acking");
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_of_splits_names_and_addresses() {
+        assert_eq!(super::host_of("weir.logging.svc:24224"), "weir.logging.svc");
+        assert_eq!(super::host_of("127.0.0.1:24224"), "127.0.0.1");
+        assert_eq!(super::host_of("[::1]:24224"), "::1");
     }
 }

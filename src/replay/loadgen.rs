@@ -1,7 +1,6 @@
 //! `weir loadgen`: synthetic forward traffic against any forward server
 //! (weir, Fluentd, Fluent Bit), with ack latency measured per request.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,9 +24,9 @@ pub enum LoadMode {
 
 #[derive(Debug, Clone, Args)]
 pub struct LoadgenArgs {
-    /// Forward server address, e.g. 127.0.0.1:24224.
+    /// Forward server, HOST:PORT (e.g. 127.0.0.1:24224, weir.logging.svc:24224).
     #[arg(long)]
-    pub to: SocketAddr,
+    pub to: String,
     #[arg(long, value_enum, default_value = "packed")]
     pub mode: LoadMode,
     /// Concurrent connections.
@@ -189,7 +188,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
             chunk_ids.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let stream = match client::connect(args.to, &args.client).await {
+            let stream = match client::connect(&args.to, &args.client).await {
                 Ok(s) => s,
                 Err(e) => {
                     totals.failed_connections.fetch_add(1, Ordering::Relaxed);

@@ -8,7 +8,6 @@
 //! record's time, sends, and reads the ack.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,9 +34,9 @@ pub struct ReplayArgs {
     /// Capture files, replayed one after another in the order given.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Forward server address, e.g. 127.0.0.1:24224.
+    /// Forward server, HOST:PORT (e.g. 127.0.0.1:24224, weir.logging.svc:24224).
     #[arg(long)]
-    pub to: SocketAddr,
+    pub to: String,
     /// Replay this many times faster than captured (0.5: half speed).
     #[arg(long, default_value_t = 1.0, conflicts_with = "max")]
     pub speed: f64,
@@ -284,7 +283,7 @@ async fn run_lane(mut rx: mpsc::Receiver<Job>, shared: &Shared) {
             )
         });
         if stream.is_none() {
-            match client::connect(shared.args.to, &shared.args.client).await {
+            match client::connect(&shared.args.to, &shared.args.client).await {
                 Ok(s) => {
                     ack_buf.clear();
                     stream = Some(s);

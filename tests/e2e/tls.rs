@@ -127,6 +127,35 @@ fn tls_and_mtls_with_a_real_client() {
     let t = now_secs();
     let out = node_client(weir.port, certs.path(), true, t);
     assert!(out.status.success(), "{out:?}\n{}", weir.log());
+    // weir's own load tools over mTLS, verifying the server by name and by address.
+    for host in ["localhost", "127.0.0.1"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["loadgen", "--to", &format!("{host}:{}", weir.port)])
+            .args([
+                "--connections",
+                "1",
+                "--requests",
+                "3",
+                "--events-per-request",
+                "10",
+            ])
+            .args([
+                "--shared-key",
+                "k",
+                "--tags",
+                "tls.loadgen",
+                "--json",
+                "--tls-ca",
+            ])
+            .arg(certs.path().join("ca.pem"))
+            .arg("--tls-cert")
+            .arg(certs.path().join("client.pem"))
+            .arg("--tls-key")
+            .arg(certs.path().join("client.key"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "loadgen via {host}: {out:?}");
+    }
 
     // No client certificate under mTLS: the TLS handshake fails (the
     // server counts it; openssl's own exit code varies by TLS version).
@@ -165,9 +194,12 @@ fn tls_and_mtls_with_a_real_client() {
 
     let ok = wait_until(Duration::from_secs(150), || !weir.output_files().is_empty());
     assert!(ok, "{}", weir.log());
+    let ok = wait_until(Duration::from_secs(150), || weir.output_files().len() >= 2);
+    assert!(ok, "{:?}\n{}", weir.output_files(), weir.log());
     let rows = read_rows(&weir.out_dir());
-    assert_eq!(rows.len(), 20);
-    assert!(rows.iter().all(|r| r.tag == "tls.node"));
+    assert_eq!(rows.iter().filter(|r| r.tag == "tls.node").count(), 20);
+    assert_eq!(rows.iter().filter(|r| r.tag == "tls.loadgen").count(), 60);
+    assert_eq!(rows.len(), 80);
 }
 
 #[test]
