@@ -41,10 +41,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print_report(&report, json)
         }
         Command::Capture(args) => {
-            let summary =
+            let json = args.json;
+            let (report, summary) =
                 runtime()?.block_on(weir::capture::proxy::run(args, shutdown_signal()))?;
             eprintln!("{summary}");
-            Ok(())
+            print_report(&report, json)
         }
         Command::Serve {
             config,

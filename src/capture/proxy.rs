@@ -1,18 +1,22 @@
 //! `weir capture`: a transparent forward proxy that records every request a
 //! client sends (with its arrival time and connection) while passing bytes
 //! both ways untouched, so clients still get the upstream's acks, HELO and
-//! PONG. Works in front of any forward server.
+//! PONG. Works in front of any forward server. Like the load tools it
+//! reports events/s and the upstream's ack latency (request → ack).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::{Bytes, BytesMut};
 use clap::Args;
+use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -20,6 +24,9 @@ use super::format::Kind;
 use super::writer::{Capture, Target};
 use crate::metrics::Metrics;
 use crate::msgpack::{Cursor, FrameScanner, Head};
+use crate::replay::client::ack_of;
+use crate::replay::report::{Report, Totals};
+use crate::replay::rewrite::{prepare, Changes};
 
 /// Most bytes of one unfinished request held for recording; a larger one is
 /// still passed through but recording stops for that connection.
@@ -39,20 +46,27 @@ pub struct CaptureArgs {
     /// On SIGINT/SIGTERM, wait this long for open connections to finish.
     #[arg(long, default_value = "5s")]
     pub drain_timeout: humantime::Duration,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
-#[derive(Debug, Default)]
-struct Counts {
+/// What all connections count into.
+struct Stats {
     connections: AtomicU64,
-    requests: AtomicU64,
-    bytes: AtomicU64,
+    totals: Arc<Totals>,
+    latencies: Mutex<Histogram<u64>>,
 }
 
-/// Runs the proxy until `shutdown` resolves; returns a one-line summary.
+/// Requests waiting for the upstream's ack: chunk id → (sent, events).
+type Pending = Mutex<HashMap<Vec<u8>, (Instant, u64)>>;
+
+/// Runs the proxy until `shutdown` resolves; returns the traffic report and
+/// a line saying what was recorded where.
 pub async fn run(
     args: CaptureArgs,
     shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(Report, String)> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("--listen {}", args.listen))?;
@@ -64,17 +78,26 @@ pub async fn run(
         args.upstream,
         args.out.display()
     );
-    let counts = Arc::new(Counts::default());
+    let stats = Arc::new(Stats {
+        connections: AtomicU64::new(0),
+        totals: Arc::new(Totals::default()),
+        latencies: Mutex::new(
+            Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+    });
+    let started = Instant::now();
+    let progress = crate::replay::report::spawn_progress(stats.totals.clone(), started, args.json);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             a = listener.accept() => match a {
                 Ok((client, peer)) => {
-                    let (capture, upstream, counts) =
-                        (capture.clone(), args.upstream.clone(), counts.clone());
+                    let (capture, upstream, stats) =
+                        (capture.clone(), args.upstream.clone(), stats.clone());
                     conns.spawn(async move {
-                        if let Err(e) = proxy(client, peer, &upstream, &capture, &counts).await {
+                        if let Err(e) = proxy(client, peer, &upstream, &capture, &stats).await {
                             eprintln!("weir capture: {peer}: {e:#}");
                         }
                     });
@@ -102,13 +125,21 @@ pub async fn run(
     }
     drop(capture);
     tokio::task::spawn_blocking(move || writer.finish()).await?;
-    Ok(format!(
+    progress.abort();
+    let t = &stats.totals;
+    let summary = format!(
         "weir capture: {} connections, {} requests, {} bytes recorded in {}",
-        counts.connections.load(Ordering::Relaxed),
-        counts.requests.load(Ordering::Relaxed),
-        counts.bytes.load(Ordering::Relaxed),
+        stats.connections.load(Ordering::Relaxed),
+        t.requests.load(Ordering::Relaxed),
+        t.bytes.load(Ordering::Relaxed),
         args.out.display()
-    ))
+    );
+    let h = stats
+        .latencies
+        .lock()
+        .map_err(|_| anyhow::anyhow!("latency lock"))?
+        .clone();
+    Ok((Report::new(t, started.elapsed(), &h), summary))
 }
 
 /// True for the handshake's PING, which a replay must not resend (it
@@ -123,7 +154,7 @@ async fn proxy(
     peer: SocketAddr,
     upstream: &str,
     capture: &Capture,
-    counts: &Counts,
+    stats: &Arc<Stats>,
 ) -> anyhow::Result<()> {
     let server = TcpStream::connect(upstream)
         .await
@@ -131,21 +162,26 @@ async fn proxy(
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let conn = capture.conn_id();
-    counts.connections.fetch_add(1, Ordering::Relaxed);
+    stats.connections.fetch_add(1, Ordering::Relaxed);
     capture
         .record(Kind::Open, conn, Bytes::from(peer.to_string()))
         .await;
     let (mut from_client, mut to_client) = client.into_split();
-    let (mut from_server, mut to_server) = server.into_split();
-    let downstream = tokio::spawn(async move {
-        let r = tokio::io::copy(&mut from_server, &mut to_client).await;
-        let _ = to_client.shutdown().await;
-        r
-    });
+    let (from_server, mut to_server) = server.into_split();
+    let pending: Arc<Pending> = Arc::default();
+    let downstream = {
+        let (stats, pending) = (stats.clone(), pending.clone());
+        tokio::spawn(async move {
+            let r = pass_acks(from_server, &mut to_client, &stats, &pending).await;
+            let _ = to_client.shutdown().await;
+            r
+        })
+    };
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut scanner = FrameScanner::new();
     let mut recording = true;
     let mut read = [0u8; 64 * 1024];
+    let t = &stats.totals;
     let result: anyhow::Result<()> = async {
         loop {
             let n = from_client.read(&mut read).await?;
@@ -162,11 +198,23 @@ async fn proxy(
                     Ok(Some(len)) => {
                         let frame = buf.split_to(len).freeze();
                         scanner.reset();
-                        if !is_ping(&frame) {
-                            counts.requests.fetch_add(1, Ordering::Relaxed);
-                            counts.bytes.fetch_add(len as u64, Ordering::Relaxed);
-                            capture.record(Kind::Request, conn, frame).await;
+                        if is_ping(&frame) {
+                            continue;
                         }
+                        // Count it, and remember its chunk to time the ack.
+                        let p = prepare(&frame, &Changes::default(), |original| {
+                            String::from_utf8_lossy(original).into_owned()
+                        });
+                        t.requests.fetch_add(1, Ordering::Relaxed);
+                        t.events.fetch_add(p.events, Ordering::Relaxed);
+                        t.bytes.fetch_add(len as u64, Ordering::Relaxed);
+                        if let Some(chunk) = p.chunk {
+                            if let Ok(mut w) = pending.lock() {
+                                w.insert(chunk.into_bytes(), (Instant::now(), p.events));
+                                t.pending.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        capture.record(Kind::Request, conn, frame).await;
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -189,6 +237,63 @@ async fn proxy(
     let _ = to_server.shutdown().await;
     // The upstream sends its last acks, then closes after our FIN.
     let _ = downstream.await;
+    if let Ok(w) = pending.lock() {
+        t.pending.fetch_sub(w.len() as u64, Ordering::Relaxed);
+    }
     capture.record(Kind::Close, conn, Bytes::new()).await;
     result
+}
+
+/// Copies the upstream's replies to the client, timing each ack against
+/// the request that asked for it.
+async fn pass_acks(
+    mut from_server: OwnedReadHalf,
+    to_client: &mut OwnedWriteHalf,
+    stats: &Stats,
+    pending: &Pending,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut scanner = FrameScanner::new();
+    let mut parsing = true;
+    let mut read = [0u8; 16 * 1024];
+    loop {
+        let n = from_server.read(&mut read).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        to_client.write_all(&read[..n]).await?;
+        if !parsing {
+            continue;
+        }
+        buf.extend_from_slice(&read[..n]);
+        loop {
+            match scanner.scan(&buf) {
+                Ok(Some(len)) => {
+                    let reply: Vec<u8> = buf.drain(..len).collect();
+                    scanner.reset();
+                    let Ok(Some(chunk)) = ack_of(&reply) else {
+                        continue;
+                    };
+                    let Some((sent, events)) =
+                        pending.lock().ok().and_then(|mut w| w.remove(chunk))
+                    else {
+                        continue;
+                    };
+                    let t = &stats.totals;
+                    t.pending.fetch_sub(1, Ordering::Relaxed);
+                    t.acked_events.fetch_add(events, Ordering::Relaxed);
+                    if let Ok(mut h) = stats.latencies.lock() {
+                        let _ = h.record((sent.elapsed().as_micros() as u64).max(1));
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    // Not msgpack: keep passing bytes, stop timing acks.
+                    parsing = false;
+                    buf.clear();
+                    break;
+                }
+            }
+        }
+    }
 }

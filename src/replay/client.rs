@@ -190,29 +190,36 @@ pub async fn read_ack<S: AsyncRead + Unpin + ?Sized>(
     loop {
         if let Some(n) = scanner.scan(buf)? {
             let reply: Vec<u8> = buf.drain(..n).collect();
-            let mut c = Cursor::new(&reply);
-            let Head::Map(pairs) = c.head()? else {
-                anyhow::bail!("the server replied with something other than an ack map");
-            };
-            for _ in 0..pairs {
-                let key = c.bytes()?;
-                match key {
-                    Some(b"ack") => return Ok(c.bytes()?.unwrap_or_default().to_vec()),
-                    Some(_) => {
-                        c.skip()?;
-                    }
-                    None => {
-                        c.skip()?;
-                        c.skip()?;
-                    }
-                }
-            }
-            anyhow::bail!("the server's reply has no \"ack\" key");
+            return ack_of(&reply)?.map(<[u8]>::to_vec).ok_or_else(|| {
+                anyhow::anyhow!("the server replied with something other than an ack")
+            });
         }
         let n = s.read(&mut chunk).await?;
         anyhow::ensure!(n > 0, "the server closed the connection before acking");
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// The chunk id of a complete `{"ack": chunk}` reply; `None` for any other
+/// object (HELO, PONG).
+pub fn ack_of(reply: &[u8]) -> Result<Option<&[u8]>, crate::msgpack::MsgpackError> {
+    let mut c = Cursor::new(reply);
+    let Head::Map(pairs) = c.head()? else {
+        return Ok(None);
+    };
+    for _ in 0..pairs {
+        match c.bytes()? {
+            Some(b"ack") => return c.bytes(),
+            Some(_) => {
+                c.skip()?;
+            }
+            None => {
+                c.skip()?;
+                c.skip()?;
+            }
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -275,7 +275,7 @@ async fn run_lane(mut rx: mpsc::Receiver<Job>, shared: &Shared) {
             retag: shared.args.retag.clone(),
             shift_ns: job.shift_ns,
         };
-        let p = prepare(&job.payload, &changes, || {
+        let p = prepare(&job.payload, &changes, |_| {
             format!(
                 "{:016x}{:016x}",
                 shared.run_id,

@@ -31,8 +31,13 @@ pub struct Prepared {
     pub chunk: Option<String>,
 }
 
-/// Prepares `frame` for sending; `chunk_id` makes a fresh chunk id.
-pub fn prepare(frame: &[u8], changes: &Changes, chunk_id: impl FnOnce() -> String) -> Prepared {
+/// Prepares `frame` for sending; `chunk_id` makes the chunk id to send from
+/// the original one (a fresh id for a replay; the same to only inspect).
+pub fn prepare(
+    frame: &[u8],
+    changes: &Changes,
+    chunk_id: impl FnOnce(&[u8]) -> String,
+) -> Prepared {
     match rebuild(frame, changes, chunk_id) {
         Ok(Some(p)) => p,
         // Not a request weir can read: send what the client sent.
@@ -47,7 +52,7 @@ pub fn prepare(frame: &[u8], changes: &Changes, chunk_id: impl FnOnce() -> Strin
 fn rebuild(
     frame: &[u8],
     changes: &Changes,
-    chunk_id: impl FnOnce() -> String,
+    chunk_id: impl FnOnce(&[u8]) -> String,
 ) -> Result<Option<Prepared>, MsgpackError> {
     let mut c = Cursor::new(frame);
     let Head::Array(n) = c.head()? else {
@@ -189,7 +194,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 fn options(
     c: &mut Cursor<'_>,
     out: &mut Vec<u8>,
-    chunk_id: impl FnOnce() -> String,
+    chunk_id: impl FnOnce(&[u8]) -> String,
 ) -> Result<Option<String>, MsgpackError> {
     let Head::Map(pairs) = c.peek()? else {
         out.extend_from_slice(c.skip()?);
@@ -205,7 +210,8 @@ fn options(
         let value = c.skip()?;
         match (Cursor::new(key).bytes()?, chunk_id.take()) {
             (Some(b"chunk"), Some(make)) => {
-                let id = make();
+                let original = Cursor::new(value).bytes()?.unwrap_or(value);
+                let id = make(original);
                 write_str(out, &id);
                 chunk = Some(id);
             }
@@ -312,7 +318,7 @@ mod tests {
             shift_ns: 3_600_000_000_123,
         };
         for (name, frame) in each_mode() {
-            let p = prepare(&frame, &changes, || "fresh".into());
+            let p = prepare(&frame, &changes, |_| "fresh".into());
             assert_eq!(p.chunk.as_deref(), Some("fresh"), "{name}");
             let want = if name == "message" { 1 } else { 5 };
             assert_eq!(p.events, want, "{name}");
@@ -338,7 +344,9 @@ mod tests {
     #[test]
     fn without_changes_only_the_chunk_differs() {
         for (name, frame) in each_mode() {
-            let p = prepare(&frame, &Changes::default(), || "orig-chunk".into());
+            let p = prepare(&frame, &Changes::default(), |orig| {
+                String::from_utf8_lossy(orig).into_owned()
+            });
             assert_eq!(p.bytes, frame, "{name}");
         }
     }
@@ -347,10 +355,10 @@ mod tests {
     fn requests_without_chunk_expect_no_ack_and_non_requests_pass_through() {
         use crate::replay::loadgen::{build_request, LoadMode};
         let frame = build_request(LoadMode::Packed, "t", 3, 0, 20, None);
-        let p = prepare(&frame, &Changes::default(), || unreachable!());
+        let p = prepare(&frame, &Changes::default(), |_| unreachable!());
         assert_eq!((p.chunk, p.events, p.bytes == frame), (None, 3, true));
         for junk in [&[0xc0][..], &[0x81, 0xa1, b'a', 0x01], &[0x93, 0x01]] {
-            let p = prepare(junk, &Changes::default(), || unreachable!());
+            let p = prepare(junk, &Changes::default(), |_| unreachable!());
             assert_eq!(p.bytes, junk);
             assert_eq!(p.events, 0);
         }

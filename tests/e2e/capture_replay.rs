@@ -27,9 +27,11 @@ fn start_proxy(listen: u16, upstream: u16, out: &Path) -> Child {
             &format!("127.0.0.1:{listen}"),
             "--upstream",
             &format!("127.0.0.1:{upstream}"),
+            "--json",
             "--out",
         ])
         .arg(out)
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn weir capture");
@@ -38,6 +40,16 @@ fn start_proxy(listen: u16, upstream: u16, out: &Path) -> Child {
     BufReader::new(stderr).read_line(&mut line).unwrap();
     assert!(line.contains("listening on"), "{line}");
     child
+}
+
+/// SIGTERM to the proxy; its JSON report of the traffic it passed.
+fn stop_proxy(proxy: Child) -> Value {
+    let _ = Command::new("kill")
+        .args(["-TERM", &proxy.id().to_string()])
+        .status();
+    let out = proxy.wait_with_output().unwrap();
+    assert!(out.status.success(), "weir capture exit: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// `weir replay` with `args`; returns its JSON report and stderr.
@@ -84,7 +96,7 @@ fn captured_real_traffic_replays_at_10x_into_a_fresh_weir() {
     let mut a = Weir::start_with(&format!("capture_dir = \"{}\"", tee_dir.display()), "");
     let proxy_port = free_port();
     let cap = dir.path().join("cap.wcap");
-    let mut proxy = start_proxy(proxy_port, a.port, &cap);
+    let proxy = start_proxy(proxy_port, a.port, &cap);
 
     // Real clients, one after another so the capture spans some time:
     // acked Forward and PackedForward from Node, unacked Message from Python.
@@ -128,11 +140,14 @@ fn captured_real_traffic_replays_at_10x_into_a_fresh_weir() {
         assert!(out.status.success(), "{label}: {out:?}\n{}", a.log());
     }
     let captured_for = capture_began.elapsed();
-    let _ = Command::new("kill")
-        .args(["-TERM", &proxy.id().to_string()])
-        .status();
-    let status = proxy.wait().unwrap();
-    assert!(status.success(), "weir capture exit: {status:?}");
+    // The proxy saw every event and timed the upstream's acks.
+    let seen = stop_proxy(proxy);
+    assert_eq!(seen["events_sent"], 3 * COUNT as u64, "{seen}");
+    assert_eq!(seen["events_acked"], 2 * COUNT as u64, "{seen}");
+    assert!(
+        seen["ack_latency_ms"]["p50"].as_f64().unwrap() > 0.0,
+        "{seen}"
+    );
     // weir A stops too, closing its tee files.
     assert!(a.terminate().success());
 
@@ -291,7 +306,7 @@ fn capture_passes_the_shared_key_handshake_and_replay_does_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let cap = dir.path().join("hs.wcap");
     let proxy_port = free_port();
-    let mut proxy = start_proxy(proxy_port, weir.port, &cap);
+    let proxy = start_proxy(proxy_port, weir.port, &cap);
     let out = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["loadgen", "--to", &format!("127.0.0.1:{proxy_port}")])
         .args([
@@ -306,10 +321,8 @@ fn capture_passes_the_shared_key_handshake_and_replay_does_its_own() {
         .output()
         .unwrap();
     assert!(out.status.success(), "loadgen through the proxy: {out:?}");
-    let _ = Command::new("kill")
-        .args(["-TERM", &proxy.id().to_string()])
-        .status();
-    assert!(proxy.wait().unwrap().success());
+    let seen = stop_proxy(proxy);
+    assert_eq!(seen["events_acked"], 1000, "{seen}");
 
     // The handshake's PING is not in the capture: every request is events.
     let per_request = request_events(&cap);
