@@ -188,42 +188,34 @@ async fn proxy(
             if n == 0 {
                 break;
             }
-            to_server.write_all(&read[..n]).await?;
-            if !recording {
-                continue;
-            }
-            buf.extend_from_slice(&read[..n]);
-            loop {
-                match scanner.scan(&buf) {
-                    Ok(Some(len)) => {
-                        let frame = buf.split_to(len).freeze();
-                        scanner.reset();
-                        if is_ping(&frame) {
-                            continue;
-                        }
-                        // Count it, and remember its chunk to time the ack.
-                        let p = prepare(&frame, &Changes::default(), |original| {
-                            String::from_utf8_lossy(original).into_owned()
-                        });
-                        t.requests.fetch_add(1, Ordering::Relaxed);
-                        t.events.fetch_add(p.events, Ordering::Relaxed);
-                        t.bytes.fetch_add(len as u64, Ordering::Relaxed);
-                        if let Some(chunk) = p.chunk {
-                            if let Ok(mut w) = pending.lock() {
-                                w.insert(chunk.into_bytes(), (Instant::now(), p.events));
-                                t.pending.fetch_add(1, Ordering::Relaxed);
+            // Frames are counted (and their chunks noted) before the bytes
+            // go upstream, so an ack can never beat its request here.
+            let mut frames = Vec::new();
+            if recording {
+                buf.extend_from_slice(&read[..n]);
+                loop {
+                    match scanner.scan(&buf) {
+                        Ok(Some(len)) => {
+                            let frame = buf.split_to(len).freeze();
+                            scanner.reset();
+                            if !is_ping(&frame) {
+                                note_request(&frame, t, &pending);
+                                frames.push(frame);
                             }
                         }
-                        capture.record(Kind::Request, conn, frame).await;
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        eprintln!("weir capture: {peer}: not msgpack ({e}); passing bytes through without recording");
-                        recording = false;
-                        buf = BytesMut::new();
-                        break;
+                        Ok(None) => break,
+                        Err(e) => {
+                            eprintln!("weir capture: {peer}: not msgpack ({e}); passing bytes through without recording");
+                            recording = false;
+                            buf = BytesMut::new();
+                            break;
+                        }
                     }
                 }
+            }
+            to_server.write_all(&read[..n]).await?;
+            for frame in frames {
+                capture.record(Kind::Request, conn, frame).await;
             }
             if buf.len() > MAX_FRAME {
                 eprintln!("weir capture: {peer}: request over {MAX_FRAME} bytes; no longer recording this connection");
@@ -242,6 +234,22 @@ async fn proxy(
     }
     capture.record(Kind::Close, conn, Bytes::new()).await;
     result
+}
+
+/// Counts one request and remembers its chunk id to time the ack.
+fn note_request(frame: &[u8], t: &Totals, pending: &Pending) {
+    let p = prepare(frame, &Changes::default(), |original| {
+        String::from_utf8_lossy(original).into_owned()
+    });
+    t.requests.fetch_add(1, Ordering::Relaxed);
+    t.events.fetch_add(p.events, Ordering::Relaxed);
+    t.bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
+    if let Some(chunk) = p.chunk {
+        if let Ok(mut w) = pending.lock() {
+            w.insert(chunk.into_bytes(), (Instant::now(), p.events));
+            t.pending.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Copies the upstream's replies to the client, timing each ack against
