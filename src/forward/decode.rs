@@ -1,6 +1,6 @@
 //! Decoding one complete forward-protocol request into an [`EventBatch`].
 //!
-//! The mode is chosen by the msgpack type of element [1], as the spec says
+//! The mode is chosen by the msgpack type of element `[1]`, as the spec says
 //! (forward-protocol.md §2): array → Forward, str/bin → (Compressed)PackedForward,
 //! anything else → Message. Single bad events are skipped and counted; the
 //! rest of the request is kept and acknowledged. Errors returned from here

@@ -2,7 +2,7 @@
 //! goes out only after the append is durable (invariant 1).
 //!
 //! Layers, bottom up: [`record`] frames one request with a CRC, [`segment`]
-//! holds numbered files of records, [`writer`] is the single thread that owns
+//! holds numbered files of records, `writer` is the single thread that owns
 //! the active segment and does group commit: it takes every request queued
 //! while the previous sync ran, writes them in one `write`, syncs once, then
 //! answers them all. Durable records flow on to the roller in sequence order.
