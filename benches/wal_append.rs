@@ -36,7 +36,7 @@ fn append(c: &mut Criterion) {
         (Durability::None, 16),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let (out_tx, out_rx) = std::sync::mpsc::sync_channel(1024);
+        let (out_tx, out_rx) = weir::wal::queue::channel(1024, u64::MAX);
         std::thread::spawn(move || {
             while let Ok(WalOutput::Record(_) | WalOutput::Tick { .. } | WalOutput::ReplayDone) =
                 out_rx.recv()

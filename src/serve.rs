@@ -27,6 +27,9 @@ use crate::wal::{self, WalLinks, WalSettings};
 
 /// WAL records queued for the roller before the WAL waits (backpressure).
 const ROLLER_QUEUE: usize = 256;
+/// Bytes of WAL records queued for the roller before the WAL waits, so the
+/// queue's memory does not grow with request size.
+const ROLLER_QUEUE_BYTES: u64 = 64 << 20;
 /// How often the WAL passes the wall clock to the roller.
 const TICK: Duration = Duration::from_millis(250);
 
@@ -107,7 +110,7 @@ pub async fn run_with(
     let sinks = sink::build_all(&config.sinks).map_err(anyhow::Error::msg)?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (roll_tx, roll_rx) = std::sync::mpsc::sync_channel(ROLLER_QUEUE);
+    let (roll_tx, roll_rx) = wal::queue::channel(ROLLER_QUEUE, ROLLER_QUEUE_BYTES);
     let (release_tx, release_rx) = watch::channel(0u64);
     let (oldest_tx, oldest_rx) = watch::channel(0u64);
     let (healthy_tx, healthy_rx) = watch::channel(true);

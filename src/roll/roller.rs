@@ -23,7 +23,7 @@ const MIN_LATE_WINDOW_MS: i64 = 60_000;
 
 /// Channels and stores the roller works with.
 pub struct RollerLinks {
-    pub input: std::sync::mpsc::Receiver<WalOutput>,
+    pub input: crate::wal::queue::QueueRx,
     /// Lowest WAL sequence still needed (published after every message).
     pub release: watch::Sender<u64>,
     /// Finished files, for delivery.

@@ -28,6 +28,7 @@
 //! writes at most `wal.max_group_bytes` (plus one request). Replay holds one
 //! segment at a time.
 
+pub mod queue;
 pub mod record;
 pub mod segment;
 mod writer;
@@ -133,7 +134,7 @@ impl WalHandle {
 /// Channels the WAL reads and writes besides appends.
 pub struct WalLinks {
     /// Records and ticks for the roller.
-    pub output: std::sync::mpsc::SyncSender<WalOutput>,
+    pub output: queue::QueueTx,
     /// Lowest sequence number the roller still needs.
     pub release: watch::Receiver<u64>,
     /// Published: lowest sequence number still on disk.

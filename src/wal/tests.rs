@@ -28,10 +28,10 @@ fn open(
 ) -> (
     WalHandle,
     std::thread::JoinHandle<()>,
-    std::sync::mpsc::Receiver<WalOutput>,
+    crate::wal::queue::QueueRx,
     watch::Sender<u64>,
 ) {
-    let (out_tx, out_rx) = std::sync::mpsc::sync_channel(10_000);
+    let (out_tx, out_rx) = crate::wal::queue::channel(10_000, u64::MAX);
     let (release_tx, release_rx) = watch::channel(0);
     let (oldest, _) = watch::channel(0);
     let (healthy, _) = watch::channel(true);
@@ -159,7 +159,8 @@ fn released_segments_are_deleted_but_never_the_active_one() {
 #[test]
 fn a_second_writer_on_the_same_directory_is_refused() {
     let d = tempfile::tempdir().unwrap();
-    let (out_tx, _out_rx) = std::sync::mpsc::sync_channel(10);
+    let (out_tx, _out_rx) = crate::wal::queue::channel(10, u64::MAX);
+    let (out_tx2, _out_rx2) = crate::wal::queue::channel(10, u64::MAX);
     let links = || {
         let (_r, release) = watch::channel(0);
         let (oldest, _) = watch::channel(0);
@@ -177,7 +178,7 @@ fn a_second_writer_on_the_same_directory_is_refused() {
     let first = start(
         settings.clone(),
         WalLinks {
-            output: out_tx.clone(),
+            output: out_tx,
             release,
             oldest,
             healthy,
@@ -190,7 +191,7 @@ fn a_second_writer_on_the_same_directory_is_refused() {
     let second = start(
         settings,
         WalLinks {
-            output: out_tx,
+            output: out_tx2,
             release,
             oldest,
             healthy,
