@@ -223,6 +223,7 @@ async fn dispatch(
                     tx
                 });
                 sent_any |= rec.kind == Kind::Request;
+                let closed = rec.kind == Kind::Close;
                 let _ = tx
                     .send(Job {
                         kind: rec.kind,
@@ -231,6 +232,11 @@ async fn dispatch(
                         shift_ns,
                     })
                     .await;
+                if closed {
+                    // The lane ends once it has sent what it holds: a capture
+                    // of many short connections does not pile up idle tasks.
+                    lanes.remove(&lane);
+                }
             }
             if let Some(d) = reader.damage() {
                 let msg = format!("{}: {d}; replayed the records before it", path.display());

@@ -355,3 +355,26 @@ fn capture_passes_the_shared_key_handshake_and_replay_does_its_own() {
     let m = scrape(weir.metrics_port);
     assert_eq!(metric(&m, "weir_forward_events_total", &[]), 2000.0);
 }
+
+#[test]
+fn a_capture_written_from_the_spec_alone_replays() {
+    let weir = Weir::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("spec.wcap");
+    let out = Command::new(python())
+        .arg(support("write_capture.py"))
+        .arg(&cap)
+        .args(["300", "--torn"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let accepted = |m: &[Sample]| metric(m, "weir_forward_connections_accepted_total", &[]);
+    let before = accepted(&scrape(weir.metrics_port));
+    let (r, stderr) = replay(std::slice::from_ref(&cap), weir.port, &["--max"]);
+    assert_eq!(r["events_acked"], 300, "{r}");
+    assert!(stderr.contains("truncated record"), "{stderr}");
+    let m = scrape(weir.metrics_port);
+    assert_eq!(metric(&m, "weir_forward_events_total", &[]), 300.0);
+    // One connection per captured connection.
+    assert_eq!(accepted(&m) - before, 300.0, "before {before}: {r}");
+}
