@@ -327,6 +327,40 @@ impl FrameScanner {
     }
 }
 
+/// Bytes in, complete top-level objects out, in order: a buffer and its
+/// [`FrameScanner`]. Callers that must bound memory watch
+/// [`FrameBuffer::pending`].
+#[derive(Debug, Default)]
+pub struct FrameBuffer {
+    buf: bytes::BytesMut,
+    scanner: FrameScanner,
+}
+
+impl FrameBuffer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends bytes as they were read.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Takes the next complete object off the front, if one has arrived.
+    pub fn next_frame(&mut self) -> Result<Option<bytes::Bytes>, MsgpackError> {
+        let Some(len) = self.scanner.scan(&self.buf)? else {
+            return Ok(None);
+        };
+        self.scanner.reset();
+        Ok(Some(self.buf.split_to(len).freeze()))
+    }
+
+    /// Bytes buffered that are not yet a complete object.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
 /// Length of the complete object at the start of `buf`.
 pub fn object_len(buf: &[u8]) -> Result<usize, MsgpackError> {
     FrameScanner::new()

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,10 +23,10 @@ use tokio::task::JoinSet;
 use super::format::Kind;
 use super::writer::{Capture, Target};
 use crate::metrics::Metrics;
-use crate::msgpack::{Cursor, FrameScanner, Head};
+use crate::msgpack::{Cursor, FrameBuffer, Head};
 use crate::replay::client::ack_of;
 use crate::replay::report::{Report, Totals};
-use crate::replay::rewrite::{prepare, Changes};
+use crate::replay::rewrite::inspect;
 
 /// Most bytes of one unfinished request held for recording; a larger one is
 /// still passed through but recording stops for that connection.
@@ -177,8 +177,7 @@ async fn proxy(
             r
         })
     };
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut scanner = FrameScanner::new();
+    let mut requests = FrameBuffer::new();
     let mut recording = true;
     let mut read = [0u8; 64 * 1024];
     let t = &stats.totals;
@@ -192,12 +191,10 @@ async fn proxy(
             // go upstream, so an ack can never beat its request here.
             let mut frames = Vec::new();
             if recording {
-                buf.extend_from_slice(&read[..n]);
+                requests.extend(&read[..n]);
                 loop {
-                    match scanner.scan(&buf) {
-                        Ok(Some(len)) => {
-                            let frame = buf.split_to(len).freeze();
-                            scanner.reset();
+                    match requests.next_frame() {
+                        Ok(Some(frame)) => {
                             if !is_ping(&frame) {
                                 note_request(&frame, t, &pending);
                                 frames.push(frame);
@@ -207,7 +204,7 @@ async fn proxy(
                         Err(e) => {
                             eprintln!("weir capture: {peer}: not msgpack ({e}); passing bytes through without recording");
                             recording = false;
-                            buf = BytesMut::new();
+                            requests = FrameBuffer::new();
                             break;
                         }
                     }
@@ -217,10 +214,10 @@ async fn proxy(
             for frame in frames {
                 capture.record(Kind::Request, conn, frame).await;
             }
-            if buf.len() > MAX_FRAME {
+            if requests.pending() > MAX_FRAME {
                 eprintln!("weir capture: {peer}: request over {MAX_FRAME} bytes; no longer recording this connection");
                 recording = false;
-                buf = BytesMut::new();
+                requests = FrameBuffer::new();
             }
         }
         Ok(())
@@ -238,15 +235,13 @@ async fn proxy(
 
 /// Counts one request and remembers its chunk id to time the ack.
 fn note_request(frame: &[u8], t: &Totals, pending: &Pending) {
-    let p = prepare(frame, &Changes::default(), |original| {
-        String::from_utf8_lossy(original).into_owned()
-    });
+    let (events, chunk) = inspect(frame);
     t.requests.fetch_add(1, Ordering::Relaxed);
-    t.events.fetch_add(p.events, Ordering::Relaxed);
+    t.events.fetch_add(events, Ordering::Relaxed);
     t.bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
-    if let Some(chunk) = p.chunk {
+    if let Some(chunk) = chunk {
         if let Ok(mut w) = pending.lock() {
-            w.insert(chunk.into_bytes(), (Instant::now(), p.events));
+            w.insert(chunk.into_bytes(), (Instant::now(), events));
             t.pending.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -260,8 +255,7 @@ async fn pass_acks(
     stats: &Stats,
     pending: &Pending,
 ) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    let mut scanner = FrameScanner::new();
+    let mut replies = FrameBuffer::new();
     let mut parsing = true;
     let mut read = [0u8; 16 * 1024];
     loop {
@@ -273,12 +267,10 @@ async fn pass_acks(
         if !parsing {
             continue;
         }
-        buf.extend_from_slice(&read[..n]);
+        replies.extend(&read[..n]);
         loop {
-            match scanner.scan(&buf) {
-                Ok(Some(len)) => {
-                    let reply: Vec<u8> = buf.drain(..len).collect();
-                    scanner.reset();
+            match replies.next_frame() {
+                Ok(Some(reply)) => {
                     let Ok(Some(chunk)) = ack_of(&reply) else {
                         continue;
                     };
@@ -298,7 +290,7 @@ async fn pass_acks(
                 Err(_) => {
                     // Not msgpack: keep passing bytes, stop timing acks.
                     parsing = false;
-                    buf.clear();
+                    replies = FrameBuffer::new();
                     break;
                 }
             }

@@ -230,7 +230,7 @@ pub struct ForwardConfig {
     pub source_hostname_key: Option<String>,
     /// Logs (rate-limited) and counts requests larger than this.
     pub chunk_size_warn_limit: Option<ByteSize>,
-    /// Copies every accepted request into capture files here (replay them
+    /// Copies every request weir decodes into capture files here (replay them
     /// with `weir replay`). Off without it. Capture never slows ingestion:
     /// when the disk cannot keep up, records are dropped and counted in
     /// `weir_capture_dropped_total`.

@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 
-use super::decompress::{decompress, Compression, DecompressError};
+use super::decompress::{decompress, detect, Compression, DecompressError};
 use super::time::read_time;
 use crate::event::{BatchBuilder, EventBatch, MAX_TAG_LEN};
 use crate::msgpack::{Cursor, Head, MsgpackError};
@@ -129,14 +129,15 @@ fn builder_for(rw: &Rewrite<'_>, tag: &[u8], capacity: usize) -> BatchBuilder {
 }
 
 /// The options map (last element) with the keys weir acts on.
-struct Options<'a> {
+pub(crate) struct Options<'a> {
     /// The `chunk` value, as encoded msgpack, to echo back unchanged.
-    chunk: Option<&'a [u8]>,
-    compression: Compression,
-    fluent_signal: i64,
+    pub chunk: Option<&'a [u8]>,
+    pub compression: Compression,
+    pub fluent_signal: i64,
 }
 
-fn read_options<'a>(c: &mut Cursor<'a>) -> Result<Options<'a>, DecodeError> {
+/// Reads the options map at `c` (anything else is skipped: defaults).
+pub(crate) fn read_options<'a>(c: &mut Cursor<'a>) -> Result<Options<'a>, DecodeError> {
     let mut opts = Options {
         chunk: None,
         compression: Compression::None,
@@ -298,8 +299,7 @@ pub fn decode_request_rewriting(
                 default_options()
             };
             let expanded;
-            let entries: &[u8] = if opts.compression == Compression::None && !looks_compressed(blob)
-            {
+            let entries: &[u8] = if detect(opts.compression, blob) == Compression::None {
                 mode = Mode::PackedForward;
                 blob
             } else {
@@ -371,11 +371,4 @@ fn default_options<'a>() -> Options<'a> {
         compression: Compression::None,
         fluent_signal: 0,
     }
-}
-
-/// A PackedForward blob that starts with a gzip or zstd magic is compressed
-/// even without the option (a msgpack entry array never starts with these
-/// bytes: 0x1f is a fixint and 0x28 too, neither a valid entry).
-fn looks_compressed(blob: &[u8]) -> bool {
-    blob.starts_with(&[0x1f, 0x8b]) || blob.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
 }

@@ -26,6 +26,32 @@ pub enum DecompressError {
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
+/// The compression `data` really has: its magic bytes win over the option,
+/// as Fluent Bit's in_forward decides.
+pub fn detect(option: Compression, data: &[u8]) -> Compression {
+    if data.starts_with(&ZSTD_MAGIC) {
+        Compression::Zstd
+    } else if data.starts_with(&GZIP_MAGIC) {
+        Compression::Gzip
+    } else {
+        option
+    }
+}
+
+/// Compresses entries the way clients do (gzip fast, zstd level 1), for the
+/// load tools.
+pub fn compress(kind: Compression, data: &[u8]) -> Vec<u8> {
+    match kind {
+        Compression::None => data.to_vec(),
+        Compression::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            let _ = std::io::Write::write_all(&mut e, data);
+            e.finish().unwrap_or_default()
+        }
+        Compression::Zstd => zstd::encode_all(data, 1).unwrap_or_default(),
+    }
+}
+
 /// Expands `data`, refusing to produce more than `limit` bytes.
 ///
 /// gzip may hold several members back to back (the spec allows it); zstd
@@ -36,14 +62,7 @@ pub fn decompress(
     data: &[u8],
     limit: usize,
 ) -> Result<Vec<u8>, DecompressError> {
-    let kind = if data.starts_with(&ZSTD_MAGIC) {
-        Compression::Zstd
-    } else if data.starts_with(&GZIP_MAGIC) {
-        Compression::Gzip
-    } else {
-        compression
-    };
-    match kind {
+    match detect(compression, data) {
         Compression::None => Ok(data.to_vec()),
         Compression::Gzip => read_capped(flate2::read::MultiGzDecoder::new(data), limit, "gzip"),
         Compression::Zstd => {

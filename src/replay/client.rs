@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use anyhow::Context;
+use bytes::Bytes;
 use clap::Args;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -13,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::forward::handshake::sha512_hex;
-use crate::msgpack::{Cursor, FrameScanner, Head};
+use crate::msgpack::{Cursor, FrameBuffer, Head};
 
 #[derive(Debug, Clone, Args)]
 pub struct ClientOptions {
@@ -107,18 +108,26 @@ fn host_of(to: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
-async fn read_object(s: &mut Stream) -> anyhow::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut scanner = FrameScanner::new();
+/// Reads until `frames` holds a complete object and returns it; `when` says
+/// what was awaited, for the error.
+async fn next_frame<S: AsyncRead + Unpin + ?Sized>(
+    s: &mut S,
+    frames: &mut FrameBuffer,
+    when: &str,
+) -> anyhow::Result<Bytes> {
     let mut chunk = [0u8; 1024];
     loop {
-        if let Some(n) = scanner.scan(&buf)? {
-            return Ok(buf[..n].to_vec());
+        if let Some(frame) = frames.next_frame()? {
+            return Ok(frame);
         }
         let n = s.read(&mut chunk).await?;
-        anyhow::ensure!(n > 0, "server closed the connection during the handshake");
-        buf.extend_from_slice(&chunk[..n]);
+        anyhow::ensure!(n > 0, "the server closed the connection {when}");
+        frames.extend(&chunk[..n]);
     }
+}
+
+async fn read_object(s: &mut Stream) -> anyhow::Result<Bytes> {
+    next_frame(s, &mut FrameBuffer::new(), "during the handshake").await
 }
 
 async fn handshake(s: &mut Stream, key: &str, o: &ClientOptions) -> anyhow::Result<()> {
@@ -180,24 +189,15 @@ async fn handshake(s: &mut Stream, key: &str, o: &ClientOptions) -> anyhow::Resu
 }
 
 /// Reads the server's next `{"ack": chunk}` and returns the chunk's bytes.
-/// `buf` holds bytes read past a previous reply (keep one per connection).
+/// Keep one `frames` per connection: it holds bytes read past a reply.
 pub async fn read_ack<S: AsyncRead + Unpin + ?Sized>(
     s: &mut S,
-    buf: &mut Vec<u8>,
+    frames: &mut FrameBuffer,
 ) -> anyhow::Result<Vec<u8>> {
-    let mut scanner = FrameScanner::new();
-    let mut chunk = [0u8; 512];
-    loop {
-        if let Some(n) = scanner.scan(buf)? {
-            let reply: Vec<u8> = buf.drain(..n).collect();
-            return ack_of(&reply)?.map(<[u8]>::to_vec).ok_or_else(|| {
-                anyhow::anyhow!("the server replied with something other than an ack")
-            });
-        }
-        let n = s.read(&mut chunk).await?;
-        anyhow::ensure!(n > 0, "the server closed the connection before acking");
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    let reply = next_frame(s, frames, "before acking").await?;
+    ack_of(&reply)?
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| anyhow::anyhow!("the server replied with something other than an ack"))
 }
 
 /// The chunk id of a complete `{"ack": chunk}` reply; `None` for any other

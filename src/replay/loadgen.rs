@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::client::{self, ClientOptions};
 use super::report::{Report, Totals};
+use crate::forward::decompress::{compress, Compression};
+use crate::msgpack::FrameBuffer;
 
 /// Which forward mode to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -132,21 +134,16 @@ pub fn build_request(
             let _ = rmp::encode::write_bin(&mut b, &entries);
         }
         LoadMode::Gzip | LoadMode::Zstd => {
-            let (packed, name) = if mode == LoadMode::Gzip {
-                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                let _ = std::io::Write::write_all(&mut e, &entries);
-                (e.finish().unwrap_or_default(), "gzip")
+            let (kind, name) = if mode == LoadMode::Gzip {
+                (Compression::Gzip, "gzip")
             } else {
-                (
-                    zstd::encode_all(&entries[..], 1).unwrap_or_default(),
-                    "zstd",
-                )
+                (Compression::Zstd, "zstd")
             };
             let _ = rmp::encode::write_str(&mut options, "compressed");
             let _ = rmp::encode::write_str(&mut options, name);
             let _ = rmp::encode::write_array_len(&mut b, 3);
             let _ = rmp::encode::write_str(&mut b, tag);
-            let _ = rmp::encode::write_bin(&mut b, &packed);
+            let _ = rmp::encode::write_bin(&mut b, &compress(kind, &entries));
         }
     }
     b.extend_from_slice(&options);
@@ -245,7 +242,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         (per_conn_rate > 0.0).then(|| Duration::from_secs_f64(per_request as f64 / per_conn_rate));
     let mut next_at = Instant::now();
     let mut n = 0u64;
-    let mut ack = Vec::new();
+    let mut replies = FrameBuffer::new();
     while Instant::now() < deadline && (args.requests == 0 || n < args.requests) {
         if let Some(iv) = interval {
             let now = Instant::now();
@@ -281,14 +278,12 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         totals.bytes.fetch_add(req.len() as u64, Ordering::Relaxed);
         if let Some(c) = chunk {
             totals.pending.fetch_add(1, Ordering::Relaxed);
-            ack.clear();
-            ack.extend_from_slice(&[0x81, 0xa3, b'a', b'c', b'k']);
-            let _ = rmp::encode::write_str(&mut ack, &c);
-            let mut got = vec![0u8; ack.len()];
-            let ok = matches!(
-                tokio::time::timeout(Duration::from_secs(190), s.read_exact(&mut got)).await,
-                Ok(Ok(_))
-            ) && got == ack;
+            let got = tokio::time::timeout(
+                Duration::from_secs(190),
+                client::read_ack(&mut s, &mut replies),
+            )
+            .await;
+            let ok = matches!(got, Ok(Ok(ref id)) if id == c.as_bytes());
             totals.pending.fetch_sub(1, Ordering::Relaxed);
             if !ok {
                 totals.failed_requests.fetch_add(1, Ordering::Relaxed);

@@ -24,6 +24,7 @@ use super::client::{self, ClientOptions, Stream};
 use super::report::{Report, Totals};
 use super::rewrite::{prepare, Changes};
 use crate::capture::format::{Kind, Reader};
+use crate::msgpack::FrameBuffer;
 
 /// Records queued per lane ahead of their send time (bounds read-ahead
 /// memory: lanes × this × request size).
@@ -259,7 +260,7 @@ async fn dispatch(
 async fn run_lane(mut rx: mpsc::Receiver<Job>, shared: &Shared) {
     let t = &shared.totals;
     let mut stream: Option<Stream> = None;
-    let mut ack_buf = Vec::new();
+    let mut replies = FrameBuffer::new();
     while let Some(job) = rx.recv().await {
         match job.kind {
             Kind::Open => continue,
@@ -291,7 +292,7 @@ async fn run_lane(mut rx: mpsc::Receiver<Job>, shared: &Shared) {
         if stream.is_none() {
             match client::connect(&shared.args.to, &shared.args.client).await {
                 Ok(s) => {
-                    ack_buf.clear();
+                    replies = FrameBuffer::new();
                     stream = Some(s);
                 }
                 Err(e) => {
@@ -317,7 +318,7 @@ async fn run_lane(mut rx: mpsc::Receiver<Job>, shared: &Shared) {
         let Some(chunk) = p.chunk else { continue };
         t.pending.fetch_add(1, Ordering::Relaxed);
         let timeout = Duration::from(shared.args.ack_timeout);
-        let got = tokio::time::timeout(timeout, client::read_ack(s, &mut ack_buf)).await;
+        let got = tokio::time::timeout(timeout, client::read_ack(s, &mut replies)).await;
         t.pending.fetch_sub(1, Ordering::Relaxed);
         match got {
             Ok(Ok(ack)) if ack == chunk.as_bytes() => {

@@ -4,7 +4,10 @@
 //! times moved by a fixed amount. The mode (and compression) stays as sent.
 //! Objects that are not forward requests are replayed byte for byte.
 
-use crate::forward::decompress::{decompress, Compression};
+use std::io::Write;
+
+use crate::forward::decode::read_options;
+use crate::forward::decompress::{compress, decompress, detect, Compression};
 use crate::forward::time::read_time;
 use crate::msgpack::{Cursor, Head, MsgpackError};
 
@@ -31,15 +34,20 @@ pub struct Prepared {
     pub chunk: Option<String>,
 }
 
-/// Prepares `frame` for sending; `chunk_id` makes the chunk id to send from
-/// the original one (a fresh id for a replay; the same to only inspect).
+/// Prepares `frame` for sending; `chunk_id` makes a fresh chunk id from
+/// the original one.
 pub fn prepare(
     frame: &[u8],
     changes: &Changes,
     chunk_id: impl FnOnce(&[u8]) -> String,
 ) -> Prepared {
-    match rebuild(frame, changes, chunk_id) {
-        Ok(Some(p)) => p,
+    let mut out = Vec::with_capacity(frame.len() + 64);
+    match walk(frame, changes, chunk_id, &mut out) {
+        Ok(Some((events, chunk))) => Prepared {
+            bytes: out,
+            events,
+            chunk,
+        },
         // Not a request weir can read: send what the client sent.
         Ok(None) | Err(_) => Prepared {
             bytes: frame.to_vec(),
@@ -49,11 +57,24 @@ pub fn prepare(
     }
 }
 
-fn rebuild(
+/// Events in `frame` and the chunk id it asks to be acked with, read the
+/// way [`prepare`] reads them but without copying anything.
+pub fn inspect(frame: &[u8]) -> (u64, Option<String>) {
+    let original = |id: &[u8]| String::from_utf8_lossy(id).into_owned();
+    match walk(frame, &Changes::default(), original, &mut std::io::sink()) {
+        Ok(Some(found)) => found,
+        Ok(None) | Err(_) => (0, None),
+    }
+}
+
+/// Reads one request and writes its replay to `out`; returns its events and
+/// the chunk id written, or `None` when `frame` is not a request.
+fn walk(
     frame: &[u8],
     changes: &Changes,
     chunk_id: impl FnOnce(&[u8]) -> String,
-) -> Result<Option<Prepared>, MsgpackError> {
+    out: &mut impl Write,
+) -> Result<Option<(u64, Option<String>)>, MsgpackError> {
     let mut c = Cursor::new(frame);
     let Head::Array(n) = c.head()? else {
         return Ok(None);
@@ -61,15 +82,14 @@ fn rebuild(
     if n < 2 {
         return Ok(None);
     }
-    let mut out = Vec::with_capacity(frame.len() + 64);
-    out.extend_from_slice(&frame[..c.position()]);
+    put(out, &frame[..c.position()]);
     let tag_raw = c.skip()?;
     match (&changes.retag, Cursor::new(tag_raw).bytes()?) {
         (Some(template), Some(tag)) => {
             let tag = String::from_utf8_lossy(tag);
-            write_str(&mut out, &template.replace("{tag}", &tag));
+            let _ = rmp::encode::write_str(out, &template.replace("{tag}", &tag));
         }
-        _ => out.extend_from_slice(tag_raw),
+        _ => put(out, tag_raw),
     }
     let shift = changes.shift_ns;
     let events;
@@ -78,9 +98,9 @@ fn rebuild(
         Head::Array(count) => {
             let start = c.position();
             c.head()?;
-            out.extend_from_slice(&frame[start..c.position()]);
+            put(out, &frame[start..c.position()]);
             for _ in 0..count {
-                entry(&mut c, shift, &mut out)?;
+                entry(&mut c, shift, out)?;
             }
             events = u64::from(count);
             consumed = 2;
@@ -88,20 +108,22 @@ fn rebuild(
         Head::Str(_) | Head::Bin(_) => {
             let blob = c.bytes()?.unwrap_or_default();
             // The options say whether the blob is compressed; read them first.
-            let compression = if n >= 3 {
-                let mut o = c;
-                compression_of(&mut o)?
+            let option = if n >= 3 {
+                let mut at_options = c;
+                match read_options(&mut at_options) {
+                    Ok(o) => o.compression,
+                    Err(_) => return Ok(None),
+                }
             } else {
                 Compression::None
             };
-            let kind = detect(compression, blob);
-            let expanded = if kind == Compression::None {
-                None
-            } else {
-                match decompress(kind, blob, MAX_EXPANDED) {
+            let kind = detect(option, blob);
+            let expanded = match kind {
+                Compression::None => None,
+                _ => match decompress(kind, blob, MAX_EXPANDED) {
                     Ok(e) => Some(e),
                     Err(_) => return Ok(None),
-                }
+                },
             };
             let entries = expanded.as_deref().unwrap_or(blob);
             let mut e = Cursor::new(entries);
@@ -116,24 +138,22 @@ fn rebuild(
                 count += 1;
             }
             events = count;
-            let body = if shift == 0 {
-                blob.to_vec()
+            let recompressed;
+            let body: &[u8] = if shift == 0 {
+                blob
             } else {
-                match kind {
-                    Compression::None => rewritten,
-                    Compression::Gzip => gzip(&rewritten),
-                    Compression::Zstd => zstd::encode_all(&rewritten[..], 1).unwrap_or_default(),
-                }
+                recompressed = compress(kind, &rewritten);
+                &recompressed
             };
-            let _ = rmp::encode::write_bin_len(&mut out, body.len() as u32);
-            out.extend_from_slice(&body);
+            let _ = rmp::encode::write_bin_len(out, body.len() as u32);
+            put(out, body);
             consumed = 2;
         }
         _ => {
             // Message mode: [tag, time, record, options?]
-            time(&mut c, shift, &mut out)?;
+            time(&mut c, shift, out)?;
             if n >= 3 {
-                out.extend_from_slice(c.skip()?);
+                put(out, c.skip()?);
             }
             events = 1;
             consumed = 3.min(n);
@@ -141,63 +161,28 @@ fn rebuild(
     }
     let mut chunk = None;
     if n > consumed {
-        chunk = options(&mut c, &mut out, chunk_id)?;
+        chunk = options(&mut c, out, chunk_id)?;
     }
     let read = if n > consumed { consumed + 1 } else { consumed };
     for _ in read..n {
-        out.extend_from_slice(c.skip()?);
+        put(out, c.skip()?);
     }
-    Ok(Some(Prepared {
-        bytes: out,
-        events,
-        chunk,
-    }))
+    Ok(Some((events, chunk)))
 }
 
-/// The `compressed` option's value, without moving the caller's cursor.
-fn compression_of(c: &mut Cursor<'_>) -> Result<Compression, MsgpackError> {
-    let Head::Map(pairs) = c.head()? else {
-        return Ok(Compression::None);
-    };
-    for _ in 0..pairs {
-        let key = c.skip()?;
-        if Cursor::new(key).bytes()? == Some(b"compressed") {
-            return Ok(match c.bytes()? {
-                Some(b"gzip") => Compression::Gzip,
-                Some(b"zstd") => Compression::Zstd,
-                _ => Compression::None,
-            });
-        }
-        c.skip()?;
-    }
-    Ok(Compression::None)
-}
-
-/// The magic bytes win over the option, as on the server side.
-fn detect(option: Compression, blob: &[u8]) -> Compression {
-    if blob.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else if blob.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else {
-        option
-    }
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let _ = std::io::Write::write_all(&mut e, data);
-    e.finish().unwrap_or_default()
+/// Writing to a `Vec` or a sink cannot fail.
+fn put(out: &mut impl Write, bytes: &[u8]) {
+    let _ = out.write_all(bytes);
 }
 
 /// Copies the options map, giving `chunk` a fresh id; returns that id.
 fn options(
     c: &mut Cursor<'_>,
-    out: &mut Vec<u8>,
+    out: &mut impl Write,
     chunk_id: impl FnOnce(&[u8]) -> String,
 ) -> Result<Option<String>, MsgpackError> {
     let Head::Map(pairs) = c.peek()? else {
-        out.extend_from_slice(c.skip()?);
+        put(out, c.skip()?);
         return Ok(None);
     };
     c.head()?;
@@ -206,18 +191,18 @@ fn options(
     let mut chunk = None;
     for _ in 0..pairs {
         let key = c.skip()?;
-        out.extend_from_slice(key);
+        put(out, key);
         let value = c.skip()?;
         match (Cursor::new(key).bytes()?, chunk_id.take()) {
             (Some(b"chunk"), Some(make)) => {
                 let original = Cursor::new(value).bytes()?.unwrap_or(value);
                 let id = make(original);
-                write_str(out, &id);
+                let _ = rmp::encode::write_str(out, &id);
                 chunk = Some(id);
             }
             (_, make) => {
                 chunk_id = make;
-                out.extend_from_slice(value);
+                put(out, value);
             }
         }
     }
@@ -225,56 +210,46 @@ fn options(
 }
 
 /// Copies one `[time, record]` (or `[[time, meta], record]`) entry.
-fn entry(c: &mut Cursor<'_>, shift: i64, out: &mut Vec<u8>) -> Result<(), MsgpackError> {
+fn entry(c: &mut Cursor<'_>, shift: i64, out: &mut impl Write) -> Result<(), MsgpackError> {
     if shift == 0 || c.peek()? != Head::Array(2) {
-        out.extend_from_slice(c.skip()?);
+        put(out, c.skip()?);
         return Ok(());
     }
     c.head()?;
-    out.push(0x92);
+    put(out, &[0x92]);
     if c.peek()? == Head::Array(2) {
         c.head()?;
-        out.push(0x92);
+        put(out, &[0x92]);
         time(c, shift, out)?;
-        out.extend_from_slice(c.skip()?);
+        put(out, c.skip()?);
     } else {
         time(c, shift, out)?;
     }
-    out.extend_from_slice(c.skip()?);
+    put(out, c.skip()?);
     Ok(())
 }
 
 /// Copies one time value, moved by `shift` and written as EventTime.
-fn time(c: &mut Cursor<'_>, shift: i64, out: &mut Vec<u8>) -> Result<(), MsgpackError> {
+fn time(c: &mut Cursor<'_>, shift: i64, out: &mut impl Write) -> Result<(), MsgpackError> {
     let start = *c;
-    let raw_len;
-    let t = {
-        let before = c.position();
-        let t = read_time(c, 0)?;
-        raw_len = c.position() - before;
-        t
-    };
-    let raw = &start.remaining()[..raw_len];
+    let t = read_time(c, 0)?;
+    let raw = &start.remaining()[..c.position() - start.position()];
     match t {
         Some(t) if t != 0 && shift != 0 => {
             let ns = t.saturating_add(shift);
             let (sec, nsec) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
             match u32::try_from(sec) {
                 Ok(sec) => {
-                    out.extend_from_slice(&[0xd7, 0x00]);
-                    out.extend_from_slice(&sec.to_be_bytes());
-                    out.extend_from_slice(&(nsec as u32).to_be_bytes());
+                    put(out, &[0xd7, 0x00]);
+                    put(out, &sec.to_be_bytes());
+                    put(out, &(nsec as u32).to_be_bytes());
                 }
-                Err(_) => out.extend_from_slice(raw),
+                Err(_) => put(out, raw),
             }
         }
-        _ => out.extend_from_slice(raw),
+        _ => put(out, raw),
     }
     Ok(())
-}
-
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    let _ = rmp::encode::write_str(out, s);
 }
 
 #[cfg(test)]
@@ -322,6 +297,7 @@ mod tests {
             assert_eq!(p.chunk.as_deref(), Some("fresh"), "{name}");
             let want = if name == "message" { 1 } else { 5 };
             assert_eq!(p.events, want, "{name}");
+            assert_eq!(inspect(&frame), (want, Some("orig-chunk".into())), "{name}");
             let before = events(&frame);
             let after = events(&p.bytes);
             assert_eq!(before.len(), after.len(), "{name}");

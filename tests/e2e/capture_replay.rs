@@ -54,15 +54,14 @@ fn stop_proxy(proxy: Child) -> Value {
 
 /// `weir replay` with `args`; returns its JSON report and stderr.
 fn replay(files: &[PathBuf], to: u16, args: &[&str]) -> (Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .arg("replay")
-        .args(files)
-        .args(["--to", &format!("127.0.0.1:{to}"), "--json"])
-        .args(args)
-        .output()
-        .unwrap();
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("replay")
+            .args(files)
+            .args(["--to", &format!("127.0.0.1:{to}"), "--json"])
+            .args(args),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "replay failed: {out:?}");
     (serde_json::from_slice(&out.stdout).unwrap(), stderr)
 }
 
@@ -307,20 +306,19 @@ fn capture_passes_the_shared_key_handshake_and_replay_does_its_own() {
     let cap = dir.path().join("hs.wcap");
     let proxy_port = free_port();
     let proxy = start_proxy(proxy_port, weir.port, &cap);
-    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["loadgen", "--to", &format!("127.0.0.1:{proxy_port}")])
-        .args([
+    loadgen(
+        &format!("127.0.0.1:{proxy_port}"),
+        &[
             "--connections",
             "2",
             "--requests",
             "5",
             "--events-per-request",
             "100",
-        ])
-        .args(["--shared-key", "k", "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "loadgen through the proxy: {out:?}");
+            "--shared-key",
+            "k",
+        ],
+    );
     let seen = stop_proxy(proxy);
     assert_eq!(seen["events_acked"], 1000, "{seen}");
 
@@ -361,13 +359,12 @@ fn a_capture_written_from_the_spec_alone_replays() {
     let weir = Weir::start("");
     let dir = tempfile::tempdir().unwrap();
     let cap = dir.path().join("spec.wcap");
-    let out = Command::new(python())
-        .arg(support("write_capture.py"))
-        .arg(&cap)
-        .args(["300", "--torn"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    run_ok(
+        Command::new(python())
+            .arg(support("write_capture.py"))
+            .arg(&cap)
+            .args(["300", "--torn"]),
+    );
     let accepted = |m: &[Sample]| metric(m, "weir_forward_connections_accepted_total", &[]);
     let before = accepted(&scrape(weir.metrics_port));
     let (r, stderr) = replay(std::slice::from_ref(&cap), weir.port, &["--max"]);

@@ -320,17 +320,35 @@ impl Row {
     }
 }
 
-/// Reads every Parquet file under `root` with DuckDB (and pyarrow schema checks).
-pub fn read_rows(root: &Path) -> Vec<Row> {
-    let out = Command::new(python())
-        .arg(support("read_parquet.py"))
-        .arg(root)
-        .output()
-        .expect("run read_parquet.py");
+/// Runs `cmd` to its end and asserts it succeeded, naming the command and
+/// showing its stderr otherwise; returns its output.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
-        "read_parquet.py failed: {}",
+        "{cmd:?} failed ({}):\n{}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `weir loadgen --to TO --json ARGS`, which must succeed; its report.
+pub fn loadgen(to: &str, args: &[&str]) -> Value {
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["loadgen", "--to", to, "--json"])
+            .args(args),
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Reads every Parquet file under `root` with DuckDB (and pyarrow schema checks).
+pub fn read_rows(root: &Path) -> Vec<Row> {
+    let out = run_ok(
+        Command::new(python())
+            .arg(support("read_parquet.py"))
+            .arg(root),
     );
     String::from_utf8(out.stdout)
         .unwrap()
@@ -447,15 +465,10 @@ pub struct Sample {
 /// Scrapes `/metrics` and parses it with the Python `prometheus_client`
 /// text-format parser (a real Prometheus parser, not ours).
 pub fn scrape(port: u16) -> Vec<Sample> {
-    let out = Command::new(python())
-        .arg(support("scrape.py"))
-        .arg(format!("http://127.0.0.1:{port}/metrics"))
-        .output()
-        .expect("run scrape.py");
-    assert!(
-        out.status.success(),
-        "scrape.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(python())
+            .arg(support("scrape.py"))
+            .arg(format!("http://127.0.0.1:{port}/metrics")),
     );
     let v: Vec<(String, BTreeMap<String, String>, f64)> =
         serde_json::from_slice(&out.stdout).unwrap();

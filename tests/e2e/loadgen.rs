@@ -1,8 +1,6 @@
 //! `weir loadgen` against a real weir: its counts match weir's metrics, in
 //! every mode, through the shared-key handshake.
 
-use std::process::Command;
-
 use crate::common::*;
 
 #[test]
@@ -11,15 +9,11 @@ fn loadgen_counts_match_weir_metrics() {
         Weir::start("[forward.security]\nself_hostname = \"weir-server\"\nshared_key = \"k\"\n");
     let mut sent = 0.0;
     for mode in ["packed", "forward", "message", "gzip", "zstd"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args([
-                "loadgen",
-                "--to",
-                &format!("127.0.0.1:{}", weir.port),
+        let r = loadgen(
+            &format!("127.0.0.1:{}", weir.port),
+            &[
                 "--mode",
                 mode,
-            ])
-            .args([
                 "--connections",
                 "2",
                 "--requests",
@@ -28,12 +22,10 @@ fn loadgen_counts_match_weir_metrics() {
                 "100",
                 "--duration",
                 "60s",
-            ])
-            .args(["--shared-key", "k", "--json"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{mode}: {out:?}");
-        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                "--shared-key",
+                "k",
+            ],
+        );
         let want = if mode == "message" { 10 } else { 1000 };
         assert_eq!(r["events_acked"], want, "{mode}: {r}");
         assert_eq!(r["events_sent"], want, "{mode}: {r}");

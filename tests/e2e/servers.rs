@@ -158,15 +158,10 @@ impl Drop for GcsServer {
 /// Objects (key → size) and rows, read back from a server over the S3
 /// protocol with pyarrow.
 pub fn read_bucket(endpoint: &str, bucket: &str) -> (BTreeMap<String, u64>, Vec<Row>) {
-    let out = Command::new(python())
-        .arg(support("read_s3.py"))
-        .args([endpoint, bucket])
-        .output()
-        .expect("run read_s3.py");
-    assert!(
-        out.status.success(),
-        "read_s3.py: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(python())
+            .arg(support("read_s3.py"))
+            .args([endpoint, bucket]),
     );
     let text = String::from_utf8(out.stdout).unwrap();
     let mut lines = text.lines();

@@ -10,16 +10,7 @@ use std::time::Duration;
 use crate::common::*;
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new("openssl").current_dir(dir).args(args));
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate.
@@ -128,33 +119,30 @@ fn tls_and_mtls_with_a_real_client() {
     let out = node_client(weir.port, certs.path(), true, t);
     assert!(out.status.success(), "{out:?}\n{}", weir.log());
     // weir's own load tools over mTLS, verifying the server by name and by address.
+    let path = |f: &str| certs.path().join(f).display().to_string();
+    let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client.key"));
     for host in ["localhost", "127.0.0.1"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["loadgen", "--to", &format!("{host}:{}", weir.port)])
-            .args([
+        loadgen(
+            &format!("{host}:{}", weir.port),
+            &[
                 "--connections",
                 "1",
                 "--requests",
                 "3",
                 "--events-per-request",
                 "10",
-            ])
-            .args([
                 "--shared-key",
                 "k",
                 "--tags",
                 "tls.loadgen",
-                "--json",
                 "--tls-ca",
-            ])
-            .arg(certs.path().join("ca.pem"))
-            .arg("--tls-cert")
-            .arg(certs.path().join("client.pem"))
-            .arg("--tls-key")
-            .arg(certs.path().join("client.key"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "loadgen via {host}: {out:?}");
+                &ca,
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+            ],
+        );
     }
 
     // No client certificate under mTLS: the TLS handshake fails (the
