@@ -11,13 +11,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::format::{encode_header, write_record, Kind, Record, HEADER_LEN};
 use crate::metrics::Metrics;
 
 /// Records waiting for the writer thread; past this `try_record` drops.
 const QUEUE: usize = 8192;
+/// Payload bytes waiting for the writer thread; past this too. Requests
+/// can be megabytes, so a count alone would not bound the memory.
+const QUEUE_BYTES: usize = 64 << 20;
 
 /// Where records go.
 #[derive(Debug, Clone)]
@@ -38,12 +41,17 @@ struct Entry {
     conn: u64,
     at_unix_us: u64,
     payload: Bytes,
+    /// The payload's share of [`QUEUE_BYTES`], returned once written.
+    _room: OwnedSemaphorePermit,
 }
 
 /// A cloneable handle that connections record through.
 #[derive(Clone)]
 pub struct Capture {
     tx: mpsc::Sender<Entry>,
+    /// Free bytes of the queue, one permit per byte.
+    room: Arc<Semaphore>,
+    queue_bytes: usize,
     next_conn: Arc<AtomicU64>,
     metrics: Metrics,
 }
@@ -84,14 +92,27 @@ impl Capture {
                 }
                 files.flush(&m);
             })?;
-        Ok((
-            Capture {
-                tx,
-                next_conn: Arc::new(AtomicU64::new(1)),
-                metrics,
-            },
-            Writer { thread },
-        ))
+        Ok((Capture::new(tx, QUEUE_BYTES, metrics), Writer { thread }))
+    }
+
+    fn new(tx: mpsc::Sender<Entry>, queue_bytes: usize, metrics: Metrics) -> Self {
+        Capture {
+            tx,
+            room: Arc::new(Semaphore::new(queue_bytes)),
+            queue_bytes,
+            next_conn: Arc::new(AtomicU64::new(1)),
+            metrics,
+        }
+    }
+
+    /// Permits a payload needs: its size, though never more than the whole
+    /// queue, so a lone record larger than it still goes through.
+    fn share(&self, payload: &Bytes) -> u32 {
+        payload
+            .len()
+            .min(self.queue_bytes)
+            .try_into()
+            .unwrap_or(u32::MAX)
     }
 
     /// A fresh connection id.
@@ -99,19 +120,31 @@ impl Capture {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn entry(kind: Kind, conn: u64, payload: Bytes) -> Entry {
+    fn entry(kind: Kind, conn: u64, payload: Bytes, room: OwnedSemaphorePermit) -> Entry {
         Entry {
             kind,
             conn,
             at_unix_us: unix_us(),
             payload,
+            _room: room,
         }
     }
 
-    /// Records without waiting; a full queue drops the record (counted), so
-    /// capture never slows ingestion.
+    /// Records without waiting; a full queue (in records or bytes) drops the
+    /// record (counted), so capture never slows ingestion.
     pub fn try_record(&self, kind: Kind, conn: u64, payload: Bytes) {
-        if self.tx.try_send(Self::entry(kind, conn, payload)).is_err() {
+        let admitted = match self
+            .room
+            .clone()
+            .try_acquire_many_owned(self.share(&payload))
+        {
+            Ok(room) => self
+                .tx
+                .try_send(Self::entry(kind, conn, payload, room))
+                .is_ok(),
+            Err(_) => false,
+        };
+        if !admitted {
             self.metrics
                 .capture_dropped
                 .with_label_values(&["queue_full"])
@@ -121,12 +154,20 @@ impl Capture {
 
     /// Records, waiting for room: for the proxy, where the capture is the point.
     pub async fn record(&self, kind: Kind, conn: u64, payload: Bytes) {
-        if self
-            .tx
-            .send(Self::entry(kind, conn, payload))
+        let sent = match self
+            .room
+            .clone()
+            .acquire_many_owned(self.share(&payload))
             .await
-            .is_err()
         {
+            Ok(room) => self
+                .tx
+                .send(Self::entry(kind, conn, payload, room))
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        if !sent {
             self.metrics
                 .capture_dropped
                 .with_label_values(&["write_error"])
@@ -285,6 +326,32 @@ fn prune(dir: &Path, keep: usize) {
 mod tests {
     use super::*;
     use crate::capture::format::Reader;
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_too() {
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        let metrics = Metrics::new();
+        let cap = Capture::new(tx, 100, metrics.clone());
+        let dropped = || {
+            metrics
+                .capture_dropped
+                .with_label_values(&["queue_full"])
+                .get()
+        };
+        let record = |n: usize| cap.try_record(Kind::Request, 1, Bytes::from(vec![0; n]));
+        record(80);
+        record(80); // 160 bytes would be queued: dropped, counted
+        assert_eq!(dropped(), 1);
+        // Once the writer has taken a record, its room comes back.
+        drop(rx.try_recv().unwrap());
+        record(80);
+        assert_eq!(dropped(), 1);
+        // A lone record larger than the whole queue still goes through.
+        drop(rx.try_recv().unwrap());
+        record(500);
+        assert_eq!(dropped(), 1);
+        assert_eq!(rx.try_recv().unwrap().payload.len(), 500);
+    }
 
     #[test]
     fn rotates_and_keeps_the_newest_files() {
