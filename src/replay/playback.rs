@@ -200,7 +200,7 @@ async fn dispatch(
                         return Ok(());
                     }
                 }
-                if shared.deadline.is_some_and(|d| Instant::now() > d) {
+                if shared.is_over() {
                     return Ok(());
                 }
                 let shift_ns = if args.shift_time {
