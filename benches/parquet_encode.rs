@@ -27,8 +27,9 @@ fn encode(c: &mut Criterion) {
         let schema = RouteSchema::new(&config.routes[0], &config.roll).unwrap();
         g.bench_function(name, |b| {
             b.iter_batched(
-                || PartitionWriter::create(&dir.path().join("f.parquet"), &schema, b"app.access").unwrap(),
+                || PartitionWriter::create(&dir.path().join("f.parquet"), &schema).unwrap(),
                 |mut w| {
+                    w.set_tag(b"app.access");
                     for (i, r) in records.iter().enumerate() {
                         w.append(1_764_090_000_000_000_000 + i as i64, r).unwrap();
                     }

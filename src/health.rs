@@ -23,10 +23,29 @@ fn now_ms() -> i64 {
 
 /// Tracks whether the WAL is waiting for the roller (weir stops reading
 /// sockets then). Entered and left by the WAL writer only.
+///
+/// Under a load near the roller's rate backpressure can switch on and off
+/// many times a second; the metrics count every episode, the log says so at
+/// most once per [`LOG_EVERY`] with how many episodes it left out.
 pub struct Backpressure {
     /// Wall clock (ms) backpressure began; 0 when there is none.
     since_ms: AtomicI64,
     metrics: Metrics,
+    log: std::sync::Mutex<EpisodeLog>,
+}
+
+/// Least time between two "backpressure" log lines.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct EpisodeLog {
+    last_logged: Option<std::time::Instant>,
+    /// Episodes since the last line.
+    unlogged: u64,
+    /// Whether the current episode's start was logged (then so is its end).
+    current_logged: bool,
+    /// Lines written, for tests.
+    lines: u64,
 }
 
 impl Backpressure {
@@ -34,14 +53,30 @@ impl Backpressure {
         Arc::new(Self {
             since_ms: AtomicI64::new(0),
             metrics,
+            log: std::sync::Mutex::new(EpisodeLog::default()),
         })
     }
 
     pub fn enter(&self) {
-        if self.since_ms.load(Ordering::Relaxed) == 0 {
-            self.since_ms.store(now_ms().max(1), Ordering::Relaxed);
-            self.metrics.backpressure_active.set(1);
-            tracing::warn!("backpressure: the roller is behind; reading from clients pauses");
+        if self.since_ms.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        self.since_ms.store(now_ms().max(1), Ordering::Relaxed);
+        self.metrics.backpressure_active.set(1);
+        self.metrics.backpressure_episodes.inc();
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let due = log.last_logged.is_none_or(|t| t.elapsed() >= LOG_EVERY);
+        log.current_logged = due;
+        if due {
+            let earlier = std::mem::take(&mut log.unlogged);
+            log.last_logged = Some(std::time::Instant::now());
+            log.lines += 1;
+            tracing::warn!(
+                earlier_episodes = earlier,
+                "backpressure: the roller is behind; reading from clients pauses"
+            );
+        } else {
+            log.unlogged += 1;
         }
     }
 
@@ -51,7 +86,12 @@ impl Backpressure {
             let secs = (now_ms() - since).max(0) as f64 / 1000.0;
             self.metrics.backpressure_active.set(0);
             self.metrics.backpressure_seconds.inc_by(secs);
-            tracing::info!(seconds = secs, "backpressure over");
+            let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            if log.current_logged {
+                tracing::info!(seconds = secs, "backpressure over");
+            } else {
+                tracing::debug!(seconds = secs, "backpressure over");
+            }
         }
     }
 
@@ -61,6 +101,39 @@ impl Backpressure {
             0 => None,
             since => Some(Duration::from_millis((now_ms() - since).max(0) as u64)),
         }
+    }
+
+    /// "backpressure" lines logged so far.
+    pub fn log_lines(&self) -> u64 {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).lines
+    }
+}
+
+/// Why a stage cannot do its work right now (a full disk, a failing
+/// file), for `/readyz`; empty while it works. Set and cleared by the stage.
+#[derive(Default)]
+pub struct StageStatus {
+    failing: std::sync::Mutex<Option<String>>,
+}
+
+impl StageStatus {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn set(&self, why: String) {
+        *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+
+    pub fn clear(&self) {
+        *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub fn failing(&self) -> Option<String> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -72,6 +145,8 @@ pub struct Health {
     pub wal_dir: PathBuf,
     pub backpressure_grace: Duration,
     pub backlog: Arc<crate::outbox::Backlog>,
+    /// The roller's failure, while it retries.
+    pub roller: Arc<StageStatus>,
 }
 
 impl Health {
@@ -89,6 +164,9 @@ impl Health {
                 "WAL directory {} not writable: {e}",
                 self.wal_dir.display()
             ));
+        }
+        if let Some(failing) = self.roller.failing() {
+            why.push(failing);
         }
         if self.backlog.is_over() {
             why.push(format!(
@@ -115,4 +193,22 @@ fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {
     let p = dir.join(".ready-probe");
     std::fs::write(&p, b"ok")?;
     std::fs::remove_file(&p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flapping_backpressure_logs_once_and_counts_every_episode() {
+        let m = Metrics::new();
+        let bp = Backpressure::new(m.clone());
+        for _ in 0..10_000 {
+            bp.enter();
+            bp.leave();
+        }
+        assert_eq!(bp.log_lines(), 1);
+        assert_eq!(m.backpressure_episodes.get(), 10_000);
+        assert_eq!(m.backpressure_active.get(), 0);
+    }
 }

@@ -30,6 +30,7 @@ pub mod failpoint;
 pub mod forward;
 pub mod health;
 pub mod http;
+pub mod ids;
 pub mod logging;
 pub mod metrics;
 pub mod msgpack;

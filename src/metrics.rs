@@ -25,6 +25,8 @@ impl std::ops::Deref for Metrics {
 
 pub struct Inner {
     pub registry: Registry,
+    /// Every metric in registration order, for the README's table.
+    pub catalog: Vec<MetricInfo>,
     // forward
     pub connections_active: IntGauge,
     pub connections_accepted: IntCounter,
@@ -55,6 +57,7 @@ pub struct Inner {
     pub wal_corrupt_records: IntCounter,
     pub backpressure_active: IntGauge,
     pub backpressure_seconds: Counter,
+    pub backpressure_episodes: IntCounter,
     // roll
     pub roll_open_partitions: IntGauge,
     pub roll_buffer_bytes: IntGauge,
@@ -63,6 +66,10 @@ pub struct Inner {
     pub roll_row_groups: IntCounter,
     pub roll_files_finished: IntCounterVec,
     pub roll_late_events: IntCounter,
+    pub roll_outside_events: IntCounterVec,
+    pub roll_files_finished_early: IntCounterVec,
+    pub roll_quarantined_records: IntCounter,
+    pub roll_coverage_entries: IntGauge,
     pub roll_unrouted_events: IntCounter,
     pub roll_replayed_skipped_events: IntCounter,
     pub roll_errors: IntCounter,
@@ -80,45 +87,82 @@ pub struct Inner {
     pub log_suppressed: IntCounterVec,
 }
 
+/// One metric as the README's table lists it.
+#[derive(Debug, Clone)]
+pub struct MetricInfo {
+    pub name: String,
+    /// counter, gauge or histogram.
+    pub kind: &'static str,
+    pub labels: Vec<String>,
+    pub help: String,
+}
+
+/// The registry while metrics are being registered, with their catalog.
+struct Reg {
+    registry: Registry,
+    catalog: std::cell::RefCell<Vec<MetricInfo>>,
+}
+
 /// Registers a metric built from constant names; a failure is a programming
 /// error that every test run would hit.
 fn register<T: Collector + Clone + 'static>(
-    r: &Registry,
+    r: &Reg,
+    kind: &'static str,
     name: &str,
     metric: prometheus::Result<T>,
 ) -> T {
     let m = metric.unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    r.register(Box::new(m.clone()))
+    for d in m.desc() {
+        r.catalog.borrow_mut().push(MetricInfo {
+            name: d.fq_name.clone(),
+            kind,
+            labels: d.variable_labels.clone(),
+            help: d.help.clone(),
+        });
+    }
+    r.registry
+        .register(Box::new(m.clone()))
         .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     m
 }
 
-fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    register(r, name, IntCounter::new(name, help))
+fn counter(r: &Reg, name: &str, help: &str) -> IntCounter {
+    register(r, "counter", name, IntCounter::new(name, help))
 }
 
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    register(r, name, IntCounterVec::new(Opts::new(name, help), labels))
-}
-
-fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    register(r, name, IntGauge::new(name, help))
-}
-
-fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    register(r, name, IntGaugeVec::new(Opts::new(name, help), labels))
-}
-
-fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+fn counter_vec(r: &Reg, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register(
         r,
+        "counter",
+        name,
+        IntCounterVec::new(Opts::new(name, help), labels),
+    )
+}
+
+fn gauge(r: &Reg, name: &str, help: &str) -> IntGauge {
+    register(r, "gauge", name, IntGauge::new(name, help))
+}
+
+fn gauge_vec(r: &Reg, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(
+        r,
+        "gauge",
+        name,
+        IntGaugeVec::new(Opts::new(name, help), labels),
+    )
+}
+
+fn histogram(r: &Reg, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    register(
+        r,
+        "histogram",
         name,
         Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)),
     )
 }
 
 fn histogram_vec(
-    r: &Registry,
+    r: &Reg,
     name: &str,
     help: &str,
     labels: &[&str],
@@ -126,6 +170,7 @@ fn histogram_vec(
 ) -> HistogramVec {
     register(
         r,
+        "histogram",
         name,
         HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels),
     )
@@ -142,7 +187,10 @@ impl Metrics {
     /// Builds the registry. Metric definitions are constants, so a failure
     /// here is a programming error caught by every test run.
     pub fn new() -> Self {
-        let r = Registry::new();
+        let r = Reg {
+            registry: Registry::new(),
+            catalog: std::cell::RefCell::new(Vec::new()),
+        };
         let inner = Inner {
             connections_active: gauge(&r, "weir_forward_connections_active", "Open forward connections."),
             connections_accepted: counter(&r, "weir_forward_connections_accepted_total", "Forward connections accepted."),
@@ -170,14 +218,19 @@ impl Metrics {
             wal_torn_tails: counter(&r, "weir_wal_torn_tails_total", "Torn WAL tails truncated at recovery."),
             wal_corrupt_records: counter(&r, "weir_wal_corrupt_records_total", "Damaged WAL records skipped at recovery."),
             backpressure_active: gauge(&r, "weir_backpressure_active", "1 while the roller cannot keep up and weir stops reading sockets."),
-            backpressure_seconds: register(&r, "weir_backpressure_seconds_total", Counter::new("weir_backpressure_seconds_total", "Time spent in backpressure.")),
-            roll_open_partitions: gauge(&r, "weir_roll_open_files", "Parquet files being written (route, tag, period)."),
-            roll_buffer_bytes: gauge(&r, "weir_roll_buffered_bytes", "Memory held by rows not yet in a row group on disk."),
+            backpressure_seconds: register(&r, "counter", "weir_backpressure_seconds_total", Counter::new("weir_backpressure_seconds_total", "Time spent in backpressure.")),
+            backpressure_episodes: counter(&r, "weir_backpressure_episodes_total", "Times backpressure began."),
+            roll_open_partitions: gauge(&r, "weir_roll_open_files", "Files being written: Parquet (route, group, period) and Treasure Data parts (limit: roll.max_open_files)."),
+            roll_buffer_bytes: gauge(&r, "weir_roll_buffered_bytes", "Memory held by open files: rows not yet in a row group on disk plus each file's fixed cost (limit: roll.max_buffer_bytes)."),
             roll_buffered_rows: gauge(&r, "weir_roll_buffered_rows", "Rows in open files' memory, not yet in a row group on disk."),
             roll_rows: counter(&r, "weir_roll_rows_total", "Rows encoded into Parquet."),
             roll_row_groups: counter(&r, "weir_roll_row_groups_total", "Row groups written."),
-            roll_files_finished: counter_vec(&r, "weir_roll_files_finished_total", "Parquet files finished and handed to the outbox, by kind (period, late).", &["kind"]),
+            roll_files_finished: counter_vec(&r, "weir_roll_files_finished_total", "Files finished and handed to the outbox, by kind (period, part, late, outside, td_part).", &["kind"]),
             roll_late_events: counter(&r, "weir_roll_late_events_total", "Events that arrived after their period's file was finished; written to a late file."),
+            roll_outside_events: counter_vec(&r, "weir_roll_outside_events_total", "Events dated outside [arrival - roll.max_past, arrival + roll.max_future], written to an outside file, by direction (past, future).", &["direction"]),
+            roll_files_finished_early: counter_vec(&r, "weir_roll_files_finished_early_total", "Files finished before their deadline, by reason (max_open_files, memory, drain).", &["reason"]),
+            roll_quarantined_records: counter(&r, "weir_roll_quarantined_records_total", "WAL records the roller could not turn into files, moved to deadletter/roller/."),
+            roll_coverage_entries: gauge(&r, "weir_roll_coverage_entries", "Finished files the roller remembers so replay skips their events (forgotten once the WAL drops their records)."),
             roll_unrouted_events: counter(&r, "weir_roll_unrouted_events_total", "Events whose tag matched no route; dropped."),
             roll_replayed_skipped_events: counter(&r, "weir_roll_replay_skipped_events_total", "Replayed WAL events already in a finished file."),
             roll_errors: counter(&r, "weir_roll_errors_total", "Failures writing Parquet files."),
@@ -191,9 +244,25 @@ impl Metrics {
             outbox_backlog_bytes: gauge(&r, "weir_outbox_backlog_bytes", "Bytes of outbox files not yet taken by every sink (limit: outbox.max_backlog_bytes)."),
             outbox_blocked: gauge(&r, "weir_outbox_blocked", "1 while the outbox backlog is over its limit and the roller waits."),
             log_suppressed: counter_vec(&r, "weir_log_suppressed_total", "Repeated warnings not logged (rate limit), by kind.", &["kind"]),
-            registry: r,
+            catalog: r.catalog.into_inner(),
+            registry: r.registry,
         };
         Metrics(Arc::new(inner))
+    }
+
+    /// The README's metric table (markdown), from the catalog.
+    pub fn markdown_table(&self) -> String {
+        let mut out = String::from("| metric | type | labels | meaning |\n|---|---|---|---|\n");
+        for m in &self.catalog {
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} |\n",
+                m.name,
+                m.kind,
+                m.labels.join(", "),
+                m.help
+            ));
+        }
+        out
     }
 
     /// Prometheus text exposition of every metric.

@@ -98,6 +98,8 @@ pub async fn run_with(
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
 
+    raise_open_file_limit(&config);
+
     let marker = data_dir.join(DRAIN_MARKER);
     if marker.exists() {
         std::fs::remove_file(&marker)
@@ -113,6 +115,7 @@ pub async fn run_with(
     let (roll_tx, roll_rx) = wal::queue::channel(ROLLER_QUEUE, ROLLER_QUEUE_BYTES);
     let (release_tx, release_rx) = watch::channel(0u64);
     let (oldest_tx, oldest_rx) = watch::channel(0u64);
+    let roller_status = crate::health::StageStatus::new();
     let (healthy_tx, healthy_rx) = watch::channel(true);
     let backlog = Backlog::new(config.outbox.max_backlog_bytes.0, metrics.clone());
     let backpressure = Backpressure::new(metrics.clone());
@@ -123,6 +126,7 @@ pub async fn run_with(
         wal_dir: data_dir.join("wal"),
         backpressure_grace: config.metrics.backpressure_grace.0,
         backlog: backlog.clone(),
+        roller: roller_status.clone(),
     });
     // Bound first, so a port clash fails before any state is touched.
     let metrics_listener = if options.accept {
@@ -147,7 +151,7 @@ pub async fn run_with(
         initial.clone(),
         DeliveryLinks {
             finished: finished_rx,
-            wal_oldest: oldest_rx,
+            wal_oldest: oldest_rx.clone(),
             shutdown: stop_delivery_rx,
             metrics: metrics.clone(),
             backlog: backlog.clone(),
@@ -158,6 +162,7 @@ pub async fn run_with(
         RollerLinks {
             input: roll_rx,
             release: release_tx,
+            wal_oldest: oldest_rx,
             finished: finished_tx,
             outbox: outbox_dir,
             initial,
@@ -165,6 +170,7 @@ pub async fn run_with(
             backlog: backlog.clone(),
             shutdown: shutdown_rx.clone(),
             drain: drain_flag.clone(),
+            status: roller_status,
         },
     )
     .context("starting the roller")?;
@@ -283,6 +289,23 @@ pub async fn run_with(
             tracing::info!("stopped cleanly");
             Ok(())
         }
+    }
+}
+
+/// Raises the soft limit on open files to what the configured bounds need
+/// (connections, open files, WAL and sockets), up to the hard limit, and
+/// warns when even that leaves `roll.max_open_files` too little room.
+fn raise_open_file_limit(config: &Config) {
+    let files = config.roll.max_open_files as u64;
+    let wanted = config.forward.max_connections as u64 + files + 256;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit < files * 2 + 256 => tracing::warn!(
+            limit,
+            max_open_files = files,
+            "the open-file limit (ulimit -n) leaves little room beside roll.max_open_files; raise the limit or lower roll.max_open_files"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
     }
 }
 

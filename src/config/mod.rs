@@ -416,6 +416,31 @@ pub struct RollConfig {
     /// zstd level for Parquet pages (1 fastest … 22 smallest).
     #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
+    /// An event dated more than this after its arrival (a client clock that
+    /// runs fast) does not open its own period's file, which would stay open
+    /// until that period ends: it goes to a short-lived `outside` file.
+    #[serde(default = "default_max_future")]
+    pub max_future: HumanDuration,
+    /// A late event (its period's file already finished) dated less than
+    /// this before its arrival goes to a `late` file beside its period's
+    /// file; older ones go to the short-lived `outside` file, so a request
+    /// spanning years cannot open a file per period.
+    #[serde(default = "default_max_past")]
+    pub max_past: HumanDuration,
+    /// Files (Parquet and Treasure Data parts) open at once. Past it the
+    /// least recently written file is finished early.
+    #[serde(default = "default_max_open_files")]
+    pub max_open_files: usize,
+}
+
+fn default_max_future() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+fn default_max_past() -> HumanDuration {
+    HumanDuration(Duration::from_secs(86_400))
+}
+fn default_max_open_files() -> usize {
+    512
 }
 
 impl Default for RollConfig {
@@ -427,6 +452,9 @@ impl Default for RollConfig {
             max_buffer_bytes: default_roll_buffer(),
             row_group_rows: default_row_group_rows(),
             zstd_level: default_zstd_level(),
+            max_future: default_max_future(),
+            max_past: default_max_past(),
+            max_open_files: default_max_open_files(),
         }
     }
 }
@@ -460,6 +488,22 @@ pub struct RouteConfig {
     /// Typed columns taken out of the record.
     #[serde(default)]
     pub columns: BTreeMap<String, ColumnType>,
+    /// One file per tag (default) or one per route with the tag as a column.
+    #[serde(default)]
+    pub files: FileGrouping,
+}
+
+/// What one Parquet file of a route holds (per period and node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileGrouping {
+    /// One file per tag: `{prefix}/{tag}/dt=…/hour=…/{node}.parquet`.
+    #[default]
+    PerTag,
+    /// One file for all the route's tags, named by the route:
+    /// `{prefix}/{route}/dt=…/hour=…/{node}.parquet`; the `tag` column
+    /// tells them apart. For tags made per container or per pod.
+    PerRoute,
 }
 
 /// `[sinks.NAME]`: a destination for finished files.
@@ -659,6 +703,7 @@ pub struct Route {
     pub patterns: Vec<TagPattern>,
     pub sinks: Vec<String>,
     pub columns: Vec<(String, ColumnType)>,
+    pub files: FileGrouping,
 }
 
 /// The whole validated configuration.
@@ -775,6 +820,9 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     }
     if !(1..=22).contains(&file.roll.zstd_level) {
         return Err(invalid("roll.zstd_level", "must be from 1 to 22".into()));
+    }
+    if file.roll.max_open_files < 2 {
+        return Err(invalid("roll.max_open_files", "must be at least 2".into()));
     }
     if file.roll.row_group_rows == 0 {
         return Err(invalid("roll.row_group_rows", "must be at least 1".into()));
@@ -952,6 +1000,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
             prefix: String::new(),
             sinks: None,
             columns: BTreeMap::new(),
+            files: FileGrouping::PerTag,
         });
     }
     let mut routes = Vec::new();
@@ -981,6 +1030,12 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         }
         crate::sink::key::validate_prefix(&r.prefix)
             .map_err(|m| invalid(&format!("{key}.prefix"), m))?;
+        if r.files == FileGrouping::PerRoute && r.name.is_none() {
+            return Err(invalid(
+                &format!("{key}.files"),
+                "\"per_route\" files are named after the route: give the route a `name`".into(),
+            ));
+        }
         let name = r.name.unwrap_or_else(|| key.clone());
         if routes.iter().any(|x: &Route| x.name == name) {
             return Err(invalid(
@@ -995,6 +1050,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
             patterns,
             sinks: route_sinks,
             columns: r.columns.into_iter().collect(),
+            files: r.files,
         });
     }
     let unmatched_route = match &file.unmatched {

@@ -27,6 +27,23 @@ impl FileKind {
     }
 }
 
+/// Which file of its group and period a finished file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Slot {
+    /// The period's one file, finished at period end + grace.
+    #[default]
+    Main,
+    /// The period's file finished early (open-file or memory bound, drain).
+    Part,
+    /// Events that arrived after their period's file was finished.
+    Late,
+    /// Events dated outside `[arrival - roll.max_past, arrival + roll.max_future]`.
+    Outside,
+    /// A Treasure Data import part.
+    Td,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Format version of this JSON.
@@ -37,19 +54,27 @@ pub struct Manifest {
     pub kind: FileKind,
     /// Route name (`route[N]`).
     pub route: String,
-    /// The tag's bytes in hex (tags need not be UTF-8).
-    pub tag_hex: String,
-    /// The tag for people (lossy).
-    pub tag: String,
-    /// Period start, seconds since the epoch, UTC.
+    /// What the file groups, in hex (tags need not be UTF-8): the tag, the
+    /// route name of a per-route file, or `db.table` of a Treasure Data part.
+    #[serde(alias = "tag_hex")]
+    pub group_hex: String,
+    /// The group for people (lossy).
+    #[serde(alias = "tag")]
+    pub group: String,
+    /// Period start, seconds since the epoch, UTC (for an `outside` file, the
+    /// period it arrived in).
     pub period_start: i64,
     pub period_secs: u64,
-    /// For a late file: the WAL sequence of its first event.
+    #[serde(default)]
+    pub slot: Slot,
+    /// Version 1 only: the sequence of a late file (now `slot = late`).
+    #[serde(default, skip_serializing)]
     pub late_seq: Option<u64>,
     /// WAL sequence of the first record with an event in this file.
     pub first_seq: u64,
     /// The roller had read the WAL through this sequence when it finished the
-    /// file: every event of this (route, tag, period) up to here is in it.
+    /// file: every event of this file's group and slot up to here is in it
+    /// (or in an earlier file of the same group and slot).
     pub covered_through: u64,
     pub rows: u64,
     pub bytes: u64,
@@ -60,7 +85,22 @@ pub struct Manifest {
     pub finished_at_ms: i64,
 }
 
-pub const VERSION: u32 = 1;
+impl Manifest {
+    /// Reads a manifest, upgrading version 1.
+    pub fn from_json(bytes: &[u8]) -> serde_json::Result<Self> {
+        let mut m: Manifest = serde_json::from_slice(bytes)?;
+        if m.version < 2 {
+            m.slot = match (m.kind, m.late_seq) {
+                (FileKind::TdPart, _) => Slot::Td,
+                (_, Some(_)) => Slot::Late,
+                _ => Slot::Main,
+            };
+        }
+        Ok(m)
+    }
+}
+
+pub const VERSION: u32 = 2;
 
 pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -83,6 +123,15 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_1_manifests_are_upgraded() {
+        let v1 = br#"{"version":1,"id":"x","kind":"parquet","route":"r","tag_hex":"61","tag":"a",
+            "period_start":0,"period_secs":3600,"late_seq":5,"first_seq":5,"covered_through":6,
+            "rows":1,"bytes":2,"keys":{}}"#;
+        let m = Manifest::from_json(v1).unwrap();
+        assert_eq!((m.slot, m.group_hex.as_str()), (Slot::Late, "61"));
+    }
 
     #[test]
     fn hex_round_trip() {

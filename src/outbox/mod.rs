@@ -139,7 +139,7 @@ impl OutboxDir {
             } else if name.ends_with(".parquet") || name.ends_with(".msgpack.gz") {
                 data.push(path.clone());
             } else if name.ends_with(".json") {
-                match fs::read(&path).map(|b| serde_json::from_slice::<Manifest>(&b)) {
+                match fs::read(&path).map(|b| Manifest::from_json(&b)) {
                     Ok(Ok(m)) => manifests.push(m),
                     Ok(Err(e)) => {
                         tracing::error!(file = %path.display(), error = %e, "unreadable outbox manifest; skipped")

@@ -43,6 +43,10 @@ pub struct LoadgenArgs {
     /// Comma-separated tags, used in turn.
     #[arg(long, default_value = "loadgen.test")]
     pub tags: String,
+    /// Turn each tag into this many, `{tag}.0` … `{tag}.{N-1}` (as Fluent
+    /// Bit's per-container tags do on Kubernetes).
+    #[arg(long, default_value_t = 1)]
+    pub tag_count: usize,
     /// Events per second over all connections (0: as fast as acks allow).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
@@ -161,8 +165,18 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
         .split(',')
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
+        .flat_map(|t| -> Vec<String> {
+            match args.tag_count {
+                0 | 1 => vec![t],
+                n => (0..n).map(|i| format!("{t}.{i}")).collect(),
+            }
+        })
         .collect();
     anyhow::ensure!(!tags.is_empty(), "--tags: give at least one tag");
+    let tags = Arc::new(TagCycle {
+        tags,
+        next: AtomicU64::new(0),
+    });
     let started = Instant::now();
     let deadline = started + Duration::from(args.duration);
     // Chunk ids are unique across runs too: servers that de-duplicate
@@ -195,7 +209,6 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
             };
             drive(
                 stream,
-                k,
                 &args,
                 per_conn_rate,
                 deadline,
@@ -223,11 +236,10 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
 #[allow(clippy::too_many_arguments)]
 async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
-    k: usize,
     args: &LoadgenArgs,
     per_conn_rate: f64,
     deadline: Instant,
-    tags: &[String],
+    tags: &TagCycle,
     totals: &Totals,
     latencies: &Mutex<Histogram<u64>>,
     chunk_ids: &AtomicU64,
@@ -257,7 +269,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 chunk_ids.fetch_add(1, Ordering::Relaxed)
             )
         });
-        let tag = &tags[(k + n as usize) % tags.len()];
+        let tag = tags.next();
         let req = build_request(
             args.mode,
             tag,
@@ -300,4 +312,18 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         n += 1;
     }
     let _ = s.shutdown().await;
+}
+
+/// The tags, used in turn across all connections (so N requests cover
+/// min(N, tags) tags however many connections send them).
+struct TagCycle {
+    tags: Vec<String>,
+    next: AtomicU64,
+}
+
+impl TagCycle {
+    fn next(&self) -> &str {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) as usize;
+        &self.tags[i % self.tags.len()]
+    }
 }

@@ -21,13 +21,16 @@
 //! `roll.max_buffer_bytes`: past it, the largest open file writes a row group.
 
 pub mod json;
+mod quarantine;
 mod roller;
 mod schema;
 mod td_part;
+mod window;
 mod writer;
 
 pub use roller::{start, RollerLinks};
 pub use schema::RouteSchema;
+pub use window::{Direction, Slot, Window};
 pub use writer::PartitionWriter;
 
 /// Seconds since the epoch at which the period holding `time_ns` starts.
@@ -37,7 +40,10 @@ pub fn period_start(time_ns: i64, period_secs: u64) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod period_tests {
     use super::*;
 
     #[test]

@@ -1,31 +1,67 @@
-//! The roller thread's state machine.
+//! The roller thread: WAL records in, finished files out.
+//!
+//! Each record's events are sorted into *outputs* (an open Parquet file per
+//! route, group and [`Slot`], an open Treasure Data part per TD sink and
+//! table), appended, and each output is finished at its deadline, or early
+//! when `roll.max_open_files` or `roll.max_buffer_bytes` is reached. A
+//! finished output goes to the outbox with a manifest saying which WAL
+//! records it covers, so replay skips what is already in a finished file.
+//!
+//! # Failures
+//! A record that cannot be turned into files for a reason in the data (or a
+//! bug) is quarantined (see [`super::quarantine`]); a disk error is retried
+//! with backoff. Either way the roller throws its open files away and
+//! rebuilds them from the WAL, as a restart would, and carries on: no input
+//! makes it exit, or fail again at the next start.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::period_start;
+use super::quarantine::Quarantine;
 use super::schema::RouteSchema;
 use super::td_part::TdPartWriter;
+use super::window::{Slot, Window};
 use super::writer::{PartitionWriter, WriteError};
-use crate::config::Config;
+use crate::config::{Config, FileGrouping, TdSinkConfig};
+use crate::event::Event;
+use crate::health::StageStatus;
 use crate::metrics::Metrics;
-use crate::outbox::manifest::{hex, unhex, FileKind, VERSION};
+use crate::outbox::manifest::{hex, unhex, FileKind, Slot as ManifestSlot, VERSION};
 use crate::outbox::{Manifest, OutboxDir};
-use crate::sink::key::{object_key, KeyParts};
+use crate::sink::key::{object_key, FileName, KeyParts};
 use crate::wal::{WalOutput, WalRecord};
 
-/// A late file stays open at least this long, so stragglers share a file.
-const MIN_LATE_WINDOW_MS: i64 = 60_000;
+/// A late or outside file stays open at least this long, so stragglers
+/// share a file.
+const MIN_SHORT_WINDOW_MS: i64 = 60_000;
+
+/// Memory of an open Treasure Data part before any record: the gzip
+/// compressor's state and the write buffer.
+const TD_PART_OVERHEAD: usize = 320 << 10;
+
+/// Tags whose route is remembered; past it the cache starts over, so the
+/// number of tags clients choose cannot grow it.
+const ROUTE_CACHE: usize = 65_536;
+
+/// A file buffering less than this is finished early rather than flushed
+/// when memory runs short: tiny row groups would make a poor Parquet file.
+const MIN_FLUSH_BYTES: usize = 1 << 20;
+
+/// Longest pause between retries after a disk error.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 /// Channels and stores the roller works with.
 pub struct RollerLinks {
     pub input: crate::wal::queue::QueueRx,
     /// Lowest WAL sequence still needed (published after every message).
     pub release: watch::Sender<u64>,
+    /// Lowest WAL sequence still on disk: coverage below it is forgotten.
+    pub wal_oldest: watch::Receiver<u64>,
     /// Finished files, for delivery.
     pub finished: mpsc::Sender<Manifest>,
     pub outbox: OutboxDir,
@@ -38,10 +74,12 @@ pub struct RollerLinks {
     /// Set before shutdown for a drain: when the WAL closes, finish every
     /// open file instead of leaving it for the next start.
     pub drain: Arc<std::sync::atomic::AtomicBool>,
+    /// Why the roller is failing, for `/readyz` (none when it is not).
+    pub status: Arc<StageStatus>,
 }
 
-/// Starts the roller thread. It returns when the WAL closes its output, or
-/// with an error when a file cannot be written (the WAL keeps the data).
+/// Starts the roller thread. It returns when the WAL closes its output
+/// (or, for a drain, with an error if a file could not be finished).
 pub fn start(
     config: Arc<Config>,
     links: RollerLinks,
@@ -52,6 +90,7 @@ pub fn start(
         std::fs::remove_dir_all(&open_dir)?;
     }
     std::fs::create_dir_all(&open_dir)?;
+    let quarantine = Quarantine::open(config.data_dir.join("deadletter").join("roller"))?;
     let schemas = config
         .routes
         .iter()
@@ -61,77 +100,188 @@ pub fn start(
     std::thread::Builder::new()
         .name("weir-roller".into())
         .spawn(move || {
-            let mut roller = Roller::new(config, schemas, open_dir, links);
+            let mut roller = Roller::new(config, schemas, open_dir, quarantine, links);
             roller.run()
         })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct PartKey {
-    period_start: i64,
-    late: bool,
+/// What an output is: also the key under which replay coverage is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum OutputKey {
+    /// A Parquet file of one route and group (tag, or route name).
+    File {
+        route: usize,
+        group: Arc<[u8]>,
+        slot: FileSlot,
+    },
+    /// A Treasure Data part of one TD sink and `db.table`.
+    Td { target: usize, table: Arc<str> },
 }
 
-struct OpenFile {
-    writer: PartitionWriter,
+/// [`Slot`] without the outside direction: one outside file per group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum FileSlot {
+    Period(i64),
+    Late(i64),
+    Outside,
+}
+
+impl From<Slot> for FileSlot {
+    fn from(s: Slot) -> Self {
+        match s {
+            Slot::Period(p) => FileSlot::Period(p),
+            Slot::Late(p) => FileSlot::Late(p),
+            Slot::Outside(_) => FileSlot::Outside,
+        }
+    }
+}
+
+enum Output {
+    Parquet(Box<PartitionWriter>),
+    Td(Box<TdPartWriter>),
+}
+
+impl Output {
+    fn memory(&self) -> usize {
+        match self {
+            Output::Parquet(w) => w.memory(),
+            Output::Td(_) => TD_PART_OVERHEAD,
+        }
+    }
+
+    fn buffered_rows(&self) -> usize {
+        match self {
+            Output::Parquet(w) => w.buffered_rows(),
+            Output::Td(_) => 0,
+        }
+    }
+}
+
+/// One open output.
+struct Open {
+    output: Output,
+    path: PathBuf,
     first_seq: u64,
     deadline_ms: i64,
-    /// Last value of `writer.memory()` counted in the roller's total.
+    /// The period the file is filed under (an outside file's: when it opened).
+    period_start: i64,
+    /// Last `output.memory()` counted in the roller's total.
     memory: usize,
-    /// Last value of `writer.buffered_rows()` counted likewise.
+    /// Last `output.buffered_rows()` counted likewise.
     rows: usize,
+    /// Write clock at the last append, for least-recently-written eviction.
+    last_write: u64,
+}
+
+/// Why an output is finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// Its deadline passed.
+    Deadline,
+    /// A Treasure Data part reached `max_part_bytes`.
+    Full,
+    /// Finished early to stay within a bound: `max_open_files` or `memory`.
+    Early(&'static str),
+    /// Finished early for a drain.
+    Drain,
+}
+
+/// Something went wrong handling a record or a tick.
+#[derive(Debug)]
+enum Failure {
+    /// Appending the record's own events failed.
+    Record(WriteError),
+    /// Finishing, flushing or creating a file failed.
+    File(WriteError),
+    /// Processing panicked.
+    Panic(String),
+}
+
+impl Failure {
+    /// Whether the cause lies in this record's data (or a bug it triggers)
+    /// rather than in the disk.
+    fn blames_record(&self) -> bool {
+        match self {
+            Failure::Record(e) => io_error(e).is_none(),
+            Failure::Panic(_) => true,
+            Failure::File(_) => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Record(e) | Failure::File(e) => write!(f, "{e}"),
+            Failure::Panic(m) => write!(f, "panic: {m}"),
+        }
+    }
+}
+
+/// The I/O error behind a write error, if it is one.
+fn io_error(e: &WriteError) -> Option<&std::io::Error> {
+    match e {
+        WriteError::Io(e) => Some(e),
+        WriteError::Parquet(parquet::errors::ParquetError::External(b)) => b.downcast_ref(),
+        WriteError::Arrow(arrow_schema::ArrowError::IoError(_, e)) => Some(e),
+        _ => None,
+    }
+}
+
+/// A record's events bound for one output.
+struct Write<'a> {
+    key: OutputKey,
+    events: Vec<Event<'a>>,
 }
 
 /// A Treasure Data sink the roller writes import parts for.
 struct TdTarget {
     sink: String,
-    cfg: crate::config::TdSinkConfig,
+    cfg: TdSinkConfig,
 }
 
-/// An open Treasure Data part for one (tag, TD sink).
-struct OpenTd {
-    writer: TdPartWriter,
-    first_seq: u64,
-    deadline_ms: i64,
-    db: String,
-    table: String,
+/// Why a rebuild from the WAL stopped.
+enum RebuildError {
+    Io(std::io::Error),
+    Failed(Failure, Box<WalRecord>),
 }
 
-/// Everything the roller knows about one tag.
-struct TagState {
-    route: Option<usize>,
-    open: HashMap<PartKey, OpenFile>,
-    /// Finished period files: covered_through per period.
-    finished: HashMap<i64, u64>,
-    /// Finished late files: highest covered_through per period.
-    finished_late: HashMap<i64, u64>,
-    /// Open TD parts, by TD target.
-    td_open: HashMap<usize, OpenTd>,
-    /// Finished TD parts: highest covered_through per TD target.
-    td_finished: HashMap<usize, u64>,
+impl From<std::io::Error> for RebuildError {
+    fn from(e: std::io::Error) -> Self {
+        RebuildError::Io(e)
+    }
 }
 
 struct Roller {
     config: Arc<Config>,
     schemas: Vec<RouteSchema>,
     open_dir: PathBuf,
+    wal_dir: PathBuf,
     links: RollerLinks,
-    tags: HashMap<Vec<u8>, TagState>,
-    period_secs: u64,
-    grace_ms: i64,
+    window: Window,
+    quarantine: Quarantine,
+    open: HashMap<OutputKey, Open>,
+    /// Finished outputs: the WAL sequence each covers through. Pruned once
+    /// the WAL no longer holds those records.
+    covered: HashMap<OutputKey, u64>,
+    routes: HashMap<Vec<u8>, Option<usize>>,
     now_ms: i64,
-    /// Earliest deadline among open files (i64::MAX when none).
+    /// Earliest deadline among open outputs (i64::MAX when none).
     next_deadline_ms: i64,
     /// Sequence of the last record fully processed.
     last_seq: Option<u64>,
+    /// The release mark last published (what the WAL keeps).
+    published_mark: u64,
     memory: usize,
     buffered_rows: usize,
-    open_count: i64,
+    write_clock: u64,
     td_targets: Vec<TdTarget>,
     /// TD targets of each route.
     route_td: Vec<Vec<usize>>,
     /// Whether each route has a sink that takes Parquet files.
     route_has_files: Vec<bool>,
+    /// Set when shutdown arrives while waiting to retry.
+    stopping: bool,
 }
 
 impl Roller {
@@ -139,10 +289,16 @@ impl Roller {
         config: Arc<Config>,
         schemas: Vec<RouteSchema>,
         open_dir: PathBuf,
+        quarantine: Quarantine,
         mut links: RollerLinks,
     ) -> Self {
-        let period_secs = config.roll.period.0.as_secs();
-        let grace_ms = config.roll.grace.0.as_millis() as i64;
+        let roll = &config.roll;
+        let window = Window {
+            period_secs: roll.period.0.as_secs(),
+            grace_ms: roll.grace.0.as_millis() as i64,
+            max_future_ms: roll.max_future.0.as_millis() as i64,
+            max_past_ms: roll.max_past.0.as_millis() as i64,
+        };
         let td_targets: Vec<TdTarget> = config
             .sinks
             .iter()
@@ -175,86 +331,77 @@ impl Roller {
                     .any(|s| !td_targets.iter().any(|t| &t.sink == s))
             })
             .collect();
+        let initial = std::mem::take(&mut links.initial);
         let mut r = Self {
+            wal_dir: config.data_dir.join("wal"),
             td_targets,
             route_td,
             route_has_files,
-            tags: HashMap::new(),
-            period_secs,
-            grace_ms,
+            window,
+            quarantine,
+            open: HashMap::new(),
+            covered: HashMap::new(),
+            routes: HashMap::new(),
             now_ms: i64::MIN,
             next_deadline_ms: i64::MAX,
             last_seq: None,
+            published_mark: 0,
             memory: 0,
             buffered_rows: 0,
-            open_count: 0,
+            write_clock: 0,
             schemas,
             open_dir,
             config,
-            links: RollerLinks {
-                initial: Vec::new(),
-                ..links
-            },
+            links,
+            stopping: false,
         };
-        for m in std::mem::take(&mut links.initial) {
-            r.remember_finished(&m);
+        for m in &initial {
+            r.remember_finished(m);
         }
         r
     }
 
+    /// Records a finished file's coverage, from a manifest of this run or
+    /// the outbox at start.
     fn remember_finished(&mut self, m: &Manifest) {
-        let Some(tag) = unhex(&m.tag_hex) else {
+        let Some(key) = self.key_of_manifest(m) else {
             tracing::warn!(
                 id = m.id,
-                "manifest with an unreadable tag; ignored for replay"
+                route = m.route,
+                "outbox file of a route or sink no longer configured; its events may be written again on replay"
             );
             return;
         };
-        if m.period_secs != self.period_secs {
+        if m.kind == FileKind::Parquet && m.period_secs != self.window.period_secs {
             tracing::warn!(
                 id = m.id,
                 "manifest from a different roll.period; its events may be written again"
             );
         }
-        if m.kind == FileKind::TdPart {
-            let target = m
-                .keys
-                .keys()
-                .next()
-                .and_then(|sink| self.td_targets.iter().position(|t| &t.sink == sink));
-            if let Some(t) = target {
-                let e = self.tag_state(&tag).td_finished.entry(t).or_insert(0);
-                *e = (*e).max(m.covered_through);
-            }
-            return;
-        }
-        let state = self.tag_state(&tag);
-        let map = if m.late_seq.is_some() {
-            &mut state.finished_late
-        } else {
-            &mut state.finished
-        };
-        let e = map.entry(m.period_start).or_insert(0);
+        let e = self.covered.entry(key).or_insert(0);
         *e = (*e).max(m.covered_through);
     }
 
-    fn tag_state(&mut self, tag: &[u8]) -> &mut TagState {
-        if !self.tags.contains_key(tag) {
-            let route = self.config.route_for(tag);
-            self.tags.insert(
-                tag.to_vec(),
-                TagState {
-                    route,
-                    open: HashMap::new(),
-                    finished: HashMap::new(),
-                    finished_late: HashMap::new(),
-                    td_open: HashMap::new(),
-                    td_finished: HashMap::new(),
-                },
-            );
+    fn key_of_manifest(&self, m: &Manifest) -> Option<OutputKey> {
+        let group = unhex(&m.group_hex)?;
+        if m.kind == FileKind::TdPart || m.slot == ManifestSlot::Td {
+            let sink = m.keys.keys().next()?;
+            let target = self.td_targets.iter().position(|t| &t.sink == sink)?;
+            let table: Arc<str> = String::from_utf8(group).ok()?.into();
+            return Some(OutputKey::Td { target, table });
         }
-        // Inserted just above when missing.
-        self.tags.get_mut(tag).unwrap_or_else(|| unreachable!())
+        let route = self.config.routes.iter().position(|r| r.name == m.route)?;
+        let slot = match m.slot {
+            ManifestSlot::Main | ManifestSlot::Part => FileSlot::Period(m.period_start),
+            ManifestSlot::Late => FileSlot::Late(m.period_start),
+            ManifestSlot::Outside => FileSlot::Outside,
+            ManifestSlot::Td => return None,
+        };
+        Some(OutputKey::File {
+            route,
+            group: group.into(),
+            slot,
+        })
     }
 
     fn run(&mut self) -> Result<(), String> {
@@ -262,36 +409,178 @@ impl Roller {
             if !self.wait_for_backlog() {
                 return Ok(());
             }
-            let result = match msg {
-                WalOutput::Record(r) => self.on_record(r),
-                WalOutput::Tick { now_ms } => self.advance(now_ms),
+            match msg {
+                WalOutput::Record(r) => self.handle(r),
+                WalOutput::Tick { now_ms } => self.tick(now_ms),
                 WalOutput::ReplayDone => {
                     tracing::debug!(
-                        open_files = self.open_count,
+                        open_files = self.open.len(),
                         "roller caught up with the WAL"
                     );
-                    Ok(())
                 }
-            };
-            if let Err(e) = result {
-                self.links.metrics.roll_errors.inc();
-                tracing::error!(error = %e, "cannot write Parquet; stopping (the WAL keeps every event for the next start)");
-                return Err(e.to_string());
+            }
+            if self.stopping {
+                return Ok(());
             }
             self.publish_release();
         }
         if self.links.drain.load(std::sync::atomic::Ordering::Relaxed) {
             tracing::info!(
-                open_files = self.open_count,
+                open_files = self.open.len(),
                 "drain: finishing every open file"
             );
-            if let Err(e) = self.advance(i64::MAX) {
-                self.links.metrics.roll_errors.inc();
-                return Err(e.to_string());
+            let covered = self.last_seq.unwrap_or(0);
+            for key in self.keys_by_first_seq(|_| true) {
+                if let Err(e) = self.finish_output(&key, Why::Drain, covered) {
+                    self.links.metrics.roll_errors.inc();
+                    return Err(format!("drain: cannot finish a file: {e}"));
+                }
             }
             self.publish_release();
         }
         Ok(())
+    }
+
+    fn handle(&mut self, r: WalRecord) {
+        if self.quarantine.contains(r.seq) {
+            self.last_seq = Some(r.seq);
+            return;
+        }
+        if let Err(f) = self.process_guarded(&r) {
+            let through = r.seq;
+            self.recover(f, Some(Box::new(r)), through);
+        }
+    }
+
+    fn tick(&mut self, now_ms: i64) {
+        let result = match std::panic::catch_unwind(AssertUnwindSafe(|| self.advance(now_ms))) {
+            Ok(r) => r.map_err(Failure::File),
+            Err(_) => Err(Failure::Panic("while finishing files".into())),
+        };
+        if let Err(f) = result {
+            let through = self.last_seq.unwrap_or(0);
+            self.recover(f, None, through);
+        }
+        if self.links.wal_oldest.has_changed().unwrap_or(false) {
+            let oldest = *self.links.wal_oldest.borrow_and_update();
+            self.covered.retain(|_, c| *c >= oldest);
+            self.quarantine.forget_below(oldest);
+        }
+        self.links
+            .metrics
+            .roll_coverage_entries
+            .set(self.covered.len() as i64);
+        if self.routes.len() > ROUTE_CACHE {
+            self.routes.clear();
+        }
+    }
+
+    /// Processes a record; a panic becomes a [`Failure`].
+    fn process_guarded(&mut self, r: &WalRecord) -> Result<(), Failure> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.on_record(r))) {
+            Ok(result) => result,
+            Err(panic) => Err(Failure::Panic(
+                panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown".into()),
+            )),
+        }
+    }
+
+    /// After a failure: quarantine the record if it is to blame, else wait
+    /// (a disk error); then throw away the open files and rebuild them from
+    /// the WAL through `through`, repeating until that succeeds.
+    fn recover(&mut self, mut failure: Failure, mut record: Option<Box<WalRecord>>, through: u64) {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            self.links.metrics.roll_errors.inc();
+            let mut wait = true;
+            if let Some(r) = record.take().filter(|_| failure.blames_record()) {
+                match self.quarantine.put(&r, &failure.to_string()) {
+                    Ok(path) => {
+                        wait = false;
+                        self.links.metrics.roll_quarantined_records.inc();
+                        tracing::error!(seq = r.seq, tag = %String::from_utf8_lossy(r.batch.tag()),
+                            events = r.batch.len(), error = %failure, file = %path.display(),
+                            "cannot turn a WAL record into files; moved it aside (replay it with `weir replay` once fixed)");
+                    }
+                    Err(e) => failure = Failure::File(WriteError::Io(e)),
+                }
+            }
+            if wait {
+                if let Some(suppressed) =
+                    crate::logging::allow("roller_failing", &self.links.metrics)
+                {
+                    tracing::error!(error = %failure, retry_in_ms = delay.as_millis() as u64, suppressed,
+                        "roller cannot write files; retrying (the WAL keeps every event)");
+                }
+                self.links
+                    .status
+                    .set(format!("roller cannot write files: {failure}"));
+                if !self.sleep(delay) {
+                    self.stopping = true;
+                    return;
+                }
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+            match self.rebuild(through) {
+                Ok(()) => {
+                    self.links.status.clear();
+                    return;
+                }
+                Err(RebuildError::Io(e)) => failure = Failure::File(WriteError::Io(e)),
+                Err(RebuildError::Failed(f, r)) => {
+                    failure = f;
+                    record = Some(r);
+                }
+            }
+        }
+    }
+
+    /// Sleeps unless shutdown comes first; false on shutdown.
+    fn sleep(&self, d: Duration) -> bool {
+        let end = std::time::Instant::now() + d;
+        while std::time::Instant::now() < end {
+            if *self.links.shutdown.borrow() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50).min(d));
+        }
+        true
+    }
+
+    /// Throws the open outputs away and processes the WAL again from the
+    /// published release mark through `through`, as a restart would.
+    fn rebuild(&mut self, through: u64) -> Result<(), RebuildError> {
+        self.discard_open();
+        let from = self.published_mark;
+        self.last_seq = from.checked_sub(1);
+        self.now_ms = i64::MIN;
+        let wal_dir = self.wal_dir.clone();
+        crate::wal::reader::for_each_in(&wal_dir, from, through, |r| {
+            if self.quarantine.contains(r.seq) {
+                self.last_seq = Some(r.seq);
+                return Ok(());
+            }
+            self.process_guarded(&r)
+                .map_err(|f| RebuildError::Failed(f, Box::new(r)))
+        })?;
+        self.last_seq = Some(through.max(self.last_seq.unwrap_or(0)));
+        Ok(())
+    }
+
+    /// Drops every open output and its file.
+    fn discard_open(&mut self) {
+        for (_, o) in self.open.drain() {
+            drop(o.output);
+            let _ = std::fs::remove_file(&o.path);
+        }
+        self.memory = 0;
+        self.buffered_rows = 0;
+        self.next_deadline_ms = i64::MAX;
+        self.report_gauges();
     }
 
     /// Waits while the outbox backlog is over its limit (backpressure: the
@@ -314,26 +603,22 @@ impl Roller {
             if *self.links.shutdown.borrow() {
                 return false;
             }
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(200));
         }
         self.links.metrics.outbox_blocked.set(0);
         tracing::info!("outbox backlog under its limit again; resuming");
         true
     }
 
-    fn publish_release(&self) {
+    fn publish_release(&mut self) {
         let mark = self
-            .tags
+            .open
             .values()
-            .flat_map(|t| {
-                t.open
-                    .values()
-                    .map(|o| o.first_seq)
-                    .chain(t.td_open.values().map(|o| o.first_seq))
-            })
+            .map(|o| o.first_seq)
             .min()
             .or(self.last_seq.map(|s| s + 1))
             .unwrap_or(0);
+        self.published_mark = mark;
         self.links.release.send_if_modified(|v| {
             let changed = *v != mark;
             *v = mark;
@@ -341,6 +626,7 @@ impl Roller {
         });
     }
 
+    /// Moves the clock and finishes every output whose deadline passed.
     fn advance(&mut self, now_ms: i64) -> Result<(), WriteError> {
         if now_ms > self.now_ms {
             self.now_ms = now_ms;
@@ -348,276 +634,541 @@ impl Roller {
         if self.now_ms < self.next_deadline_ms {
             return Ok(());
         }
-        for (tag, key) in due(&self.tags, self.now_ms, |t| &t.open) {
-            self.finish(&tag, key)?;
-        }
-        for (tag, target) in due(&self.tags, self.now_ms, |t| &t.td_open) {
-            self.finish_td(&tag, target)?;
+        let now = self.now_ms;
+        let covered = self.last_seq.unwrap_or(0);
+        for key in self.keys_by_first_seq(|o| o.deadline_ms <= now) {
+            self.finish_output(&key, Why::Deadline, covered)?;
         }
         self.next_deadline_ms = self
-            .tags
+            .open
             .values()
-            .flat_map(|t| {
-                t.open
-                    .values()
-                    .map(|o| o.deadline_ms)
-                    .chain(t.td_open.values().map(|o| o.deadline_ms))
-            })
+            .map(|o| o.deadline_ms)
             .min()
             .unwrap_or(i64::MAX);
         Ok(())
     }
 
-    fn on_record(&mut self, r: WalRecord) -> Result<(), WriteError> {
-        self.advance(r.arrival_ms)?;
-        let m = self.links.metrics.clone();
+    /// Keys of open outputs passing `pick`, oldest first (a stable order).
+    fn keys_by_first_seq(&self, pick: impl Fn(&Open) -> bool) -> Vec<OutputKey> {
+        let mut keys: Vec<(u64, i64, OutputKey)> = self
+            .open
+            .iter()
+            .filter(|(_, o)| pick(o))
+            .map(|(k, o)| (o.first_seq, o.period_start, k.clone()))
+            .collect();
+        keys.sort_by_key(|k| (k.0, k.1));
+        keys.into_iter().map(|(_, _, k)| k).collect()
+    }
+
+    fn route_of(&mut self, tag: &[u8]) -> Option<usize> {
+        if let Some(r) = self.routes.get(tag) {
+            return *r;
+        }
+        let r = self.config.route_for(tag);
+        self.routes.insert(tag.to_vec(), r);
+        r
+    }
+
+    fn on_record(&mut self, r: &WalRecord) -> Result<(), Failure> {
+        self.advance(r.arrival_ms).map_err(Failure::File)?;
         let tag = r.batch.tag();
-        let period_secs = self.period_secs;
-        let period_ms = period_secs as i64 * 1000;
-        let grace_ms = self.grace_ms;
-        let arrival = r.arrival_ms;
-        let seq = r.seq;
-        let Some(route) = self.tag_state(tag).route else {
-            m.roll_unrouted_events.inc_by(r.batch.len() as u64);
-            self.last_seq = Some(seq);
+        if crate::failpoint::value("roll.fail_tag").is_some_and(|t| t.as_bytes() == tag) {
+            return Err(Failure::Record(WriteError::Injected));
+        }
+        #[cfg(test)]
+        if std::env::var("WEIR_TEST_PANIC_TAG").is_ok_and(|t| t.as_bytes() == tag) {
+            panic!("test panic for {}", String::from_utf8_lossy(tag));
+        }
+        let Some(route) = self.route_of(tag) else {
+            self.links
+                .metrics
+                .roll_unrouted_events
+                .inc_by(r.batch.len() as u64);
+            self.last_seq = Some(r.seq);
             return Ok(());
         };
-        for target in self.route_td[route].clone() {
-            self.write_td(&r, target)?;
-        }
-        if !self.route_has_files[route] {
-            self.last_seq = Some(seq);
-            return Ok(());
-        }
-        let mut late_events = 0u64;
-        let mut skipped = 0u64;
+        let mut writes = self.plan(r, route);
+        // Outputs already open first: then every output evicted while this
+        // record opens new ones has all of this record's events it will
+        // get, so it covers through this record (see `open_output`).
+        writes.sort_by_key(|w| !self.open.contains_key(&w.key));
+        let split = writes
+            .iter()
+            .position(|w| !self.open.contains_key(&w.key))
+            .unwrap_or(writes.len());
+        let m = self.links.metrics.clone();
         let mut rows = 0u64;
-        let mut touched: Vec<PartKey> = Vec::new();
-        for ev in r.batch.events() {
-            let ps = period_start(ev.time_ns, period_secs);
-            let late = arrival >= ps * 1000 + period_ms + grace_ms;
-            let state = self.tag_state(tag);
-            let covered = if late {
-                state.finished_late.get(&ps)
-            } else {
-                state.finished.get(&ps)
-            };
-            if covered.is_some_and(|&c| seq <= c) {
-                skipped += 1;
-                continue;
+        for (i, w) in writes.iter().enumerate() {
+            if i == split {
+                self.enforce_memory(r.seq)?;
             }
-            let key = PartKey {
-                period_start: ps,
-                late,
-            };
-            if !state.open.contains_key(&key) {
-                self.open_file(tag, key, seq, arrival)?;
-            }
-            let state = self.tag_state(tag);
-            let Some(open) = state.open.get_mut(&key) else {
-                continue;
-            };
-            match open.writer.append(ev.time_ns, ev.record) {
-                Ok(()) => rows += 1,
-                Err(WriteError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    tracing::warn!(seq, error = %e, "record in the WAL is not a valid map; skipped");
-                    m.roll_errors.inc();
-                }
-                Err(e) => return Err(e),
-            }
-            if late {
-                late_events += 1;
-            }
-            if touched.last() != Some(&key) && !touched.contains(&key) {
-                touched.push(key);
+            rows += self.write(r, w, tag)?;
+            if i >= split {
+                self.enforce_memory(r.seq)?;
             }
         }
-        for key in touched {
-            if let Some(o) = self.tags.get_mut(tag).and_then(|t| t.open.get_mut(&key)) {
-                let (mem, rows) = (o.writer.memory(), o.writer.buffered_rows());
-                self.memory = self.memory.saturating_sub(o.memory) + mem;
-                self.buffered_rows = self.buffered_rows.saturating_sub(o.rows) + rows;
-                (o.memory, o.rows) = (mem, rows);
-            }
+        if split == writes.len() {
+            self.enforce_memory(r.seq)?;
         }
         m.roll_rows.inc_by(rows);
-        if late_events > 0 {
-            m.roll_late_events.inc_by(late_events);
+        self.last_seq = Some(r.seq);
+        self.report_gauges();
+        Ok(())
+    }
+
+    /// Sorts a record's events into the outputs they go to, dropping
+    /// (and counting) those already in a finished file.
+    fn plan<'a>(&mut self, r: &'a WalRecord, route: usize) -> Vec<Write<'a>> {
+        let m = self.links.metrics.clone();
+        let mut writes = Vec::new();
+        let tag = r.batch.tag();
+        let mut skipped = 0u64;
+        for &target in &self.route_td[route] {
+            let (db, table) = crate::sink::td::names_for(tag, &self.td_targets[target].cfg);
+            let key = OutputKey::Td {
+                target,
+                table: format!("{db}.{table}").into(),
+            };
+            if self.covered.get(&key).is_some_and(|&c| r.seq <= c) {
+                skipped += r.batch.len() as u64;
+                continue;
+            }
+            writes.push(Write {
+                key,
+                events: r.batch.events().collect(),
+            });
+        }
+        if self.route_has_files[route] {
+            let group: Arc<[u8]> = match self.config.routes[route].files {
+                FileGrouping::PerTag => tag.into(),
+                FileGrouping::PerRoute => self.config.routes[route].name.as_bytes().into(),
+            };
+            let (mut late, mut past, mut future) = (0u64, 0u64, 0u64);
+            let mut by_slot: Vec<(FileSlot, Vec<Event<'a>>)> = Vec::new();
+            let mut index: HashMap<FileSlot, usize> = HashMap::new();
+            for ev in r.batch.events() {
+                let slot = self.window.slot(ev.time_ns, r.arrival_ms);
+                match slot {
+                    Slot::Period(_) => {}
+                    Slot::Late(_) => late += 1,
+                    Slot::Outside(super::window::Direction::Past) => past += 1,
+                    Slot::Outside(super::window::Direction::Future) => future += 1,
+                }
+                let fs = FileSlot::from(slot);
+                // Most records hold one slot: check the last before hashing.
+                let at = match by_slot.last() {
+                    Some((s, _)) if *s == fs => Some(by_slot.len() - 1),
+                    _ => index.get(&fs).copied(),
+                };
+                match at {
+                    Some(i) => by_slot[i].1.push(ev),
+                    None => {
+                        index.insert(fs, by_slot.len());
+                        by_slot.push((fs, vec![ev]));
+                    }
+                }
+            }
+            for (slot, events) in by_slot {
+                let key = OutputKey::File {
+                    route,
+                    group: group.clone(),
+                    slot,
+                };
+                if self.covered.get(&key).is_some_and(|&c| r.seq <= c) {
+                    skipped += events.len() as u64;
+                    continue;
+                }
+                writes.push(Write { key, events });
+            }
+            if late > 0 {
+                m.roll_late_events.inc_by(late);
+            }
+            for (dir, n) in [("past", past), ("future", future)] {
+                if n > 0 {
+                    m.roll_outside_events.with_label_values(&[dir]).inc_by(n);
+                }
+            }
         }
         if skipped > 0 {
             m.roll_replayed_skipped_events.inc_by(skipped);
         }
-        self.last_seq = Some(seq);
-        self.enforce_memory()?;
-        m.roll_buffer_bytes.set(self.memory as i64);
-        m.roll_buffered_rows.set(self.buffered_rows as i64);
-        Ok(())
+        writes
     }
 
-    fn open_file(
-        &mut self,
-        tag: &[u8],
-        key: PartKey,
-        seq: u64,
-        arrival_ms: i64,
-    ) -> Result<(), WriteError> {
-        let Some(route) = self.tag_state(tag).route else {
-            return Ok(());
+    /// Appends one planned write; returns the rows added.
+    fn write(&mut self, r: &WalRecord, w: &Write<'_>, tag: &[u8]) -> Result<u64, Failure> {
+        if let OutputKey::Td { target, .. } = &w.key {
+            let limit = self.td_targets[*target].cfg.max_part_bytes.as_usize();
+            let incoming = r.batch.as_bytes().len();
+            let full = self.open.get(&w.key).is_some_and(|o| match &o.output {
+                Output::Td(t) => t.raw_bytes() > 0 && t.raw_bytes() + incoming > limit,
+                Output::Parquet(_) => false,
+            });
+            if full {
+                // This record's events go to the next part.
+                self.finish_output(&w.key, Why::Full, r.seq.saturating_sub(1))
+                    .map_err(Failure::File)?;
+            }
+        }
+        if !self.open.contains_key(&w.key) {
+            self.open_output(&w.key, r).map_err(Failure::File)?;
+        }
+        let clock = self.write_clock;
+        self.write_clock += 1;
+        let Some(o) = self.open.get_mut(&w.key) else {
+            return Ok(0);
         };
-        let name = format!("{seq:020}-{:016x}.parquet", part_hash(route, tag, key));
-        let writer = PartitionWriter::create(&self.open_dir.join(name), &self.schemas[route], tag)?;
-        let deadline_ms = if key.late {
-            arrival_ms.saturating_add(self.grace_ms.max(MIN_LATE_WINDOW_MS))
+        let mut rows = 0u64;
+        let mut bad = 0u64;
+        for ev in &w.events {
+            let result = match &mut o.output {
+                Output::Parquet(p) => {
+                    if rows == 0 && bad == 0 {
+                        p.set_tag(tag);
+                    }
+                    p.append(ev.time_ns, ev.record)
+                }
+                Output::Td(t) => t.append(ev.time_ns, ev.record),
+            };
+            match result {
+                Ok(()) => rows += 1,
+                Err(WriteError::BadRecord(e)) => {
+                    bad += 1;
+                    if let Some(suppressed) =
+                        crate::logging::allow("bad_wal_record", &self.links.metrics)
+                    {
+                        tracing::warn!(seq = r.seq, error = %e, suppressed, "record in the WAL is not a valid map; skipped");
+                    }
+                }
+                Err(e) => return Err(Failure::Record(e)),
+            }
+        }
+        if bad > 0 {
+            self.links.metrics.roll_errors.inc_by(bad);
+        }
+        o.last_write = clock;
+        let (mem, buffered) = (o.output.memory(), o.output.buffered_rows());
+        self.memory = self.memory.saturating_sub(o.memory) + mem;
+        self.buffered_rows = self.buffered_rows.saturating_sub(o.rows) + buffered;
+        (o.memory, o.rows) = (mem, buffered);
+        Ok(if matches!(w.key, OutputKey::File { .. }) {
+            rows
         } else {
-            (key.period_start + self.period_secs as i64)
-                .saturating_mul(1000)
-                .saturating_add(self.grace_ms)
+            0
+        })
+    }
+
+    /// Opens the output `key` for a record, first finishing the least
+    /// recently written outputs if `roll.max_open_files` are open.
+    ///
+    /// Those cover through this record: they are either not written by it
+    /// or already written (open outputs are written first).
+    fn open_output(&mut self, key: &OutputKey, r: &WalRecord) -> Result<(), WriteError> {
+        while self.open.len() >= self.config.roll.max_open_files {
+            let Some(victim) = self.least_recently_written() else {
+                break;
+            };
+            self.finish_output(&victim, Why::Early("max_open_files"), r.seq)?;
+        }
+        let short_ms = self.window.grace_ms.max(MIN_SHORT_WINDOW_MS);
+        let arrival_period = super::period_start(
+            r.arrival_ms.saturating_mul(1_000_000),
+            self.window.period_secs,
+        );
+        let (output, path, deadline_ms, period_start) = match key {
+            OutputKey::File { route, slot, .. } => {
+                let (deadline, period) = match *slot {
+                    FileSlot::Period(p) => (self.window.period_deadline_ms(p), p),
+                    FileSlot::Late(p) => (r.arrival_ms.saturating_add(short_ms), p),
+                    FileSlot::Outside => (r.arrival_ms.saturating_add(short_ms), arrival_period),
+                };
+                let path = self
+                    .open_dir
+                    .join(format!("{}.parquet", self.output_id(key, r.seq, period)));
+                let w = PartitionWriter::create(&path, &self.schemas[*route])?;
+                (Output::Parquet(Box::new(w)), path, deadline, period)
+            }
+            OutputKey::Td { target, .. } => {
+                let flush = self.td_targets[*target].cfg.flush_interval.0.as_millis() as i64;
+                let path = self
+                    .open_dir
+                    .join(format!("{}.msgpack.gz", self.output_id(key, r.seq, 0)));
+                let w = TdPartWriter::create(&path)?;
+                (
+                    Output::Td(Box::new(w)),
+                    path,
+                    r.arrival_ms.saturating_add(flush),
+                    0,
+                )
+            }
         };
         self.next_deadline_ms = self.next_deadline_ms.min(deadline_ms);
-        self.tag_state(tag).open.insert(
-            key,
-            OpenFile {
-                writer,
-                first_seq: seq,
+        let memory = output.memory();
+        self.memory += memory;
+        self.open.insert(
+            key.clone(),
+            Open {
+                output,
+                path,
+                first_seq: r.seq,
                 deadline_ms,
-                memory: 0,
+                period_start,
+                memory,
                 rows: 0,
+                last_write: self.write_clock,
             },
         );
-        self.open_count += 1;
-        self.links.metrics.roll_open_partitions.set(self.open_count);
+        self.report_gauges();
         Ok(())
     }
 
-    /// Whether a sink takes Parquet files (every sink but Treasure Data).
-    fn is_object_sink(&self, sink: &str) -> bool {
-        !self.td_targets.iter().any(|t| t.sink == sink)
+    fn least_recently_written(&self) -> Option<OutputKey> {
+        self.open
+            .iter()
+            .min_by_key(|(_, o)| (o.last_write, o.first_seq))
+            .map(|(k, _)| k.clone())
     }
 
-    /// Adds a record's events to the tag's open TD part for `target`,
-    /// starting a new part first when this record would push the part past
-    /// `max_part_bytes` (parts end on record boundaries, so replay cuts them
-    /// the same way and their unique ids stay valid).
-    fn write_td(&mut self, r: &WalRecord, target: usize) -> Result<(), WriteError> {
-        let tag = r.batch.tag();
-        let limit = self.td_targets[target].cfg.max_part_bytes.as_usize();
-        let state = self.tag_state(tag);
-        if state.td_finished.get(&target).is_some_and(|&c| r.seq <= c) {
-            return Ok(());
-        }
-        let incoming = r.batch.as_bytes().len();
-        let full = state
-            .td_open
-            .get(&target)
-            .is_some_and(|o| o.writer.raw_bytes() > 0 && o.writer.raw_bytes() + incoming > limit);
-        if full {
-            self.finish_td(tag, target)?;
-        }
-        if !self.tag_state(tag).td_open.contains_key(&target) {
-            let t = &self.td_targets[target];
-            let (db, table) = crate::sink::td::names_for(tag, &t.cfg);
-            let deadline_ms = r
-                .arrival_ms
-                .saturating_add(t.cfg.flush_interval.0.as_millis() as i64);
-            let name = format!("{:020}-{:016x}.msgpack.gz", r.seq, td_hash(&t.sink, tag, 0));
-            let writer = TdPartWriter::create(&self.open_dir.join(name))?;
-            self.next_deadline_ms = self.next_deadline_ms.min(deadline_ms);
-            self.tag_state(tag).td_open.insert(
-                target,
-                OpenTd {
-                    writer,
-                    first_seq: r.seq,
-                    deadline_ms,
-                    db,
-                    table,
-                },
-            );
-        }
-        let Some(open) = self
-            .tags
-            .get_mut(tag)
-            .and_then(|t| t.td_open.get_mut(&target))
-        else {
-            return Ok(());
+    /// Outbox id of an output: `{first_seq}-{hash}`, the same on replay.
+    fn output_id(&self, key: &OutputKey, first_seq: u64, period: i64) -> String {
+        let hash = match key {
+            OutputKey::File { route, group, slot } => {
+                let (kind, p): (&[u8], i64) = match slot {
+                    FileSlot::Period(p) => (b"period", *p),
+                    FileSlot::Late(p) => (b"late", *p),
+                    FileSlot::Outside => (b"outside", period),
+                };
+                crate::ids::stable_u64(&[
+                    b"file",
+                    self.config.routes[*route].name.as_bytes(),
+                    group,
+                    kind,
+                    &p.to_le_bytes(),
+                ])
+            }
+            OutputKey::Td { target, table } => crate::ids::stable_u64(&[
+                b"td",
+                self.td_targets[*target].sink.as_bytes(),
+                table.as_bytes(),
+            ]),
         };
-        for ev in r.batch.events() {
-            match open.writer.append(ev.time_ns, ev.record) {
-                Ok(()) => {}
-                Err(WriteError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    tracing::warn!(seq = r.seq, error = %e, "record in the WAL is not a valid map; skipped");
-                    self.links.metrics.roll_errors.inc();
+        format!("{first_seq:020}-{hash:016x}")
+    }
+
+    /// Keeps memory under `roll.max_buffer_bytes`: writes the largest
+    /// buffer out as a row group, or, when every buffer is small (many open
+    /// files), finishes the least recently written file early.
+    fn enforce_memory(&mut self, seq: u64) -> Result<(), Failure> {
+        let budget = self.config.roll.max_buffer_bytes.as_usize();
+        let min_flush = MIN_FLUSH_BYTES.min(budget / 8).max(1);
+        while self.memory > budget && !self.open.is_empty() {
+            let largest = self
+                .open
+                .iter()
+                .filter_map(|(k, o)| match &o.output {
+                    Output::Parquet(p) => Some((p.buffered_bytes(), k)),
+                    Output::Td(_) => None,
+                })
+                .max_by_key(|(b, _)| *b)
+                .map(|(b, k)| (b, k.clone()));
+            match largest {
+                Some((buffered, key)) if buffered >= min_flush => {
+                    let Some(o) = self.open.get_mut(&key) else {
+                        break;
+                    };
+                    if let Output::Parquet(p) = &mut o.output {
+                        p.flush_row_group().map_err(Failure::File)?;
+                        self.links.metrics.roll_row_groups.inc();
+                    }
+                    let (mem, rows) = (o.output.memory(), o.output.buffered_rows());
+                    self.memory = self.memory.saturating_sub(o.memory) + mem;
+                    self.buffered_rows = self.buffered_rows.saturating_sub(o.rows) + rows;
+                    (o.memory, o.rows) = (mem, rows);
                 }
-                Err(e) => return Err(e),
+                _ => {
+                    let Some(victim) = self.least_recently_written() else {
+                        break;
+                    };
+                    self.finish_output(&victim, Why::Early("memory"), seq)
+                        .map_err(Failure::File)?;
+                }
             }
         }
         Ok(())
     }
 
-    /// Hands a TD part to the outbox.
-    fn finish_td(&mut self, tag: &[u8], target: usize) -> Result<(), WriteError> {
-        let state = self.tag_state(tag);
-        let Some(route) = state.route else {
+    fn report_gauges(&self) {
+        let m = &self.links.metrics;
+        m.roll_open_partitions.set(self.open.len() as i64);
+        m.roll_buffer_bytes.set(self.memory as i64);
+        m.roll_buffered_rows.set(self.buffered_rows as i64);
+    }
+
+    /// Finishes an output and hands it to the outbox; it covers every event
+    /// of its key through `covered_through`.
+    fn finish_output(
+        &mut self,
+        key: &OutputKey,
+        why: Why,
+        covered_through: u64,
+    ) -> Result<(), WriteError> {
+        let Some(o) = self.open.remove(key) else {
             return Ok(());
         };
-        let Some(open) = state.td_open.remove(&target) else {
-            return Ok(());
+        self.memory = self.memory.saturating_sub(o.memory);
+        self.buffered_rows = self.buffered_rows.saturating_sub(o.rows);
+        let covered_through = covered_through.max(o.first_seq);
+        let closed = match o.output {
+            Output::Parquet(w) => w.finish(),
+            Output::Td(w) => w.finish(),
         };
-        let closed = open.writer.finish()?;
-        let sink = self.td_targets[target].sink.clone();
-        let t = &self.td_targets[target];
-        let unique_id = format!(
-            "{:016x}{:016x}",
-            td_hash(&t.sink, tag, open.first_seq ^ 0x5eed),
-            td_hash(&self.config.node_id, tag, open.first_seq)
-        );
-        let mut keys = std::collections::BTreeMap::new();
-        keys.insert(
-            t.sink.clone(),
-            format!("{}/{}/{unique_id}", open.db, open.table),
-        );
+        let closed = match closed {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_file(&o.path);
+                return Err(e);
+            }
+        };
+        let node = self.config.node_id.clone();
+        let id = self.output_id(key, o.first_seq, o.period_start);
+        // What differs between a Parquet file and a Treasure Data part:
+        // (file kind, route, group, period, slot, object key per sink, label).
+        let (file_kind, route, group, period_start, slot, keys, kind) = match key {
+            OutputKey::File { route, group, slot } => {
+                let (name, mslot, kind) = match (slot, why) {
+                    (FileSlot::Period(_), Why::Deadline) => {
+                        (FileName::Main, ManifestSlot::Main, "period")
+                    }
+                    (FileSlot::Period(_), _) => {
+                        (FileName::Part(o.first_seq), ManifestSlot::Part, "part")
+                    }
+                    (FileSlot::Late(_), _) => {
+                        (FileName::Late(o.first_seq), ManifestSlot::Late, "late")
+                    }
+                    (FileSlot::Outside, _) => (
+                        FileName::Outside(o.first_seq),
+                        ManifestSlot::Outside,
+                        "outside",
+                    ),
+                };
+                let route_cfg = &self.config.routes[*route];
+                let mut keys = std::collections::BTreeMap::new();
+                for sink in route_cfg.sinks.iter().filter(|s| self.is_object_sink(s)) {
+                    let sink_prefix = self
+                        .config
+                        .sinks
+                        .get(sink)
+                        .map(|s| s.prefix())
+                        .unwrap_or_default();
+                    let prefix = crate::sink::join_prefix(sink_prefix, &route_cfg.prefix);
+                    keys.insert(
+                        sink.clone(),
+                        object_key(&KeyParts {
+                            prefix: &prefix,
+                            group,
+                            period_start: o.period_start,
+                            period_secs: self.window.period_secs,
+                            node: &node,
+                            name,
+                        }),
+                    );
+                }
+                let route = route_cfg.name.clone();
+                (
+                    FileKind::Parquet,
+                    route,
+                    group.to_vec(),
+                    o.period_start,
+                    mslot,
+                    keys,
+                    kind,
+                )
+            }
+            OutputKey::Td { target, table } => {
+                let t = &self.td_targets[*target];
+                let unique_id = crate::ids::stable_hex(
+                    &[
+                        b"td",
+                        node.as_bytes(),
+                        t.sink.as_bytes(),
+                        table.as_bytes(),
+                        &o.first_seq.to_le_bytes(),
+                    ],
+                    16,
+                );
+                let (db, tbl) = table.split_once('.').unwrap_or((table, ""));
+                let mut keys = std::collections::BTreeMap::new();
+                keys.insert(t.sink.clone(), format!("{db}/{tbl}/{unique_id}"));
+                let route = self
+                    .config
+                    .routes
+                    .iter()
+                    .find(|r| r.sinks.contains(&t.sink))
+                    .map(|r| r.name.clone())
+                    .unwrap_or_default();
+                let group = table.as_bytes().to_vec();
+                (
+                    FileKind::TdPart,
+                    route,
+                    group,
+                    0,
+                    ManifestSlot::Td,
+                    keys,
+                    "td_part",
+                )
+            }
+        };
         let manifest = Manifest {
             version: VERSION,
-            id: format!("{:020}-{:016x}", open.first_seq, td_hash(&t.sink, tag, 1)),
-            kind: FileKind::TdPart,
-            route: self.config.routes[route].name.clone(),
-            tag_hex: hex(tag),
-            tag: String::from_utf8_lossy(tag).into_owned(),
-            period_start: 0,
-            period_secs: self.period_secs,
+            id,
+            kind: file_kind,
+            route,
+            group_hex: hex(&group),
+            group: String::from_utf8_lossy(&group).into_owned(),
+            period_start,
+            period_secs: self.window.period_secs,
+            slot,
             late_seq: None,
-            first_seq: open.first_seq,
-            covered_through: self.last_seq.unwrap_or(open.first_seq),
+            first_seq: o.first_seq,
+            covered_through,
             rows: closed.rows,
             bytes: closed.bytes,
             keys,
             finished_at_ms: crate::wal::now_ms(),
         };
+        let early = match why {
+            Why::Early(reason) => Some(reason),
+            Why::Drain => Some("drain"),
+            Why::Deadline | Why::Full => None,
+        };
+        if let Some(reason) = early {
+            self.links
+                .metrics
+                .roll_files_finished_early
+                .with_label_values(&[reason])
+                .inc();
+            if let Some(suppressed) = crate::logging::allow("early_finish", &self.links.metrics) {
+                tracing::warn!(group = manifest.group, reason, suppressed,
+                    "finishing a file before its deadline (bound reached: see roll.max_open_files, roll.max_buffer_bytes)");
+            }
+        }
         tracing::info!(
-            tag = manifest.tag,
-            sink,
+            group = manifest.group,
+            period_start = manifest.period_start,
+            kind,
             rows = closed.rows,
             bytes = closed.bytes,
-            "finished Treasure Data part"
+            "finished file"
         );
-        self.hand_over(&closed.path, manifest, "td_part")
-    }
-
-    /// Commits a finished file to the outbox, records it as finished (so
-    /// replay skips its events) and tells delivery.
-    fn hand_over(
-        &mut self,
-        path: &std::path::Path,
-        manifest: Manifest,
-        kind: &str,
-    ) -> Result<(), WriteError> {
-        self.links.outbox.commit(path, &manifest)?;
-        self.remember_finished(&manifest);
+        self.links.outbox.commit(&closed.path, &manifest)?;
+        let e = self.covered.entry(key.clone()).or_insert(0);
+        *e = (*e).max(covered_through);
         self.links
             .metrics
             .roll_files_finished
             .with_label_values(&[kind])
             .inc();
-        self.links.metrics.roll_open_partitions.set(self.open_count);
+        self.report_gauges();
         if self.links.finished.blocking_send(manifest).is_err() {
             tracing::warn!(
                 "outbox delivery stopped; the file waits in the outbox for the next start"
@@ -626,147 +1177,8 @@ impl Roller {
         Ok(())
     }
 
-    /// Writes row groups from the largest open files until under budget.
-    fn enforce_memory(&mut self) -> Result<(), WriteError> {
-        let budget = self.config.roll.max_buffer_bytes.as_usize();
-        while self.memory > budget {
-            let Some(o) = self
-                .tags
-                .values_mut()
-                .flat_map(|t| t.open.values_mut())
-                .max_by_key(|o| o.memory)
-            else {
-                break;
-            };
-            if o.memory == 0 {
-                self.memory = 0;
-                break;
-            }
-            o.writer.flush_row_group()?;
-            let (mem, rows) = (o.writer.memory(), o.writer.buffered_rows());
-            self.memory = self.memory.saturating_sub(o.memory) + mem;
-            self.buffered_rows = self.buffered_rows.saturating_sub(o.rows) + rows;
-            (o.memory, o.rows) = (mem, rows);
-            self.links.metrics.roll_row_groups.inc();
-        }
-        Ok(())
+    /// Whether a sink takes Parquet files (every sink but Treasure Data).
+    fn is_object_sink(&self, sink: &str) -> bool {
+        !self.td_targets.iter().any(|t| t.sink == sink)
     }
-
-    fn finish(&mut self, tag: &[u8], key: PartKey) -> Result<(), WriteError> {
-        let state = self.tag_state(tag);
-        let Some(route) = state.route else {
-            return Ok(());
-        };
-        let Some(open) = state.open.remove(&key) else {
-            return Ok(());
-        };
-        self.open_count -= 1;
-        self.memory = self.memory.saturating_sub(open.memory);
-        self.buffered_rows = self.buffered_rows.saturating_sub(open.rows);
-        let first_seq = open.first_seq;
-        let closed = open.writer.finish()?;
-        let covered_through = self.last_seq.unwrap_or(first_seq);
-        let late_seq = key.late.then_some(first_seq);
-        let route_cfg = &self.config.routes[route];
-        let mut keys = std::collections::BTreeMap::new();
-        for sink in route_cfg.sinks.iter().filter(|s| self.is_object_sink(s)) {
-            let sink_prefix = self
-                .config
-                .sinks
-                .get(sink)
-                .map(|s| s.prefix())
-                .unwrap_or_default();
-            let prefix = crate::sink::join_prefix(sink_prefix, &route_cfg.prefix);
-            keys.insert(
-                sink.clone(),
-                object_key(&KeyParts {
-                    prefix: &prefix,
-                    tag,
-                    period_start: key.period_start,
-                    period_secs: self.period_secs,
-                    node: &self.config.node_id,
-                    late_seq,
-                }),
-            );
-        }
-        let manifest = Manifest {
-            version: VERSION,
-            id: format!("{first_seq:020}-{:016x}", part_hash(route, tag, key)),
-            kind: FileKind::Parquet,
-            route: route_cfg.name.clone(),
-            tag_hex: hex(tag),
-            tag: String::from_utf8_lossy(tag).into_owned(),
-            period_start: key.period_start,
-            period_secs: self.period_secs,
-            late_seq,
-            first_seq,
-            covered_through,
-            rows: closed.rows,
-            bytes: closed.bytes,
-            keys,
-            finished_at_ms: crate::wal::now_ms(),
-        };
-        let kind = if key.late { "late" } else { "period" };
-        tracing::info!(
-            tag = manifest.tag,
-            period_start = key.period_start,
-            kind,
-            rows = closed.rows,
-            bytes = closed.bytes,
-            "finished file"
-        );
-        self.hand_over(&closed.path, manifest, kind)
-    }
-}
-
-/// Something the roller closes at a deadline.
-trait Deadline {
-    fn deadline_ms(&self) -> i64;
-}
-
-impl Deadline for OpenFile {
-    fn deadline_ms(&self) -> i64 {
-        self.deadline_ms
-    }
-}
-
-impl Deadline for OpenTd {
-    fn deadline_ms(&self) -> i64 {
-        self.deadline_ms
-    }
-}
-
-/// (tag, key) of every entry of `pick(tag state)` whose deadline has passed.
-fn due<K: Copy, V: Deadline>(
-    tags: &HashMap<Vec<u8>, TagState>,
-    now_ms: i64,
-    pick: impl Fn(&TagState) -> &HashMap<K, V>,
-) -> Vec<(Vec<u8>, K)> {
-    tags.iter()
-        .flat_map(|(tag, t)| {
-            pick(t)
-                .iter()
-                .filter(|(_, o)| o.deadline_ms() <= now_ms)
-                .map(move |(k, _)| (tag.clone(), *k))
-        })
-        .collect()
-}
-
-/// A stable hash naming TD parts (unique ids must be the same on replay).
-fn td_hash(a: &str, tag: &[u8], n: u64) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    a.hash(&mut h);
-    tag.hash(&mut h);
-    n.hash(&mut h);
-    h.finish()
-}
-
-/// Names one (route, tag, period, late) group; with the first sequence it is
-/// unique, and the same on replay.
-fn part_hash(route: usize, tag: &[u8], key: PartKey) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    route.hash(&mut h);
-    tag.hash(&mut h);
-    key.hash(&mut h);
-    h.finish()
 }

@@ -38,10 +38,12 @@ impl TdPartWriter {
     /// Writes the record with `time` set to the event's second (replacing a
     /// `time` key the record may have).
     pub fn append(&mut self, time_ns: i64, record: &[u8]) -> Result<(), WriteError> {
-        let bad = |e| WriteError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+        let bad = WriteError::BadRecord;
         let mut c = Cursor::new(record);
         let Head::Map(n) = c.head().map_err(bad)? else {
-            return Err(bad(crate::msgpack::MsgpackError::Truncated));
+            return Err(WriteError::BadRecord(
+                crate::msgpack::MsgpackError::Truncated,
+            ));
         };
         let body = c;
         let mut keep = 0u32;

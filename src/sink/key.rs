@@ -1,10 +1,12 @@
 //! Deterministic object keys (invariants 3 and 7).
 //!
-//! `{prefix}/{tag}/dt=YYYY-MM-DD/hour=HH[/minute=MM]/{node}[.late-{seq}].parquet`
+//! `{prefix}/{group}/dt=YYYY-MM-DD/hour=HH[/minute=MM]/{node}[.{kind}-{seq}].parquet`
 //!
-//! The key depends only on what names the file (prefix, tag, period, node,
-//! late sequence), never on the clock or randomness, so an upload retried
-//! after a crash writes the same key. Tags become exactly one path segment:
+//! `group` is the tag, or the route's name for a route with
+//! `files = "per_route"`. The key depends only on what names the file
+//! (prefix, group, period, node, kind and WAL sequence), never on the clock
+//! or randomness, so an upload retried after a crash writes the same key.
+//! Tags become exactly one path segment:
 //! bytes outside `[A-Za-z0-9._-]`, `%` included, are written `%XX`, and a
 //! leading `.` too, so no tag can form `..`, a `/` or an absolute path.
 
@@ -51,17 +53,34 @@ pub fn validate_prefix(prefix: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Which of a period's files a key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileName {
+    /// `{node}.parquet`: the period's one file, finished at its deadline.
+    Main,
+    /// `{node}.part-{seq}.parquet`: the period's file finished before its
+    /// deadline (open-file or memory bound, drain); `seq` is its first WAL
+    /// sequence.
+    Part(u64),
+    /// `{node}.late-{seq}.parquet`: events that arrived after the period's
+    /// file was finished.
+    Late(u64),
+    /// `{node}.outside-{seq}.parquet`: events dated outside the accepted
+    /// window, filed under the period they arrived in.
+    Outside(u64),
+}
+
 /// What names one finished file.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyParts<'a> {
     pub prefix: &'a str,
-    pub tag: &'a [u8],
+    /// The tag, or the route name of a per-route file.
+    pub group: &'a [u8],
     /// Period start, seconds since the epoch (UTC).
     pub period_start: i64,
     pub period_secs: u64,
     pub node: &'a str,
-    /// For a late file: the WAL sequence number of its first event.
-    pub late_seq: Option<u64>,
+    pub name: FileName,
 }
 
 /// Builds the object key.
@@ -72,7 +91,7 @@ pub fn object_key(p: &KeyParts<'_>) -> String {
         key.push_str(p.prefix);
         key.push('/');
     }
-    key.push_str(&escape_segment(p.tag));
+    key.push_str(&escape_segment(p.group));
     key.push_str(&format!(
         "/dt={}/hour={:02}",
         t.format("%Y-%m-%d"),
@@ -83,8 +102,11 @@ pub fn object_key(p: &KeyParts<'_>) -> String {
     }
     key.push('/');
     key.push_str(&escape_segment(p.node.as_bytes()));
-    if let Some(seq) = p.late_seq {
-        key.push_str(&format!(".late-{seq}"));
+    match p.name {
+        FileName::Main => {}
+        FileName::Part(seq) => key.push_str(&format!(".part-{seq}")),
+        FileName::Late(seq) => key.push_str(&format!(".late-{seq}")),
+        FileName::Outside(seq) => key.push_str(&format!(".outside-{seq}")),
     }
     key.push_str(".parquet");
     key
@@ -94,26 +116,34 @@ pub fn object_key(p: &KeyParts<'_>) -> String {
 mod tests {
     use super::*;
 
-    fn key(tag: &[u8], period_secs: u64, late: Option<u64>) -> String {
+    fn key(tag: &[u8], period_secs: u64, name: FileName) -> String {
         object_key(&KeyParts {
             prefix: "logs",
-            tag,
+            group: tag,
             period_start: 1_764_090_000, // 2025-11-25T17:00:00Z
             period_secs,
             node: "n1",
-            late_seq: late,
+            name,
         })
     }
 
     #[test]
     fn layout() {
         assert_eq!(
-            key(b"app.web", 3600, None),
+            key(b"app.web", 3600, FileName::Main),
             "logs/app.web/dt=2025-11-25/hour=17/n1.parquet"
         );
         assert_eq!(
-            key(b"app.web", 60, Some(42)),
+            key(b"app.web", 60, FileName::Late(42)),
             "logs/app.web/dt=2025-11-25/hour=17/minute=00/n1.late-42.parquet"
+        );
+        assert_eq!(
+            key(b"app.web", 3600, FileName::Part(7)),
+            "logs/app.web/dt=2025-11-25/hour=17/n1.part-7.parquet"
+        );
+        assert_eq!(
+            key(b"k8s", 3600, FileName::Outside(9)),
+            "logs/k8s/dt=2025-11-25/hour=17/n1.outside-9.parquet"
         );
     }
 

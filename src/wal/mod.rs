@@ -29,6 +29,7 @@
 //! segment at a time.
 
 pub mod queue;
+pub mod reader;
 pub mod record;
 pub mod segment;
 mod writer;

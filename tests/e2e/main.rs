@@ -5,6 +5,7 @@
 
 mod backpressure;
 mod bad_input;
+mod bounds;
 mod capture_replay;
 mod common;
 mod crash;

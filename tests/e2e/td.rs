@@ -122,7 +122,7 @@ fn td_gets_routed_records_and_each_error_takes_its_path() {
         note["dead_letter_reason"].as_str().unwrap().contains("400"),
         "{note}"
     );
-    assert_eq!(note["tag"], "bad.reject");
+    assert_eq!(note["group"], "bad.reject", "db.table of the part");
     // The local sink got dev.team as Parquet.
     let ok = wait_until(Duration::from_secs(120), || !weir.output_files().is_empty());
     assert!(ok);
