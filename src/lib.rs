@@ -31,6 +31,7 @@ pub mod forward;
 pub mod health;
 pub mod http;
 pub mod ids;
+pub mod lock;
 pub mod logging;
 pub mod metrics;
 pub mod msgpack;

@@ -95,8 +95,9 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let data_dir = &config.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    // First, before anything in data_dir is read or changed: a second weir
+    // on a live node's folder must leave it as it is.
+    let _lock = crate::lock::DataDirLock::acquire(data_dir)?;
 
     raise_open_file_limit(&config);
 

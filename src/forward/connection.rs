@@ -420,15 +420,10 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
         let n = batch.len() as u64;
         // A chunk id (with the peer address and tag, since Fluent Bit
         // derives ids from content) lets the WAL recognise a resend.
-        let key = decoded.ack.as_ref().map(|ack| {
-            let mut k = Vec::with_capacity(64);
-            k.extend_from_slice(peer.ip().to_string().as_bytes());
-            k.push(0);
-            k.extend_from_slice(batch.tag());
-            k.push(0);
-            k.extend_from_slice(&ack[5..]);
-            bytes::Bytes::from(k)
-        });
+        let key = decoded
+            .ack
+            .as_ref()
+            .map(|ack| crate::wal::dedupe::key(&peer.ip().to_string(), batch.tag(), &ack[5..]));
         if let Err(e) = wal.append_keyed(batch, key).await {
             return Err((CloseReason::WalUnavailable, e.to_string()));
         }

@@ -28,6 +28,7 @@
 //! writes at most `wal.max_group_bytes` (plus one request). Replay holds one
 //! segment at a time.
 
+pub mod dedupe;
 pub mod queue;
 pub mod reader;
 pub mod record;
@@ -85,7 +86,7 @@ pub(crate) enum WalRequest {
     Append {
         batch: EventBatch,
         /// The client's chunk identity, for retransmit de-duplication.
-        dedupe_key: Option<bytes::Bytes>,
+        dedupe_key: Option<dedupe::Key>,
         reply: oneshot::Sender<Result<u64, WalError>>,
     },
     Tick,
@@ -109,7 +110,7 @@ impl WalHandle {
     pub async fn append_keyed(
         &self,
         batch: EventBatch,
-        dedupe_key: Option<bytes::Bytes>,
+        dedupe_key: Option<dedupe::Key>,
     ) -> Result<u64, WalError> {
         let (reply, rx) = oneshot::channel();
         self.tx

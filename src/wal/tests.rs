@@ -211,7 +211,7 @@ fn a_resent_chunk_is_acked_without_a_second_copy_even_after_restart() {
         .enable_all()
         .build()
         .unwrap();
-    let key = || Some(bytes::Bytes::from_static(b"peer\0tag\0chunk-1"));
+    let key = || Some(dedupe::key("10.0.0.1", b"tag", &[b'c'; 4096]));
     let (wal, thread, _rx, _release) = open(d.path(), 1 << 20, 10);
     let (a, b, c) = rt.block_on(async {
         (
@@ -237,4 +237,38 @@ fn a_resent_chunk_is_acked_without_a_second_copy_even_after_restart() {
         .filter(|m| matches!(m, WalOutput::Record(_)))
         .count();
     assert_eq!(records, 2, "two records replayed, none added");
+}
+
+/// A chunk whose record was deleted with its segment (its events are in a
+/// finished file) is still recognised when resent after a restart: the
+/// window is saved before segments go.
+#[test]
+fn a_resend_is_recognised_after_its_segment_was_released() {
+    let d = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = || Some(dedupe::key("10.0.0.1", b"tag", b"chunk-1"));
+    // 4 KiB segments: every few records rotate.
+    let (wal, thread, _rx, release) = open(d.path(), 4096, 100);
+    let first = rt.block_on(wal.append_keyed(batch(1), key())).unwrap();
+    for i in 2..200 {
+        rt.block_on(wal.append_keyed(batch(i), None)).unwrap();
+    }
+    // The roller is done with everything: the segments can go.
+    release.send(200).unwrap();
+    rt.block_on(wal.tick()).unwrap();
+    drop(wal);
+    thread.join().unwrap();
+    let segments = segment::list(d.path()).unwrap();
+    assert!(
+        segments.first().is_some_and(|s| s.first_seq > first),
+        "the first record's segment was deleted: {segments:?}"
+    );
+    let (wal, thread, _rx, _release) = open(d.path(), 4096, 100);
+    let again = rt.block_on(wal.append_keyed(batch(1), key())).unwrap();
+    assert_eq!(again, first, "remembered through the snapshot");
+    drop(wal);
+    thread.join().unwrap();
 }

@@ -49,8 +49,8 @@ pub fn start(
                 next_seq: 0,
                 last_arrival_ms: i64::MIN,
                 failed: None,
-                recent: std::collections::HashMap::new(),
-                recent_order: std::collections::VecDeque::new(),
+                dedupe: super::dedupe::Window::new(0),
+                snapshot_at: None,
             };
             if let Err(e) = w.recover() {
                 tracing::error!(error = %e, "WAL recovery failed; refusing all writes");
@@ -74,9 +74,10 @@ struct Writer {
     last_arrival_ms: i64,
     failed: Option<String>,
     /// Recently logged chunk keys and their sequence numbers.
-    recent: std::collections::HashMap<bytes::Bytes, u64>,
-    /// The same keys, oldest first, to bound `recent` to the window.
-    recent_order: std::collections::VecDeque<bytes::Bytes>,
+    dedupe: super::dedupe::Window,
+    /// When the dedupe window was last saved (segments are deleted only
+    /// after a snapshot holds their keys).
+    snapshot_at: Option<Instant>,
 }
 
 struct Pending {
@@ -91,20 +92,8 @@ impl Writer {
         let _ = self.links.healthy.send(false);
     }
 
-    /// Remembers a chunk key, forgetting the oldest past the window.
-    fn remember(&mut self, key: &bytes::Bytes, seq: u64) {
-        let window = self.settings.dedupe_window;
-        if window == 0 || key.is_empty() {
-            return;
-        }
-        if self.recent.insert(key.clone(), seq).is_none() {
-            self.recent_order.push_back(key.clone());
-        }
-        while self.recent_order.len() > window {
-            if let Some(old) = self.recent_order.pop_front() {
-                self.recent.remove(&old);
-            }
-        }
+    fn snapshot_path(&self) -> std::path::PathBuf {
+        self.settings.dir.join("dedupe.snapshot")
     }
 
     fn stamp(&mut self) -> i64 {
@@ -114,6 +103,13 @@ impl Writer {
 
     fn recover(&mut self) -> io::Result<()> {
         let dir = self.settings.dir.clone();
+        self.dedupe = super::dedupe::Window::new(self.settings.dedupe_window);
+        if let Err(e) = self.dedupe.load(&self.snapshot_path()) {
+            // Only resends of chunks in deleted segments go unrecognised.
+            tracing::error!(error = %e, file = %self.snapshot_path().display(),
+                "cannot read the dedupe snapshot; chunks resent from before the last restart may be stored twice");
+            self.links.metrics.wal_corrupt_records.inc();
+        }
         self.segments = segment::list(&dir)?;
         let started = Instant::now();
         let (mut records, mut events) = (0u64, 0u64);
@@ -130,8 +126,7 @@ impl Writer {
                 }
                 self.next_seq = r.seq + 1;
                 self.last_arrival_ms = self.last_arrival_ms.max(r.arrival_ms);
-                let key = r.dedupe_key.clone();
-                self.remember(&key, r.seq);
+                self.dedupe.remember_stored(&r.dedupe_key, r.seq);
                 records += 1;
                 events += r.batch.len() as u64;
                 if self.links.output.send(WalOutput::Record(r)).is_err() {
@@ -204,11 +199,9 @@ impl Writer {
                         dedupe_key,
                         reply,
                     } => {
-                        let key = dedupe_key.unwrap_or_default();
                         if let Some(why) = &self.failed {
                             let _ = reply.send(Err(WalError::Failed(why.clone())));
-                        } else if let Some(&seq) = self.recent.get(&key).filter(|_| !key.is_empty())
-                        {
+                        } else if let Some(seq) = dedupe_key.and_then(|k| self.dedupe.get(&k)) {
                             // A resent chunk already in the log (this group's
                             // copy is acked when the group is durable).
                             self.links.metrics.duplicate_chunks.inc();
@@ -217,15 +210,18 @@ impl Writer {
                             let seq = self.next_seq;
                             self.next_seq += 1;
                             let arrival_ms = self.stamp();
-                            record::encode(&mut buf, seq, arrival_ms, &key, &batch);
+                            let key: &[u8] = dedupe_key.as_ref().map_or(&[], |k| &k[..]);
+                            record::encode(&mut buf, seq, arrival_ms, key, &batch);
                             group_bytes += batch.as_bytes().len();
-                            self.remember(&key, seq);
+                            if let Some(k) = dedupe_key {
+                                self.dedupe.remember(k, seq);
+                            }
                             pending.push(Pending {
                                 reply,
                                 record: record::WalRecord {
                                     seq,
                                     arrival_ms,
-                                    dedupe_key: key,
+                                    dedupe_key: bytes::Bytes::copy_from_slice(key),
                                     batch,
                                 },
                             });
@@ -327,9 +323,25 @@ impl Writer {
         Ok(())
     }
 
-    /// Deletes segments whose every record is below the roller's release mark.
+    /// Deletes segments whose every record is below the roller's release
+    /// mark, once the dedupe window (which holds their chunk keys) is saved;
+    /// saved at most once a second, so deletions may wait that long.
     fn release(&mut self) {
         let mark = *self.links.release.borrow();
+        let deletable = self.segments.len() > 1 && self.segments[1].first_seq <= mark;
+        if deletable && !self.dedupe.is_empty() {
+            let due = self
+                .snapshot_at
+                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
+            if !due {
+                return;
+            }
+            if let Err(e) = self.dedupe.save(&self.snapshot_path()) {
+                tracing::warn!(error = %e, "cannot save the dedupe snapshot; keeping released WAL segments");
+                return;
+            }
+            self.snapshot_at = Some(Instant::now());
+        }
         let mut removed = false;
         while self.segments.len() > 1 && self.segments[1].first_seq <= mark {
             let seg = self.segments.remove(0);

@@ -2,10 +2,11 @@
 //!
 //! A real `weir serve` child takes acked traffic from several connections
 //! while the test kills it with SIGKILL at random moments (22 times) and
-//! restarts it. Clients behave like Fluentd: a request without an ack is sent
-//! again, same chunk id, after reconnecting. At the end every acked event must
-//! be in the finished Parquet files; duplicates (resends of requests that were
-//! durable but whose ack was lost) are counted and printed.
+//! restarts it. Clients keep sending through every kill and behave like
+//! Fluentd: a request without an ack is sent again at once, same chunk id,
+//! after reconnecting. At the end every acked event must be in the finished
+//! Parquet files exactly once: a resend of a chunk that was durable but
+//! whose ack was lost is recognised, even after later restarts.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,8 @@ const EVENTS_PER_REQUEST: usize = 25;
 struct Stats {
     acked: Vec<String>,
     resends: u64,
+    /// Reconnections per client.
+    reconnects: [u64; CLIENTS],
 }
 
 fn client(k: usize, port: u16, stop: Arc<AtomicBool>, stats: Arc<Mutex<Stats>>) {
@@ -39,7 +42,12 @@ fn client(k: usize, port: u16, stop: Arc<AtomicBool>, stats: Arc<Mutex<Stats>>) 
         loop {
             if conn.is_none() {
                 match connect(port) {
-                    Ok(s) => conn = Some(s),
+                    Ok(s) => {
+                        if n > 0 || attempts > 0 {
+                            stats.lock().unwrap().reconnects[k] += 1;
+                        }
+                        conn = Some(s)
+                    }
                     Err(_) => {
                         if stop.load(Ordering::Relaxed) {
                             return;
@@ -58,6 +66,12 @@ fn client(k: usize, port: u16, stop: Arc<AtomicBool>, stats: Arc<Mutex<Stats>>) 
                     conn = None;
                     if stop.load(Ordering::Relaxed) {
                         return;
+                    }
+                    // Half the clients resend at once; the others wait
+                    // first, as Fluentd's retry_wait does, so their resend
+                    // may reach a weir restarted more than once since.
+                    if k % 2 == 1 {
+                        std::thread::sleep(Duration::from_millis(500));
                     }
                 }
             }
@@ -85,6 +99,7 @@ fn acked_events_survive_repeated_kill_9() {
     let stats = Arc::new(Mutex::new(Stats {
         acked: Vec::new(),
         resends: 0,
+        reconnects: [0; CLIENTS],
     }));
     let threads: Vec<_> = (0..CLIENTS)
         .map(|k| {
@@ -152,17 +167,31 @@ fn acked_events_survive_repeated_kill_9() {
     let duplicates: u32 = count.values().map(|c| c - 1).sum();
     let files = weir.output_files();
     println!(
-        "crash test: {KILLS} kills, {} acked events, {} rows, {} client resends, {} duplicate events, {} files: {files:?}",
+        "crash test: {KILLS} kills, {} acked events, {} rows, {} client resends, reconnects {:?}, {} duplicate events, {} files: {files:?}",
         stats.acked.len(),
         rows.len(),
         stats.resends,
-        duplicates
-    , files.len());
+        stats.reconnects,
+        duplicates,
+        files.len()
+    );
+    // Every client was sending when weir died, again and again.
+    for (k, &r) in stats.reconnects.iter().enumerate() {
+        assert!(
+            r >= KILLS as u64 / 2,
+            "client {k} reconnected only {r} times"
+        );
+    }
     assert!(
         missing.is_empty(),
         "{} acked events lost, e.g. {:?}",
         missing.len(),
         &missing[..missing.len().min(5)]
+    );
+    let doubled: Vec<_> = count.iter().filter(|(_, &c)| c > 1).take(5).collect();
+    assert_eq!(
+        duplicates, 0,
+        "resent chunks stored twice, e.g. {doubled:?}"
     );
     // Uniform granularity survives crashes: one period file per (tag, minute).
     for f in &files {
