@@ -44,7 +44,8 @@ fn append(c: &mut Criterion) {
         });
         let (_release_tx, release_rx) = watch::channel(0);
         let (oldest, _) = watch::channel(0);
-        let (healthy, _) = watch::channel(true);
+        let (state, _) = watch::channel(wal::WalState::Healthy);
+        let (_stop_tx, stop) = watch::channel(false);
         let (wal, _thread) = wal::start(
             WalSettings {
                 dir: dir.path().to_path_buf(),
@@ -57,7 +58,8 @@ fn append(c: &mut Criterion) {
                 output: out_tx,
                 release: release_rx,
                 oldest,
-                healthy,
+                state,
+                stop,
                 backpressure: weir::health::Backpressure::new(Metrics::new()),
                 metrics: Metrics::new(),
             },

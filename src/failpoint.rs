@@ -33,6 +33,11 @@ pub fn hit(name: &str) {
     }
 }
 
+/// Whether `name` is listed in `WEIR_FAILPOINTS` (with or without a value).
+pub fn is_set(name: &str) -> bool {
+    active().iter().any(|(n, _)| n == name)
+}
+
 /// The value given as `name=value` in `WEIR_FAILPOINTS`, if any.
 pub fn value(name: &str) -> Option<&'static str> {
     active()

@@ -140,7 +140,10 @@ impl StageStatus {
 /// What `/readyz` checks.
 pub struct Health {
     pub listener_bound: AtomicBool,
-    pub wal_healthy: watch::Receiver<bool>,
+    pub wal: watch::Receiver<crate::wal::WalState>,
+    /// Why the WAL folder does not take new files, from the last probe
+    /// ([`Health::probe_wal_dir`], run off the async runtime).
+    pub wal_dir_problem: std::sync::Mutex<Option<String>>,
     pub backpressure: Arc<Backpressure>,
     pub wal_dir: PathBuf,
     pub backpressure_grace: Duration,
@@ -156,14 +159,20 @@ impl Health {
         if !self.listener_bound.load(Ordering::Relaxed) {
             why.push("forward listener not bound yet".to_string());
         }
-        if !*self.wal_healthy.borrow() {
-            why.push("write-ahead log failed; see the log".to_string());
+        match &*self.wal.borrow() {
+            crate::wal::WalState::Healthy => {}
+            crate::wal::WalState::Stalled(w) => {
+                why.push(format!("{w} (retrying; nothing is acked)"))
+            }
+            crate::wal::WalState::Failed(w) => why.push(format!("{w}; restart weir")),
         }
-        if let Err(e) = probe_writable(&self.wal_dir) {
-            why.push(format!(
-                "WAL directory {} not writable: {e}",
-                self.wal_dir.display()
-            ));
+        if let Some(p) = self
+            .wal_dir_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            why.push(p);
         }
         if let Some(failing) = self.roller.failing() {
             why.push(failing);
@@ -185,6 +194,29 @@ impl Health {
         } else {
             Err(why)
         }
+    }
+}
+
+impl Health {
+    /// Liveness: fails only in a state a restart fixes (the WAL failed a
+    /// sync), so an orchestrator restarts the node and recovery runs.
+    pub fn liveness(&self) -> Result<(), String> {
+        match &*self.wal.borrow() {
+            crate::wal::WalState::Failed(w) => Err(w.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks the WAL folder takes new files (blocking: run it off the
+    /// async runtime) and records the answer for `/readyz`.
+    pub fn probe_wal_dir(&self) {
+        let problem = probe_writable(&self.wal_dir)
+            .err()
+            .map(|e| format!("WAL directory {} not writable: {e}", self.wal_dir.display()));
+        *self
+            .wal_dir_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = problem;
     }
 }
 

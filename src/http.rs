@@ -43,7 +43,14 @@ async fn handle(
             "text/plain; version=0.0.4; charset=utf-8",
             metrics.render(),
         ),
-        "/healthz" => reply(StatusCode::OK, TEXT, "ok\n".into()),
+        "/healthz" => match health.liveness() {
+            Ok(()) => reply(StatusCode::OK, TEXT, "ok\n".into()),
+            Err(why) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                format!("unhealthy: {why}\n"),
+            ),
+        },
         "/readyz" => match health.readiness() {
             Ok(()) => reply(StatusCode::OK, TEXT, "ready\n".into()),
             Err(why) => reply(
@@ -60,13 +67,32 @@ async fn handle(
     })
 }
 
-/// Serves until shutdown.
+/// How often the WAL folder is probed for `/readyz`.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Serves until shutdown; probes the WAL folder in the background, so a
+/// probe request never waits on the disk.
 pub async fn run(
     listener: TcpListener,
     metrics: Metrics,
     health: Arc<Health>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let prober = {
+        let health = health.clone();
+        let mut sd = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let h = health.clone();
+                let _ = tokio::task::spawn_blocking(move || h.probe_wal_dir()).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(PROBE_EVERY) => {}
+                    _ = sd.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    };
+    let _prober = AbortOnDrop(prober);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -83,5 +109,14 @@ pub async fn run(
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// Stops a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -11,6 +11,13 @@ use weir::cli::{describe, load_config, Cli, Command};
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's settings: a background thread returns freed memory to the
+/// OS within about a second (the default keeps it for ten), so RSS follows
+/// what weir holds after a burst of large requests.
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000\0";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     weir::logging::init(cli.log_format);

@@ -117,12 +117,13 @@ pub async fn run_with(
     let (release_tx, release_rx) = watch::channel(0u64);
     let (oldest_tx, oldest_rx) = watch::channel(0u64);
     let roller_status = crate::health::StageStatus::new();
-    let (healthy_tx, healthy_rx) = watch::channel(true);
+    let (wal_state_tx, wal_state_rx) = watch::channel(wal::WalState::Healthy);
     let backlog = Backlog::new(config.outbox.max_backlog_bytes.0, metrics.clone());
     let backpressure = Backpressure::new(metrics.clone());
     let health = Arc::new(Health {
         listener_bound: AtomicBool::new(false),
-        wal_healthy: healthy_rx,
+        wal: wal_state_rx,
+        wal_dir_problem: std::sync::Mutex::new(None),
         backpressure: backpressure.clone(),
         wal_dir: data_dir.join("wal"),
         backpressure_grace: config.metrics.backpressure_grace.0,
@@ -187,7 +188,8 @@ pub async fn run_with(
             output: roll_tx,
             release: release_rx,
             oldest: oldest_tx,
-            healthy: healthy_tx,
+            state: wal_state_tx,
+            stop: shutdown_rx.clone(),
             backpressure,
             metrics: metrics.clone(),
         },
@@ -396,6 +398,12 @@ async fn start_forward(
             .as_ref()
             .map_or(Duration::from_secs(10), |t| t.handshake_timeout.0),
         capture,
+        budget: forward::budget::MemoryBudget::new(
+            config.forward.max_inflight_bytes.as_usize(),
+            config.forward.max_buffer_bytes.as_usize()
+                + config.forward.max_decompressed_bytes.as_usize(),
+            metrics.clone(),
+        ),
     });
     let accept = tokio::spawn(forward::listener::run(
         listener,

@@ -144,6 +144,9 @@ fn default_max_buffer() -> ByteSize {
 fn default_max_decompressed() -> ByteSize {
     ByteSize(256 << 20)
 }
+fn default_max_inflight() -> ByteSize {
+    ByteSize(512 << 20)
+}
 fn default_max_connections() -> usize {
     10_000
 }
@@ -192,6 +195,11 @@ pub struct ForwardConfig {
     /// Cap on a compressed request's entries once expanded (gzip/zstd bombs).
     #[serde(default = "default_max_decompressed")]
     pub max_decompressed_bytes: ByteSize,
+    /// Memory all connections' requests in flight share: read buffers
+    /// (beyond 16 KiB each), decompressed entries and decoded batches
+    /// waiting for the WAL. When it is spent connections wait, unread.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight_bytes: ByteSize,
     /// A connection that sends nothing for this long is closed.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: HumanDuration,
@@ -265,6 +273,7 @@ impl Default for ForwardConfig {
             listen: default_listen(),
             max_buffer_bytes: default_max_buffer(),
             max_decompressed_bytes: default_max_decompressed(),
+            max_inflight_bytes: default_max_inflight(),
             idle_timeout: default_idle_timeout(),
             max_connections: default_max_connections(),
             security: None,
@@ -739,7 +748,13 @@ impl Config {
 
     /// Parses and validates config text; `origin` names it in errors.
     pub fn from_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let text = env::substitute(text, |k| std::env::var(k).ok()).map_err(|message| {
+        // Syntax errors come from the plain parse (with lines); then
+        // variables are substituted in the parsed string values.
+        toml::from_str::<toml::Table>(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let text = env::substitute_values(text, |k| std::env::var(k).ok()).map_err(|message| {
             ConfigError::Env {
                 path: origin.to_string(),
                 message,
@@ -907,6 +922,31 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         return Err(invalid(
             "forward.max_buffer_bytes",
             "must be at least 1KiB".into(),
+        ));
+    }
+    // The budget keeps one largest request's worth in reserve (so partly
+    // read requests cannot deadlock), so one must fit in it.
+    let (buffer, expanded, inflight) = (
+        file.forward.max_buffer_bytes,
+        file.forward.max_decompressed_bytes,
+        file.forward.max_inflight_bytes,
+    );
+    if expanded.0 < buffer.0 {
+        return Err(invalid(
+            "forward.max_decompressed_bytes",
+            format!("{expanded} is less than forward.max_buffer_bytes ({buffer}); it also caps a request's decoded events, which are about as large as the request"),
+        ));
+    }
+    if buffer.0 + expanded.0 > inflight.0 {
+        return Err(invalid(
+            "forward.max_inflight_bytes",
+            format!("{inflight} is less than forward.max_buffer_bytes ({buffer}) + forward.max_decompressed_bytes ({expanded}): one largest request must fit the budget all connections share"),
+        ));
+    }
+    if file.forward.max_decompressed_bytes.0 > 512 << 20 {
+        return Err(invalid(
+            "forward.max_decompressed_bytes",
+            "must be at most 512MiB (a request must fit one WAL record)".into(),
         ));
     }
 

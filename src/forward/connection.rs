@@ -12,7 +12,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::decode::{decode_request_rewriting, DecodeLimits, Request, Rewrite};
+use super::decode::{compressed_entries, decode_request_expanded, DecodeLimits, Request, Rewrite};
+use super::decompress::decompress_within;
 use super::handshake;
 use crate::capture::format::Kind;
 use crate::capture::writer::Capture;
@@ -22,6 +23,16 @@ use crate::wal::WalHandle;
 
 /// Smallest free space offered to a socket read.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// A connection's read buffer starts at the budget's free allowance.
+const INITIAL_BUFFER: usize = super::budget::FREE_PER_CONNECTION;
+
+/// Between requests a read buffer larger than this is given back.
+const SHRINK_ABOVE: usize = 256 << 10;
+
+/// Top-level objects that are not arrays (not forward protocol at all)
+/// accepted in a row before the connection is closed.
+const MAX_NOT_ARRAY_IN_A_ROW: u32 = 16;
 
 /// Per-connection limits, shared by every connection.
 #[derive(Clone)]
@@ -55,6 +66,8 @@ pub struct ConnectionSettings {
     pub tls_handshake_timeout: Duration,
     /// Tee of accepted requests (`forward.capture_dir`).
     pub capture: Option<crate::capture::writer::Capture>,
+    /// Memory shared by every connection's requests in flight.
+    pub budget: super::budget::MemoryBudget,
 }
 
 /// Why a connection ended; the metric label.
@@ -111,7 +124,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
     metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
     if let Some(sec) = &settings.security {
         if let Err(f) = handshake(&mut stream, peer, sec, &mut buf, &settings).await {
             metrics
@@ -268,6 +281,13 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
     let additions = record_additions(peer, settings).await;
     let mut scanner = FrameScanner::new();
     let mut request_started: Option<tokio::time::Instant> = None;
+    let budget = &settings.budget;
+    // This connection's share of the budget: its read buffer beyond the
+    // free allowance, and while a request is handled its decompressed
+    // entries and batch.
+    let mut held = budget.reservation();
+    let beyond_free = |cap: usize| cap.saturating_sub(super::budget::FREE_PER_CONNECTION);
+    let mut not_arrays = 0u32;
     loop {
         // Handle every complete request already buffered.
         loop {
@@ -278,15 +298,32 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
             };
             let frame = buf.split_to(len).freeze();
             scanner.reset();
-            handle_request(
-                stream, peer, &frame, wal, settings, metrics, &additions, tee,
+            let handled = handle_request(
+                stream, peer, &frame, wal, settings, metrics, &additions, tee, shutdown, &mut held,
             )
             .await?;
+            not_arrays = match handled {
+                Handled::NotArray => not_arrays + 1,
+                Handled::Request => 0,
+            };
+            if not_arrays >= MAX_NOT_ARRAY_IN_A_ROW {
+                return Err((
+                    CloseReason::Malformed,
+                    format!("{not_arrays} objects in a row that are not forward-protocol arrays"),
+                ));
+            }
             if settings.deny_keepalive {
                 return Ok(CloseReason::NoKeepalive);
             }
             request_started = None;
         }
+        // Between requests, a large buffer goes back to the budget (any
+        // buffer, if it grew into the reserve: the reserve is for one
+        // request at a time).
+        if buf.is_empty() && (buf.capacity() > SHRINK_ABOVE || held.holds_reserve()) {
+            buf = BytesMut::with_capacity(INITIAL_BUFFER);
+        }
+        budget.shrink_to(&mut held, beyond_free(buf.capacity()));
         // A request has begun: it must complete in time.
         if buf.is_empty() {
             request_started = None;
@@ -302,9 +339,20 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 ),
             ));
         }
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            let room = (settings.max_buffer_bytes - buf.len()).min(READ_CHUNK.max(buf.len()));
-            buf.reserve(room.max(1024));
+        if buf.capacity() - buf.len() < (READ_CHUNK / 4).min(buf.capacity() / 2) {
+            // Grow (about doubling), taking the memory from the budget
+            // first: when it is spent this connection waits, unread.
+            let room = (settings.max_buffer_bytes - buf.len())
+                .min(READ_CHUNK.max(buf.len()))
+                .max(1024);
+            let target = buf.len() + room;
+            tokio::select! {
+                _ = budget.grow_to(&mut held, beyond_free(target)) => {}
+                _ = shutdown.wait_for(|s| *s) => return Ok(CloseReason::Shutdown),
+            }
+            let mut grown = BytesMut::with_capacity(target);
+            grown.extend_from_slice(&buf);
+            buf = grown;
         }
         let idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
         let deadline = match request_started {
@@ -345,6 +393,13 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
     }
 }
 
+/// What a complete object turned out to be.
+enum Handled {
+    Request,
+    /// Not an array: ignored, but a run of them means no forward client.
+    NotArray,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
     stream: &mut S,
@@ -355,7 +410,9 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
     metrics: &Metrics,
     record_additions: &[(String, String)],
     tee: Option<&Tee<'_>>,
-) -> Result<(), Fault> {
+    shutdown: &mut watch::Receiver<bool>,
+    held: &mut super::budget::Reservation,
+) -> Result<Handled, Fault> {
     let started = Instant::now();
     if settings.chunk_size_warn_limit > 0 && frame.len() > settings.chunk_size_warn_limit {
         metrics.large_requests.inc();
@@ -368,9 +425,38 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
         tag_prefix: &settings.tag_prefix,
         add: record_additions,
     };
-    let decoded = match decode_request_rewriting(frame, &settings.limits, now_ns(), &rewrite) {
+    let budget = &settings.budget;
+    // Decompressed entries and the decoded batch take from the budget on
+    // top of the read buffer (which holds the frame).
+    let base = held.bytes();
+    let expanded = match compressed_entries(frame) {
+        Ok(None) => None,
+        Ok(Some((kind, blob))) => {
+            let limit = settings.limits.max_decompressed_bytes;
+            let expanding = decompress_within(kind, blob, limit, budget, held);
+            tokio::select! {
+                r = expanding => match r {
+                    Ok(e) => Some(e),
+                    Err(e) => return Err((CloseReason::BadCompression, e.to_string())),
+                },
+                _ = shutdown.wait_for(|s| *s) => {
+                    return Err((CloseReason::Shutdown, "shutting down".into()))
+                }
+            }
+        }
+        Err(e) => return Err((CloseReason::Malformed, e.to_string())),
+    };
+    let decoded = decode_request_expanded(
+        frame,
+        &settings.limits,
+        now_ns(),
+        &rewrite,
+        expanded.as_deref(),
+    );
+    drop(expanded);
+    let decoded = match decoded {
         Ok(Request::Events(d)) => d,
-        Ok(Request::Nil) => return Ok(()),
+        Ok(Request::Nil) => return Ok(Handled::Request),
         Ok(Request::NotArray) => {
             metrics
                 .events_skipped
@@ -379,7 +465,7 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
             if let Some(suppressed) = crate::logging::allow("not_array", metrics) {
                 tracing::warn!(%peer, suppressed, "ignoring a request that is not an array");
             }
-            return Ok(());
+            return Ok(Handled::NotArray);
         }
         Err(e) => {
             let reason = match e {
@@ -390,6 +476,31 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
             return Err((reason, e.to_string()));
         }
     };
+    // The batch waits for the WAL holding its share of the budget.
+    budget.shrink_to(held, base);
+    if let Some(b) = &decoded.batch {
+        // Decoded events may take what decompressed entries may: the
+        // budget's reserve is sized for that (and a WAL record holds it).
+        let limit = settings
+            .limits
+            .max_decompressed_bytes
+            .min(crate::wal::record::MAX_BATCH_BYTES);
+        if b.as_bytes().len() > limit {
+            return Err((
+                CloseReason::FrameTooLarge,
+                format!(
+                    "request decodes to {} bytes of events, more than forward.max_decompressed_bytes ({limit})",
+                    b.as_bytes().len(),
+                ),
+            ));
+        }
+        tokio::select! {
+            _ = budget.grow_to(held, base + b.as_bytes().len()) => {}
+            _ = shutdown.wait_for(|s| *s) => {
+                return Err((CloseReason::Shutdown, "shutting down".into()))
+            }
+        }
+    }
     if let Some(t) = tee {
         t.capture.try_record(Kind::Request, t.conn, frame.clone());
     }
@@ -429,15 +540,24 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
         }
         metrics.events_accepted.with_label_values(&[mode]).inc_by(n);
     }
+    budget.shrink_to(held, base);
     if let Some(ack) = decoded.ack {
         crate::failpoint::hit("forward.before_ack");
-        if let Err(e) = stream.write_all(&ack).await {
-            return Err((CloseReason::IoError, format!("writing the ack: {e}")));
+        // A client that never reads its acks cannot hold this task.
+        match tokio::time::timeout(settings.request_timeout, stream.write_all(&ack)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err((CloseReason::IoError, format!("writing the ack: {e}"))),
+            Err(_) => {
+                return Err((
+                    CloseReason::IoError,
+                    "the client does not read its acks (forward.request_timeout)".into(),
+                ))
+            }
         }
         metrics.acks_sent.inc();
         metrics
             .ack_latency_seconds
             .observe(started.elapsed().as_secs_f64());
     }
-    Ok(())
+    Ok(Handled::Request)
 }

@@ -243,12 +243,51 @@ pub fn decode_request(
     decode_request_rewriting(frame, limits, now_ns, &Rewrite::default())
 }
 
+/// The compressed entries of a CompressedPackedForward request, and their
+/// compression; `None` for every other request.
+pub fn compressed_entries(frame: &[u8]) -> Result<Option<(Compression, &[u8])>, DecodeError> {
+    let mut c = Cursor::new(frame);
+    let Head::Array(n) = c.peek()? else {
+        return Ok(None);
+    };
+    c.head()?;
+    if n < 2 {
+        return Ok(None);
+    }
+    c.skip()?;
+    let blob = match c.peek()? {
+        Head::Str(_) | Head::Bin(_) => c.bytes()?.unwrap_or_default(),
+        _ => return Ok(None),
+    };
+    let opts = if n >= 3 {
+        read_options(&mut c)?
+    } else {
+        default_options()
+    };
+    Ok(match detect(opts.compression, blob) {
+        Compression::None => None,
+        kind => Some((kind, blob)),
+    })
+}
+
 /// [`decode_request`], applying a connection's tag prefix and source key.
 pub fn decode_request_rewriting(
     frame: &[u8],
     limits: &DecodeLimits,
     now_ns: i64,
     rw: &Rewrite<'_>,
+) -> Result<Request, DecodeError> {
+    decode_request_expanded(frame, limits, now_ns, rw, None)
+}
+
+/// [`decode_request_rewriting`] with the entries of a compressed request
+/// already expanded by the caller ([`compressed_entries`]).
+pub fn decode_request_expanded(
+    frame: &[u8],
+    limits: &DecodeLimits,
+    now_ns: i64,
+    rw: &Rewrite<'_>,
+    expanded_entries: Option<&[u8]>,
 ) -> Result<Request, DecodeError> {
     let mut c = Cursor::new(frame);
     let n = match c.peek()? {
@@ -304,8 +343,14 @@ pub fn decode_request_rewriting(
                 blob
             } else {
                 mode = Mode::CompressedPackedForward;
-                expanded = decompress(opts.compression, blob, limits.max_decompressed_bytes)?;
-                &expanded
+                match expanded_entries {
+                    Some(e) => e,
+                    None => {
+                        expanded =
+                            decompress(opts.compression, blob, limits.max_decompressed_bytes)?;
+                        &expanded
+                    }
+                }
             };
             entries_bytes = entries.len();
             builder = builder_for(rw, tag_bytes, entries.len());

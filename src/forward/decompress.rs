@@ -77,6 +77,54 @@ pub fn decompress(
     }
 }
 
+/// Output taken from the decoder between two budget checks.
+const STEP: usize = 1 << 20;
+
+/// [`decompress`], taking the output's memory from the connections' budget
+/// before it grows (waiting while the budget is spent).
+pub async fn decompress_within(
+    compression: Compression,
+    data: &[u8],
+    limit: usize,
+    budget: &super::budget::MemoryBudget,
+    held: &mut super::budget::Reservation,
+) -> Result<Vec<u8>, DecompressError> {
+    // What the connection holds already (its read buffer) stays held.
+    let base = held.bytes();
+    let (mut reader, kind): (Box<dyn Read + Send + '_>, &'static str) =
+        match detect(compression, data) {
+            Compression::None => {
+                budget.grow_to(held, base + data.len()).await;
+                return Ok(data.to_vec());
+            }
+            Compression::Gzip => (Box::new(flate2::read::MultiGzDecoder::new(data)), "gzip"),
+            Compression::Zstd => {
+                let dec = zstd::stream::read::Decoder::with_buffer(data).map_err(|source| {
+                    DecompressError::Corrupt {
+                        kind: "zstd",
+                        source,
+                    }
+                })?;
+                (Box::new(dec), "zstd")
+            }
+        };
+    let mut out = Vec::new();
+    loop {
+        budget.grow_to(held, base + out.len() + STEP).await;
+        let before = out.len();
+        (&mut reader)
+            .take(STEP as u64)
+            .read_to_end(&mut out)
+            .map_err(|source| DecompressError::Corrupt { kind, source })?;
+        if out.len() > limit {
+            return Err(DecompressError::TooLarge { limit });
+        }
+        if out.len() == before {
+            return Ok(out);
+        }
+    }
+}
+
 fn read_capped(r: impl Read, limit: usize, kind: &'static str) -> Result<Vec<u8>, DecompressError> {
     let mut out = Vec::new();
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);

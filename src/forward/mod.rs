@@ -5,11 +5,13 @@
 //! - [`handshake`]: the optional shared-key HELO/PING/PONG;
 //! - [`connection`]: one client's read loop: frame, decode, append to the WAL,
 //!   then ack;
-//! - [`listener`]: the accept loop; [`heartbeat`]: UDP heartbeat replies.
+//! - [`listener`]: the accept loop; [`heartbeat`]: UDP heartbeat replies;
+//! - [`budget`]: the memory all connections' requests in flight share.
 //!
 //! A connection's errors stay in its task: the process and other
 //! connections carry on (invariant 5).
 
+pub mod budget;
 pub mod connection;
 pub mod decode;
 pub mod decompress;

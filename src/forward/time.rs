@@ -16,7 +16,7 @@ pub fn read_time(c: &mut Cursor<'_>, now_ns: i64) -> Result<Option<i64>, Msgpack
     let ns = match c.peek()? {
         Head::Int(secs) => {
             c.head()?;
-            if secs.abs() > MAX_ABS_SECS {
+            if secs.unsigned_abs() > MAX_ABS_SECS as u64 {
                 return Ok(None);
             }
             secs * 1_000_000_000
@@ -54,7 +54,7 @@ pub fn read_time(c: &mut Cursor<'_>, now_ns: i64) -> Result<Option<i64>, Msgpack
                     (sec, nsec)
                 }
             };
-            if nsec >= 1_000_000_000 || sec.abs() > MAX_ABS_SECS - 1 {
+            if nsec >= 1_000_000_000 || sec.unsigned_abs() > (MAX_ABS_SECS - 1) as u64 {
                 return Ok(None);
             }
             sec * 1_000_000_000 + i64::from(nsec)
@@ -118,5 +118,24 @@ mod tests {
         assert_eq!(t(&[0xd7, 0, 0, 0, 0, 1, 0x3b, 0x9a, 0xca, 0x00]), None);
         // NaN
         assert_eq!(t(&[0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn the_most_negative_times_are_invalid_not_a_panic() {
+        // int64 i64::MIN seconds
+        assert_eq!(t(&[0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0]), None);
+        // timestamp 96 with i64::MIN seconds
+        let mut ts = vec![0xc7, 12, 0xff, 0, 0, 0, 0];
+        ts.extend_from_slice(&i64::MIN.to_be_bytes());
+        assert_eq!(t(&ts), None);
+        // uint64 max
+        assert_eq!(
+            t(&[0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            None
+        );
+        // float -1e300
+        let mut f = vec![0xcb];
+        f.extend_from_slice(&(-1e300f64).to_be_bytes());
+        assert_eq!(t(&f), None);
     }
 }

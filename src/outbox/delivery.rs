@@ -52,6 +52,7 @@ pub fn start(
             }
             m.sink_retries.with_label_values(&[name]);
             m.sink_dead_lettered.with_label_values(&[name]);
+            m.sink_auth_failures.with_label_values(&[name]);
             m.outbox_files.with_label_values(&[name]);
             m.outbox_bytes.with_label_values(&[name]);
             m.outbox_oldest_age_seconds.with_label_values(&[name]);
@@ -247,6 +248,9 @@ async fn worker(
                         .sink_uploads
                         .with_label_values(&[&sink_name, "error"])
                         .inc();
+                    if matches!(e, crate::sink::SinkError::Unauthorized { .. }) {
+                        metrics.sink_auth_failures.with_label_values(&labels).inc();
+                    }
                     metrics.sink_retries.with_label_values(&labels).inc();
                     tracing::warn!(sink = sink_name, key, error = %e, retry_in_ms = backoff.as_millis() as u64, "upload failed; will retry");
                     tokio::select! {

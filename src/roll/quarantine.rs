@@ -26,11 +26,16 @@ pub struct Quarantine {
 }
 
 impl Quarantine {
-    /// Opens (creating) the folder and reads which sequences it holds.
+    /// Reads which sequences the folder holds (it is created with the
+    /// first quarantined record, so a full disk cannot stop a start).
     pub fn open(dir: PathBuf) -> io::Result<Self> {
-        fs::create_dir_all(&dir)?;
         let mut seqs = BTreeSet::new();
-        for entry in fs::read_dir(&dir)? {
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self { dir, seqs }),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
             let name = entry?.file_name();
             if let Some(seq) = name
                 .to_str()
@@ -55,6 +60,7 @@ impl Quarantine {
 
     /// Moves a record aside durably; returns the capture file's path.
     pub fn put(&mut self, r: &WalRecord, reason: &str) -> io::Result<PathBuf> {
+        fs::create_dir_all(&self.dir)?;
         let name = format!("{:020}", r.seq);
         let note = serde_json::json!({
             "seq": r.seq,

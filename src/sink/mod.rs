@@ -35,6 +35,11 @@ pub enum SinkError {
     /// cannot help, so the outbox moves it to the dead-letter folder.
     #[error("rejected with HTTP {status}: {what}")]
     Rejected { status: u16, what: String },
+    /// The destination refused our credentials (HTTP 401/403): a rotated or
+    /// revoked key. Retried with backoff, never dead-lettered: the data is
+    /// fine, the key is not. Counted in `weir_sink_auth_failures_total`.
+    #[error("credentials refused with HTTP {status}; check the sink's key (retrying)")]
+    Unauthorized { status: u16 },
 }
 
 impl SinkError {

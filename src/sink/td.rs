@@ -136,6 +136,7 @@ impl TdSink {
         match status {
             200..=299 => Ok(()),
             429 | 500..=599 => Err(SinkError::Http(format!("HTTP {status} (will retry)"))),
+            401 | 403 => Err(SinkError::Unauthorized { status }),
             _ => Err(SinkError::Rejected {
                 status,
                 what: format!("{db}.{table} part {uid}"),

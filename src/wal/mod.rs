@@ -62,6 +62,19 @@ pub enum WalOutput {
     ReplayDone,
 }
 
+/// The WAL's condition, as `/healthz` and `/readyz` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum WalState {
+    #[default]
+    Healthy,
+    /// Writes fail (a full disk): appends wait and are retried with
+    /// backoff; nothing is acked meanwhile. Clears by itself.
+    Stalled(String),
+    /// A sync failed: what reached the disk is uncertain, so the WAL takes
+    /// no more writes; a restart (which re-reads the segments) is needed.
+    Failed(String),
+}
+
 /// Why an append was not made durable; the request must not be acked.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WalError {
@@ -141,8 +154,10 @@ pub struct WalLinks {
     pub release: watch::Receiver<u64>,
     /// Published: lowest sequence number still on disk.
     pub oldest: watch::Sender<u64>,
-    /// Published: false once a write or sync failed.
-    pub healthy: watch::Sender<bool>,
+    /// Published: whether appends are being made durable.
+    pub state: watch::Sender<WalState>,
+    /// Shutdown, for a writer waiting to retry a write.
+    pub stop: watch::Receiver<bool>,
     /// Marked while the roller's queue is full and appends wait.
     pub backpressure: std::sync::Arc<crate::health::Backpressure>,
     pub metrics: Metrics,

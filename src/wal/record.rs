@@ -20,6 +20,10 @@ pub const MAX_KEY: usize = 1024;
 /// treated as damage rather than an allocation request.
 pub const MAX_RECORD_BODY: usize = 1 << 30;
 
+/// Largest batch one record holds (with the header and a dedupe key):
+/// a request decoding to more is refused before its ack.
+pub const MAX_BATCH_BYTES: usize = MAX_RECORD_BODY - 18 - MAX_KEY;
+
 /// A record read back from the log.
 #[derive(Debug, Clone)]
 pub struct WalRecord {

@@ -34,7 +34,8 @@ fn open(
     let (out_tx, out_rx) = crate::wal::queue::channel(10_000, u64::MAX);
     let (release_tx, release_rx) = watch::channel(0);
     let (oldest, _) = watch::channel(0);
-    let (healthy, _) = watch::channel(true);
+    let (state, _) = watch::channel(WalState::Healthy);
+    let (_stop_tx, stop) = watch::channel(false);
     let (wal, thread) = start(
         WalSettings {
             dir: dir.to_path_buf(),
@@ -47,7 +48,8 @@ fn open(
             output: out_tx,
             release: release_rx,
             oldest,
-            healthy,
+            state,
+            stop,
             backpressure: crate::health::Backpressure::new(crate::metrics::Metrics::new()),
             metrics: crate::metrics::Metrics::new(),
         },
@@ -164,8 +166,9 @@ fn a_second_writer_on_the_same_directory_is_refused() {
     let links = || {
         let (_r, release) = watch::channel(0);
         let (oldest, _) = watch::channel(0);
-        let (healthy, _) = watch::channel(true);
-        (release, oldest, healthy)
+        let (state, _) = watch::channel(WalState::Healthy);
+        let (_stop_tx, stop) = watch::channel(false);
+        (release, oldest, state, stop)
     };
     let settings = WalSettings {
         dir: d.path().to_path_buf(),
@@ -174,27 +177,29 @@ fn a_second_writer_on_the_same_directory_is_refused() {
         max_group_bytes: 1 << 20,
         dedupe_window: 0,
     };
-    let (release, oldest, healthy) = links();
+    let (release, oldest, state, stop) = links();
     let first = start(
         settings.clone(),
         WalLinks {
             output: out_tx,
             release,
             oldest,
-            healthy,
+            state,
+            stop,
             backpressure: crate::health::Backpressure::new(crate::metrics::Metrics::new()),
             metrics: crate::metrics::Metrics::new(),
         },
     )
     .unwrap();
-    let (release, oldest, healthy) = links();
+    let (release, oldest, state, stop) = links();
     let second = start(
         settings,
         WalLinks {
             output: out_tx2,
             release,
             oldest,
-            healthy,
+            state,
+            stop,
             backpressure: crate::health::Backpressure::new(crate::metrics::Metrics::new()),
             metrics: crate::metrics::Metrics::new(),
         },

@@ -1,15 +1,19 @@
 //! The WAL writer thread: recovery, then group commit.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::time::Instant;
+use std::io::{self, Seek, Write};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::segment::{self, SegmentFile};
 use super::{
-    now_ms, record, WalError, WalHandle, WalLinks, WalOutput, WalRequest, WalSettings, QUEUE_DEPTH,
+    now_ms, record, WalError, WalHandle, WalLinks, WalOutput, WalRequest, WalSettings, WalState,
+    QUEUE_DEPTH,
 };
+
+/// Longest wait between retries of a failed write.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 use crate::config::Durability;
 
 /// Opens the log in `settings.dir` and starts its writer thread.
@@ -86,10 +90,13 @@ struct Pending {
 }
 
 impl Writer {
+    /// Stops taking writes for good: after a failed sync the page cache
+    /// may have dropped data that will never reach the disk, so only a
+    /// restart (re-reading the segments) can say what is durable.
     fn fail(&mut self, why: String) {
-        self.failed = Some(why);
+        self.failed = Some(why.clone());
         self.active = None;
-        let _ = self.links.healthy.send(false);
+        let _ = self.links.state.send(WalState::Failed(why));
     }
 
     fn snapshot_path(&self) -> std::path::PathBuf {
@@ -157,23 +164,32 @@ impl Writer {
                 "WAL replayed"
             );
         }
-        // A newest segment holding no records is replaced by the fresh one.
+        // A newest segment holding no records is replaced by the fresh one,
+        // opened with the first write (so a full disk at start is retried
+        // like any other write, not a failed start).
         if let Some(last) = self.segments.last() {
             if last.first_seq == self.next_seq {
                 fs::remove_file(&last.path)?;
                 self.segments.pop();
             }
         }
-        self.open_segment()?;
         Ok(())
     }
 
-    fn open_segment(&mut self) -> io::Result<()> {
-        let f = segment::create(&self.settings.dir, self.next_seq)?;
-        self.segments.push(SegmentFile {
-            first_seq: self.next_seq,
-            path: segment::segment_path(&self.settings.dir, self.next_seq),
-        });
+    /// Starts a segment for records from `first_seq` on.
+    fn open_segment(&mut self, first_seq: u64) -> io::Result<()> {
+        // A failed earlier attempt may have left the file behind.
+        let path = segment::segment_path(&self.settings.dir, first_seq);
+        if self
+            .segments
+            .last()
+            .is_some_and(|s| s.first_seq == first_seq)
+        {
+            self.segments.pop();
+            let _ = fs::remove_file(&path);
+        }
+        let f = segment::create(&self.settings.dir, first_seq)?;
+        self.segments.push(SegmentFile { first_seq, path });
         self.active = Some(f);
         self.active_len = segment::MAGIC.len() as u64;
         self.links
@@ -254,11 +270,64 @@ impl Writer {
         tracing::debug!("WAL writer stopped");
     }
 
+    /// Makes a group durable and answers it. A failed write (a full disk)
+    /// is undone and retried with backoff, acking nothing meanwhile; a
+    /// failed sync fails the WAL for good.
     fn commit(&mut self, buf: &mut Vec<u8>, pending: &mut Vec<Pending>) {
-        let result = self.write_and_sync(buf);
+        let first_seq = pending.first().map_or(self.next_seq, |p| p.record.seq);
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.write_group(buf, first_seq) {
+                Ok(()) => break,
+                Err(e) => {
+                    self.links.metrics.wal_errors.inc();
+                    let why = format!("cannot write the WAL: {e}");
+                    if let Some(suppressed) =
+                        crate::logging::allow("wal_write", &self.links.metrics)
+                    {
+                        tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, suppressed,
+                            "WAL write failed; nothing is acked until it succeeds");
+                    }
+                    self.links.state.send_if_modified(|s| {
+                        let changed = *s != WalState::Stalled(why.clone());
+                        *s = WalState::Stalled(why.clone());
+                        changed
+                    });
+                    if !self.wait(delay) {
+                        for p in pending.drain(..) {
+                            let _ = p.reply.send(Err(WalError::Closed));
+                        }
+                        buf.clear();
+                        return;
+                    }
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                }
+            }
+        }
+        let synced = match self.settings.durability {
+            Durability::Fsync => {
+                let t = Instant::now();
+                let r = if crate::failpoint::is_set("wal.fail_sync") {
+                    Err(io::Error::other("failpoint wal.fail_sync"))
+                } else {
+                    self.active.as_ref().map_or(Ok(()), |f| f.sync_data())
+                };
+                self.links
+                    .metrics
+                    .wal_fsync_seconds
+                    .observe(t.elapsed().as_secs_f64());
+                r
+            }
+            Durability::None => Ok(()),
+        };
         let m = &self.links.metrics;
-        match result {
+        match synced {
             Ok(()) => {
+                self.links.state.send_if_modified(|s| {
+                    let changed = *s != WalState::Healthy;
+                    *s = WalState::Healthy;
+                    changed
+                });
                 m.wal_bytes.inc_by(buf.len() as u64);
                 m.wal_records.inc_by(pending.len() as u64);
                 m.wal_group_size.observe(pending.len() as f64);
@@ -268,22 +337,62 @@ impl Writer {
                     self.pass_on(WalOutput::Record(p.record));
                 }
                 if self.active_len >= self.settings.segment_bytes {
-                    if let Err(e) = self.open_segment() {
-                        tracing::error!(error = %e, "cannot start a new WAL segment");
-                        self.fail(e.to_string());
-                    }
+                    // The next write starts a new segment.
+                    self.active = None;
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "WAL write failed; no further requests are acked");
+                tracing::error!(error = %e, "WAL sync failed; no further requests are acked until weir restarts");
                 m.wal_errors.inc();
-                self.fail(e.to_string());
+                self.fail(format!("WAL sync failed: {e}"));
                 for p in pending.drain(..) {
                     let _ = p.reply.send(Err(WalError::Failed(e.to_string())));
                 }
             }
         }
         buf.clear();
+        // A huge request grew the group buffer: give that memory back.
+        let keep = self.settings.max_group_bytes + (1 << 20);
+        if buf.capacity() > keep * 2 {
+            buf.shrink_to(keep);
+        }
+    }
+
+    /// Writes a group at the end of the active segment (starting one if
+    /// needed). On failure nothing of the group is left in the log: the
+    /// segment is cut back, or, if that fails too, abandoned (recovery then
+    /// stops reading it at the torn bytes, which were never acked).
+    fn write_group(&mut self, buf: &[u8], first_seq: u64) -> io::Result<()> {
+        if self.active.is_none() {
+            self.open_segment(first_seq)?;
+        }
+        let Some(f) = self.active.as_mut() else {
+            return Err(io::Error::other("no active segment"));
+        };
+        let written = f.write_all(buf);
+        if let Err(e) = written {
+            let good = self.active_len;
+            let undone = f
+                .set_len(good)
+                .and_then(|()| f.seek(io::SeekFrom::Start(good)).map(|_| ()));
+            if undone.is_err() {
+                self.active = None;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Waits `d` unless weir is stopping; false if it is.
+    fn wait(&self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            if *self.links.stop.borrow() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20).min(d));
+        }
+        !*self.links.stop.borrow()
     }
 
     /// Hands a message to the roller. When its queue is full this waits:
@@ -304,23 +413,6 @@ impl Writer {
             tracing::error!("roller stopped; the WAL keeps records for the next start");
         }
         self.links.backpressure.leave();
-    }
-
-    fn write_and_sync(&mut self, buf: &[u8]) -> io::Result<()> {
-        let f = self
-            .active
-            .as_mut()
-            .ok_or_else(|| io::Error::other("no active segment"))?;
-        f.write_all(buf)?;
-        if self.settings.durability == Durability::Fsync {
-            let t = Instant::now();
-            f.sync_data()?;
-            self.links
-                .metrics
-                .wal_fsync_seconds
-                .observe(t.elapsed().as_secs_f64());
-        }
-        Ok(())
     }
 
     /// Deletes segments whose every record is below the roller's release

@@ -494,3 +494,18 @@ pub fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
         .map(|s| s.value)
         .sum()
 }
+
+/// Rows, distinct ids and record bytes of the Parquet files under `root`
+/// (counted by DuckDB, no rows printed).
+pub fn count_rows(root: &Path) -> (u64, u64) {
+    let out = run_ok(
+        Command::new(python())
+            .arg(support("count_parquet.py"))
+            .arg(root),
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["rows"].as_u64().unwrap(),
+        v["distinct_ids"].as_u64().unwrap(),
+    )
+}

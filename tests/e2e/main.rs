@@ -16,6 +16,7 @@ mod granularity;
 mod handshake;
 mod loadgen;
 mod observability;
+mod operations;
 mod real_clients;
 mod servers;
 mod shutdown;

@@ -180,15 +180,19 @@ fn readyz_reflects_an_unwritable_wal_directory() {
     let moved = weir.data_dir().join("wal.moved");
     std::fs::rename(&wal, &moved).unwrap();
     std::fs::write(&wal, b"not a directory").unwrap();
+    // The folder is probed every 2 s, off the request path.
+    let unready = wait_until(Duration::from_secs(10), || {
+        http_get(mp, "/readyz").is_ok_and(|(s, _)| s == 503)
+    });
     let (status, body) = http_get(mp, "/readyz").unwrap();
-    assert_eq!(status, 503, "{body}");
+    assert!(unready && status == 503, "{body}");
     assert!(body.contains("WAL directory"), "{body}");
     std::fs::remove_file(&wal).unwrap();
     std::fs::rename(&moved, &wal).unwrap();
-    assert_eq!(
-        http_get(mp, "/readyz").unwrap(),
-        (200, "ready\n".to_string())
-    );
+    let ready = wait_until(Duration::from_secs(10), || {
+        http_get(mp, "/readyz").is_ok_and(|r| r == (200, "ready\n".to_string()))
+    });
+    assert!(ready, "{:?}", http_get(mp, "/readyz"));
 }
 
 #[test]

@@ -178,3 +178,39 @@ fn td_crash_between_upload_and_mark_resends_the_same_unique_id() {
         "TD keeps one copy"
     );
 }
+
+/// TD answering 401 and 403 (an API key being rotated) is retried with
+/// backoff and counted as an auth failure, never dead-lettered: the part
+/// is delivered once the key works again.
+#[test]
+fn td_auth_failures_are_retried_not_dead_lettered() {
+    let td = TdServer::start();
+    let extra = format!(
+        "{}[[route]]\nmatch = \"x.**\"\nsinks = [\"td\"]\n",
+        td.sink_toml("td")
+    );
+    let weir = Weir::start(&extra);
+    let ids = send(weir.port, "x.rotated", 30, now_secs());
+    let done = wait_until(Duration::from_secs(120), || {
+        let m = scrape(weir.metrics_port);
+        metric(&m, "weir_roll_files_finished_total", &[("kind", "td_part")]) == 1.0
+            && metric(&m, "weir_outbox_files", &[("sink", "td")]) == 0.0
+    });
+    assert!(done, "not delivered\n{}", weir.log());
+    let m = scrape(weir.metrics_port);
+    assert_eq!(
+        metric(&m, "weir_sink_auth_failures_total", &[("sink", "td")]),
+        2.0
+    );
+    assert_eq!(
+        metric(&m, "weir_sink_dead_lettered_total", &[("sink", "td")]),
+        0.0
+    );
+    let rows = stored(&td.state(), "x__", "rotated");
+    let got: BTreeSet<String> = rows
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, ids.into_iter().collect::<BTreeSet<_>>());
+    assert!(!weir.data_dir().join("deadletter/td").exists());
+}

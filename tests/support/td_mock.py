@@ -11,7 +11,8 @@ usage: python td_mock.py PORT APIKEY
 - Tables must exist before import (404 otherwise), except databases named in
   PRECREATED below.
 - Faults on request: table `flaky` answers 429 then 500 before accepting;
-  table `reject` always answers 400.
+  table `rotated` answers 401 then 403 (a key being rotated) before
+  accepting; table `reject` always answers 400.
 - GET /__state returns what was received, as JSON.
 """
 import gzip
@@ -34,7 +35,7 @@ CREATE_TABLE = re.compile(rf"^/v3/table/create/({NAME})/({NAME})/log$")
 
 lock = threading.RLock()
 state = {"tables": [], "imports": [], "records": {}, "statuses": [], "bad_requests": []}
-flaky_left = {"flaky": [429, 500]}
+flaky_left = {"flaky": [429, 500], "rotated": [401, 403]}
 
 
 class Handler(BaseHTTPRequestHandler):
