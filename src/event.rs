@@ -11,8 +11,12 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// Longest tag accepted; fluentd tags are short dotted names.
+/// Longest tag accepted from a client; fluentd tags are short dotted names.
 pub const MAX_TAG_LEN: usize = 1024;
+
+/// Longest tag stored: a client's tag behind `forward.tag_prefix` (at most
+/// 256 bytes and a dot), never cut, so two tags cannot become one.
+pub const MAX_STORED_TAG_LEN: usize = MAX_TAG_LEN + 257;
 
 /// Events of one tag, encoded for the WAL. Cheap to clone (shared bytes).
 #[derive(Clone, Debug, PartialEq)]
@@ -150,9 +154,9 @@ pub struct BatchBuilder {
 }
 
 impl BatchBuilder {
-    /// Starts a batch; `tag` must be at most [`MAX_TAG_LEN`] bytes.
+    /// Starts a batch; `tag` must be at most [`MAX_STORED_TAG_LEN`] bytes.
     pub fn new(tag: &[u8], capacity: usize) -> Self {
-        debug_assert!(tag.len() <= MAX_TAG_LEN);
+        debug_assert!(tag.len() <= MAX_STORED_TAG_LEN);
         let mut buf = BytesMut::with_capacity(capacity + tag.len() + 6);
         buf.put_u16_le(tag.len() as u16);
         buf.put_slice(tag);

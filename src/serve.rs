@@ -100,6 +100,7 @@ pub async fn run_with(
     let _lock = crate::lock::DataDirLock::acquire(data_dir)?;
 
     raise_open_file_limit(&config);
+    check_roll_bounds(&config);
 
     let marker = data_dir.join(DRAIN_MARKER);
     if marker.exists() {
@@ -292,6 +293,20 @@ pub async fn run_with(
             tracing::info!("stopped cleanly");
             Ok(())
         }
+    }
+}
+
+/// Warns when roll.max_buffer_bytes cannot hold roll.max_open_files files'
+/// fixed cost: files are then finished early for memory before the
+/// open-file bound is reached.
+fn check_roll_bounds(config: &Config) {
+    let fits = config.roll.max_buffer_bytes.as_usize() / crate::roll::FILE_OVERHEAD;
+    if fits < config.roll.max_open_files {
+        tracing::warn!(
+            max_open_files = config.roll.max_open_files,
+            fits,
+            "roll.max_buffer_bytes holds the fixed cost of only this many open files (about 160 KiB each); more are finished early"
+        );
     }
 }
 

@@ -808,6 +808,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         None => host_node_id(),
     };
     if node_id.is_empty()
+        || node_id.len() > 64
         || node_id.starts_with('.')
         || !node_id
             .bytes()
@@ -815,7 +816,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     {
         return Err(invalid(
             "node_id",
-            format!("{node_id:?} must be letters, digits, '.', '_' or '-' and not start with '.'"),
+            format!("{node_id:?} must be 1 to 64 letters, digits, '.', '_' or '-' and not start with '.'"),
         ));
     }
     let data_dir = file.data_dir.unwrap_or_else(default_data_dir);

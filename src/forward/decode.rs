@@ -119,7 +119,6 @@ fn builder_for(rw: &Rewrite<'_>, tag: &[u8], capacity: usize) -> BatchBuilder {
         full.extend_from_slice(rw.tag_prefix);
         full.push(b'.');
         full.extend_from_slice(tag);
-        full.truncate(MAX_TAG_LEN);
         BatchBuilder::new(&full, capacity)
     };
     for (k, v) in rw.add {

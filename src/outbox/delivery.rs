@@ -32,6 +32,13 @@ struct Entry {
     pending: BTreeSet<String>,
 }
 
+/// A file every sink has: all that is kept of it (in memory) until the WAL
+/// no longer holds its records and its manifest can go.
+struct Delivered {
+    covered_through: u64,
+    sinks: Box<[String]>,
+}
+
 /// Starts delivery of `initial` (from [`OutboxDir::load`]) and of every file
 /// the roller finishes from now on. Ends when `finished` closes or on shutdown.
 pub fn start(
@@ -96,8 +103,20 @@ pub fn start(
             }
             entries.insert(manifest.id.clone(), Entry { manifest, pending });
         };
+        let mut delivered: BTreeMap<String, Delivered> = BTreeMap::new();
         for m in initial {
             enqueue(m, &mut entries);
+        }
+        // Files already everywhere need only what pruning needs.
+        let done_at_start: Vec<String> = entries
+            .iter()
+            .filter(|(_, e)| e.pending.is_empty() && !outbox.has_data(&e.manifest))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in done_at_start {
+            if let Some(e) = entries.remove(&id) {
+                delivered.insert(id, compact(&e.manifest));
+            }
         }
         let mut prune_tick = tokio::time::interval(Duration::from_secs(5));
         let mut finished_open = true;
@@ -126,8 +145,13 @@ pub fn start(
                                 links.backlog.sub(e.manifest.bytes);
                             }
                             if e.pending.is_empty() && !e.manifest.keys.keys().any(|s| !outbox.is_delivered(&id, s)) {
-                                if let Err(err) = outbox.remove_data(&e.manifest) {
-                                    tracing::warn!(id, error = %err, "cannot remove delivered outbox file");
+                                match outbox.remove_data(&e.manifest) {
+                                    Ok(()) => {
+                                        let c = compact(&e.manifest);
+                                        entries.remove(&id);
+                                        delivered.insert(id, c);
+                                    }
+                                    Err(err) => tracing::warn!(id, error = %err, "cannot remove delivered outbox file"),
                                 }
                             }
                         }
@@ -137,6 +161,18 @@ pub fn start(
                 _ = prune_tick.tick() => {
                     report_backlog_age(&entries, &sinks, &links.metrics);
                     let oldest = *links.wal_oldest.borrow();
+                    delivered.retain(|id, d| {
+                        if d.covered_through >= oldest {
+                            return true;
+                        }
+                        match outbox.forget_delivered(id, &d.sinks) {
+                            Ok(()) => false,
+                            Err(err) => {
+                                tracing::warn!(id, error = %err, "cannot prune outbox manifest");
+                                true
+                            }
+                        }
+                    });
                     entries.retain(|id, e| {
                         let prunable = e.pending.is_empty()
                             && e.manifest.covered_through < oldest
@@ -162,6 +198,13 @@ pub fn start(
     })
 }
 
+fn compact(m: &Manifest) -> Delivered {
+    Delivered {
+        covered_through: m.covered_through,
+        sinks: m.keys.keys().cloned().collect(),
+    }
+}
+
 /// Sets each sink's oldest-waiting-file age.
 fn report_backlog_age(
     entries: &BTreeMap<String, Entry>,
@@ -183,6 +226,10 @@ fn report_backlog_age(
     }
 }
 
+/// One sink's deliveries. Each file has its own backoff: a file that keeps
+/// failing (a sink rejecting that one key, a name the destination refuses)
+/// waits for its retry while the files behind it go.
+#[allow(clippy::too_many_arguments)]
 async fn worker(
     sink_name: String,
     sink: Arc<dyn Sink>,
@@ -193,81 +240,113 @@ async fn worker(
     metrics: Metrics,
 ) {
     let labels = [sink_name.as_str()];
+    let mut ready: std::collections::VecDeque<(Arc<Manifest>, Duration)> = Default::default();
+    // Files waiting to be retried: (when, its next backoff, file).
+    let mut waiting: Vec<(tokio::time::Instant, Duration, Arc<Manifest>)> = Vec::new();
+    let mut open = true;
     loop {
-        let m = tokio::select! {
-            m = queue.recv() => match m { Some(m) => m, None => return },
-            _ = shutdown.wait_for(|s| *s) => return,
+        while let Ok(m) = queue.try_recv() {
+            ready.push_back((m, FIRST_BACKOFF));
+        }
+        let now = tokio::time::Instant::now();
+        let due = waiting
+            .iter()
+            .enumerate()
+            .filter(|(_, (at, _, _))| *at <= now)
+            .min_by_key(|(_, (at, _, _))| *at)
+            .map(|(i, _)| i);
+        let (m, backoff) = match (due, ready.pop_front()) {
+            (Some(i), next) => {
+                if let Some(n) = next {
+                    ready.push_front(n);
+                }
+                let (_, b, m) = waiting.swap_remove(i);
+                (m, b)
+            }
+            (None, Some(next)) => next,
+            (None, None) => {
+                if !open && waiting.is_empty() {
+                    return;
+                }
+                let wake = waiting.iter().map(|(at, _, _)| *at).min();
+                tokio::select! {
+                    m = queue.recv(), if open => match m {
+                        Some(m) => ready.push_back((m, FIRST_BACKOFF)),
+                        None => open = false,
+                    },
+                    _ = sleep_until_or_forever(wake) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+                continue;
+            }
         };
         let Some(key) = m.keys.get(&sink_name) else {
             continue;
         };
         let path = outbox.data_path(&m);
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            let started = Instant::now();
-            let result = tokio::select! {
-                r = sink.put(key, &path) => r,
-                _ = shutdown.wait_for(|s| *s) => return,
-            };
-            metrics
-                .sink_upload_seconds
-                .with_label_values(&labels)
-                .observe(started.elapsed().as_secs_f64());
-            match result {
-                Ok(()) => {
-                    metrics
-                        .sink_uploads
-                        .with_label_values(&[&sink_name, "ok"])
-                        .inc();
-                    break;
-                }
-                Err(e) if e.is_permanent() => {
-                    metrics
-                        .sink_uploads
-                        .with_label_values(&[&sink_name, "rejected"])
-                        .inc();
-                    match outbox.dead_letter(&m, &sink_name, &e.to_string()) {
-                        Ok(at) => {
-                            metrics.sink_dead_lettered.with_label_values(&labels).inc();
-                            tracing::error!(sink = sink_name, key, error = %e, dead_letter = %at.display(),
-                                "sink rejected the file for good; kept in the dead-letter folder");
-                            break;
-                        }
-                        Err(io) => {
-                            tracing::error!(sink = sink_name, key, error = %io, "cannot dead-letter a rejected file; retrying");
-                            tokio::select! {
-                                _ = tokio::time::sleep(jitter(backoff)) => {}
-                                _ = shutdown.wait_for(|s| *s) => return,
-                            }
-                            backoff = (backoff * 2).min(MAX_BACKOFF);
-                        }
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = sink.put(key, &path) => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        metrics
+            .sink_upload_seconds
+            .with_label_values(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        let retry_later = |waiting: &mut Vec<_>, backoff: Duration| {
+            waiting.push((
+                tokio::time::Instant::now() + jitter(backoff),
+                (backoff * 2).min(MAX_BACKOFF),
+                m.clone(),
+            ));
+        };
+        match result {
+            Ok(()) => {
+                metrics
+                    .sink_uploads
+                    .with_label_values(&[&sink_name, "ok"])
+                    .inc();
+            }
+            Err(e) if e.is_permanent() => {
+                metrics
+                    .sink_uploads
+                    .with_label_values(&[&sink_name, "rejected"])
+                    .inc();
+                match outbox.dead_letter(&m, &sink_name, &e.to_string()) {
+                    Ok(at) => {
+                        metrics.sink_dead_lettered.with_label_values(&labels).inc();
+                        tracing::error!(sink = sink_name, key, error = %e, dead_letter = %at.display(),
+                            "sink rejected the file for good; kept in the dead-letter folder");
+                    }
+                    Err(io) => {
+                        tracing::error!(sink = sink_name, key, error = %io, "cannot dead-letter a rejected file; retrying");
+                        retry_later(&mut waiting, backoff);
+                        continue;
                     }
                 }
-                Err(e) => {
-                    metrics
-                        .sink_uploads
-                        .with_label_values(&[&sink_name, "error"])
-                        .inc();
-                    if matches!(e, crate::sink::SinkError::Unauthorized { .. }) {
-                        metrics.sink_auth_failures.with_label_values(&labels).inc();
-                    }
-                    metrics.sink_retries.with_label_values(&labels).inc();
-                    tracing::warn!(sink = sink_name, key, error = %e, retry_in_ms = backoff.as_millis() as u64, "upload failed; will retry");
-                    tokio::select! {
-                        _ = tokio::time::sleep(jitter(backoff)) => {}
-                        _ = shutdown.wait_for(|s| *s) => return,
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => {
+                metrics
+                    .sink_uploads
+                    .with_label_values(&[&sink_name, "error"])
+                    .inc();
+                if matches!(e, crate::sink::SinkError::Unauthorized { .. }) {
+                    metrics.sink_auth_failures.with_label_values(&labels).inc();
                 }
+                metrics.sink_retries.with_label_values(&labels).inc();
+                if let Some(suppressed) = crate::logging::allow("upload_failed", &metrics) {
+                    tracing::warn!(sink = sink_name, key, error = %e, retry_in_ms = backoff.as_millis() as u64, suppressed, "upload failed; will retry");
+                }
+                retry_later(&mut waiting, backoff);
+                continue;
             }
         }
         crate::failpoint::hit("outbox.after_upload");
         // The mark must be durable before the file may be removed.
-        let mut mark_backoff = FIRST_BACKOFF;
-        while let Err(e) = outbox.mark_delivered(&m.id, &sink_name) {
+        if let Err(e) = outbox.mark_delivered(&m.id, &sink_name) {
             tracing::error!(sink = sink_name, id = m.id, error = %e, "cannot record delivery; retrying");
-            tokio::time::sleep(mark_backoff).await;
-            mark_backoff = (mark_backoff * 2).min(MAX_BACKOFF);
+            retry_later(&mut waiting, backoff);
+            continue;
         }
         tracing::info!(
             sink = sink_name,
@@ -282,6 +361,14 @@ async fn worker(
             .with_label_values(&labels)
             .sub(m.bytes as i64);
         let _ = done.send((m.id.clone(), sink_name.clone()));
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_or_forever(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -206,6 +206,17 @@ impl OutboxDir {
         }
     }
 
+    /// Forgets a delivered file whose data is already gone, by id.
+    pub fn forget_delivered(&self, id: &str, sinks: &[String]) -> io::Result<()> {
+        for sink in sinks {
+            let _ = fs::remove_file(self.done_path(id, sink));
+        }
+        match fs::remove_file(self.manifest_path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Forgets a delivered file entirely (its WAL records are gone).
     pub fn forget(&self, m: &Manifest) -> io::Result<()> {
         self.remove_data(m)?;

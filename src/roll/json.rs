@@ -12,8 +12,52 @@ use base64::Engine;
 
 use crate::msgpack::{Cursor, Head, MsgpackError};
 
+/// Where JSON text goes: a `String`, or a [`Length`] that only counts it
+/// (to learn how large a huge record's JSON would be before building it).
+pub trait JsonOut {
+    fn push_str(&mut self, s: &str);
+    fn push(&mut self, c: char);
+    /// Appends `data` base64-encoded.
+    fn push_base64(&mut self, data: &[u8]);
+}
+
+impl JsonOut for String {
+    fn push_str(&mut self, s: &str) {
+        String::push_str(self, s)
+    }
+    fn push(&mut self, c: char) {
+        String::push(self, c)
+    }
+    fn push_base64(&mut self, data: &[u8]) {
+        base64::engine::general_purpose::STANDARD.encode_string(data, self);
+    }
+}
+
+/// Counts the bytes of JSON text without keeping them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Length(pub usize);
+
+impl JsonOut for Length {
+    fn push_str(&mut self, s: &str) {
+        self.0 += s.len();
+    }
+    fn push(&mut self, c: char) {
+        self.0 += c.len_utf8();
+    }
+    fn push_base64(&mut self, data: &[u8]) {
+        self.0 += data.len().div_ceil(3) * 4;
+    }
+}
+
+/// The length of the JSON text of the value at `c`.
+pub fn json_len(c: &mut Cursor<'_>) -> Result<usize, MsgpackError> {
+    let mut n = Length(0);
+    write_value(&mut n, c)?;
+    Ok(n.0)
+}
+
 /// Appends `s` as a JSON string literal (with quotes).
-pub fn write_str(out: &mut String, bytes: &[u8]) {
+pub fn write_str(out: &mut impl JsonOut, bytes: &[u8]) {
     out.push('"');
     let mut rest = bytes;
     loop {
@@ -38,13 +82,13 @@ pub fn write_str(out: &mut String, bytes: &[u8]) {
     out.push('"');
 }
 
-fn push_hex(out: &mut String, b: u8) {
+fn push_hex(out: &mut impl JsonOut, b: u8) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(HEX[(b >> 4) as usize] as char);
     out.push(HEX[(b & 15) as usize] as char);
 }
 
-fn escape_into(out: &mut String, s: &str) {
+fn escape_into(out: &mut impl JsonOut, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
@@ -69,14 +113,14 @@ fn escape_into(out: &mut String, s: &str) {
     out.push_str(&s[start..]);
 }
 
-fn write_base64(out: &mut String, data: &[u8]) {
+fn write_base64(out: &mut impl JsonOut, data: &[u8]) {
     out.push('"');
-    base64::engine::general_purpose::STANDARD.encode_string(data, out);
+    out.push_base64(data);
     out.push('"');
 }
 
 /// Appends the JSON form of the next value in `c`.
-pub fn write_value(out: &mut String, c: &mut Cursor<'_>) -> Result<(), MsgpackError> {
+pub fn write_value(out: &mut impl JsonOut, c: &mut Cursor<'_>) -> Result<(), MsgpackError> {
     match c.head()? {
         Head::Nil => out.push_str("null"),
         Head::Bool(true) => out.push_str("true"),
@@ -127,7 +171,7 @@ pub fn write_value(out: &mut String, c: &mut Cursor<'_>) -> Result<(), MsgpackEr
 
 /// Appends a map key as a JSON string: strings as they are, anything else as
 /// its JSON text.
-pub fn write_key(out: &mut String, c: &mut Cursor<'_>) -> Result<(), MsgpackError> {
+pub fn write_key(out: &mut impl JsonOut, c: &mut Cursor<'_>) -> Result<(), MsgpackError> {
     if let Some(k) = c.bytes()? {
         write_str(out, k);
     } else {
@@ -168,5 +212,23 @@ mod tests {
         let s = json(&[0xa3, b'a', 0xff, b'b']);
         assert_eq!(s, r#""a\udcffb""#);
         assert_eq!(json(&[0xa2, 0xc3, 0x28]), r#""\udcc3(""#);
+    }
+
+    #[test]
+    fn the_counted_length_is_the_written_length() {
+        for bytes in [
+            &[0x93, 0xc0, 0xc3, 0xff][..],
+            &[0xa6, b'a', b'"', b'b', b'\\', b'\n', 0x01],
+            &[0xa3, b'a', 0xff, b'b'],
+            &[0xc4, 0x02, 0xff, 0x00],
+            &[0xd4, 0x05, 0x07],
+            &[0x81, 0x01, 0xa1, b'x'],
+        ] {
+            assert_eq!(
+                json_len(&mut Cursor::new(bytes)).unwrap(),
+                json(bytes).len(),
+                "{bytes:02x?}"
+            );
+        }
     }
 }

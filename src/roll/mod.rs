@@ -31,7 +31,7 @@ mod writer;
 pub use roller::{start, RollerLinks};
 pub use schema::RouteSchema;
 pub use window::{Direction, Slot, Window};
-pub use writer::PartitionWriter;
+pub use writer::{PartitionWriter, FILE_OVERHEAD};
 
 /// Seconds since the epoch at which the period holding `time_ns` starts.
 pub fn period_start(time_ns: i64, period_secs: u64) -> i64 {

@@ -48,6 +48,10 @@ const TD_PART_OVERHEAD: usize = 320 << 10;
 /// number of tags clients choose cannot grow it.
 const ROUTE_CACHE: usize = 65_536;
 
+/// Distinct past periods one record's late events may open late files
+/// for; its late events in other periods go to the outside file.
+const MAX_LATE_PERIODS_PER_RECORD: usize = 4;
+
 /// A file buffering less than this is finished early rather than flushed
 /// when memory runs short: tiny row groups would make a poor Parquet file.
 const MIN_FLUSH_BYTES: usize = 1 << 20;
@@ -117,6 +121,9 @@ enum OutputKey {
     /// A Treasure Data part of one TD sink and `db.table`.
     Td { target: usize, table: Arc<str> },
 }
+
+/// Coverage is kept under 16 bytes of a hash of the output's identity.
+type CoverageKey = [u8; 16];
 
 /// [`Slot`] without the outside direction: one outside file per group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -263,7 +270,7 @@ struct Roller {
     open: HashMap<OutputKey, Open>,
     /// Finished outputs: the WAL sequence each covers through. Pruned once
     /// the WAL no longer holds those records.
-    covered: HashMap<OutputKey, u64>,
+    covered: HashMap<CoverageKey, u64>,
     routes: HashMap<Vec<u8>, Option<usize>>,
     now_ms: i64,
     /// Earliest deadline among open outputs (i64::MAX when none).
@@ -378,7 +385,7 @@ impl Roller {
                 "manifest from a different roll.period; its events may be written again"
             );
         }
-        let e = self.covered.entry(key).or_insert(0);
+        let e = self.covered.entry(self.coverage_key(&key)).or_insert(0);
         *e = (*e).max(m.covered_through);
     }
 
@@ -660,6 +667,43 @@ impl Roller {
         keys.into_iter().map(|(_, _, k)| k).collect()
     }
 
+    /// The fixed-size key under which an output's coverage is kept (the
+    /// map holds one per finished file while the WAL holds its records,
+    /// which a hostile client can make many).
+    fn coverage_key(&self, key: &OutputKey) -> CoverageKey {
+        let d = match key {
+            OutputKey::File { route, group, slot } => {
+                let (kind, p): (&[u8], i64) = match slot {
+                    FileSlot::Period(p) => (b"period", *p),
+                    FileSlot::Late(p) => (b"late", *p),
+                    FileSlot::Outside => (b"outside", 0),
+                };
+                crate::ids::digest(&[
+                    b"file",
+                    self.config.routes[*route].name.as_bytes(),
+                    group,
+                    kind,
+                    &p.to_le_bytes(),
+                ])
+            }
+            OutputKey::Td { target, table } => crate::ids::digest(&[
+                b"td",
+                self.td_targets[*target].sink.as_bytes(),
+                table.as_bytes(),
+            ]),
+        };
+        let mut k = [0u8; 16];
+        k.copy_from_slice(&d[..16]);
+        k
+    }
+
+    /// Whether record `seq`'s events for `key` are in a finished file.
+    fn is_covered(&self, key: &OutputKey, seq: u64) -> bool {
+        self.covered
+            .get(&self.coverage_key(key))
+            .is_some_and(|&c| seq <= c)
+    }
+
     fn route_of(&mut self, tag: &[u8]) -> Option<usize> {
         if let Some(r) = self.routes.get(tag) {
             return *r;
@@ -729,7 +773,7 @@ impl Roller {
                 target,
                 table: format!("{db}.{table}").into(),
             };
-            if self.covered.get(&key).is_some_and(|&c| r.seq <= c) {
+            if self.is_covered(&key, r.seq) {
                 skipped += r.batch.len() as u64;
                 continue;
             }
@@ -746,8 +790,20 @@ impl Roller {
             let (mut late, mut past, mut future) = (0u64, 0u64, 0u64);
             let mut by_slot: Vec<(FileSlot, Vec<Event<'a>>)> = Vec::new();
             let mut index: HashMap<FileSlot, usize> = HashMap::new();
+            let mut late_periods: Vec<i64> = Vec::new();
             for ev in r.batch.events() {
-                let slot = self.window.slot(ev.time_ns, r.arrival_ms);
+                let mut slot = self.window.slot(ev.time_ns, r.arrival_ms);
+                // A request dated over many past periods (a wrong clock)
+                // would make a late file per period: past a few, outside.
+                if let Slot::Late(p) = slot {
+                    if !late_periods.contains(&p) {
+                        if late_periods.len() >= MAX_LATE_PERIODS_PER_RECORD {
+                            slot = Slot::Outside(super::window::Direction::Past);
+                        } else {
+                            late_periods.push(p);
+                        }
+                    }
+                }
                 match slot {
                     Slot::Period(_) => {}
                     Slot::Late(_) => late += 1,
@@ -774,7 +830,7 @@ impl Roller {
                     group: group.clone(),
                     slot,
                 };
-                if self.covered.get(&key).is_some_and(|&c| r.seq <= c) {
+                if self.is_covered(&key, r.seq) {
                     skipped += events.len() as u64;
                     continue;
                 }
@@ -1147,7 +1203,11 @@ impl Roller {
                 .roll_files_finished_early
                 .with_label_values(&[reason])
                 .inc();
-            if let Some(suppressed) = crate::logging::allow("early_finish", &self.links.metrics) {
+            if why == Why::Drain {
+                // Asked for: no warning.
+            } else if let Some(suppressed) =
+                crate::logging::allow("early_finish", &self.links.metrics)
+            {
                 tracing::warn!(group = manifest.group, reason, suppressed,
                     "finishing a file before its deadline (bound reached: see roll.max_open_files, roll.max_buffer_bytes)");
             }
@@ -1161,7 +1221,7 @@ impl Roller {
             "finished file"
         );
         self.links.outbox.commit(&closed.path, &manifest)?;
-        let e = self.covered.entry(key.clone()).or_insert(0);
+        let e = self.covered.entry(self.coverage_key(key)).or_insert(0);
         *e = (*e).max(covered_through);
         self.links
             .metrics

@@ -317,3 +317,29 @@ fn a_record_that_fails_is_quarantined_and_the_rest_rebuilt() {
     run(&cfg, &records, true, &metrics);
     assert_eq!(metrics.roll_quarantined_records.get(), 0);
 }
+
+/// One record dated over many past periods opens late files for a few of
+/// them only; the rest share the outside file.
+#[test]
+fn one_record_opens_late_files_for_a_few_periods_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    let arrival = 1_764_090_000_000 + 30_000;
+    let events: Vec<(i64, u64)> = (0..9)
+        .map(|i| (arrival - (i + 2) * MIN, i as u64))
+        .collect();
+    let metrics = Metrics::new();
+    run(&cfg, &[record(0, arrival, "app", &events)], true, &metrics);
+    let (ids, manifests) = stored(dir.path());
+    assert_eq!(ids.len(), 9);
+    let late = manifests
+        .iter()
+        .filter(|m| m.keys["local"].contains(".late-"))
+        .count();
+    let outside = manifests
+        .iter()
+        .filter(|m| m.keys["local"].contains(".outside-"))
+        .count();
+    assert_eq!((late, outside), (4, 1));
+    assert_eq!(metrics.roll_late_events.get(), 4);
+}

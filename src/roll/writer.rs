@@ -39,6 +39,10 @@ pub const BATCH_BYTES: usize = 4 << 20;
 /// The file's write buffer.
 const WRITE_BUFFER: usize = 64 << 10;
 
+/// Records larger than this have their JSON size checked before it is
+/// built, and leave no buffer that large behind.
+const BIG_RECORD: usize = 1 << 20;
+
 /// Memory an open file costs before any row: the write buffer, the column
 /// encoders and builders (measured: 10,000 open files of a four-column
 /// schema hold about 100 KiB each once they have written a row group).
@@ -283,12 +287,16 @@ impl PartitionWriter {
         // Builders hold under BATCH_BYTES before a row, and a row is at most
         // a few times forward.max_decompressed_bytes: the record column's
         // 32-bit offsets cannot overflow.
-        self.encode_record(record).map_err(WriteError::BadRecord)?;
+        let declared = self.encode_record(record).map_err(WriteError::BadRecord)?;
         self.times
             .push(time_ns.div_euclid(self.schema.time_divisor));
         self.tags.keys.push(self.tags.current);
         self.record.append_value(&self.scratch);
-        self.builder_bytes += self.scratch.len() + 28;
+        self.builder_bytes += self.scratch.len() + declared + 28;
+        // One huge record must not leave its JSON buffer behind.
+        if self.scratch.capacity() > BIG_RECORD {
+            self.scratch = String::with_capacity(1024);
+        }
         self.rows += 1;
         if self.times.len() >= BATCH_ROWS || self.builder_bytes >= BATCH_BYTES {
             self.write_batch()?;
@@ -296,18 +304,38 @@ impl PartitionWriter {
         Ok(())
     }
 
-    fn encode_record(&mut self, record: &[u8]) -> Result<(), MsgpackError> {
+    /// Fills the declared columns and `scratch` (the `record` JSON) for one
+    /// record; returns the bytes it added to the declared columns.
+    fn encode_record(&mut self, record: &[u8]) -> Result<usize, MsgpackError> {
         let mut c = Cursor::new(record);
         let Head::Map(n) = c.head()? else {
             return Err(MsgpackError::Truncated);
         };
         self.scratch.clear();
-        self.scratch.push('{');
         self.filled.fill(false);
-        let mut first = true;
         // On a bad record nothing may be left half-appended to the column
         // builders, so check structure before touching them.
         crate::msgpack::object_len(record)?;
+        if record.len() > BIG_RECORD
+            && json::json_len(&mut Cursor::new(record))? > record.len() * 3 + 4096
+        {
+            // Mostly control characters or invalid UTF-8: its JSON would be
+            // up to six times its size. Stored losslessly and compactly.
+            self.scratch.push_str("{\"$msgpack\":\"");
+            base64::Engine::encode_string(
+                &base64::engine::general_purpose::STANDARD,
+                record,
+                &mut self.scratch,
+            );
+            self.scratch.push_str("\"}");
+            for col in &mut self.columns {
+                col.append_null();
+            }
+            return Ok(0);
+        }
+        self.scratch.push('{');
+        let mut first = true;
+        let mut declared = 0;
         for _ in 0..n {
             let key_start = c;
             if let Some(k) = c.bytes()? {
@@ -317,8 +345,10 @@ impl PartitionWriter {
                     .iter()
                     .position(|(name, _)| name.as_bytes() == k)
                 {
+                    let at = c.remaining().len();
                     if !self.filled[i] && self.columns[i].try_append(&mut c)? {
                         self.filled[i] = true;
+                        declared += at - c.remaining().len();
                         continue;
                     }
                 }
@@ -338,7 +368,7 @@ impl PartitionWriter {
                 self.columns[i].append_null();
             }
         }
-        Ok(())
+        Ok(declared)
     }
 
     fn write_batch(&mut self) -> Result<(), WriteError> {
@@ -444,5 +474,72 @@ mod tests {
             n.extend((0..col.len()).map(|i| col.value(i)));
         }
         assert_eq!(n, (0..100).collect::<Vec<_>>());
+    }
+
+    fn writer(columns: &str) -> (tempfile::TempDir, PartitionWriter) {
+        let cfg = crate::config::Config::from_str(
+            &format!("node_id='n'\n[[route]]\nmatch='**'\ncolumns={{{columns}}}\n"),
+            "t",
+        )
+        .unwrap();
+        let schema = RouteSchema::new(&cfg.routes[0], &cfg.roll).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PartitionWriter::create(&dir.path().join("f.parquet"), &schema).unwrap();
+        w.set_tag(b"t");
+        (dir, w)
+    }
+
+    fn record_with(key: &str, value: &[u8]) -> Vec<u8> {
+        let mut rec = Vec::new();
+        rmp::encode::write_map_len(&mut rec, 1).unwrap();
+        rmp::encode::write_str(&mut rec, key).unwrap();
+        rmp::encode::write_str_len(&mut rec, value.len() as u32).unwrap();
+        rec.extend_from_slice(value);
+        rec
+    }
+
+    /// Strings taken into a declared column count in the file's memory,
+    /// so the roller's budget sees them (and batches stay small).
+    #[test]
+    fn declared_column_strings_count_in_memory() {
+        let (_d, mut w) = writer("path='string'");
+        let rec = record_with("path", &vec![b'p'; 100_000]);
+        for i in 0..30 {
+            w.append(i, &rec).unwrap();
+        }
+        assert!(w.buffered_bytes() >= 2_000_000, "{}", w.buffered_bytes());
+        for i in 0..100 {
+            w.append(i, &rec).unwrap();
+        }
+        // Past BATCH_BYTES the builders went to the encoder.
+        assert!(w.builder_bytes < BATCH_BYTES, "{}", w.builder_bytes);
+    }
+
+    /// A record whose JSON would be six times its size (control
+    /// characters) is kept as base64 msgpack, and leaves no big buffer.
+    #[test]
+    fn a_record_of_control_characters_is_stored_compactly() {
+        let (_d, mut w) = writer("n='int64'");
+        let rec = record_with("msg", &vec![0x01; 3 << 20]);
+        w.append(1, &rec).unwrap();
+        assert!(w.scratch.capacity() <= BIG_RECORD);
+        assert!(w.builder_bytes < 5 << 20, "{}", w.builder_bytes);
+        let closed = w.finish().unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&closed.path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let b = reader.into_iter().next().unwrap().unwrap();
+        let col = b.column_by_name("record").unwrap();
+        let col = col
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(col.value(0)).unwrap();
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(v["$msgpack"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(raw, rec);
     }
 }

@@ -12,9 +12,35 @@
 
 use chrono::{DateTime, Timelike};
 
-/// Escapes one key segment (a tag or node id). Injective: different inputs
-/// give different segments.
+/// Longest escaped segment kept whole; file systems (and the local sink)
+/// refuse names over 255 bytes.
+const MAX_SEGMENT: usize = 200;
+
+/// Escapes one key segment (a tag or node id). Different inputs give
+/// different segments: a segment that would be longer than 200 bytes keeps
+/// its first 150 and ends in `~` and 32 hex digits of the raw bytes' SHA-256
+/// (`~` never appears otherwise).
 pub fn escape_segment(raw: &[u8]) -> String {
+    let out = escape_whole(raw);
+    if out.len() <= MAX_SEGMENT {
+        return out;
+    }
+    let mut cut = 150;
+    // Never split a `%XX` (the escaped text is ASCII, so any cut is a
+    // char boundary).
+    if let Some(p) = out[..cut].rfind('%') {
+        if p + 3 > cut {
+            cut = p;
+        }
+    }
+    format!(
+        "{}~{}",
+        &out[..cut],
+        crate::ids::stable_hex(&[b"segment", raw], 16)
+    )
+}
+
+fn escape_whole(raw: &[u8]) -> String {
     let mut out = String::with_capacity(raw.len());
     for (i, &b) in raw.iter().enumerate() {
         let keep = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0);
@@ -168,6 +194,22 @@ mod tests {
         }
         assert_ne!(escape_segment(b"%2F"), escape_segment(b"/"));
         assert_eq!(escape_segment(b"../x"), "%2E.%2Fx");
+    }
+
+    #[test]
+    fn long_tags_become_bounded_distinct_segments() {
+        let a = escape_segment(&[b'a'; 1024]);
+        let b = escape_segment(&[b'a'; 1023]);
+        assert!(a.len() <= MAX_SEGMENT && b.len() <= MAX_SEGMENT, "{a}");
+        assert_ne!(a, b);
+        let pct = escape_segment(&[b'/'; 300]);
+        assert!(pct.len() <= MAX_SEGMENT, "{pct}");
+        let head = pct.split('~').next().unwrap();
+        assert!(
+            head.len().is_multiple_of(3) && head.split('%').skip(1).all(|x| x == "2F"),
+            "{pct}"
+        );
+        assert_eq!(escape_segment(b"app.web"), "app.web");
     }
 
     #[test]
