@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use weir::config::Durability;
 use weir::event::{BatchBuilder, EventBatch};
 use weir::metrics::Metrics;
-use weir::wal::{self, WalLinks, WalOutput, WalSettings};
+use weir::wal::{self, WalLinks, WalSettings};
 
 #[path = "support.rs"]
 mod support;
@@ -36,12 +36,6 @@ fn append(c: &mut Criterion) {
         (Durability::None, 16),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let (out_tx, out_rx) = weir::wal::queue::channel(1024, u64::MAX);
-        std::thread::spawn(move || {
-            while let Ok(WalOutput::Record(_) | WalOutput::Tick { .. } | WalOutput::ReplayDone) =
-                out_rx.recv()
-            {}
-        });
         let (_release_tx, release_rx) = watch::channel(0);
         let (oldest, _) = watch::channel(0);
         let (state, _) = watch::channel(wal::WalState::Healthy);
@@ -53,9 +47,11 @@ fn append(c: &mut Criterion) {
                 segment_bytes: 64 << 20,
                 max_group_bytes: 8 << 20,
                 dedupe_window: 0,
+                max_backlog_bytes: u64::MAX,
             },
             WalLinks {
-                output: out_tx,
+                durable: wal::tail::Durable::new(),
+                roller_position: Default::default(),
                 release: release_rx,
                 oldest,
                 state,

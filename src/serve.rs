@@ -25,11 +25,6 @@ use crate::roll::{self, RollerLinks};
 use crate::sink;
 use crate::wal::{self, WalLinks, WalSettings};
 
-/// WAL records queued for the roller before the WAL waits (backpressure).
-const ROLLER_QUEUE: usize = 256;
-/// Bytes of WAL records queued for the roller before the WAL waits, so the
-/// queue's memory does not grow with request size.
-const ROLLER_QUEUE_BYTES: u64 = 64 << 20;
 /// How often the WAL passes the wall clock to the roller.
 const TICK: Duration = Duration::from_millis(250);
 
@@ -114,7 +109,8 @@ pub async fn run_with(
     let sinks = sink::build_all(&config.sinks).map_err(anyhow::Error::msg)?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (roll_tx, roll_rx) = wal::queue::channel(ROLLER_QUEUE, ROLLER_QUEUE_BYTES);
+    let durable = wal::tail::Durable::new();
+    let roller_position = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (release_tx, release_rx) = watch::channel(0u64);
     let (oldest_tx, oldest_rx) = watch::channel(0u64);
     let roller_status = crate::health::StageStatus::new();
@@ -163,7 +159,8 @@ pub async fn run_with(
     let roller = roll::start(
         config.clone(),
         RollerLinks {
-            input: roll_rx,
+            durable: durable.clone(),
+            position: roller_position.clone(),
             release: release_tx,
             wal_oldest: oldest_rx,
             finished: finished_tx,
@@ -184,9 +181,11 @@ pub async fn run_with(
             segment_bytes: config.wal.segment_bytes.0,
             max_group_bytes: config.wal.max_group_bytes.as_usize(),
             dedupe_window: config.forward.dedupe_window,
+            max_backlog_bytes: config.wal.max_backlog_bytes.0,
         },
         WalLinks {
-            output: roll_tx,
+            durable,
+            roller_position,
             release: release_rx,
             oldest: oldest_tx,
             state: wal_state_tx,

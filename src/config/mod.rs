@@ -373,6 +373,15 @@ pub struct WalConfig {
     /// Most bytes written under one group commit.
     #[serde(default = "default_group_bytes")]
     pub max_group_bytes: ByteSize,
+    /// WAL bytes the roller may be behind (a burst, or the roller slower
+    /// than ingestion for a while). Past it appends wait and connections
+    /// stop reading (backpressure). Acks never wait for the roller before.
+    #[serde(default = "default_wal_backlog")]
+    pub max_backlog_bytes: ByteSize,
+}
+
+fn default_wal_backlog() -> ByteSize {
+    ByteSize(4 << 30)
 }
 
 fn default_durability() -> Durability {
@@ -385,6 +394,7 @@ impl Default for WalConfig {
             durability: default_durability(),
             segment_bytes: default_segment_bytes(),
             max_group_bytes: default_group_bytes(),
+            max_backlog_bytes: default_wal_backlog(),
         }
     }
 }

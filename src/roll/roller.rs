@@ -34,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::outbox::manifest::{hex, unhex, FileKind, Slot as ManifestSlot, VERSION};
 use crate::outbox::{Manifest, OutboxDir};
 use crate::sink::key::{object_key, FileName, KeyParts};
-use crate::wal::{WalOutput, WalRecord};
+use crate::wal::WalRecord;
 
 /// A late or outside file stays open at least this long, so stragglers
 /// share a file.
@@ -61,7 +61,10 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 /// Channels and stores the roller works with.
 pub struct RollerLinks {
-    pub input: crate::wal::queue::QueueRx,
+    /// How far the WAL is durable: the roller reads up to there.
+    pub durable: Arc<crate::wal::tail::Durable>,
+    /// Published: the WAL sequence the roller reads next.
+    pub position: Arc<std::sync::atomic::AtomicU64>,
     /// Lowest WAL sequence still needed (published after every message).
     pub release: watch::Sender<u64>,
     /// Lowest WAL sequence still on disk: coverage below it is forgotten.
@@ -289,6 +292,10 @@ struct Roller {
     route_has_files: Vec<bool>,
     /// Set when shutdown arrives while waiting to retry.
     stopping: bool,
+    /// Where the roller reads the WAL.
+    tail: crate::wal::tail::Tail,
+    /// Arrival of the last record read, for the lag metric.
+    lag_arrival_ms: i64,
 }
 
 impl Roller {
@@ -339,8 +346,9 @@ impl Roller {
             })
             .collect();
         let initial = std::mem::take(&mut links.initial);
+        let wal_dir = config.data_dir.join("wal");
         let mut r = Self {
-            wal_dir: config.data_dir.join("wal"),
+            wal_dir: wal_dir.clone(),
             td_targets,
             route_td,
             route_has_files,
@@ -359,6 +367,8 @@ impl Roller {
             schemas,
             open_dir,
             config,
+            tail: crate::wal::tail::Tail::new(&wal_dir, 0),
+            lag_arrival_ms: 0,
             links,
             stopping: false,
         };
@@ -411,25 +421,73 @@ impl Roller {
         })
     }
 
+    /// Reads the WAL behind the writer until weir stops (or, for a drain,
+    /// until the writer has stopped and every durable record is read).
     fn run(&mut self) -> Result<(), String> {
-        while let Ok(msg) = self.links.input.recv() {
+        let drain = self.links.drain.clone();
+        let draining = || drain.load(std::sync::atomic::Ordering::Relaxed);
+        loop {
+            let mark = self.links.durable.get();
             if !self.wait_for_backlog() {
                 return Ok(());
             }
-            match msg {
-                WalOutput::Record(r) => self.handle(r),
-                WalOutput::Tick { now_ms } => self.tick(now_ms),
-                WalOutput::ReplayDone => {
-                    tracing::debug!(
-                        open_files = self.open.len(),
-                        "roller caught up with the WAL"
-                    );
+            let mut read = 0u32;
+            loop {
+                if self.stopping || (*self.links.shutdown.borrow() && !draining()) {
+                    // The rest stays in the WAL for the next start.
+                    return Ok(());
+                }
+                match self.tail.next(mark.seq) {
+                    Ok(Some(r)) => {
+                        self.lag_arrival_ms = r.arrival_ms;
+                        self.handle(r);
+                        self.links
+                            .position
+                            .store(self.tail.position(), std::sync::atomic::Ordering::Relaxed);
+                        read += 1;
+                        if read.is_multiple_of(256) {
+                            self.publish_release();
+                            self.report_lag(mark.seq);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let through = self.last_seq.unwrap_or(0);
+                        self.recover(Failure::File(WriteError::Io(e)), None, through);
+                        break;
+                    }
                 }
             }
+            if self.tail.skipped > 0 {
+                self.links
+                    .metrics
+                    .wal_corrupt_records
+                    .inc_by(self.tail.skipped);
+                tracing::error!(
+                    records = self.tail.skipped,
+                    "WAL records unreadable (damaged segment); skipped"
+                );
+                self.tail.skipped = 0;
+            }
+            let caught_up = self.tail.position() >= mark.seq;
+            if caught_up {
+                // Every record still to come arrives at or after the mark's
+                // stamp: the clock may move on (period ends, deadlines).
+                self.tick(mark.stamp_ms);
+            }
+            self.publish_release();
+            self.report_lag(mark.seq);
             if self.stopping {
                 return Ok(());
             }
-            self.publish_release();
+            if caught_up && mark.closed {
+                break;
+            }
+            if caught_up {
+                self.links
+                    .durable
+                    .wait_change(mark, std::time::Duration::from_millis(250));
+            }
         }
         if self.links.drain.load(std::sync::atomic::Ordering::Relaxed) {
             tracing::info!(
@@ -590,8 +648,21 @@ impl Roller {
         self.report_gauges();
     }
 
+    /// How far behind the writer the roller is, for the metrics.
+    fn report_lag(&self, durable_seq: u64) {
+        let m = &self.links.metrics;
+        let behind = durable_seq.saturating_sub(self.tail.position());
+        m.roll_lag_records.set(behind as i64);
+        let secs = if behind == 0 {
+            0.0
+        } else {
+            (crate::wal::now_ms() - self.lag_arrival_ms).max(0) as f64 / 1000.0
+        };
+        m.roll_lag_seconds.set(secs);
+    }
+
     /// Waits while the outbox backlog is over its limit (backpressure: the
-    /// WAL's queue to the roller fills and connections stop reading).
+    /// WAL's backlog grows, then connections stop reading).
     /// Returns false if weir is shutting down meanwhile; the WAL keeps what
     /// was not processed.
     fn wait_for_backlog(&self) -> bool {

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::event::BatchBuilder;
 use crate::metrics::Metrics;
 use crate::outbox::{Manifest, OutboxDir};
-use crate::wal::{WalOutput, WalRecord};
+use crate::wal::WalRecord;
 
 const MIN: i64 = 60_000;
 
@@ -55,7 +55,11 @@ fn run(config: &Arc<Config>, records: &[WalRecord], drain: bool, metrics: &Metri
 
     let outbox = OutboxDir::open(data.join("outbox")).unwrap();
     let initial = outbox.load().unwrap();
-    let (tx, rx) = crate::wal::queue::channel(1 << 20, u64::MAX);
+    // The writer has stopped: everything on disk is durable.
+    let durable = crate::wal::tail::Durable::new();
+    let end = records.last().map_or(0, |r| r.seq + 1);
+    durable.publish(end, records.last().map_or(0, |r| r.arrival_ms));
+    durable.close();
     let (release_tx, release_rx) = watch::channel(0);
     let (_oldest_tx, oldest_rx) = watch::channel(0);
     let (finished_tx, mut finished_rx) = mpsc::channel(1 << 20);
@@ -63,7 +67,8 @@ fn run(config: &Arc<Config>, records: &[WalRecord], drain: bool, metrics: &Metri
     let handle = start(
         config.clone(),
         RollerLinks {
-            input: rx,
+            durable,
+            position: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             release: release_tx,
             wal_oldest: oldest_rx,
             finished: finished_tx,
@@ -77,12 +82,6 @@ fn run(config: &Arc<Config>, records: &[WalRecord], drain: bool, metrics: &Metri
         },
     )
     .unwrap();
-    for r in records {
-        let now = r.arrival_ms;
-        tx.send(WalOutput::Record(r.clone())).unwrap();
-        tx.send(WalOutput::Tick { now_ms: now }).unwrap();
-    }
-    drop(tx);
     handle.join().unwrap().unwrap();
     while finished_rx.try_recv().is_ok() {}
     let mark = *release_rx.borrow();

@@ -1,38 +1,47 @@
 //! The write-ahead log: every accepted request is appended here, and its ack
-//! goes out only after the append is durable (invariant 1).
+//! goes out only after the append is durable (invariant 1). The log is also
+//! the buffer between ingestion and the roller: the roller reads it behind
+//! the writer ([`tail`]), so a burst waits on disk, not in memory, and acks
+//! run at disk speed.
 //!
 //! Layers, bottom up: [`record`] frames one request with a CRC, [`segment`]
 //! holds numbered files of records, `writer` is the single thread that owns
 //! the active segment and does group commit: it takes every request queued
-//! while the previous sync ran, writes them in one `write`, syncs once, then
-//! answers them all. Durable records flow on to the roller in sequence order.
+//! while the previous sync ran, writes them in one `write`, syncs once,
+//! publishes the new durable mark, then answers them all. [`reader`] and
+//! [`tail`] read records back; [`dedupe`] remembers chunk ids.
 //!
 //! # Recovery
-//! On start the writer reads every segment oldest first and replays each
-//! intact record to the roller before taking new appends. A damaged tail of
-//! the newest segment (a torn write from a crash) is truncated; damage in an
-//! older segment ends that segment's replay, is logged and counted. Writing
-//! then continues in a fresh segment named by the next sequence number, so
-//! sequence numbers are never reused, even after every segment was released.
-//! (The one exception is a torn record's number: it was never synced, acked
-//! or passed downstream, so nothing refers to it. With `durability = "none"`
-//! and a power loss this does not hold, which is why "none" is for benchmarks.)
+//! On start the writer reads every segment oldest first, to continue the
+//! sequence and rebuild the dedupe window. A damaged tail of the newest
+//! segment (a torn write from a crash) is truncated; damage in an older
+//! segment ends that segment, is logged and counted. Writing then continues
+//! in a fresh segment named by the next sequence number, so sequence numbers
+//! are never reused, even after every segment was released. (The one
+//! exception is a torn record's number: it was never synced or acked, and the
+//! roller never read it, since it is above the durable mark. With
+//! `durability = "none"` and a power loss this does not hold, which is why
+//! "none" is for benchmarks.) The roller then reads from the oldest segment,
+//! skipping what finished files already hold: recovery and normal running are
+//! one path.
 //!
-//! # Retention
+//! # Retention and backlog
 //! The roller publishes the lowest sequence number it still needs (events in
 //! files not yet in the outbox). A segment is deleted once every record in it
-//! is below that mark; the active segment is never deleted.
+//! is below that mark and the dedupe window is saved; the active segment is
+//! never deleted. Records the roller has not read yet are its backlog: past
+//! `wal.max_backlog_bytes` the writer takes no appends until it catches up.
 //!
 //! # Memory
 //! The request queue holds at most `QUEUE_DEPTH` requests; each group
-//! writes at most `wal.max_group_bytes` (plus one request). Replay holds one
-//! segment at a time.
+//! writes at most `wal.max_group_bytes` (plus one request). Recovery reads
+//! one record at a time.
 
 pub mod dedupe;
-pub mod queue;
 pub mod reader;
 pub mod record;
 pub mod segment;
+pub mod tail;
 mod writer;
 
 #[cfg(test)]
@@ -50,17 +59,6 @@ pub use writer::start;
 
 /// Requests queued for the writer before senders wait (backpressure).
 pub const QUEUE_DEPTH: usize = 256;
-
-/// What the WAL hands downstream, in order.
-#[derive(Debug)]
-pub enum WalOutput {
-    /// A durable record (replayed or new).
-    Record(WalRecord),
-    /// Wall clock as the WAL sees it: every later record arrives at or after it.
-    Tick { now_ms: i64 },
-    /// Replay of the existing log is complete.
-    ReplayDone,
-}
 
 /// The WAL's condition, as `/healthz` and `/readyz` report it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -93,6 +91,8 @@ pub struct WalSettings {
     pub max_group_bytes: usize,
     /// Chunk keys remembered for de-duplication (0 turns it off).
     pub dedupe_window: usize,
+    /// Bytes the roller may be behind before appends wait.
+    pub max_backlog_bytes: u64,
 }
 
 pub(crate) enum WalRequest {
@@ -148,8 +148,11 @@ impl WalHandle {
 
 /// Channels the WAL reads and writes besides appends.
 pub struct WalLinks {
-    /// Records and ticks for the roller.
-    pub output: queue::QueueTx,
+    /// Published after every commit and tick: how far the log is durable,
+    /// for the roller, which reads it behind the writer.
+    pub durable: std::sync::Arc<tail::Durable>,
+    /// The sequence the roller reads next (set by the roller).
+    pub roller_position: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Lowest sequence number the roller still needs.
     pub release: watch::Receiver<u64>,
     /// Published: lowest sequence number still on disk.
@@ -158,7 +161,7 @@ pub struct WalLinks {
     pub state: watch::Sender<WalState>,
     /// Shutdown, for a writer waiting to retry a write.
     pub stop: watch::Receiver<bool>,
-    /// Marked while the roller's queue is full and appends wait.
+    /// Marked while the roller is `max_backlog_bytes` behind and appends wait.
     pub backpressure: std::sync::Arc<crate::health::Backpressure>,
     pub metrics: Metrics,
 }

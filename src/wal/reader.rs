@@ -6,7 +6,7 @@
 //! One record at a time (at most one request), plus a 256 KiB read buffer.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
@@ -55,10 +55,15 @@ pub fn for_each_in<E: From<io::Error>>(
     Ok(())
 }
 
-/// Reads one segment's records in order.
+/// Reads one segment's records in order. Resumable: at the end of what is
+/// on disk it stops before the incomplete record and, called again, goes on
+/// from there (the segment the writer is still appending to).
 pub struct SegmentReader {
     inner: BufReader<File>,
+    /// Damage seen: nothing more is read.
     done: bool,
+    /// File offset after the last complete record.
+    offset: u64,
 }
 
 impl SegmentReader {
@@ -71,18 +76,22 @@ impl SegmentReader {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => true,
             Err(e) => return Err(e),
         };
-        Ok(Self { inner, done })
+        Ok(Self {
+            inner,
+            done,
+            offset: MAGIC.len() as u64,
+        })
     }
 
-    /// The next intact record; `None` at the end or at the first damage.
+    /// The next intact record; `None` at the end of what is on disk (call
+    /// again later for more) or for good after damage.
     pub fn next_record(&mut self) -> io::Result<Option<WalRecord>> {
         if self.done {
             return Ok(None);
         }
         let mut head = [0u8; 8];
         if !read_full(&mut self.inner, &mut head)? {
-            self.done = true;
-            return Ok(None);
+            return self.rewind();
         }
         let body_len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
         if !(18..=MAX_RECORD_BODY).contains(&body_len) {
@@ -92,17 +101,35 @@ impl SegmentReader {
         let mut buf = BytesMut::zeroed(8 + body_len);
         buf[..8].copy_from_slice(&head);
         if !read_full(&mut self.inner, &mut buf[8..])? {
-            self.done = true;
-            return Ok(None);
+            return self.rewind();
         }
         let bytes: Bytes = buf.freeze();
         match record::decode(&bytes) {
-            Decoded::Record { record, .. } => Ok(Some(record)),
+            Decoded::Record { record, len } => {
+                self.offset += len as u64;
+                Ok(Some(record))
+            }
             Decoded::End | Decoded::Damaged(_) => {
                 self.done = true;
                 Ok(None)
             }
         }
+    }
+
+    /// File offset after the last complete record.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Whether damage ended the reading for good.
+    pub fn is_damaged(&self) -> bool {
+        self.done
+    }
+
+    /// Back to the end of the last complete record, for the next call.
+    fn rewind(&mut self) -> io::Result<Option<WalRecord>> {
+        self.inner.seek(SeekFrom::Start(self.offset))?;
+        Ok(None)
     }
 }
 

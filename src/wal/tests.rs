@@ -20,7 +20,8 @@ struct Run {
     appended: Vec<u64>,
 }
 
-/// A WAL writer on `dir` with its output, and the release mark's sender.
+/// A WAL writer on `dir`, the records a roller would read after its
+/// recovery (what is on disk), and the release mark's sender.
 fn open(
     dir: &Path,
     segment_bytes: u64,
@@ -28,10 +29,10 @@ fn open(
 ) -> (
     WalHandle,
     std::thread::JoinHandle<()>,
-    crate::wal::queue::QueueRx,
+    Vec<u64>,
     watch::Sender<u64>,
 ) {
-    let (out_tx, out_rx) = crate::wal::queue::channel(10_000, u64::MAX);
+    let durable = tail::Durable::new();
     let (release_tx, release_rx) = watch::channel(0);
     let (oldest, _) = watch::channel(0);
     let (state, _) = watch::channel(WalState::Healthy);
@@ -43,9 +44,11 @@ fn open(
             segment_bytes,
             max_group_bytes: 1 << 20,
             dedupe_window,
+            max_backlog_bytes: u64::MAX,
         },
         WalLinks {
-            output: out_tx,
+            durable: durable.clone(),
+            roller_position: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
             release: release_rx,
             oldest,
             state,
@@ -55,7 +58,16 @@ fn open(
         },
     )
     .unwrap();
-    (wal, thread, out_rx, release_tx)
+    let mut mark = durable.get();
+    while !mark.recovered {
+        mark = durable.wait_change(mark, std::time::Duration::from_secs(5));
+    }
+    let mut t = tail::Tail::new(dir, 0);
+    let mut on_disk = Vec::new();
+    while let Some(r) = t.next(mark.seq).unwrap() {
+        on_disk.push(r.seq);
+    }
+    (wal, thread, on_disk, release_tx)
 }
 
 /// Opens the WAL in `dir`, appends `n` batches, releases below `release`,
@@ -65,7 +77,7 @@ fn run(dir: &Path, n: u64, release: u64, segment_bytes: u64) -> Run {
         .enable_all()
         .build()
         .unwrap();
-    let (wal, thread, out_rx, release_tx) = open(dir, segment_bytes, 0);
+    let (wal, thread, replayed, release_tx) = open(dir, segment_bytes, 0);
     let appended = rt.block_on(async {
         let mut seqs = Vec::new();
         for i in 0..n {
@@ -77,15 +89,6 @@ fn run(dir: &Path, n: u64, release: u64, segment_bytes: u64) -> Run {
     });
     drop(wal);
     thread.join().unwrap();
-    let mut replayed = Vec::new();
-    let mut done = false;
-    for msg in out_rx.try_iter() {
-        match msg {
-            WalOutput::Record(r) if !done => replayed.push(r.seq),
-            WalOutput::ReplayDone => done = true,
-            _ => {}
-        }
-    }
     Run { replayed, appended }
 }
 
@@ -161,8 +164,6 @@ fn released_segments_are_deleted_but_never_the_active_one() {
 #[test]
 fn a_second_writer_on_the_same_directory_is_refused() {
     let d = tempfile::tempdir().unwrap();
-    let (out_tx, _out_rx) = crate::wal::queue::channel(10, u64::MAX);
-    let (out_tx2, _out_rx2) = crate::wal::queue::channel(10, u64::MAX);
     let links = || {
         let (_r, release) = watch::channel(0);
         let (oldest, _) = watch::channel(0);
@@ -176,12 +177,14 @@ fn a_second_writer_on_the_same_directory_is_refused() {
         segment_bytes: 1 << 20,
         max_group_bytes: 1 << 20,
         dedupe_window: 0,
+        max_backlog_bytes: u64::MAX,
     };
     let (release, oldest, state, stop) = links();
     let first = start(
         settings.clone(),
         WalLinks {
-            output: out_tx,
+            durable: tail::Durable::new(),
+            roller_position: Default::default(),
             release,
             oldest,
             state,
@@ -195,7 +198,8 @@ fn a_second_writer_on_the_same_directory_is_refused() {
     let second = start(
         settings,
         WalLinks {
-            output: out_tx2,
+            durable: tail::Durable::new(),
+            roller_position: Default::default(),
             release,
             oldest,
             state,
@@ -232,16 +236,16 @@ fn a_resent_chunk_is_acked_without_a_second_copy_even_after_restart() {
     );
     drop(wal);
     thread.join().unwrap();
-    let (wal, thread, rx, _release) = open(d.path(), 1 << 20, 10);
+    let (wal, thread, on_disk, _release) = open(d.path(), 1 << 20, 10);
+    assert_eq!(on_disk, vec![0, 1]);
     let again = rt.block_on(wal.append_keyed(batch(1), key())).unwrap();
     assert_eq!(again, 0, "remembered across a restart through the WAL");
     drop(wal);
     thread.join().unwrap();
-    let records = rx
-        .try_iter()
-        .filter(|m| matches!(m, WalOutput::Record(_)))
-        .count();
-    assert_eq!(records, 2, "two records replayed, none added");
+    let (wal, thread, on_disk, _release) = open(d.path(), 1 << 20, 10);
+    assert_eq!(on_disk, vec![0, 1], "the resend added no record");
+    drop(wal);
+    thread.join().unwrap();
 }
 
 /// A chunk whose record was deleted with its segment (its events are in a

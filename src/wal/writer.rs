@@ -8,8 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::segment::{self, SegmentFile};
 use super::{
-    now_ms, record, WalError, WalHandle, WalLinks, WalOutput, WalRequest, WalSettings, WalState,
-    QUEUE_DEPTH,
+    now_ms, record, WalError, WalHandle, WalLinks, WalRequest, WalSettings, WalState, QUEUE_DEPTH,
 };
 
 /// Longest wait between retries of a failed write.
@@ -55,13 +54,18 @@ pub fn start(
                 failed: None,
                 dedupe: super::dedupe::Window::new(0),
                 snapshot_at: None,
+                written: 0,
+                offsets: std::collections::VecDeque::new(),
             };
             if let Err(e) = w.recover() {
                 tracing::error!(error = %e, "WAL recovery failed; refusing all writes");
                 w.fail(e.to_string());
             }
-            let _ = w.links.output.send(WalOutput::ReplayDone);
+            // What is on disk now is for the roller to read.
+            let stamp = w.last_arrival_ms;
+            w.links.durable.recovered(w.next_seq, stamp);
             w.run(rx);
+            w.links.durable.close();
         })?;
     Ok((WalHandle { tx }, handle))
 }
@@ -82,11 +86,17 @@ struct Writer {
     /// When the dedupe window was last saved (segments are deleted only
     /// after a snapshot holds their keys).
     snapshot_at: Option<Instant>,
+    /// Bytes of records written (and recovered) so far.
+    written: u64,
+    /// (first sequence of a group, `written` before it): how many bytes the
+    /// roller has still to read, from the sequence it is at.
+    offsets: std::collections::VecDeque<(u64, u64)>,
 }
 
 struct Pending {
     reply: oneshot::Sender<Result<u64, WalError>>,
-    record: record::WalRecord,
+    seq: u64,
+    arrival_ms: i64,
 }
 
 impl Writer {
@@ -121,35 +131,48 @@ impl Writer {
         let started = Instant::now();
         let (mut records, mut events) = (0u64, 0u64);
         let count = self.segments.len();
+        // One record at a time: a backlog of gigabytes is read, not held.
         for (i, seg) in self.segments.clone().iter().enumerate() {
             self.next_seq = self.next_seq.max(seg.first_seq);
-            let read = segment::read(&seg.path)?;
-            for r in read.records {
+            let file = File::open(&seg.path)?;
+            let file_len = file.metadata()?.len();
+            let mut reader = super::reader::SegmentReader::new(file)?;
+            let mut first = true;
+            while let Some(r) = reader.next_record()? {
                 if r.seq < self.next_seq {
                     // A sequence number must grow; anything else is damage.
                     tracing::error!(segment = %seg.path.display(), seq = r.seq, "WAL record out of order; skipped");
                     self.links.metrics.wal_corrupt_records.inc();
                     continue;
                 }
+                if first {
+                    self.offsets.push_back((r.seq, self.written));
+                    first = false;
+                }
+                self.written +=
+                    (record::RECORD_HEADER + r.dedupe_key.len() + r.batch.as_bytes().len()) as u64;
                 self.next_seq = r.seq + 1;
                 self.last_arrival_ms = self.last_arrival_ms.max(r.arrival_ms);
                 self.dedupe.remember_stored(&r.dedupe_key, r.seq);
                 records += 1;
                 events += r.batch.len() as u64;
-                if self.links.output.send(WalOutput::Record(r)).is_err() {
-                    return Err(io::Error::other("roller stopped during replay"));
-                }
             }
-            if let Some(why) = read.damage {
+            let good_len = reader.offset();
+            if good_len < file_len || reader.is_damaged() {
+                let why = if reader.is_damaged() {
+                    "damaged record"
+                } else {
+                    "incomplete record"
+                };
                 if i + 1 == count {
-                    tracing::warn!(segment = %seg.path.display(), at = read.good_len, lost_bytes = read.file_len - read.good_len, reason = why,
+                    tracing::warn!(segment = %seg.path.display(), at = good_len, lost_bytes = file_len - good_len, reason = why,
                         "truncating torn WAL tail (a write the crash interrupted; it was never acked)");
                     let f = OpenOptions::new().write(true).open(&seg.path)?;
-                    f.set_len(read.good_len.max(segment::MAGIC.len() as u64))?;
+                    f.set_len(good_len.max(segment::MAGIC.len() as u64))?;
                     f.sync_all()?;
                     self.links.metrics.wal_torn_tails.inc();
                 } else {
-                    tracing::error!(segment = %seg.path.display(), at = read.good_len, reason = why,
+                    tracing::error!(segment = %seg.path.display(), at = good_len, reason = why,
                         "damaged WAL segment; records after the damage are skipped");
                     self.links.metrics.wal_corrupt_records.inc();
                 }
@@ -161,7 +184,7 @@ impl Writer {
                 records,
                 events,
                 elapsed_ms = started.elapsed().as_millis() as u64,
-                "WAL replayed"
+                "WAL recovered; the roller reads it from the oldest segment"
             );
         }
         // A newest segment holding no records is replaced by the fresh one,
@@ -234,12 +257,8 @@ impl Writer {
                             }
                             pending.push(Pending {
                                 reply,
-                                record: record::WalRecord {
-                                    seq,
-                                    arrival_ms,
-                                    dedupe_key: bytes::Bytes::copy_from_slice(key),
-                                    batch,
-                                },
+                                seq,
+                                arrival_ms,
                             });
                         }
                     }
@@ -259,10 +278,12 @@ impl Writer {
                 let _ = reply.send(r);
             }
             if tick {
+                // Every record from next_seq on arrives at or after now.
                 let now_ms = self.stamp();
-                self.pass_on(WalOutput::Tick { now_ms });
+                self.links.durable.publish(self.next_seq, now_ms);
             }
             self.release();
+            self.wait_for_roller();
         }
         if let Some(f) = &self.active {
             let _ = f.sync_all();
@@ -274,7 +295,7 @@ impl Writer {
     /// is undone and retried with backoff, acking nothing meanwhile; a
     /// failed sync fails the WAL for good.
     fn commit(&mut self, buf: &mut Vec<u8>, pending: &mut Vec<Pending>) {
-        let first_seq = pending.first().map_or(self.next_seq, |p| p.record.seq);
+        let first_seq = pending.first().map_or(self.next_seq, |p| p.seq);
         let mut delay = Duration::from_millis(100);
         loop {
             match self.write_group(buf, first_seq) {
@@ -332,9 +353,15 @@ impl Writer {
                 m.wal_records.inc_by(pending.len() as u64);
                 m.wal_group_size.observe(pending.len() as f64);
                 self.active_len += buf.len() as u64;
+                self.offsets.push_back((first_seq, self.written));
+                self.written += buf.len() as u64;
+                let (last_seq, last_arrival) = pending
+                    .last()
+                    .map_or((first_seq, 0), |p| (p.seq, p.arrival_ms));
+                // Durable first, then acked: the roller may read them now.
+                self.links.durable.publish(last_seq + 1, last_arrival);
                 for p in pending.drain(..) {
-                    let _ = p.reply.send(Ok(p.record.seq));
-                    self.pass_on(WalOutput::Record(p.record));
+                    let _ = p.reply.send(Ok(p.seq));
                 }
                 if self.active_len >= self.settings.segment_bytes {
                     // The next write starts a new segment.
@@ -395,23 +422,40 @@ impl Writer {
         !*self.links.stop.borrow()
     }
 
-    /// Hands a message to the roller. When its queue is full this waits:
-    /// appends queue up behind it and connections stop reading sockets
-    /// (backpressure, invariant 4), which `/readyz` and metrics report.
-    fn pass_on(&self, msg: WalOutput) {
-        use std::sync::mpsc::TrySendError;
-        let msg = match self.links.output.try_send(msg) {
-            Ok(()) => return,
-            Err(TrySendError::Disconnected(_)) => {
-                tracing::error!("roller stopped; the WAL keeps records for the next start");
-                return;
-            }
-            Err(TrySendError::Full(msg)) => msg,
-        };
-        self.links.backpressure.enter();
-        if self.links.output.send(msg).is_err() {
-            tracing::error!("roller stopped; the WAL keeps records for the next start");
+    /// Bytes written that the roller has not read yet.
+    fn backlog(&mut self) -> u64 {
+        let read_to = self
+            .links
+            .roller_position
+            .load(std::sync::atomic::Ordering::Relaxed);
+        // Forget groups the roller is past (keep the one it is in).
+        while self.offsets.len() > 1 && self.offsets[1].0 <= read_to {
+            self.offsets.pop_front();
         }
+        self.offsets
+            .front()
+            .map_or(0, |&(_, before)| self.written - before)
+    }
+
+    /// Past `wal.max_backlog_bytes` of records the roller has not read,
+    /// takes no appends until it catches up: connections wait unread
+    /// (backpressure), and the burst stays bounded on disk.
+    fn wait_for_roller(&mut self) {
+        let limit = self.settings.max_backlog_bytes;
+        let backlog = self.backlog();
+        self.links.metrics.wal_backlog_bytes.set(backlog as i64);
+        if backlog <= limit {
+            return;
+        }
+        self.links.backpressure.enter();
+        while self.backlog() > limit {
+            if *self.links.stop.borrow() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let backlog = self.backlog();
+        self.links.metrics.wal_backlog_bytes.set(backlog as i64);
         self.links.backpressure.leave();
     }
 

@@ -1,6 +1,6 @@
 //! Invariant 4, bounded memory: a sink that cannot keep up (Treasure Data
-//! down) fills the outbox to its limit, the roller pauses, the WAL's queue
-//! fills and weir stops reading sockets. Clients flood it meanwhile; weir's
+//! down) fills the outbox to its limit, the roller pauses, the WAL's backlog
+//! reaches wal.max_backlog_bytes and weir stops reading sockets. Clients flood it meanwhile; weir's
 //! RSS stays bounded, and when the sink returns every acked event arrives.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +14,7 @@ use crate::servers::*;
 fn a_stuck_sink_brings_backpressure_not_memory_growth() {
     let td_port = free_port();
     let extra = format!(
-        "{}[[route]]\nmatch = \"**\"\nsinks = [\"td\"]\n[outbox]\nmax_backlog_bytes = \"256KiB\"\n",
+        "{}[[route]]\nmatch = \"**\"\nsinks = [\"td\"]\n[outbox]\nmax_backlog_bytes = \"256KiB\"\n[wal]\nmax_backlog_bytes = \"8MiB\"\n",
         TdServer::sink_toml_for("td", td_port)
     );
     let weir = Weir::start(&extra);

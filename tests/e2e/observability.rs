@@ -197,12 +197,12 @@ fn readyz_reflects_an_unwritable_wal_directory() {
 
 #[test]
 fn backpressure_turns_readyz_unready_and_back() {
-    // zstd level 22 makes the roller far slower than the WAL, so its queue
-    // fills and weir stops reading sockets.
+    // zstd level 22 makes the roller far slower than the WAL, so it falls
+    // wal.max_backlog_bytes behind and weir stops reading sockets.
     let weir = Weir::start_full(
         "",
         "backpressure_grace = \"1s\"",
-        "[roll]\nperiod = \"1m\"\ngrace = \"1s\"\nzstd_level = 22\n",
+        "[roll]\nperiod = \"1m\"\ngrace = \"1s\"\nzstd_level = 22\n[wal]\nmax_backlog_bytes = \"2MiB\"\n",
     );
     let mp = weir.metrics_port;
     let stop = Arc::new(AtomicBool::new(false));
