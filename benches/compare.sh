@@ -3,10 +3,12 @@
 # same replayer, in one run, on this machine. Prints a markdown table with
 # events/s, the weir/Fluent Bit ratio, CPU (100 = one core) and peak RSS.
 #
-# Usage: benches/compare.sh [--events N] [--quick] [--with-fluentd]
+# Usage: benches/compare.sh [--events N] [--quick] [--with-fluentd] [--weir BIN]
 #   --events N       events per acked case (default 6000000; end to end uses N/2)
 #   --quick          1,000,000 events per case (a smoke run)
 #   --with-fluentd   also measure Fluentd (slow: about 50k events/s)
+#   --weir BIN       measure this weir binary (e.g. an older build) instead of
+#                    building this checkout
 #
 # Needs the peers: ../shared/peers/install.sh (Fluent Bit, Fluentd), and
 # python3 with msgpack (scripts/test's venv has it). Builds weir in release.
@@ -17,13 +19,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PEERS=${PEERS_DIR:-$ROOT/../shared/peers}
-EVENTS=6000000 FLUENTD_TOO=0
+EVENTS=6000000 FLUENTD_TOO=0 WEIR=
 while [ $# -gt 0 ]; do
   case $1 in
     --events) EVENTS=$2; shift 2;;
     --quick) EVENTS=1000000; shift;;
     --with-fluentd) FLUENTD_TOO=1; shift;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0;;
+    --weir) WEIR=$2; shift 2;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0;;
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
@@ -35,12 +38,17 @@ if [ -x "$ROOT/target/testinfra/venv/bin/python3" ]; then
 fi
 python3 -c 'import msgpack' 2>/dev/null || { echo "python3 needs msgpack: pip install msgpack (or run scripts/test once)" >&2; exit 2; }
 
-echo "building weir (release)..." >&2
-cargo build --release --quiet
-WEIR=$ROOT/target/release/weir
+if [ -z "$WEIR" ]; then
+  echo "building weir (release)..." >&2
+  cargo build --release --quiet
+  WEIR=$ROOT/target/release/weir
+fi
 WORK=$(mktemp -d -t weir-compare.XXXXXX)
 WEIR_PID=''
-cleanup() { [ -n "$WEIR_PID" ] && kill -9 "$WEIR_PID" 2>/dev/null; rm -rf "$WORK"; }
+cleanup() {
+  if [ -n "$WEIR_PID" ]; then kill -9 "$WEIR_PID" 2>/dev/null; wait "$WEIR_PID" 2>/dev/null; fi
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
@@ -93,7 +101,7 @@ acked_case() {
   local w p
   w=$(bench "external:$PORT" --ack --pid "$WEIR_PID" --events "$EVENTS" --duration 60 "$@")
   local rss; rss=$(peak_rss_mib "$WEIR_PID")
-  kill -9 "$WEIR_PID"; WEIR_PID=''
+  kill -9 "$WEIR_PID"; wait "$WEIR_PID" 2>/dev/null || true; WEIR_PID=''
   p=$(bench fluent-bit --ack --events "$EVENTS" --duration 60 "$@")
   row "$label" "$w" "$rss" "$p"
 }
@@ -128,7 +136,7 @@ if [ "$FLUENTD_TOO" = 1 ]; then
 fi
 
 echo
-echo "weir $(git -C "$ROOT" rev-parse --short HEAD) vs $("$PEERS_HOME/bin/fluent-bit" --version | head -1), $(nproc) CPUs, $(date -u +%Y-%m-%d)"
+echo "weir at $(git -C "$ROOT" rev-parse --short HEAD) checkout, binary $WEIR, vs $("$PEERS_HOME/bin/fluent-bit" --version | head -1), $(nproc) CPUs, $(date -u +%Y-%m-%d)"
 echo "PackedForward 1000 x ~200 B events per request, ack window 4, $EVENTS events per acked case"
 echo
 echo "| case | weir (fsync) | Fluent Bit (no durability) | weir / Fluent Bit |"

@@ -1,6 +1,7 @@
 //! msgpack values to JSON text, for the `record` column.
 //!
-//! Lossless where JSON allows: bin becomes a base64 string; a str that is not
+//! Lossless where JSON allows: str and bin are both strings (Fluentd packs
+//! text it read as bytes, in_tail lines by default, as bin); one that is not
 //! valid UTF-8 keeps its valid parts and writes each invalid byte 0xXY as the
 //! escape `\udcXY` (the "surrogateescape" convention: a lone low surrogate
 //! U+DC80..U+DCFF stands for one raw byte, so the original bytes can be
@@ -135,7 +136,7 @@ pub fn write_value(out: &mut impl JsonOut, c: &mut Cursor<'_>) -> Result<(), Msg
             }
         }
         Head::Str(n) => write_str(out, c.take(n as usize)?),
-        Head::Bin(n) => write_base64(out, c.take(n as usize)?),
+        Head::Bin(n) => write_str(out, c.take(n as usize)?),
         Head::Ext(t, n) => {
             out.push_str("{\"$ext\":");
             out.push_str(itoa::Buffer::new().format(t));
@@ -200,7 +201,8 @@ mod tests {
             r#"{"a":1.5}"#
         );
         assert_eq!(json(&[0x81, 0x01, 0xa1, b'x']), r#"{"1":"x"}"#);
-        assert_eq!(json(&[0xc4, 0x02, 0xff, 0x00]), r#""/wA=""#);
+        assert_eq!(json(&[0xc4, 0x02, b'h', b'i']), r#""hi""#);
+        assert_eq!(json(&[0xc4, 0x02, 0xff, 0x00]), r#""\udcff\u0000""#);
         assert_eq!(json(&[0xd4, 0x05, 0x07]), r#"{"$ext":5,"$data":"Bw=="}"#);
         assert_eq!(json(&[0xcb, 0x7f, 0xf0, 0, 0, 0, 0, 0, 0]), "null");
     }

@@ -158,7 +158,7 @@ impl ColumnBuilder {
                 b.append_value(v);
                 true
             }
-            (Self::Str(b), Head::Str(n)) => {
+            (Self::Str(b), Head::Str(n) | Head::Bin(n)) => {
                 let mut peek = *c;
                 peek.head()?;
                 match std::str::from_utf8(peek.take(n as usize)?) {

@@ -38,6 +38,7 @@
 //! one record at a time.
 
 pub mod dedupe;
+mod group;
 pub mod reader;
 pub mod record;
 pub mod segment;

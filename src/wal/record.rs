@@ -39,10 +39,18 @@ pub struct WalRecord {
 
 /// Appends one encoded record to `out`.
 pub fn encode(out: &mut Vec<u8>, seq: u64, arrival_ms: i64, key: &[u8], batch: &EventBatch) {
-    let key = &key[..key.len().min(MAX_KEY)];
     let payload = batch.as_bytes();
+    out.reserve(RECORD_HEADER + key.len().min(MAX_KEY) + payload.len());
+    encode_header(out, seq, arrival_ms, key, payload);
+    out.put_slice(payload);
+}
+
+/// Appends the part of a record before its batch bytes to `out`; the
+/// record is whole once `payload` follows it. The checksum covers
+/// `payload`, so the batch can be written from where it already is.
+pub fn encode_header(out: &mut Vec<u8>, seq: u64, arrival_ms: i64, key: &[u8], payload: &[u8]) {
+    let key = &key[..key.len().min(MAX_KEY)];
     let body_len = 18 + key.len() + payload.len();
-    out.reserve(8 + body_len);
     let start = out.len();
     out.put_u32_le(body_len as u32);
     out.put_u32_le(0);
@@ -50,9 +58,10 @@ pub fn encode(out: &mut Vec<u8>, seq: u64, arrival_ms: i64, key: &[u8], batch: &
     out.put_i64_le(arrival_ms);
     out.put_u16_le(key.len() as u16);
     out.put_slice(key);
-    out.put_slice(payload);
-    let crc = crc32fast::hash(&out[start + 8..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&out[start + 8..]);
+    crc.update(payload);
+    out[start + 4..start + 8].copy_from_slice(&crc.finalize().to_le_bytes());
 }
 
 /// What reading at an offset found.

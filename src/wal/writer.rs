@@ -1,11 +1,12 @@
 //! The WAL writer thread: recovery, then group commit.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, Write};
+use std::io::{self, Seek};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::group::Group;
 use super::segment::{self, SegmentFile};
 use super::{
     now_ms, record, WalError, WalHandle, WalLinks, WalRequest, WalSettings, WalState, QUEUE_DEPTH,
@@ -223,7 +224,7 @@ impl Writer {
     }
 
     fn run(&mut self, mut rx: mpsc::Receiver<WalRequest>) {
-        let mut buf = Vec::with_capacity(self.settings.max_group_bytes + (1 << 20));
+        let mut group = Group::default();
         let mut pending: Vec<Pending> = Vec::new();
         let mut duplicates: Vec<(oneshot::Sender<Result<u64, WalError>>, u64)> = Vec::new();
         while let Some(first) = rx.blocking_recv() {
@@ -250,7 +251,7 @@ impl Writer {
                             self.next_seq += 1;
                             let arrival_ms = self.stamp();
                             let key: &[u8] = dedupe_key.as_ref().map_or(&[], |k| &k[..]);
-                            record::encode(&mut buf, seq, arrival_ms, key, &batch);
+                            group.push(seq, arrival_ms, key, &batch);
                             group_bytes += batch.as_bytes().len();
                             if let Some(k) = dedupe_key {
                                 self.dedupe.remember(k, seq);
@@ -268,7 +269,7 @@ impl Writer {
                 }
             }
             if !pending.is_empty() {
-                self.commit(&mut buf, &mut pending);
+                self.commit(&mut group, &mut pending);
             }
             for (reply, seq) in duplicates.drain(..) {
                 let r = match &self.failed {
@@ -294,11 +295,11 @@ impl Writer {
     /// Makes a group durable and answers it. A failed write (a full disk)
     /// is undone and retried with backoff, acking nothing meanwhile; a
     /// failed sync fails the WAL for good.
-    fn commit(&mut self, buf: &mut Vec<u8>, pending: &mut Vec<Pending>) {
+    fn commit(&mut self, group: &mut Group, pending: &mut Vec<Pending>) {
         let first_seq = pending.first().map_or(self.next_seq, |p| p.seq);
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.write_group(buf, first_seq) {
+            match self.write_group(group, first_seq) {
                 Ok(()) => break,
                 Err(e) => {
                     self.links.metrics.wal_errors.inc();
@@ -318,7 +319,7 @@ impl Writer {
                         for p in pending.drain(..) {
                             let _ = p.reply.send(Err(WalError::Closed));
                         }
-                        buf.clear();
+                        group.clear();
                         return;
                     }
                     delay = (delay * 2).min(MAX_RETRY_DELAY);
@@ -349,12 +350,12 @@ impl Writer {
                     *s = WalState::Healthy;
                     changed
                 });
-                m.wal_bytes.inc_by(buf.len() as u64);
+                m.wal_bytes.inc_by(group.len());
                 m.wal_records.inc_by(pending.len() as u64);
                 m.wal_group_size.observe(pending.len() as f64);
-                self.active_len += buf.len() as u64;
+                self.active_len += group.len();
                 self.offsets.push_back((first_seq, self.written));
-                self.written += buf.len() as u64;
+                self.written += group.len();
                 let (last_seq, last_arrival) = pending
                     .last()
                     .map_or((first_seq, 0), |p| (p.seq, p.arrival_ms));
@@ -377,26 +378,21 @@ impl Writer {
                 }
             }
         }
-        buf.clear();
-        // A huge request grew the group buffer: give that memory back.
-        let keep = self.settings.max_group_bytes + (1 << 20);
-        if buf.capacity() > keep * 2 {
-            buf.shrink_to(keep);
-        }
+        group.clear();
     }
 
     /// Writes a group at the end of the active segment (starting one if
     /// needed). On failure nothing of the group is left in the log: the
     /// segment is cut back, or, if that fails too, abandoned (recovery then
     /// stops reading it at the torn bytes, which were never acked).
-    fn write_group(&mut self, buf: &[u8], first_seq: u64) -> io::Result<()> {
+    fn write_group(&mut self, group: &Group, first_seq: u64) -> io::Result<()> {
         if self.active.is_none() {
             self.open_segment(first_seq)?;
         }
         let Some(f) = self.active.as_mut() else {
             return Err(io::Error::other("no active segment"));
         };
-        let written = f.write_all(buf);
+        let written = group.write_to(f);
         if let Err(e) = written {
             let good = self.active_len;
             let undone = f

@@ -50,11 +50,16 @@ fn ten_thousand_tags_stay_within_memory_and_per_route_makes_one_file() {
         "--connections",
         "20",
         "--events-per-request",
-        "20",
+        "4",
         "--record-bytes",
         "300",
         "--tag-count",
         "10000",
+        // A request carries one tag: 12,000 requests touch every tag. The
+        // WAL acks faster than a debug build rolls, and this test is about
+        // bounds, not speed.
+        "--rate",
+        "4000",
         "--duration",
         "12s",
     ];
@@ -72,7 +77,7 @@ fn ten_thousand_tags_stay_within_memory_and_per_route_makes_one_file() {
         acked(&per_route),
         rss_kib / 1024
     );
-    assert!(acked(&per_tag) >= 20_000 && acked(&per_route) >= 20_000);
+    assert!(acked(&per_tag) >= 30_000 && acked(&per_route) >= 30_000);
     // The README's bound: roll.max_buffer_bytes + requests in flight
     // (20 connections' small requests) + ~64 MiB for the rest. The chart's
     // memory limit is 2 GiB.
@@ -91,7 +96,7 @@ fn ten_thousand_tags_stay_within_memory_and_per_route_makes_one_file() {
 
     // Every acked event is stored, once; k8s.* made one file per minute.
     let total = acked(&per_tag) + acked(&per_route);
-    let ok = wait_until(Duration::from_secs(150), || {
+    let ok = wait_until(Duration::from_secs(300), || {
         metric(&scrape(weir.metrics_port), "weir_roll_rows_total", &[]) >= total as f64
             && metric(&scrape(weir.metrics_port), "weir_roll_open_files", &[]) == 0.0
             && metric(&scrape(weir.metrics_port), "weir_outbox_files", &[]) == 0.0

@@ -17,6 +17,7 @@ mod handshake;
 mod loadgen;
 mod observability;
 mod operations;
+mod peers;
 mod real_clients;
 mod servers;
 mod shutdown;

@@ -14,7 +14,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate.
-fn make_certs(dir: &Path) {
+pub fn make_certs(dir: &Path) {
     openssl(
         dir,
         &[
@@ -76,7 +76,7 @@ fn make_certs(dir: &Path) {
     }
 }
 
-fn tls_toml(dir: &Path, mtls: bool) -> String {
+pub fn tls_toml(dir: &Path, mtls: bool) -> String {
     let mut s = format!(
         "[forward.tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
         dir.join("server.pem").display(),

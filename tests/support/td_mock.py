@@ -44,13 +44,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def reply(self, status, obj):
         body = json.dumps(obj).encode()
+        # Recorded before the client can see the answer, so the order of
+        # `statuses` is the order the client saw them in.
+        with lock:
+            state["statuses"].append([self.command, self.path, status])
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        with lock:
-            state["statuses"].append([self.command, self.path, status])
 
     def authorized(self):
         if self.headers.get("Authorization") != f"TD1 {APIKEY}":
