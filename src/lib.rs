@@ -36,6 +36,7 @@ pub mod logging;
 pub mod metrics;
 pub mod msgpack;
 pub mod outbox;
+pub mod priority;
 pub mod replay;
 pub mod roll;
 pub mod router;

@@ -60,6 +60,12 @@ pub fn json_len(c: &mut Cursor<'_>) -> Result<usize, MsgpackError> {
 /// Appends `s` as a JSON string literal (with quotes).
 pub fn write_str(out: &mut impl JsonOut, bytes: &[u8]) {
     out.push('"');
+    // Nearly all strings are valid UTF-8: check that fast, first.
+    if let Ok(s) = simdutf8::basic::from_utf8(bytes) {
+        escape_into(out, s);
+        out.push('"');
+        return;
+    }
     let mut rest = bytes;
     loop {
         match std::str::from_utf8(rest) {
@@ -92,7 +98,17 @@ fn push_hex(out: &mut impl JsonOut, b: u8) {
 fn escape_into(out: &mut impl JsonOut, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        // Most text needs no escape: skip it eight bytes at a time.
+        while let Some(chunk) = bytes.get(i..i + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+            if may_need_escape(word) {
+                break;
+            }
+            i += 8;
+        }
+        let Some(&b) = bytes.get(i) else { break };
         let esc: &str = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -100,7 +116,10 @@ fn escape_into(out: &mut impl JsonOut, s: &str) {
             b'\r' => "\\r",
             b'\t' => "\\t",
             0..=0x1f => "",
-            _ => continue,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.push_str(&s[start..i]);
         if esc.is_empty() {
@@ -109,9 +128,23 @@ fn escape_into(out: &mut impl JsonOut, s: &str) {
         } else {
             out.push_str(esc);
         }
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.push_str(&s[start..]);
+}
+
+/// Whether any of the eight bytes in `w` may be `"`, `\` or a control
+/// character (never false when one is; a rare true is checked bytewise).
+#[inline]
+fn may_need_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let quote = has_zero(w ^ (ONES * u64::from(b'"')));
+    let backslash = has_zero(w ^ (ONES * u64::from(b'\\')));
+    (below_space | quote | backslash) != 0
 }
 
 fn write_base64(out: &mut impl JsonOut, data: &[u8]) {
@@ -214,6 +247,39 @@ mod tests {
         let s = json(&[0xa3, b'a', 0xff, b'b']);
         assert_eq!(s, r#""a\udcffb""#);
         assert_eq!(json(&[0xa2, 0xc3, 0x28]), r#""\udcc3(""#);
+    }
+
+    #[test]
+    fn the_fast_escape_matches_a_bytewise_one_at_every_position() {
+        fn slow(s: &str) -> String {
+            let mut o = String::from("\"");
+            for ch in s.chars() {
+                match ch {
+                    '"' => o.push_str("\\\""),
+                    '\\' => o.push_str("\\\\"),
+                    '\n' => o.push_str("\\n"),
+                    '\r' => o.push_str("\\r"),
+                    '\t' => o.push_str("\\t"),
+                    c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+                    c => o.push(c),
+                }
+            }
+            o.push('"');
+            o
+        }
+        let specials = [
+            '"', '\\', '\n', '\u{1}', '\u{1f}', ' ', '~', '\u{7f}', 'é', '€', '😀',
+        ];
+        for len in 0..20 {
+            for pos in 0..len.max(1) {
+                for &sp in &specials {
+                    let s: String = (0..len).map(|k| if k == pos { sp } else { 'a' }).collect();
+                    let mut out = String::new();
+                    write_str(&mut out, s.as_bytes());
+                    assert_eq!(out, slow(&s), "{s:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -107,6 +107,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("weir-roller".into())
         .spawn(move || {
+            crate::priority::run_behind_acks();
             let mut roller = Roller::new(config, schemas, open_dir, quarantine, links);
             roller.run()
         })

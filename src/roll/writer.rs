@@ -161,7 +161,7 @@ impl ColumnBuilder {
             (Self::Str(b), Head::Str(n) | Head::Bin(n)) => {
                 let mut peek = *c;
                 peek.head()?;
-                match std::str::from_utf8(peek.take(n as usize)?) {
+                match simdutf8::basic::from_utf8(peek.take(n as usize)?) {
                     Ok(s) => {
                         b.append_value(s);
                         true

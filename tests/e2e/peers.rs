@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -115,6 +116,33 @@ fn assert_every_event_once(weir: &Weir, tags: &[&str]) {
     assert!(seen.is_empty(), "unexpected tags {:?}", seen.keys());
 }
 
+/// Stops an agent and every process it started (Fluentd's supervisor has a
+/// worker): SIGTERM to its process group, then SIGKILL to what is left.
+fn stop_group(child: &mut Child) {
+    let group = format!("-{}", child.id());
+    let _ = Command::new("kill")
+        .args(["-TERM", "--", &group])
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.wait();
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &group])
+        .stderr(Stdio::null())
+        .status();
+}
+
+impl Drop for FluentBit {
+    fn drop(&mut self) {
+        stop_group(&mut self.child);
+    }
+}
+
+impl Drop for Fluentd {
+    fn drop(&mut self) {
+        stop_group(&mut self.child);
+    }
+}
+
 /// No error, retry or failed flush in an agent's log.
 fn assert_clean_log(log: &Path) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -175,6 +203,7 @@ impl FluentBit {
         let mut child = Command::new(bin)
             .arg("-c")
             .arg(&conf)
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::null())
@@ -194,10 +223,7 @@ impl FluentBit {
     /// lost or wrong ack makes the agent resend, which the WAL would hide).
     fn stop(mut self) {
         drop(self.child.stdin.take());
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+        stop_group(&mut self.child);
         assert_clean_log(&self.log);
     }
 }
@@ -229,6 +255,7 @@ impl Fluentd {
         let child = Command::new(bin)
             .arg("-c")
             .arg(&conf)
+            .process_group(0)
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::null())
             .spawn()
@@ -238,10 +265,7 @@ impl Fluentd {
 
     /// Stops the agent; its log must show no retried or failed flush.
     fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+        stop_group(&mut self.child);
         assert_clean_log(&self.log);
     }
 }
