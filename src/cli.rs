@@ -38,6 +38,14 @@ pub enum Command {
         /// good. Touching `<data_dir>/drain-on-exit` does the same for one stop.
         #[arg(long)]
         drain_on_exit: bool,
+        /// Overrides roll.period (1m to 24h, dividing a day): `--period 1m
+        /// --grace 5s` shows a finished file a few seconds after each minute.
+        #[arg(long)]
+        period: Option<humantime::Duration>,
+        /// Overrides roll.grace: how long a period's file stays open after
+        /// the period ends, for stragglers.
+        #[arg(long)]
+        grace: Option<humantime::Duration>,
     },
     /// Finish and deliver everything a stopped node left in its data_dir
     /// (WAL, open files, outbox), without accepting traffic; exits 0 once
@@ -67,52 +75,116 @@ pub enum Command {
 
 /// Loads the config a command names, or the embedded default.
 pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
-    Ok(match path {
-        Some(p) => Config::load(p)?,
-        None => Config::embedded()?,
-    })
+    load_config_with(path, &crate::config::Overrides::default())
 }
 
-/// The resolved config as TOML-like text for `weir check`.
-pub fn describe(config: &Config) -> String {
-    let mut out = String::new();
-    out.push_str(&format!(
-        "node_id  = {:?}\ndata_dir = {:?}\n",
-        config.node_id, config.data_dir
-    ));
-    let section = |name: &str, v: &dyn erased::Ser| format!("\n[{name}]\n{}", v.toml());
-    out.push_str(&section("forward", &config.forward));
-    out.push_str(&section("wal", &config.wal));
-    out.push_str(&section("roll", &config.roll));
-    for r in &config.routes {
-        out.push_str(&format!(
-            "\n# {}\n[[route]]\nmatch   = {:?}\nsinks   = {:?}\ncolumns = {{ {} }}\n",
-            r.name,
-            r.pattern,
-            r.sinks,
-            r.columns
-                .iter()
-                .map(|(k, t)| format!("{k} = {:?}", format!("{t:?}").to_lowercase()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    for (name, s) in &config.sinks {
-        out.push_str(&section(&format!("sinks.{name}"), s));
-    }
-    out.push_str(&section("outbox", &config.outbox));
-    out.push_str(&section("metrics", &config.metrics));
-    out
+/// [`load_config`] with command-line overrides.
+pub fn load_config_with(
+    path: Option<&PathBuf>,
+    overrides: &crate::config::Overrides,
+) -> anyhow::Result<Config> {
+    Ok(Config::load_with(path.map(PathBuf::as_path), overrides)?)
 }
 
-mod erased {
-    /// Serialize to TOML text without naming the type at the call site.
-    pub trait Ser {
-        fn toml(&self) -> String;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn toml(&self) -> String {
-            toml::to_string(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+/// Whether weir could use `data_dir`: it is a writable folder, or the
+/// nearest folder above it that exists is writable (so it can be created).
+pub fn check_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut at = data_dir;
+    loop {
+        match std::fs::metadata(at) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => anyhow::bail!(
+                "data_dir {}: {} is not a folder",
+                data_dir.display(),
+                at.display()
+            ),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                match at.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => at = p,
+                    _ => {
+                        at = std::path::Path::new(".");
+                        break;
+                    }
+                }
+            }
+            Err(e) => anyhow::bail!("data_dir {}: {}: {e}", data_dir.display(), at.display()),
         }
     }
+    if !is_writable(at) {
+        anyhow::bail!(
+            "data_dir {}: cannot be {} ({} is not writable)",
+            data_dir.display(),
+            if at == data_dir { "written" } else { "created" },
+            at.display()
+        );
+    }
+    Ok(())
+}
+
+fn is_writable(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access reads a NUL-terminated path and returns an int.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+}
+
+/// The resolved config as a config file for `weir check`: every default
+/// filled in, and valid input to weir itself (it resolves to the same).
+pub fn describe(config: &Config) -> String {
+    let mut doc = toml::Table::new();
+    let mut put = |key: &str, v: Result<toml::Value, toml::ser::Error>| match v {
+        Ok(v) => {
+            doc.insert(key.into(), v);
+        }
+        Err(e) => tracing::warn!(section = key, error = %e, "cannot print a config section"),
+    };
+    put("node_id", Ok(config.node_id.clone().into()));
+    put(
+        "data_dir",
+        Ok(config.data_dir.to_string_lossy().into_owned().into()),
+    );
+    let unmatched = match config.unmatched_route {
+        Some(i) => config.routes[i].name.clone(),
+        None => "drop".to_string(),
+    };
+    put("unmatched", Ok(unmatched.into()));
+    put("forward", toml::Value::try_from(&config.forward));
+    put("wal", toml::Value::try_from(&config.wal));
+    put("roll", toml::Value::try_from(&config.roll));
+    let routes = config
+        .routes
+        .iter()
+        .map(|r| {
+            let mut t = toml::Table::new();
+            t.insert("name".into(), r.name.clone().into());
+            t.insert("match".into(), r.pattern.clone().into());
+            t.insert("prefix".into(), r.prefix.clone().into());
+            t.insert(
+                "sinks".into(),
+                toml::Value::Array(r.sinks.iter().map(|s| s.clone().into()).collect()),
+            );
+            if let Ok(files) = toml::Value::try_from(r.files) {
+                t.insert("files".into(), files);
+            }
+            let columns: toml::Table = r
+                .columns
+                .iter()
+                .filter_map(|(k, ty)| Some((k.clone(), toml::Value::try_from(ty).ok()?)))
+                .collect();
+            t.insert("columns".into(), columns.into());
+            toml::Value::Table(t)
+        })
+        .collect();
+    put("route", Ok(toml::Value::Array(routes)));
+    put("sinks", toml::Value::try_from(&config.sinks));
+    put("outbox", toml::Value::try_from(&config.outbox));
+    put("metrics", toml::Value::try_from(&config.metrics));
+    toml::to_string(&doc).unwrap_or_else(|e| format!("# cannot print the config: {e}\n"))
 }

@@ -2,9 +2,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use weir::cli::{describe, load_config, Cli, Command};
+use weir::cli::{describe, load_config, load_config_with, Cli, Command};
 
-/// mimalloc instead of glibc's malloc: with many threads glibc keeps an
+/// jemalloc instead of glibc's malloc: with many threads glibc keeps an
 /// arena per thread and fragments them, which roughly doubled weir's RSS
 /// over `roll.max_buffer_bytes` with thousands of open files (445 MiB
 /// against 230 MiB with `MALLOC_ARENA_MAX=2`, same load).
@@ -34,6 +34,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check { config } => {
             let c = load_config(Some(&config))?;
+            weir::cli::check_data_dir(&c.data_dir)?;
             // A closed stdout (weir check | head) is not an error worth a panic.
             let _ = writeln!(
                 std::io::stdout(),
@@ -64,8 +65,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             config,
             drain_on_exit,
+            period,
+            grace,
         } => {
-            let c = load_config(config.as_ref())?;
+            let overrides = weir::config::Overrides {
+                period: period.map(Into::into),
+                grace: grace.map(Into::into),
+            };
+            let c = load_config_with(config.as_ref(), &overrides)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("weir-io")

@@ -231,7 +231,11 @@ pub async fn run_with(
     let mut roller = tokio::task::spawn_blocking(move || roller.join());
     let mut failure = None;
     tokio::select! {
-        _ = shutdown => tracing::info!("shutting down: no new connections; finishing requests in flight"),
+        _ = shutdown => {
+            if options.accept {
+                tracing::info!("shutting down: no new connections; finishing requests in flight");
+            }
+        }
         r = &mut roller => {
             let why = match r {
                 Ok(Ok(Err(e))) => e,
@@ -357,8 +361,10 @@ async fn start_forward(
     health.listener_bound.store(true, Ordering::Relaxed);
     tracing::info!(
         listen = %config.forward.listen,
+        metrics = %format!("http://{}/metrics", config.metrics.listen),
         node_id = config.node_id,
         data_dir = %data_dir.display(),
+        period = %humantime::format_duration(config.roll.period.0),
         "weir is accepting forward traffic"
     );
     let capture = match &config.forward.capture_dir {

@@ -21,10 +21,12 @@ pub use units::{ByteSize, HumanDuration};
 /// A configuration problem, with the key (and file position) it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    // The cause is in the message and deliberately not a `source`: weir
+    // prints error chains, and it would appear twice.
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {message}")]
     Env { path: String, message: String },
@@ -749,15 +751,31 @@ impl Config {
 
     /// Loads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_str(&text, &path.display().to_string())
+        Self::load_with(Some(path), &Overrides::default())
+    }
+
+    /// Loads a config file (or the embedded default) with command-line
+    /// overrides applied before validation.
+    pub fn load_with(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let (text, origin) = match path {
+            Some(path) => (
+                std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    error,
+                })?,
+                path.display().to_string(),
+            ),
+            None => (String::new(), "<embedded default>".to_string()),
+        };
+        Self::from_str_with(&text, &origin, overrides)
     }
 
     /// Parses and validates config text; `origin` names it in errors.
     pub fn from_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        Self::from_str_with(text, origin, &Overrides::default())
+    }
+
+    fn from_str_with(text: &str, origin: &str, overrides: &Overrides) -> Result<Self, ConfigError> {
         // Syntax errors come from the plain parse (with lines); then
         // variables are substituted in the parsed string values.
         toml::from_str::<toml::Table>(text).map_err(|e| ConfigError::Parse {
@@ -770,10 +788,16 @@ impl Config {
                 message,
             }
         })?;
-        let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),
             message: e.to_string(),
         })?;
+        if let Some(p) = overrides.period {
+            file.roll.period = HumanDuration(p);
+        }
+        if let Some(g) = overrides.grace {
+            file.roll.grace = HumanDuration(g);
+        }
         resolve(file, origin)
     }
 
@@ -784,6 +808,16 @@ impl Config {
             .position(|r| r.patterns.iter().any(|p| p.matches(tag)))
             .or(self.unmatched_route)
     }
+}
+
+/// Settings given on the command line, over the file's (`weir serve
+/// --period 1m --grace 5s` to see a file within a minute).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `roll.period`.
+    pub period: Option<Duration>,
+    /// `roll.grace`.
+    pub grace: Option<Duration>,
 }
 
 /// The host name, with characters a node id cannot hold replaced by '-'.

@@ -189,6 +189,31 @@ impl MemoryBudget {
         self.report();
     }
 
+    /// Grows `held` to cover `bytes` from the pool if that needs no wait
+    /// (never from the reserve); false, and `held` unchanged, otherwise.
+    pub fn try_grow_to(&self, held: &mut Reservation, bytes: usize) -> bool {
+        let i = &self.inner;
+        let want = bytes.div_ceil(UNIT);
+        let have = held.units();
+        if want <= have {
+            return true;
+        }
+        if held.token.is_some() {
+            return false;
+        }
+        match i.pool.clone().try_acquire_many_owned((want - have) as u32) {
+            Ok(p) => {
+                match &mut held.pool {
+                    Some(h) => h.merge(p),
+                    None => held.pool = Some(p),
+                }
+                self.report();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Gives back what `held` has beyond `bytes`; the reserve first, and its
     /// token once the reserve is no longer used.
     pub fn shrink_to(&self, held: &mut Reservation, bytes: usize) {

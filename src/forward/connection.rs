@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use super::decode::{compressed_entries, decode_request_expanded, DecodeLimits, Request, Rewrite};
 use super::decompress::decompress_within;
 use super::handshake;
+use super::pipeline::{Pending, Pipeline};
 use crate::capture::format::Kind;
 use crate::capture::writer::Capture;
 use crate::metrics::Metrics;
@@ -288,6 +289,8 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
     let mut held = budget.reservation();
     let beyond_free = |cap: usize| cap.saturating_sub(super::budget::FREE_PER_CONNECTION);
     let mut not_arrays = 0u32;
+    // Requests in the WAL's hands whose acks are still to be written.
+    let mut pipeline = Pipeline::default();
     loop {
         // Handle every complete request already buffered.
         loop {
@@ -298,10 +301,35 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
             };
             let frame = buf.split_to(len).freeze();
             scanner.reset();
+            let large = len > super::pipeline::MAX_PIPELINED_FRAME;
+            if large {
+                pipeline
+                    .finish_all(stream, &mut held, settings, metrics, shutdown)
+                    .await?;
+            } else if pipeline.is_full() {
+                pipeline
+                    .finish_front(stream, &mut held, settings, metrics, shutdown)
+                    .await?;
+            }
             let handled = handle_request(
-                stream, peer, &frame, wal, settings, metrics, &additions, tee, shutdown, &mut held,
+                stream,
+                peer,
+                &frame,
+                wal,
+                settings,
+                metrics,
+                &additions,
+                tee,
+                shutdown,
+                &mut held,
+                &mut pipeline,
             )
             .await?;
+            if large {
+                pipeline
+                    .finish_all(stream, &mut held, settings, metrics, shutdown)
+                    .await?;
+            }
             not_arrays = match handled {
                 Handled::NotArray => not_arrays + 1,
                 Handled::Request => 0,
@@ -313,6 +341,9 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 ));
             }
             if settings.deny_keepalive {
+                pipeline
+                    .finish_all(stream, &mut held, settings, metrics, shutdown)
+                    .await?;
                 return Ok(CloseReason::NoKeepalive);
             }
             request_started = None;
@@ -323,7 +354,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
         if buf.is_empty() && (buf.capacity() > SHRINK_ABOVE || held.holds_reserve()) {
             buf = BytesMut::with_capacity(INITIAL_BUFFER);
         }
-        budget.shrink_to(&mut held, beyond_free(buf.capacity()));
+        budget.shrink_to(&mut held, beyond_free(buf.capacity()) + pipeline.bytes);
         // A request has begun: it must complete in time.
         if buf.is_empty() {
             request_started = None;
@@ -346,8 +377,16 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 .min(READ_CHUNK.max(buf.len()))
                 .max(1024);
             let target = buf.len() + room;
+            // Never wait for budget while holding pending batches.
+            if !pipeline.is_empty()
+                && !budget.try_grow_to(&mut held, beyond_free(target) + pipeline.bytes)
+            {
+                pipeline
+                    .finish_all(stream, &mut held, settings, metrics, shutdown)
+                    .await?;
+            }
             tokio::select! {
-                _ = budget.grow_to(&mut held, beyond_free(target)) => {}
+                _ = budget.grow_to(&mut held, beyond_free(target) + pipeline.bytes) => {}
                 _ = shutdown.wait_for(|s| *s) => return Ok(CloseReason::Shutdown),
             }
             let mut grown = BytesMut::with_capacity(target);
@@ -359,9 +398,18 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
             Some(t) => idle_deadline.min(t + settings.request_timeout),
             None => idle_deadline,
         };
+        // Read more, or ack the oldest pending request as soon as the WAL
+        // has it (reading is cancel-safe: nothing read is lost).
         let read = tokio::select! {
-            r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => r,
+            r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => Some(r),
+            () = pipeline.wait_front(), if !pipeline.is_empty() => None,
             _ = shutdown.wait_for(|s| *s) => return Ok(CloseReason::Shutdown),
+        };
+        let Some(read) = read else {
+            pipeline
+                .finish_front(stream, &mut held, settings, metrics, shutdown)
+                .await?;
+            continue;
         };
         match read {
             Err(_) if request_started.is_some() && deadline < idle_deadline => {
@@ -377,6 +425,10 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
             Ok(Err(e)) => return Err((CloseReason::IoError, format!("read failed: {e}"))),
             Ok(Ok(0)) => {
                 return if buf.is_empty() {
+                    // A client may close its side and still read its acks.
+                    pipeline
+                        .finish_all(stream, &mut held, settings, metrics, shutdown)
+                        .await?;
                     Ok(CloseReason::Eof)
                 } else {
                     Err((
@@ -412,6 +464,7 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
     tee: Option<&Tee<'_>>,
     shutdown: &mut watch::Receiver<bool>,
     held: &mut super::budget::Reservation,
+    pipeline: &mut Pipeline,
 ) -> Result<Handled, Fault> {
     let started = Instant::now();
     if settings.chunk_size_warn_limit > 0 && frame.len() > settings.chunk_size_warn_limit {
@@ -427,21 +480,42 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
     };
     let budget = &settings.budget;
     // Decompressed entries and the decoded batch take from the budget on
-    // top of the read buffer (which holds the frame).
-    let base = held.bytes();
+    // top of the read buffer (which holds the frame) and pending batches.
+    let mut base = held.bytes();
     let expanded = match compressed_entries(frame) {
         Ok(None) => None,
         Ok(Some((kind, blob))) => {
             let limit = settings.limits.max_decompressed_bytes;
-            let expanding = decompress_within(kind, blob, limit, budget, held);
-            tokio::select! {
-                r = expanding => match r {
-                    Ok(e) => Some(e),
-                    Err(e) => return Err((CloseReason::BadCompression, e.to_string())),
-                },
-                _ = shutdown.wait_for(|s| *s) => {
-                    return Err((CloseReason::Shutdown, "shutting down".into()))
+            // With batches pending, decompress only with budget free now;
+            // else ack them first, then decompress, waiting if need be.
+            let mut quick = None;
+            if !pipeline.is_empty() {
+                match decompress_within(kind, blob, limit, budget, held, false).await {
+                    Err(super::decompress::DecompressError::WouldWait) => {
+                        budget.shrink_to(held, base);
+                        pipeline
+                            .finish_all(stream, held, settings, metrics, shutdown)
+                            .await?;
+                        base = held.bytes();
+                    }
+                    done => quick = Some(done),
                 }
+            }
+            let r = match quick {
+                Some(r) => r,
+                None => {
+                    let expanding = decompress_within(kind, blob, limit, budget, held, true);
+                    tokio::select! {
+                        r = expanding => r,
+                        _ = shutdown.wait_for(|s| *s) => {
+                            return Err((CloseReason::Shutdown, "shutting down".into()))
+                        }
+                    }
+                }
+            };
+            match r {
+                Ok(e) => Some(e),
+                Err(e) => return Err((CloseReason::BadCompression, e.to_string())),
             }
         }
         Err(e) => return Err((CloseReason::Malformed, e.to_string())),
@@ -478,6 +552,7 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
     };
     // The batch waits for the WAL holding its share of the budget.
     budget.shrink_to(held, base);
+    let mut batch_bytes = 0;
     if let Some(b) = &decoded.batch {
         // Decoded events may take what decompressed entries may: the
         // budget's reserve is sized for that (and a WAL record holds it).
@@ -494,11 +569,23 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 ),
             ));
         }
-        tokio::select! {
-            _ = budget.grow_to(held, base + b.as_bytes().len()) => {}
-            _ = shutdown.wait_for(|s| *s) => {
-                return Err((CloseReason::Shutdown, "shutting down".into()))
+        let len = b.as_bytes().len();
+        let before = held.bytes();
+        if pipeline.is_empty() || !budget.try_grow_to(held, before + len) {
+            // Never wait for budget while holding pending batches.
+            pipeline
+                .finish_all(stream, held, settings, metrics, shutdown)
+                .await?;
+            let before = held.bytes();
+            tokio::select! {
+                _ = budget.grow_to(held, before + len) => {}
+                _ = shutdown.wait_for(|s| *s) => {
+                    return Err((CloseReason::Shutdown, "shutting down".into()))
+                }
             }
+            batch_bytes = held.bytes() - before;
+        } else {
+            batch_bytes = held.bytes() - before;
         }
     }
     if let Some(t) = tee {
@@ -527,37 +614,32 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
     if s.total() > 0 {
         tracing::debug!(%peer, skipped = s.total(), "skipped invalid events");
     }
+    let mut pending = Pending {
+        durable: None,
+        result: None,
+        ack: decoded.ack,
+        events: 0,
+        mode,
+        started,
+        held_bytes: batch_bytes,
+    };
     if let Some(batch) = decoded.batch {
-        let n = batch.len() as u64;
+        pending.events = batch.len() as u64;
         // A chunk id (with the peer address and tag, since Fluent Bit
         // derives ids from content) lets the WAL recognise a resend.
-        let key = decoded
+        let key = pending
             .ack
             .as_ref()
             .map(|ack| crate::wal::dedupe::key(&peer.ip().to_string(), batch.tag(), &ack[5..]));
-        if let Err(e) = wal.append_keyed(batch, key).await {
-            return Err((CloseReason::WalUnavailable, e.to_string()));
+        match wal.submit_keyed(batch, key).await {
+            Ok(rx) => pending.durable = Some(rx),
+            Err(e) => return Err((CloseReason::WalUnavailable, e.to_string())),
         }
-        metrics.events_accepted.with_label_values(&[mode]).inc_by(n);
     }
-    budget.shrink_to(held, base);
-    if let Some(ack) = decoded.ack {
-        crate::failpoint::hit("forward.before_ack");
-        // A client that never reads its acks cannot hold this task.
-        match tokio::time::timeout(settings.request_timeout, stream.write_all(&ack)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err((CloseReason::IoError, format!("writing the ack: {e}"))),
-            Err(_) => {
-                return Err((
-                    CloseReason::IoError,
-                    "the client does not read its acks (forward.request_timeout)".into(),
-                ))
-            }
-        }
-        metrics.acks_sent.inc();
-        metrics
-            .ack_latency_seconds
-            .observe(started.elapsed().as_secs_f64());
+    if pending.durable.is_some() || pending.ack.is_some() {
+        pipeline.push(pending);
+    } else {
+        budget.shrink_to(held, held.bytes() - batch_bytes);
     }
     Ok(Handled::Request)
 }

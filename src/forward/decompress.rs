@@ -21,6 +21,9 @@ pub enum DecompressError {
         kind: &'static str,
         source: std::io::Error,
     },
+    /// Asked not to wait, the output needed budget that is not free now.
+    #[error("the memory budget is spent")]
+    WouldWait,
 }
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -81,20 +84,23 @@ pub fn decompress(
 const STEP: usize = 1 << 20;
 
 /// [`decompress`], taking the output's memory from the connections' budget
-/// before it grows (waiting while the budget is spent).
+/// before it grows: waiting while the budget is spent, or, with `may_wait`
+/// false, failing with [`DecompressError::WouldWait`] instead.
 pub async fn decompress_within(
     compression: Compression,
     data: &[u8],
     limit: usize,
     budget: &super::budget::MemoryBudget,
     held: &mut super::budget::Reservation,
+    may_wait: bool,
 ) -> Result<Vec<u8>, DecompressError> {
     // What the connection holds already (its read buffer) stays held.
     let base = held.bytes();
+
     let (mut reader, kind): (Box<dyn Read + Send + '_>, &'static str) =
         match detect(compression, data) {
             Compression::None => {
-                budget.grow_to(held, base + data.len()).await;
+                grow(budget, held, base + data.len(), may_wait).await?;
                 return Ok(data.to_vec());
             }
             Compression::Gzip => (Box::new(flate2::read::MultiGzDecoder::new(data)), "gzip"),
@@ -110,7 +116,7 @@ pub async fn decompress_within(
         };
     let mut out = Vec::new();
     loop {
-        budget.grow_to(held, base + out.len() + STEP).await;
+        grow(budget, held, base + out.len() + STEP, may_wait).await?;
         let before = out.len();
         (&mut reader)
             .take(STEP as u64)
@@ -122,6 +128,23 @@ pub async fn decompress_within(
         if out.len() == before {
             return Ok(out);
         }
+    }
+}
+
+/// Grows `held` to `bytes`, waiting if `may_wait`, else only if free now.
+async fn grow(
+    budget: &super::budget::MemoryBudget,
+    held: &mut super::budget::Reservation,
+    bytes: usize,
+    may_wait: bool,
+) -> Result<(), DecompressError> {
+    if may_wait {
+        budget.grow_to(held, bytes).await;
+        Ok(())
+    } else if budget.try_grow_to(held, bytes) {
+        Ok(())
+    } else {
+        Err(DecompressError::WouldWait)
     }
 }
 

@@ -18,6 +18,7 @@ pub mod decompress;
 pub mod handshake;
 pub mod heartbeat;
 pub mod listener;
+mod pipeline;
 pub mod time;
 pub mod tls;
 

@@ -74,6 +74,9 @@ pub enum WalState {
     Failed(String),
 }
 
+/// Answers when a submitted batch is durable (its WAL sequence) or not.
+pub type DurableReply = oneshot::Receiver<Result<u64, WalError>>;
+
 /// Why an append was not made durable; the request must not be acked.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WalError {
@@ -126,6 +129,20 @@ impl WalHandle {
         batch: EventBatch,
         dedupe_key: Option<dedupe::Key>,
     ) -> Result<u64, WalError> {
+        self.submit_keyed(batch, dedupe_key)
+            .await?
+            .await
+            .map_err(|_| WalError::Closed)?
+    }
+
+    /// Hands a batch to the writer and returns at once; the receiver
+    /// answers when the batch is durable (a connection keeps decoding its
+    /// next request meanwhile).
+    pub async fn submit_keyed(
+        &self,
+        batch: EventBatch,
+        dedupe_key: Option<dedupe::Key>,
+    ) -> Result<DurableReply, WalError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(WalRequest::Append {
@@ -135,7 +152,7 @@ impl WalHandle {
             })
             .await
             .map_err(|_| WalError::Closed)?;
-        rx.await.map_err(|_| WalError::Closed)?
+        Ok(rx)
     }
 
     /// Asks the writer to pass a clock tick downstream.

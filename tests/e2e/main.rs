@@ -18,6 +18,7 @@ mod loadgen;
 mod observability;
 mod operations;
 mod peers;
+mod pipelining;
 mod real_clients;
 mod servers;
 mod shutdown;
