@@ -31,6 +31,10 @@ const INITIAL_BUFFER: usize = super::budget::FREE_PER_CONNECTION;
 /// Between requests a read buffer larger than this is given back.
 const SHRINK_ABOVE: usize = 256 << 10;
 
+/// Longest a connection closed for bad input spends acking the good
+/// requests it sent before the bad one.
+const ACK_BEFORE_CLOSE: Duration = Duration::from_secs(5);
+
 /// Top-level objects that are not arrays (not forward protocol at all)
 /// accepted in a row before the connection is closed.
 const MAX_NOT_ARRAY_IN_A_ROW: u32 = 16;
@@ -268,8 +272,58 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send>(
     Ok(())
 }
 
+/// Serves requests until the connection ends. When it ends on bad input,
+/// the requests before the bad one are durable already: they are acked
+/// (briefly) before the close, as they would have been one at a time.
 #[allow(clippy::too_many_arguments)]
 async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    stream: &mut S,
+    peer: SocketAddr,
+    buf: BytesMut,
+    wal: &WalHandle,
+    settings: &ConnectionSettings,
+    metrics: &Metrics,
+    shutdown: &mut watch::Receiver<bool>,
+    tee: Option<&Tee<'_>>,
+) -> Result<CloseReason, Fault> {
+    // This connection's share of the budget: its read buffer beyond the
+    // free allowance, pending batches, and while a request is handled its
+    // decompressed entries and batch.
+    let mut held = settings.budget.reservation();
+    // Requests in the WAL's hands whose acks are still to be written.
+    let mut pipeline = Pipeline::default();
+    let result = read_requests(
+        stream,
+        peer,
+        buf,
+        wal,
+        settings,
+        metrics,
+        shutdown,
+        tee,
+        &mut held,
+        &mut pipeline,
+    )
+    .await;
+    if let Err((reason, _)) = &result {
+        let bad_input = matches!(
+            reason,
+            CloseReason::Malformed
+                | CloseReason::FrameTooLarge
+                | CloseReason::BadCompression
+                | CloseReason::Truncated
+                | CloseReason::RequestTimeout
+        );
+        if bad_input && !pipeline.is_empty() {
+            let acking = pipeline.finish_all(stream, &mut held, settings, metrics, shutdown);
+            let _ = tokio::time::timeout(ACK_BEFORE_CLOSE, acking).await;
+        }
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read_requests<S: AsyncRead + AsyncWrite + Unpin + Send>(
     stream: &mut S,
     peer: SocketAddr,
     mut buf: BytesMut,
@@ -278,19 +332,15 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
     tee: Option<&Tee<'_>>,
+    held: &mut super::budget::Reservation,
+    pipeline: &mut Pipeline,
 ) -> Result<CloseReason, Fault> {
     let additions = record_additions(peer, settings).await;
     let mut scanner = FrameScanner::new();
     let mut request_started: Option<tokio::time::Instant> = None;
     let budget = &settings.budget;
-    // This connection's share of the budget: its read buffer beyond the
-    // free allowance, and while a request is handled its decompressed
-    // entries and batch.
-    let mut held = budget.reservation();
     let beyond_free = |cap: usize| cap.saturating_sub(super::budget::FREE_PER_CONNECTION);
     let mut not_arrays = 0u32;
-    // Requests in the WAL's hands whose acks are still to be written.
-    let mut pipeline = Pipeline::default();
     loop {
         // Handle every complete request already buffered.
         loop {
@@ -304,30 +354,21 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
             let large = len > super::pipeline::MAX_PIPELINED_FRAME;
             if large {
                 pipeline
-                    .finish_all(stream, &mut held, settings, metrics, shutdown)
+                    .finish_all(stream, held, settings, metrics, shutdown)
                     .await?;
             } else if pipeline.is_full() {
                 pipeline
-                    .finish_front(stream, &mut held, settings, metrics, shutdown)
+                    .finish_front(stream, held, settings, metrics, shutdown)
                     .await?;
             }
             let handled = handle_request(
-                stream,
-                peer,
-                &frame,
-                wal,
-                settings,
-                metrics,
-                &additions,
-                tee,
-                shutdown,
-                &mut held,
-                &mut pipeline,
+                stream, peer, &frame, wal, settings, metrics, &additions, tee, shutdown, held,
+                pipeline,
             )
             .await?;
             if large {
                 pipeline
-                    .finish_all(stream, &mut held, settings, metrics, shutdown)
+                    .finish_all(stream, held, settings, metrics, shutdown)
                     .await?;
             }
             not_arrays = match handled {
@@ -342,7 +383,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
             }
             if settings.deny_keepalive {
                 pipeline
-                    .finish_all(stream, &mut held, settings, metrics, shutdown)
+                    .finish_all(stream, held, settings, metrics, shutdown)
                     .await?;
                 return Ok(CloseReason::NoKeepalive);
             }
@@ -354,7 +395,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
         if buf.is_empty() && (buf.capacity() > SHRINK_ABOVE || held.holds_reserve()) {
             buf = BytesMut::with_capacity(INITIAL_BUFFER);
         }
-        budget.shrink_to(&mut held, beyond_free(buf.capacity()) + pipeline.bytes);
+        budget.shrink_to(held, beyond_free(buf.capacity()) + pipeline.bytes);
         // A request has begun: it must complete in time.
         if buf.is_empty() {
             request_started = None;
@@ -379,14 +420,14 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
             let target = buf.len() + room;
             // Never wait for budget while holding pending batches.
             if !pipeline.is_empty()
-                && !budget.try_grow_to(&mut held, beyond_free(target) + pipeline.bytes)
+                && !budget.try_grow_to(held, beyond_free(target) + pipeline.bytes)
             {
                 pipeline
-                    .finish_all(stream, &mut held, settings, metrics, shutdown)
+                    .finish_all(stream, held, settings, metrics, shutdown)
                     .await?;
             }
             tokio::select! {
-                _ = budget.grow_to(&mut held, beyond_free(target) + pipeline.bytes) => {}
+                _ = budget.grow_to(held, beyond_free(target) + pipeline.bytes) => {}
                 _ = shutdown.wait_for(|s| *s) => return Ok(CloseReason::Shutdown),
             }
             let mut grown = BytesMut::with_capacity(target);
@@ -407,7 +448,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
         };
         let Some(read) = read else {
             pipeline
-                .finish_front(stream, &mut held, settings, metrics, shutdown)
+                .finish_front(stream, held, settings, metrics, shutdown)
                 .await?;
             continue;
         };
@@ -427,7 +468,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 return if buf.is_empty() {
                     // A client may close its side and still read its acks.
                     pipeline
-                        .finish_all(stream, &mut held, settings, metrics, shutdown)
+                        .finish_all(stream, held, settings, metrics, shutdown)
                         .await?;
                     Ok(CloseReason::Eof)
                 } else {

@@ -116,10 +116,17 @@ pub async fn decompress_within(
         };
     let mut out = Vec::new();
     loop {
-        grow(budget, held, base + out.len() + STEP, may_wait).await?;
+        // Never ask for more than `limit` in all: a larger wish could exceed
+        // the budget's reserve, and its holder would wait on the pool while
+        // keeping the reserve from everyone else. One byte past the limit
+        // is read (unaccounted) to learn that the output is too large.
+        let step = STEP.min(limit + 1 - out.len().min(limit));
+        grow(budget, held, base + (out.len() + step).min(limit), may_wait).await?;
         let before = out.len();
+        // Exactly what was taken from the budget: no doubling growth.
+        out.reserve_exact(step);
         (&mut reader)
-            .take(STEP as u64)
+            .take(step as u64)
             .read_to_end(&mut out)
             .map_err(|source| DecompressError::Corrupt { kind, source })?;
         if out.len() > limit {
@@ -194,6 +201,45 @@ mod tests {
             decompress(Compression::Zstd, &zbomb, 1 << 20),
             Err(DecompressError::TooLarge { .. })
         ));
+    }
+
+    /// Connections holding part of a small budget (their read buffers)
+    /// each decompress nearly `limit` bytes: the one with the reserve must
+    /// always be able to finish, so all of them do.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn decompressing_near_the_limit_never_deadlocks_a_small_budget() {
+        use super::super::budget::MemoryBudget;
+        let limit = 256 << 10;
+        // max_buffer 256 KiB + max_decompressed 256 KiB is the reserve.
+        let budget = MemoryBudget::new(600 << 10, 512 << 10, crate::metrics::Metrics::new());
+        let blob = std::sync::Arc::new(gz(&vec![7u8; limit - 1000]));
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (budget, blob) = (budget.clone(), blob.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut held = budget.reservation();
+                budget.grow_to(&mut held, 60 << 10).await;
+                let out =
+                    decompress_within(Compression::Gzip, &blob, limit, &budget, &mut held, true)
+                        .await
+                        .unwrap();
+                assert_eq!(out.len(), limit - 1000);
+                assert!(
+                    out.capacity() <= limit + STEP,
+                    "no doubling past the budget"
+                );
+                budget.release(&mut held);
+            }));
+        }
+        let all = async {
+            for t in tasks {
+                t.await.unwrap();
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), all)
+            .await
+            .expect("every decompression finishes");
+        assert_eq!(budget.in_use(), 0);
     }
 
     #[test]

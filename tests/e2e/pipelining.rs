@@ -117,3 +117,46 @@ fn unacked_requests_of_one_connection_share_group_commits_and_ack_in_order() {
         "every event stored once"
     );
 }
+
+/// Good requests and a bad one in a single write: the good ones were made
+/// durable, so they are acked before the connection is closed for the bad
+/// one (as they were when requests were handled one at a time).
+#[test]
+fn good_requests_before_a_bad_one_are_acked_before_the_close() {
+    let weir = Weir::start("");
+    let t = now_secs();
+    for (name, bad) in [
+        ("malformed", vec![0xc1u8]),
+        ("corrupt gzip", {
+            let mut b = Vec::new();
+            rmp::encode::write_array_len(&mut b, 3).unwrap();
+            mp_str(&mut b, "pipe.bad");
+            rmp::encode::write_bin(&mut b, b"\x1f\x8bnot really gzip").unwrap();
+            rmp::encode::write_map_len(&mut b, 2).unwrap();
+            mp_str(&mut b, "chunk");
+            mp_str(&mut b, "bad");
+            mp_str(&mut b, "compressed");
+            mp_str(&mut b, "gzip");
+            b
+        }),
+    ] {
+        let mut s = connect(weir.port).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut wire = Vec::new();
+        let chunks: Vec<String> = (0..10).map(|k| format!("{name}-{k}")).collect();
+        for c in &chunks {
+            wire.extend(forward_request("pipe.good", &[(t, c.clone())], Some(c), 10));
+        }
+        wire.extend(&bad);
+        s.write_all(&wire).unwrap();
+        for c in &chunks {
+            read_ack(&mut s, c).unwrap_or_else(|e| panic!("{name}: ack for {c}: {e}"));
+        }
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut rest);
+        assert!(
+            rest.is_empty(),
+            "{name}: nothing after the good acks: {rest:02x?}"
+        );
+    }
+}
