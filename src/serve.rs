@@ -154,6 +154,13 @@ pub async fn run_with(
             shutdown: stop_delivery_rx,
             metrics: metrics.clone(),
             backlog: backlog.clone(),
+            retention: outbox::Retention::open(
+                data_dir.join("retained"),
+                config.outbox.retain.0,
+                config.outbox.retain_bytes.0,
+                metrics.clone(),
+            )
+            .context("opening data_dir/retained (outbox.retain)")?,
         },
     );
     let roller = roll::start(

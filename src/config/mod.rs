@@ -313,6 +313,21 @@ pub struct OutboxConfig {
     /// terminationGracePeriodSeconds). What is left goes at the next start.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: HumanDuration,
+    /// Keep delivered files in `data_dir/retained/` this long after their
+    /// period ends, for restore ("0s", the default: delete on delivery).
+    #[serde(default = "default_retain")]
+    pub retain: HumanDuration,
+    /// Most disk retained files may use; the oldest periods go first.
+    #[serde(default = "default_retain_bytes")]
+    pub retain_bytes: ByteSize,
+}
+
+fn default_retain() -> HumanDuration {
+    HumanDuration(Duration::ZERO)
+}
+
+fn default_retain_bytes() -> ByteSize {
+    ByteSize(10 << 30)
 }
 
 fn default_shutdown_timeout() -> HumanDuration {
@@ -324,6 +339,8 @@ impl Default for OutboxConfig {
         Self {
             max_backlog_bytes: default_backlog(),
             shutdown_timeout: default_shutdown_timeout(),
+            retain: default_retain(),
+            retain_bytes: default_retain_bytes(),
         }
     }
 }

@@ -16,6 +16,12 @@ use crate::sink::Sink;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Channels the outbox reads.
 pub struct DeliveryLinks {
     /// Files the roller finished.
@@ -25,6 +31,8 @@ pub struct DeliveryLinks {
     pub shutdown: watch::Receiver<bool>,
     pub metrics: Metrics,
     pub backlog: Arc<super::Backlog>,
+    /// Where delivered files go instead of being deleted (`outbox.retain`).
+    pub retention: Option<super::Retention>,
 }
 
 struct Entry {
@@ -145,7 +153,11 @@ pub fn start(
                                 links.backlog.sub(e.manifest.bytes);
                             }
                             if e.pending.is_empty() && !e.manifest.keys.keys().any(|s| !outbox.is_delivered(&id, s)) {
-                                match outbox.remove_data(&e.manifest) {
+                                let gone = match links.retention.as_mut() {
+                                    Some(r) => r.keep(&outbox, &e.manifest, now_secs()),
+                                    None => outbox.remove_data(&e.manifest),
+                                };
+                                match gone {
                                     Ok(()) => {
                                         let c = compact(&e.manifest);
                                         entries.remove(&id);
@@ -160,6 +172,9 @@ pub fn start(
                 },
                 _ = prune_tick.tick() => {
                     report_backlog_age(&entries, &sinks, &links.metrics);
+                    if let Some(r) = links.retention.as_mut() {
+                        r.prune(now_secs());
+                    }
                     let oldest = *links.wal_oldest.borrow();
                     delivered.retain(|id, d| {
                         if d.covered_through >= oldest {

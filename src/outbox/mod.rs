@@ -15,6 +15,7 @@
 
 mod delivery;
 pub mod manifest;
+mod retained;
 
 use std::fs;
 use std::io::{self, Write};
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 pub use delivery::{start as start_delivery, DeliveryLinks};
 pub use manifest::Manifest;
+pub use retained::Retention;
 
 use crate::wal::segment::sync_dir;
 

@@ -1,0 +1,199 @@
+//! Local retention of delivered files, the ground for restore
+//! (`outbox.retain`, `outbox.retain_bytes`).
+//!
+//! A file every sink has is moved to `data_dir/retained/` with a copy of its
+//! manifest (which holds each sink's key) instead of being deleted. The
+//! oldest periods go first once a file's period ended more than `retain`
+//! ago or the folder holds more than `retain_bytes`. With `retain = "0s"`
+//! (the default) delivered files are deleted as before.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{Manifest, OutboxDir};
+use crate::metrics::Metrics;
+use crate::wal::segment::sync_dir;
+
+/// The retained folder and what it holds, oldest period first.
+pub struct Retention {
+    dir: PathBuf,
+    max_age: Duration,
+    max_bytes: u64,
+    /// (period start, id) → (period length in seconds, data file name, bytes).
+    files: BTreeMap<(i64, String), (u64, String, u64)>,
+    total: u64,
+    metrics: Metrics,
+}
+
+impl Retention {
+    /// Opens `dir` (creating it) and indexes what it holds; `None` when
+    /// retention is off (`max_age` zero).
+    pub fn open(
+        dir: PathBuf,
+        max_age: Duration,
+        max_bytes: u64,
+        metrics: Metrics,
+    ) -> io::Result<Option<Self>> {
+        if max_age.is_zero() {
+            return Ok(None);
+        }
+        fs::create_dir_all(&dir)?;
+        let mut r = Self {
+            dir,
+            max_age,
+            max_bytes,
+            files: BTreeMap::new(),
+            total: 0,
+            metrics,
+        };
+        for entry in fs::read_dir(&r.dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                match fs::read(&path).map(|b| Manifest::from_json(&b)) {
+                    Ok(Ok(m)) => {
+                        let data = format!("{}.{}", m.id, m.kind.extension());
+                        match fs::metadata(r.dir.join(&data)) {
+                            Ok(meta) => r.insert(&m, data, meta.len()),
+                            Err(_) => {
+                                let _ = fs::remove_file(&path);
+                            }
+                        }
+                    }
+                    _ => {
+                        tracing::warn!(file = %path.display(), "unreadable retained manifest; left alone")
+                    }
+                }
+            }
+        }
+        // A crash between moving a file in and writing its manifest leaves
+        // a file nothing describes: it goes (every sink had it).
+        for entry in fs::read_dir(&r.dir)? {
+            let path = entry?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let described = r.files.values().any(|(_, data, _)| data == name);
+            if name.ends_with(".json.tmp")
+                || ((name.ends_with(".parquet") || name.ends_with(".msgpack.gz")) && !described)
+            {
+                let _ = fs::remove_file(&path);
+            }
+        }
+        r.report();
+        Ok(Some(r))
+    }
+
+    fn insert(&mut self, m: &Manifest, data: String, bytes: u64) {
+        self.total += bytes;
+        self.files
+            .insert((m.period_start, m.id.clone()), (m.period_secs, data, bytes));
+    }
+
+    /// Moves a delivered file out of the outbox into retention, then prunes.
+    pub fn keep(&mut self, outbox: &OutboxDir, m: &Manifest, now_secs: i64) -> io::Result<()> {
+        let data = format!("{}.{}", m.id, m.kind.extension());
+        let bytes = fs::metadata(outbox.data_path(m))?.len();
+        let json = serde_json::to_vec_pretty(m).map_err(io::Error::other)?;
+        let tmp = self.dir.join(format!("{}.json.tmp", m.id));
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+        fs::rename(outbox.data_path(m), self.dir.join(&data))?;
+        fs::rename(&tmp, self.dir.join(format!("{}.json", m.id)))?;
+        sync_dir(&self.dir)?;
+        self.insert(m, data, bytes);
+        self.prune(now_secs);
+        Ok(())
+    }
+
+    /// Deletes the oldest files while either bound is passed.
+    pub fn prune(&mut self, now_secs: i64) {
+        let oldest_end = now_secs - self.max_age.as_secs() as i64;
+        while let Some(((start, id), (secs, data, bytes))) = self.files.first_key_value() {
+            let expired = start + *secs as i64 <= oldest_end;
+            if !expired && self.total <= self.max_bytes {
+                break;
+            }
+            let (id, data, bytes) = (id.clone(), data.clone(), *bytes);
+            let _ = fs::remove_file(self.dir.join(&data));
+            let _ = fs::remove_file(self.dir.join(format!("{id}.json")));
+            self.total -= bytes;
+            self.metrics.outbox_retained_removed.inc();
+            tracing::debug!(id, bytes, expired, "retained file removed");
+            self.files.pop_first();
+        }
+        self.report();
+    }
+
+    fn report(&self) {
+        let m = &self.metrics;
+        m.outbox_retained_bytes.set(self.total as i64);
+        m.outbox_retained_files.set(self.files.len() as i64);
+        m.outbox_retained_oldest_period
+            .set(self.files.keys().next().map_or(0, |(start, _)| *start));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::manifest::{FileKind, Slot};
+
+    fn manifest(id: &str, period_start: i64) -> Manifest {
+        Manifest {
+            version: 2,
+            id: id.into(),
+            kind: FileKind::Parquet,
+            route: "r".into(),
+            group_hex: "74".into(),
+            group: "t".into(),
+            period_start,
+            period_secs: 3600,
+            slot: Slot::Main,
+            late_seq: None,
+            first_seq: 0,
+            covered_through: 0,
+            rows: 1,
+            bytes: 10,
+            keys: Default::default(),
+            finished_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_oldest_periods_go_first_by_bytes_and_by_age_and_survive_a_restart() {
+        let d = tempfile::tempdir().unwrap();
+        let outbox = OutboxDir::open(d.path().join("outbox")).unwrap();
+        let m = Metrics::new();
+        let dir = d.path().join("retained");
+        let mut r = Retention::open(dir.clone(), Duration::from_secs(86_400), 25, m.clone())
+            .unwrap()
+            .unwrap();
+        let now = 100 * 3600;
+        for (id, hour) in [("c", 98), ("a", 90), ("b", 95)] {
+            let mf = manifest(id, hour * 3600);
+            fs::write(outbox.data_path(&mf), [0u8; 10]).unwrap();
+            r.keep(&outbox, &mf, now).unwrap();
+            assert!(!outbox.has_data(&mf), "moved out of the outbox");
+        }
+        // 30 bytes over a 25-byte budget: hour 90 went first.
+        assert_eq!(m.outbox_retained_bytes.get(), 20);
+        assert_eq!(m.outbox_retained_oldest_period.get(), 95 * 3600);
+        assert!(!dir.join("a.parquet").exists() && dir.join("b.parquet").exists());
+        // Reopened, it knows what it holds; a day later hour 95 has expired.
+        let mut r = Retention::open(dir.clone(), Duration::from_secs(86_400), 25, m.clone())
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.outbox_retained_files.get(), 2);
+        r.prune(95 * 3600 + 3600 + 86_400);
+        assert_eq!(m.outbox_retained_files.get(), 1);
+        assert_eq!(m.outbox_retained_oldest_period.get(), 98 * 3600);
+        assert_eq!(m.outbox_retained_removed.get(), 2);
+        assert!(Retention::open(dir, Duration::ZERO, 0, m)
+            .unwrap()
+            .is_none());
+    }
+}
