@@ -51,14 +51,17 @@ pub enum Command {
     /// (WAL, open files, outbox), without accepting traffic; exits 0 once
     /// every file is delivered.
     Drain {
+        /// Config file (TOML) of the stopped node.
         #[arg(short, long)]
         config: Option<PathBuf>,
         /// Give up delivering after this long (default: outbox.shutdown_timeout).
         #[arg(long)]
         timeout: Option<humantime::Duration>,
     },
-    /// Validate a config file and print the resolved configuration.
+    /// Validate a config file and print the resolved configuration (itself
+    /// a valid config file, every default filled in).
     Check {
+        /// Config file (TOML) to validate.
         #[arg(short, long)]
         config: PathBuf,
     },

@@ -784,6 +784,11 @@ impl Config {
             ),
             None => (String::new(), "<embedded default>".to_string()),
         };
+        let origin = if overrides.period.is_some() || overrides.grace.is_some() {
+            format!("{origin} with --period/--grace from the command line")
+        } else {
+            origin
+        };
         Self::from_str_with(&text, &origin, overrides)
     }
 
