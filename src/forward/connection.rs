@@ -677,10 +677,9 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
             Err(e) => return Err((CloseReason::WalUnavailable, e.to_string())),
         }
     }
+    // (Without a batch or an ack there is nothing to wait for or answer.)
     if pending.durable.is_some() || pending.ack.is_some() {
         pipeline.push(pending);
-    } else {
-        budget.shrink_to(held, held.bytes() - batch_bytes);
     }
     Ok(Handled::Request)
 }

@@ -65,9 +65,20 @@ pub fn decompress(
     data: &[u8],
     limit: usize,
 ) -> Result<Vec<u8>, DecompressError> {
-    match detect(compression, data) {
-        Compression::None => Ok(data.to_vec()),
-        Compression::Gzip => read_capped(flate2::read::MultiGzDecoder::new(data), limit, "gzip"),
+    match decoder(compression, data)? {
+        None => Ok(data.to_vec()),
+        Some((reader, kind)) => read_capped(reader, limit, kind),
+    }
+}
+
+/// A reader of compressed data expanded, and the compression's name.
+type Decoder<'a> = (Box<dyn Read + Send + 'a>, &'static str);
+
+/// The [`Decoder`] of `data`; `None` when `data` is not compressed.
+fn decoder(compression: Compression, data: &[u8]) -> Result<Option<Decoder<'_>>, DecompressError> {
+    Ok(match detect(compression, data) {
+        Compression::None => None,
+        Compression::Gzip => Some((Box::new(flate2::read::MultiGzDecoder::new(data)), "gzip")),
         Compression::Zstd => {
             let dec = zstd::stream::read::Decoder::with_buffer(data).map_err(|source| {
                 DecompressError::Corrupt {
@@ -75,9 +86,9 @@ pub fn decompress(
                     source,
                 }
             })?;
-            read_capped(dec, limit, "zstd")
+            Some((Box::new(dec), "zstd"))
         }
-    }
+    })
 }
 
 /// Output taken from the decoder between two budget checks.
@@ -97,23 +108,10 @@ pub async fn decompress_within(
     // What the connection holds already (its read buffer) stays held.
     let base = held.bytes();
 
-    let (mut reader, kind): (Box<dyn Read + Send + '_>, &'static str) =
-        match detect(compression, data) {
-            Compression::None => {
-                grow(budget, held, base + data.len(), may_wait).await?;
-                return Ok(data.to_vec());
-            }
-            Compression::Gzip => (Box::new(flate2::read::MultiGzDecoder::new(data)), "gzip"),
-            Compression::Zstd => {
-                let dec = zstd::stream::read::Decoder::with_buffer(data).map_err(|source| {
-                    DecompressError::Corrupt {
-                        kind: "zstd",
-                        source,
-                    }
-                })?;
-                (Box::new(dec), "zstd")
-            }
-        };
+    let Some((mut reader, kind)) = decoder(compression, data)? else {
+        grow(budget, held, base + data.len(), may_wait).await?;
+        return Ok(data.to_vec());
+    };
     let mut out = Vec::new();
     loop {
         // Never ask for more than `limit` in all: a larger wish could exceed

@@ -743,12 +743,21 @@ impl Roller {
     /// map holds one per finished file while the WAL holds its records,
     /// which a hostile client can make many).
     fn coverage_key(&self, key: &OutputKey) -> CoverageKey {
-        let d = match key {
+        let d = self.output_digest(key, 0);
+        let mut k = [0u8; 16];
+        k.copy_from_slice(&d[..16]);
+        k
+    }
+
+    /// The stable digest naming an output (route, group, slot; or TD sink
+    /// and table); an `outside` file's period is `outside_period`.
+    fn output_digest(&self, key: &OutputKey, outside_period: i64) -> [u8; 32] {
+        match key {
             OutputKey::File { route, group, slot } => {
                 let (kind, p): (&[u8], i64) = match slot {
                     FileSlot::Period(p) => (b"period", *p),
                     FileSlot::Late(p) => (b"late", *p),
-                    FileSlot::Outside => (b"outside", 0),
+                    FileSlot::Outside => (b"outside", outside_period),
                 };
                 crate::ids::digest(&[
                     b"file",
@@ -763,10 +772,7 @@ impl Roller {
                 self.td_targets[*target].sink.as_bytes(),
                 table.as_bytes(),
             ]),
-        };
-        let mut k = [0u8; 16];
-        k.copy_from_slice(&d[..16]);
-        k
+        }
     }
 
     /// Whether record `seq`'s events for `key` are in a finished file.
@@ -1059,27 +1065,9 @@ impl Roller {
 
     /// Outbox id of an output: `{first_seq}-{hash}`, the same on replay.
     fn output_id(&self, key: &OutputKey, first_seq: u64, period: i64) -> String {
-        let hash = match key {
-            OutputKey::File { route, group, slot } => {
-                let (kind, p): (&[u8], i64) = match slot {
-                    FileSlot::Period(p) => (b"period", *p),
-                    FileSlot::Late(p) => (b"late", *p),
-                    FileSlot::Outside => (b"outside", period),
-                };
-                crate::ids::stable_u64(&[
-                    b"file",
-                    self.config.routes[*route].name.as_bytes(),
-                    group,
-                    kind,
-                    &p.to_le_bytes(),
-                ])
-            }
-            OutputKey::Td { target, table } => crate::ids::stable_u64(&[
-                b"td",
-                self.td_targets[*target].sink.as_bytes(),
-                table.as_bytes(),
-            ]),
-        };
+        // The first eight bytes, as ids::stable_u64 reads them.
+        let d = self.output_digest(key, period);
+        let hash = u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
         format!("{first_seq:020}-{hash:016x}")
     }
 

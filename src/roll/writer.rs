@@ -441,15 +441,7 @@ mod tests {
     /// columns must stay aligned with the rest across those batches.
     #[test]
     fn batches_cut_by_bytes_keep_columns_aligned() {
-        let cfg = crate::config::Config::from_str(
-            "node_id='n'\n[[route]]\nmatch='**'\ncolumns={n='int64'}\n",
-            "t",
-        )
-        .unwrap();
-        let schema = RouteSchema::new(&cfg.routes[0], &cfg.roll).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut w = PartitionWriter::create(&dir.path().join("f.parquet"), &schema).unwrap();
-        w.set_tag(b"t");
+        let (_dir, mut w) = writer("n='int64'");
         let pad = "x".repeat(100_000);
         for i in 0..100i64 {
             let mut rec = Vec::new();

@@ -143,6 +143,16 @@ impl Drop for Fluentd {
     }
 }
 
+/// A weir on TLS (certificates from the test CA) with the shared key
+/// `s3cret` and the user alice/pw; the certificates' folder.
+fn weir_with_tls_and_users() -> (Weir, tempfile::TempDir) {
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path());
+    let security = "[forward.security]\nself_hostname = \"weir-server\"\nshared_key = \"s3cret\"\nuser_auth = true\nusers = [{ username = \"alice\", password = \"pw\" }]\n";
+    let weir = Weir::start(&format!("{}{security}", tls_toml(certs.path(), false)));
+    (weir, certs)
+}
+
 /// No error, retry or failed flush in an agent's log.
 fn assert_clean_log(log: &Path) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -312,10 +322,7 @@ fn fluent_bit_over_tls_with_shared_key_and_users() {
     let Some(bin) = agent("FLUENT_BIT", "fluent-bit") else {
         return;
     };
-    let certs = tempfile::tempdir().unwrap();
-    make_certs(certs.path());
-    let security = "[forward.security]\nself_hostname = \"weir-server\"\nshared_key = \"s3cret\"\nuser_auth = true\nusers = [{ username = \"alice\", password = \"pw\" }]\n";
-    let weir = Weir::start(&format!("{}{security}", tls_toml(certs.path(), false)));
+    let (weir, certs) = weir_with_tls_and_users();
     let dir = tempfile::tempdir().unwrap();
     let out = format!(
         "    tls on\n    tls.verify on\n    tls.ca_file {}\n    tls.vhost localhost\n    shared_key s3cret\n    self_hostname fb-client\n    username alice\n    password pw\n    compress gzip\n    require_ack_response true\n",
@@ -377,10 +384,7 @@ fn fluentd_over_tls_with_shared_key_and_users() {
     let Some(bin) = agent("FLUENTD", "fluentd") else {
         return;
     };
-    let certs = tempfile::tempdir().unwrap();
-    make_certs(certs.path());
-    let security = "[forward.security]\nself_hostname = \"weir-server\"\nshared_key = \"s3cret\"\nuser_auth = true\nusers = [{ username = \"alice\", password = \"pw\" }]\n";
-    let weir = Weir::start(&format!("{}{security}", tls_toml(certs.path(), false)));
+    let (weir, certs) = weir_with_tls_and_users();
     let dir = tempfile::tempdir().unwrap();
     let settings = format!(
         "  transport tls\n  tls_cert_path {ca}\n  tls_verify_hostname false\n  compress gzip\n  require_ack_response true\n\
