@@ -58,6 +58,11 @@ pub enum Command {
         #[arg(long)]
         timeout: Option<humantime::Duration>,
     },
+    /// Send retained files (outbox.retain) again to one sink, for a range
+    /// of periods and a tag pattern: restore after a loss, or backfill a
+    /// sink added later. Works on a running node (through its outbox) and
+    /// on a stopped node's data_dir; idempotent (the same keys again).
+    Redeliver(RedeliverArgs),
     /// Validate a config file and print the resolved configuration (itself
     /// a valid config file, every default filled in).
     Check {
@@ -74,6 +79,32 @@ pub enum Command {
     /// Replay capture files against any forward server at any speed and
     /// report events/s and ack latency percentiles.
     Replay(Box<crate::replay::playback::ReplayArgs>),
+}
+
+/// `weir redeliver` arguments.
+#[derive(clap::Args, Debug)]
+pub struct RedeliverArgs {
+    /// Config file (TOML) of the node whose data_dir holds the files.
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// Sink to send to (a name under [sinks]).
+    #[arg(long)]
+    pub sink: String,
+    /// First period to send, UTC: 2026-11-20T00 (an hour), 2026-11-20T00:30,
+    /// 2026-11-20 or RFC 3339.
+    #[arg(long)]
+    pub from: String,
+    /// End of the range (exclusive), same forms; default: now.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Tag pattern the files' tags must match (route syntax: `app.**`,
+    /// `{a,b}.*`); a per-route file matches by its route name, a Treasure
+    /// Data part by `db.table`.
+    #[arg(long = "match", default_value = "**")]
+    pub pattern: String,
+    /// Give up on a file the sink keeps failing after this long.
+    #[arg(long, default_value = "10m")]
+    pub timeout: humantime::Duration,
 }
 
 /// Loads the config a command names, or the embedded default.

@@ -88,6 +88,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 shutdown_signal(),
             ))
         }
+        Command::Redeliver(args) => {
+            let c = load_config(args.config.as_ref())?;
+            let from = weir::outbox::redeliver::parse_time(&args.from)
+                .map_err(|e| anyhow::anyhow!("--from {e}"))?;
+            let to = match &args.to {
+                Some(t) => weir::outbox::redeliver::parse_time(t)
+                    .map_err(|e| anyhow::anyhow!("--to {e}"))?,
+                None => chrono::Utc::now().timestamp(),
+            };
+            let req = weir::outbox::redeliver::Request {
+                sink: args.sink,
+                from,
+                to,
+                pattern: args.pattern,
+                timeout_secs: args.timeout.as_secs(),
+            };
+            let summary = runtime()?.block_on(weir::outbox::redeliver::run(c, req))?;
+            let _ = writeln!(std::io::stdout(), "{summary}");
+            Ok(())
+        }
         Command::Drain { config, timeout } => {
             let c = load_config(config.as_ref())?;
             runtime()?.block_on(weir::serve::drain(c, timeout.map(Into::into)))

@@ -92,6 +92,7 @@ pub struct Inner {
     pub outbox_retained_files: IntGauge,
     pub outbox_retained_oldest_period: IntGauge,
     pub outbox_retained_removed: IntCounter,
+    pub redeliver_files: IntCounterVec,
     pub outbox_blocked: IntGauge,
     // logging
     pub log_suppressed: IntCounterVec,
@@ -262,6 +263,7 @@ impl Metrics {
             outbox_retained_files: gauge(&r, "weir_outbox_retained_files", "Delivered files kept for restore."),
             outbox_retained_oldest_period: gauge(&r, "weir_outbox_retained_oldest_period_seconds", "Start (Unix seconds) of the oldest period a retained file holds; 0 when none."),
             outbox_retained_removed: counter(&r, "weir_outbox_retained_removed_total", "Retained files removed because outbox.retain or outbox.retain_bytes was passed."),
+            redeliver_files: counter_vec(&r, "weir_redeliver_files_total", "Retained files sent again by `weir redeliver` through this node, by sink and result (ok, failed).", &["sink", "result"]),
             outbox_blocked: gauge(&r, "weir_outbox_blocked", "1 while the outbox backlog is over its limit and the roller waits."),
             log_suppressed: counter_vec(&r, "weir_log_suppressed_total", "Repeated warnings not logged (rate limit), by kind.", &["kind"]),
             catalog: r.catalog.into_inner(),

@@ -154,8 +154,9 @@ pub async fn run_with(
             shutdown: stop_delivery_rx,
             metrics: metrics.clone(),
             backlog: backlog.clone(),
+            redeliver: outbox::redeliver::LiveJobs::new(config.clone()),
             retention: outbox::Retention::open(
-                data_dir.join("retained"),
+                data_dir.join(outbox::redeliver::RETAINED_DIR),
                 config.outbox.retain.0,
                 config.outbox.retain_bytes.0,
                 metrics.clone(),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::redeliver::{LiveItem, LiveJobs};
 use super::{Manifest, OutboxDir};
 use crate::metrics::Metrics;
 use crate::sink::Sink;
@@ -33,6 +34,27 @@ pub struct DeliveryLinks {
     pub backlog: Arc<super::Backlog>,
     /// Where delivered files go instead of being deleted (`outbox.retain`).
     pub retention: Option<super::Retention>,
+    /// `weir redeliver` requests for this node.
+    pub redeliver: LiveJobs,
+}
+
+/// What a sink worker sends.
+enum Work {
+    /// A finished file from the outbox.
+    File(Arc<Manifest>),
+    /// A retained file, again (`weir redeliver`).
+    Again(Arc<LiveItem>),
+}
+
+/// What a sink worker reports.
+enum Outcome {
+    /// The sink has the outbox file (its mark is durable).
+    Delivered { id: String, sink: String },
+    /// A redelivered file was sent, or given up.
+    Redelivered {
+        item: Arc<LiveItem>,
+        result: Result<(), String>,
+    },
 }
 
 struct Entry {
@@ -56,7 +78,7 @@ pub fn start(
     mut links: DeliveryLinks,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, String)>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Outcome>();
         let mut queues = BTreeMap::new();
         let mut workers = Vec::new();
         for (name, sink) in &sinks {
@@ -71,7 +93,7 @@ pub fn start(
             m.outbox_files.with_label_values(&[name]);
             m.outbox_bytes.with_label_values(&[name]);
             m.outbox_oldest_age_seconds.with_label_values(&[name]);
-            let (tx, rx) = mpsc::unbounded_channel::<Arc<Manifest>>();
+            let (tx, rx) = mpsc::unbounded_channel::<Work>();
             queues.insert(name.clone(), tx);
             workers.push(tokio::spawn(worker(
                 name.clone(),
@@ -101,7 +123,7 @@ pub fn start(
                             .with_label_values(&[sink])
                             .add(manifest.bytes as i64);
                         pending.insert(sink.clone());
-                        let _ = q.send(manifest.clone());
+                        let _ = q.send(Work::File(manifest.clone()));
                     }
                     None => tracing::warn!(id = manifest.id, sink, "file is waiting for a sink that is no longer configured; it stays in the outbox"),
                 }
@@ -127,6 +149,7 @@ pub fn start(
             }
         }
         let mut prune_tick = tokio::time::interval(Duration::from_secs(5));
+        let mut redeliver_tick = tokio::time::interval(Duration::from_secs(1));
         let mut finished_open = true;
         loop {
             // Shutting down (the roller is gone) and nothing waits: done.
@@ -145,7 +168,10 @@ pub fn start(
                     }
                 },
                 d = done_rx.recv() => match d {
-                    Some((id, sink)) => {
+                    Some(Outcome::Redelivered { item, result }) => {
+                        links.redeliver.record(&item.job, &item.item, result);
+                    }
+                    Some(Outcome::Delivered { id, sink }) => {
                         if let Some(e) = entries.get_mut(&id) {
                             let was_pending = !e.pending.is_empty();
                             e.pending.remove(&sink);
@@ -154,7 +180,10 @@ pub fn start(
                             }
                             if e.pending.is_empty() && !e.manifest.keys.keys().any(|s| !outbox.is_delivered(&id, s)) {
                                 let gone = match links.retention.as_mut() {
-                                    Some(r) => r.keep(&outbox, &e.manifest, now_secs()),
+                                    Some(r) => r.keep(&outbox, &e.manifest).map(|()| {
+                                        let jobs = &links.redeliver;
+                                        r.prune_except(now_secs(), &|id| jobs.pins(id));
+                                    }),
                                     None => outbox.remove_data(&e.manifest),
                                 };
                                 match gone {
@@ -173,7 +202,8 @@ pub fn start(
                 _ = prune_tick.tick() => {
                     report_backlog_age(&entries, &sinks, &links.metrics);
                     if let Some(r) = links.retention.as_mut() {
-                        r.prune(now_secs());
+                        let jobs = &links.redeliver;
+                        r.prune_except(now_secs(), &|id| jobs.pins(id));
                     }
                     let oldest = *links.wal_oldest.borrow();
                     delivered.retain(|id, d| {
@@ -200,6 +230,17 @@ pub fn start(
                         }
                         !prunable
                     });
+                }
+                _ = redeliver_tick.tick() => {
+                    for item in links.redeliver.take_new() {
+                        let item = Arc::new(item);
+                        match queues.get(&item.sink) {
+                            Some(q) => {
+                                let _ = q.send(Work::Again(item));
+                            }
+                            None => links.redeliver.record(&item.job, &item.item, Err("the sink is not running on this node".into())),
+                        }
+                    }
                 }
                 _ = links.shutdown.changed() => {
                     if *links.shutdown.borrow() { break; }
@@ -243,25 +284,25 @@ fn report_backlog_age(
 
 /// One sink's deliveries. Each file has its own backoff: a file that keeps
 /// failing (a sink rejecting that one key, a name the destination refuses)
-/// waits for its retry while the files behind it go.
-#[allow(clippy::too_many_arguments)]
+/// waits for its retry while the files behind it go. Redelivered files go
+/// the same way, but are given up at their deadline and never dead-lettered.
 async fn worker(
     sink_name: String,
     sink: Arc<dyn Sink>,
     outbox: OutboxDir,
-    mut queue: mpsc::UnboundedReceiver<Arc<Manifest>>,
-    done: mpsc::UnboundedSender<(String, String)>,
+    mut queue: mpsc::UnboundedReceiver<Work>,
+    done: mpsc::UnboundedSender<Outcome>,
     mut shutdown: watch::Receiver<bool>,
     metrics: Metrics,
 ) {
     let labels = [sink_name.as_str()];
-    let mut ready: std::collections::VecDeque<(Arc<Manifest>, Duration)> = Default::default();
+    let mut ready: std::collections::VecDeque<(Work, Duration)> = Default::default();
     // Files waiting to be retried: (when, its next backoff, file).
-    let mut waiting: Vec<(tokio::time::Instant, Duration, Arc<Manifest>)> = Vec::new();
+    let mut waiting: Vec<(tokio::time::Instant, Duration, Work)> = Vec::new();
     let mut open = true;
     loop {
-        while let Ok(m) = queue.try_recv() {
-            ready.push_back((m, FIRST_BACKOFF));
+        while let Ok(w) = queue.try_recv() {
+            ready.push_back((w, FIRST_BACKOFF));
         }
         let now = tokio::time::Instant::now();
         let due = waiting
@@ -270,13 +311,13 @@ async fn worker(
             .filter(|(_, (at, _, _))| *at <= now)
             .min_by_key(|(_, (at, _, _))| *at)
             .map(|(i, _)| i);
-        let (m, backoff) = match (due, ready.pop_front()) {
+        let (work, backoff) = match (due, ready.pop_front()) {
             (Some(i), next) => {
                 if let Some(n) = next {
                     ready.push_front(n);
                 }
-                let (_, b, m) = waiting.swap_remove(i);
-                (m, b)
+                let (_, b, w) = waiting.swap_remove(i);
+                (w, b)
             }
             (None, Some(next)) => next,
             (None, None) => {
@@ -285,8 +326,8 @@ async fn worker(
                 }
                 let wake = waiting.iter().map(|(at, _, _)| *at).min();
                 tokio::select! {
-                    m = queue.recv(), if open => match m {
-                        Some(m) => ready.push_back((m, FIRST_BACKOFF)),
+                    w = queue.recv(), if open => match w {
+                        Some(w) => ready.push_back((w, FIRST_BACKOFF)),
                         None => open = false,
                     },
                     _ = sleep_until_or_forever(wake) => {}
@@ -295,38 +336,74 @@ async fn worker(
                 continue;
             }
         };
-        let Some(key) = m.keys.get(&sink_name) else {
-            continue;
+        let (key, path) = match &work {
+            Work::File(m) => match m.keys.get(&sink_name) {
+                Some(key) => (key.clone(), outbox.data_path(m)),
+                None => continue,
+            },
+            Work::Again(item) => (item.item.key.clone(), item.item.path.clone()),
         };
-        let path = outbox.data_path(&m);
         let started = Instant::now();
         let result = tokio::select! {
-            r = sink.put(key, &path) => r,
+            r = sink.put(&key, &path) => r,
             _ = shutdown.wait_for(|s| *s) => return,
         };
         metrics
             .sink_upload_seconds
             .with_label_values(&labels)
             .observe(started.elapsed().as_secs_f64());
+        let outcome = match &result {
+            Ok(()) => "ok",
+            Err(e) if e.is_permanent() => "rejected",
+            Err(_) => "error",
+        };
+        metrics
+            .sink_uploads
+            .with_label_values(&[&sink_name, outcome])
+            .inc();
+        if let Err(e) = &result {
+            if matches!(e, crate::sink::SinkError::Unauthorized { .. }) {
+                metrics.sink_auth_failures.with_label_values(&labels).inc();
+            }
+        }
+        let m = match work {
+            Work::Again(item) => {
+                let retry_at = tokio::time::Instant::now() + jitter(backoff);
+                let result = match result {
+                    Err(e) if !e.is_permanent() && retry_at < item.give_up_at => {
+                        metrics.sink_retries.with_label_values(&labels).inc();
+                        tracing::warn!(sink = sink_name, key, error = %e, retry_in_ms = backoff.as_millis() as u64, "redeliver upload failed; will retry");
+                        waiting.push((retry_at, (backoff * 2).min(MAX_BACKOFF), Work::Again(item)));
+                        continue;
+                    }
+                    r => r.map_err(|e| e.to_string()),
+                };
+                let label = if result.is_ok() { "ok" } else { "failed" };
+                metrics
+                    .redeliver_files
+                    .with_label_values(&[&sink_name, label])
+                    .inc();
+                match &result {
+                    Ok(()) => tracing::info!(sink = sink_name, key, "redelivered"),
+                    Err(e) => {
+                        tracing::error!(sink = sink_name, key, error = %e, "redeliver gave up on a file")
+                    }
+                }
+                let _ = done.send(Outcome::Redelivered { item, result });
+                continue;
+            }
+            Work::File(m) => m,
+        };
         let retry_later = |waiting: &mut Vec<_>, backoff: Duration| {
             waiting.push((
                 tokio::time::Instant::now() + jitter(backoff),
                 (backoff * 2).min(MAX_BACKOFF),
-                m.clone(),
+                Work::File(m.clone()),
             ));
         };
         match result {
-            Ok(()) => {
-                metrics
-                    .sink_uploads
-                    .with_label_values(&[&sink_name, "ok"])
-                    .inc();
-            }
+            Ok(()) => {}
             Err(e) if e.is_permanent() => {
-                metrics
-                    .sink_uploads
-                    .with_label_values(&[&sink_name, "rejected"])
-                    .inc();
                 match outbox.dead_letter(&m, &sink_name, &e.to_string()) {
                     Ok(at) => {
                         metrics.sink_dead_lettered.with_label_values(&labels).inc();
@@ -341,13 +418,6 @@ async fn worker(
                 }
             }
             Err(e) => {
-                metrics
-                    .sink_uploads
-                    .with_label_values(&[&sink_name, "error"])
-                    .inc();
-                if matches!(e, crate::sink::SinkError::Unauthorized { .. }) {
-                    metrics.sink_auth_failures.with_label_values(&labels).inc();
-                }
                 metrics.sink_retries.with_label_values(&labels).inc();
                 if let Some(suppressed) = crate::logging::allow("upload_failed", &metrics) {
                     tracing::warn!(sink = sink_name, key, error = %e, retry_in_ms = backoff.as_millis() as u64, suppressed, "upload failed; will retry");
@@ -375,7 +445,10 @@ async fn worker(
             .outbox_bytes
             .with_label_values(&labels)
             .sub(m.bytes as i64);
-        let _ = done.send((m.id.clone(), sink_name.clone()));
+        let _ = done.send(Outcome::Delivered {
+            id: m.id.clone(),
+            sink: sink_name.clone(),
+        });
     }
 }
 

@@ -83,9 +83,31 @@ pub struct Manifest {
     /// Wall clock (ms) when the file was finished; for backlog age metrics.
     #[serde(default)]
     pub finished_at_ms: i64,
+    /// The node that made the file (`node_id`); empty in manifests written
+    /// before it was recorded.
+    #[serde(default)]
+    pub node: String,
 }
 
 impl Manifest {
+    /// When the file's data begins, for retention and `weir redeliver`: its
+    /// period start, or for a Treasure Data part (which has no period) when
+    /// it was made.
+    pub fn starts_at(&self) -> i64 {
+        match self.kind {
+            FileKind::Parquet => self.period_start,
+            FileKind::TdPart => self.finished_at_ms.div_euclid(1000),
+        }
+    }
+
+    /// When the file's data ends (see [`Manifest::starts_at`]).
+    pub fn ends_at(&self) -> i64 {
+        match self.kind {
+            FileKind::Parquet => self.period_start + self.period_secs as i64,
+            FileKind::TdPart => self.starts_at(),
+        }
+    }
+
     /// Reads a manifest, upgrading version 1.
     pub fn from_json(bytes: &[u8]) -> serde_json::Result<Self> {
         let mut m: Manifest = serde_json::from_slice(bytes)?;

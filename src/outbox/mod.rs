@@ -15,6 +15,7 @@
 
 mod delivery;
 pub mod manifest;
+pub mod redeliver;
 mod retained;
 
 use std::fs;

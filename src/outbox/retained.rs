@@ -22,8 +22,9 @@ pub struct Retention {
     dir: PathBuf,
     max_age: Duration,
     max_bytes: u64,
-    /// (period start, id) → (period length in seconds, data file name, bytes).
-    files: BTreeMap<(i64, String), (u64, String, u64)>,
+    /// (start, id) → (end, data file name, bytes), by [`Manifest::starts_at`]
+    /// and [`Manifest::ends_at`].
+    files: BTreeMap<(i64, String), (i64, String, u64)>,
     total: u64,
     metrics: Metrics,
 }
@@ -89,11 +90,12 @@ impl Retention {
     fn insert(&mut self, m: &Manifest, data: String, bytes: u64) {
         self.total += bytes;
         self.files
-            .insert((m.period_start, m.id.clone()), (m.period_secs, data, bytes));
+            .insert((m.starts_at(), m.id.clone()), (m.ends_at(), data, bytes));
     }
 
-    /// Moves a delivered file out of the outbox into retention, then prunes.
-    pub fn keep(&mut self, outbox: &OutboxDir, m: &Manifest, now_secs: i64) -> io::Result<()> {
+    /// Moves a delivered file out of the outbox into retention (the caller
+    /// prunes).
+    pub fn keep(&mut self, outbox: &OutboxDir, m: &Manifest) -> io::Result<()> {
         let data = format!("{}.{}", m.id, m.kind.extension());
         let bytes = fs::metadata(outbox.data_path(m))?.len();
         let json = serde_json::to_vec_pretty(m).map_err(io::Error::other)?;
@@ -105,25 +107,39 @@ impl Retention {
         fs::rename(&tmp, self.dir.join(format!("{}.json", m.id)))?;
         sync_dir(&self.dir)?;
         self.insert(m, data, bytes);
-        self.prune(now_secs);
         Ok(())
     }
 
     /// Deletes the oldest files while either bound is passed.
     pub fn prune(&mut self, now_secs: i64) {
+        self.prune_except(now_secs, &|_| false);
+    }
+
+    /// [`Retention::prune`], keeping files `pinned` says a redelivery is
+    /// still sending (they go once it is done).
+    pub fn prune_except(&mut self, now_secs: i64, pinned: &dyn Fn(&str) -> bool) {
         let oldest_end = now_secs - self.max_age.as_secs() as i64;
-        while let Some(((start, id), (secs, data, bytes))) = self.files.first_key_value() {
-            let expired = start + *secs as i64 <= oldest_end;
-            if !expired && self.total <= self.max_bytes {
+        let mut total = self.total;
+        let mut gone = Vec::new();
+        for ((start, id), (end, _, bytes)) in &self.files {
+            let expired = *end <= oldest_end;
+            if !expired && total <= self.max_bytes {
                 break;
             }
-            let (id, data, bytes) = (id.clone(), data.clone(), *bytes);
-            let _ = fs::remove_file(self.dir.join(&data));
-            let _ = fs::remove_file(self.dir.join(format!("{id}.json")));
-            self.total -= bytes;
-            self.metrics.outbox_retained_removed.inc();
-            tracing::debug!(id, bytes, expired, "retained file removed");
-            self.files.pop_first();
+            if pinned(id) {
+                continue;
+            }
+            total -= bytes;
+            gone.push((*start, id.clone(), expired));
+        }
+        for (start, id, expired) in gone {
+            if let Some((_, data, bytes)) = self.files.remove(&(start, id.clone())) {
+                let _ = fs::remove_file(self.dir.join(&data));
+                let _ = fs::remove_file(self.dir.join(format!("{id}.json")));
+                self.total -= bytes;
+                self.metrics.outbox_retained_removed.inc();
+                tracing::debug!(id, bytes, expired, "retained file removed");
+            }
         }
         self.report();
     }
@@ -160,6 +176,7 @@ mod tests {
             bytes: 10,
             keys: Default::default(),
             finished_at_ms: 0,
+            node: String::new(),
         }
     }
 
@@ -176,7 +193,8 @@ mod tests {
         for (id, hour) in [("c", 98), ("a", 90), ("b", 95)] {
             let mf = manifest(id, hour * 3600);
             fs::write(outbox.data_path(&mf), [0u8; 10]).unwrap();
-            r.keep(&outbox, &mf, now).unwrap();
+            r.keep(&outbox, &mf).unwrap();
+            r.prune(now);
             assert!(!outbox.has_data(&mf), "moved out of the outbox");
         }
         // 30 bytes over a 25-byte budget: hour 90 went first.

@@ -33,7 +33,7 @@ use crate::health::StageStatus;
 use crate::metrics::Metrics;
 use crate::outbox::manifest::{hex, unhex, FileKind, Slot as ManifestSlot, VERSION};
 use crate::outbox::{Manifest, OutboxDir};
-use crate::sink::key::{object_key, FileName, KeyParts};
+use crate::sink::key::{sink_key, FileName, KeyParts};
 use crate::wal::WalRecord;
 
 /// A late or outside file stays open at least this long, so stragglers
@@ -1170,24 +1170,15 @@ impl Roller {
                 let route_cfg = &self.config.routes[*route];
                 let mut keys = std::collections::BTreeMap::new();
                 for sink in route_cfg.sinks.iter().filter(|s| self.is_object_sink(s)) {
-                    let sink_prefix = self
-                        .config
-                        .sinks
-                        .get(sink)
-                        .map(|s| s.prefix())
-                        .unwrap_or_default();
-                    let prefix = crate::sink::join_prefix(sink_prefix, &route_cfg.prefix);
-                    keys.insert(
-                        sink.clone(),
-                        object_key(&KeyParts {
-                            prefix: &prefix,
-                            group,
-                            period_start: o.period_start,
-                            period_secs: self.window.period_secs,
-                            node: &node,
-                            name,
-                        }),
-                    );
+                    let parts = KeyParts {
+                        prefix: "",
+                        group,
+                        period_start: o.period_start,
+                        period_secs: self.window.period_secs,
+                        node: &node,
+                        name,
+                    };
+                    keys.insert(sink.clone(), sink_key(&self.config, route_cfg, sink, parts));
                 }
                 let route = route_cfg.name.clone();
                 (
@@ -1251,6 +1242,7 @@ impl Roller {
             bytes: closed.bytes,
             keys,
             finished_at_ms: crate::wal::now_ms(),
+            node: node.clone(),
         };
         let early = match why {
             Why::Early(reason) => Some(reason),

@@ -109,6 +109,42 @@ pub struct KeyParts<'a> {
     pub name: FileName,
 }
 
+impl FileName {
+    /// The name of a finished file of this manifest slot, whose first WAL
+    /// sequence is `first_seq`; `None` for a Treasure Data part.
+    pub fn for_slot(slot: crate::outbox::manifest::Slot, first_seq: u64) -> Option<Self> {
+        use crate::outbox::manifest::Slot;
+        match slot {
+            Slot::Main => Some(FileName::Main),
+            Slot::Part => Some(FileName::Part(first_seq)),
+            Slot::Late => Some(FileName::Late(first_seq)),
+            Slot::Outside => Some(FileName::Outside(first_seq)),
+            Slot::Td => None,
+        }
+    }
+}
+
+/// The key one object sink gives a file of `route`: the sink's prefix, the
+/// route's, then [`object_key`]. The roller names files with it, and
+/// `weir redeliver` names them again for a sink added later.
+pub fn sink_key(
+    config: &crate::config::Config,
+    route: &crate::config::Route,
+    sink: &str,
+    parts: KeyParts<'_>,
+) -> String {
+    let sink_prefix = config
+        .sinks
+        .get(sink)
+        .map(|s| s.prefix())
+        .unwrap_or_default();
+    let prefix = crate::sink::join_prefix(sink_prefix, &route.prefix);
+    object_key(&KeyParts {
+        prefix: &prefix,
+        ..parts
+    })
+}
+
 /// Builds the object key.
 pub fn object_key(p: &KeyParts<'_>) -> String {
     let t = DateTime::from_timestamp(p.period_start, 0).unwrap_or_default();

@@ -20,6 +20,7 @@ mod operations;
 mod peers;
 mod pipelining;
 mod real_clients;
+mod restore;
 mod retention;
 mod servers;
 mod shutdown;
