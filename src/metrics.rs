@@ -93,6 +93,8 @@ pub struct Inner {
     pub outbox_retained_oldest_period: IntGauge,
     pub outbox_retained_removed: IntCounter,
     pub redeliver_files: IntCounterVec,
+    pub fresh_previews_removed: IntCounterVec,
+    pub fresh_sweep_errors: IntCounterVec,
     pub outbox_blocked: IntGauge,
     // logging
     pub log_suppressed: IntCounterVec,
@@ -263,6 +265,8 @@ impl Metrics {
             outbox_retained_files: gauge(&r, "weir_outbox_retained_files", "Delivered files kept for restore."),
             outbox_retained_oldest_period: gauge(&r, "weir_outbox_retained_oldest_period_seconds", "Start (Unix seconds) of the oldest period a retained file holds; 0 when none."),
             outbox_retained_removed: counter(&r, "weir_outbox_retained_removed_total", "Retained files removed because outbox.retain or outbox.retain_bytes was passed."),
+            fresh_previews_removed: counter_vec(&r, "weir_fresh_previews_removed_total", "Previews (roll.freshness) removed from a sink once the finished file replacing them was there.", &["sink"]),
+            fresh_sweep_errors: counter_vec(&r, "weir_fresh_sweep_errors_total", "Failed listings or deletes while removing replaced previews (retried).", &["sink"]),
             redeliver_files: counter_vec(&r, "weir_redeliver_files_total", "Retained files sent again by `weir redeliver` through this node, by sink and result (ok, failed).", &["sink", "result"]),
             outbox_blocked: gauge(&r, "weir_outbox_blocked", "1 while the outbox backlog is over its limit and the roller waits."),
             log_suppressed: counter_vec(&r, "weir_log_suppressed_total", "Repeated warnings not logged (rate limit), by kind.", &["kind"]),

@@ -155,6 +155,13 @@ pub async fn run_with(
             metrics: metrics.clone(),
             backlog: backlog.clone(),
             redeliver: outbox::redeliver::LiveJobs::new(config.clone()),
+            fresh_sinks: config
+                .sinks
+                .iter()
+                .filter(|(_, s)| s.fresh())
+                .map(|(n, s)| (n.clone(), s.prefix().to_string()))
+                .collect(),
+            preview_linger: preview_linger(&config),
             retention: outbox::Retention::open(
                 data_dir.join(outbox::redeliver::RETAINED_DIR),
                 config.outbox.retain.0,
@@ -310,6 +317,15 @@ pub async fn run_with(
 /// Warns when roll.max_buffer_bytes cannot hold roll.max_open_files files'
 /// fixed cost: files are then finished early for memory before the
 /// open-file bound is reached.
+/// How long a replaced preview stays in a sink: twice `roll.freshness`,
+/// at least 10 s, so a query that listed it a moment before can read it.
+pub fn preview_linger(config: &Config) -> Duration {
+    config
+        .roll
+        .freshness
+        .map_or(Duration::ZERO, |f| (f.0 * 2).max(Duration::from_secs(10)))
+}
+
 fn check_roll_bounds(config: &Config) {
     let fits = config.roll.max_buffer_bytes.as_usize() / crate::roll::FILE_OVERHEAD;
     if fits < config.roll.max_open_files {

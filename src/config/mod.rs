@@ -469,6 +469,12 @@ pub struct RollConfig {
     /// least recently written file is finished early.
     #[serde(default = "default_max_open_files")]
     pub max_open_files: usize,
+    /// Off by default. How often the rows of open files are also written
+    /// as small preview files for the sinks with `fresh = true`, so recent
+    /// data is queryable before its period's file is finished (README,
+    /// "Freshness").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<HumanDuration>,
 }
 
 fn default_max_future() -> HumanDuration {
@@ -493,6 +499,7 @@ impl Default for RollConfig {
             max_future: default_max_future(),
             max_past: default_max_past(),
             max_open_files: default_max_open_files(),
+            freshness: None,
         }
     }
 }
@@ -568,6 +575,16 @@ impl SinkConfig {
             SinkConfig::Td(_) => "",
         }
     }
+
+    /// Whether the sink takes preview files (`fresh = true`).
+    pub fn fresh(&self) -> bool {
+        match self {
+            SinkConfig::Local(c) => c.fresh,
+            SinkConfig::S3(c) => c.fresh,
+            SinkConfig::Gcs(c) => c.fresh,
+            SinkConfig::Td(_) => false,
+        }
+    }
 }
 
 fn default_td_endpoint() -> String {
@@ -609,6 +626,9 @@ pub struct LocalSinkConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub prefix: String,
+    /// Also take preview files every `roll.freshness` (under `_fresh/`).
+    #[serde(default)]
+    pub fresh: bool,
 }
 
 /// Server-side encryption for S3 objects.
@@ -628,6 +648,9 @@ pub struct S3SinkConfig {
     pub bucket: String,
     #[serde(default)]
     pub prefix: String,
+    /// Also take preview files every `roll.freshness` (under `_fresh/`).
+    #[serde(default)]
+    pub fresh: bool,
     /// Default: `AWS_REGION`/`AWS_DEFAULT_REGION`, else us-east-1.
     pub region: Option<String>,
     /// For S3-compatible stores (MinIO, Ceph, R2 …): their URL.
@@ -666,6 +689,9 @@ pub struct GcsSinkConfig {
     pub bucket: String,
     #[serde(default)]
     pub prefix: String,
+    /// Also take preview files every `roll.freshness` (under `_fresh/`).
+    #[serde(default)]
+    pub fresh: bool,
     /// Service-account JSON file; without it application default
     /// credentials are used (GOOGLE_APPLICATION_CREDENTIALS, gcloud's file,
     /// or the metadata server / Workload Identity).
@@ -1024,6 +1050,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
             SinkConfig::Local(LocalSinkConfig {
                 path: data_dir.join("files"),
                 prefix: String::new(),
+                fresh: false,
             }),
         );
     }
@@ -1096,6 +1123,36 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
                 }
             }
             SinkConfig::Local(_) => {}
+        }
+    }
+
+    match file.roll.freshness.map(|f| f.0) {
+        Some(f) => {
+            if f < Duration::from_secs(1) || f >= period {
+                return Err(invalid(
+                    "roll.freshness",
+                    format!(
+                        "must be from 1s to less than roll.period ({})",
+                        humantime::format_duration(period)
+                    ),
+                ));
+            }
+            if !sinks.values().any(SinkConfig::fresh) {
+                return Err(invalid(
+                    "roll.freshness",
+                    "no sink takes preview files: set fresh = true on the object sinks that should"
+                        .into(),
+                ));
+            }
+        }
+        None => {
+            if let Some((name, _)) = sinks.iter().find(|(_, s)| s.fresh()) {
+                return Err(invalid(
+                    &format!("sinks.{name}.fresh"),
+                    "needs roll.freshness, how often preview files are written (e.g. \"1m\")"
+                        .into(),
+                ));
+            }
         }
     }
 
@@ -1225,6 +1282,36 @@ prefix = "logs"
         )
         .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/weir"));
+    }
+
+    #[test]
+    fn freshness_needs_a_fresh_sink_and_a_fresh_sink_needs_freshness() {
+        let sink = "[sinks.lake]\ntype = 'local'\npath = '/tmp/x'\nfresh = true\n";
+        let e = err(&format!("node_id='n'\n{sink}"));
+        assert!(
+            e.contains("sinks.lake.fresh") && e.contains("roll.freshness"),
+            "{e}"
+        );
+        let e = err("node_id='n'\n[roll]\nfreshness = '1m'\n");
+        assert!(
+            e.contains("roll.freshness") && e.contains("fresh = true"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "node_id='n'\n[roll]\nperiod = '5m'\nfreshness = '5m'\n{sink}"
+        ));
+        assert!(
+            e.contains("roll.freshness") && e.contains("less than roll.period"),
+            "{e}"
+        );
+        let e = err("node_id='n'\n[sinks.t]\ntype = 'td'\napikey = 'k'\nfresh = true\n");
+        assert!(e.contains("fresh"), "{e}");
+        let c = Config::from_str(
+            &format!("node_id='n'\n[roll]\nfreshness = '1m'\n{sink}"),
+            "t",
+        )
+        .unwrap();
+        assert!(c.sinks["lake"].fresh());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::manifest::Slot;
 use super::redeliver::{LiveItem, LiveJobs};
 use super::{Manifest, OutboxDir};
 use crate::metrics::Metrics;
@@ -36,6 +37,10 @@ pub struct DeliveryLinks {
     pub retention: Option<super::Retention>,
     /// `weir redeliver` requests for this node.
     pub redeliver: LiveJobs,
+    /// Sinks that take previews (`fresh = true`): name → key prefix.
+    pub fresh_sinks: BTreeMap<String, String>,
+    /// How long a replaced preview stays (see `previews.rs`).
+    pub preview_linger: Duration,
 }
 
 /// What a sink worker sends.
@@ -95,14 +100,32 @@ pub fn start(
             m.outbox_oldest_age_seconds.with_label_values(&[name]);
             let (tx, rx) = mpsc::unbounded_channel::<Work>();
             queues.insert(name.clone(), tx);
+            let sweeper = links.fresh_sinks.get(name).map(|prefix| {
+                m.fresh_previews_removed.with_label_values(&[name]);
+                m.fresh_sweep_errors.with_label_values(&[name]);
+                let (tx, rx) = mpsc::unbounded_channel();
+                workers.push(super::previews::start(
+                    name.clone(),
+                    sink.clone(),
+                    super::previews::Roots::new(prefix),
+                    links.preview_linger,
+                    rx,
+                    links.shutdown.clone(),
+                    links.metrics.clone(),
+                ));
+                tx
+            });
             workers.push(tokio::spawn(worker(
-                name.clone(),
-                sink.clone(),
-                outbox.clone(),
+                Worker {
+                    sink_name: name.clone(),
+                    sink: sink.clone(),
+                    outbox: outbox.clone(),
+                    done: done_tx.clone(),
+                    shutdown: links.shutdown.clone(),
+                    metrics: links.metrics.clone(),
+                    sweeper,
+                },
                 rx,
-                done_tx.clone(),
-                links.shutdown.clone(),
-                links.metrics.clone(),
             )));
         }
         drop(done_tx);
@@ -179,7 +202,8 @@ pub fn start(
                                 links.backlog.sub(e.manifest.bytes);
                             }
                             if e.pending.is_empty() && !e.manifest.keys.keys().any(|s| !outbox.is_delivered(&id, s)) {
-                                let gone = match links.retention.as_mut() {
+                                let preview = e.manifest.slot == super::manifest::Slot::Preview;
+                                let gone = match links.retention.as_mut().filter(|_| !preview) {
                                     Some(r) => r.keep(&outbox, &e.manifest).map(|()| {
                                         let jobs = &links.redeliver;
                                         r.prune_except(now_secs(), &|id| jobs.pins(id));
@@ -286,23 +310,38 @@ fn report_backlog_age(
 /// failing (a sink rejecting that one key, a name the destination refuses)
 /// waits for its retry while the files behind it go. Redelivered files go
 /// the same way, but are given up at their deadline and never dead-lettered.
-async fn worker(
-    sink_name: String,
-    sink: Arc<dyn Sink>,
-    outbox: OutboxDir,
-    mut queue: mpsc::UnboundedReceiver<Work>,
-    done: mpsc::UnboundedSender<Outcome>,
-    mut shutdown: watch::Receiver<bool>,
-    metrics: Metrics,
-) {
+async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
+    let Worker {
+        sink_name,
+        sink,
+        outbox,
+        done,
+        mut shutdown,
+        metrics,
+        sweeper,
+    } = w;
     let labels = [sink_name.as_str()];
     let mut ready: std::collections::VecDeque<(Work, Duration)> = Default::default();
     // Files waiting to be retried: (when, its next backoff, file).
     let mut waiting: Vec<(tokio::time::Instant, Duration, Work)> = Vec::new();
+    // Part files of a period not yet delivered here, by (route, group,
+    // period): with previews, the period's file goes only after them.
+    let mut parts: BTreeMap<(String, String, i64), usize> = BTreeMap::new();
+    let ordered = sweeper.is_some();
+    let admit = |w: Work,
+                 ready: &mut std::collections::VecDeque<(Work, Duration)>,
+                 parts: &mut BTreeMap<(String, String, i64), usize>| {
+        if let Work::File(m) = &w {
+            if ordered && m.slot == Slot::Part {
+                *parts.entry(period_of(m)).or_insert(0) += 1;
+            }
+        }
+        ready.push_back((w, FIRST_BACKOFF));
+    };
     let mut open = true;
     loop {
         while let Ok(w) = queue.try_recv() {
-            ready.push_back((w, FIRST_BACKOFF));
+            admit(w, &mut ready, &mut parts);
         }
         let now = tokio::time::Instant::now();
         let due = waiting
@@ -327,7 +366,7 @@ async fn worker(
                 let wake = waiting.iter().map(|(at, _, _)| *at).min();
                 tokio::select! {
                     w = queue.recv(), if open => match w {
-                        Some(w) => ready.push_back((w, FIRST_BACKOFF)),
+                        Some(w) => admit(w, &mut ready, &mut parts),
                         None => open = false,
                     },
                     _ = sleep_until_or_forever(wake) => {}
@@ -336,6 +375,18 @@ async fn worker(
                 continue;
             }
         };
+        if let Work::File(m) = &work {
+            if m.slot == Slot::Main && parts.get(&period_of(m)).is_some_and(|n| *n > 0) {
+                // Readers of previews count on a period's file arriving
+                // after its parts (see previews.rs).
+                waiting.push((
+                    tokio::time::Instant::now() + Duration::from_millis(500),
+                    backoff,
+                    work,
+                ));
+                continue;
+            }
+        }
         let (key, path) = match &work {
             Work::File(m) => match m.keys.get(&sink_name) {
                 Some(key) => (key.clone(), outbox.data_path(m)),
@@ -401,8 +452,24 @@ async fn worker(
                 Work::File(m.clone()),
             ));
         };
+        if m.slot == Slot::Part
+            && (result.is_ok() || result.as_ref().is_err_and(|e| e.is_permanent()))
+        {
+            if let Some(n) = parts.get_mut(&period_of(&m)) {
+                *n -= 1;
+                if *n == 0 {
+                    parts.remove(&period_of(&m));
+                }
+            }
+        }
         match result {
-            Ok(()) => {}
+            Ok(()) => {
+                if let (Some(tx), false) = (&sweeper, m.slot == Slot::Preview) {
+                    if let Some((dir, _)) = key.rsplit_once('/') {
+                        let _ = tx.send(dir.to_string());
+                    }
+                }
+            }
             Err(e) if e.is_permanent() => {
                 match outbox.dead_letter(&m, &sink_name, &e.to_string()) {
                     Ok(at) => {
@@ -450,6 +517,23 @@ async fn worker(
             sink: sink_name.clone(),
         });
     }
+}
+
+/// What one sink's worker works with.
+struct Worker {
+    sink_name: String,
+    sink: Arc<dyn Sink>,
+    outbox: OutboxDir,
+    done: mpsc::UnboundedSender<Outcome>,
+    shutdown: watch::Receiver<bool>,
+    metrics: Metrics,
+    /// The sink's preview sweeper, when it takes previews.
+    sweeper: Option<mpsc::UnboundedSender<String>>,
+}
+
+/// The period a file belongs to: (route, group, period start).
+fn period_of(m: &Manifest) -> (String, String, i64) {
+    (m.route.clone(), m.group_hex.clone(), m.period_start)
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.

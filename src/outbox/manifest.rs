@@ -42,6 +42,18 @@ pub enum Slot {
     Outside,
     /// A Treasure Data import part.
     Td,
+    /// A preview of a file still open (`roll.freshness`), for the sinks
+    /// with `fresh = true`; never retained or redelivered.
+    Preview,
+}
+
+/// For a preview: the open file it previews.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreviewSlot {
+    Period,
+    Late,
+    Outside,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +99,9 @@ pub struct Manifest {
     /// before it was recorded.
     #[serde(default)]
     pub node: String,
+    /// A preview's open file: its slot and the WAL sequence it opened at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_of: Option<(PreviewSlot, u64)>,
 }
 
 impl Manifest {

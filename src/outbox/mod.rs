@@ -15,6 +15,7 @@
 
 mod delivery;
 pub mod manifest;
+mod previews;
 pub mod redeliver;
 mod retained;
 

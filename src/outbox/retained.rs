@@ -177,6 +177,7 @@ mod tests {
             keys: Default::default(),
             finished_at_ms: 0,
             node: String::new(),
+            preview_of: None,
         }
     }
 

@@ -31,9 +31,9 @@ use crate::config::{Config, FileGrouping, TdSinkConfig};
 use crate::event::Event;
 use crate::health::StageStatus;
 use crate::metrics::Metrics;
-use crate::outbox::manifest::{hex, unhex, FileKind, Slot as ManifestSlot, VERSION};
+use crate::outbox::manifest::{hex, unhex, FileKind, PreviewSlot, Slot as ManifestSlot, VERSION};
 use crate::outbox::{Manifest, OutboxDir};
-use crate::sink::key::{sink_key, FileName, KeyParts};
+use crate::sink::key::{sink_key, FileName, KeyParts, PreviewOf};
 use crate::wal::WalRecord;
 
 /// A late or outside file stays open at least this long, so stragglers
@@ -182,6 +182,9 @@ struct Open {
     rows: usize,
     /// Write clock at the last append, for least-recently-written eviction.
     last_write: u64,
+    /// While a preview is being collected (`roll.freshness`): the first
+    /// WAL record in it, and the last.
+    preview: Option<(u64, u64)>,
 }
 
 /// Why an output is finished.
@@ -297,6 +300,14 @@ struct Roller {
     tail: crate::wal::tail::Tail,
     /// Arrival of the last record read, for the lag metric.
     lag_arrival_ms: i64,
+    /// Open outputs' previews: the WAL sequence each output's committed
+    /// previews reach, so a replay does not preview those rows again.
+    previewed: HashMap<CoverageKey, u64>,
+    /// Sinks of each route that take previews (`fresh = true`).
+    route_fresh: Vec<Vec<String>>,
+    /// `roll.freshness` in ms, and when previews are next written.
+    freshness_ms: Option<i64>,
+    next_preview_ms: i64,
 }
 
 impl Roller {
@@ -346,6 +357,18 @@ impl Roller {
                     .any(|s| !td_targets.iter().any(|t| &t.sink == s))
             })
             .collect();
+        let route_fresh = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.sinks
+                    .iter()
+                    .filter(|s| config.sinks.get(*s).is_some_and(|c| c.fresh()))
+                    .cloned()
+                    .collect()
+            })
+            .collect();
+        let freshness_ms = roll.freshness.map(|f| f.0.as_millis() as i64);
         let initial = std::mem::take(&mut links.initial);
         let wal_dir = config.data_dir.join("wal");
         let mut r = Self {
@@ -370,6 +393,10 @@ impl Roller {
             config,
             tail: crate::wal::tail::Tail::new(&wal_dir, 0),
             lag_arrival_ms: 0,
+            previewed: HashMap::new(),
+            route_fresh,
+            freshness_ms,
+            next_preview_ms: i64::MIN,
             links,
             stopping: false,
         };
@@ -396,7 +423,13 @@ impl Roller {
                 "manifest from a different roll.period; its events may be written again"
             );
         }
-        let e = self.covered.entry(self.coverage_key(&key)).or_insert(0);
+        let ck = self.coverage_key(&key);
+        let map = if m.slot == ManifestSlot::Preview {
+            &mut self.previewed
+        } else {
+            &mut self.covered
+        };
+        let e = map.entry(ck).or_insert(0);
         *e = (*e).max(m.covered_through);
     }
 
@@ -409,11 +442,17 @@ impl Roller {
             return Some(OutputKey::Td { target, table });
         }
         let route = self.config.routes.iter().position(|r| r.name == m.route)?;
-        let slot = match m.slot {
-            ManifestSlot::Main | ManifestSlot::Part => FileSlot::Period(m.period_start),
-            ManifestSlot::Late => FileSlot::Late(m.period_start),
-            ManifestSlot::Outside => FileSlot::Outside,
-            ManifestSlot::Td => return None,
+        let slot = match (m.slot, m.preview_of) {
+            (ManifestSlot::Main | ManifestSlot::Part, _)
+            | (ManifestSlot::Preview, Some((PreviewSlot::Period, _))) => {
+                FileSlot::Period(m.period_start)
+            }
+            (ManifestSlot::Late, _) | (ManifestSlot::Preview, Some((PreviewSlot::Late, _))) => {
+                FileSlot::Late(m.period_start)
+            }
+            (ManifestSlot::Outside, _)
+            | (ManifestSlot::Preview, Some((PreviewSlot::Outside, _))) => FileSlot::Outside,
+            (ManifestSlot::Td | ManifestSlot::Preview, _) => return None,
         };
         Some(OutputKey::File {
             route,
@@ -530,6 +569,7 @@ impl Roller {
         if self.links.wal_oldest.has_changed().unwrap_or(false) {
             let oldest = *self.links.wal_oldest.borrow_and_update();
             self.covered.retain(|_, c| *c >= oldest);
+            self.previewed.retain(|_, c| *c >= oldest);
             self.quarantine.forget_below(oldest);
         }
         self.links
@@ -709,6 +749,14 @@ impl Roller {
     fn advance(&mut self, now_ms: i64) -> Result<(), WriteError> {
         if now_ms > self.now_ms {
             self.now_ms = now_ms;
+        }
+        if let Some(every) = self.freshness_ms {
+            if self.next_preview_ms == i64::MIN {
+                self.next_preview_ms = self.now_ms.saturating_add(every);
+            } else if self.now_ms >= self.next_preview_ms {
+                self.preview_all()?;
+                self.next_preview_ms = self.now_ms.saturating_add(every);
+            }
         }
         if self.now_ms < self.next_deadline_ms {
             return Ok(());
@@ -949,9 +997,27 @@ impl Roller {
         }
         let clock = self.write_clock;
         self.write_clock += 1;
+        let preview = match &w.key {
+            OutputKey::File { route, .. } if !self.route_fresh[*route].is_empty() => {
+                let done = self.previewed.get(&self.coverage_key(&w.key)).copied();
+                done.is_none_or(|d| r.seq > d)
+            }
+            _ => false,
+        };
         let Some(o) = self.open.get_mut(&w.key) else {
             return Ok(0);
         };
+        if preview {
+            if let Output::Parquet(p) = &mut o.output {
+                if !p.has_tee() {
+                    p.start_tee().map_err(Failure::File)?;
+                    o.preview = Some((r.seq, r.seq));
+                }
+            }
+            if let Some((_, last)) = &mut o.preview {
+                *last = r.seq;
+            }
+        }
         let mut rows = 0u64;
         let mut bad = 0u64;
         for ev in &w.events {
@@ -1050,6 +1116,7 @@ impl Roller {
                 memory,
                 rows: 0,
                 last_write: self.write_clock,
+                preview: None,
             },
         );
         self.report_gauges();
@@ -1077,6 +1144,10 @@ impl Roller {
     fn enforce_memory(&mut self, seq: u64) -> Result<(), Failure> {
         let budget = self.config.roll.max_buffer_bytes.as_usize();
         let min_flush = MIN_FLUSH_BYTES.min(budget / 8).max(1);
+        if self.memory > budget && self.open.values().any(|o| o.preview.is_some()) {
+            // Previews go out early rather than files being finished early.
+            self.preview_all().map_err(Failure::File)?;
+        }
         while self.memory > budget && !self.open.is_empty() {
             let largest = self
                 .open
@@ -1243,6 +1314,7 @@ impl Roller {
             keys,
             finished_at_ms: crate::wal::now_ms(),
             node: node.clone(),
+            preview_of: None,
         };
         let early = match why {
             Why::Early(reason) => Some(reason),
@@ -1285,6 +1357,108 @@ impl Roller {
             tracing::warn!(
                 "outbox delivery stopped; the file waits in the outbox for the next start"
             );
+        }
+        Ok(())
+    }
+
+    /// Writes every open file's preview out (`roll.freshness`).
+    fn preview_all(&mut self) -> Result<(), WriteError> {
+        let keys: Vec<OutputKey> = self
+            .open
+            .iter()
+            .filter(|(_, o)| o.preview.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.preview(&key)?;
+        }
+        Ok(())
+    }
+
+    /// Ends one open file's preview and hands it to the outbox: the rows
+    /// the file got since its last preview, under `_fresh/` of the sinks
+    /// with `fresh = true`.
+    fn preview(&mut self, key: &OutputKey) -> Result<(), WriteError> {
+        let OutputKey::File { route, group, slot } = key else {
+            return Ok(());
+        };
+        let Some(o) = self.open.get_mut(key) else {
+            return Ok(());
+        };
+        let Some((from, through)) = o.preview.take() else {
+            return Ok(());
+        };
+        let Output::Parquet(p) = &mut o.output else {
+            return Ok(());
+        };
+        let tee = p.take_tee()?;
+        let (mem, rows) = (o.output.memory(), o.output.buffered_rows());
+        self.memory = self.memory.saturating_sub(o.memory) + mem;
+        self.buffered_rows = self.buffered_rows.saturating_sub(o.rows) + rows;
+        (o.memory, o.rows) = (mem, rows);
+        let (opened, period_start) = (o.first_seq, o.period_start);
+        let Some(tee) = tee.filter(|t| t.rows > 0) else {
+            return Ok(());
+        };
+        let (of, preview_slot) = match slot {
+            FileSlot::Period(_) => (PreviewOf::Period(opened), PreviewSlot::Period),
+            FileSlot::Late(_) => (PreviewOf::Late(opened), PreviewSlot::Late),
+            FileSlot::Outside => (PreviewOf::Outside(opened), PreviewSlot::Outside),
+        };
+        let node = self.config.node_id.clone();
+        let route_cfg = &self.config.routes[*route];
+        let mut keys = std::collections::BTreeMap::new();
+        for sink in &self.route_fresh[*route] {
+            let parts = KeyParts {
+                prefix: "",
+                group,
+                period_start,
+                period_secs: self.window.period_secs,
+                node: &node,
+                name: FileName::Preview { of, seq: from },
+            };
+            keys.insert(sink.clone(), sink_key(&self.config, route_cfg, sink, parts));
+        }
+        let id = format!("{}-preview", self.output_id(key, from, period_start));
+        let path = self.open_dir.join(format!("{id}.parquet"));
+        {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(&path)?;
+            f.write_all(&tee.bytes)?;
+            f.sync_all()?;
+        }
+        let manifest = Manifest {
+            version: VERSION,
+            id,
+            kind: FileKind::Parquet,
+            route: route_cfg.name.clone(),
+            group_hex: hex(group),
+            group: String::from_utf8_lossy(group).into_owned(),
+            period_start,
+            period_secs: self.window.period_secs,
+            slot: ManifestSlot::Preview,
+            late_seq: None,
+            first_seq: from,
+            covered_through: through,
+            rows: tee.rows,
+            bytes: tee.bytes.len() as u64,
+            keys,
+            finished_at_ms: crate::wal::now_ms(),
+            node,
+            preview_of: Some((preview_slot, opened)),
+        };
+        tracing::debug!(group = manifest.group, rows = tee.rows, "preview written");
+        self.links.outbox.commit(&path, &manifest)?;
+        let e = self.previewed.entry(self.coverage_key(key)).or_insert(0);
+        *e = (*e).max(through);
+        self.links
+            .metrics
+            .roll_files_finished
+            .with_label_values(&["preview"])
+            .inc();
+        self.report_gauges();
+        if self.links.finished.blocking_send(manifest).is_err() {
+            tracing::warn!("outbox delivery stopped; the preview waits in the outbox");
         }
         Ok(())
     }

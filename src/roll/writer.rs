@@ -239,6 +239,15 @@ pub struct PartitionWriter {
     filled: Vec<bool>,
     rows: u64,
     builder_bytes: usize,
+    /// A second, in-memory Parquet file that gets every batch too while a
+    /// preview for `roll.freshness` is being collected (see [`Self::start_tee`]).
+    tee: Option<ArrowWriter<Vec<u8>>>,
+}
+
+/// A finished in-memory preview file.
+pub struct TeeFile {
+    pub bytes: Vec<u8>,
+    pub rows: u64,
 }
 
 impl PartitionWriter {
@@ -267,7 +276,49 @@ impl PartitionWriter {
             rows: 0,
             builder_bytes: 0,
             schema: schema.clone(),
+            tee: None,
         })
+    }
+
+    /// From now on, rows also go into an in-memory preview file (the rows
+    /// appended before are not in it). Rows are built once; only the
+    /// Parquet encoding is done twice.
+    pub fn start_tee(&mut self) -> Result<(), WriteError> {
+        if self.tee.is_none() {
+            self.write_batch()?;
+            self.tee = Some(ArrowWriter::try_new(
+                Vec::new(),
+                self.schema.schema.clone(),
+                Some((*self.schema.props).clone()),
+            )?);
+        }
+        Ok(())
+    }
+
+    pub fn has_tee(&self) -> bool {
+        self.tee.is_some()
+    }
+
+    /// Ends the preview file and returns it (`None` without one).
+    pub fn take_tee(&mut self) -> Result<Option<TeeFile>, WriteError> {
+        if self.tee.is_none() {
+            return Ok(None);
+        }
+        self.write_batch()?;
+        let Some(tee) = self.tee.take() else {
+            return Ok(None);
+        };
+        let rows = tee
+            .flushed_row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .sum::<i64>()
+            + tee.in_progress_rows() as i64;
+        let bytes = tee.into_inner()?;
+        Ok(Some(TeeFile {
+            bytes,
+            rows: rows.max(0) as u64,
+        }))
     }
 
     /// The tag of the events appended from now on.
@@ -388,6 +439,9 @@ impl PartitionWriter {
         arrays.push(Arc::new(self.record.finish()));
         let batch = RecordBatch::try_new(self.schema.schema.clone(), arrays)?;
         self.writer.write(&batch)?;
+        if let Some(tee) = &mut self.tee {
+            tee.write(&batch)?;
+        }
         self.builder_bytes = 0;
         self.times = Vec::with_capacity(BATCH_ROWS.min(n * 2));
         Ok(())
@@ -406,6 +460,14 @@ impl PartitionWriter {
                 .writer
                 .memory_size()
                 .max(self.writer.in_progress_size())
+            + self.tee_bytes()
+    }
+
+    /// Bytes the preview file holds in memory (encoded and in progress).
+    pub fn tee_bytes(&self) -> usize {
+        self.tee.as_ref().map_or(0, |t| {
+            t.inner().len() + t.memory_size().max(t.in_progress_size())
+        })
     }
 
     pub fn rows(&self) -> u64 {

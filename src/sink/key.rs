@@ -94,7 +94,25 @@ pub enum FileName {
     /// `{node}.outside-{seq}.parquet`: events dated outside the accepted
     /// window, filed under the period they arrived in.
     Outside(u64),
+    /// `{node}.{of}.f-{seq}.parquet` under `_fresh/`: a preview of a file
+    /// still open (`roll.freshness`), holding its rows from WAL sequence
+    /// `seq` on. `of` names the file it previews as it would be if
+    /// finished early (`part-{first seq}`, `late-…`, `outside-…`), so a
+    /// reader can tell which finished file replaces it.
+    Preview { of: PreviewOf, seq: u64 },
 }
+
+/// The file a preview belongs to, by the WAL sequence it opened at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreviewOf {
+    /// A period's file: finished as `{node}.parquet` or `{node}.part-{seq}.parquet`.
+    Period(u64),
+    Late(u64),
+    Outside(u64),
+}
+
+/// The folder under a sink's prefix that holds previews.
+pub const FRESH_DIR: &str = "_fresh";
 
 /// What names one finished file.
 #[derive(Debug, Clone, Copy)]
@@ -119,7 +137,7 @@ impl FileName {
             Slot::Part => Some(FileName::Part(first_seq)),
             Slot::Late => Some(FileName::Late(first_seq)),
             Slot::Outside => Some(FileName::Outside(first_seq)),
-            Slot::Td => None,
+            Slot::Td | Slot::Preview => None,
         }
     }
 }
@@ -138,7 +156,13 @@ pub fn sink_key(
         .get(sink)
         .map(|s| s.prefix())
         .unwrap_or_default();
-    let prefix = crate::sink::join_prefix(sink_prefix, &route.prefix);
+    let prefix = match parts.name {
+        FileName::Preview { .. } => crate::sink::join_prefix(
+            sink_prefix,
+            &crate::sink::join_prefix(FRESH_DIR, &route.prefix),
+        ),
+        _ => crate::sink::join_prefix(sink_prefix, &route.prefix),
+    };
     object_key(&KeyParts {
         prefix: &prefix,
         ..parts
@@ -169,6 +193,14 @@ pub fn object_key(p: &KeyParts<'_>) -> String {
         FileName::Part(seq) => key.push_str(&format!(".part-{seq}")),
         FileName::Late(seq) => key.push_str(&format!(".late-{seq}")),
         FileName::Outside(seq) => key.push_str(&format!(".outside-{seq}")),
+        FileName::Preview { of, seq } => {
+            let (kind, first) = match of {
+                PreviewOf::Period(s) => ("part", s),
+                PreviewOf::Late(s) => ("late", s),
+                PreviewOf::Outside(s) => ("outside", s),
+            };
+            key.push_str(&format!(".{kind}-{first}.f-{seq}"));
+        }
     }
     key.push_str(".parquet");
     key
@@ -202,6 +234,17 @@ mod tests {
         assert_eq!(
             key(b"app.web", 3600, FileName::Part(7)),
             "logs/app.web/dt=2025-11-25/hour=17/n1.part-7.parquet"
+        );
+        assert_eq!(
+            key(
+                b"app.web",
+                3600,
+                FileName::Preview {
+                    of: PreviewOf::Period(7),
+                    seq: 12
+                }
+            ),
+            "logs/app.web/dt=2025-11-25/hour=17/n1.part-7.f-12.parquet"
         );
         assert_eq!(
             key(b"k8s", 3600, FileName::Outside(9)),

@@ -50,12 +50,28 @@ impl SinkError {
 }
 
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+pub type ListFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<String>, SinkError>> + Send + 'a>>;
 
 /// A place finished files go. Delivery must be idempotent: putting the same
 /// key with the same bytes twice leaves one object.
 pub trait Sink: Send + Sync {
     /// Uploads the file at `path` under `key`.
     fn put<'a>(&'a self, key: &'a str, path: &'a Path) -> SinkFuture<'a>;
+
+    /// Every key under `prefix` (a folder: ends without `/`), for removing
+    /// previews their finished file replaced. Only object sinks list.
+    fn list<'a>(&'a self, prefix: &'a str) -> ListFuture<'a> {
+        Box::pin(async move {
+            Err(SinkError::Http(format!(
+                "this sink cannot list keys (under {prefix})"
+            )))
+        })
+    }
+
+    /// Deletes `key`; a key that is not there is not an error.
+    fn delete<'a>(&'a self, key: &'a str) -> SinkFuture<'a> {
+        Box::pin(async move { Err(SinkError::Http(format!("this sink cannot delete {key}"))) })
+    }
 }
 
 /// Builds every configured sink.

@@ -10,7 +10,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{Attributes, ObjectStore};
 use tokio::io::AsyncWriteExt;
 
-use super::{Sink, SinkError, SinkFuture};
+use super::{ListFuture, Sink, SinkError, SinkFuture};
 
 /// Uploads in parts of this size (S3 needs ≥ 5 MiB for all but the last);
 /// smaller files go up in one request.
@@ -41,6 +41,14 @@ pub fn cloud_attributes(storage_class: Option<&String>) -> Attributes {
     attributes
 }
 
+/// A key as an object_store path; a key it refuses is rejected for good.
+fn location(key: &str) -> Result<ObjectPath, SinkError> {
+    ObjectPath::parse(key).map_err(|e| SinkError::Key {
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
 pub struct ObjectStoreSink {
     store: Arc<dyn ObjectStore>,
     /// Content type, storage class … (empty for the local folder, which
@@ -54,10 +62,7 @@ impl ObjectStoreSink {
     }
 
     async fn upload(&self, key: &str, path: &Path) -> Result<(), SinkError> {
-        let location = ObjectPath::parse(key).map_err(|e| SinkError::Key {
-            key: key.to_string(),
-            message: e.to_string(),
-        })?;
+        let location = location(key)?;
         let mut file = tokio::fs::File::open(path).await?;
         let mut writer = BufWriter::with_capacity(self.store.clone(), location, PART_BYTES)
             .with_attributes(self.attributes.clone());
@@ -77,5 +82,26 @@ impl ObjectStoreSink {
 impl Sink for ObjectStoreSink {
     fn put<'a>(&'a self, key: &'a str, path: &'a Path) -> SinkFuture<'a> {
         Box::pin(self.upload(key, path))
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> ListFuture<'a> {
+        Box::pin(async move {
+            use futures_util::TryStreamExt;
+            let location = location(prefix)?;
+            let prefix = (!prefix.is_empty()).then_some(&location);
+            let metas: Vec<_> = self.store.list(prefix).try_collect().await?;
+            Ok(metas.into_iter().map(|m| m.location.to_string()).collect())
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> SinkFuture<'a> {
+        Box::pin(async move {
+            let location = location(key)?;
+            use object_store::ObjectStoreExt;
+            match self.store.delete(&location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
     }
 }

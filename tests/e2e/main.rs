@@ -12,6 +12,7 @@ mod crash;
 mod dedupe;
 mod drain;
 mod fanout;
+mod freshness;
 mod granularity;
 mod handshake;
 mod loadgen;

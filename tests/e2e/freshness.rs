@@ -1,0 +1,274 @@
+//! Freshness (issue 14): with `roll.freshness`, the README's DuckDB query
+//! over a sink is complete (everything acked more than the freshness delay
+//! ago) and duplicate-free at every sample, across the seal of a period;
+//! afterwards only the period's one file per tag is left, its previews are
+//! removed, and a sink without `fresh = true` never gets a preview.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::servers::*;
+
+/// `roll.freshness` in the test.
+const FRESHNESS: Duration = Duration::from_secs(5);
+/// Time from a preview's write to its rows being readable: the roller's
+/// tick, the outbox and the local sink, on a busy CI machine.
+const SLACK: Duration = Duration::from_secs(10);
+
+/// What a client had acked: (when, the request's ids).
+type Acked = Vec<(Instant, Vec<String>)>;
+
+fn query(root: &std::path::Path) -> Vec<String> {
+    let out = run_ok(
+        Command::new(python())
+            .arg(support("fresh_query.py"))
+            .arg(root),
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn fresh_files(root: &std::path::Path) -> Vec<String> {
+    let fresh = root.join("_fresh");
+    if !fresh.exists() {
+        return Vec::new();
+    }
+    list_files(&fresh)
+}
+
+#[test]
+fn the_fresh_query_is_complete_and_duplicate_free_across_a_seal() {
+    let s3_root = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(s3_root.path());
+    let lake = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[roll]\nperiod = \"1m\"\ngrace = \"2s\"\nfreshness = \"{}s\"\n\
+         [sinks.lake]\ntype = \"local\"\npath = \"{}\"\nfresh = true\n{}\
+         [[route]]\nmatch = \"**\"\nsinks = [\"lake\", \"warehouse\"]\n",
+        FRESHNESS.as_secs(),
+        lake.path().display(),
+        s3.sink_toml("warehouse", "dwh"),
+    );
+    let weir = Weir::start(&extra);
+    let root = lake.path().to_path_buf();
+
+    // A client sending all along: (when acked, ids).
+    let acked: Arc<Mutex<Acked>> = Default::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (acked, stop, port) = (acked.clone(), stop.clone(), weir.port);
+        std::thread::spawn(move || {
+            let mut s = connect(port).unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let tag = if n.is_multiple_of(2) {
+                    "app.a"
+                } else {
+                    "app.b"
+                };
+                let events: Vec<(i64, String)> = (0..20)
+                    .map(|i| (now_secs(), format!("{tag}-{n}-{i}")))
+                    .collect();
+                let chunk = format!("c{n}");
+                send_acked(
+                    &mut s,
+                    &forward_request(tag, &events, Some(&chunk), 30),
+                    &chunk,
+                )
+                .unwrap();
+                acked.lock().unwrap().push((
+                    Instant::now(),
+                    events.into_iter().map(|(_, id)| id).collect(),
+                ));
+                n += 1;
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
+
+    // Sample until a period has been sealed and its previews removed.
+    // The minute the test started in, or the next if this one is nearly
+    // over (its seal must come after previews of it were read).
+    let t0 = now_secs();
+    let sealed_minute = t0 / 60 + i64::from(t0 % 60 > 40);
+    let sealed_dir = |tag: &str| {
+        minute_key(tag, sealed_minute * 60)
+            .rsplit_once('/')
+            .unwrap()
+            .0
+            .to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(200);
+    let mut samples = 0;
+    let mut samples_with_previews = 0;
+    let mut samples_during_seal = 0;
+    loop {
+        let asked = Instant::now();
+        let rows = query(&root);
+        let sent: BTreeSet<String> = acked
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, ids)| ids.clone())
+            .collect();
+        let must: BTreeSet<String> = acked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, _)| *at + FRESHNESS + SLACK < asked)
+            .flat_map(|(_, ids)| ids.clone())
+            .collect();
+        let mut seen = BTreeMap::new();
+        for id in &rows {
+            *seen.entry(id.clone()).or_insert(0) += 1;
+        }
+        let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            dups.is_empty(),
+            "sample {samples}: duplicates {:?}\nfiles: {:#?}",
+            &dups[..dups.len().min(5)],
+            list_files(&root)
+        );
+        let unknown: Vec<_> = seen.keys().filter(|id| !sent.contains(*id)).collect();
+        assert!(
+            unknown.is_empty(),
+            "sample {samples}: never acked {unknown:?}"
+        );
+        let missing: Vec<_> = must.iter().filter(|id| !seen.contains_key(*id)).collect();
+        assert!(
+            missing.is_empty(),
+            "sample {samples}: {} acked over {:?} ago missing, e.g. {:?}\n{}",
+            missing.len(),
+            FRESHNESS + SLACK,
+            &missing[..missing.len().min(5)],
+            weir.log()
+        );
+        samples += 1;
+        let previews = fresh_files(&root);
+        let sealed_present = root.join(sealed_dir("app.a")).join("n1.parquet").exists();
+        let sealed_previews = previews
+            .iter()
+            .filter(|f| f.starts_with(&sealed_dir("app.a")) || f.starts_with(&sealed_dir("app.b")))
+            .count();
+        if !previews.is_empty() {
+            samples_with_previews += 1;
+        }
+        if sealed_present && sealed_previews > 0 {
+            samples_during_seal += 1;
+        }
+        if sealed_present && sealed_previews == 0 && samples_during_seal > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no seal with previews removed in time ({samples} samples, {samples_during_seal} during the seal)\n{}",
+            weir.log()
+        );
+        std::thread::sleep(Duration::from_secs(2).saturating_sub(asked.elapsed()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    eprintln!("{samples} samples, {samples_with_previews} with previews, {samples_during_seal} while the sealed file and its previews were both there");
+    assert!(
+        samples_with_previews >= 3,
+        "previews were read: {samples_with_previews}"
+    );
+
+    // The sealed minute: one file per tag in the hourly layout, no preview.
+    for tag in ["app.a", "app.b"] {
+        let dir = root.join(sealed_dir(tag));
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(files, vec!["n1.parquet".to_string()], "{}", dir.display());
+    }
+    let m = scrape(weir.metrics_port);
+    assert!(metric(&m, "weir_roll_files_finished_total", &[("kind", "preview")]) >= 3.0);
+    assert!(metric(&m, "weir_fresh_previews_removed_total", &[("sink", "lake")]) >= 2.0);
+
+    // The warehouse sink (no `fresh`) has the hourly files and no preview.
+    let (objects, _) = read_bucket(&s3.endpoint(), S3Server::BUCKET);
+    assert!(!objects.is_empty());
+    let previews: Vec<_> = objects.keys().filter(|k| k.contains("_fresh")).collect();
+    assert!(previews.is_empty(), "{previews:?}");
+    assert!(objects
+        .keys()
+        .any(|k| k.ends_with(&format!("{}/n1.parquet", sealed_dir("app.a")))));
+}
+
+/// Sends one acked request of 20 events; returns their ids.
+fn send_one(port: u16, tag: &str, n: u64) -> Vec<String> {
+    let events: Vec<(i64, String)> = (0..20)
+        .map(|i| (now_secs(), format!("{tag}-{n}-{i}")))
+        .collect();
+    let mut s = connect(port).unwrap();
+    let chunk = format!("k{n}");
+    send_acked(
+        &mut s,
+        &forward_request(tag, &events, Some(&chunk), 30),
+        &chunk,
+    )
+    .unwrap();
+    events.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Polls the query until it returns exactly `want`, failing on any
+/// duplicate on the way.
+fn wait_for_exactly(weir: &Weir, root: &std::path::Path, want: &BTreeSet<String>) {
+    let ok = wait_until(Duration::from_secs(60), || {
+        let rows = query(root);
+        let set: BTreeSet<String> = rows.iter().cloned().collect();
+        assert_eq!(set.len(), rows.len(), "duplicates: {:?}", list_files(root));
+        assert!(set.is_subset(want), "rows never sent");
+        set == *want
+    });
+    assert!(ok, "query never returned every event\n{}", weir.log());
+}
+
+#[test]
+fn a_crash_rebuilds_previews_without_writing_rows_twice() {
+    let lake = tempfile::tempdir().unwrap();
+    let out = lake.path().join("out");
+    // A period long enough that nothing is sealed during the test.
+    let extra = format!(
+        "[roll]\nperiod = \"1h\"\ngrace = \"2s\"\nfreshness = \"2s\"\n\
+         [sinks.lake]\ntype = \"local\"\npath = \"{}\"\nfresh = true\n\
+         [[route]]\nmatch = \"**\"\nsinks = [\"lake\"]\n",
+        out.display(),
+    );
+    let mut weir = Weir::start(&extra);
+    // The sink fails (its folder is a file now): previews wait in the
+    // outbox, and a replay that wrote them again with other boundaries
+    // would upload rows twice.
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::write(&out, b"not a folder").unwrap();
+    let mut sent = BTreeSet::new();
+    for n in 0..4 {
+        sent.extend(send_one(weir.port, "crash.fresh", n));
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let previewed = wait_until(Duration::from_secs(30), || {
+        metric(
+            &scrape(weir.metrics_port),
+            "weir_roll_files_finished_total",
+            &[("kind", "preview")],
+        ) >= 3.0
+    });
+    assert!(previewed, "previews not written\n{}", weir.log());
+
+    weir.kill9();
+    std::fs::remove_file(&out).unwrap();
+    std::fs::create_dir(&out).unwrap();
+    weir.spawn();
+    for n in 4..8 {
+        sent.extend(send_one(weir.port, "crash.fresh", n));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_for_exactly(&weir, &out, &sent);
+    assert!(fresh_files(&out).len() >= 4, "{:?}", fresh_files(&out));
+}
