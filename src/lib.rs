@@ -22,6 +22,7 @@
 //! tools (`weir loadgen`, `weir replay`); [`capture`] records traffic for
 //! them (`weir capture`, `[forward] capture_dir`).
 
+pub mod backoff;
 pub mod capture;
 pub mod cli;
 pub mod config;

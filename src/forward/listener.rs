@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+
+use crate::backoff::Backoff;
 use tokio::task::JoinSet;
 
 use super::connection::{serve, CloseReason, ConnectionSettings};
@@ -23,7 +25,9 @@ pub async fn run(
 ) {
     let mut conns = JoinSet::new();
     let permits = Arc::new(Semaphore::new(settings.max_connections));
-    let mut backoff = Duration::from_millis(5);
+    // Accept errors (EMFILE: out of descriptors) back off briefly.
+    const ACCEPT_RETRY: Backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
+    let mut backoff = ACCEPT_RETRY;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -32,7 +36,7 @@ pub async fn run(
         };
         match accepted {
             Ok((stream, peer)) => {
-                backoff = Duration::from_millis(5);
+                backoff = ACCEPT_RETRY;
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
                     // Refuse at once: the client retries elsewhere or later
                     // instead of waiting on a connection nobody reads.
@@ -85,8 +89,7 @@ pub async fn run(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed; backing off");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }

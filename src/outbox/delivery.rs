@@ -11,12 +11,12 @@ use tokio::task::JoinHandle;
 use super::manifest::Slot;
 use super::redeliver::{LiveItem, LiveJobs};
 use super::{Manifest, OutboxDir};
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::sink::Sink;
 
-/// First retry delay; doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Each file's retries: from half a second, doubling up to a minute.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
 
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
@@ -321,22 +321,22 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
         sweeper,
     } = w;
     let labels = [sink_name.as_str()];
-    let mut ready: std::collections::VecDeque<(Work, Duration)> = Default::default();
-    // Files waiting to be retried: (when, its next backoff, file).
-    let mut waiting: Vec<(tokio::time::Instant, Duration, Work)> = Vec::new();
+    let mut ready: std::collections::VecDeque<(Work, Backoff)> = Default::default();
+    // Files waiting to be retried: (when, their backoff, file).
+    let mut waiting: Vec<(tokio::time::Instant, Backoff, Work)> = Vec::new();
     // Part files of a period not yet delivered here, by (route, group,
     // period): with previews, the period's file goes only after them.
     let mut parts: BTreeMap<(String, String, i64), usize> = BTreeMap::new();
     let ordered = sweeper.is_some();
     let admit = |w: Work,
-                 ready: &mut std::collections::VecDeque<(Work, Duration)>,
+                 ready: &mut std::collections::VecDeque<(Work, Backoff)>,
                  parts: &mut BTreeMap<(String, String, i64), usize>| {
         if let Work::File(m) = &w {
             if ordered && m.slot == Slot::Part {
                 *parts.entry(period_of(m)).or_insert(0) += 1;
             }
         }
-        ready.push_back((w, FIRST_BACKOFF));
+        ready.push_back((w, RETRY));
     };
     let mut open = true;
     loop {
@@ -350,7 +350,7 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
             .filter(|(_, (at, _, _))| *at <= now)
             .min_by_key(|(_, (at, _, _))| *at)
             .map(|(i, _)| i);
-        let (work, backoff) = match (due, ready.pop_front()) {
+        let (work, mut backoff) = match (due, ready.pop_front()) {
             (Some(i), next) => {
                 if let Some(n) = next {
                     ready.push_front(n);
@@ -419,12 +419,13 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
         }
         let m = match work {
             Work::Again(item) => {
-                let retry_at = tokio::time::Instant::now() + jitter(backoff);
+                let delay = backoff.next_delay();
+                let retry_at = tokio::time::Instant::now() + delay;
                 let result = match result {
                     Err(e) if !e.is_permanent() && retry_at < item.give_up_at => {
                         metrics.sink_retries.with_label_values(&labels).inc();
-                        tracing::warn!(sink = sink_name, key, error = %e, retry_in_ms = backoff.as_millis() as u64, "redeliver upload failed; will retry");
-                        waiting.push((retry_at, (backoff * 2).min(MAX_BACKOFF), Work::Again(item)));
+                        tracing::warn!(sink = sink_name, key, error = %e, retry_in_ms = delay.as_millis() as u64, "redeliver upload failed; will retry");
+                        waiting.push((retry_at, backoff, Work::Again(item)));
                         continue;
                     }
                     r => r.map_err(|e| e.to_string()),
@@ -445,10 +446,10 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
             }
             Work::File(m) => m,
         };
-        let retry_later = |waiting: &mut Vec<_>, backoff: Duration| {
+        let retry_later = |waiting: &mut Vec<_>, mut backoff: Backoff| {
             waiting.push((
-                tokio::time::Instant::now() + jitter(backoff),
-                (backoff * 2).min(MAX_BACKOFF),
+                tokio::time::Instant::now() + backoff.next_delay(),
+                backoff,
                 Work::File(m.clone()),
             ));
         };
@@ -487,7 +488,7 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
             Err(e) => {
                 metrics.sink_retries.with_label_values(&labels).inc();
                 if let Some(suppressed) = crate::logging::allow("upload_failed", &metrics) {
-                    tracing::warn!(sink = sink_name, key, error = %e, retry_in_ms = backoff.as_millis() as u64, suppressed, "upload failed; will retry");
+                    tracing::warn!(sink = sink_name, key, error = %e, retry_in_ms = backoff.peek().as_millis() as u64, suppressed, "upload failed; will retry");
                 }
                 retry_later(&mut waiting, backoff);
                 continue;
@@ -542,14 +543,4 @@ async fn sleep_until_or_forever(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// Spreads retries of many files so they do not hit a recovering sink at once.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    let frac = f64::from(nanos % 1000) / 1000.0; // 0..1
-    d.mul_f64(0.8 + 0.4 * frac)
 }

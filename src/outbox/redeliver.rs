@@ -27,6 +27,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::manifest::{FileKind, Manifest};
+use crate::backoff::Backoff;
 use crate::config::{Config, SinkConfig};
 use crate::router::TagPattern;
 use crate::sink::key::{sink_key, FileName, KeyParts};
@@ -298,9 +299,8 @@ impl Progress {
     }
 }
 
-/// First retry delay of one upload; doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// One upload's retries: from half a second, doubling up to 30 s.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
 /// Uploads in flight at once on a stopped node.
 const PARALLEL_UPLOADS: usize = 8;
 
@@ -352,19 +352,19 @@ async fn upload_with_retries(
     item: &Item,
     deadline: tokio::time::Instant,
 ) -> Result<(), SinkError> {
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = RETRY;
     loop {
         match sink.put(&item.key, &item.path).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_permanent() => return Err(e),
             Err(e) => {
-                let next = tokio::time::Instant::now() + backoff;
+                let delay = backoff.next_delay();
+                let next = tokio::time::Instant::now() + delay;
                 if next > deadline {
                     return Err(e);
                 }
-                tracing::warn!(key = item.key, error = %e, retry_in_ms = backoff.as_millis() as u64, "redeliver upload failed; will retry");
+                tracing::warn!(key = item.key, error = %e, retry_in_ms = delay.as_millis() as u64, "redeliver upload failed; will retry");
                 tokio::time::sleep_until(next).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }

@@ -27,6 +27,7 @@ use super::schema::RouteSchema;
 use super::td_part::TdPartWriter;
 use super::window::{Slot, Window};
 use super::writer::{PartitionWriter, WriteError};
+use crate::backoff::Backoff;
 use crate::config::{Config, FileGrouping, TdSinkConfig};
 use crate::event::Event;
 use crate::health::StageStatus;
@@ -599,7 +600,7 @@ impl Roller {
     /// (a disk error); then throw away the open files and rebuild them from
     /// the WAL through `through`, repeating until that succeeds.
     fn recover(&mut self, mut failure: Failure, mut record: Option<Box<WalRecord>>, through: u64) {
-        let mut delay = Duration::from_millis(500);
+        let mut backoff = Backoff::new(Duration::from_millis(500), MAX_RETRY_DELAY);
         loop {
             self.links.metrics.roll_errors.inc();
             let mut wait = true;
@@ -619,17 +620,16 @@ impl Roller {
                 if let Some(suppressed) =
                     crate::logging::allow("roller_failing", &self.links.metrics)
                 {
-                    tracing::error!(error = %failure, retry_in_ms = delay.as_millis() as u64, suppressed,
+                    tracing::error!(error = %failure, retry_in_ms = backoff.peek().as_millis() as u64, suppressed,
                         "roller cannot write files; retrying (the WAL keeps every event)");
                 }
                 self.links
                     .status
                     .set(format!("roller cannot write files: {failure}"));
-                if !self.sleep(delay) {
+                if !self.sleep(backoff.next_delay()) {
                     self.stopping = true;
                     return;
                 }
-                delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
             match self.rebuild(through) {
                 Ok(()) => {

@@ -14,6 +14,7 @@ use super::{
 
 /// Longest wait between retries of a failed write.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+use crate::backoff::Backoff;
 use crate::config::Durability;
 
 /// Opens the log in `settings.dir` and starts its writer thread.
@@ -297,7 +298,7 @@ impl Writer {
     /// failed sync fails the WAL for good.
     fn commit(&mut self, group: &mut Group, pending: &mut Vec<Pending>) {
         let first_seq = pending.first().map_or(self.next_seq, |p| p.seq);
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), MAX_RETRY_DELAY);
         loop {
             match self.write_group(group, first_seq) {
                 Ok(()) => break,
@@ -307,7 +308,7 @@ impl Writer {
                     if let Some(suppressed) =
                         crate::logging::allow("wal_write", &self.links.metrics)
                     {
-                        tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, suppressed,
+                        tracing::error!(error = %e, retry_in_ms = backoff.peek().as_millis() as u64, suppressed,
                             "WAL write failed; nothing is acked until it succeeds");
                     }
                     self.links.state.send_if_modified(|s| {
@@ -315,14 +316,13 @@ impl Writer {
                         *s = WalState::Stalled(why.clone());
                         changed
                     });
-                    if !self.wait(delay) {
+                    if !self.wait(backoff.next_delay()) {
                         for p in pending.drain(..) {
                             let _ = p.reply.send(Err(WalError::Closed));
                         }
                         group.clear();
                         return;
                     }
-                    delay = (delay * 2).min(MAX_RETRY_DELAY);
                 }
             }
         }
