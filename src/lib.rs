@@ -22,25 +22,25 @@
 //! tools (`weir loadgen`, `weir replay`); [`capture`] records traffic for
 //! them (`weir capture`, `[forward] capture_dir`).
 
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod event;
-pub mod failpoint;
+pub(crate) mod failpoint;
 pub mod forward;
 pub mod health;
-pub mod http;
-pub mod ids;
-pub mod lock;
+pub(crate) mod http;
+pub(crate) mod ids;
+pub(crate) mod lock;
 pub mod logging;
 pub mod metrics;
 pub mod msgpack;
 pub mod outbox;
-pub mod priority;
+pub(crate) mod priority;
 pub mod replay;
 pub mod roll;
-pub mod router;
+pub(crate) mod router;
 pub mod serve;
 pub mod sink;
 pub mod wal;

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub struct DataDirLock {
     _file: File,
-    path: PathBuf,
 }
 
 /// Why the lock was not taken.
@@ -43,14 +42,10 @@ impl DataDirLock {
             .open(&path)
             .map_err(io)?;
         match file.try_lock() {
-            Ok(()) => Ok(Self { _file: file, path }),
+            Ok(()) => Ok(Self { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held(data_dir.to_path_buf())),
             Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

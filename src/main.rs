@@ -97,6 +97,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("--to {e}"))?,
                 None => chrono::Utc::now().timestamp(),
             };
+            anyhow::ensure!(
+                args.timeout.as_secs() <= weir::outbox::redeliver::MAX_TIMEOUT_SECS,
+                "--timeout {}: at most 7d",
+                args.timeout
+            );
             let req = weir::outbox::redeliver::Request {
                 sink: args.sink,
                 from,

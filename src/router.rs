@@ -4,10 +4,6 @@
 //! matches `a`), `{x,y}` alternatives; a route's `match` may list several
 //! patterns separated by spaces. The first route that matches wins.
 
-use std::collections::HashMap;
-
-use crate::config::Config;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Tok {
     Lit(u8),
@@ -148,36 +144,6 @@ impl TagPattern {
 
     pub fn matches(&self, tag: &[u8]) -> bool {
         self.alternatives.iter().any(|a| matches(a, tag))
-    }
-}
-
-/// Remembers each tag's route so matching runs once per distinct tag.
-///
-/// # Memory
-/// One entry per distinct tag seen, cleared when it passes `max_entries`.
-pub struct RouteCache {
-    map: HashMap<Vec<u8>, Option<usize>>,
-    max_entries: usize,
-}
-
-impl RouteCache {
-    pub fn new(max_entries: usize) -> Self {
-        Self {
-            map: HashMap::new(),
-            max_entries,
-        }
-    }
-
-    pub fn route(&mut self, config: &Config, tag: &[u8]) -> Option<usize> {
-        if let Some(r) = self.map.get(tag) {
-            return *r;
-        }
-        if self.map.len() >= self.max_entries {
-            self.map.clear();
-        }
-        let r = config.route_for(tag);
-        self.map.insert(tag.to_vec(), r);
-        r
     }
 }
 

@@ -106,7 +106,7 @@ pub async fn run_with(
 
     let outbox_dir = OutboxDir::open(data_dir.join("outbox")).context("opening the outbox")?;
     let initial = outbox_dir.load().context("reading the outbox")?;
-    let sinks = sink::build_all(&config.sinks).map_err(anyhow::Error::msg)?;
+    let sinks = sink::build_all(&config.sinks)?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let durable = wal::tail::Durable::new();
@@ -245,6 +245,7 @@ pub async fn run_with(
 
     let mut roller = tokio::task::spawn_blocking(move || roller.join());
     let mut failure = None;
+    let mut delivery_ended = false;
     tokio::select! {
         _ = shutdown => {
             if options.accept {
@@ -253,10 +254,19 @@ pub async fn run_with(
         }
         r = &mut roller => {
             let why = match r {
-                Ok(Ok(Err(e))) => e,
+                Ok(Ok(Err(e))) => e.to_string(),
                 _ => "roller stopped unexpectedly".to_string(),
             };
             failure = Some(why);
+        }
+        r = &mut delivery => {
+            // It ends on its own only by a bug; stop, so a supervisor
+            // restarts weir rather than it acking into a dead outbox.
+            delivery_ended = true;
+            failure = Some(match r {
+                Err(e) if e.is_panic() => "outbox delivery panicked".to_string(),
+                _ => "outbox delivery stopped unexpectedly".to_string(),
+            });
         }
     }
     let draining = options.drain_on_exit || marker.exists();
@@ -278,7 +288,7 @@ pub async fn run_with(
     let _ = tokio::task::spawn_blocking(move || wal_thread.join()).await;
     if failure.is_none() {
         if let Ok(Ok(Err(e))) = roller.await {
-            failure = Some(e);
+            failure = Some(e.to_string());
         }
     }
     let limit = match (draining, options.drain_timeout) {
@@ -286,7 +296,7 @@ pub async fn run_with(
         _ => config.outbox.shutdown_timeout.0,
     };
     let mut undelivered = false;
-    if tokio::time::timeout(limit, &mut delivery).await.is_err() {
+    if !delivery_ended && tokio::time::timeout(limit, &mut delivery).await.is_err() {
         undelivered = true;
         tracing::warn!(
             timeout = %humantime::format_duration(limit),
@@ -306,7 +316,7 @@ pub async fn run_with(
         ));
     }
     match failure {
-        Some(why) => anyhow::bail!("stopped after a roller failure: {why}"),
+        Some(why) => anyhow::bail!("stopped after a failure: {why}"),
         None => {
             tracing::info!("stopped cleanly");
             Ok(())
@@ -429,13 +439,10 @@ async fn start_forward(
             .forward
             .chunk_size_warn_limit
             .map_or(0, |b| b.as_usize()),
-        tls: match &config.forward.tls {
-            Some(t) => Some(tokio_rustls::TlsAcceptor::from(
-                forward::tls::server_config(t)
-                    .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?,
-            )),
-            None => None,
-        },
+        tls: config
+            .tls_server
+            .clone()
+            .map(tokio_rustls::TlsAcceptor::from),
         tls_handshake_timeout: config
             .forward
             .tls

@@ -5,4 +5,4 @@
 
 pub mod format;
 pub mod proxy;
-pub mod writer;
+pub(crate) mod writer;

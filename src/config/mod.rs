@@ -71,8 +71,8 @@ pub struct UserConfig {
 pub struct ClientRule {
     /// One address, e.g. "10.1.2.3".
     pub host: Option<std::net::IpAddr>,
-    /// A CIDR network, e.g. "10.0.0.0/8".
-    pub network: Option<String>,
+    /// A CIDR network, e.g. "10.0.0.0/8" (parsed once, with the file).
+    pub network: Option<ipnet::IpNet>,
     /// This client's shared key instead of the global one.
     #[serde(default, serialize_with = "redact_opt")]
     pub shared_key: Option<String>,
@@ -784,6 +784,10 @@ pub struct Config {
     pub sinks: BTreeMap<String, SinkConfig>,
     pub metrics: MetricsConfig,
     pub outbox: OutboxConfig,
+    /// `forward.tls`, loaded and checked once at validation (certificates
+    /// read, key matched), used as it is by the listener.
+    #[serde(skip)]
+    pub tls_server: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Config {
@@ -938,9 +942,12 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     if file.wal.segment_bytes.0 < 4096 {
         return Err(invalid("wal.segment_bytes", "must be at least 4KiB".into()));
     }
-    if let Some(tls) = &file.forward.tls {
-        crate::forward::tls::server_config(tls).map_err(|(key, message)| invalid(&key, message))?;
-    }
+    let tls_server = match &file.forward.tls {
+        Some(tls) => {
+            Some(crate::forward::tls::server_config(tls).map_err(|e| invalid(e.key, e.message))?)
+        }
+        None => None,
+    };
     if let Some(sec) = &file.forward.security {
         if sec.self_hostname.trim().is_empty() {
             return Err(invalid(
@@ -956,19 +963,8 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         }
         for (i, c) in sec.clients.iter().enumerate() {
             let key = format!("forward.security.clients[{i}]");
-            match (&c.host, &c.network) {
-                (Some(_), Some(_)) | (None, None) => {
-                    return Err(invalid(&key, "give exactly one of host or network".into()))
-                }
-                (None, Some(n)) => {
-                    n.parse::<ipnet::IpNet>().map_err(|e| {
-                        invalid(
-                            &format!("{key}.network"),
-                            format!("{n:?} is not a CIDR network: {e}"),
-                        )
-                    })?;
-                }
-                _ => {}
+            if c.host.is_some() == c.network.is_some() {
+                return Err(invalid(&key, "give exactly one of host or network".into()));
             }
             for u in c.users.iter().flatten() {
                 if !sec.users.iter().any(|x| &x.username == u) {
@@ -1239,6 +1235,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         sinks,
         metrics: file.metrics,
         outbox: file.outbox,
+        tls_server,
     })
 }
 

@@ -11,15 +11,15 @@
 //! A connection's errors stay in its task: the process and other
 //! connections carry on (invariant 5).
 
-pub mod budget;
-pub mod connection;
+pub(crate) mod budget;
+pub(crate) mod connection;
 pub mod decode;
-pub mod decompress;
+pub(crate) mod decompress;
 pub mod handshake;
-pub mod heartbeat;
-pub mod listener;
+pub(crate) mod heartbeat;
+pub(crate) mod listener;
 mod pipeline;
-pub mod time;
-pub mod tls;
+pub(crate) mod time;
+pub(crate) mod tls;
 
 pub use connection::ConnectionSettings;

@@ -12,30 +12,23 @@ use rustls::{RootCertStore, ServerConfig};
 use crate::config::{TlsConfig, TlsVersion};
 
 /// Builds the server configuration, or says which key is wrong and why.
-pub fn server_config(c: &TlsConfig) -> Result<Arc<ServerConfig>, (String, String)> {
+pub fn server_config(c: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
+    let cert_err = |e: &dyn std::fmt::Display| {
+        TlsError::new(
+            "forward.tls.cert_path",
+            format!("{}: {e}", c.cert_path.display()),
+        )
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&c.cert_path)
-        .map_err(|e| {
-            (
-                "forward.tls.cert_path".into(),
-                format!("{}: {e}", c.cert_path.display()),
-            )
-        })?
+        .map_err(|e| cert_err(&e))?
         .collect::<Result<_, _>>()
-        .map_err(|e| {
-            (
-                "forward.tls.cert_path".into(),
-                format!("{}: {e}", c.cert_path.display()),
-            )
-        })?;
+        .map_err(|e| cert_err(&e))?;
     if certs.is_empty() {
-        return Err((
-            "forward.tls.cert_path".into(),
-            format!("{}: no PEM certificate found", c.cert_path.display()),
-        ));
+        return Err(cert_err(&"no PEM certificate found"));
     }
     let key = PrivateKeyDer::from_pem_file(&c.key_path).map_err(|e| {
-        (
-            "forward.tls.key_path".into(),
+        TlsError::new(
+            "forward.tls.key_path",
             format!("{}: {e}", c.key_path.display()),
         )
     })?;
@@ -46,48 +39,47 @@ pub fn server_config(c: &TlsConfig) -> Result<Arc<ServerConfig>, (String, String
     };
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
-        .map_err(|e| ("forward.tls.min_version".into(), e.to_string()))?;
+        .map_err(|e| TlsError::new("forward.tls.min_version", e.to_string()))?;
     let builder = match &c.ca_path {
         Some(ca) => {
+            let ca_err = |e: &dyn std::fmt::Display| {
+                TlsError::new("forward.tls.ca_path", format!("{}: {e}", ca.display()))
+            };
             let mut roots = RootCertStore::empty();
-            let cas = CertificateDer::pem_file_iter(ca).map_err(|e| {
-                (
-                    "forward.tls.ca_path".into(),
-                    format!("{}: {e}", ca.display()),
-                )
-            })?;
-            for cert in cas {
-                let cert = cert.map_err(|e| {
-                    (
-                        "forward.tls.ca_path".into(),
-                        format!("{}: {e}", ca.display()),
-                    )
-                })?;
-                roots.add(cert).map_err(|e| {
-                    (
-                        "forward.tls.ca_path".into(),
-                        format!("{}: {e}", ca.display()),
-                    )
-                })?;
+            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| ca_err(&e))? {
+                roots
+                    .add(cert.map_err(|e| ca_err(&e))?)
+                    .map_err(|e| ca_err(&e))?;
             }
             if roots.is_empty() {
-                return Err((
-                    "forward.tls.ca_path".into(),
-                    format!("{}: no PEM certificate found", ca.display()),
-                ));
+                return Err(ca_err(&"no PEM certificate found"));
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
-                .map_err(|e| ("forward.tls.ca_path".into(), e.to_string()))?;
+                .map_err(|e| TlsError::new("forward.tls.ca_path", e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
     let config = builder.with_single_cert(certs, key).map_err(|e| {
-        (
-            "forward.tls.key_path".into(),
+        TlsError::new(
+            "forward.tls.key_path",
             format!("does not match the certificate: {e}"),
         )
     })?;
     Ok(Arc::new(config))
+}
+
+/// A TLS setting that cannot be used: the config key and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct TlsError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl TlsError {
+    fn new(key: &'static str, message: String) -> Self {
+        Self { key, message }
+    }
 }

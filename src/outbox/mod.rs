@@ -14,7 +14,7 @@
 //! to `data_dir/deadletter/{sink}/` with the reason, and counts as handled.
 
 mod delivery;
-pub mod manifest;
+pub(crate) mod manifest;
 mod previews;
 pub mod redeliver;
 mod retained;

@@ -33,6 +33,9 @@ use crate::router::TagPattern;
 use crate::sink::key::{sink_key, FileName, KeyParts};
 use crate::sink::{Sink, SinkError};
 
+/// Longest `--timeout` (a week): a node never plans retries further ahead.
+pub const MAX_TIMEOUT_SECS: u64 = 7 * 86_400;
+
 /// Folder under data_dir where a live node picks up requests.
 pub const REQUEST_DIR: &str = "redeliver";
 /// Folder under data_dir holding retained files.
@@ -118,6 +121,8 @@ pub struct Selection {
     /// Data sink, a part made for another Treasure Data sink, a route that
     /// no longer sends to the sink).
     pub not_applicable: usize,
+    /// Manifests in range whose data file is gone (they count as failed).
+    pub missing: Vec<String>,
 }
 
 /// Reads the retained manifests and picks those `req` names.
@@ -135,10 +140,12 @@ pub fn select(
     if req.from >= req.to {
         return Err(RedeliverError::EmptyRange);
     }
-    let pattern = TagPattern::parse(&req.pattern).map_err(|message| RedeliverError::Pattern {
-        pattern: req.pattern.clone(),
-        message,
-    })?;
+    // Space-separated alternatives, as in a route's `match`.
+    let patterns =
+        TagPattern::parse_list(&req.pattern).map_err(|message| RedeliverError::Pattern {
+            pattern: req.pattern.clone(),
+            message,
+        })?;
     let dir = data_dir.join(RETAINED_DIR);
     let io = |source| RedeliverError::Io {
         path: dir.clone(),
@@ -166,12 +173,25 @@ pub fn select(
         let at = m.starts_at();
         let group =
             super::manifest::unhex(&m.group_hex).unwrap_or_else(|| m.group.clone().into_bytes());
-        if at < req.from || at >= req.to || !pattern.matches(&group) {
+        if at < req.from || at >= req.to || !patterns.iter().any(|p| p.matches(&group)) {
+            continue;
+        }
+        // An id names files in this folder only (a hand-edited manifest
+        // must not point elsewhere).
+        if m.id.is_empty() || !m.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            tracing::warn!(file = %path.display(), id = m.id, "retained manifest with an invalid id; skipped");
             continue;
         }
         let data = data_dir
             .join(RETAINED_DIR)
             .join(format!("{}.{}", m.id, m.kind.extension()));
+        if !data.is_file() {
+            selection.missing.push(format!(
+                "{}: the retained data file is missing",
+                data.display()
+            ));
+            continue;
+        }
         match key_for(config, sink_cfg, &req.sink, &m, &group) {
             Some(key) => selection.items.push(Item {
                 manifest: m,
@@ -243,9 +263,17 @@ const MAX_LISTED_FAILURES: usize = 20;
 
 impl Progress {
     pub fn new(sink: &str, selection: &Selection) -> Self {
+        let missing = selection.missing.len();
         Self {
             sink: sink.to_string(),
-            files: selection.items.len(),
+            files: selection.items.len() + missing,
+            failed: missing,
+            failures: selection
+                .missing
+                .iter()
+                .take(MAX_LISTED_FAILURES)
+                .cloned()
+                .collect(),
             not_applicable: selection.not_applicable,
             finished: selection.items.is_empty(),
             ..Self::default()
@@ -312,7 +340,8 @@ pub async fn run_offline(
     mut report: impl FnMut(&Progress),
 ) -> Progress {
     let mut progress = Progress::new(&req.sink, &selection);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(req.timeout_secs);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(req.timeout_secs.min(MAX_TIMEOUT_SECS));
     let mut todo = selection.items.into_iter();
     let mut running = tokio::task::JoinSet::new();
     loop {
@@ -382,8 +411,7 @@ pub async fn run(config: Config, req: Request) -> anyhow::Result<String> {
             let selection = select(&config, &data_dir, &req)?;
             let sinks = crate::sink::build_all(
                 &std::iter::once((req.sink.clone(), config.sinks[&req.sink].clone())).collect(),
-            )
-            .map_err(anyhow::Error::msg)?;
+            )?;
             let Some(sink) = sinks.get(&req.sink).cloned() else {
                 anyhow::bail!("sink {} could not be built", req.sink);
             };
@@ -582,7 +610,8 @@ impl LiveJobs {
             );
             let progress = Progress::new(&req.sink, &selection);
             self.write_status(&id, &progress);
-            let give_up_at = tokio::time::Instant::now() + Duration::from_secs(req.timeout_secs);
+            let give_up_at = tokio::time::Instant::now()
+                + Duration::from_secs(req.timeout_secs.min(MAX_TIMEOUT_SECS));
             let mut pending = BTreeMap::new();
             for item in selection.items {
                 *pending.entry(item.manifest.id.clone()).or_insert(0) += 1;
@@ -658,10 +687,7 @@ mod tests {
 
     #[test]
     fn a_summary_fails_when_a_file_was_not_sent() {
-        let sel = Selection {
-            items: vec![],
-            not_applicable: 0,
-        };
+        let sel = Selection::default();
         let mut p = Progress::new("lake", &sel);
         p.files = 2;
         let m: Manifest = serde_json::from_str(

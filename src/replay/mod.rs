@@ -2,8 +2,8 @@
 //! (captured traffic, see [`crate::capture`]), sharing one forward client
 //! and one report.
 
-pub mod client;
+pub(crate) mod client;
 pub mod loadgen;
 pub mod playback;
 pub mod report;
-pub mod rewrite;
+pub(crate) mod rewrite;

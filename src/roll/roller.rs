@@ -91,7 +91,7 @@ pub struct RollerLinks {
 pub fn start(
     config: Arc<Config>,
     links: RollerLinks,
-) -> std::io::Result<std::thread::JoinHandle<Result<(), String>>> {
+) -> std::io::Result<std::thread::JoinHandle<Result<(), RollerError>>> {
     let open_dir = config.data_dir.join("roll").join("open");
     // Files left open by a previous run are rebuilt from the WAL.
     if open_dir.exists() {
@@ -112,6 +112,14 @@ pub fn start(
             let mut roller = Roller::new(config, schemas, open_dir, quarantine, links);
             roller.run()
         })
+}
+
+/// Why the roller stopped on its own (anything else it retries).
+#[derive(Debug, thiserror::Error)]
+pub enum RollerError {
+    /// A drain could not finish a file; the WAL keeps its events.
+    #[error("drain: cannot finish a file: {0}")]
+    Drain(WriteError),
 }
 
 /// What an output is: also the key under which replay coverage is kept.
@@ -464,7 +472,7 @@ impl Roller {
 
     /// Reads the WAL behind the writer until weir stops (or, for a drain,
     /// until the writer has stopped and every durable record is read).
-    fn run(&mut self) -> Result<(), String> {
+    fn run(&mut self) -> Result<(), RollerError> {
         let drain = self.links.drain.clone();
         let draining = || drain.load(std::sync::atomic::Ordering::Relaxed);
         loop {
@@ -539,7 +547,7 @@ impl Roller {
             for key in self.keys_by_first_seq(|_| true) {
                 if let Err(e) = self.finish_output(&key, Why::Drain, covered) {
                     self.links.metrics.roll_errors.inc();
-                    return Err(format!("drain: cannot finish a file: {e}"));
+                    return Err(RollerError::Drain(e));
                 }
             }
             self.publish_release();
@@ -1132,9 +1140,7 @@ impl Roller {
 
     /// Outbox id of an output: `{first_seq}-{hash}`, the same on replay.
     fn output_id(&self, key: &OutputKey, first_seq: u64, period: i64) -> String {
-        // The first eight bytes, as ids::stable_u64 reads them.
-        let d = self.output_digest(key, period);
-        let hash = u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+        let hash = crate::ids::leading_u64(&self.output_digest(key, period));
         format!("{first_seq:020}-{hash:016x}")
     }
 

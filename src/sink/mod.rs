@@ -2,11 +2,11 @@
 //! drives them through the [`Sink`] trait and owns retries.
 
 mod gcs;
-pub mod key;
+pub(crate) mod key;
 mod local;
 mod object;
 mod s3;
-pub mod td;
+pub(crate) mod td;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -74,13 +74,23 @@ pub trait Sink: Send + Sync {
     }
 }
 
+/// Why a sink could not be built from its (valid) config.
+#[derive(Debug, thiserror::Error)]
+#[error("sinks.{sink}: {message}")]
+pub struct BuildError {
+    pub sink: String,
+    /// What failed, starting with the config key when one is to blame
+    /// (`path: cannot create …`).
+    pub message: String,
+}
+
 /// Builds every configured sink.
 ///
 /// # Errors
 /// A sink cannot be constructed (for example its folder cannot be created).
 pub fn build_all(
     configs: &BTreeMap<String, SinkConfig>,
-) -> Result<BTreeMap<String, Arc<dyn Sink>>, String> {
+) -> Result<BTreeMap<String, Arc<dyn Sink>>, BuildError> {
     let mut out: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::new();
     for (name, cfg) in configs {
         let sink: Result<Arc<dyn Sink>, String> = match cfg {
@@ -89,10 +99,11 @@ pub fn build_all(
             SinkConfig::Gcs(c) => gcs::build(c).map(|s| Arc::new(s) as Arc<dyn Sink>),
             SinkConfig::Td(c) => td::TdSink::build(c).map(|s| Arc::new(s) as Arc<dyn Sink>),
         };
-        out.insert(
-            name.clone(),
-            sink.map_err(|e| format!("sinks.{name}: {e}"))?,
-        );
+        let sink = sink.map_err(|message| BuildError {
+            sink: name.clone(),
+            message,
+        })?;
+        out.insert(name.clone(), sink);
     }
     Ok(out)
 }

@@ -83,6 +83,7 @@ impl Window {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.order.len()
     }

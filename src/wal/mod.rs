@@ -37,11 +37,11 @@
 //! writes at most `wal.max_group_bytes` (plus one request). Recovery reads
 //! one record at a time.
 
-pub mod dedupe;
+pub(crate) mod dedupe;
 mod group;
-pub mod reader;
-pub mod record;
-pub mod segment;
+pub(crate) mod reader;
+pub(crate) mod record;
+pub(crate) mod segment;
 pub mod tail;
 mod writer;
 

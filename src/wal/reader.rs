@@ -109,7 +109,16 @@ impl SegmentReader {
                 self.offset += len as u64;
                 Ok(Some(record))
             }
-            Decoded::End | Decoded::Damaged(_) => {
+            Decoded::End => {
+                self.done = true;
+                Ok(None)
+            }
+            Decoded::Damaged(why) => {
+                tracing::warn!(
+                    offset = self.offset,
+                    why,
+                    "WAL record damaged; reading of this segment stops here"
+                );
                 self.done = true;
                 Ok(None)
             }

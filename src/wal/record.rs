@@ -38,6 +38,7 @@ pub struct WalRecord {
 }
 
 /// Appends one encoded record to `out`.
+#[cfg(test)]
 pub fn encode(out: &mut Vec<u8>, seq: u64, arrival_ms: i64, key: &[u8], batch: &EventBatch) {
     let payload = batch.as_bytes();
     out.reserve(RECORD_HEADER + key.len().min(MAX_KEY) + payload.len());

@@ -5,10 +5,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
-
-use super::record::{self, Decoded, WalRecord};
-
 /// File magic and format version.
 pub const MAGIC: &[u8; 8] = b"WEIRWAL1";
 
@@ -59,56 +55,4 @@ pub fn create(dir: &Path, first_seq: u64) -> io::Result<File> {
 /// fsyncs a directory so a created, renamed or removed entry survives a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// The result of reading one segment.
-#[derive(Debug)]
-pub struct SegmentRead {
-    pub records: Vec<WalRecord>,
-    /// Byte offset after the last good record.
-    pub good_len: u64,
-    /// Why reading stopped early, if it did.
-    pub damage: Option<&'static str>,
-    pub file_len: u64,
-}
-
-/// Reads every intact record of a segment, stopping at the first damage.
-///
-/// # Memory
-/// Holds the whole segment (at most `wal.segment_bytes` plus one request).
-pub fn read(path: &Path) -> io::Result<SegmentRead> {
-    let data = Bytes::from(fs::read(path)?);
-    let file_len = data.len() as u64;
-    if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
-        let damage = if data.is_empty() {
-            // Created but the magic never made it to disk.
-            None
-        } else {
-            Some("bad segment header")
-        };
-        return Ok(SegmentRead {
-            records: Vec::new(),
-            good_len: 0,
-            damage,
-            file_len,
-        });
-    }
-    let mut pos = MAGIC.len();
-    let mut records = Vec::new();
-    let damage = loop {
-        match record::decode(&data.slice(pos..)) {
-            Decoded::Record { record, len } => {
-                records.push(record);
-                pos += len;
-            }
-            Decoded::End => break None,
-            Decoded::Damaged(why) => break Some(why),
-        }
-    };
-    Ok(SegmentRead {
-        records,
-        good_len: pos as u64,
-        damage,
-        file_len,
-    })
 }

@@ -116,7 +116,8 @@ impl Tail {
         self.next_seq
     }
 
-    /// Reads from `seq` on (a rebuild); the file is reopened.
+    /// Reads from `seq` on; the file is reopened.
+    #[cfg(test)]
     pub fn seek(&mut self, seq: u64) {
         self.next_seq = seq;
         self.current = None;
