@@ -155,11 +155,11 @@ pub async fn run_with(
             metrics: metrics.clone(),
             backlog: backlog.clone(),
             redeliver: outbox::redeliver::LiveJobs::new(config.clone()),
-            fresh_sinks: config
+            object_sinks: config
                 .sinks
                 .iter()
-                .filter(|(_, s)| s.fresh())
-                .map(|(n, s)| (n.clone(), s.prefix().to_string()))
+                .filter(|(_, s)| !matches!(s, crate::config::SinkConfig::Td(_)))
+                .map(|(n, s)| (n.clone(), (s.prefix().to_string(), s.fresh())))
                 .collect(),
             preview_linger: preview_linger(&config),
             retention: outbox::Retention::open(
@@ -330,10 +330,9 @@ pub async fn run_with(
 /// How long a replaced preview stays in a sink: twice `roll.freshness`,
 /// at least 10 s, so a query that listed it a moment before can read it.
 pub fn preview_linger(config: &Config) -> Duration {
-    config
-        .roll
-        .freshness
-        .map_or(Duration::ZERO, |f| (f.0 * 2).max(Duration::from_secs(10)))
+    config.roll.freshness.map_or(Duration::from_secs(10), |f| {
+        (f.0 * 2).max(Duration::from_secs(10))
+    })
 }
 
 fn check_roll_bounds(config: &Config) {

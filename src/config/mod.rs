@@ -915,6 +915,18 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
             format!("{node_id:?} must be 1 to 64 letters, digits, '.', '_' or '-' and not start with '.'"),
         ));
     }
+    // File names are `{node}.parquet`, `{node}.part-{seq}.parquet`, …: a
+    // node named like another's part file would replace its previews.
+    for reserved in [".part-", ".late-", ".outside-", ".f-"] {
+        if let Some(at) = node_id.find(reserved) {
+            if node_id[at + reserved.len()..].starts_with(|c: char| c.is_ascii_digit()) {
+                return Err(invalid(
+                    "node_id",
+                    format!("{node_id:?} must not contain {reserved:?} followed by a digit (file names use it)"),
+                ));
+            }
+        }
+    }
     let data_dir = file.data_dir.unwrap_or_else(default_data_dir);
 
     let period = file.roll.period.0;
@@ -1314,6 +1326,8 @@ prefix = "logs"
     #[test]
     fn errors_name_the_key() {
         assert!(err("node_id='n'\n[roll]\nperiod = \"30s\"").contains("roll.period"));
+        assert!(err("node_id='web.part-1'").contains("node_id"));
+        assert!(Config::from_str("node_id='web.partner-1'", "t").is_ok());
         assert!(err("node_id='n'\n[roll]\nperiod = \"7m\"").contains("roll.period"));
         let e = err("node_id='n'\n[wal]\ndurability = \"sometimes\"");
         assert!(e.contains("durability") && e.contains("line 3"), "{e}");

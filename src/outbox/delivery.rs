@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::manifest::Slot;
+use super::order::{Decision, Order};
 use super::redeliver::{LiveItem, LiveJobs};
 use super::{Manifest, OutboxDir};
 use crate::backoff::Backoff;
@@ -37,8 +38,10 @@ pub struct DeliveryLinks {
     pub retention: Option<super::Retention>,
     /// `weir redeliver` requests for this node.
     pub redeliver: LiveJobs,
-    /// Sinks that take previews (`fresh = true`): name → key prefix.
-    pub fresh_sinks: BTreeMap<String, String>,
+    /// Object sinks (not Treasure Data): name → (key prefix, whether it
+    /// takes previews). Each gets a preview sweeper: a sink that no longer
+    /// takes previews still has those it took removed.
+    pub object_sinks: BTreeMap<String, (String, bool)>,
     /// How long a replaced preview stays (see `previews.rs`).
     pub preview_linger: Duration,
 }
@@ -86,6 +89,7 @@ pub fn start(
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Outcome>();
         let mut queues = BTreeMap::new();
         let mut workers = Vec::new();
+        let mut sweepers = Vec::new();
         for (name, sink) in &sinks {
             // Every sink's series exist from the start, at zero.
             let m = &links.metrics;
@@ -100,7 +104,7 @@ pub fn start(
             m.outbox_oldest_age_seconds.with_label_values(&[name]);
             let (tx, rx) = mpsc::unbounded_channel::<Work>();
             queues.insert(name.clone(), tx);
-            let sweeper = links.fresh_sinks.get(name).map(|prefix| {
+            let sweeper = links.object_sinks.get(name).and_then(|(prefix, fresh)| {
                 m.fresh_previews_removed.with_label_values(&[name]);
                 m.fresh_sweep_errors.with_label_values(&[name]);
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -113,7 +117,9 @@ pub fn start(
                     links.shutdown.clone(),
                     links.metrics.clone(),
                 ));
-                tx
+                // Held until delivery ends; its close starts the last pass.
+                sweepers.push(tx.clone());
+                fresh.then_some(tx)
             });
             workers.push(tokio::spawn(worker(
                 Worker {
@@ -272,6 +278,7 @@ pub fn start(
             }
         }
         drop(queues);
+        drop(sweepers);
         for w in workers {
             let _ = w.await;
         }
@@ -324,24 +331,20 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
     let mut ready: std::collections::VecDeque<(Work, Backoff)> = Default::default();
     // Files waiting to be retried: (when, their backoff, file).
     let mut waiting: Vec<(tokio::time::Instant, Backoff, Work)> = Vec::new();
-    // Part files of a period not yet delivered here, by (route, group,
-    // period): with previews, the period's file goes only after them.
-    let mut parts: BTreeMap<(String, String, i64), usize> = BTreeMap::new();
-    let ordered = sweeper.is_some();
+    // A sink with previews takes files in the order order.rs explains.
+    let mut order: Option<Order> = sweeper.is_some().then(Order::default);
     let admit = |w: Work,
                  ready: &mut std::collections::VecDeque<(Work, Backoff)>,
-                 parts: &mut BTreeMap<(String, String, i64), usize>| {
-        if let Work::File(m) = &w {
-            if ordered && m.slot == Slot::Part {
-                *parts.entry(period_of(m)).or_insert(0) += 1;
-            }
+                 order: &mut Option<Order>| {
+        if let (Some(o), Work::File(m)) = (order.as_mut(), &w) {
+            o.admit(m);
         }
         ready.push_back((w, RETRY));
     };
     let mut open = true;
     loop {
         while let Ok(w) = queue.try_recv() {
-            admit(w, &mut ready, &mut parts);
+            admit(w, &mut ready, &mut order);
         }
         let now = tokio::time::Instant::now();
         let due = waiting
@@ -366,7 +369,7 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
                 let wake = waiting.iter().map(|(at, _, _)| *at).min();
                 tokio::select! {
                     w = queue.recv(), if open => match w {
-                        Some(w) => admit(w, &mut ready, &mut parts),
+                        Some(w) => admit(w, &mut ready, &mut order),
                         None => open = false,
                     },
                     _ = sleep_until_or_forever(wake) => {}
@@ -375,17 +378,17 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
                 continue;
             }
         };
-        if let Work::File(m) = &work {
-            if m.slot == Slot::Main && parts.get(&period_of(m)).is_some_and(|n| *n > 0) {
-                // Readers of previews count on a period's file arriving
-                // after its parts (see previews.rs).
-                waiting.push((
-                    tokio::time::Instant::now() + Duration::from_millis(500),
-                    backoff,
-                    work,
-                ));
-                continue;
-            }
+        let decision = match (&order, &work) {
+            (Some(o), Work::File(m)) => o.decide(m),
+            _ => Decision::Upload,
+        };
+        if decision == Decision::Wait {
+            waiting.push((
+                tokio::time::Instant::now() + Duration::from_millis(200),
+                backoff,
+                work,
+            ));
+            continue;
         }
         let (key, path) = match &work {
             Work::File(m) => match m.keys.get(&sink_name) {
@@ -394,6 +397,27 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
             },
             Work::Again(item) => (item.item.key.clone(), item.item.path.clone()),
         };
+        if decision == Decision::Skip {
+            if let Work::File(m) = &work {
+                tracing::debug!(
+                    sink = sink_name,
+                    key,
+                    "preview replaced by its finished file; not uploaded"
+                );
+                if finish_delivery(&outbox, m, &sink_name, &metrics, &done).is_err() {
+                    waiting.push((
+                        tokio::time::Instant::now() + backoff.next_delay(),
+                        backoff,
+                        work,
+                    ));
+                    continue;
+                }
+                if let Some(o) = order.as_mut() {
+                    o.done(m, true);
+                }
+            }
+            continue;
+        }
         let started = Instant::now();
         let result = tokio::select! {
             r = sink.put(&key, &path) => r,
@@ -419,10 +443,12 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
         }
         let m = match work {
             Work::Again(item) => {
-                let delay = backoff.next_delay();
-                let retry_at = tokio::time::Instant::now() + delay;
+                let now = tokio::time::Instant::now();
+                // The last attempt is made at the deadline.
+                let retry_at = (now + backoff.next_delay()).min(item.give_up_at);
+                let delay = retry_at - now;
                 let result = match result {
-                    Err(e) if !e.is_permanent() && retry_at < item.give_up_at => {
+                    Err(e) if !e.is_permanent() && now < item.give_up_at => {
                         metrics.sink_retries.with_label_values(&labels).inc();
                         tracing::warn!(sink = sink_name, key, error = %e, retry_in_ms = delay.as_millis() as u64, "redeliver upload failed; will retry");
                         waiting.push((retry_at, backoff, Work::Again(item)));
@@ -453,22 +479,15 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
                 Work::File(m.clone()),
             ));
         };
-        if m.slot == Slot::Part
-            && (result.is_ok() || result.as_ref().is_err_and(|e| e.is_permanent()))
-        {
-            if let Some(n) = parts.get_mut(&period_of(&m)) {
-                *n -= 1;
-                if *n == 0 {
-                    parts.remove(&period_of(&m));
-                }
+        if let Some(o) = order.as_mut() {
+            if result.is_ok() || result.as_ref().is_err_and(|e| e.is_permanent()) {
+                o.done(&m, result.is_ok());
             }
         }
         match result {
             Ok(()) => {
                 if let (Some(tx), false) = (&sweeper, m.slot == Slot::Preview) {
-                    if let Some((dir, _)) = key.rsplit_once('/') {
-                        let _ = tx.send(dir.to_string());
-                    }
+                    let _ = tx.send(key.clone());
                 }
             }
             Err(e) if e.is_permanent() => {
@@ -495,9 +514,7 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
             }
         }
         crate::failpoint::hit("outbox.after_upload");
-        // The mark must be durable before the file may be removed.
-        if let Err(e) = outbox.mark_delivered(&m.id, &sink_name) {
-            tracing::error!(sink = sink_name, id = m.id, error = %e, "cannot record delivery; retrying");
+        if finish_delivery(&outbox, &m, &sink_name, &metrics, &done).is_err() {
             retry_later(&mut waiting, backoff);
             continue;
         }
@@ -508,16 +525,32 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
             bytes = m.bytes,
             "delivered"
         );
-        metrics.outbox_files.with_label_values(&labels).dec();
-        metrics
-            .outbox_bytes
-            .with_label_values(&labels)
-            .sub(m.bytes as i64);
-        let _ = done.send(Outcome::Delivered {
-            id: m.id.clone(),
-            sink: sink_name.clone(),
-        });
     }
+}
+
+/// Records that `sink` has the file: the durable mark first (it must be on
+/// disk before the file may be removed), then metrics and the outcome.
+fn finish_delivery(
+    outbox: &OutboxDir,
+    m: &Manifest,
+    sink: &str,
+    metrics: &Metrics,
+    done: &mpsc::UnboundedSender<Outcome>,
+) -> std::io::Result<()> {
+    if let Err(e) = outbox.mark_delivered(&m.id, sink) {
+        tracing::error!(sink, id = m.id, error = %e, "cannot record delivery; retrying");
+        return Err(e);
+    }
+    metrics.outbox_files.with_label_values(&[sink]).dec();
+    metrics
+        .outbox_bytes
+        .with_label_values(&[sink])
+        .sub(m.bytes as i64);
+    let _ = done.send(Outcome::Delivered {
+        id: m.id.clone(),
+        sink: sink.to_string(),
+    });
+    Ok(())
 }
 
 /// What one sink's worker works with.
@@ -530,11 +563,6 @@ struct Worker {
     metrics: Metrics,
     /// The sink's preview sweeper, when it takes previews.
     sweeper: Option<mpsc::UnboundedSender<String>>,
-}
-
-/// The period a file belongs to: (route, group, period start).
-fn period_of(m: &Manifest) -> (String, String, i64) {
-    (m.route.clone(), m.group_hex.clone(), m.period_start)
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.

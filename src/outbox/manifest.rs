@@ -48,7 +48,7 @@ pub enum Slot {
 }
 
 /// For a preview: the open file it previews.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PreviewSlot {
     Period,

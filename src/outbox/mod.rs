@@ -15,6 +15,7 @@
 
 mod delivery;
 pub(crate) mod manifest;
+mod order;
 mod previews;
 pub mod redeliver;
 mod retained;

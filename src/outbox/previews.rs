@@ -30,8 +30,11 @@ use crate::sink::key::FRESH_DIR;
 use crate::sink::Sink;
 
 /// How often every preview folder is checked, for what a restart or a
-/// missed notice left.
+/// missed notice left (or a sink that no longer takes previews).
 const FULL_SWEEP: Duration = Duration::from_secs(600);
+
+/// The most the last pass at a stop may take.
+const LAST_PASS: Duration = Duration::from_secs(10);
 
 /// Where one sink keeps hourly files and previews.
 #[derive(Debug, Clone)]
@@ -87,8 +90,10 @@ pub fn replaced_by(name: &str) -> Option<Vec<String>> {
     Some(names)
 }
 
-/// Starts one sink's sweeper; `delivered` names hourly folders where a
-/// finished file just arrived.
+/// Starts one sink's sweeper; `delivered` names finished files that just
+/// arrived in the sink. When `delivered` closes (an orderly stop, a drain)
+/// one last pass removes every replaced preview without waiting for the
+/// linger, so a node that goes away leaves none behind.
 pub fn start(
     sink_name: String,
     sink: Arc<dyn Sink>,
@@ -113,9 +118,20 @@ pub fn start(
         loop {
             let next_due = sweeper.due.first().map(|(at, _)| *at);
             tokio::select! {
-                dir = delivered.recv() => match dir {
-                    Some(dir) => sweeper.schedule(dir, Instant::now() + sweeper.linger),
-                    None => return,
+                key = delivered.recv() => match key {
+                    Some(key) => {
+                        let now = Instant::now();
+                        if let Some((dir, _)) = key.rsplit_once('/') {
+                            sweeper.schedule(dir.to_string(), now + sweeper.linger);
+                        }
+                        sweeper.first_seen.entry(key).or_insert(now);
+                    }
+                    None => {
+                        sweeper.linger = Duration::ZERO;
+                        let last = sweeper.full_pass();
+                        let _ = tokio::time::timeout(LAST_PASS, last).await;
+                        return;
+                    }
                 },
                 _ = full.tick() => sweeper.full_pass().await,
                 _ = sleep_until(next_due) => {
@@ -191,16 +207,23 @@ impl Sweeper {
         let Some(fresh_dir) = self.roots.fresh_dir(hourly_dir) else {
             return;
         };
+        let retry = Instant::now() + self.linger.max(Duration::from_secs(10));
         let previews = match self.sink.list(&fresh_dir).await {
             Ok(k) => k,
-            Err(e) => return self.failed(&fresh_dir, &e.to_string()),
+            Err(e) => {
+                self.failed(&fresh_dir, &e.to_string());
+                return self.schedule(hourly_dir.to_string(), retry);
+            }
         };
         if previews.is_empty() {
             return;
         }
         let finished: BTreeSet<String> = match self.sink.list(hourly_dir).await {
             Ok(k) => k.into_iter().collect(),
-            Err(e) => return self.failed(hourly_dir, &e.to_string()),
+            Err(e) => {
+                self.failed(hourly_dir, &e.to_string());
+                return self.schedule(hourly_dir.to_string(), retry);
+            }
         };
         let now = Instant::now();
         let mut again: Option<Instant> = None;

@@ -64,8 +64,10 @@ pub enum RedeliverError {
     UnknownSink { sink: String, known: String },
     #[error("--match {pattern:?}: {message}")]
     Pattern { pattern: String, message: String },
-    #[error("--from must be before --to")]
-    EmptyRange,
+    #[error("--from ({from}) must be before --to ({to}; default: now)")]
+    EmptyRange { from: String, to: String },
+    #[error("data_dir {0} does not exist: no node ran with this config, so nothing is retained")]
+    NoDataDir(PathBuf),
     #[error("reading {path}: {source}")]
     Io {
         path: PathBuf,
@@ -138,7 +140,16 @@ pub fn select(
         });
     };
     if req.from >= req.to {
-        return Err(RedeliverError::EmptyRange);
+        let utc = |t: i64| {
+            chrono::DateTime::from_timestamp(t, 0).map_or_else(
+                || t.to_string(),
+                |d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            )
+        };
+        return Err(RedeliverError::EmptyRange {
+            from: utc(req.from),
+            to: utc(req.to),
+        });
     }
     // Space-separated alternatives, as in a route's `match`.
     let patterns =
@@ -256,6 +267,9 @@ pub struct Progress {
     /// The first few failures, `key: error`.
     pub failures: Vec<String>,
     pub finished: bool,
+    /// Why the request could not start at all (then nothing was sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Most failures a summary lists one by one.
@@ -307,15 +321,25 @@ impl Progress {
 
     /// The closing summary; `Err` when something was not delivered.
     pub fn summary(&self) -> anyhow::Result<String> {
+        if let Some(e) = &self.error {
+            anyhow::bail!("{e}");
+        }
+        if self.files == 0 && self.not_applicable > 0 {
+            anyhow::bail!(
+                "nothing sent: the {} retained files in range do not go to sink {} (Parquet files for a Treasure Data sink, or a route that does not send there)",
+                self.not_applicable,
+                self.sink
+            );
+        }
+        if self.files == 0 {
+            anyhow::bail!("nothing sent: no retained file matches --from, --to and --match (retained files are kept by outbox.retain)");
+        }
         let mut s = self.line();
         if self.not_applicable > 0 {
             s.push_str(&format!(
-                "; {} retained files in range do not go to this sink (Parquet for a Treasure Data sink, or a route that does not send there)",
+                "; {} more retained files in range do not go to this sink",
                 self.not_applicable
             ));
-        }
-        if self.files == 0 {
-            s.push_str("; nothing retained matches (see outbox.retain)");
         }
         for f in &self.failures {
             s.push_str(&format!("\n  failed: {f}"));
@@ -387,12 +411,13 @@ async fn upload_with_retries(
             Ok(()) => return Ok(()),
             Err(e) if e.is_permanent() => return Err(e),
             Err(e) => {
-                let delay = backoff.next_delay();
-                let next = tokio::time::Instant::now() + delay;
-                if next > deadline {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
                     return Err(e);
                 }
-                tracing::warn!(key = item.key, error = %e, retry_in_ms = delay.as_millis() as u64, "redeliver upload failed; will retry");
+                // The last attempt is made at the deadline.
+                let next = (now + backoff.next_delay()).min(deadline);
+                tracing::warn!(key = item.key, error = %e, retry_in_ms = (next - now).as_millis() as u64, "redeliver upload failed; will retry");
                 tokio::time::sleep_until(next).await;
             }
         }
@@ -405,6 +430,9 @@ async fn upload_with_retries(
 /// anything was not delivered.
 pub async fn run(config: Config, req: Request) -> anyhow::Result<String> {
     let data_dir = config.data_dir.clone();
+    if !data_dir.is_dir() {
+        return Err(RedeliverError::NoDataDir(data_dir).into());
+    }
     let mut printer = ProgressPrinter::default();
     let progress = match crate::lock::DataDirLock::acquire(&data_dir) {
         Ok(_lock) => {
@@ -442,6 +470,11 @@ pub async fn run(config: Config, req: Request) -> anyhow::Result<String> {
         }
         Err(e) => return Err(e.into()),
     };
+    if progress.files == 0 && progress.error.is_none() && config.outbox.retain.0.is_zero() {
+        anyhow::bail!(
+            "nothing to redeliver: outbox.retain is 0s (the default), so delivered files are deleted; set outbox.retain (e.g. \"7d\") to keep them for restore"
+        );
+    }
     progress.summary()
 }
 
@@ -588,11 +621,16 @@ impl LiveJobs {
             let selection = match select(&self.config, &self.data_dir, &req) {
                 Ok(s) => s,
                 Err(e) => {
+                    let error = match e {
+                        RedeliverError::UnknownSink { sink, known } => format!(
+                            "the running node has no sink {sink:?} (it runs with: {known}); restart it with the new config, or stop it and run this command again"
+                        ),
+                        e => e.to_string(),
+                    };
                     let progress = Progress {
                         sink: req.sink.clone(),
-                        failed: 1,
-                        failures: vec![e.to_string()],
                         finished: true,
+                        error: Some(error),
                         ..Progress::default()
                     };
                     self.write_status(&id, &progress);

@@ -1150,9 +1150,21 @@ impl Roller {
     fn enforce_memory(&mut self, seq: u64) -> Result<(), Failure> {
         let budget = self.config.roll.max_buffer_bytes.as_usize();
         let min_flush = MIN_FLUSH_BYTES.min(budget / 8).max(1);
-        if self.memory > budget && self.open.values().any(|o| o.preview.is_some()) {
-            // Previews go out early rather than files being finished early.
-            self.preview_all().map_err(Failure::File)?;
+        if self.memory > budget {
+            // Previews holding a good share of the memory go out early,
+            // rather than files being finished early; a few small ones are
+            // not worth a file each.
+            let previews: usize = self
+                .open
+                .values()
+                .filter_map(|o| match &o.output {
+                    Output::Parquet(p) if o.preview.is_some() => Some(p.tee_bytes()),
+                    _ => None,
+                })
+                .sum();
+            if previews >= budget / 8 {
+                self.preview_all().map_err(Failure::File)?;
+            }
         }
         while self.memory > budget && !self.open.is_empty() {
             let largest = self

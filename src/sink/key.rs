@@ -8,7 +8,9 @@
 //! or randomness, so an upload retried after a crash writes the same key.
 //! Tags become exactly one path segment:
 //! bytes outside `[A-Za-z0-9._-]`, `%` included, are written `%XX`, and a
-//! leading `.` too, so no tag can form `..`, a `/` or an absolute path.
+//! leading `.` or `_` too, so no tag can form `..`, a `/` or an absolute
+//! path, hide from Hive-style readers (which skip `_` and `.` folders) or
+//! pose as the previews' `_fresh` folder.
 
 use chrono::{DateTime, Timelike};
 
@@ -43,7 +45,7 @@ pub fn escape_segment(raw: &[u8]) -> String {
 fn escape_whole(raw: &[u8]) -> String {
     let mut out = String::with_capacity(raw.len());
     for (i, &b) in raw.iter().enumerate() {
-        let keep = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0);
+        let keep = b.is_ascii_alphanumeric() || b == b'-' || ((b == b'.' || b == b'_') && i > 0);
         if keep {
             out.push(b as char);
         } else {
@@ -67,12 +69,13 @@ pub fn validate_prefix(prefix: &str) -> Result<(), String> {
         let ok = !seg.is_empty()
             && seg != "."
             && seg != ".."
+            && seg != FRESH_DIR
             && seg
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._-=".contains(&b));
         if !ok {
             return Err(format!(
-                "{prefix:?}: segments must be non-empty [A-Za-z0-9._=-], not '.' or '..', with no leading or doubled '/'"
+                "{prefix:?}: segments must be non-empty [A-Za-z0-9._=-], not '.', '..' or '_fresh' (the previews' folder), with no leading or doubled '/'"
             ));
         }
     }
@@ -273,6 +276,8 @@ mod tests {
         }
         assert_ne!(escape_segment(b"%2F"), escape_segment(b"/"));
         assert_eq!(escape_segment(b"../x"), "%2E.%2Fx");
+        assert_eq!(escape_segment(b"_fresh"), "%5Ffresh");
+        assert_eq!(escape_segment(b"a_b"), "a_b");
     }
 
     #[test]

@@ -16,5 +16,5 @@ pub fn build(c: &LocalSinkConfig) -> Result<ObjectStoreSink, String> {
     let store = LocalFileSystem::new_with_prefix(&c.path)
         .map_err(|e| format!("path: {e}"))?
         .with_fsync(true);
-    Ok(ObjectStoreSink::new(Arc::new(store), Attributes::new()))
+    Ok(ObjectStoreSink::new(Arc::new(store), Attributes::new()).with_local_root(c.path.clone()))
 }

@@ -54,11 +54,37 @@ pub struct ObjectStoreSink {
     /// Content type, storage class … (empty for the local folder, which
     /// cannot store them).
     attributes: Attributes,
+    /// For the local folder: its root, so deleting the last file of a
+    /// folder removes the folder too (object stores have none to remove).
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl ObjectStoreSink {
     pub fn new(store: Arc<dyn ObjectStore>, attributes: Attributes) -> Self {
-        Self { store, attributes }
+        Self {
+            store,
+            attributes,
+            local_root: None,
+        }
+    }
+
+    pub fn with_local_root(mut self, root: std::path::PathBuf) -> Self {
+        self.local_root = Some(root);
+        self
+    }
+
+    /// Removes the now empty folders above a deleted local file.
+    fn remove_empty_folders(&self, key: &str) {
+        let Some(root) = &self.local_root else {
+            return;
+        };
+        let mut dir = std::path::Path::new(key).parent();
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            if std::fs::remove_dir(root.join(d)).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
     }
 
     async fn upload(&self, key: &str, path: &Path) -> Result<(), SinkError> {
@@ -99,7 +125,10 @@ impl Sink for ObjectStoreSink {
             let location = location(key)?;
             use object_store::ObjectStoreExt;
             match self.store.delete(&location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                    self.remove_empty_folders(key);
+                    Ok(())
+                }
                 Err(e) => Err(e.into()),
             }
         })

@@ -272,3 +272,75 @@ fn a_crash_rebuilds_previews_without_writing_rows_twice() {
     wait_for_exactly(&weir, &out, &sent);
     assert!(fresh_files(&out).len() >= 4, "{:?}", fresh_files(&out));
 }
+
+/// The request numbers present in a sample must be 0..k with no gap: a
+/// reader never sees a later preview without the earlier ones.
+fn assert_no_gap(rows: &[String], files: &[String]) {
+    let mut requests = BTreeMap::<u64, usize>::new();
+    for id in rows {
+        let n: u64 = id.split('-').nth(1).unwrap().parse().unwrap();
+        *requests.entry(n).or_insert(0) += 1;
+    }
+    let k = requests.len() as u64;
+    let gapless = requests.keys().copied().eq(0..k);
+    assert!(
+        gapless && requests.values().all(|c| *c == 20),
+        "a gap or a partial request: {requests:?}\n{files:?}"
+    );
+}
+
+#[test]
+fn previews_held_back_by_a_sink_outage_arrive_in_order() {
+    let lake = tempfile::tempdir().unwrap();
+    let out = lake.path().join("out");
+    let extra = format!(
+        "[roll]\nperiod = \"1h\"\ngrace = \"2s\"\nfreshness = \"1s\"\n\
+         [sinks.lake]\ntype = \"local\"\npath = \"{}\"\nfresh = true\n\
+         [[route]]\nmatch = \"**\"\nsinks = [\"lake\"]\n",
+        out.display(),
+    );
+    let weir = Weir::start(&extra);
+    let mut sent = BTreeSet::new();
+    let mut s = connect(weir.port).unwrap();
+    let started = Instant::now();
+    let mut n = 0u64;
+    let mut broken = false;
+    let mut repaired = false;
+    while started.elapsed() < Duration::from_secs(24) {
+        let events: Vec<(i64, String)> = (0..20)
+            .map(|i| (now_secs(), format!("o-{n}-{i}")))
+            .collect();
+        let chunk = format!("o{n}");
+        send_acked(
+            &mut s,
+            &forward_request("outage.t", &events, Some(&chunk), 30),
+            &chunk,
+        )
+        .unwrap();
+        sent.extend(events.into_iter().map(|(_, id)| id));
+        n += 1;
+        let t = started.elapsed();
+        if !broken && t > Duration::from_secs(4) {
+            // The sink fails: its folder is moved away and a file is put
+            // in its place.
+            std::fs::rename(&out, lake.path().join("away")).unwrap();
+            std::fs::write(&out, b"down").unwrap();
+            broken = true;
+        }
+        if broken && !repaired && t > Duration::from_secs(14) {
+            std::fs::remove_file(&out).unwrap();
+            std::fs::rename(lake.path().join("away"), &out).unwrap();
+            repaired = true;
+        }
+        if repaired {
+            assert_no_gap(&query(&out), &fresh_files(&out));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let ok = wait_until(Duration::from_secs(60), || {
+        let rows = query(&out);
+        assert_no_gap(&rows, &fresh_files(&out));
+        rows.len() == sent.len()
+    });
+    assert!(ok, "not every event arrived\n{}", weir.log());
+}

@@ -141,6 +141,31 @@ fn redeliver_restores_a_deleted_hour_byte_identical_live_then_stopped_and_backfi
     assert_eq!(again, first, "the same unique ids");
     assert_eq!(td_after["records"], td_before["records"], "one copy each");
 
+    // A sink added to the config but not to the running node: the command
+    // says to restart it.
+    let config = std::fs::read_to_string(&weir.config_path).unwrap();
+    let config = config.replace(
+        "sinks = [\"lake\", \"td\"]",
+        "sinks = [\"lake\", \"td\", \"lake2\"]",
+    ) + &s3.sink_toml("lake2", "restored");
+    std::fs::write(&weir.config_path, config).unwrap();
+    let out = redeliver(&weir, &["--sink", "lake2", "--from", &from, "--to", &to]);
+    let text = stdout(&out);
+    assert!(
+        !out.status.success() && text.contains("restart it"),
+        "{text}"
+    );
+    // Nothing matching is a failure, not a silent success.
+    let out = redeliver(
+        &weir,
+        &["--sink", "lake", "--from", &from, "--match", "nope.**"],
+    );
+    let text = stdout(&out);
+    assert!(
+        !out.status.success() && text.contains("nothing sent"),
+        "{text}"
+    );
+
     // Stopped node: the command uploads itself; a second run leaves the
     // same objects.
     assert!(weir.terminate().success());
@@ -151,14 +176,8 @@ fn redeliver_restores_a_deleted_hour_byte_identical_live_then_stopped_and_backfi
     assert!(text.contains("3/3 files sent, 150 rows"), "{text}");
     assert_eq!(objects(&s3, &[]), before, "a rerun changes nothing");
 
-    // A sink added later (same route, another prefix) is backfilled with
-    // the keys the route gives it.
-    let config = std::fs::read_to_string(&weir.config_path).unwrap();
-    let config = config.replace(
-        "sinks = [\"lake\", \"td\"]",
-        "sinks = [\"lake\", \"td\", \"lake2\"]",
-    ) + &s3.sink_toml("lake2", "restored");
-    std::fs::write(&weir.config_path, config).unwrap();
+    // The sink added later (same route, another prefix) is backfilled
+    // with the keys the route gives it.
     let out = redeliver(&weir, &["--sink", "lake2", "--from", &from, "--to", &to]);
     assert!(out.status.success(), "{}", stdout(&out));
     let after = objects(&s3, &[]);
@@ -178,6 +197,15 @@ fn redeliver_restores_a_deleted_hour_byte_identical_live_then_stopped_and_backfi
     let out = redeliver(&weir, &["--sink", "lake", "--from", "yesterday"]);
     let text = stdout(&out);
     assert!(!out.status.success() && text.contains("--from"), "{text}");
+    let out = redeliver(
+        &weir,
+        &["--sink", "lake", "--from", &from, "--timeout", "3650d"],
+    );
+    let text = stdout(&out);
+    assert!(
+        !out.status.success() && text.contains("at most 7d"),
+        "{text}"
+    );
 }
 
 #[test]
