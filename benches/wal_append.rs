@@ -56,7 +56,7 @@ fn append(c: &mut Criterion) {
                 oldest,
                 state,
                 stop,
-                backpressure: weir::health::Backpressure::new(Metrics::new()),
+                backpressure: weir::backpressure::Backpressure::new(Metrics::new()),
                 metrics: Metrics::new(),
             },
         )

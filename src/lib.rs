@@ -13,7 +13,9 @@
 //! - [`sink`]: destinations: local folder, S3, GCS (object_store) and
 //!   Treasure Data's import API; the deterministic object-key function.
 //!
-//! Around them: [`config`] (TOML → validated [`config::Config`]), [`router`]
+//! Around them: [`config`] (TOML → validated [`config::Config`]; each
+//! section's types live in its stage's `config.rs`), [`backoff`] (the one
+//! retry policy), [`backpressure`], [`router`]
 //! (fluentd tag patterns), [`metrics`] (one Prometheus registry), [`http`]
 //! and [`health`] (`/metrics`, `/healthz`, `/readyz`), [`logging`] (text or
 //! JSON, rate-limited warnings), [`serve`] (wiring and shutdown), [`event`]
@@ -23,6 +25,7 @@
 //! them (`weir capture`, `[forward] capture_dir`).
 
 pub(crate) mod backoff;
+pub mod backpressure;
 pub mod capture;
 pub mod cli;
 pub mod config;

@@ -4,6 +4,83 @@
 //! matches `a`), `{x,y}` alternatives; a route's `match` may list several
 //! patterns separated by spaces. The first route that matches wins.
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::roll::config::ColumnType;
+
+/// `[[route]]`: which events go where, with which columns.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name for logs, metrics and `unmatched`; default `route[N]`.
+    pub name: Option<String>,
+    /// fluentd `<match>` patterns, space separated (`app.**`, `*.access`, `{a,b}.x`).
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Key prefix after the sink's own prefix (e.g. a team folder).
+    #[serde(default)]
+    pub prefix: String,
+    /// Sinks that receive this route's files; default all.
+    #[serde(default)]
+    pub sinks: Option<Vec<String>>,
+    /// Typed columns taken out of the record.
+    #[serde(default)]
+    pub columns: BTreeMap<String, ColumnType>,
+    /// One file per tag (default) or one per route with the tag as a column.
+    #[serde(default)]
+    pub files: FileGrouping,
+}
+
+/// What one Parquet file of a route holds (per period and node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileGrouping {
+    /// One file per tag: `{prefix}/{tag}/dt=…/hour=…/{node}.parquet`.
+    #[default]
+    PerTag,
+    /// One file for all the route's tags, named by the route:
+    /// `{prefix}/{route}/dt=…/hour=…/{node}.parquet`; the `tag` column
+    /// tells them apart. For tags made per container or per pod.
+    PerRoute,
+}
+
+/// What happens to an event whose tag matches no route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Unmatched {
+    /// Counted in `weir_roll_unrouted_events_total` and dropped.
+    Drop,
+    /// Sent to the route with this name.
+    Route(String),
+}
+
+impl<'de> Deserialize<'de> for Unmatched {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(if s == "drop" {
+            Unmatched::Drop
+        } else {
+            Unmatched::Route(s)
+        })
+    }
+}
+
+/// A route after validation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Route {
+    /// The route's name (`route[N]` unless configured).
+    pub name: String,
+    /// Key prefix after the sink's prefix.
+    pub prefix: String,
+    pub pattern: String,
+    #[serde(skip)]
+    pub patterns: Vec<TagPattern>,
+    pub sinks: Vec<String>,
+    pub columns: Vec<(String, ColumnType)>,
+    pub files: FileGrouping,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Tok {
     Lit(u8),

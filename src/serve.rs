@@ -14,10 +14,11 @@ use anyhow::Context;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
+use crate::backpressure::Backpressure;
 use crate::config::Config;
 use crate::forward::decode::DecodeLimits;
 use crate::forward::{self, ConnectionSettings};
-use crate::health::{Backpressure, Health};
+use crate::health::Health;
 use crate::http;
 use crate::metrics::Metrics;
 use crate::outbox::{self, Backlog, DeliveryLinks, OutboxDir};

@@ -12,10 +12,11 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::decode::{compressed_entries, decode_request_expanded, DecodeLimits, Request, Rewrite};
+use super::decode::{compressed_entries, decode_request_expanded, Request, Rewrite};
 use super::decompress::decompress_within;
 use super::handshake;
 use super::pipeline::{Pending, Pipeline};
+use super::settings::{CloseReason, ConnectionSettings};
 use crate::capture::format::Kind;
 use crate::capture::writer::Capture;
 use crate::metrics::Metrics;
@@ -38,80 +39,6 @@ const ACK_BEFORE_CLOSE: Duration = Duration::from_secs(5);
 /// Top-level objects that are not arrays (not forward protocol at all)
 /// accepted in a row before the connection is closed.
 const MAX_NOT_ARRAY_IN_A_ROW: u32 = 16;
-
-/// Per-connection limits, shared by every connection.
-#[derive(Clone)]
-pub struct ConnectionSettings {
-    /// Most bytes buffered while a request is incomplete.
-    pub max_buffer_bytes: usize,
-    pub limits: DecodeLimits,
-    /// Close a connection that sends nothing for this long.
-    pub idle_timeout: Duration,
-    /// Connections served at once.
-    pub max_connections: usize,
-    /// The shared-key handshake, when configured.
-    pub security: Option<crate::config::SecurityConfig>,
-    /// Most time a partly received request may take to complete.
-    pub request_timeout: Duration,
-    /// Close after the first request.
-    pub deny_keepalive: bool,
-    /// RST instead of FIN on close.
-    pub linger_zero: bool,
-    /// Prepended to tags (empty: none).
-    pub tag_prefix: Vec<u8>,
-    /// Record key for the peer address (`forward.source_address_key`).
-    pub source_address_key: Option<String>,
-    /// Record key for the peer's host name (`forward.source_hostname_key`).
-    pub source_hostname_key: Option<String>,
-    /// Warn about requests larger than this (0: never).
-    pub chunk_size_warn_limit: usize,
-    /// TLS, when configured.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-    /// Most time for a client's TLS handshake.
-    pub tls_handshake_timeout: Duration,
-    /// Tee of accepted requests (`forward.capture_dir`).
-    pub capture: Option<crate::capture::writer::Capture>,
-    /// Memory shared by every connection's requests in flight.
-    pub budget: super::budget::MemoryBudget,
-}
-
-/// Why a connection ended; the metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    Eof,
-    Truncated,
-    Malformed,
-    FrameTooLarge,
-    BadCompression,
-    IdleTimeout,
-    IoError,
-    WalUnavailable,
-    Handshake,
-    Tls,
-    RequestTimeout,
-    NoKeepalive,
-    Shutdown,
-}
-
-impl CloseReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Eof => "eof",
-            Self::Truncated => "truncated",
-            Self::Malformed => "malformed",
-            Self::FrameTooLarge => "frame_too_large",
-            Self::BadCompression => "bad_compression",
-            Self::IdleTimeout => "idle_timeout",
-            Self::IoError => "io_error",
-            Self::WalUnavailable => "wal_unavailable",
-            Self::Handshake => "handshake",
-            Self::Tls => "tls",
-            Self::RequestTimeout => "request_timeout",
-            Self::NoKeepalive => "no_keepalive",
-            Self::Shutdown => "shutdown",
-        }
-    }
-}
 
 fn now_ns() -> i64 {
     std::time::SystemTime::now()

@@ -10,7 +10,8 @@ use tokio::sync::{watch, Semaphore};
 use crate::backoff::Backoff;
 use tokio::task::JoinSet;
 
-use super::connection::{serve, CloseReason, ConnectionSettings};
+use super::connection::serve;
+use super::settings::{CloseReason, ConnectionSettings};
 use crate::metrics::Metrics;
 use crate::wal::WalHandle;
 

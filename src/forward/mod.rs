@@ -12,6 +12,7 @@
 //! connections carry on (invariant 5).
 
 pub(crate) mod budget;
+pub mod config;
 pub(crate) mod connection;
 pub mod decode;
 pub(crate) mod decompress;
@@ -19,7 +20,8 @@ pub mod handshake;
 pub(crate) mod heartbeat;
 pub(crate) mod listener;
 mod pipeline;
+pub(crate) mod settings;
 pub(crate) mod time;
 pub(crate) mod tls;
 
-pub use connection::ConnectionSettings;
+pub use settings::ConnectionSettings;

@@ -20,7 +20,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::budget::Reservation;
-use super::connection::{CloseReason, ConnectionSettings};
+use super::settings::{CloseReason, ConnectionSettings};
 use crate::metrics::Metrics;
 use crate::wal::{DurableReply, WalError};
 

@@ -9,7 +9,47 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
-use crate::config::{TlsConfig, TlsVersion};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::units::HumanDuration;
+
+fn default_tls_handshake_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+/// Lowest TLS version accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+fn default_tls_version() -> TlsVersion {
+    TlsVersion::V1_2
+}
+
+/// `[forward.tls]`: TLS on the forward port.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_path: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
+    /// PEM CA certificates; when set, clients must present a certificate
+    /// signed by one of them (mTLS).
+    pub ca_path: Option<PathBuf>,
+    #[serde(default = "default_tls_version")]
+    pub min_version: TlsVersion,
+    /// A client must finish the TLS handshake within this time.
+    #[serde(default = "default_tls_handshake_timeout")]
+    pub handshake_timeout: HumanDuration,
+}
 
 /// Builds the server configuration, or says which key is wrong and why.
 pub fn server_config(c: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {

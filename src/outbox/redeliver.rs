@@ -250,7 +250,7 @@ fn key_for(
         node,
         name: FileName::for_slot(m.slot, m.first_seq)?,
     };
-    Some(sink_key(config, route, sink, parts))
+    Some(sink_key(config.sink_prefix(sink), &route.prefix, parts))
 }
 
 /// How a redelivery is going; the live node writes it as JSON for the

@@ -20,6 +20,7 @@
 //! Rows in open files' builders and in-progress row groups together stay under
 //! `roll.max_buffer_bytes`: past it, the largest open file writes a row group.
 
+pub mod config;
 pub mod json;
 mod quarantine;
 mod roller;

@@ -1267,7 +1267,10 @@ impl Roller {
                         node: &node,
                         name,
                     };
-                    keys.insert(sink.clone(), sink_key(&self.config, route_cfg, sink, parts));
+                    keys.insert(
+                        sink.clone(),
+                        sink_key(self.config.sink_prefix(sink), &route_cfg.prefix, parts),
+                    );
                 }
                 let route = route_cfg.name.clone();
                 (
@@ -1435,7 +1438,10 @@ impl Roller {
                 node: &node,
                 name: FileName::Preview { of, seq: from },
             };
-            keys.insert(sink.clone(), sink_key(&self.config, route_cfg, sink, parts));
+            keys.insert(
+                sink.clone(),
+                sink_key(self.config.sink_prefix(sink), &route_cfg.prefix, parts),
+            );
         }
         let id = format!("{}-preview", self.output_id(key, from, period_start));
         let path = self.open_dir.join(format!("{id}.parquet"));

@@ -148,23 +148,13 @@ impl FileName {
 /// The key one object sink gives a file of `route`: the sink's prefix, the
 /// route's, then [`object_key`]. The roller names files with it, and
 /// `weir redeliver` names them again for a sink added later.
-pub fn sink_key(
-    config: &crate::config::Config,
-    route: &crate::config::Route,
-    sink: &str,
-    parts: KeyParts<'_>,
-) -> String {
-    let sink_prefix = config
-        .sinks
-        .get(sink)
-        .map(|s| s.prefix())
-        .unwrap_or_default();
+pub fn sink_key(sink_prefix: &str, route_prefix: &str, parts: KeyParts<'_>) -> String {
     let prefix = match parts.name {
         FileName::Preview { .. } => crate::sink::join_prefix(
             sink_prefix,
-            &crate::sink::join_prefix(FRESH_DIR, &route.prefix),
+            &crate::sink::join_prefix(FRESH_DIR, route_prefix),
         ),
-        _ => crate::sink::join_prefix(sink_prefix, &route.prefix),
+        _ => crate::sink::join_prefix(sink_prefix, route_prefix),
     };
     object_key(&KeyParts {
         prefix: &prefix,

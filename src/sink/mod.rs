@@ -1,6 +1,7 @@
 //! Destinations for finished files. Each sink type is one file; the outbox
 //! drives them through the [`Sink`] trait and owns retries.
 
+pub mod config;
 mod gcs;
 pub(crate) mod key;
 mod local;

@@ -37,6 +37,7 @@
 //! writes at most `wal.max_group_bytes` (plus one request). Recovery reads
 //! one record at a time.
 
+pub mod config;
 pub(crate) mod dedupe;
 mod group;
 pub(crate) mod reader;
@@ -180,7 +181,7 @@ pub struct WalLinks {
     /// Shutdown, for a writer waiting to retry a write.
     pub stop: watch::Receiver<bool>,
     /// Marked while the roller is `max_backlog_bytes` behind and appends wait.
-    pub backpressure: std::sync::Arc<crate::health::Backpressure>,
+    pub backpressure: std::sync::Arc<crate::backpressure::Backpressure>,
     pub metrics: Metrics,
 }
 

@@ -53,7 +53,7 @@ fn open(
             oldest,
             state,
             stop,
-            backpressure: crate::health::Backpressure::new(crate::metrics::Metrics::new()),
+            backpressure: crate::backpressure::Backpressure::new(crate::metrics::Metrics::new()),
             metrics: crate::metrics::Metrics::new(),
         },
     )
@@ -189,7 +189,7 @@ fn a_second_writer_on_the_same_directory_is_refused() {
             oldest,
             state,
             stop,
-            backpressure: crate::health::Backpressure::new(crate::metrics::Metrics::new()),
+            backpressure: crate::backpressure::Backpressure::new(crate::metrics::Metrics::new()),
             metrics: crate::metrics::Metrics::new(),
         },
     )
@@ -204,7 +204,7 @@ fn a_second_writer_on_the_same_directory_is_refused() {
             oldest,
             state,
             stop,
-            backpressure: crate::health::Backpressure::new(crate::metrics::Metrics::new()),
+            backpressure: crate::backpressure::Backpressure::new(crate::metrics::Metrics::new()),
             metrics: crate::metrics::Metrics::new(),
         },
     );

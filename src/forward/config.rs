@@ -1,0 +1,199 @@
+//! `[forward]` and `[forward.security]`: the listener, its limits and the
+//! shared-key handshake (`[forward.tls]` is in `tls.rs`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::fields::{default_true, redact, redact_opt};
+use crate::config::units::{ByteSize, HumanDuration};
+use crate::forward::tls::TlsConfig;
+
+fn default_handshake_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+/// A user for the handshake's user authentication.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub username: String,
+    #[serde(serialize_with = "redact")]
+    pub password: String,
+}
+
+/// A rule for clients from one address or network.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRule {
+    /// One address, e.g. "10.1.2.3".
+    pub host: Option<std::net::IpAddr>,
+    /// A CIDR network, e.g. "10.0.0.0/8" (parsed once, with the file).
+    pub network: Option<ipnet::IpNet>,
+    /// This client's shared key instead of the global one.
+    #[serde(default, serialize_with = "redact_opt")]
+    pub shared_key: Option<String>,
+    /// Users allowed from here (default: all).
+    pub users: Option<Vec<String>>,
+}
+
+/// `[forward.security]`: the shared-key handshake (HELO/PING/PONG).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Sent in PONG; must differ from every client's own host name.
+    pub self_hostname: String,
+    #[serde(serialize_with = "redact")]
+    pub shared_key: String,
+    /// Also check a username/password digest.
+    #[serde(default)]
+    pub user_auth: bool,
+    /// Accept clients that match no `clients` rule.
+    #[serde(default = "default_true")]
+    pub allow_anonymous_source: bool,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub clients: Vec<ClientRule>,
+    /// A client must complete the handshake within this time.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: HumanDuration,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 24224))
+}
+
+fn default_max_buffer() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+fn default_max_decompressed() -> ByteSize {
+    ByteSize(256 << 20)
+}
+
+fn default_max_inflight() -> ByteSize {
+    ByteSize(512 << 20)
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+
+/// `[forward]`: the forward-protocol listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// TCP address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Per-connection cap on buffered, not yet decoded bytes (one request
+    /// can be at most this large). Enforced as bytes arrive.
+    #[serde(default = "default_max_buffer")]
+    pub max_buffer_bytes: ByteSize,
+    /// Cap on a compressed request's entries once expanded (gzip/zstd bombs).
+    #[serde(default = "default_max_decompressed")]
+    pub max_decompressed_bytes: ByteSize,
+    /// Memory all connections' requests in flight share: read buffers
+    /// (beyond 16 KiB each), decompressed entries and decoded batches
+    /// waiting for the WAL. When it is spent connections wait, unread.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight_bytes: ByteSize,
+    /// A connection that sends nothing for this long is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// Connections served at once; more are accepted and closed at once
+    /// (counted in `weir_forward_connections_refused_total`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Shared-key handshake; without it clients connect without one.
+    pub security: Option<SecurityConfig>,
+    /// TLS; without it the port speaks plain TCP.
+    pub tls: Option<TlsConfig>,
+    /// A request that has begun arriving must be complete within this time
+    /// (a client trickling bytes forever is closed: slowloris).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: HumanDuration,
+    /// Close each connection after its first request (Fluentd's
+    /// `deny_keepalive`); HELO then advertises `keepalive: false`.
+    #[serde(default)]
+    pub deny_keepalive: bool,
+    /// Close connections with RST instead of FIN (SO_LINGER 0), so clients
+    /// that reconnect often leave no TIME_WAIT sockets behind.
+    #[serde(default)]
+    pub linger_zero: bool,
+    /// Prepended to every tag as `"{tag_prefix}.{tag}"`.
+    #[serde(default)]
+    pub tag_prefix: String,
+    /// How many recent chunk ids to remember, so a client that resends a
+    /// chunk whose ack it missed gets an ack without a second copy being
+    /// written (kept in the WAL, so this survives a restart). 0 turns it off.
+    #[serde(default = "default_dedupe_window")]
+    pub dedupe_window: usize,
+    /// Adds the client's IP address to every record under this key.
+    pub source_address_key: Option<String>,
+    /// Adds the client's host name (reverse DNS, once per connection) to
+    /// every record under this key.
+    pub source_hostname_key: Option<String>,
+    /// Logs (rate-limited) and counts requests larger than this.
+    pub chunk_size_warn_limit: Option<ByteSize>,
+    /// Copies every request weir decodes into capture files here (replay them
+    /// with `weir replay`). Off without it. Capture never slows ingestion:
+    /// when the disk cannot keep up, records are dropped and counted in
+    /// `weir_capture_dropped_total`.
+    pub capture_dir: Option<PathBuf>,
+    /// Start a new capture file once the current one reaches this size.
+    #[serde(default = "default_capture_file_bytes")]
+    pub capture_max_file_bytes: ByteSize,
+    /// Keep only this many capture files; the oldest are deleted.
+    #[serde(default = "default_capture_files")]
+    pub capture_max_files: usize,
+}
+
+fn default_capture_file_bytes() -> ByteSize {
+    ByteSize(256 << 20)
+}
+
+fn default_capture_files() -> usize {
+    8
+}
+
+fn default_dedupe_window() -> usize {
+    100_000
+}
+
+fn default_request_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_buffer_bytes: default_max_buffer(),
+            max_decompressed_bytes: default_max_decompressed(),
+            max_inflight_bytes: default_max_inflight(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            security: None,
+            tls: None,
+            request_timeout: default_request_timeout(),
+            deny_keepalive: false,
+            linger_zero: false,
+            tag_prefix: String::new(),
+            dedupe_window: default_dedupe_window(),
+            source_address_key: None,
+            source_hostname_key: None,
+            chunk_size_warn_limit: None,
+            capture_dir: None,
+            capture_max_file_bytes: default_capture_file_bytes(),
+            capture_max_files: default_capture_files(),
+        }
+    }
+}

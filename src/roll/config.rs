@@ -1,0 +1,127 @@
+//! `[roll]`: periods, the event-time window, memory and open-file bounds,
+//! freshness; and the declared column types routes use.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::units::{ByteSize, HumanDuration};
+
+fn default_period() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
+}
+
+fn default_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+
+fn default_roll_buffer() -> ByteSize {
+    ByteSize(128 << 20)
+}
+
+fn default_zstd_level() -> i32 {
+    3
+}
+
+fn default_row_group_rows() -> usize {
+    1 << 20
+}
+
+/// Unit of the Parquet `time` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeUnit {
+    /// Microseconds: what Athena, BigQuery, DuckDB and Spark all read.
+    Us,
+    /// Nanoseconds: lossless for EventTime, not read by every engine.
+    Ns,
+}
+
+fn default_time_unit() -> TimeUnit {
+    TimeUnit::Us
+}
+
+/// `[roll]`: how events become Parquet files.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollConfig {
+    /// Length of one file's time window: "1h" (default) down to "1m".
+    #[serde(default = "default_period")]
+    pub period: HumanDuration,
+    /// How long after a period ends its file stays open for stragglers.
+    #[serde(default = "default_grace")]
+    pub grace: HumanDuration,
+    #[serde(default = "default_time_unit")]
+    pub time_unit: TimeUnit,
+    /// Memory for rows not yet written to disk, across all open files. Past
+    /// it the largest open file writes a row group.
+    #[serde(default = "default_roll_buffer")]
+    pub max_buffer_bytes: ByteSize,
+    /// Most rows in one row group.
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// zstd level for Parquet pages (1 fastest … 22 smallest).
+    #[serde(default = "default_zstd_level")]
+    pub zstd_level: i32,
+    /// An event dated more than this after its arrival (a client clock that
+    /// runs fast) does not open its own period's file, which would stay open
+    /// until that period ends: it goes to a short-lived `outside` file.
+    #[serde(default = "default_max_future")]
+    pub max_future: HumanDuration,
+    /// A late event (its period's file already finished) dated less than
+    /// this before its arrival goes to a `late` file beside its period's
+    /// file; older ones go to the short-lived `outside` file, so a request
+    /// spanning years cannot open a file per period.
+    #[serde(default = "default_max_past")]
+    pub max_past: HumanDuration,
+    /// Files (Parquet and Treasure Data parts) open at once. Past it the
+    /// least recently written file is finished early.
+    #[serde(default = "default_max_open_files")]
+    pub max_open_files: usize,
+    /// Off by default. How often the rows of open files are also written
+    /// as small preview files for the sinks with `fresh = true`, so recent
+    /// data is queryable before its period's file is finished (README,
+    /// "Freshness").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<HumanDuration>,
+}
+
+fn default_max_future() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+fn default_max_past() -> HumanDuration {
+    HumanDuration(Duration::from_secs(86_400))
+}
+
+fn default_max_open_files() -> usize {
+    512
+}
+
+impl Default for RollConfig {
+    fn default() -> Self {
+        Self {
+            period: default_period(),
+            grace: default_grace(),
+            time_unit: default_time_unit(),
+            max_buffer_bytes: default_roll_buffer(),
+            row_group_rows: default_row_group_rows(),
+            zstd_level: default_zstd_level(),
+            max_future: default_max_future(),
+            max_past: default_max_past(),
+            max_open_files: default_max_open_files(),
+            freshness: None,
+        }
+    }
+}
+
+/// Type of a declared column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    String,
+    Int32,
+    Int64,
+    Float64,
+    Bool,
+}

@@ -1,0 +1,163 @@
+//! `[sinks.NAME]`: each sink type's settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::fields::{default_true, redact, redact_opt};
+use crate::config::units::{ByteSize, HumanDuration};
+
+/// `[sinks.NAME]`: a destination for finished files.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SinkConfig {
+    /// A local folder.
+    Local(LocalSinkConfig),
+    /// Amazon S3 or an S3-compatible store.
+    S3(S3SinkConfig),
+    /// Google Cloud Storage.
+    Gcs(GcsSinkConfig),
+    /// Treasure Data's import API (records, not Parquet files).
+    Td(TdSinkConfig),
+}
+
+impl SinkConfig {
+    /// Key prefix inside the destination.
+    pub fn prefix(&self) -> &str {
+        match self {
+            SinkConfig::Local(c) => &c.prefix,
+            SinkConfig::S3(c) => &c.prefix,
+            SinkConfig::Gcs(c) => &c.prefix,
+            SinkConfig::Td(_) => "",
+        }
+    }
+
+    /// Whether the sink takes preview files (`fresh = true`).
+    pub fn fresh(&self) -> bool {
+        match self {
+            SinkConfig::Local(c) => c.fresh,
+            SinkConfig::S3(c) => c.fresh,
+            SinkConfig::Gcs(c) => c.fresh,
+            SinkConfig::Td(_) => false,
+        }
+    }
+}
+
+fn default_td_endpoint() -> String {
+    "https://api.treasuredata.com".to_string()
+}
+
+fn default_td_flush() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+fn default_td_part() -> ByteSize {
+    ByteSize(32 << 20)
+}
+
+/// `type = "td"`: uploads records to Treasure Data as fluent-plugin-td does.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TdSinkConfig {
+    #[serde(serialize_with = "redact")]
+    pub apikey: String,
+    #[serde(default = "default_td_endpoint")]
+    pub endpoint: String,
+    /// Default: the tag's second-to-last part (normalised as TD does).
+    pub database: Option<String>,
+    /// Default: the tag's last part.
+    pub table: Option<String>,
+    /// A part is uploaded this long after its first event.
+    #[serde(default = "default_td_flush")]
+    pub flush_interval: HumanDuration,
+    /// Largest part (msgpack bytes before gzip).
+    #[serde(default = "default_td_part")]
+    pub max_part_bytes: ByteSize,
+    /// Create a missing database/table on 404 instead of dead-lettering.
+    #[serde(default = "default_true")]
+    pub auto_create_table: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSinkConfig {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub prefix: String,
+    /// Also take preview files every `roll.freshness` (under `_fresh/`).
+    #[serde(default)]
+    pub fresh: bool,
+}
+
+/// Server-side encryption for S3 objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum S3Encryption {
+    /// SSE-S3.
+    #[serde(rename = "AES256")]
+    Aes256,
+    /// SSE-KMS; needs `kms_key_id`.
+    #[serde(rename = "aws:kms")]
+    Kms,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3SinkConfig {
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: String,
+    /// Also take preview files every `roll.freshness` (under `_fresh/`).
+    #[serde(default)]
+    pub fresh: bool,
+    /// Default: `AWS_REGION`/`AWS_DEFAULT_REGION`, else us-east-1.
+    pub region: Option<String>,
+    /// For S3-compatible stores (MinIO, Ceph, R2 …): their URL.
+    pub endpoint: Option<String>,
+    /// Address buckets as `https://host/bucket` (default) or, when false,
+    /// `https://bucket.host`.
+    #[serde(default = "default_true")]
+    pub path_style: bool,
+    /// Allow plain http endpoints (test stores, in-cluster gateways).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Static credentials; without them the standard chain is used
+    /// (AWS_* variables, shared credentials profile, web identity / IRSA,
+    /// instance metadata).
+    pub access_key_id: Option<String>,
+    #[serde(default, serialize_with = "redact_opt")]
+    pub secret_access_key: Option<String>,
+    #[serde(default, serialize_with = "redact_opt")]
+    pub session_token: Option<String>,
+    /// Profile of the shared credentials file (`~/.aws/credentials`);
+    /// default `AWS_PROFILE`, else "default".
+    pub profile: Option<String>,
+    pub server_side_encryption: Option<S3Encryption>,
+    pub kms_key_id: Option<String>,
+    /// e.g. "STANDARD_IA", "INTELLIGENT_TIERING".
+    pub storage_class: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcsSinkConfig {
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: String,
+    /// Also take preview files every `roll.freshness` (under `_fresh/`).
+    #[serde(default)]
+    pub fresh: bool,
+    /// Service-account JSON file; without it application default
+    /// credentials are used (GOOGLE_APPLICATION_CREDENTIALS, gcloud's file,
+    /// or the metadata server / Workload Identity).
+    pub service_account_path: Option<PathBuf>,
+    /// Service-account JSON given inline (e.g. `"${GCS_SERVICE_ACCOUNT}"`).
+    #[serde(default, serialize_with = "redact_opt")]
+    pub service_account_key: Option<String>,
+    /// A fixed OAuth bearer token (tokens refreshed outside weir, or a local
+    /// GCS endpoint named by the service account's `gcs_base_url`).
+    #[serde(default, serialize_with = "redact_opt")]
+    pub bearer_token: Option<String>,
+    /// e.g. "NEARLINE".
+    pub storage_class: Option<String>,
+}
