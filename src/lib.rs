@@ -14,13 +14,13 @@
 //!   Treasure Data's import API; the deterministic object-key function.
 //!
 //! Around them: [`config`] (TOML → validated [`config::Config`]; each
-//! section's types live in its stage's `config.rs`), [`backoff`] (the one
-//! retry policy), [`backpressure`], [`router`]
-//! (fluentd tag patterns), [`metrics`] (one Prometheus registry), [`http`]
+//! section's types live in its stage's `config.rs`), `backoff` (the one
+//! retry policy), [`backpressure`], `router`
+//! (fluentd tag patterns), [`metrics`] (one Prometheus registry), `http`
 //! and [`health`] (`/metrics`, `/healthz`, `/readyz`), [`logging`] (text or
 //! JSON, rate-limited warnings), [`serve`] (wiring and shutdown), [`event`]
 //! (the batch type stages pass), [`msgpack`] (zero-copy reading) and
-//! [`failpoint`] (crash injection for tests). [`replay`] holds the load
+//! `failpoint` (crash injection for tests). [`replay`] holds the load
 //! tools (`weir loadgen`, `weir replay`); [`capture`] records traffic for
 //! them (`weir capture`, `[forward] capture_dir`).
 
