@@ -7,6 +7,7 @@
 
 mod env;
 pub(crate) mod fields;
+pub(crate) mod invalid;
 pub(crate) mod units;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::router::TagPattern;
+pub use invalid::Invalid;
 pub use units::{ByteSize, HumanDuration};
 
 // Each section's types live beside the stage that uses them.
@@ -218,6 +220,8 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         key: key.to_string(),
         message,
     };
+    // What a section's own validate() found.
+    let stage = |e: Invalid| invalid(&e.key, e.message);
     let node_id = match file.node_id {
         Some(n) => n,
         None => host_node_id(),
@@ -249,126 +253,15 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     let data_dir = file.data_dir.unwrap_or_else(default_data_dir);
 
     let period = file.roll.period.0;
-    if period < Duration::from_secs(60) || period > Duration::from_secs(86_400) {
-        return Err(invalid("roll.period", "must be from 1m to 24h".into()));
-    }
-    if !period.as_secs().is_multiple_of(60)
-        || period.subsec_nanos() != 0
-        || 86_400 % period.as_secs() != 0
-    {
-        return Err(invalid(
-            "roll.period",
-            "must be whole minutes that divide a day evenly (1m, 5m, 15m, 1h, …)".into(),
-        ));
-    }
-    if !(1..=22).contains(&file.roll.zstd_level) {
-        return Err(invalid("roll.zstd_level", "must be from 1 to 22".into()));
-    }
-    if file.roll.max_open_files < 2 {
-        return Err(invalid("roll.max_open_files", "must be at least 2".into()));
-    }
-    if file.roll.row_group_rows == 0 {
-        return Err(invalid("roll.row_group_rows", "must be at least 1".into()));
-    }
-    if file.wal.segment_bytes.0 < 4096 {
-        return Err(invalid("wal.segment_bytes", "must be at least 4KiB".into()));
-    }
+    file.roll.validate().map_err(&stage)?;
+    file.wal.validate().map_err(&stage)?;
     let tls_server = match &file.forward.tls {
         Some(tls) => {
             Some(crate::forward::tls::server_config(tls).map_err(|e| invalid(e.key, e.message))?)
         }
         None => None,
     };
-    if let Some(sec) = &file.forward.security {
-        if sec.self_hostname.trim().is_empty() {
-            return Err(invalid(
-                "forward.security.self_hostname",
-                "must not be empty".into(),
-            ));
-        }
-        if sec.user_auth && sec.users.is_empty() {
-            return Err(invalid(
-                "forward.security.users",
-                "user_auth = true needs at least one user".into(),
-            ));
-        }
-        for (i, c) in sec.clients.iter().enumerate() {
-            let key = format!("forward.security.clients[{i}]");
-            if c.host.is_some() == c.network.is_some() {
-                return Err(invalid(&key, "give exactly one of host or network".into()));
-            }
-            for u in c.users.iter().flatten() {
-                if !sec.users.iter().any(|x| &x.username == u) {
-                    return Err(invalid(
-                        &format!("{key}.users"),
-                        format!("unknown user {u:?}"),
-                    ));
-                }
-            }
-        }
-    }
-    if file.forward.tag_prefix.len() > 256 || file.forward.tag_prefix.contains(char::is_whitespace)
-    {
-        return Err(invalid(
-            "forward.tag_prefix",
-            "must be at most 256 characters without spaces".into(),
-        ));
-    }
-    if file.forward.source_address_key.as_deref() == Some("") {
-        return Err(invalid(
-            "forward.source_address_key",
-            "must not be empty".into(),
-        ));
-    }
-    if file.forward.capture_max_files == 0 {
-        return Err(invalid(
-            "forward.capture_max_files",
-            "must be at least 1".into(),
-        ));
-    }
-    if file.forward.capture_max_file_bytes.0 < 4096 {
-        return Err(invalid(
-            "forward.capture_max_file_bytes",
-            "must be at least 4KiB".into(),
-        ));
-    }
-    if file.forward.max_connections == 0 {
-        return Err(invalid(
-            "forward.max_connections",
-            "must be at least 1".into(),
-        ));
-    }
-    if file.forward.max_buffer_bytes.0 < 1024 {
-        return Err(invalid(
-            "forward.max_buffer_bytes",
-            "must be at least 1KiB".into(),
-        ));
-    }
-    // The budget keeps one largest request's worth in reserve (so partly
-    // read requests cannot deadlock), so one must fit in it.
-    let (buffer, expanded, inflight) = (
-        file.forward.max_buffer_bytes,
-        file.forward.max_decompressed_bytes,
-        file.forward.max_inflight_bytes,
-    );
-    if expanded.0 < buffer.0 {
-        return Err(invalid(
-            "forward.max_decompressed_bytes",
-            format!("{expanded} is less than forward.max_buffer_bytes ({buffer}); it also caps a request's decoded events, which are about as large as the request"),
-        ));
-    }
-    if buffer.0 + expanded.0 > inflight.0 {
-        return Err(invalid(
-            "forward.max_inflight_bytes",
-            format!("{inflight} is less than forward.max_buffer_bytes ({buffer}) + forward.max_decompressed_bytes ({expanded}): one largest request must fit the budget all connections share"),
-        ));
-    }
-    if file.forward.max_decompressed_bytes.0 > 512 << 20 {
-        return Err(invalid(
-            "forward.max_decompressed_bytes",
-            "must be at most 512MiB (a request must fit one WAL record)".into(),
-        ));
-    }
+    file.forward.validate().map_err(&stage)?;
 
     let mut sinks = file.sinks;
     if sinks.is_empty() {
@@ -382,75 +275,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         );
     }
     for (name, sink) in &sinks {
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
-        {
-            return Err(invalid(
-                &format!("sinks.{name}"),
-                "sink names must be letters, digits, '_' or '-'".into(),
-            ));
-        }
-        crate::sink::key::validate_prefix(sink.prefix())
-            .map_err(|m| invalid(&format!("sinks.{name}.prefix"), m))?;
-        match sink {
-            SinkConfig::S3(c) => {
-                if c.bucket.is_empty() {
-                    return Err(invalid(
-                        &format!("sinks.{name}.bucket"),
-                        "must not be empty".into(),
-                    ));
-                }
-                if c.access_key_id.is_some() != c.secret_access_key.is_some() {
-                    return Err(invalid(
-                        &format!("sinks.{name}.secret_access_key"),
-                        "access_key_id and secret_access_key go together".into(),
-                    ));
-                }
-                if c.server_side_encryption == Some(S3Encryption::Kms) && c.kms_key_id.is_none() {
-                    return Err(invalid(
-                        &format!("sinks.{name}.kms_key_id"),
-                        "server_side_encryption = \"aws:kms\" needs kms_key_id".into(),
-                    ));
-                }
-            }
-            SinkConfig::Gcs(c) => {
-                if c.bucket.is_empty() {
-                    return Err(invalid(
-                        &format!("sinks.{name}.bucket"),
-                        "must not be empty".into(),
-                    ));
-                }
-                if c.service_account_path.is_some() && c.service_account_key.is_some() {
-                    return Err(invalid(
-                        &format!("sinks.{name}.service_account_key"),
-                        "give service_account_path or service_account_key, not both".into(),
-                    ));
-                }
-            }
-            SinkConfig::Td(c) => {
-                if c.apikey.trim().is_empty() {
-                    return Err(invalid(
-                        &format!("sinks.{name}.apikey"),
-                        "must not be empty".into(),
-                    ));
-                }
-                if !(c.endpoint.starts_with("http://") || c.endpoint.starts_with("https://")) {
-                    return Err(invalid(
-                        &format!("sinks.{name}.endpoint"),
-                        "must be an http(s) URL".into(),
-                    ));
-                }
-                if c.max_part_bytes.0 < 1024 || c.max_part_bytes.0 > 256 << 20 {
-                    return Err(invalid(
-                        &format!("sinks.{name}.max_part_bytes"),
-                        "must be from 1KiB to 256MiB".into(),
-                    ));
-                }
-            }
-            SinkConfig::Local(_) => {}
-        }
+        sink.validate(name).map_err(&stage)?;
     }
 
     match file.roll.freshness.map(|f| f.0) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::fields::{default_true, redact, redact_opt};
+use crate::config::invalid::Invalid;
 use crate::config::units::{ByteSize, HumanDuration};
 use crate::forward::tls::TlsConfig;
 
@@ -195,5 +196,105 @@ impl Default for ForwardConfig {
             capture_max_file_bytes: default_capture_file_bytes(),
             capture_max_files: default_capture_files(),
         }
+    }
+}
+
+impl ForwardConfig {
+    /// Checks `[forward]` and its security (TLS is loaded by the caller).
+    ///
+    /// # Errors
+    /// The first setting that cannot be used, with its key.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let invalid = |key: &str, message: String| Invalid::new(key, message);
+        if let Some(sec) = &self.security {
+            if sec.self_hostname.trim().is_empty() {
+                return Err(invalid(
+                    "forward.security.self_hostname",
+                    "must not be empty".into(),
+                ));
+            }
+            if sec.user_auth && sec.users.is_empty() {
+                return Err(invalid(
+                    "forward.security.users",
+                    "user_auth = true needs at least one user".into(),
+                ));
+            }
+            for (i, c) in sec.clients.iter().enumerate() {
+                let key = format!("forward.security.clients[{i}]");
+                if c.host.is_some() == c.network.is_some() {
+                    return Err(invalid(&key, "give exactly one of host or network".into()));
+                }
+                for u in c.users.iter().flatten() {
+                    if !sec.users.iter().any(|x| &x.username == u) {
+                        return Err(invalid(
+                            &format!("{key}.users"),
+                            format!("unknown user {u:?}"),
+                        ));
+                    }
+                }
+            }
+        }
+        if self.tag_prefix.len() > 256 || self.tag_prefix.contains(char::is_whitespace) {
+            return Err(invalid(
+                "forward.tag_prefix",
+                "must be at most 256 characters without spaces".into(),
+            ));
+        }
+        if self.source_address_key.as_deref() == Some("") {
+            return Err(invalid(
+                "forward.source_address_key",
+                "must not be empty".into(),
+            ));
+        }
+        if self.capture_max_files == 0 {
+            return Err(invalid(
+                "forward.capture_max_files",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.capture_max_file_bytes.0 < 4096 {
+            return Err(invalid(
+                "forward.capture_max_file_bytes",
+                "must be at least 4KiB".into(),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid(
+                "forward.max_connections",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.max_buffer_bytes.0 < 1024 {
+            return Err(invalid(
+                "forward.max_buffer_bytes",
+                "must be at least 1KiB".into(),
+            ));
+        }
+        // The budget keeps one largest request's worth in reserve (so partly
+        // read requests cannot deadlock), so one must fit in it.
+        let (buffer, expanded, inflight) = (
+            self.max_buffer_bytes,
+            self.max_decompressed_bytes,
+            self.max_inflight_bytes,
+        );
+        if expanded.0 < buffer.0 {
+            return Err(invalid(
+            "forward.max_decompressed_bytes",
+            format!("{expanded} is less than forward.max_buffer_bytes ({buffer}); it also caps a request's decoded events, which are about as large as the request"),
+        ));
+        }
+        if buffer.0 + expanded.0 > inflight.0 {
+            return Err(invalid(
+            "forward.max_inflight_bytes",
+            format!("{inflight} is less than forward.max_buffer_bytes ({buffer}) + forward.max_decompressed_bytes ({expanded}): one largest request must fit the budget all connections share"),
+        ));
+        }
+        if self.max_decompressed_bytes.0 > 512 << 20 {
+            return Err(invalid(
+                "forward.max_decompressed_bytes",
+                "must be at most 512MiB (a request must fit one WAL record)".into(),
+            ));
+        }
+        Ok(())
     }
 }

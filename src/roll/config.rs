@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::invalid::Invalid;
 use crate::config::units::{ByteSize, HumanDuration};
 
 fn default_period() -> HumanDuration {
@@ -124,4 +125,37 @@ pub enum ColumnType {
     Int64,
     Float64,
     Bool,
+}
+
+impl RollConfig {
+    /// Checks what only `[roll]` decides.
+    ///
+    /// # Errors
+    /// The first setting that cannot be used, with its key.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let invalid = |key: &str, message: String| Invalid::new(key, message);
+        let period = self.period.0;
+        if period < Duration::from_secs(60) || period > Duration::from_secs(86_400) {
+            return Err(invalid("roll.period", "must be from 1m to 24h".into()));
+        }
+        if !period.as_secs().is_multiple_of(60)
+            || period.subsec_nanos() != 0
+            || 86_400 % period.as_secs() != 0
+        {
+            return Err(invalid(
+                "roll.period",
+                "must be whole minutes that divide a day evenly (1m, 5m, 15m, 1h, …)".into(),
+            ));
+        }
+        if !(1..=22).contains(&self.zstd_level) {
+            return Err(invalid("roll.zstd_level", "must be from 1 to 22".into()));
+        }
+        if self.max_open_files < 2 {
+            return Err(invalid("roll.max_open_files", "must be at least 2".into()));
+        }
+        if self.row_group_rows == 0 {
+            return Err(invalid("roll.row_group_rows", "must be at least 1".into()));
+        }
+        Ok(())
+    }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::fields::{default_true, redact, redact_opt};
+use crate::config::invalid::Invalid;
 use crate::config::units::{ByteSize, HumanDuration};
 
 /// `[sinks.NAME]`: a destination for finished files.
@@ -160,4 +161,84 @@ pub struct GcsSinkConfig {
     pub bearer_token: Option<String>,
     /// e.g. "NEARLINE".
     pub storage_class: Option<String>,
+}
+
+impl SinkConfig {
+    /// Checks one sink's settings (`name` for the keys).
+    ///
+    /// # Errors
+    /// The first setting that cannot be used, with its key.
+    pub fn validate(&self, name: &str) -> Result<(), Invalid> {
+        let invalid = |key: &str, message: String| Invalid::new(key, message);
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+        {
+            return Err(invalid(
+                &format!("sinks.{name}"),
+                "sink names must be letters, digits, '_' or '-'".into(),
+            ));
+        }
+        crate::sink::key::validate_prefix(self.prefix())
+            .map_err(|m| invalid(&format!("sinks.{name}.prefix"), m))?;
+        match self {
+            SinkConfig::S3(c) => {
+                if c.bucket.is_empty() {
+                    return Err(invalid(
+                        &format!("sinks.{name}.bucket"),
+                        "must not be empty".into(),
+                    ));
+                }
+                if c.access_key_id.is_some() != c.secret_access_key.is_some() {
+                    return Err(invalid(
+                        &format!("sinks.{name}.secret_access_key"),
+                        "access_key_id and secret_access_key go together".into(),
+                    ));
+                }
+                if c.server_side_encryption == Some(S3Encryption::Kms) && c.kms_key_id.is_none() {
+                    return Err(invalid(
+                        &format!("sinks.{name}.kms_key_id"),
+                        "server_side_encryption = \"aws:kms\" needs kms_key_id".into(),
+                    ));
+                }
+            }
+            SinkConfig::Gcs(c) => {
+                if c.bucket.is_empty() {
+                    return Err(invalid(
+                        &format!("sinks.{name}.bucket"),
+                        "must not be empty".into(),
+                    ));
+                }
+                if c.service_account_path.is_some() && c.service_account_key.is_some() {
+                    return Err(invalid(
+                        &format!("sinks.{name}.service_account_key"),
+                        "give service_account_path or service_account_key, not both".into(),
+                    ));
+                }
+            }
+            SinkConfig::Td(c) => {
+                if c.apikey.trim().is_empty() {
+                    return Err(invalid(
+                        &format!("sinks.{name}.apikey"),
+                        "must not be empty".into(),
+                    ));
+                }
+                if !(c.endpoint.starts_with("http://") || c.endpoint.starts_with("https://")) {
+                    return Err(invalid(
+                        &format!("sinks.{name}.endpoint"),
+                        "must be an http(s) URL".into(),
+                    ));
+                }
+                if c.max_part_bytes.0 < 1024 || c.max_part_bytes.0 > 256 << 20 {
+                    return Err(invalid(
+                        &format!("sinks.{name}.max_part_bytes"),
+                        "must be from 1KiB to 256MiB".into(),
+                    ));
+                }
+            }
+            SinkConfig::Local(_) => {}
+        }
+        Ok(())
+    }
 }

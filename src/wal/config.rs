@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::invalid::Invalid;
 use crate::config::units::ByteSize;
 
 fn default_segment_bytes() -> ByteSize {
@@ -59,5 +60,19 @@ impl Default for WalConfig {
             max_group_bytes: default_group_bytes(),
             max_backlog_bytes: default_wal_backlog(),
         }
+    }
+}
+
+impl WalConfig {
+    /// Checks `[wal]`.
+    ///
+    /// # Errors
+    /// The first setting that cannot be used, with its key.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let invalid = |key: &str, message: String| Invalid::new(key, message);
+        if self.segment_bytes.0 < 4096 {
+            return Err(invalid("wal.segment_bytes", "must be at least 4KiB".into()));
+        }
+        Ok(())
     }
 }

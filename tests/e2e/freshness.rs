@@ -1,6 +1,7 @@
 //! Freshness (issue 14): with `roll.freshness`, the README's DuckDB query
-//! over a sink is complete (everything acked more than the freshness delay
-//! ago) and duplicate-free at every sample, across the seal of a period;
+//! over a sink two nodes write to is complete (everything acked more than
+//! the freshness delay ago) and duplicate-free at every sample, across the
+//! seal of a period;
 //! afterwards only the period's one file per tag is left, its previews are
 //! removed, and a sink without `fresh = true` never gets a preview.
 
@@ -52,16 +53,25 @@ fn the_fresh_query_is_complete_and_duplicate_free_across_a_seal() {
         lake.path().display(),
         s3.sink_toml("warehouse", "dwh"),
     );
+    // Two nodes of a tier, n1 and n2, writing to the same sinks.
     let weir = Weir::start(&extra);
+    let mut weir2 = Weir::create_full("", "", &extra);
+    let config2 = std::fs::read_to_string(&weir2.config_path).unwrap();
+    std::fs::write(
+        &weir2.config_path,
+        config2.replace("node_id = \"n1\"", "node_id = \"n2\""),
+    )
+    .unwrap();
+    weir2.spawn();
     let root = lake.path().to_path_buf();
 
-    // A client sending all along: (when acked, ids).
+    // A client sending all along, to both nodes: (when acked, ids).
     let acked: Arc<Mutex<Acked>> = Default::default();
     let stop = Arc::new(AtomicBool::new(false));
     let sender = {
-        let (acked, stop, port) = (acked.clone(), stop.clone(), weir.port);
+        let (acked, stop, ports) = (acked.clone(), stop.clone(), [weir.port, weir2.port]);
         std::thread::spawn(move || {
-            let mut s = connect(port).unwrap();
+            let mut conns = ports.map(|p| connect(p).unwrap());
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let tag = if n.is_multiple_of(2) {
@@ -73,12 +83,8 @@ fn the_fresh_query_is_complete_and_duplicate_free_across_a_seal() {
                     .map(|i| (now_secs(), format!("{tag}-{n}-{i}")))
                     .collect();
                 let chunk = format!("c{n}");
-                send_acked(
-                    &mut s,
-                    &forward_request(tag, &events, Some(&chunk), 30),
-                    &chunk,
-                )
-                .unwrap();
+                let s = &mut conns[(n / 2 % 2) as usize];
+                send_acked(s, &forward_request(tag, &events, Some(&chunk), 30), &chunk).unwrap();
                 acked.lock().unwrap().push((
                     Instant::now(),
                     events.into_iter().map(|(_, id)| id).collect(),
@@ -148,7 +154,11 @@ fn the_fresh_query_is_complete_and_duplicate_free_across_a_seal() {
         );
         samples += 1;
         let previews = fresh_files(&root);
-        let sealed_present = root.join(sealed_dir("app.a")).join("n1.parquet").exists();
+        let sealed_present = ["n1", "n2"].iter().all(|n| {
+            root.join(sealed_dir("app.a"))
+                .join(format!("{n}.parquet"))
+                .exists()
+        });
         let sealed_previews = previews
             .iter()
             .filter(|f| f.starts_with(&sealed_dir("app.a")) || f.starts_with(&sealed_dir("app.b")))
@@ -164,8 +174,9 @@ fn the_fresh_query_is_complete_and_duplicate_free_across_a_seal() {
         }
         assert!(
             Instant::now() < deadline,
-            "no seal with previews removed in time ({samples} samples, {samples_during_seal} during the seal)\n{}",
-            weir.log()
+            "no seal with previews removed in time ({samples} samples, {samples_during_seal} during the seal)\n{}\n{}",
+            weir.log(),
+            weir2.log()
         );
         std::thread::sleep(Duration::from_secs(2).saturating_sub(asked.elapsed()));
     }
@@ -177,15 +188,17 @@ fn the_fresh_query_is_complete_and_duplicate_free_across_a_seal() {
         "previews were read: {samples_with_previews}"
     );
 
-    // The sealed minute: one file per tag in the hourly layout, no preview.
+    // The sealed minute: one file per tag and node in the hourly layout,
+    // no preview.
     for tag in ["app.a", "app.b"] {
         let dir = root.join(sealed_dir(tag));
-        let files: Vec<_> = std::fs::read_dir(&dir)
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(files, vec!["n1.parquet".to_string()], "{}", dir.display());
+        files.sort();
+        assert_eq!(files, ["n1.parquet", "n2.parquet"], "{}", dir.display());
     }
     let m = scrape(weir.metrics_port);
     assert!(metric(&m, "weir_roll_files_finished_total", &[("kind", "preview")]) >= 3.0);
@@ -196,9 +209,11 @@ fn the_fresh_query_is_complete_and_duplicate_free_across_a_seal() {
     assert!(!objects.is_empty());
     let previews: Vec<_> = objects.keys().filter(|k| k.contains("_fresh")).collect();
     assert!(previews.is_empty(), "{previews:?}");
-    assert!(objects
-        .keys()
-        .any(|k| k.ends_with(&format!("{}/n1.parquet", sealed_dir("app.a")))));
+    for node in ["n1", "n2"] {
+        assert!(objects
+            .keys()
+            .any(|k| k.ends_with(&format!("{}/{node}.parquet", sealed_dir("app.a")))));
+    }
 }
 
 /// Sends one acked request of 20 events; returns their ids.
