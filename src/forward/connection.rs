@@ -84,18 +84,14 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
         c.try_record(Kind::Open, conn, Bytes::from(peer.to_string()));
         Tee { capture: c, conn }
     });
-    let (reason, detail) = match read_loop(
-        &mut stream,
+    let conn = Conn {
         peer,
-        buf,
-        &wal,
-        &settings,
-        &metrics,
-        &mut shutdown,
-        tee.as_ref(),
-    )
-    .await
-    {
+        wal: &wal,
+        settings: &settings,
+        metrics: &metrics,
+        tee: tee.as_ref(),
+    };
+    let (reason, detail) = match read_loop(&mut stream, &conn, buf, &mut shutdown).await {
         Ok(r) => (r, String::new()),
         Err((r, detail)) => (r, detail),
     };
@@ -123,6 +119,16 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
 
 /// A connection closed for a fault, with what to log about it.
 type Fault = (CloseReason, String);
+
+/// What one connection's request handling works with, for its lifetime.
+#[derive(Clone, Copy)]
+struct Conn<'a> {
+    peer: SocketAddr,
+    wal: &'a WalHandle,
+    settings: &'a ConnectionSettings,
+    metrics: &'a Metrics,
+    tee: Option<&'a Tee<'a>>,
+}
 
 /// Where this connection's accepted requests are copied.
 struct Tee<'a> {
@@ -202,36 +208,22 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send>(
 /// Serves requests until the connection ends. When it ends on bad input,
 /// the requests before the bad one are durable already: they are acked
 /// (briefly) before the close, as they would have been one at a time.
-#[allow(clippy::too_many_arguments)]
 async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
     stream: &mut S,
-    peer: SocketAddr,
+    conn: &Conn<'_>,
     buf: BytesMut,
-    wal: &WalHandle,
-    settings: &ConnectionSettings,
-    metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
-    tee: Option<&Tee<'_>>,
 ) -> Result<CloseReason, Fault> {
+    let Conn {
+        settings, metrics, ..
+    } = *conn;
     // This connection's share of the budget: its read buffer beyond the
     // free allowance, pending batches, and while a request is handled its
     // decompressed entries and batch.
     let mut held = settings.budget.reservation();
     // Requests in the WAL's hands whose acks are still to be written.
     let mut pipeline = Pipeline::default();
-    let result = read_requests(
-        stream,
-        peer,
-        buf,
-        wal,
-        settings,
-        metrics,
-        shutdown,
-        tee,
-        &mut held,
-        &mut pipeline,
-    )
-    .await;
+    let result = read_requests(stream, conn, buf, shutdown, &mut held, &mut pipeline).await;
     if let Err((reason, _)) = &result {
         let bad_input = matches!(
             reason,
@@ -249,19 +241,20 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin + Send>(
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn read_requests<S: AsyncRead + AsyncWrite + Unpin + Send>(
     stream: &mut S,
-    peer: SocketAddr,
+    conn: &Conn<'_>,
     mut buf: BytesMut,
-    wal: &WalHandle,
-    settings: &ConnectionSettings,
-    metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
-    tee: Option<&Tee<'_>>,
     held: &mut super::budget::Reservation,
     pipeline: &mut Pipeline,
 ) -> Result<CloseReason, Fault> {
+    let Conn {
+        peer,
+        settings,
+        metrics,
+        ..
+    } = *conn;
     let additions = record_additions(peer, settings).await;
     let mut scanner = FrameScanner::new();
     let mut request_started: Option<tokio::time::Instant> = None;
@@ -288,11 +281,8 @@ async fn read_requests<S: AsyncRead + AsyncWrite + Unpin + Send>(
                     .finish_front(stream, held, settings, metrics, shutdown)
                     .await?;
             }
-            let handled = handle_request(
-                stream, peer, &frame, wal, settings, metrics, &additions, tee, shutdown, held,
-                pipeline,
-            )
-            .await?;
+            let handled =
+                handle_request(stream, conn, &frame, &additions, shutdown, held, pipeline).await?;
             if large {
                 pipeline
                     .finish_all(stream, held, settings, metrics, shutdown)
@@ -420,20 +410,22 @@ enum Handled {
     NotArray,
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
     stream: &mut S,
-    peer: SocketAddr,
+    conn: &Conn<'_>,
     frame: &Bytes,
-    wal: &WalHandle,
-    settings: &ConnectionSettings,
-    metrics: &Metrics,
     record_additions: &[(String, String)],
-    tee: Option<&Tee<'_>>,
     shutdown: &mut watch::Receiver<bool>,
     held: &mut super::budget::Reservation,
     pipeline: &mut Pipeline,
 ) -> Result<Handled, Fault> {
+    let Conn {
+        peer,
+        wal,
+        settings,
+        metrics,
+        tee,
+    } = *conn;
     let started = Instant::now();
     if settings.chunk_size_warn_limit > 0 && frame.len() > settings.chunk_size_warn_limit {
         metrics.large_requests.inc();

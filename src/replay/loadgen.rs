@@ -207,18 +207,17 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
                     return;
                 }
             };
-            drive(
-                stream,
-                &args,
+            let run = Run {
+                args: &args,
                 per_conn_rate,
                 deadline,
-                &tags,
-                &totals,
-                &latencies,
-                &chunk_ids,
+                tags: &tags,
+                totals: &totals,
+                latencies: &latencies,
+                chunk_ids: &chunk_ids,
                 run_id,
-            )
-            .await;
+            };
+            drive(stream, &run).await;
         }));
     }
     for t in tasks {
@@ -233,18 +232,30 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
     Ok(Report::new(&totals, elapsed, &h))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
-    mut s: S,
-    args: &LoadgenArgs,
+/// What every connection of one load run shares.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    args: &'a LoadgenArgs,
     per_conn_rate: f64,
     deadline: Instant,
-    tags: &TagCycle,
-    totals: &Totals,
-    latencies: &Mutex<Histogram<u64>>,
-    chunk_ids: &AtomicU64,
+    tags: &'a TagCycle,
+    totals: &'a Totals,
+    latencies: &'a Mutex<Histogram<u64>>,
+    chunk_ids: &'a AtomicU64,
     run_id: u64,
-) {
+}
+
+async fn drive<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, run: &Run<'_>) {
+    let Run {
+        args,
+        per_conn_rate,
+        deadline,
+        tags,
+        totals,
+        latencies,
+        chunk_ids,
+        run_id,
+    } = *run;
     let per_request = if args.mode == LoadMode::Message {
         1
     } else {
