@@ -84,17 +84,11 @@ impl Challenge {
 
     /// `["HELO", {"nonce": bin, "auth": bin, "keepalive": bool}]`.
     pub fn helo(&self, keepalive: bool) -> Vec<u8> {
-        let mut b = Vec::with_capacity(64);
-        let _ = rmp::encode::write_array_len(&mut b, 2);
-        let _ = rmp::encode::write_str(&mut b, "HELO");
-        let _ = rmp::encode::write_map_len(&mut b, 3);
-        let _ = rmp::encode::write_str(&mut b, "nonce");
-        let _ = rmp::encode::write_bin(&mut b, &self.nonce);
-        let _ = rmp::encode::write_str(&mut b, "auth");
-        let _ = rmp::encode::write_bin(&mut b, &self.auth_salt);
-        let _ = rmp::encode::write_str(&mut b, "keepalive");
-        let _ = rmp::encode::write_bool(&mut b, keepalive);
-        b
+        super::messages::helo(&super::messages::HeloOptions {
+            nonce: self.nonce.to_vec(),
+            auth: self.auth_salt.to_vec(),
+            keepalive,
+        })
     }
 }
 
@@ -216,14 +210,7 @@ pub fn pong_fail(f: &Failure) -> Vec<u8> {
 }
 
 fn pong(ok: bool, reason: &str, host: &str, digest: &str) -> Vec<u8> {
-    let mut b = Vec::with_capacity(200);
-    let _ = rmp::encode::write_array_len(&mut b, 5);
-    let _ = rmp::encode::write_str(&mut b, "PONG");
-    let _ = rmp::encode::write_bool(&mut b, ok);
-    let _ = rmp::encode::write_str(&mut b, reason);
-    let _ = rmp::encode::write_str(&mut b, host);
-    let _ = rmp::encode::write_str(&mut b, digest);
-    b
+    super::messages::pong(ok, reason, host, digest)
 }
 
 /// How long a client has to finish the handshake.

@@ -19,6 +19,7 @@ pub(crate) mod decompress;
 pub mod handshake;
 pub(crate) mod heartbeat;
 pub(crate) mod listener;
+pub mod messages;
 mod pipeline;
 pub(crate) mod settings;
 pub(crate) mod time;

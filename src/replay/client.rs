@@ -131,61 +131,28 @@ async fn read_object(s: &mut Stream) -> anyhow::Result<Bytes> {
 }
 
 async fn handshake(s: &mut Stream, key: &str, o: &ClientOptions) -> anyhow::Result<()> {
-    let helo = read_object(s).await?;
-    let mut c = Cursor::new(&helo);
-    anyhow::ensure!(
-        c.head()? == Head::Array(2) && c.bytes()? == Some(b"HELO"),
-        "expected HELO"
-    );
-    let Head::Map(n) = c.head()? else {
-        anyhow::bail!("HELO without options");
-    };
-    let (mut nonce, mut auth) = (Vec::new(), Vec::new());
-    for _ in 0..n {
-        match c.bytes()? {
-            Some(b"nonce") => nonce = c.bytes()?.unwrap_or_default().to_vec(),
-            Some(b"auth") => auth = c.bytes()?.unwrap_or_default().to_vec(),
-            _ => {
-                c.skip()?;
-            }
-        }
-    }
+    use crate::forward::messages;
+    let helo = messages::parse_helo(&read_object(s).await?).map_err(anyhow::Error::msg)?;
     let salt = format!("{:032x}", rand::random::<u128>());
     let user = o.username.clone().unwrap_or_default();
     let password = o.password.clone().unwrap_or_default();
-    let mut ping = Vec::new();
-    rmp::encode::write_array_len(&mut ping, 6)?;
-    for f in [
-        "PING".to_string(),
-        o.client_hostname.clone(),
-        salt.clone(),
-        sha512_hex(&[
-            salt.as_bytes(),
-            o.client_hostname.as_bytes(),
-            &nonce,
-            key.as_bytes(),
-        ]),
-        user.clone(),
-        if user.is_empty() {
-            String::new()
-        } else {
-            sha512_hex(&[&auth, user.as_bytes(), password.as_bytes()])
-        },
-    ] {
-        rmp::encode::write_str(&mut ping, &f)?;
-    }
+    let digest = sha512_hex(&[
+        salt.as_bytes(),
+        o.client_hostname.as_bytes(),
+        &helo.nonce,
+        key.as_bytes(),
+    ]);
+    let password_digest = if user.is_empty() {
+        String::new()
+    } else {
+        sha512_hex(&[&helo.auth, user.as_bytes(), password.as_bytes()])
+    };
+    let ping = messages::ping(&o.client_hostname, &salt, &digest, &user, &password_digest);
     s.write_all(&ping).await?;
-    let pong = read_object(s).await?;
-    let mut c = Cursor::new(&pong);
-    anyhow::ensure!(
-        c.head()? == Head::Array(5) && c.bytes()? == Some(b"PONG"),
-        "expected PONG"
-    );
-    if c.head()? != Head::Bool(true) {
-        let reason = String::from_utf8_lossy(c.bytes()?.unwrap_or_default()).into_owned();
-        anyhow::bail!("handshake refused: {reason}");
+    match messages::parse_pong(&read_object(s).await?).map_err(anyhow::Error::msg)? {
+        Ok(()) => Ok(()),
+        Err(reason) => anyhow::bail!("handshake refused: {reason}"),
     }
-    Ok(())
 }
 
 /// Reads the server's next `{"ack": chunk}` and returns the chunk's bytes.
