@@ -229,6 +229,13 @@ impl Writer {
         let mut pending: Vec<Pending> = Vec::new();
         let mut duplicates: Vec<(oneshot::Sender<Result<u64, WalError>>, u64)> = Vec::new();
         while let Some(first) = rx.blocking_recv() {
+            // Backpressure holds appends back, so it is entered only when
+            // one waits: a tick while idle never starts an episode.
+            if matches!(first, WalRequest::Append { .. }) {
+                self.wait_for_roller();
+            } else {
+                self.report_backlog();
+            }
             let mut tick = false;
             let mut group_bytes = 0usize;
             let mut next = Some(first);
@@ -285,7 +292,6 @@ impl Writer {
                 self.links.durable.publish(self.next_seq, now_ms);
             }
             self.release();
-            self.wait_for_roller();
         }
         if let Some(f) = &self.active {
             let _ = f.sync_all();
@@ -438,9 +444,7 @@ impl Writer {
     /// (backpressure), and the burst stays bounded on disk.
     fn wait_for_roller(&mut self) {
         let limit = self.settings.max_backlog_bytes;
-        let backlog = self.backlog();
-        self.links.metrics.wal_backlog_bytes.set(backlog as i64);
-        if backlog <= limit {
+        if self.report_backlog() <= limit {
             return;
         }
         self.links.backpressure.enter();
@@ -450,9 +454,15 @@ impl Writer {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        self.report_backlog();
+        self.links.backpressure.leave();
+    }
+
+    /// Updates the backlog gauge; returns the backlog.
+    fn report_backlog(&mut self) -> u64 {
         let backlog = self.backlog();
         self.links.metrics.wal_backlog_bytes.set(backlog as i64);
-        self.links.backpressure.leave();
+        backlog
     }
 
     /// Deletes segments whose every record is below the roller's release
