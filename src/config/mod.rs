@@ -8,6 +8,7 @@
 mod env;
 pub(crate) mod fields;
 pub(crate) mod invalid;
+mod position;
 pub(crate) mod units;
 
 use std::collections::BTreeMap;
@@ -171,7 +172,18 @@ impl Config {
         if let Some(g) = overrides.grace {
             file.roll.grace = HumanDuration(g);
         }
-        resolve(file, origin)
+        resolve(file, origin).map_err(|e| match e {
+            // Name the line too, as the parser does for its errors.
+            ConfigError::Invalid { path, key, message } => ConfigError::Invalid {
+                path: match position::line_of(&text, &key) {
+                    Some(line) => format!("{path}:{line}"),
+                    None => path,
+                },
+                key,
+                message,
+            },
+            e => e,
+        })
     }
 
     /// The route index for an event's tag; routes are matched in order.
