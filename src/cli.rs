@@ -87,7 +87,7 @@ pub struct RedeliverArgs {
     /// Config file (TOML) of the node whose data_dir holds the files.
     #[arg(short, long)]
     pub config: Option<PathBuf>,
-    /// Sink to send to (a name under [sinks]).
+    /// Sink to send to (a name under `[sinks]`).
     #[arg(long)]
     pub sink: String,
     /// First period to send, UTC: 2026-11-20T00 (an hour), 2026-11-20T00:30,

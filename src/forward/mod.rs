@@ -1,12 +1,12 @@
 //! The forward-protocol listener (forward-protocol.md).
 //!
 //! - [`decode`]: one complete request → an [`EventBatch`](crate::event::EventBatch), no I/O;
-//! - [`time`], [`decompress`]: the value forms inside a request;
+//! - `time`, `decompress`: the value forms inside a request;
 //! - [`handshake`]: the optional shared-key HELO/PING/PONG;
-//! - [`connection`]: one client's read loop: frame, decode, append to the WAL,
+//! - `connection`: one client's read loop: frame, decode, append to the WAL,
 //!   then ack;
-//! - [`listener`]: the accept loop; [`heartbeat`]: UDP heartbeat replies;
-//! - [`budget`]: the memory all connections' requests in flight share.
+//! - `listener`: the accept loop; `heartbeat`: UDP heartbeat replies;
+//! - `budget`: the memory all connections' requests in flight share.
 //!
 //! A connection's errors stay in its task: the process and other
 //! connections carry on (invariant 5).

@@ -329,7 +329,7 @@ impl PartitionWriter {
     /// Adds one event. `record` is a msgpack map (checked by the decoder).
     ///
     /// # Errors
-    /// [`WriteError::BadRecord`]: the record bytes are not a valid map;
+    /// `WriteError::BadRecord`: the record bytes are not a valid map;
     /// nothing is added then. Others: the file cannot be written.
     pub fn append(&mut self, time_ns: i64, record: &[u8]) -> Result<(), WriteError> {
         if self.tags.current < 0 {

@@ -4,12 +4,12 @@
 //! the writer ([`tail`]), so a burst waits on disk, not in memory, and acks
 //! run at disk speed.
 //!
-//! Layers, bottom up: [`record`] frames one request with a CRC, [`segment`]
+//! Layers, bottom up: `record` frames one request with a CRC, `segment`
 //! holds numbered files of records, `writer` is the single thread that owns
 //! the active segment and does group commit: it takes every request queued
 //! while the previous sync ran, writes them in one `write`, syncs once,
-//! publishes the new durable mark, then answers them all. [`reader`] and
-//! [`tail`] read records back; [`dedupe`] remembers chunk ids.
+//! publishes the new durable mark, then answers them all. `reader` and
+//! [`tail`] read records back; `dedupe` remembers chunk ids.
 //!
 //! # Recovery
 //! On start the writer reads every segment oldest first, to continue the
