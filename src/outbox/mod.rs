@@ -94,6 +94,14 @@ impl Backlog {
     }
 }
 
+/// Writes `bytes` to a new file at `path` and syncs it: the temporary half
+/// of a write that a rename then makes visible whole.
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
 /// The outbox folder.
 #[derive(Debug, Clone)]
 pub struct OutboxDir {
@@ -123,9 +131,7 @@ impl OutboxDir {
         fs::rename(file, self.data_path(manifest))?;
         let json = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
         let tmp = self.dir.join(format!("{}.json.tmp", manifest.id));
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&json)?;
-        f.sync_all()?;
+        write_synced(&tmp, &json)?;
         fs::rename(&tmp, self.manifest_path(&manifest.id))?;
         sync_dir(&self.dir)
     }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -100,9 +100,7 @@ impl Retention {
         let bytes = fs::metadata(outbox.data_path(m))?.len();
         let json = serde_json::to_vec_pretty(m).map_err(io::Error::other)?;
         let tmp = self.dir.join(format!("{}.json.tmp", m.id));
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&json)?;
-        f.sync_all()?;
+        super::write_synced(&tmp, &json)?;
         fs::rename(outbox.data_path(m), self.dir.join(&data))?;
         fs::rename(&tmp, self.dir.join(format!("{}.json", m.id)))?;
         sync_dir(&self.dir)?;

@@ -1005,26 +1005,31 @@ impl Roller {
         }
         let clock = self.write_clock;
         self.write_clock += 1;
-        let preview = match &w.key {
-            OutputKey::File { route, .. } if !self.route_fresh[*route].is_empty() => {
-                let done = self.previewed.get(&self.coverage_key(&w.key)).copied();
-                done.is_none_or(|d| r.seq > d)
+        // A preview starts with the first record after the last one
+        // written (on replay, after what earlier previews hold); the digest
+        // lookup is made only then, not for every record.
+        let start_preview = match &w.key {
+            OutputKey::File { route, .. }
+                if !self.route_fresh[*route].is_empty()
+                    && self.open.get(&w.key).is_some_and(|o| o.preview.is_none()) =>
+            {
+                self.previewed
+                    .get(&self.coverage_key(&w.key))
+                    .is_none_or(|d| r.seq > *d)
             }
             _ => false,
         };
         let Some(o) = self.open.get_mut(&w.key) else {
             return Ok(0);
         };
-        if preview {
+        if start_preview {
             if let Output::Parquet(p) = &mut o.output {
-                if !p.has_tee() {
-                    p.start_tee().map_err(Failure::File)?;
-                    o.preview = Some((r.seq, r.seq));
-                }
+                p.start_tee().map_err(Failure::File)?;
+                o.preview = Some((r.seq, r.seq));
             }
-            if let Some((_, last)) = &mut o.preview {
-                *last = r.seq;
-            }
+        }
+        if let Some((_, last)) = &mut o.preview {
+            *last = r.seq;
         }
         let mut rows = 0u64;
         let mut bad = 0u64;

@@ -245,45 +245,73 @@ fn wait_for_exactly(weir: &Weir, root: &std::path::Path, want: &BTreeSet<String>
     assert!(ok, "query never returned every event\n{}", weir.log());
 }
 
-#[test]
-fn a_crash_rebuilds_previews_without_writing_rows_twice() {
-    let lake = tempfile::tempdir().unwrap();
-    let out = lake.path().join("out");
-    // A period long enough that nothing is sealed during the test.
-    let extra = format!(
-        "[roll]\nperiod = \"1h\"\ngrace = \"2s\"\nfreshness = \"2s\"\n\
+/// A node with period 1h (nothing is sealed during a test) sending to one
+/// local sink at `out` that takes previews every `freshness`.
+fn fresh_lake_node(out: &std::path::Path, freshness: &str) -> Weir {
+    Weir::start(&format!(
+        "[roll]\nperiod = \"1h\"\ngrace = \"2s\"\nfreshness = \"{freshness}\"\n\
          [sinks.lake]\ntype = \"local\"\npath = \"{}\"\nfresh = true\n\
          [[route]]\nmatch = \"**\"\nsinks = [\"lake\"]\n",
         out.display(),
-    );
-    let mut weir = Weir::start(&extra);
-    // The sink fails (its folder is a file now): previews wait in the
-    // outbox, and a replay that wrote them again with other boundaries
-    // would upload rows twice.
-    std::fs::remove_dir_all(&out).unwrap();
-    std::fs::write(&out, b"not a folder").unwrap();
+    ))
+}
+
+/// Makes the local sink at `out` fail for previews (its `_fresh` folder,
+/// if any, is moved to `away` and a file put in its place; the sink itself
+/// still opens, so a node can start) or work again.
+fn break_sink(out: &std::path::Path, away: &std::path::Path) {
+    let fresh = out.join("_fresh");
+    if fresh.exists() {
+        std::fs::rename(&fresh, away).unwrap();
+    }
+    std::fs::write(&fresh, b"down").unwrap();
+}
+
+fn repair_sink(out: &std::path::Path, away: &std::path::Path) {
+    let fresh = out.join("_fresh");
+    std::fs::remove_file(&fresh).unwrap();
+    if away.exists() {
+        std::fs::rename(away, &fresh).unwrap();
+    }
+}
+
+fn previews_written(weir: &Weir) -> f64 {
+    metric(
+        &scrape(weir.metrics_port),
+        "weir_roll_files_finished_total",
+        &[("kind", "preview")],
+    )
+}
+
+#[test]
+fn a_crash_rebuilds_previews_without_writing_rows_twice() {
+    let lake = tempfile::tempdir().unwrap();
+    let (out, away) = (lake.path().join("out"), lake.path().join("away"));
+    let mut weir = fresh_lake_node(&out, "2s");
+    // The sink fails: previews wait in the outbox, across the crash and the
+    // replay. A replay that previewed the same rows again, with other
+    // boundaries, would rewrite a waiting preview with more rows than it
+    // had, and the next one would hold some of them too.
+    break_sink(&out, &away);
     let mut sent = BTreeSet::new();
     for n in 0..4 {
         sent.extend(send_one(weir.port, "crash.fresh", n));
         std::thread::sleep(Duration::from_millis(1500));
     }
-    let previewed = wait_until(Duration::from_secs(30), || {
-        metric(
-            &scrape(weir.metrics_port),
-            "weir_roll_files_finished_total",
-            &[("kind", "preview")],
-        ) >= 3.0
-    });
+    let previewed = wait_until(Duration::from_secs(30), || previews_written(&weir) >= 3.0);
     assert!(previewed, "previews not written\n{}", weir.log());
 
     weir.kill9();
-    std::fs::remove_file(&out).unwrap();
-    std::fs::create_dir(&out).unwrap();
     weir.spawn();
     for n in 4..8 {
         sent.extend(send_one(weir.port, "crash.fresh", n));
         std::thread::sleep(Duration::from_millis(500));
     }
+    // The restarted node has replayed the WAL and written a preview of its
+    // own while the old ones still wait; only then does the sink come back.
+    let replayed = wait_until(Duration::from_secs(30), || previews_written(&weir) >= 1.0);
+    assert!(replayed, "no preview after the restart\n{}", weir.log());
+    repair_sink(&out, &away);
     wait_for_exactly(&weir, &out, &sent);
     assert!(fresh_files(&out).len() >= 4, "{:?}", fresh_files(&out));
 }
@@ -307,14 +335,8 @@ fn assert_no_gap(rows: &[String], files: &[String]) {
 #[test]
 fn previews_held_back_by_a_sink_outage_arrive_in_order() {
     let lake = tempfile::tempdir().unwrap();
-    let out = lake.path().join("out");
-    let extra = format!(
-        "[roll]\nperiod = \"1h\"\ngrace = \"2s\"\nfreshness = \"1s\"\n\
-         [sinks.lake]\ntype = \"local\"\npath = \"{}\"\nfresh = true\n\
-         [[route]]\nmatch = \"**\"\nsinks = [\"lake\"]\n",
-        out.display(),
-    );
-    let weir = Weir::start(&extra);
+    let (out, away) = (lake.path().join("out"), lake.path().join("away"));
+    let weir = fresh_lake_node(&out, "1s");
     let mut sent = BTreeSet::new();
     let mut s = connect(weir.port).unwrap();
     let started = Instant::now();
@@ -336,15 +358,11 @@ fn previews_held_back_by_a_sink_outage_arrive_in_order() {
         n += 1;
         let t = started.elapsed();
         if !broken && t > Duration::from_secs(4) {
-            // The sink fails: its folder is moved away and a file is put
-            // in its place.
-            std::fs::rename(&out, lake.path().join("away")).unwrap();
-            std::fs::write(&out, b"down").unwrap();
+            break_sink(&out, &away);
             broken = true;
         }
         if broken && !repaired && t > Duration::from_secs(14) {
-            std::fs::remove_file(&out).unwrap();
-            std::fs::rename(lake.path().join("away"), &out).unwrap();
+            repair_sink(&out, &away);
             repaired = true;
         }
         if repaired {

@@ -2,7 +2,6 @@
 //! `data_dir/redeliver/`, picked up by the node's delivery loop.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +15,8 @@ pub fn submit(data_dir: &Path, req: &Request) -> std::io::Result<String> {
     std::fs::create_dir_all(&dir)?;
     let id = format!("{}-{}", crate::wal::now_ms(), std::process::id());
     let tmp = dir.join(format!("{id}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(req).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
+    let json = serde_json::to_vec(req).map_err(std::io::Error::other)?;
+    crate::outbox::write_synced(&tmp, &json)?;
     std::fs::rename(&tmp, dir.join(format!("{id}.request.json")))?;
     Ok(id)
 }
