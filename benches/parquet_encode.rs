@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use weir::config::Config;
-use weir::roll::{PartitionWriter, RouteSchema};
+use weir::roll::{Encoder, PartitionWriter, RouteSchema};
 
 #[path = "support.rs"]
 mod support;
@@ -13,6 +13,7 @@ const ROWS: usize = 50_000;
 fn encode(c: &mut Criterion) {
     let records: Vec<Vec<u8>> = (0..ROWS).map(support::record).collect();
     let dir = tempfile::tempdir().unwrap();
+    let encoder = Encoder::start().unwrap();
     let mut g = c.benchmark_group("parquet_encode");
     g.throughput(Throughput::Elements(ROWS as u64));
     g.sample_size(10);
@@ -27,7 +28,7 @@ fn encode(c: &mut Criterion) {
         let schema = RouteSchema::new(&config.routes[0], &config.roll).unwrap();
         g.bench_function(name, |b| {
             b.iter_batched(
-                || PartitionWriter::create(&dir.path().join("f.parquet"), &schema).unwrap(),
+                || PartitionWriter::create(&dir.path().join("f.parquet"), &schema, &encoder).unwrap(),
                 |mut w| {
                     w.set_tag(b"app.access");
                     for (i, r) in records.iter().enumerate() {

@@ -17,10 +17,17 @@
 //! outbox manifests) are skipped rather than written twice.
 //!
 //! # Memory
-//! Rows in open files' builders and in-progress row groups together stay under
-//! `roll.max_buffer_bytes`: past it, the largest open file writes a row group.
+//! Rows in open files' builders, batches queued for the encoder thread and
+//! in-progress row groups together stay under `roll.max_buffer_bytes`: past
+//! it, the largest open file writes a row group.
+//!
+//! # Threads
+//! The roller thread reads the WAL and builds record batches; the
+//! [`encoder`] thread encodes and compresses them, so rolling a backlog uses
+//! two cores. Both run behind the ack path (`priority`).
 
 pub mod config;
+mod encoder;
 pub mod json;
 mod quarantine;
 mod roller;
@@ -29,6 +36,7 @@ mod td_part;
 mod window;
 mod writer;
 
+pub use encoder::Encoder;
 pub use roller::{start, RollerLinks};
 pub use schema::RouteSchema;
 pub use window::{Direction, Slot, Window};

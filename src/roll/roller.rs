@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use super::encoder::Encoder;
 use super::quarantine::Quarantine;
 use super::schema::RouteSchema;
 use super::td_part::TdPartWriter;
@@ -105,11 +106,12 @@ pub fn start(
         .map(|r| RouteSchema::new(r, &config.roll))
         .collect::<Result<Vec<_>, _>>()
         .map_err(std::io::Error::other)?;
+    let encoder = Encoder::start()?;
     std::thread::Builder::new()
         .name("weir-roller".into())
         .spawn(move || {
             crate::priority::run_behind_acks();
-            let mut roller = Roller::new(config, schemas, open_dir, quarantine, links);
+            let mut roller = Roller::new(config, schemas, open_dir, quarantine, links, encoder);
             roller.run()
         })
 }
@@ -317,6 +319,8 @@ struct Roller {
     /// `roll.freshness` in ms, and when previews are next written.
     freshness_ms: Option<i64>,
     next_preview_ms: i64,
+    /// Encodes the record batches of every open Parquet file.
+    encoder: Encoder,
 }
 
 impl Roller {
@@ -326,6 +330,7 @@ impl Roller {
         open_dir: PathBuf,
         quarantine: Quarantine,
         mut links: RollerLinks,
+        encoder: Encoder,
     ) -> Self {
         let roll = &config.roll;
         let window = Window {
@@ -406,6 +411,7 @@ impl Roller {
             route_fresh,
             freshness_ms,
             next_preview_ms: i64::MIN,
+            encoder,
             links,
             stopping: false,
         };
@@ -1098,7 +1104,7 @@ impl Roller {
                 let path = self
                     .open_dir
                     .join(format!("{}.parquet", self.output_id(key, r.seq, period)));
-                let w = PartitionWriter::create(&path, &self.schemas[*route])?;
+                let w = PartitionWriter::create(&path, &self.schemas[*route], &self.encoder)?;
                 (Output::Parquet(Box::new(w)), path, deadline, period)
             }
             OutputKey::Td { target, .. } => {

@@ -1,11 +1,13 @@
 //! One Parquet file being written: rows go into Arrow builders, builders go
-//! into row groups on disk, and finishing writes only the footer, so the
+//! as record batches to the [encoder thread](super::encoder), which encodes
+//! them into row groups on disk; finishing writes only the footer, so the
 //! period's data is never encoded twice.
 //!
 //! # Memory
-//! Builder rows (up to [`BATCH_ROWS`] or [`BATCH_BYTES`]), the parquet
-//! writer's in-progress row group and column writers, and a fixed cost per
-//! open file ([`FILE_OVERHEAD`]: the write buffer and encoder state).
+//! Builder rows (up to [`BATCH_ROWS`] or [`BATCH_BYTES`]), batches queued
+//! for the encoder, the parquet writer's in-progress row group and column
+//! writers, and a fixed cost per open file ([`FILE_OVERHEAD`]: the write
+//! buffer and encoder state).
 //! [`PartitionWriter::memory`] reports all three so the roller can keep the
 //! sum over all open files under `roll.max_buffer_bytes`, however many
 //! files are open.
@@ -24,6 +26,7 @@ use arrow_array::{TimestampMicrosecondArray, TimestampNanosecondArray};
 use parquet::arrow::ArrowWriter;
 use parquet::errors::ParquetError;
 
+use super::encoder::{Encoder, FileEncoding};
 use super::json;
 use super::schema::RouteSchema;
 use crate::config::ColumnType;
@@ -227,7 +230,13 @@ pub fn close_file(
 
 pub struct PartitionWriter {
     path: PathBuf,
-    writer: ArrowWriter<BufWriter<File>>,
+    /// The file's Arrow writers, shared with the encoder thread.
+    file: Arc<FileEncoding>,
+    encoder: Encoder,
+    /// What the writers held at the last batch or flush (refreshed then,
+    /// not per row, to keep the encoder's lock off the per-row path).
+    writer_memory: usize,
+    writer_rows: usize,
     schema: RouteSchema,
     tags: TagColumn,
     times: Vec<i64>,
@@ -239,9 +248,10 @@ pub struct PartitionWriter {
     filled: Vec<bool>,
     rows: u64,
     builder_bytes: usize,
-    /// A second, in-memory Parquet file that gets every batch too while a
-    /// preview for `roll.freshness` is being collected (see [`Self::start_tee`]).
-    tee: Option<ArrowWriter<Vec<u8>>>,
+    /// Whether a second, in-memory Parquet file gets every batch too while
+    /// a preview for `roll.freshness` is collected (see [`Self::start_tee`]).
+    teeing: bool,
+    tee_bytes: usize,
 }
 
 /// A finished in-memory preview file.
@@ -253,7 +263,11 @@ pub struct TeeFile {
 impl PartitionWriter {
     /// Creates the file at `path` (truncating a leftover one). Call
     /// [`set_tag`](Self::set_tag) before the first [`append`](Self::append).
-    pub fn create(path: &Path, schema: &RouteSchema) -> Result<Self, WriteError> {
+    pub fn create(
+        path: &Path,
+        schema: &RouteSchema,
+        encoder: &Encoder,
+    ) -> Result<Self, WriteError> {
         let file = File::create(path)?;
         let writer = ArrowWriter::try_new(
             BufWriter::with_capacity(WRITE_BUFFER, file),
@@ -262,7 +276,10 @@ impl PartitionWriter {
         )?;
         Ok(Self {
             path: path.to_path_buf(),
-            writer,
+            file: FileEncoding::new(writer),
+            encoder: encoder.clone(),
+            writer_memory: 0,
+            writer_rows: 0,
             tags: TagColumn::new(),
             times: Vec::with_capacity(1024),
             columns: schema
@@ -276,7 +293,8 @@ impl PartitionWriter {
             rows: 0,
             builder_bytes: 0,
             schema: schema.clone(),
-            tee: None,
+            teeing: false,
+            tee_bytes: 0,
         })
     }
 
@@ -284,28 +302,37 @@ impl PartitionWriter {
     /// appended before are not in it). Rows are built once; only the
     /// Parquet encoding is done twice.
     pub fn start_tee(&mut self) -> Result<(), WriteError> {
-        if self.tee.is_none() {
+        if !self.teeing {
             self.write_batch()?;
-            self.tee = Some(ArrowWriter::try_new(
-                Vec::new(),
-                self.schema.schema.clone(),
-                Some((*self.schema.props).clone()),
-            )?);
+            let schema = &self.schema;
+            self.file.when_idle(|s| {
+                s.tee = Some(ArrowWriter::try_new(
+                    Vec::new(),
+                    schema.schema.clone(),
+                    Some((*schema.props).clone()),
+                )?);
+                Ok(())
+            })?;
+            self.teeing = true;
+            self.refresh();
         }
         Ok(())
     }
 
     pub fn has_tee(&self) -> bool {
-        self.tee.is_some()
+        self.teeing
     }
 
     /// Ends the preview file and returns it (`None` without one).
     pub fn take_tee(&mut self) -> Result<Option<TeeFile>, WriteError> {
-        if self.tee.is_none() {
+        if !self.teeing {
             return Ok(None);
         }
         self.write_batch()?;
-        let Some(tee) = self.tee.take() else {
+        self.teeing = false;
+        let tee = self.file.when_idle(|s| Ok(s.tee.take()))?;
+        self.refresh();
+        let Some(tee) = tee else {
             return Ok(None);
         };
         let rows = tee
@@ -319,6 +346,14 @@ impl PartitionWriter {
             bytes,
             rows: rows.max(0) as u64,
         }))
+    }
+
+    /// Reads what the writers hold now (for [`Self::memory`]).
+    fn refresh(&mut self) {
+        let s = self.file.lock();
+        self.writer_memory = s.memory();
+        self.writer_rows = s.buffered_rows();
+        self.tee_bytes = s.tee_bytes();
     }
 
     /// The tag of the events appended from now on.
@@ -438,12 +473,10 @@ impl PartitionWriter {
         arrays.extend(self.columns.iter_mut().map(ColumnBuilder::finish));
         arrays.push(Arc::new(self.record.finish()));
         let batch = RecordBatch::try_new(self.schema.schema.clone(), arrays)?;
-        self.writer.write(&batch)?;
-        if let Some(tee) = &mut self.tee {
-            tee.write(&batch)?;
-        }
-        self.builder_bytes = 0;
+        let bytes = std::mem::take(&mut self.builder_bytes);
         self.times = Vec::with_capacity(BATCH_ROWS.min(n * 2));
+        self.encoder.send(&self.file, batch, bytes)?;
+        self.refresh();
         Ok(())
     }
 
@@ -455,19 +488,12 @@ impl PartitionWriter {
 
     /// Bytes of rows not yet in a row group on disk (what a flush frees).
     pub fn buffered_bytes(&self) -> usize {
-        self.builder_bytes
-            + self
-                .writer
-                .memory_size()
-                .max(self.writer.in_progress_size())
-            + self.tee_bytes()
+        self.builder_bytes + self.writer_memory
     }
 
     /// Bytes the preview file holds in memory (encoded and in progress).
     pub fn tee_bytes(&self) -> usize {
-        self.tee.as_ref().map_or(0, |t| {
-            t.inner().len() + t.memory_size().max(t.in_progress_size())
-        })
+        self.tee_bytes
     }
 
     pub fn rows(&self) -> u64 {
@@ -476,20 +502,39 @@ impl PartitionWriter {
 
     /// Rows held in memory (builders plus the open row group).
     pub fn buffered_rows(&self) -> usize {
-        self.times.len() + self.writer.in_progress_rows()
+        self.times.len() + self.writer_rows
     }
 
     /// Writes buffered rows out as a row group, releasing their memory.
     pub fn flush_row_group(&mut self) -> Result<(), WriteError> {
         self.write_batch()?;
-        self.writer.flush()?;
+        self.file.when_idle(|s| {
+            if let Some(w) = s.writer.as_mut() {
+                w.flush()?;
+            }
+            Ok(())
+        })?;
+        self.refresh();
         Ok(())
     }
 
     /// Writes the footer and syncs the file.
     pub fn finish(mut self) -> Result<ClosedFile, WriteError> {
         self.write_batch()?;
-        close_file(self.writer.into_inner()?, self.path, self.rows)
+        let writer = self.file.when_idle(|s| {
+            s.writer
+                .take()
+                .ok_or_else(|| WriteError::Io(std::io::Error::other("file already finished")))
+        })?;
+        close_file(writer.into_inner()?, self.path.clone(), self.rows)
+    }
+}
+
+impl Drop for PartitionWriter {
+    /// A file dropped unfinished (discarded to be rebuilt from the WAL)
+    /// must not be written by the encoder once its path is reused.
+    fn drop(&mut self) {
+        drop(self.file.wait_idle());
     }
 }
 
@@ -538,7 +583,9 @@ mod tests {
         .unwrap();
         let schema = RouteSchema::new(&cfg.routes[0], &cfg.roll).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut w = PartitionWriter::create(&dir.path().join("f.parquet"), &schema).unwrap();
+        let encoder = Encoder::start().unwrap();
+        let mut w =
+            PartitionWriter::create(&dir.path().join("f.parquet"), &schema, &encoder).unwrap();
         w.set_tag(b"t");
         (dir, w)
     }
