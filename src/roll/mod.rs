@@ -32,7 +32,6 @@ pub mod json;
 mod quarantine;
 mod roller;
 mod schema;
-mod td_part;
 mod window;
 mod writer;
 

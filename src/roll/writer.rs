@@ -31,6 +31,7 @@ use super::json;
 use super::schema::RouteSchema;
 use crate::config::ColumnType;
 use crate::msgpack::{Cursor, Head, MsgpackError};
+use crate::sink::records::{ClosedPart, PartError};
 
 /// Rows collected before they are handed to the parquet encoder.
 pub const BATCH_ROWS: usize = 8192;
@@ -216,12 +217,27 @@ pub struct ClosedFile {
     pub bytes: u64,
 }
 
+impl From<ClosedPart> for ClosedFile {
+    fn from(p: ClosedPart) -> Self {
+        Self {
+            path: p.path,
+            rows: p.rows,
+            bytes: p.bytes,
+        }
+    }
+}
+
+impl From<PartError> for WriteError {
+    fn from(e: PartError) -> Self {
+        match e {
+            PartError::BadRecord(e) => WriteError::BadRecord(e),
+            PartError::Io(e) => WriteError::Io(e),
+        }
+    }
+}
+
 /// Flushes and syncs a finished file and describes it.
-pub fn close_file(
-    buf: BufWriter<File>,
-    path: PathBuf,
-    rows: u64,
-) -> Result<ClosedFile, WriteError> {
+fn close_file(buf: BufWriter<File>, path: PathBuf, rows: u64) -> Result<ClosedFile, WriteError> {
     let file = buf.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     let bytes = file.metadata()?.len();

@@ -1,11 +1,15 @@
-//! Destinations for finished files. Each sink type is one file; the outbox
-//! drives them through the [`Sink`] trait and owns retries.
+//! Destinations for finished files. Each sink type is one file (Treasure
+//! Data a folder); the outbox drives them through the [`Sink`] trait and
+//! owns retries. Sinks that take records rather than Parquet files also
+//! implement [`records::RecordSink`], through which the roller writes their
+//! parts.
 
 pub mod config;
 mod gcs;
 pub(crate) mod key;
 mod local;
 mod object;
+pub(crate) mod records;
 mod s3;
 pub(crate) mod td;
 

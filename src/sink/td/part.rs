@@ -1,5 +1,9 @@
 //! One Treasure Data import part being written: gzip of msgpack record maps,
 //! each given an integer `time` (seconds), which TD requires.
+//!
+//! # Memory
+//! The gzip state and write buffer, and one record's re-encoding
+//! ([`super::records`] counts a fixed cost per open part).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -7,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use flate2::write::GzEncoder;
 
-use super::writer::{close_file, ClosedFile, WriteError};
 use crate::msgpack::{Cursor, Head};
+use crate::sink::records::{ClosedPart, PartError, RecordPart};
 
 pub struct TdPartWriter {
     path: PathBuf,
@@ -20,7 +24,7 @@ pub struct TdPartWriter {
 }
 
 impl TdPartWriter {
-    pub fn create(path: &Path) -> Result<Self, WriteError> {
+    pub fn create(path: &Path) -> Result<Self, PartError> {
         let file = File::create(path)?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -30,18 +34,20 @@ impl TdPartWriter {
             scratch: Vec::with_capacity(1024),
         })
     }
+}
 
-    pub fn raw_bytes(&self) -> usize {
+impl RecordPart for TdPartWriter {
+    fn raw_bytes(&self) -> usize {
         self.raw_bytes
     }
 
     /// Writes the record with `time` set to the event's second (replacing a
     /// `time` key the record may have).
-    pub fn append(&mut self, time_ns: i64, record: &[u8]) -> Result<(), WriteError> {
-        let bad = WriteError::BadRecord;
+    fn append(&mut self, time_ns: i64, record: &[u8]) -> Result<(), PartError> {
+        let bad = PartError::BadRecord;
         let mut c = Cursor::new(record);
         let Head::Map(n) = c.head().map_err(bad)? else {
-            return Err(WriteError::BadRecord(
+            return Err(PartError::BadRecord(
                 crate::msgpack::MsgpackError::Truncated,
             ));
         };
@@ -76,8 +82,16 @@ impl TdPartWriter {
     }
 
     /// Finishes the gzip stream and syncs the file.
-    pub fn finish(self) -> Result<ClosedFile, WriteError> {
-        close_file(self.gz.finish()?, self.path, self.rows)
+    fn finish(self: Box<Self>) -> Result<ClosedPart, PartError> {
+        let this = *self;
+        let file = this.gz.finish()?.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        let bytes = file.metadata()?.len();
+        Ok(ClosedPart {
+            path: this.path,
+            rows: this.rows,
+            bytes,
+        })
     }
 }
 
@@ -89,7 +103,8 @@ mod tests {
     #[test]
     fn records_get_an_integer_time_and_keep_their_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = TdPartWriter::create(&dir.path().join("p.msgpack.gz")).unwrap();
+        let mut w: Box<dyn RecordPart> =
+            Box::new(TdPartWriter::create(&dir.path().join("p.msgpack.gz")).unwrap());
         // {"a": 1, "time": "x"}
         let rec = [
             0x82, 0xa1, b'a', 0x01, 0xa4, b't', b'i', b'm', b'e', 0xa1, b'x',

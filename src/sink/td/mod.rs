@@ -5,12 +5,21 @@
 //! and `Authorization: TD1 {apikey}`. The unique id is derived from the
 //! node, tag and WAL position, so an upload retried after a crash carries
 //! the same id and TD keeps one copy.
+//!
+//! TD takes records, not Parquet files: the roller writes its parts through
+//! the [record sink](crate::sink::records) interface ([`records`]: grouping
+//! and keys, [`part`]: the part format); this file uploads finished parts.
+
+mod part;
+mod records;
+
+pub use records::TdRecords;
 
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Sink, SinkError, SinkFuture};
 use crate::config::TdSinkConfig;
+use crate::sink::{Sink, SinkError, SinkFuture};
 
 pub struct TdSink {
     client: reqwest::Client,

@@ -1,0 +1,474 @@
+//! The roller thread: WAL records in, finished files out.
+//!
+//! Each record's events are sorted into *outputs* (an open Parquet file per
+//! route, group and [`Slot`], an open part per [record
+//! sink](crate::sink::records) and group, such as Treasure Data's
+//! `db.table`), appended, and each output is finished at its deadline, or early
+//! when `roll.max_open_files` or `roll.max_buffer_bytes` is reached. A
+//! finished output goes to the outbox with a manifest saying which WAL
+//! records it covers, so replay skips what is already in a finished file.
+//!
+//! # Failures
+//! A record that cannot be turned into files for a reason in the data (or a
+//! bug) is quarantined (see [`super::quarantine`]); a disk error is retried
+//! with backoff. Either way the roller throws its open files away and
+//! rebuilds them from the WAL, as a restart would, and carries on: no input
+//! makes it exit, or fail again at the next start.
+//!
+//! # Files
+//! This file: the thread, its loop over WAL records and ticks, the release
+//! mark it publishes to the WAL. [`write`]: records into outputs and the
+//! memory bound; [`output`]: what an output is, its coverage and opening;
+//! [`finish`]: manifests and the outbox commit; [`preview`]: freshness
+//! previews; [`recovery`]: rebuild, retry and quarantine.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::encoder::Encoder;
+use super::quarantine::Quarantine;
+use super::schema::RouteSchema;
+use super::window::{Slot, Window};
+use super::writer::{ClosedFile, PartitionWriter, WriteError};
+use crate::backoff::Backoff;
+use crate::config::{Config, FileGrouping};
+use crate::event::Event;
+use crate::health::StageStatus;
+use crate::metrics::Metrics;
+use crate::outbox::manifest::{hex, unhex, FileKind, PreviewSlot, Slot as ManifestSlot, VERSION};
+use crate::outbox::{Manifest, OutboxDir};
+use crate::sink::key::{sink_key, FileName, KeyParts, PreviewOf};
+use crate::sink::records::{RecordPart, RecordSink};
+use crate::wal::WalRecord;
+
+mod finish;
+mod output;
+mod preview;
+mod recovery;
+mod write;
+
+use output::{CoverageKey, FileSlot, Open, Output, OutputKey, Why};
+use recovery::Failure;
+use write::ROUTE_CACHE;
+
+/// Channels and stores the roller works with.
+pub struct RollerLinks {
+    /// How far the WAL is durable: the roller reads up to there.
+    pub durable: Arc<crate::wal::tail::Durable>,
+    /// Published: the WAL sequence the roller reads next.
+    pub position: Arc<std::sync::atomic::AtomicU64>,
+    /// Lowest WAL sequence still needed (published after every message).
+    pub release: watch::Sender<u64>,
+    /// Lowest WAL sequence still on disk: coverage below it is forgotten.
+    pub wal_oldest: watch::Receiver<u64>,
+    /// Finished files, for delivery.
+    pub finished: mpsc::Sender<Manifest>,
+    pub outbox: OutboxDir,
+    /// Manifests already in the outbox at start.
+    pub initial: Vec<Manifest>,
+    pub metrics: Metrics,
+    /// The outbox backlog; the roller waits while it is over its limit.
+    pub backlog: Arc<crate::outbox::Backlog>,
+    pub shutdown: watch::Receiver<bool>,
+    /// Set before shutdown for a drain: when the WAL closes, finish every
+    /// open file instead of leaving it for the next start.
+    pub drain: Arc<std::sync::atomic::AtomicBool>,
+    /// Why the roller is failing, for `/readyz` (none when it is not).
+    pub status: Arc<StageStatus>,
+}
+
+/// Starts the roller thread. It returns when the WAL closes its output
+/// (or, for a drain, with an error if a file could not be finished).
+pub fn start(
+    config: Arc<Config>,
+    links: RollerLinks,
+) -> std::io::Result<std::thread::JoinHandle<Result<(), RollerError>>> {
+    let open_dir = config.data_dir.join("roll").join("open");
+    // Files left open by a previous run are rebuilt from the WAL.
+    if open_dir.exists() {
+        std::fs::remove_dir_all(&open_dir)?;
+    }
+    std::fs::create_dir_all(&open_dir)?;
+    let quarantine = Quarantine::open(config.data_dir.join("deadletter").join("roller"))?;
+    let schemas = config
+        .routes
+        .iter()
+        .map(|r| RouteSchema::new(r, &config.roll))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(std::io::Error::other)?;
+    let encoder = Encoder::start()?;
+    std::thread::Builder::new()
+        .name("weir-roller".into())
+        .spawn(move || {
+            crate::priority::run_behind_acks();
+            let mut roller = Roller::new(config, schemas, open_dir, quarantine, links, encoder);
+            roller.run()
+        })
+}
+
+/// Why the roller stopped on its own (anything else it retries).
+#[derive(Debug, thiserror::Error)]
+pub enum RollerError {
+    /// A drain could not finish a file; the WAL keeps its events.
+    #[error("drain: cannot finish a file: {0}")]
+    Drain(WriteError),
+}
+
+struct Roller {
+    config: Arc<Config>,
+    schemas: Vec<RouteSchema>,
+    open_dir: PathBuf,
+    wal_dir: PathBuf,
+    links: RollerLinks,
+    window: Window,
+    quarantine: Quarantine,
+    open: HashMap<OutputKey, Open>,
+    /// Finished outputs: the WAL sequence each covers through. Pruned once
+    /// the WAL no longer holds those records.
+    covered: HashMap<CoverageKey, u64>,
+    routes: HashMap<Vec<u8>, Option<usize>>,
+    now_ms: i64,
+    /// Earliest deadline among open outputs (i64::MAX when none).
+    next_deadline_ms: i64,
+    /// Sequence of the last record fully processed.
+    last_seq: Option<u64>,
+    /// The release mark last published (what the WAL keeps).
+    published_mark: u64,
+    memory: usize,
+    buffered_rows: usize,
+    write_clock: u64,
+    /// Sinks that take records (parts) rather than Parquet files.
+    record_sinks: Vec<Arc<dyn RecordSink>>,
+    /// Record sinks of each route.
+    route_records: Vec<Vec<usize>>,
+    /// Whether each route has a sink that takes Parquet files.
+    route_has_files: Vec<bool>,
+    /// Set when shutdown arrives while waiting to retry.
+    stopping: bool,
+    /// Where the roller reads the WAL.
+    tail: crate::wal::tail::Tail,
+    /// Arrival of the last record read, for the lag metric.
+    lag_arrival_ms: i64,
+    /// Open outputs' previews: the WAL sequence each output's committed
+    /// previews reach, so a replay does not preview those rows again.
+    previewed: HashMap<CoverageKey, u64>,
+    /// Sinks of each route that take previews (`fresh = true`).
+    route_fresh: Vec<Vec<String>>,
+    /// `roll.freshness` in ms, and when previews are next written.
+    freshness_ms: Option<i64>,
+    next_preview_ms: i64,
+    /// Encodes the record batches of every open Parquet file.
+    encoder: Encoder,
+}
+
+impl Roller {
+    fn new(
+        config: Arc<Config>,
+        schemas: Vec<RouteSchema>,
+        open_dir: PathBuf,
+        quarantine: Quarantine,
+        mut links: RollerLinks,
+        encoder: Encoder,
+    ) -> Self {
+        let roll = &config.roll;
+        let window = Window {
+            period_secs: roll.period.0.as_secs(),
+            grace_ms: roll.grace.0.as_millis() as i64,
+            max_future_ms: roll.max_future.0.as_millis() as i64,
+            max_past_ms: roll.max_past.0.as_millis() as i64,
+        };
+        let record_sinks = crate::sink::records::record_sinks(&config.sinks);
+        let route_records = config
+            .routes
+            .iter()
+            .map(|r| {
+                record_sinks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| r.sinks.iter().any(|s| s == t.name()))
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .collect();
+        let route_has_files = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.sinks
+                    .iter()
+                    .any(|s| !record_sinks.iter().any(|t| t.name() == s))
+            })
+            .collect();
+        let route_fresh = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.sinks
+                    .iter()
+                    .filter(|s| config.sinks.get(*s).is_some_and(|c| c.fresh()))
+                    .cloned()
+                    .collect()
+            })
+            .collect();
+        let freshness_ms = roll.freshness.map(|f| f.0.as_millis() as i64);
+        let initial = std::mem::take(&mut links.initial);
+        let wal_dir = config.data_dir.join("wal");
+        let mut r = Self {
+            wal_dir: wal_dir.clone(),
+            record_sinks,
+            route_records,
+            route_has_files,
+            window,
+            quarantine,
+            open: HashMap::new(),
+            covered: HashMap::new(),
+            routes: HashMap::new(),
+            now_ms: i64::MIN,
+            next_deadline_ms: i64::MAX,
+            last_seq: None,
+            published_mark: 0,
+            memory: 0,
+            buffered_rows: 0,
+            write_clock: 0,
+            schemas,
+            open_dir,
+            config,
+            tail: crate::wal::tail::Tail::new(&wal_dir, 0),
+            lag_arrival_ms: 0,
+            previewed: HashMap::new(),
+            route_fresh,
+            freshness_ms,
+            next_preview_ms: i64::MIN,
+            encoder,
+            links,
+            stopping: false,
+        };
+        for m in &initial {
+            r.remember_finished(m);
+        }
+        r
+    }
+
+    /// Reads the WAL behind the writer until weir stops (or, for a drain,
+    /// until the writer has stopped and every durable record is read).
+    fn run(&mut self) -> Result<(), RollerError> {
+        let drain = self.links.drain.clone();
+        let draining = || drain.load(std::sync::atomic::Ordering::Relaxed);
+        loop {
+            let mark = self.links.durable.get();
+            if !self.wait_for_backlog() {
+                return Ok(());
+            }
+            let mut read = 0u32;
+            loop {
+                if self.stopping || (*self.links.shutdown.borrow() && !draining()) {
+                    // The rest stays in the WAL for the next start.
+                    return Ok(());
+                }
+                match self.tail.next(mark.seq) {
+                    Ok(Some(r)) => {
+                        self.lag_arrival_ms = r.arrival_ms;
+                        self.handle(r);
+                        self.links
+                            .position
+                            .store(self.tail.position(), std::sync::atomic::Ordering::Relaxed);
+                        read += 1;
+                        if read.is_multiple_of(256) {
+                            self.publish_release();
+                            self.report_lag(mark.seq);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let through = self.last_seq.unwrap_or(0);
+                        self.recover(Failure::File(WriteError::Io(e)), None, through);
+                        break;
+                    }
+                }
+            }
+            if self.tail.skipped > 0 {
+                self.links
+                    .metrics
+                    .wal_corrupt_records
+                    .inc_by(self.tail.skipped);
+                tracing::error!(
+                    records = self.tail.skipped,
+                    "WAL records unreadable (damaged segment); skipped"
+                );
+                self.tail.skipped = 0;
+            }
+            let caught_up = self.tail.position() >= mark.seq;
+            if caught_up {
+                // Every record still to come arrives at or after the mark's
+                // stamp: the clock may move on (period ends, deadlines).
+                self.tick(mark.stamp_ms);
+            }
+            self.publish_release();
+            self.report_lag(mark.seq);
+            if self.stopping {
+                return Ok(());
+            }
+            if caught_up && mark.closed {
+                break;
+            }
+            if caught_up {
+                self.links
+                    .durable
+                    .wait_change(mark, std::time::Duration::from_millis(250));
+            }
+        }
+        if self.links.drain.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!(
+                open_files = self.open.len(),
+                "drain: finishing every open file"
+            );
+            let covered = self.last_seq.unwrap_or(0);
+            for key in self.keys_by_first_seq(|_| true) {
+                if let Err(e) = self.finish_output(&key, Why::Drain, covered) {
+                    self.links.metrics.roll_errors.inc();
+                    return Err(RollerError::Drain(e));
+                }
+            }
+            self.publish_release();
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, r: WalRecord) {
+        if self.quarantine.contains(r.seq) {
+            self.last_seq = Some(r.seq);
+            return;
+        }
+        if let Err(f) = self.process_guarded(&r) {
+            let through = r.seq;
+            self.recover(f, Some(Box::new(r)), through);
+        }
+    }
+
+    fn tick(&mut self, now_ms: i64) {
+        let result = match std::panic::catch_unwind(AssertUnwindSafe(|| self.advance(now_ms))) {
+            Ok(r) => r.map_err(Failure::File),
+            Err(_) => Err(Failure::Panic("while finishing files".into())),
+        };
+        if let Err(f) = result {
+            let through = self.last_seq.unwrap_or(0);
+            self.recover(f, None, through);
+        }
+        if self.links.wal_oldest.has_changed().unwrap_or(false) {
+            let oldest = *self.links.wal_oldest.borrow_and_update();
+            self.covered.retain(|_, c| *c >= oldest);
+            self.previewed.retain(|_, c| *c >= oldest);
+            self.quarantine.forget_below(oldest);
+        }
+        self.links
+            .metrics
+            .roll_coverage_entries
+            .set(self.covered.len() as i64);
+        if self.routes.len() > ROUTE_CACHE {
+            self.routes.clear();
+        }
+    }
+
+    /// How far behind the writer the roller is, for the metrics.
+    fn report_lag(&self, durable_seq: u64) {
+        let m = &self.links.metrics;
+        let behind = durable_seq.saturating_sub(self.tail.position());
+        m.roll_lag_records.set(behind as i64);
+        let secs = if behind == 0 {
+            0.0
+        } else {
+            (crate::wal::now_ms() - self.lag_arrival_ms).max(0) as f64 / 1000.0
+        };
+        m.roll_lag_seconds.set(secs);
+    }
+
+    /// Waits while the outbox backlog is over its limit (backpressure: the
+    /// WAL's backlog grows, then connections stop reading).
+    /// Returns false if weir is shutting down meanwhile; the WAL keeps what
+    /// was not processed.
+    fn wait_for_backlog(&self) -> bool {
+        if !self.links.backlog.is_over() {
+            return true;
+        }
+        tracing::warn!(
+            backlog_bytes = self.links.backlog.bytes(),
+            limit = self.links.backlog.limit,
+            "outbox backlog over outbox.max_backlog_bytes: pausing until sinks catch up"
+        );
+        self.links.metrics.outbox_blocked.set(1);
+        // Resume only below the low-water mark, so weir does not flap
+        // between paused and running with every file delivered.
+        while self.links.backlog.bytes() > self.links.backlog.low_water() {
+            if *self.links.shutdown.borrow() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.links.metrics.outbox_blocked.set(0);
+        tracing::info!("outbox backlog under its limit again; resuming");
+        true
+    }
+
+    fn publish_release(&mut self) {
+        let mark = self
+            .open
+            .values()
+            .map(|o| o.first_seq)
+            .min()
+            .or(self.last_seq.map(|s| s + 1))
+            .unwrap_or(0);
+        self.published_mark = mark;
+        self.links.release.send_if_modified(|v| {
+            let changed = *v != mark;
+            *v = mark;
+            changed
+        });
+    }
+
+    /// Moves the clock and finishes every output whose deadline passed.
+    fn advance(&mut self, now_ms: i64) -> Result<(), WriteError> {
+        if now_ms > self.now_ms {
+            self.now_ms = now_ms;
+        }
+        if let Some(every) = self.freshness_ms {
+            if self.next_preview_ms == i64::MIN {
+                self.next_preview_ms = self.now_ms.saturating_add(every);
+            } else if self.now_ms >= self.next_preview_ms {
+                self.preview_all()?;
+                self.next_preview_ms = self.now_ms.saturating_add(every);
+            }
+        }
+        if self.now_ms < self.next_deadline_ms {
+            return Ok(());
+        }
+        let now = self.now_ms;
+        let covered = self.last_seq.unwrap_or(0);
+        for key in self.keys_by_first_seq(|o| o.deadline_ms <= now) {
+            self.finish_output(&key, Why::Deadline, covered)?;
+        }
+        self.next_deadline_ms = self
+            .open
+            .values()
+            .map(|o| o.deadline_ms)
+            .min()
+            .unwrap_or(i64::MAX);
+        Ok(())
+    }
+
+    fn report_gauges(&self) {
+        let m = &self.links.metrics;
+        m.roll_open_partitions.set(self.open.len() as i64);
+        m.roll_buffer_bytes.set(self.memory as i64);
+        m.roll_buffered_rows.set(self.buffered_rows as i64);
+    }
+
+    /// Whether a sink takes Parquet files (every sink but record sinks).
+    fn is_object_sink(&self, sink: &str) -> bool {
+        !self.record_sinks.iter().any(|t| t.name() == sink)
+    }
+}

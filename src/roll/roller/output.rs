@@ -1,0 +1,292 @@
+//! Outputs: what each open file or part is (its key, slot and writer), how
+//! outputs are named and opened, and which WAL records finished ones cover
+//! (replay skips those).
+
+use super::*;
+
+/// A late or outside file stays open at least this long, so stragglers
+/// share a file.
+const MIN_SHORT_WINDOW_MS: i64 = 60_000;
+
+/// What an output is: also the key under which replay coverage is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum OutputKey {
+    /// A Parquet file of one route and group (tag, or route name).
+    File {
+        route: usize,
+        group: Arc<[u8]>,
+        slot: FileSlot,
+    },
+    /// A part of one record sink (index into `record_sinks`) and group.
+    Records { sink: usize, group: Arc<str> },
+}
+
+/// Coverage is kept under 16 bytes of a hash of the output's identity.
+pub(super) type CoverageKey = [u8; 16];
+
+/// [`Slot`] without the outside direction: one outside file per group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum FileSlot {
+    Period(i64),
+    Late(i64),
+    Outside,
+}
+
+impl From<Slot> for FileSlot {
+    fn from(s: Slot) -> Self {
+        match s {
+            Slot::Period(p) => FileSlot::Period(p),
+            Slot::Late(p) => FileSlot::Late(p),
+            Slot::Outside(_) => FileSlot::Outside,
+        }
+    }
+}
+
+pub(super) enum Output {
+    Parquet(Box<PartitionWriter>),
+    /// A record sink's part, and the memory it holds.
+    Records(Box<dyn RecordPart>, usize),
+}
+
+impl Output {
+    pub(super) fn memory(&self) -> usize {
+        match self {
+            Output::Parquet(w) => w.memory(),
+            Output::Records(_, memory) => *memory,
+        }
+    }
+
+    pub(super) fn buffered_rows(&self) -> usize {
+        match self {
+            Output::Parquet(w) => w.buffered_rows(),
+            Output::Records(..) => 0,
+        }
+    }
+}
+
+/// One open output.
+pub(super) struct Open {
+    pub(super) output: Output,
+    pub(super) path: PathBuf,
+    pub(super) first_seq: u64,
+    pub(super) deadline_ms: i64,
+    /// The period the file is filed under (an outside file's: when it opened).
+    pub(super) period_start: i64,
+    /// Last `output.memory()` counted in the roller's total.
+    pub(super) memory: usize,
+    /// Last `output.buffered_rows()` counted likewise.
+    pub(super) rows: usize,
+    /// Write clock at the last append, for least-recently-written eviction.
+    pub(super) last_write: u64,
+    /// While a preview is being collected (`roll.freshness`): the first
+    /// WAL record in it, and the last.
+    pub(super) preview: Option<(u64, u64)>,
+}
+
+/// Why an output is finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Why {
+    /// Its deadline passed.
+    Deadline,
+    /// A record sink's part reached its `max_part_bytes`.
+    Full,
+    /// Finished early to stay within a bound: `max_open_files` or `memory`.
+    Early(&'static str),
+    /// Finished early for a drain.
+    Drain,
+}
+
+impl Roller {
+    /// Records a finished file's coverage, from a manifest of this run or
+    /// the outbox at start.
+    pub(super) fn remember_finished(&mut self, m: &Manifest) {
+        let Some(key) = self.key_of_manifest(m) else {
+            tracing::warn!(
+                id = m.id,
+                route = m.route,
+                "outbox file of a route or sink no longer configured; its events may be written again on replay"
+            );
+            return;
+        };
+        if m.kind == FileKind::Parquet && m.period_secs != self.window.period_secs {
+            tracing::warn!(
+                id = m.id,
+                "manifest from a different roll.period; its events may be written again"
+            );
+        }
+        let ck = self.coverage_key(&key);
+        let map = if m.slot == ManifestSlot::Preview {
+            &mut self.previewed
+        } else {
+            &mut self.covered
+        };
+        let e = map.entry(ck).or_insert(0);
+        *e = (*e).max(m.covered_through);
+    }
+
+    pub(super) fn key_of_manifest(&self, m: &Manifest) -> Option<OutputKey> {
+        let group = unhex(&m.group_hex)?;
+        if m.kind == FileKind::TdPart || m.slot == ManifestSlot::Td {
+            let name = m.keys.keys().next()?;
+            let sink = self.record_sinks.iter().position(|t| t.name() == name)?;
+            let group: Arc<str> = String::from_utf8(group).ok()?.into();
+            return Some(OutputKey::Records { sink, group });
+        }
+        let route = self.config.routes.iter().position(|r| r.name == m.route)?;
+        let slot = match (m.slot, m.preview_of) {
+            (ManifestSlot::Main | ManifestSlot::Part, _)
+            | (ManifestSlot::Preview, Some((PreviewSlot::Period, _))) => {
+                FileSlot::Period(m.period_start)
+            }
+            (ManifestSlot::Late, _) | (ManifestSlot::Preview, Some((PreviewSlot::Late, _))) => {
+                FileSlot::Late(m.period_start)
+            }
+            (ManifestSlot::Outside, _)
+            | (ManifestSlot::Preview, Some((PreviewSlot::Outside, _))) => FileSlot::Outside,
+            (ManifestSlot::Td | ManifestSlot::Preview, _) => return None,
+        };
+        Some(OutputKey::File {
+            route,
+            group: group.into(),
+            slot,
+        })
+    }
+
+    /// Keys of open outputs passing `pick`, oldest first (a stable order).
+    pub(super) fn keys_by_first_seq(&self, pick: impl Fn(&Open) -> bool) -> Vec<OutputKey> {
+        let mut keys: Vec<(u64, i64, OutputKey)> = self
+            .open
+            .iter()
+            .filter(|(_, o)| pick(o))
+            .map(|(k, o)| (o.first_seq, o.period_start, k.clone()))
+            .collect();
+        keys.sort_by_key(|k| (k.0, k.1));
+        keys.into_iter().map(|(_, _, k)| k).collect()
+    }
+
+    /// The fixed-size key under which an output's coverage is kept (the
+    /// map holds one per finished file while the WAL holds its records,
+    /// which a hostile client can make many).
+    pub(super) fn coverage_key(&self, key: &OutputKey) -> CoverageKey {
+        let d = self.output_digest(key, 0);
+        let mut k = [0u8; 16];
+        k.copy_from_slice(&d[..16]);
+        k
+    }
+
+    /// The stable digest naming an output (route, group, slot; or record
+    /// sink and group); an `outside` file's period is `outside_period`.
+    pub(super) fn output_digest(&self, key: &OutputKey, outside_period: i64) -> [u8; 32] {
+        match key {
+            OutputKey::File { route, group, slot } => {
+                let (kind, p): (&[u8], i64) = match slot {
+                    FileSlot::Period(p) => (b"period", *p),
+                    FileSlot::Late(p) => (b"late", *p),
+                    FileSlot::Outside => (b"outside", outside_period),
+                };
+                crate::ids::digest(&[
+                    b"file",
+                    self.config.routes[*route].name.as_bytes(),
+                    group,
+                    kind,
+                    &p.to_le_bytes(),
+                ])
+            }
+            // "td" for every record sink: Treasure Data was the first, and
+            // the ids of parts already in outboxes and WALs stay as they were.
+            OutputKey::Records { sink, group } => crate::ids::digest(&[
+                b"td",
+                self.record_sinks[*sink].name().as_bytes(),
+                group.as_bytes(),
+            ]),
+        }
+    }
+
+    /// Whether record `seq`'s events for `key` are in a finished file.
+    pub(super) fn is_covered(&self, key: &OutputKey, seq: u64) -> bool {
+        self.covered
+            .get(&self.coverage_key(key))
+            .is_some_and(|&c| seq <= c)
+    }
+
+    /// Outbox id of an output: `{first_seq}-{hash}`, the same on replay.
+    pub(super) fn output_id(&self, key: &OutputKey, first_seq: u64, period: i64) -> String {
+        let hash = crate::ids::leading_u64(&self.output_digest(key, period));
+        format!("{first_seq:020}-{hash:016x}")
+    }
+
+    pub(super) fn least_recently_written(&self) -> Option<OutputKey> {
+        self.open
+            .iter()
+            .min_by_key(|(_, o)| (o.last_write, o.first_seq))
+            .map(|(k, _)| k.clone())
+    }
+
+    /// Opens the output `key` for a record, first finishing the least
+    /// recently written outputs if `roll.max_open_files` are open.
+    ///
+    /// Those cover through this record: they are either not written by it
+    /// or already written (open outputs are written first).
+    pub(super) fn open_output(&mut self, key: &OutputKey, r: &WalRecord) -> Result<(), WriteError> {
+        while self.open.len() >= self.config.roll.max_open_files {
+            let Some(victim) = self.least_recently_written() else {
+                break;
+            };
+            self.finish_output(&victim, Why::Early("max_open_files"), r.seq)?;
+        }
+        let short_ms = self.window.grace_ms.max(MIN_SHORT_WINDOW_MS);
+        let arrival_period = crate::roll::period_start(
+            r.arrival_ms.saturating_mul(1_000_000),
+            self.window.period_secs,
+        );
+        let (output, path, deadline_ms, period_start) = match key {
+            OutputKey::File { route, slot, .. } => {
+                let (deadline, period) = match *slot {
+                    FileSlot::Period(p) => (self.window.period_deadline_ms(p), p),
+                    FileSlot::Late(p) => (r.arrival_ms.saturating_add(short_ms), p),
+                    FileSlot::Outside => (r.arrival_ms.saturating_add(short_ms), arrival_period),
+                };
+                let path = self
+                    .open_dir
+                    .join(format!("{}.parquet", self.output_id(key, r.seq, period)));
+                let w = PartitionWriter::create(&path, &self.schemas[*route], &self.encoder)?;
+                (Output::Parquet(Box::new(w)), path, deadline, period)
+            }
+            OutputKey::Records { sink, .. } => {
+                let sink = &self.record_sinks[*sink];
+                let flush = sink.flush_interval().as_millis() as i64;
+                let path = self.open_dir.join(format!(
+                    "{}.{}",
+                    self.output_id(key, r.seq, 0),
+                    sink.extension()
+                ));
+                let part = sink.create_part(&path)?;
+                (
+                    Output::Records(part, sink.part_memory()),
+                    path,
+                    r.arrival_ms.saturating_add(flush),
+                    0,
+                )
+            }
+        };
+        self.next_deadline_ms = self.next_deadline_ms.min(deadline_ms);
+        let memory = output.memory();
+        self.memory += memory;
+        self.open.insert(
+            key.clone(),
+            Open {
+                output,
+                path,
+                first_seq: r.seq,
+                deadline_ms,
+                period_start,
+                memory,
+                rows: 0,
+                last_write: self.write_clock,
+                preview: None,
+            },
+        );
+        self.report_gauges();
+        Ok(())
+    }
+}

@@ -1,0 +1,111 @@
+//! Previews (`roll.freshness`): an open file's rows since its last preview,
+//! written as a small Parquet file and committed to the outbox.
+
+use super::*;
+
+impl Roller {
+    /// Writes every open file's preview out (`roll.freshness`).
+    pub(super) fn preview_all(&mut self) -> Result<(), WriteError> {
+        let keys: Vec<OutputKey> = self
+            .open
+            .iter()
+            .filter(|(_, o)| o.preview.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.preview(&key)?;
+        }
+        Ok(())
+    }
+
+    /// Ends one open file's preview and hands it to the outbox: the rows
+    /// the file got since its last preview, under `_fresh/` of the sinks
+    /// with `fresh = true`.
+    pub(super) fn preview(&mut self, key: &OutputKey) -> Result<(), WriteError> {
+        let OutputKey::File { route, group, slot } = key else {
+            return Ok(());
+        };
+        let Some(o) = self.open.get_mut(key) else {
+            return Ok(());
+        };
+        let Some((from, through)) = o.preview.take() else {
+            return Ok(());
+        };
+        let Output::Parquet(p) = &mut o.output else {
+            return Ok(());
+        };
+        let tee = p.take_tee()?;
+        let (mem, rows) = (o.output.memory(), o.output.buffered_rows());
+        self.memory = self.memory.saturating_sub(o.memory) + mem;
+        self.buffered_rows = self.buffered_rows.saturating_sub(o.rows) + rows;
+        (o.memory, o.rows) = (mem, rows);
+        let (opened, period_start) = (o.first_seq, o.period_start);
+        let Some(tee) = tee.filter(|t| t.rows > 0) else {
+            return Ok(());
+        };
+        let (of, preview_slot) = match slot {
+            FileSlot::Period(_) => (PreviewOf::Period(opened), PreviewSlot::Period),
+            FileSlot::Late(_) => (PreviewOf::Late(opened), PreviewSlot::Late),
+            FileSlot::Outside => (PreviewOf::Outside(opened), PreviewSlot::Outside),
+        };
+        let node = self.config.node_id.clone();
+        let route_cfg = &self.config.routes[*route];
+        let mut keys = std::collections::BTreeMap::new();
+        for sink in &self.route_fresh[*route] {
+            let parts = KeyParts {
+                prefix: "",
+                group,
+                period_start,
+                period_secs: self.window.period_secs,
+                node: &node,
+                name: FileName::Preview { of, seq: from },
+            };
+            keys.insert(
+                sink.clone(),
+                sink_key(self.config.sink_prefix(sink), &route_cfg.prefix, parts),
+            );
+        }
+        let id = format!("{}-preview", self.output_id(key, from, period_start));
+        let path = self.open_dir.join(format!("{id}.parquet"));
+        {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(&path)?;
+            f.write_all(&tee.bytes)?;
+            f.sync_all()?;
+        }
+        let manifest = Manifest {
+            version: VERSION,
+            id,
+            kind: FileKind::Parquet,
+            route: route_cfg.name.clone(),
+            group_hex: hex(group),
+            group: String::from_utf8_lossy(group).into_owned(),
+            period_start,
+            period_secs: self.window.period_secs,
+            slot: ManifestSlot::Preview,
+            late_seq: None,
+            first_seq: from,
+            covered_through: through,
+            rows: tee.rows,
+            bytes: tee.bytes.len() as u64,
+            keys,
+            finished_at_ms: crate::wal::now_ms(),
+            node,
+            preview_of: Some((preview_slot, opened)),
+        };
+        tracing::debug!(group = manifest.group, rows = tee.rows, "preview written");
+        self.links.outbox.commit(&path, &manifest)?;
+        let e = self.previewed.entry(self.coverage_key(key)).or_insert(0);
+        *e = (*e).max(through);
+        self.links
+            .metrics
+            .roll_files_finished
+            .with_label_values(&["preview"])
+            .inc();
+        self.report_gauges();
+        if self.links.finished.blocking_send(manifest).is_err() {
+            tracing::warn!("outbox delivery stopped; the preview waits in the outbox");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,87 @@
+//! Sinks that take records rather than finished Parquet files (Treasure
+//! Data's import API).
+//!
+//! The roller hands every event routed to such a sink to the sink's open
+//! *part* for the event's group. The sink decides how records are grouped,
+//! the part's format, when a part is full and the key a finished part is
+//! uploaded under; the roller gives parts the lifecycle Parquet files have:
+//! a part is finished at the latest [`RecordSink::flush_interval`] after it
+//! opened, goes through the outbox like a file, and an open part is rebuilt
+//! from the WAL after a crash. A new record sink implements [`RecordSink`]
+//! and is added to [`record_sinks`]; the roller does not change.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::SinkConfig;
+use crate::msgpack::MsgpackError;
+
+/// A sink that takes records as they are rolled.
+pub trait RecordSink: Send + Sync {
+    /// The sink's name in the config (`[sinks.NAME]`).
+    fn name(&self) -> &str;
+    /// The group a tag's records go to; each group has its own open part
+    /// (Treasure Data: `db.table`).
+    fn group(&self, tag: &[u8]) -> Arc<str>;
+    /// Longest a part stays open.
+    fn flush_interval(&self) -> Duration;
+    /// Record bytes (before compression) past which a new part starts.
+    fn max_part_bytes(&self) -> usize;
+    /// Memory one open part holds, counted in `roll.max_buffer_bytes`.
+    fn part_memory(&self) -> usize;
+    /// File name extension of a part (`msgpack.gz`).
+    fn extension(&self) -> &'static str;
+    /// Starts a part file at `path` (truncating a leftover one).
+    fn create_part(&self, path: &Path) -> Result<Box<dyn RecordPart>, PartError>;
+    /// The key the finished part of `group` that starts at WAL sequence
+    /// `first_seq` is uploaded under; the same after a crash, so a retried
+    /// upload is recognised as the same part.
+    fn part_key(&self, node: &str, group: &str, first_seq: u64) -> String;
+}
+
+/// One part being written.
+pub trait RecordPart: Send {
+    /// Adds one event (`record` is a msgpack map).
+    ///
+    /// # Errors
+    /// `PartError::BadRecord`: the record is not a valid map; nothing is
+    /// added. `PartError::Io`: the part cannot be written.
+    fn append(&mut self, time_ns: i64, record: &[u8]) -> Result<(), PartError>;
+    /// Record bytes written so far, before compression.
+    fn raw_bytes(&self) -> usize;
+    /// Completes the part and syncs it to disk.
+    fn finish(self: Box<Self>) -> Result<ClosedPart, PartError>;
+}
+
+/// A finished part, closed and synced.
+#[derive(Debug)]
+pub struct ClosedPart {
+    pub path: PathBuf,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Why a part could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum PartError {
+    /// One record is not a valid msgpack map (the event is skipped).
+    #[error("record is not a valid msgpack map: {0}")]
+    BadRecord(MsgpackError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The record sinks among the configured sinks.
+pub fn record_sinks(configs: &BTreeMap<String, SinkConfig>) -> Vec<Arc<dyn RecordSink>> {
+    configs
+        .iter()
+        .filter_map(|(name, cfg)| match cfg {
+            SinkConfig::Td(c) => {
+                Some(Arc::new(super::td::TdRecords::new(name, c)) as Arc<dyn RecordSink>)
+            }
+            SinkConfig::Local(_) | SinkConfig::S3(_) | SinkConfig::Gcs(_) => None,
+        })
+        .collect()
+}
