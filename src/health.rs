@@ -145,7 +145,7 @@ mod tests {
             bp.leave();
         }
         assert_eq!(bp.log_lines(), 1);
-        assert_eq!(m.backpressure_episodes.get(), 10_000);
-        assert_eq!(m.backpressure_active.get(), 0);
+        assert_eq!(m.wal.backpressure_episodes.get(), 10_000);
+        assert_eq!(m.wal.backpressure_active.get(), 0);
     }
 }

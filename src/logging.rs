@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 
-use crate::metrics::Metrics;
-
 /// Lines of one kind logged per window before suppression starts.
 const BURST: u32 = 10;
 const WINDOW: Duration = Duration::from_secs(1);
@@ -28,7 +26,7 @@ static WINDOWS: Mutex<Option<HashMap<&'static str, Window>>> = Mutex::new(None);
 
 /// Whether a warning of `kind` may be logged now. `Some(n)`: log it, and say
 /// `n` similar lines were suppressed since the last one; `None`: skip it.
-pub fn allow(kind: &'static str, metrics: &Metrics) -> Option<u64> {
+pub fn allow(kind: &'static str, suppressed_total: &prometheus::IntCounterVec) -> Option<u64> {
     let mut guard = WINDOWS.lock().unwrap_or_else(|p| p.into_inner());
     let map = guard.get_or_insert_with(HashMap::new);
     let now = Instant::now();
@@ -46,7 +44,7 @@ pub fn allow(kind: &'static str, metrics: &Metrics) -> Option<u64> {
         Some(std::mem::take(&mut w.suppressed))
     } else {
         w.suppressed += 1;
-        metrics.log_suppressed.with_label_values(&[kind]).inc();
+        suppressed_total.with_label_values(&[kind]).inc();
         None
     }
 }
@@ -79,9 +77,12 @@ mod tests {
 
     #[test]
     fn bursts_pass_then_are_counted() {
-        let m = Metrics::new();
-        let allowed = (0..25).filter(|_| allow("test_kind", &m).is_some()).count();
+        let total =
+            prometheus::IntCounterVec::new(prometheus::Opts::new("t", "t"), &["kind"]).unwrap();
+        let allowed = (0..25)
+            .filter(|_| allow("test_kind", &total).is_some())
+            .count();
         assert_eq!(allowed, BURST as usize);
-        assert_eq!(m.log_suppressed.with_label_values(&["test_kind"]).get(), 15);
+        assert_eq!(total.with_label_values(&["test_kind"]).get(), 15);
     }
 }

@@ -2,7 +2,7 @@
 //! fails when they differ. `WEIR_BLESS=1 cargo test --test readme` rewrites
 //! the table in README.md.
 
-const START: &str = "<!-- metrics table: generated from src/metrics.rs by tests/readme.rs -->\n";
+const START: &str = "<!-- metrics table: generated from src/metrics/ by tests/readme.rs -->\n";
 const END: &str = "<!-- end of metrics table -->";
 
 #[test]

@@ -146,7 +146,8 @@ impl Capture {
         };
         if !admitted {
             self.metrics
-                .capture_dropped
+                .capture
+                .dropped
                 .with_label_values(&["queue_full"])
                 .inc();
         }
@@ -169,7 +170,8 @@ impl Capture {
         };
         if !sent {
             self.metrics
-                .capture_dropped
+                .capture
+                .dropped
                 .with_label_values(&["write_error"])
                 .inc();
         }
@@ -266,8 +268,8 @@ impl Files {
         match write_record(&mut o.out, &r) {
             Ok(n) => {
                 o.bytes += n as u64;
-                m.capture_records.inc();
-                m.capture_bytes.inc_by(n as u64);
+                m.capture.records.inc();
+                m.capture.bytes.inc_by(n as u64);
             }
             Err(err) => {
                 let why = format!("writing {}: {err}", o.path.display());
@@ -290,10 +292,7 @@ impl Files {
     }
 
     fn failed(&self, m: &Metrics, why: &str) {
-        m.capture_dropped.with_label_values(&["write_error"]).inc();
-        if let Some(suppressed) = crate::logging::allow("capture", m) {
-            tracing::warn!(suppressed, "capture: {why}; record dropped");
-        }
+        m.capture.write_failed(why);
     }
 }
 
@@ -334,7 +333,8 @@ mod tests {
         let cap = Capture::new(tx, 100, metrics.clone());
         let dropped = || {
             metrics
-                .capture_dropped
+                .capture
+                .dropped
                 .with_label_values(&["queue_full"])
                 .get()
         };

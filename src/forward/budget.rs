@@ -128,7 +128,8 @@ impl MemoryBudget {
     fn report(&self) {
         self.inner
             .metrics
-            .forward_inflight_bytes
+            .forward
+            .inflight_bytes
             .set(self.in_use() as i64);
     }
 
@@ -154,7 +155,7 @@ impl MemoryBudget {
         let permit = match i.pool.clone().try_acquire_many_owned(more as u32) {
             Ok(p) => Some(p),
             Err(_) => {
-                i.metrics.forward_memory_waits.inc();
+                i.metrics.forward.memory_waits.inc();
                 let pool = i.pool.clone();
                 let token = i.token.clone();
                 tokio::select! {
@@ -272,7 +273,7 @@ mod tests {
         b.release(&mut c);
         b.grow_to(&mut d, 10 << 10).await;
         assert_eq!(d.bytes(), 10 << 10);
-        assert!(m.forward_memory_waits.get() >= 2);
+        assert!(m.forward.memory_waits.get() >= 2);
     }
 
     /// Many requests each holding part of the pool and all wanting more:

@@ -59,23 +59,14 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
     let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
     if let Some(sec) = &settings.security {
         if let Err(f) = handshake(&mut stream, peer, sec, &mut buf, &settings).await {
-            metrics
-                .handshake_failures
-                .with_label_values(&[f.label()])
-                .inc();
-            metrics
-                .connections_closed
-                .with_label_values(&[CloseReason::Handshake.as_str()])
-                .inc();
             if f.send_pong() {
                 let _ = stream.write_all(&handshake::pong_fail(&f)).await;
-                if let Some(suppressed) = crate::logging::allow("handshake", &metrics) {
-                    tracing::warn!(%peer, reason = f.reason(), suppressed, "handshake failed; closing");
-                }
-            } else {
-                // Fluentd's connect-only heartbeats end here every second.
-                tracing::debug!(%peer, reason = f.reason(), "handshake not completed");
             }
+            // Fluentd's connect-only heartbeats end here every second
+            // (not told: logged at debug).
+            metrics
+                .forward
+                .handshake_failed(peer, f.label(), &f.reason(), f.send_pong());
             return;
         }
     }
@@ -98,23 +89,16 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
     if let Some(t) = &tee {
         t.capture.try_record(Kind::Close, t.conn, Bytes::new());
     }
-    metrics
-        .connections_closed
-        .with_label_values(&[reason.as_str()])
-        .inc();
-    match reason {
+    let expected = matches!(
+        reason,
         CloseReason::Eof
-        | CloseReason::Shutdown
-        | CloseReason::IdleTimeout
-        | CloseReason::NoKeepalive => {
-            tracing::debug!(%peer, reason = reason.as_str(), "connection closed")
-        }
-        _ => {
-            if let Some(suppressed) = crate::logging::allow(reason.as_str(), &metrics) {
-                tracing::warn!(%peer, reason = reason.as_str(), suppressed, "closing connection without ack: {detail}");
-            }
-        }
-    }
+            | CloseReason::Shutdown
+            | CloseReason::IdleTimeout
+            | CloseReason::NoKeepalive
+    );
+    metrics
+        .forward
+        .closed(peer, reason.as_str(), expected, &detail);
 }
 
 /// A connection closed for a fault, with what to log about it.
@@ -398,7 +382,7 @@ async fn read_requests<S: AsyncRead + AsyncWrite + Unpin + Send>(
                     ))
                 };
             }
-            Ok(Ok(n)) => metrics.bytes_received.inc_by(n as u64),
+            Ok(Ok(n)) => metrics.forward.bytes_received.inc_by(n as u64),
         }
     }
 }
@@ -428,11 +412,9 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
     } = *conn;
     let started = Instant::now();
     if settings.chunk_size_warn_limit > 0 && frame.len() > settings.chunk_size_warn_limit {
-        metrics.large_requests.inc();
-        if let Some(suppressed) = crate::logging::allow("large_request", metrics) {
-            tracing::warn!(%peer, bytes = frame.len(), limit = settings.chunk_size_warn_limit, suppressed,
-                "request larger than forward.chunk_size_warn_limit");
-        }
+        metrics
+            .forward
+            .large_request(peer, frame.len(), settings.chunk_size_warn_limit);
     }
     let rewrite = Rewrite {
         tag_prefix: &settings.tag_prefix,
@@ -492,13 +474,7 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
         Ok(Request::Events(d)) => d,
         Ok(Request::Nil) => return Ok(Handled::Request),
         Ok(Request::NotArray) => {
-            metrics
-                .events_skipped
-                .with_label_values(&["not_array"])
-                .inc();
-            if let Some(suppressed) = crate::logging::allow("not_array", metrics) {
-                tracing::warn!(%peer, suppressed, "ignoring a request that is not an array");
-            }
+            metrics.forward.not_array(peer);
             return Ok(Handled::NotArray);
         }
         Err(e) => {
@@ -552,8 +528,9 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
         t.capture.try_record(Kind::Request, t.conn, frame.clone());
     }
     let mode = decoded.mode.as_str();
-    metrics.requests.with_label_values(&[mode]).inc();
+    metrics.forward.requests.with_label_values(&[mode]).inc();
     metrics
+        .forward
         .bytes_decompressed
         .inc_by(decoded.entries_bytes as u64);
     let s = decoded.skipped;
@@ -566,6 +543,7 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
     ] {
         if n > 0 {
             metrics
+                .forward
                 .events_skipped
                 .with_label_values(&[reason])
                 .inc_by(n);

@@ -11,7 +11,7 @@ use crate::backoff::Backoff;
 use tokio::task::JoinSet;
 
 use super::connection::serve;
-use super::settings::{CloseReason, ConnectionSettings};
+use super::settings::ConnectionSettings;
 use crate::metrics::Metrics;
 use crate::wal::WalHandle;
 
@@ -41,15 +41,11 @@ pub async fn run(
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
                     // Refuse at once: the client retries elsewhere or later
                     // instead of waiting on a connection nobody reads.
-                    metrics.connections_refused.inc();
-                    if let Some(suppressed) = crate::logging::allow("connection_refused", &metrics)
-                    {
-                        tracing::warn!(%peer, limit = settings.max_connections, suppressed, "refusing connection: forward.max_connections reached");
-                    }
+                    metrics.forward.refused(peer, settings.max_connections);
                     drop(stream);
                     continue;
                 };
-                metrics.connections_accepted.inc();
+                metrics.forward.connections_accepted.inc();
                 let (m, wal, settings, sd) = (
                     metrics.clone(),
                     wal.clone(),
@@ -61,7 +57,7 @@ pub async fn run(
                     let _ = stream.set_zero_linger();
                 }
                 conns.spawn(async move {
-                    m.connections_active.inc();
+                    m.forward.connections_active.inc();
                     match settings.tls.clone() {
                         None => serve(stream, peer, wal, settings, m.clone(), sd).await,
                         Some(acceptor) => {
@@ -69,22 +65,16 @@ pub async fn run(
                             match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                                 Ok(Ok(tls)) => serve(tls, peer, wal, settings, m.clone(), sd).await,
                                 failed => {
-                                    m.handshake_failures.with_label_values(&["tls"]).inc();
-                                    m.connections_closed
-                                        .with_label_values(&[CloseReason::Tls.as_str()])
-                                        .inc();
                                     let why = match failed {
                                         Ok(Err(e)) => e.to_string(),
                                         _ => "TLS handshake timed out".to_string(),
                                     };
-                                    if let Some(suppressed) = crate::logging::allow("tls", &m) {
-                                        tracing::warn!(%peer, suppressed, "TLS handshake failed: {why}");
-                                    }
+                                    m.forward.tls_failed(peer, &why);
                                 }
                             }
                         }
                     }
-                    m.connections_active.dec();
+                    m.forward.connections_active.dec();
                     drop(permit);
                 });
             }

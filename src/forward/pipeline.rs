@@ -109,6 +109,7 @@ impl Pipeline {
         }
         if p.durable.is_some() {
             metrics
+                .forward
                 .events_accepted
                 .with_label_values(&[p.mode])
                 .inc_by(p.events);
@@ -126,8 +127,9 @@ impl Pipeline {
                     ))
                 }
             }
-            metrics.acks_sent.inc();
+            metrics.forward.acks_sent.inc();
             metrics
+                .forward
                 .ack_latency_seconds
                 .observe(p.started.elapsed().as_secs_f64());
         }

@@ -40,7 +40,9 @@ pub struct ConnectionSettings {
     pub budget: super::budget::MemoryBudget,
 }
 
-/// Why a connection ended; the metric label.
+/// Why a connection ended; the metric label. (Connections that end in
+/// their TLS or shared-key handshake are counted as `tls` and `handshake`
+/// by `ForwardMetrics::tls_failed` and `handshake_failed`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
     Eof,
@@ -51,8 +53,6 @@ pub enum CloseReason {
     IdleTimeout,
     IoError,
     WalUnavailable,
-    Handshake,
-    Tls,
     RequestTimeout,
     NoKeepalive,
     Shutdown,
@@ -69,8 +69,6 @@ impl CloseReason {
             Self::IdleTimeout => "idle_timeout",
             Self::IoError => "io_error",
             Self::WalUnavailable => "wal_unavailable",
-            Self::Handshake => "handshake",
-            Self::Tls => "tls",
             Self::RequestTimeout => "request_timeout",
             Self::NoKeepalive => "no_keepalive",
             Self::Shutdown => "shutdown",

@@ -94,19 +94,19 @@ pub fn start(
             // Every sink's series exist from the start, at zero.
             let m = &links.metrics;
             for result in ["ok", "error", "rejected"] {
-                m.sink_uploads.with_label_values(&[name, result]);
+                m.outbox.sink_uploads.with_label_values(&[name, result]);
             }
-            m.sink_retries.with_label_values(&[name]);
-            m.sink_dead_lettered.with_label_values(&[name]);
-            m.sink_auth_failures.with_label_values(&[name]);
-            m.outbox_files.with_label_values(&[name]);
-            m.outbox_bytes.with_label_values(&[name]);
-            m.outbox_oldest_age_seconds.with_label_values(&[name]);
+            m.outbox.sink_retries.with_label_values(&[name]);
+            m.outbox.sink_dead_lettered.with_label_values(&[name]);
+            m.outbox.sink_auth_failures.with_label_values(&[name]);
+            m.outbox.files.with_label_values(&[name]);
+            m.outbox.bytes.with_label_values(&[name]);
+            m.outbox.oldest_age_seconds.with_label_values(&[name]);
             let (tx, rx) = mpsc::unbounded_channel::<Work>();
             queues.insert(name.clone(), tx);
             let sweeper = links.object_sinks.get(name).and_then(|(prefix, fresh)| {
-                m.fresh_previews_removed.with_label_values(&[name]);
-                m.fresh_sweep_errors.with_label_values(&[name]);
+                m.outbox.fresh_previews_removed.with_label_values(&[name]);
+                m.outbox.fresh_sweep_errors.with_label_values(&[name]);
                 let (tx, rx) = mpsc::unbounded_channel();
                 workers.push(super::previews::start(
                     name.clone(),
@@ -145,10 +145,10 @@ pub fn start(
                 }
                 match queues.get(sink) {
                     Some(q) => {
-                        links.metrics.outbox_files.with_label_values(&[sink]).inc();
+                        links.metrics.outbox.files.with_label_values(&[sink]).inc();
                         links
                             .metrics
-                            .outbox_bytes
+                            .outbox.bytes
                             .with_label_values(&[sink])
                             .add(manifest.bytes as i64);
                         pending.insert(sink.clone());
@@ -307,7 +307,8 @@ fn report_backlog_age(
             .min();
         let age = oldest.map_or(0, |t| (now - t).max(0) / 1000);
         metrics
-            .outbox_oldest_age_seconds
+            .outbox
+            .oldest_age_seconds
             .with_label_values(&[sink])
             .set(age);
     }
@@ -424,6 +425,7 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
             _ = shutdown.wait_for(|s| *s) => return,
         };
         metrics
+            .outbox
             .sink_upload_seconds
             .with_label_values(&labels)
             .observe(started.elapsed().as_secs_f64());
@@ -433,12 +435,17 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
             Err(_) => "error",
         };
         metrics
+            .outbox
             .sink_uploads
             .with_label_values(&[&sink_name, outcome])
             .inc();
         if let Err(e) = &result {
             if matches!(e, crate::sink::SinkError::Unauthorized { .. }) {
-                metrics.sink_auth_failures.with_label_values(&labels).inc();
+                metrics
+                    .outbox
+                    .sink_auth_failures
+                    .with_label_values(&labels)
+                    .inc();
             }
         }
         let m = match work {
@@ -449,7 +456,7 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
                 let delay = retry_at - now;
                 let result = match result {
                     Err(e) if !e.is_permanent() && now < item.give_up_at => {
-                        metrics.sink_retries.with_label_values(&labels).inc();
+                        metrics.outbox.sink_retries.with_label_values(&labels).inc();
                         tracing::warn!(sink = sink_name, key, error = %e, retry_in_ms = delay.as_millis() as u64, "redeliver upload failed; will retry");
                         waiting.push((retry_at, backoff, Work::Again(item)));
                         continue;
@@ -458,6 +465,7 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
                 };
                 let label = if result.is_ok() { "ok" } else { "failed" };
                 metrics
+                    .outbox
                     .redeliver_files
                     .with_label_values(&[&sink_name, label])
                     .inc();
@@ -493,7 +501,11 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
             Err(e) if e.is_permanent() => {
                 match outbox.dead_letter(&m, &sink_name, &e.to_string()) {
                     Ok(at) => {
-                        metrics.sink_dead_lettered.with_label_values(&labels).inc();
+                        metrics
+                            .outbox
+                            .sink_dead_lettered
+                            .with_label_values(&labels)
+                            .inc();
                         tracing::error!(sink = sink_name, key, error = %e, dead_letter = %at.display(),
                             "sink rejected the file for good; kept in the dead-letter folder");
                     }
@@ -505,10 +517,9 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
                 }
             }
             Err(e) => {
-                metrics.sink_retries.with_label_values(&labels).inc();
-                if let Some(suppressed) = crate::logging::allow("upload_failed", &metrics) {
-                    tracing::warn!(sink = sink_name, key, error = %e, retry_in_ms = backoff.peek().as_millis() as u64, suppressed, "upload failed; will retry");
-                }
+                metrics
+                    .outbox
+                    .upload_failed(&sink_name, &key, &e, backoff.peek());
                 retry_later(&mut waiting, backoff);
                 continue;
             }
@@ -541,9 +552,10 @@ fn finish_delivery(
         tracing::error!(sink, id = m.id, error = %e, "cannot record delivery; retrying");
         return Err(e);
     }
-    metrics.outbox_files.with_label_values(&[sink]).dec();
+    metrics.outbox.files.with_label_values(&[sink]).dec();
     metrics
-        .outbox_bytes
+        .outbox
+        .bytes
         .with_label_values(&[sink])
         .sub(m.bytes as i64);
     let _ = done.send(Outcome::Delivered {

@@ -67,7 +67,7 @@ impl Backlog {
             .bytes
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         let after = before + n;
-        self.metrics.outbox_backlog_bytes.set(after as i64);
+        self.metrics.outbox.backlog_bytes.set(after as i64);
         // Say so loudly each time the backlog crosses a quarter of its limit.
         let quarter = (self.limit / 4).max(1);
         if after / quarter > before / quarter {
@@ -89,7 +89,8 @@ impl Backlog {
             )
             .unwrap_or(0);
         self.metrics
-            .outbox_backlog_bytes
+            .outbox
+            .backlog_bytes
             .set(prev.saturating_sub(n) as i64);
     }
 }

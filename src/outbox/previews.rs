@@ -254,6 +254,7 @@ impl Sweeper {
             match self.sink.delete(&key).await {
                 Ok(()) => {
                     self.metrics
+                        .outbox
                         .fresh_previews_removed
                         .with_label_values(&[&self.sink_name])
                         .inc();
@@ -278,18 +279,8 @@ impl Sweeper {
 
     fn failed(&self, what: &str, error: &str) {
         self.metrics
-            .fresh_sweep_errors
-            .with_label_values(&[&self.sink_name])
-            .inc();
-        if let Some(suppressed) = crate::logging::allow("preview_sweep", &self.metrics) {
-            tracing::warn!(
-                sink = self.sink_name,
-                what,
-                error,
-                suppressed,
-                "cannot remove replaced previews yet; will retry"
-            );
-        }
+            .outbox
+            .sweep_failed(&self.sink_name, what, error);
     }
 }
 

@@ -135,7 +135,7 @@ impl Retention {
                 let _ = fs::remove_file(self.dir.join(&data));
                 let _ = fs::remove_file(self.dir.join(format!("{id}.json")));
                 self.total -= bytes;
-                self.metrics.outbox_retained_removed.inc();
+                self.metrics.outbox.retained_removed.inc();
                 tracing::debug!(id, bytes, expired, "retained file removed");
             }
         }
@@ -144,9 +144,10 @@ impl Retention {
 
     fn report(&self) {
         let m = &self.metrics;
-        m.outbox_retained_bytes.set(self.total as i64);
-        m.outbox_retained_files.set(self.files.len() as i64);
-        m.outbox_retained_oldest_period
+        m.outbox.retained_bytes.set(self.total as i64);
+        m.outbox.retained_files.set(self.files.len() as i64);
+        m.outbox
+            .retained_oldest_period
             .set(self.files.keys().next().map_or(0, |(start, _)| *start));
     }
 }
@@ -197,18 +198,18 @@ mod tests {
             assert!(!outbox.has_data(&mf), "moved out of the outbox");
         }
         // 30 bytes over a 25-byte budget: hour 90 went first.
-        assert_eq!(m.outbox_retained_bytes.get(), 20);
-        assert_eq!(m.outbox_retained_oldest_period.get(), 95 * 3600);
+        assert_eq!(m.outbox.retained_bytes.get(), 20);
+        assert_eq!(m.outbox.retained_oldest_period.get(), 95 * 3600);
         assert!(!dir.join("a.parquet").exists() && dir.join("b.parquet").exists());
         // Reopened, it knows what it holds; a day later hour 95 has expired.
         let mut r = Retention::open(dir.clone(), Duration::from_secs(86_400), 25, m.clone())
             .unwrap()
             .unwrap();
-        assert_eq!(m.outbox_retained_files.get(), 2);
+        assert_eq!(m.outbox.retained_files.get(), 2);
         r.prune(95 * 3600 + 3600 + 86_400);
-        assert_eq!(m.outbox_retained_files.get(), 1);
-        assert_eq!(m.outbox_retained_oldest_period.get(), 98 * 3600);
-        assert_eq!(m.outbox_retained_removed.get(), 2);
+        assert_eq!(m.outbox.retained_files.get(), 1);
+        assert_eq!(m.outbox.retained_oldest_period.get(), 98 * 3600);
+        assert_eq!(m.outbox.retained_removed.get(), 2);
         assert!(Retention::open(dir, Duration::ZERO, 0, m)
             .unwrap()
             .is_none());

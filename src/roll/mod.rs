@@ -23,7 +23,7 @@
 //!
 //! # Threads
 //! The roller thread reads the WAL and builds record batches; the
-//! [`encoder`] thread encodes and compresses them, so rolling a backlog uses
+//! `encoder` thread encodes and compresses them, so rolling a backlog uses
 //! two cores. Both run behind the ack path (`priority`).
 
 pub mod config;

@@ -1,7 +1,7 @@
 //! Destinations for finished files. Each sink type is one file (Treasure
 //! Data a folder); the outbox drives them through the [`Sink`] trait and
 //! owns retries. Sinks that take records rather than Parquet files also
-//! implement [`records::RecordSink`], through which the roller writes their
+//! implement `records::RecordSink`, through which the roller writes their
 //! parts.
 
 pub mod config;

@@ -127,7 +127,7 @@ impl Writer {
             // Only resends of chunks in deleted segments go unrecognised.
             tracing::error!(error = %e, file = %self.snapshot_path().display(),
                 "cannot read the dedupe snapshot; chunks resent from before the last restart may be stored twice");
-            self.links.metrics.wal_corrupt_records.inc();
+            self.links.metrics.wal.corrupt_records.inc();
         }
         self.segments = segment::list(&dir)?;
         let started = Instant::now();
@@ -144,7 +144,7 @@ impl Writer {
                 if r.seq < self.next_seq {
                     // A sequence number must grow; anything else is damage.
                     tracing::error!(segment = %seg.path.display(), seq = r.seq, "WAL record out of order; skipped");
-                    self.links.metrics.wal_corrupt_records.inc();
+                    self.links.metrics.wal.corrupt_records.inc();
                     continue;
                 }
                 if first {
@@ -172,11 +172,11 @@ impl Writer {
                     let f = OpenOptions::new().write(true).open(&seg.path)?;
                     f.set_len(good_len.max(segment::MAGIC.len() as u64))?;
                     f.sync_all()?;
-                    self.links.metrics.wal_torn_tails.inc();
+                    self.links.metrics.wal.torn_tails.inc();
                 } else {
                     tracing::error!(segment = %seg.path.display(), at = good_len, reason = why,
                         "damaged WAL segment; records after the damage are skipped");
-                    self.links.metrics.wal_corrupt_records.inc();
+                    self.links.metrics.wal.corrupt_records.inc();
                 }
             }
         }
@@ -219,7 +219,8 @@ impl Writer {
         self.active_len = segment::MAGIC.len() as u64;
         self.links
             .metrics
-            .wal_segments
+            .wal
+            .segments
             .set(self.segments.len() as i64);
         Ok(())
     }
@@ -252,7 +253,7 @@ impl Writer {
                         } else if let Some(seq) = dedupe_key.and_then(|k| self.dedupe.get(&k)) {
                             // A resent chunk already in the log (this group's
                             // copy is acked when the group is durable).
-                            self.links.metrics.duplicate_chunks.inc();
+                            self.links.metrics.forward.duplicate_chunks.inc();
                             duplicates.push((reply, seq));
                         } else {
                             let seq = self.next_seq;
@@ -309,14 +310,8 @@ impl Writer {
             match self.write_group(group, first_seq) {
                 Ok(()) => break,
                 Err(e) => {
-                    self.links.metrics.wal_errors.inc();
+                    self.links.metrics.wal.write_failed(&e, backoff.peek());
                     let why = format!("cannot write the WAL: {e}");
-                    if let Some(suppressed) =
-                        crate::logging::allow("wal_write", &self.links.metrics)
-                    {
-                        tracing::error!(error = %e, retry_in_ms = backoff.peek().as_millis() as u64, suppressed,
-                            "WAL write failed; nothing is acked until it succeeds");
-                    }
                     self.links.state.send_if_modified(|s| {
                         let changed = *s != WalState::Stalled(why.clone());
                         *s = WalState::Stalled(why.clone());
@@ -342,7 +337,8 @@ impl Writer {
                 };
                 self.links
                     .metrics
-                    .wal_fsync_seconds
+                    .wal
+                    .fsync_seconds
                     .observe(t.elapsed().as_secs_f64());
                 r
             }
@@ -356,9 +352,9 @@ impl Writer {
                     *s = WalState::Healthy;
                     changed
                 });
-                m.wal_bytes.inc_by(group.len());
-                m.wal_records.inc_by(pending.len() as u64);
-                m.wal_group_size.observe(pending.len() as f64);
+                m.wal.bytes.inc_by(group.len());
+                m.wal.records.inc_by(pending.len() as u64);
+                m.wal.group_size.observe(pending.len() as f64);
                 self.active_len += group.len();
                 self.offsets.push_back((first_seq, self.written));
                 self.written += group.len();
@@ -377,7 +373,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "WAL sync failed; no further requests are acked until weir restarts");
-                m.wal_errors.inc();
+                m.wal.errors.inc();
                 self.fail(format!("WAL sync failed: {e}"));
                 for p in pending.drain(..) {
                     let _ = p.reply.send(Err(WalError::Failed(e.to_string())));
@@ -461,7 +457,7 @@ impl Writer {
     /// Updates the backlog gauge; returns the backlog.
     fn report_backlog(&mut self) -> u64 {
         let backlog = self.backlog();
-        self.links.metrics.wal_backlog_bytes.set(backlog as i64);
+        self.links.metrics.wal.backlog_bytes.set(backlog as i64);
         backlog
     }
 
@@ -501,7 +497,8 @@ impl Writer {
             let _ = segment::sync_dir(&self.settings.dir);
             self.links
                 .metrics
-                .wal_segments
+                .wal
+                .segments
                 .set(self.segments.len() as i64);
         }
         let oldest = self.segments.first().map_or(self.next_seq, |s| s.first_seq);

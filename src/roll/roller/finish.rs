@@ -132,17 +132,8 @@ impl Roller {
         if let Some(reason) = early {
             self.links
                 .metrics
-                .roll_files_finished_early
-                .with_label_values(&[reason])
-                .inc();
-            if why == Why::Drain {
-                // Asked for: no warning.
-            } else if let Some(suppressed) =
-                crate::logging::allow("early_finish", &self.links.metrics)
-            {
-                tracing::warn!(group = manifest.group, reason, suppressed,
-                    "finishing a file before its deadline (bound reached: see roll.max_open_files, roll.max_buffer_bytes)");
-            }
+                .roll
+                .finished_early(&manifest.group, reason);
         }
         tracing::info!(
             group = manifest.group,
@@ -157,7 +148,8 @@ impl Roller {
         *e = (*e).max(covered_through);
         self.links
             .metrics
-            .roll_files_finished
+            .roll
+            .files_finished
             .with_label_values(&[kind])
             .inc();
         self.report_gauges();

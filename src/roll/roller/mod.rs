@@ -294,7 +294,8 @@ impl Roller {
             if self.tail.skipped > 0 {
                 self.links
                     .metrics
-                    .wal_corrupt_records
+                    .wal
+                    .corrupt_records
                     .inc_by(self.tail.skipped);
                 tracing::error!(
                     records = self.tail.skipped,
@@ -330,7 +331,7 @@ impl Roller {
             let covered = self.last_seq.unwrap_or(0);
             for key in self.keys_by_first_seq(|_| true) {
                 if let Err(e) = self.finish_output(&key, Why::Drain, covered) {
-                    self.links.metrics.roll_errors.inc();
+                    self.links.metrics.roll.errors.inc();
                     return Err(RollerError::Drain(e));
                 }
             }
@@ -367,7 +368,8 @@ impl Roller {
         }
         self.links
             .metrics
-            .roll_coverage_entries
+            .roll
+            .coverage_entries
             .set(self.covered.len() as i64);
         if self.routes.len() > ROUTE_CACHE {
             self.routes.clear();
@@ -378,13 +380,13 @@ impl Roller {
     fn report_lag(&self, durable_seq: u64) {
         let m = &self.links.metrics;
         let behind = durable_seq.saturating_sub(self.tail.position());
-        m.roll_lag_records.set(behind as i64);
+        m.roll.lag_records.set(behind as i64);
         let secs = if behind == 0 {
             0.0
         } else {
             (crate::wal::now_ms() - self.lag_arrival_ms).max(0) as f64 / 1000.0
         };
-        m.roll_lag_seconds.set(secs);
+        m.roll.lag_seconds.set(secs);
     }
 
     /// Waits while the outbox backlog is over its limit (backpressure: the
@@ -400,7 +402,7 @@ impl Roller {
             limit = self.links.backlog.limit,
             "outbox backlog over outbox.max_backlog_bytes: pausing until sinks catch up"
         );
-        self.links.metrics.outbox_blocked.set(1);
+        self.links.metrics.outbox.blocked.set(1);
         // Resume only below the low-water mark, so weir does not flap
         // between paused and running with every file delivered.
         while self.links.backlog.bytes() > self.links.backlog.low_water() {
@@ -409,7 +411,7 @@ impl Roller {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        self.links.metrics.outbox_blocked.set(0);
+        self.links.metrics.outbox.blocked.set(0);
         tracing::info!("outbox backlog under its limit again; resuming");
         true
     }
@@ -462,9 +464,9 @@ impl Roller {
 
     fn report_gauges(&self) {
         let m = &self.links.metrics;
-        m.roll_open_partitions.set(self.open.len() as i64);
-        m.roll_buffer_bytes.set(self.memory as i64);
-        m.roll_buffered_rows.set(self.buffered_rows as i64);
+        m.roll.open_partitions.set(self.open.len() as i64);
+        m.roll.buffer_bytes.set(self.memory as i64);
+        m.roll.buffered_rows.set(self.buffered_rows as i64);
     }
 
     /// Whether a sink takes Parquet files (every sink but record sinks).

@@ -99,7 +99,8 @@ impl Roller {
         *e = (*e).max(through);
         self.links
             .metrics
-            .roll_files_finished
+            .roll
+            .files_finished
             .with_label_values(&["preview"])
             .inc();
         self.report_gauges();

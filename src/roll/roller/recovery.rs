@@ -86,27 +86,18 @@ impl Roller {
     ) {
         let mut backoff = Backoff::new(Duration::from_millis(500), MAX_RETRY_DELAY);
         loop {
-            self.links.metrics.roll_errors.inc();
             let mut wait = true;
             if let Some(r) = record.take().filter(|_| failure.blames_record()) {
                 match self.quarantine.put(&r, &failure.to_string()) {
                     Ok(path) => {
                         wait = false;
-                        self.links.metrics.roll_quarantined_records.inc();
-                        tracing::error!(seq = r.seq, tag = %String::from_utf8_lossy(r.batch.tag()),
-                            events = r.batch.len(), error = %failure, file = %path.display(),
-                            "cannot turn a WAL record into files; moved it aside (replay it with `weir replay` once fixed)");
+                        self.links.metrics.roll.quarantined(&r, &failure, &path);
                     }
                     Err(e) => failure = Failure::File(WriteError::Io(e)),
                 }
             }
             if wait {
-                if let Some(suppressed) =
-                    crate::logging::allow("roller_failing", &self.links.metrics)
-                {
-                    tracing::error!(error = %failure, retry_in_ms = backoff.peek().as_millis() as u64, suppressed,
-                        "roller cannot write files; retrying (the WAL keeps every event)");
-                }
+                self.links.metrics.roll.failing(&failure, backoff.peek());
                 self.links
                     .status
                     .set(format!("roller cannot write files: {failure}"));

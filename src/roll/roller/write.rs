@@ -44,7 +44,8 @@ impl Roller {
         let Some(route) = self.route_of(tag) else {
             self.links
                 .metrics
-                .roll_unrouted_events
+                .roll
+                .unrouted_events
                 .inc_by(r.batch.len() as u64);
             self.last_seq = Some(r.seq);
             return Ok(());
@@ -72,7 +73,7 @@ impl Roller {
         if split == writes.len() {
             self.enforce_memory(r.seq)?;
         }
-        m.roll_rows.inc_by(rows);
+        m.roll.rows.inc_by(rows);
         self.last_seq = Some(r.seq);
         self.report_gauges();
         Ok(())
@@ -154,16 +155,16 @@ impl Roller {
                 writes.push(Write { key, events });
             }
             if late > 0 {
-                m.roll_late_events.inc_by(late);
+                m.roll.late_events.inc_by(late);
             }
             for (dir, n) in [("past", past), ("future", future)] {
                 if n > 0 {
-                    m.roll_outside_events.with_label_values(&[dir]).inc_by(n);
+                    m.roll.outside_events.with_label_values(&[dir]).inc_by(n);
                 }
             }
         }
         if skipped > 0 {
-            m.roll_replayed_skipped_events.inc_by(skipped);
+            m.roll.replayed_skipped_events.inc_by(skipped);
         }
         writes
     }
@@ -235,17 +236,10 @@ impl Roller {
                 Ok(()) => rows += 1,
                 Err(WriteError::BadRecord(e)) => {
                     bad += 1;
-                    if let Some(suppressed) =
-                        crate::logging::allow("bad_wal_record", &self.links.metrics)
-                    {
-                        tracing::warn!(seq = r.seq, error = %e, suppressed, "record in the WAL is not a valid map; skipped");
-                    }
+                    self.links.metrics.roll.bad_record(r.seq, &e);
                 }
                 Err(e) => return Err(Failure::Record(e)),
             }
-        }
-        if bad > 0 {
-            self.links.metrics.roll_errors.inc_by(bad);
         }
         o.last_write = clock;
         let (mem, buffered) = (o.output.memory(), o.output.buffered_rows());
@@ -298,7 +292,7 @@ impl Roller {
                     };
                     if let Output::Parquet(p) = &mut o.output {
                         p.flush_row_group().map_err(Failure::File)?;
-                        self.links.metrics.roll_row_groups.inc();
+                        self.links.metrics.roll.row_groups.inc();
                     }
                     let (mem, rows) = (o.output.memory(), o.output.buffered_rows());
                     self.memory = self.memory.saturating_sub(o.memory) + mem;

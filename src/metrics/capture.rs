@@ -1,0 +1,37 @@
+//! Metrics of the capture tee (`forward.capture_dir`).
+
+use prometheus::{IntCounter, IntCounterVec};
+
+use super::registry::*;
+use super::Suppressed;
+
+/// Metrics of the capture tee (`forward.capture_dir`).
+#[derive(Clone)]
+pub struct CaptureMetrics {
+    pub records: IntCounter,
+    pub bytes: IntCounter,
+    pub dropped: IntCounterVec,
+    /// Rate limit of this stage's repeated warnings.
+    pub suppressed: Suppressed,
+}
+
+impl CaptureMetrics {
+    pub(super) fn register(r: &Reg, suppressed: &Suppressed) -> Self {
+        Self {
+            records: counter(r, "weir_capture_records_total", "Records written to capture files (forward.capture_dir)."),
+            bytes: counter(r, "weir_capture_written_bytes_total", "Bytes written to capture files."),
+            dropped: counter_vec(r, "weir_capture_dropped_total", "Capture records not written, by reason (queue_full, write_error); ingestion is never slowed by capture.", &["reason"]),
+            suppressed: suppressed.clone(),
+        }
+    }
+}
+
+impl CaptureMetrics {
+    /// A capture record could not be written: dropped (ingestion goes on).
+    pub fn write_failed(&self, why: &str) {
+        self.dropped.with_label_values(&["write_error"]).inc();
+        if let Some(suppressed) = self.suppressed.allow("capture") {
+            tracing::warn!(suppressed, "capture: {why}; record dropped");
+        }
+    }
+}

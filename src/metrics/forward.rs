@@ -1,0 +1,117 @@
+//! Metrics of the forward listener and its connections: requests, events, acks, handshakes.
+
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
+
+use std::net::SocketAddr;
+
+use super::registry::*;
+use super::Suppressed;
+
+/// Metrics of the forward listener and its connections: requests, events, acks, handshakes.
+#[derive(Clone)]
+pub struct ForwardMetrics {
+    pub connections_active: IntGauge,
+    pub connections_accepted: IntCounter,
+    pub connections_closed: IntCounterVec,
+    pub connections_refused: IntCounter,
+    pub handshake_failures: IntCounterVec,
+    pub duplicate_chunks: IntCounter,
+    pub large_requests: IntCounter,
+    pub inflight_bytes: IntGauge,
+    pub memory_waits: IntCounter,
+    pub requests: IntCounterVec,
+    pub events_accepted: IntCounterVec,
+    pub events_skipped: IntCounterVec,
+    pub bytes_received: IntCounter,
+    pub bytes_decompressed: IntCounter,
+    pub acks_sent: IntCounter,
+    pub ack_latency_seconds: Histogram,
+    /// Rate limit of this stage's repeated warnings.
+    pub suppressed: Suppressed,
+}
+
+impl ForwardMetrics {
+    pub(super) fn register(r: &Reg, suppressed: &Suppressed) -> Self {
+        Self {
+            connections_active: gauge(r, "weir_forward_connections_active", "Open forward connections."),
+            connections_accepted: counter(r, "weir_forward_connections_accepted_total", "Forward connections accepted."),
+            connections_closed: counter_vec(r, "weir_forward_connections_closed_total", "Forward connections closed, by reason.", &["reason"]),
+            connections_refused: counter(r, "weir_forward_connections_refused_total", "Connections closed at once because forward.max_connections were open."),
+            handshake_failures: counter_vec(r, "weir_forward_handshake_failures_total", "Failed shared-key handshakes, by reason.", &["reason"]),
+            duplicate_chunks: counter(r, "weir_forward_duplicate_chunks_total", "Resent chunks acked without writing them again."),
+            large_requests: counter(r, "weir_forward_large_requests_total", "Requests larger than forward.chunk_size_warn_limit."),
+            inflight_bytes: gauge(r, "weir_forward_inflight_bytes", "Memory held by requests in flight: read buffers, decompressed entries, decoded batches (limit: forward.max_inflight_bytes)."),
+            memory_waits: counter(r, "weir_forward_memory_waits_total", "Times a connection waited because forward.max_inflight_bytes was spent (backpressure)."),
+            requests: counter_vec(r, "weir_forward_requests_total", "Forward event requests decoded, by mode.", &["mode"]),
+            events_accepted: counter_vec(r, "weir_forward_events_total", "Events accepted into the WAL, by mode.", &["mode"]),
+            events_skipped: counter_vec(r, "weir_forward_events_skipped_total", "Events dropped as invalid or not logs, by reason.", &["reason"]),
+            bytes_received: counter(r, "weir_forward_received_bytes_total", "Bytes read from forward connections."),
+            bytes_decompressed: counter(r, "weir_forward_decompressed_bytes_total", "Entry bytes after decompression."),
+            acks_sent: counter(r, "weir_forward_acks_total", "Acks written to clients."),
+            ack_latency_seconds: histogram(r, "weir_forward_ack_latency_seconds", "From a request's last byte to its ack.", latency_buckets()),
+            suppressed: suppressed.clone(),
+        }
+    }
+}
+
+/// Events: each counts and logs (warnings rate-limited) in one place.
+impl ForwardMetrics {
+    /// A connection refused at once because `forward.max_connections` were open.
+    pub fn refused(&self, peer: SocketAddr, limit: usize) {
+        self.connections_refused.inc();
+        if let Some(suppressed) = self.suppressed.allow("connection_refused") {
+            tracing::warn!(%peer, limit, suppressed, "refusing connection: forward.max_connections reached");
+        }
+    }
+
+    /// A TLS handshake failed or timed out; the connection is closed.
+    pub fn tls_failed(&self, peer: SocketAddr, why: &str) {
+        self.handshake_failures.with_label_values(&["tls"]).inc();
+        self.connections_closed.with_label_values(&["tls"]).inc();
+        if let Some(suppressed) = self.suppressed.allow("tls") {
+            tracing::warn!(%peer, suppressed, "TLS handshake failed: {why}");
+        }
+    }
+
+    /// A shared-key handshake failed (`label`: the metric's reason); `told`:
+    /// the client was sent the failure. A client that only connected and
+    /// left (Fluentd's heartbeat) is not told, and logged at debug.
+    pub fn handshake_failed(&self, peer: SocketAddr, label: &str, reason: &str, told: bool) {
+        self.handshake_failures.with_label_values(&[label]).inc();
+        self.connections_closed
+            .with_label_values(&["handshake"])
+            .inc();
+        if !told {
+            tracing::debug!(%peer, reason, "handshake not completed");
+        } else if let Some(suppressed) = self.suppressed.allow("handshake") {
+            tracing::warn!(%peer, reason, suppressed, "handshake failed; closing");
+        }
+    }
+
+    /// A connection closed for `reason`; `expected` closes (end of stream,
+    /// shutdown, idle) are logged at debug, others warn with `detail`.
+    pub fn closed(&self, peer: SocketAddr, reason: &'static str, expected: bool, detail: &str) {
+        self.connections_closed.with_label_values(&[reason]).inc();
+        if expected {
+            tracing::debug!(%peer, reason, "connection closed");
+        } else if let Some(suppressed) = self.suppressed.allow(reason) {
+            tracing::warn!(%peer, reason, suppressed, "closing connection without ack: {detail}");
+        }
+    }
+
+    /// A request larger than `forward.chunk_size_warn_limit` (still taken).
+    pub fn large_request(&self, peer: SocketAddr, bytes: usize, limit: usize) {
+        self.large_requests.inc();
+        if let Some(suppressed) = self.suppressed.allow("large_request") {
+            tracing::warn!(%peer, bytes, limit, suppressed, "request larger than forward.chunk_size_warn_limit");
+        }
+    }
+
+    /// A request that is not a msgpack array: ignored.
+    pub fn not_array(&self, peer: SocketAddr) {
+        self.events_skipped.with_label_values(&["not_array"]).inc();
+        if let Some(suppressed) = self.suppressed.allow("not_array") {
+            tracing::warn!(%peer, suppressed, "ignoring a request that is not an array");
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! One Prometheus registry, with each stage's metrics in its own struct
+//! (forward.rs, capture.rs, wal.rs, roll.rs, outbox.rs).
+//!
+//! Names follow `weir_<stage>_<noun>_<unit>_total`. Labels are bounded sets
+//! (mode, reason, sink, result): never a tag or a client address.
+//! Every drop, reject and retry counts here as well as in the log: the
+//! stage structs' event methods (e.g. [`ForwardMetrics::refused`]) do both,
+//! so a counter and its log line cannot drift apart.
+
+use std::sync::Arc;
+
+use prometheus::{Encoder, IntCounterVec, Registry, TextEncoder};
+
+mod capture;
+mod forward;
+mod outbox;
+mod registry;
+mod roll;
+mod wal;
+
+pub use capture::CaptureMetrics;
+pub use forward::ForwardMetrics;
+pub use outbox::OutboxMetrics;
+pub use roll::RollMetrics;
+pub use wal::WalMetrics;
+
+/// Shared handle to every metric; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl std::ops::Deref for Metrics {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+pub struct Inner {
+    pub registry: Registry,
+    /// Every metric in registration order, for the README's table.
+    pub catalog: Vec<MetricInfo>,
+    pub forward: ForwardMetrics,
+    pub capture: CaptureMetrics,
+    pub wal: WalMetrics,
+    pub roll: RollMetrics,
+    pub outbox: OutboxMetrics,
+    /// Repeated warnings not logged.
+    pub suppressed: Suppressed,
+}
+
+/// The rate limit of repeated warnings (see [`crate::logging::allow`]); what
+/// it holds back counts in `weir_log_suppressed_total`.
+#[derive(Clone)]
+pub struct Suppressed(IntCounterVec);
+
+impl Suppressed {
+    /// Whether a warning of `kind` may be logged now: `Some(n)` (log it,
+    /// saying `n` similar lines were suppressed since) or `None`.
+    pub fn allow(&self, kind: &'static str) -> Option<u64> {
+        crate::logging::allow(kind, &self.0)
+    }
+}
+
+/// One metric as the README's table lists it.
+#[derive(Debug, Clone)]
+pub struct MetricInfo {
+    pub name: String,
+    /// counter, gauge or histogram.
+    pub kind: &'static str,
+    pub labels: Vec<String>,
+    pub help: String,
+}
+
+impl Metrics {
+    /// Builds the registry. Metric definitions are constants, so a failure
+    /// here is a programming error caught by every test run.
+    pub fn new() -> Self {
+        let r = registry::Reg {
+            registry: Registry::new(),
+            catalog: std::cell::RefCell::new(Vec::new()),
+        };
+        // Every stage counts its suppressed lines here; listed last.
+        let name = "weir_log_suppressed_total";
+        let suppressed = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(name, "Repeated warnings not logged (rate limit), by kind."),
+            &["kind"],
+        );
+        let suppressed = Suppressed(suppressed.unwrap_or_else(|e| panic!("metric {name}: {e}")));
+        let forward = ForwardMetrics::register(&r, &suppressed);
+        let capture = CaptureMetrics::register(&r, &suppressed);
+        let wal = WalMetrics::register(&r, &suppressed);
+        let roll = RollMetrics::register(&r, &suppressed);
+        let outbox = OutboxMetrics::register(&r, &suppressed);
+        registry::register(&r, "counter", name, Ok(suppressed.0.clone()));
+        Metrics(Arc::new(Inner {
+            forward,
+            capture,
+            wal,
+            roll,
+            outbox,
+            suppressed,
+            catalog: r.catalog.into_inner(),
+            registry: r.registry,
+        }))
+    }
+
+    /// The README's metric table (markdown), from the catalog.
+    pub fn markdown_table(&self) -> String {
+        let mut out = String::from("| metric | type | labels | meaning |\n|---|---|---|---|\n");
+        for m in &self.catalog {
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} |\n",
+                m.name,
+                m.kind,
+                m.labels.join(", "),
+                m.help
+            ));
+        }
+        out
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,85 @@
+//! Metrics of the outbox and the sinks: delivery, retries, retention, previews, redeliver.
+
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+
+use super::registry::*;
+use super::Suppressed;
+
+/// Metrics of the outbox and the sinks: delivery, retries, retention, previews, redeliver.
+#[derive(Clone)]
+pub struct OutboxMetrics {
+    pub files: IntGaugeVec,
+    pub bytes: IntGaugeVec,
+    pub sink_uploads: IntCounterVec,
+    pub sink_upload_seconds: HistogramVec,
+    pub sink_retries: IntCounterVec,
+    pub sink_dead_lettered: IntCounterVec,
+    pub sink_auth_failures: IntCounterVec,
+    pub oldest_age_seconds: IntGaugeVec,
+    pub backlog_bytes: IntGauge,
+    pub retained_bytes: IntGauge,
+    pub retained_files: IntGauge,
+    pub retained_oldest_period: IntGauge,
+    pub retained_removed: IntCounter,
+    pub redeliver_files: IntCounterVec,
+    pub fresh_previews_removed: IntCounterVec,
+    pub fresh_sweep_errors: IntCounterVec,
+    pub blocked: IntGauge,
+    /// Rate limit of this stage's repeated warnings.
+    pub suppressed: Suppressed,
+}
+
+impl OutboxMetrics {
+    pub(super) fn register(r: &Reg, suppressed: &Suppressed) -> Self {
+        Self {
+            files: gauge_vec(r, "weir_outbox_files", "Finished files waiting for a sink.", &["sink"]),
+            bytes: gauge_vec(r, "weir_outbox_bytes", "Bytes of finished files waiting for a sink.", &["sink"]),
+            sink_uploads: counter_vec(r, "weir_sink_uploads_total", "Upload attempts, by sink and result.", &["sink", "result"]),
+            sink_upload_seconds: histogram_vec(r, "weir_sink_upload_seconds", "Duration of one upload.", &["sink"], latency_buckets()),
+            sink_retries: counter_vec(r, "weir_sink_retries_total", "Uploads retried after a failure, by sink.", &["sink"]),
+            sink_dead_lettered: counter_vec(r, "weir_sink_dead_lettered_total", "Parts a sink rejected for good, moved to the dead-letter folder, by sink.", &["sink"]),
+            sink_auth_failures: counter_vec(r, "weir_sink_auth_failures_total", "Uploads the sink refused for our credentials (HTTP 401/403), retried with backoff: alert on it, the key needs fixing.", &["sink"]),
+            oldest_age_seconds: gauge_vec(r, "weir_outbox_oldest_age_seconds", "Age of the oldest finished file a sink has not received yet (0 when none).", &["sink"]),
+            backlog_bytes: gauge(r, "weir_outbox_backlog_bytes", "Bytes of outbox files not yet taken by every sink (limit: outbox.max_backlog_bytes)."),
+            retained_bytes: gauge(r, "weir_outbox_retained_bytes", "Bytes of delivered files kept for restore (limit: outbox.retain_bytes)."),
+            retained_files: gauge(r, "weir_outbox_retained_files", "Delivered files kept for restore."),
+            retained_oldest_period: gauge(r, "weir_outbox_retained_oldest_period_seconds", "Start (Unix seconds) of the oldest period a retained file holds; 0 when none."),
+            retained_removed: counter(r, "weir_outbox_retained_removed_total", "Retained files removed because outbox.retain or outbox.retain_bytes was passed."),
+            redeliver_files: counter_vec(r, "weir_redeliver_files_total", "Retained files sent again by `weir redeliver` through this node, by sink and result (ok, failed).", &["sink", "result"]),
+            fresh_previews_removed: counter_vec(r, "weir_fresh_previews_removed_total", "Previews (roll.freshness) removed from a sink once the finished file replacing them was there.", &["sink"]),
+            fresh_sweep_errors: counter_vec(r, "weir_fresh_sweep_errors_total", "Failed listings or deletes while removing replaced previews (retried).", &["sink"]),
+            blocked: gauge(r, "weir_outbox_blocked", "1 while the outbox backlog is over its limit and the roller waits."),
+            suppressed: suppressed.clone(),
+        }
+    }
+}
+
+impl OutboxMetrics {
+    /// An upload failed; retried in `retry_in`.
+    pub fn upload_failed(
+        &self,
+        sink: &str,
+        key: &str,
+        error: &dyn std::fmt::Display,
+        retry_in: std::time::Duration,
+    ) {
+        self.sink_retries.with_label_values(&[sink]).inc();
+        if let Some(suppressed) = self.suppressed.allow("upload_failed") {
+            tracing::warn!(sink, key, error = %error, retry_in_ms = retry_in.as_millis() as u64, suppressed, "upload failed; will retry");
+        }
+    }
+
+    /// Listing or deleting replaced previews failed; retried.
+    pub fn sweep_failed(&self, sink: &str, what: &str, error: &str) {
+        self.fresh_sweep_errors.with_label_values(&[sink]).inc();
+        if let Some(suppressed) = self.suppressed.allow("preview_sweep") {
+            tracing::warn!(
+                sink,
+                what,
+                error,
+                suppressed,
+                "cannot remove replaced previews yet; will retry"
+            );
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Metrics of the roller: open files, rows, finished files, lag.
+
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge};
+
+use super::registry::*;
+use super::Suppressed;
+
+/// Metrics of the roller: open files, rows, finished files, lag.
+#[derive(Clone)]
+pub struct RollMetrics {
+    pub open_partitions: IntGauge,
+    pub buffer_bytes: IntGauge,
+    pub buffered_rows: IntGauge,
+    pub rows: IntCounter,
+    pub row_groups: IntCounter,
+    pub files_finished: IntCounterVec,
+    pub late_events: IntCounter,
+    pub outside_events: IntCounterVec,
+    pub files_finished_early: IntCounterVec,
+    pub quarantined_records: IntCounter,
+    pub coverage_entries: IntGauge,
+    pub lag_records: IntGauge,
+    pub lag_seconds: Gauge,
+    pub unrouted_events: IntCounter,
+    pub replayed_skipped_events: IntCounter,
+    pub errors: IntCounter,
+    /// Rate limit of this stage's repeated warnings.
+    pub suppressed: Suppressed,
+}
+
+impl RollMetrics {
+    pub(super) fn register(r: &Reg, suppressed: &Suppressed) -> Self {
+        Self {
+            open_partitions: gauge(r, "weir_roll_open_files", "Files being written: Parquet (route, group, period) and Treasure Data parts (limit: roll.max_open_files)."),
+            buffer_bytes: gauge(r, "weir_roll_buffered_bytes", "Memory held by open files: rows not yet in a row group on disk plus each file's fixed cost (limit: roll.max_buffer_bytes)."),
+            buffered_rows: gauge(r, "weir_roll_buffered_rows", "Rows in open files' memory, not yet in a row group on disk."),
+            rows: counter(r, "weir_roll_rows_total", "Rows encoded into Parquet."),
+            row_groups: counter(r, "weir_roll_row_groups_total", "Row groups written."),
+            files_finished: counter_vec(r, "weir_roll_files_finished_total", "Files finished and handed to the outbox, by kind (period, part, late, outside, td_part).", &["kind"]),
+            late_events: counter(r, "weir_roll_late_events_total", "Events that arrived after their period's file was finished; written to a late file."),
+            outside_events: counter_vec(r, "weir_roll_outside_events_total", "Events dated outside [arrival - roll.max_past, arrival + roll.max_future], written to an outside file, by direction (past, future).", &["direction"]),
+            files_finished_early: counter_vec(r, "weir_roll_files_finished_early_total", "Files finished before their deadline, by reason (max_open_files, memory, drain).", &["reason"]),
+            quarantined_records: counter(r, "weir_roll_quarantined_records_total", "WAL records the roller could not turn into files, moved to deadletter/roller/."),
+            coverage_entries: gauge(r, "weir_roll_coverage_entries", "Finished files the roller remembers so replay skips their events (forgotten once the WAL drops their records)."),
+            lag_records: gauge(r, "weir_roll_lag_records", "WAL records (requests) durable and acked but not yet read by the roller."),
+            lag_seconds: register(r, "gauge", "weir_roll_lag_seconds", Gauge::new("weir_roll_lag_seconds", "How long ago the record the roller last read arrived, while it is behind (0 when caught up).")),
+            unrouted_events: counter(r, "weir_roll_unrouted_events_total", "Events whose tag matched no route; dropped."),
+            replayed_skipped_events: counter(r, "weir_roll_replay_skipped_events_total", "Replayed WAL events already in a finished file."),
+            errors: counter(r, "weir_roll_errors_total", "Failures writing Parquet files."),
+            suppressed: suppressed.clone(),
+        }
+    }
+}
+
+impl RollMetrics {
+    /// An event in the WAL whose record is not a valid map: skipped.
+    pub fn bad_record(&self, seq: u64, error: &dyn std::fmt::Display) {
+        self.errors.inc();
+        if let Some(suppressed) = self.suppressed.allow("bad_wal_record") {
+            tracing::warn!(seq, error = %error, suppressed, "record in the WAL is not a valid map; skipped");
+        }
+    }
+
+    /// A file finished before its deadline (`reason`: the bound reached, or
+    /// `drain`, which was asked for and is not warned about).
+    pub fn finished_early(&self, group: &str, reason: &'static str) {
+        self.files_finished_early.with_label_values(&[reason]).inc();
+        if reason == "drain" {
+            return;
+        }
+        if let Some(suppressed) = self.suppressed.allow("early_finish") {
+            tracing::warn!(group, reason, suppressed,
+                "finishing a file before its deadline (bound reached: see roll.max_open_files, roll.max_buffer_bytes)");
+        }
+    }
+
+    /// A WAL record the roller cannot turn into files (a cause in its data)
+    /// was moved aside to `file`.
+    pub fn quarantined(
+        &self,
+        record: &crate::wal::WalRecord,
+        error: &dyn std::fmt::Display,
+        file: &std::path::Path,
+    ) {
+        self.errors.inc();
+        self.quarantined_records.inc();
+        tracing::error!(seq = record.seq, tag = %String::from_utf8_lossy(record.batch.tag()),
+            events = record.batch.len(), error = %error, file = %file.display(),
+            "cannot turn a WAL record into files; moved it aside (replay it with `weir replay` once fixed)");
+    }
+
+    /// The roller cannot write files; it rebuilds from the WAL and retries
+    /// in `retry_in`.
+    pub fn failing(&self, error: &dyn std::fmt::Display, retry_in: std::time::Duration) {
+        self.errors.inc();
+        if let Some(suppressed) = self.suppressed.allow("roller_failing") {
+            tracing::error!(error = %error, retry_in_ms = retry_in.as_millis() as u64, suppressed,
+                "roller cannot write files; retrying (the WAL keeps every event)");
+        }
+    }
+}

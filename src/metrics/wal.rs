@@ -1,0 +1,57 @@
+//! Metrics of the write-ahead log and its backpressure.
+
+use prometheus::{Counter, Histogram, IntCounter, IntGauge};
+
+use super::registry::*;
+use super::Suppressed;
+
+/// Metrics of the write-ahead log and its backpressure.
+#[derive(Clone)]
+pub struct WalMetrics {
+    pub bytes: IntCounter,
+    pub records: IntCounter,
+    pub fsync_seconds: Histogram,
+    pub group_size: Histogram,
+    pub segments: IntGauge,
+    pub errors: IntCounter,
+    pub torn_tails: IntCounter,
+    pub corrupt_records: IntCounter,
+    pub backpressure_active: IntGauge,
+    pub backpressure_seconds: Counter,
+    pub backpressure_episodes: IntCounter,
+    pub backlog_bytes: IntGauge,
+    /// Rate limit of this stage's repeated warnings.
+    pub suppressed: Suppressed,
+}
+
+impl WalMetrics {
+    pub(super) fn register(r: &Reg, suppressed: &Suppressed) -> Self {
+        Self {
+            bytes: counter(r, "weir_wal_written_bytes_total", "Bytes appended to the WAL."),
+            records: counter(r, "weir_wal_records_total", "Records (requests) appended to the WAL."),
+            fsync_seconds: histogram(r, "weir_wal_fsync_seconds", "Duration of one WAL group sync.", latency_buckets()),
+            group_size: histogram(r, "weir_wal_group_requests", "Requests made durable by one group commit.", vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            segments: gauge(r, "weir_wal_segments", "WAL segment files on disk."),
+            errors: counter(r, "weir_wal_errors_total", "WAL write or sync failures (the WAL stops acking)."),
+            torn_tails: counter(r, "weir_wal_torn_tails_total", "Torn WAL tails truncated at recovery."),
+            corrupt_records: counter(r, "weir_wal_corrupt_records_total", "Damaged WAL records skipped at recovery."),
+            backpressure_active: gauge(r, "weir_backpressure_active", "1 while the roller cannot keep up and weir stops reading sockets."),
+            backpressure_seconds: register(r, "counter", "weir_backpressure_seconds_total", Counter::new("weir_backpressure_seconds_total", "Time spent in backpressure.")),
+            backpressure_episodes: counter(r, "weir_backpressure_episodes_total", "Times backpressure began."),
+            backlog_bytes: gauge(r, "weir_wal_backlog_bytes", "WAL bytes the roller has not read yet (limit: wal.max_backlog_bytes; past it appends wait)."),
+            suppressed: suppressed.clone(),
+        }
+    }
+}
+
+impl WalMetrics {
+    /// A group could not be written (a full disk); retried in `retry_in`,
+    /// nothing is acked meanwhile.
+    pub fn write_failed(&self, error: &dyn std::fmt::Display, retry_in: std::time::Duration) {
+        self.errors.inc();
+        if let Some(suppressed) = self.suppressed.allow("wal_write") {
+            tracing::error!(error = %error, retry_in_ms = retry_in.as_millis() as u64, suppressed,
+                "WAL write failed; nothing is acked until it succeeds");
+        }
+    }
+}
