@@ -78,14 +78,14 @@ impl RollMetrics {
     /// was moved aside to `file`.
     pub fn quarantined(
         &self,
-        record: &crate::wal::WalRecord,
+        (seq, tag, events): (u64, &[u8], usize),
         error: &dyn std::fmt::Display,
         file: &std::path::Path,
     ) {
         self.errors.inc();
         self.quarantined_records.inc();
-        tracing::error!(seq = record.seq, tag = %String::from_utf8_lossy(record.batch.tag()),
-            events = record.batch.len(), error = %error, file = %file.display(),
+        tracing::error!(seq, tag = %String::from_utf8_lossy(tag),
+            events, error = %error, file = %file.display(),
             "cannot turn a WAL record into files; moved it aside (replay it with `weir replay` once fixed)");
     }
 

@@ -25,7 +25,7 @@ use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::errors::ParquetError;
 
-use super::writer::WriteError;
+use super::write_error::WriteError;
 
 /// Batches waiting for the encoder, over all files.
 const QUEUE: usize = 2;

@@ -33,6 +33,7 @@ mod quarantine;
 mod roller;
 mod schema;
 mod window;
+mod write_error;
 mod writer;
 
 pub use encoder::Encoder;

@@ -24,14 +24,14 @@ use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, DictionaryArray, Int32Array, RecordBatch, StringArray};
 use arrow_array::{TimestampMicrosecondArray, TimestampNanosecondArray};
 use parquet::arrow::ArrowWriter;
-use parquet::errors::ParquetError;
 
 use super::encoder::{Encoder, FileEncoding};
 use super::json;
 use super::schema::RouteSchema;
+pub use super::write_error::WriteError;
 use crate::config::ColumnType;
 use crate::msgpack::{Cursor, Head, MsgpackError};
-use crate::sink::records::{ClosedPart, PartError};
+use crate::sink::records::ClosedPart;
 
 /// Rows collected before they are handed to the parquet encoder.
 pub const BATCH_ROWS: usize = 8192;
@@ -192,23 +192,6 @@ impl ColumnBuilder {
     }
 }
 
-/// Why a file could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// One record is not a valid msgpack map (the event is skipped).
-    #[error("record is not a valid msgpack map: {0}")]
-    BadRecord(MsgpackError),
-    /// A test failpoint (`WEIR_FAILPOINTS=roll.fail_tag=TAG`).
-    #[error("failpoint roll.fail_tag")]
-    Injected,
-    #[error("parquet: {0}")]
-    Parquet(#[from] ParquetError),
-    #[error("arrow: {0}")]
-    Arrow(#[from] arrow_schema::ArrowError),
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
-}
-
 /// A finished file, closed and synced to disk.
 #[derive(Debug, Clone)]
 pub struct ClosedFile {
@@ -223,15 +206,6 @@ impl From<ClosedPart> for ClosedFile {
             path: p.path,
             rows: p.rows,
             bytes: p.bytes,
-        }
-    }
-}
-
-impl From<PartError> for WriteError {
-    fn from(e: PartError) -> Self {
-        match e {
-            PartError::BadRecord(e) => WriteError::BadRecord(e),
-            PartError::Io(e) => WriteError::Io(e),
         }
     }
 }
@@ -319,7 +293,7 @@ impl PartitionWriter {
     /// Parquet encoding is done twice.
     pub fn start_tee(&mut self) -> Result<(), WriteError> {
         if !self.teeing {
-            self.write_batch()?;
+            self.write_batch_here()?;
             let schema = &self.schema;
             self.file.when_idle(|s| {
                 s.tee = Some(ArrowWriter::try_new(
@@ -344,7 +318,7 @@ impl PartitionWriter {
         if !self.teeing {
             return Ok(None);
         }
-        self.write_batch()?;
+        self.write_batch_here()?;
         self.teeing = false;
         let tee = self.file.when_idle(|s| Ok(s.tee.take()))?;
         self.refresh();
@@ -473,10 +447,40 @@ impl PartitionWriter {
         Ok(declared)
     }
 
+    /// Hands the builders' rows to the encoder thread.
     fn write_batch(&mut self) -> Result<(), WriteError> {
+        if let Some((batch, bytes)) = self.take_batch()? {
+            self.encoder.send(&self.file, batch, bytes)?;
+            self.refresh();
+        }
+        Ok(())
+    }
+
+    /// Encodes the builders' rows on this thread, after the file's queued
+    /// batches: for the points where the roller waits for the file anyway
+    /// (flush, preview, footer), so a small file never waits on the
+    /// encoder thread, whatever the machine's load.
+    fn write_batch_here(&mut self) -> Result<(), WriteError> {
+        if let Some((batch, _)) = self.take_batch()? {
+            self.file.when_idle(|s| {
+                if let Some(w) = s.writer.as_mut() {
+                    w.write(&batch)?;
+                }
+                if let Some(t) = s.tee.as_mut() {
+                    t.write(&batch)?;
+                }
+                Ok(())
+            })?;
+            self.refresh();
+        }
+        Ok(())
+    }
+
+    /// The builders' rows as a record batch, and the bytes they took.
+    fn take_batch(&mut self) -> Result<Option<(RecordBatch, usize)>, WriteError> {
         let n = self.times.len();
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let times = std::mem::take(&mut self.times);
         let time: ArrayRef = if self.schema.time_divisor == 1 {
@@ -491,9 +495,7 @@ impl PartitionWriter {
         let batch = RecordBatch::try_new(self.schema.schema.clone(), arrays)?;
         let bytes = std::mem::take(&mut self.builder_bytes);
         self.times = Vec::with_capacity(BATCH_ROWS.min(n * 2));
-        self.encoder.send(&self.file, batch, bytes)?;
-        self.refresh();
-        Ok(())
+        Ok(Some((batch, bytes)))
     }
 
     /// Bytes held in memory for this file: builders, the open row group and
@@ -523,7 +525,7 @@ impl PartitionWriter {
 
     /// Writes buffered rows out as a row group, releasing their memory.
     pub fn flush_row_group(&mut self) -> Result<(), WriteError> {
-        self.write_batch()?;
+        self.write_batch_here()?;
         self.file.when_idle(|s| {
             if let Some(w) = s.writer.as_mut() {
                 w.flush()?;
@@ -536,7 +538,7 @@ impl PartitionWriter {
 
     /// Writes the footer and syncs the file.
     pub fn finish(mut self) -> Result<ClosedFile, WriteError> {
-        self.write_batch()?;
+        self.write_batch_here()?;
         let writer = self.file.when_idle(|s| {
             s.writer
                 .take()

@@ -318,6 +318,10 @@ impl Writer {
                         changed
                     });
                     if !self.wait(backoff.next_delay()) {
+                        // Stopping with the group unwritten: its sequences
+                        // were never on disk, so the durable mark must not
+                        // pass them (the roller would wait for them forever).
+                        self.next_seq = first_seq;
                         for p in pending.drain(..) {
                             let _ = p.reply.send(Err(WalError::Closed));
                         }

@@ -222,6 +222,14 @@ listen = "127.0.0.1:{metrics_port}"
         }
     }
 
+    /// SIGTERM without waiting (see [`Self::wait_exit`]).
+    pub fn sigterm(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+
     /// SIGTERM and wait for exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut c = self.child.take().expect("running");

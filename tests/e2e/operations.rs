@@ -222,8 +222,9 @@ impl Drop for Tmpfs {
 
 /// The data_dir is a 48 MiB tmpfs and fills up under load: acks stop,
 /// /readyz says why, /healthz stays up, weir neither exits nor crash-loops
-/// (a kill -9 while full restarts cleanly); once space is freed every acked
-/// event is delivered, once.
+/// (a kill -9 while full restarts cleanly, a drain asked for while full
+/// ends instead of hanging); once space is freed every acked event is
+/// delivered, once.
 #[test]
 fn a_full_disk_stops_acks_and_loses_nothing() {
     let mut weir = Weir::create_full(
@@ -302,6 +303,19 @@ fn a_full_disk_stops_acks_and_loses_nothing() {
         "no crash loop on a full disk\n{}",
         weir.log()
     );
+    // A drain while still full: files cannot be finished (the WAL keeps
+    // their events), but weir must stop rather than wait forever for WAL
+    // records that were never written.
+    let marker = data.join("drain-on-exit");
+    std::fs::write(&marker, b"").unwrap();
+    weir.sigterm();
+    assert!(
+        weir.wait_exit(Duration::from_secs(90)),
+        "a drain on a full disk hung\n{}",
+        weir.log()
+    );
+    std::fs::remove_file(&marker).unwrap();
+    weir.spawn();
     // Space returns: acks resume.
     let stuck_at = acked_now();
     std::fs::remove_file(&filler).unwrap();

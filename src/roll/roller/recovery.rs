@@ -91,7 +91,11 @@ impl Roller {
                 match self.quarantine.put(&r, &failure.to_string()) {
                     Ok(path) => {
                         wait = false;
-                        self.links.metrics.roll.quarantined(&r, &failure, &path);
+                        self.links.metrics.roll.quarantined(
+                            (r.seq, r.batch.tag(), r.batch.len()),
+                            &failure,
+                            &path,
+                        );
                     }
                     Err(e) => failure = Failure::File(WriteError::Io(e)),
                 }
