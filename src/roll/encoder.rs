@@ -6,8 +6,9 @@
 //! Each open file's Arrow writers live in a [`FileEncoding`] shared with
 //! the encoder. Batches are encoded in the order they were sent, one queue
 //! for all files; the roller touches a file's writers itself (row group
-//! flush, preview, footer) only once its queued batches are done
-//! ([`FileEncoding::when_idle`]).
+//! flush, preview, footer, and the rows still in the builders then) only
+//! once its queued batches are done ([`FileEncoding::when_idle`]), so a
+//! small file never waits on this thread.
 //!
 //! # Memory
 //! At most [`QUEUE`] batches wait for the encoder (plus the one it is
