@@ -140,7 +140,7 @@ pub fn start(
             let manifest = Arc::new(m);
             let mut pending = BTreeSet::new();
             for sink in manifest.keys.keys() {
-                if outbox.is_delivered(&manifest.id, sink) {
+                if outbox.is_delivered(&manifest, sink) {
                     continue;
                 }
                 match queues.get(sink) {
@@ -207,7 +207,7 @@ pub fn start(
                             if was_pending && e.pending.is_empty() {
                                 links.backlog.sub(e.manifest.bytes);
                             }
-                            if e.pending.is_empty() && !e.manifest.keys.keys().any(|s| !outbox.is_delivered(&id, s)) {
+                            if e.pending.is_empty() && outbox.all_marked(&e.manifest) {
                                 let preview = e.manifest.slot == super::manifest::Slot::Preview;
                                 let gone = match links.retention.as_mut().filter(|_| !preview) {
                                     Some(r) => r.keep(&outbox, &e.manifest).map(|()| {
@@ -548,7 +548,7 @@ fn finish_delivery(
     metrics: &Metrics,
     done: &mpsc::UnboundedSender<Outcome>,
 ) -> std::io::Result<()> {
-    if let Err(e) = outbox.mark_delivered(&m.id, sink) {
+    if let Err(e) = outbox.mark_delivered(m, sink) {
         tracing::error!(sink, id = m.id, error = %e, "cannot record delivery; retrying");
         return Err(e);
     }

@@ -5,7 +5,9 @@
 //!   deleted once every sink has it;
 //! - `{id}.json`: its [`Manifest`], kept until the WAL no longer holds any of
 //!   its records (so replay can tell the file is already finished);
-//! - `{id}.{sink}.done`: that sink's durable delivery mark.
+//! - `{id}.{sink}.done`: that sink's durable delivery mark, for a file that
+//!   goes to more than one sink (a one-sink file's removal is its mark; a
+//!   file that is gone is delivered everywhere).
 //!
 //! A file enters by [`OutboxDir::commit`]: the synced Parquet file is renamed
 //! in, then the manifest is written atomically, then the directory synced.
@@ -173,13 +175,32 @@ impl OutboxDir {
         Ok(manifests)
     }
 
-    pub fn is_delivered(&self, id: &str, sink: &str) -> bool {
-        self.done_path(id, sink).exists()
+    /// Whether a file's deliveries are marked one by one. A file for one
+    /// sink has no marks: its removal, once that sink has it, is the mark
+    /// (two fsyncs and a file created and deleted fewer per file).
+    fn marks_each_sink(m: &Manifest) -> bool {
+        m.keys.len() > 1
     }
 
-    /// Durably marks one sink's delivery.
-    pub fn mark_delivered(&self, id: &str, sink: &str) -> io::Result<()> {
-        fs::File::create(self.done_path(id, sink))?.sync_all()?;
+    /// Whether `sink` has the file: its mark says so, or the file is gone
+    /// (the outbox removes a file only once every sink has it).
+    pub fn is_delivered(&self, m: &Manifest, sink: &str) -> bool {
+        !self.has_data(m) || (Self::marks_each_sink(m) && self.done_path(&m.id, sink).exists())
+    }
+
+    /// Whether every sink's delivery is recorded, so the file may go; asked
+    /// once no sink is pending, which for a one-sink file is the record.
+    pub fn all_marked(&self, m: &Manifest) -> bool {
+        !Self::marks_each_sink(m) || m.keys.keys().all(|s| self.is_delivered(m, s))
+    }
+
+    /// Durably marks one sink's delivery (nothing to do for a one-sink
+    /// file: a crash before its removal sends it again, to the same key).
+    pub fn mark_delivered(&self, m: &Manifest, sink: &str) -> io::Result<()> {
+        if !Self::marks_each_sink(m) {
+            return Ok(());
+        }
+        fs::File::create(self.done_path(&m.id, sink))?.sync_all()?;
         sync_dir(&self.dir)
     }
 

@@ -1,20 +1,188 @@
 //! The local-folder sink.
+//!
+//! A finished file is already synced in the outbox, so when the folder is
+//! on the same file system the sink hard-links it in (a name, no copy, no
+//! new inode) instead of copying it. Everything else, and any folder where
+//! links fail (another file system, one without links), goes through
+//! `object_store`'s local store, which copies.
 
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use object_store::local::LocalFileSystem;
 use object_store::Attributes;
 
 use super::object::ObjectStoreSink;
+use super::{ListFuture, Sink, SinkError, SinkFuture};
 use crate::config::LocalSinkConfig;
+use crate::wal::segment::sync_dir;
 
 /// A folder on this machine; created if missing. Writes are fsynced and land
 /// by rename, so a reader never sees half a file.
-pub fn build(c: &LocalSinkConfig) -> Result<ObjectStoreSink, String> {
+pub fn build(c: &LocalSinkConfig) -> Result<LocalSink, String> {
     std::fs::create_dir_all(&c.path)
         .map_err(|e| format!("path: cannot create {}: {e}", c.path.display()))?;
     let store = LocalFileSystem::new_with_prefix(&c.path)
         .map_err(|e| format!("path: {e}"))?
         .with_fsync(true);
-    Ok(ObjectStoreSink::new(Arc::new(store), Attributes::new()).with_local_root(c.path.clone()))
+    Ok(LocalSink {
+        root: c.path.clone(),
+        copy: ObjectStoreSink::new(Arc::new(store), Attributes::new())
+            .with_local_root(c.path.clone()),
+        links_work: Arc::new(AtomicBool::new(true)),
+    })
+}
+
+pub struct LocalSink {
+    root: PathBuf,
+    /// Copies, lists and deletes.
+    copy: ObjectStoreSink,
+    /// Cleared at the first link the file system refuses; from then on
+    /// every file is copied.
+    links_work: Arc<AtomicBool>,
+}
+
+/// Where `key` lands under `root`, when the key is plain enough that this
+/// is also where `object_store` puts, lists and deletes it (no escaping,
+/// no `#`, which marks its staging files, no empty or dot segments).
+fn plain_path(root: &Path, key: &str) -> Option<PathBuf> {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-=+,@".contains(&b))
+    };
+    key.split('/').all(plain).then(|| root.join(key))
+}
+
+/// Creates the folders above `path` that are missing, syncing each parent
+/// so a new folder survives a crash.
+fn create_parents(root: &Path, path: &Path) -> io::Result<()> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while d != root && !d.is_dir() {
+        missing.push(d);
+        match d.parent() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match std::fs::create_dir(d) {
+            Ok(()) => sync_dir(d.parent().unwrap_or(root))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Links the synced file at `from` in as `to`: under a staging name first,
+/// then renamed over whatever was there (a redelivery), then the folder
+/// synced.
+fn link_in(root: &Path, from: &Path, to: &Path) -> io::Result<()> {
+    create_parents(root, to)?;
+    let mut staging = to.as_os_str().to_owned();
+    staging.push("#0");
+    let staging = PathBuf::from(staging);
+    match std::fs::hard_link(from, &staging) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            // Left by a crash between link and rename.
+            std::fs::remove_file(&staging)?;
+            std::fs::hard_link(from, &staging)?;
+        }
+        r => r?,
+    }
+    if let Err(e) = std::fs::rename(&staging, to) {
+        let _ = std::fs::remove_file(&staging);
+        return Err(e);
+    }
+    sync_dir(to.parent().unwrap_or(root))
+}
+
+impl Sink for LocalSink {
+    fn put<'a>(&'a self, key: &'a str, path: &'a Path) -> SinkFuture<'a> {
+        Box::pin(async move {
+            let target = plain_path(&self.root, key);
+            if let (Some(to), true) = (target, self.links_work.load(Ordering::Relaxed)) {
+                let (root, from) = (self.root.clone(), path.to_path_buf());
+                let linked = tokio::task::spawn_blocking(move || link_in(&root, &from, &to))
+                    .await
+                    .map_err(|e| SinkError::Http(format!("link task failed: {e}")))?;
+                match linked {
+                    Ok(()) => return Ok(()),
+                    // The file system takes no links here: copy from now on.
+                    Err(e) if e.raw_os_error().is_some_and(refuses_links) => {
+                        tracing::info!(folder = %self.root.display(), error = %e, "the local sink's folder takes no hard links from the outbox; copying files instead");
+                        self.links_work.store(false, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            self.copy.put(key, path).await
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> ListFuture<'a> {
+        self.copy.list(prefix)
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> SinkFuture<'a> {
+        self.copy.delete(key)
+    }
+}
+
+/// The errors of a file system that cannot link these two paths.
+fn refuses_links(errno: i32) -> bool {
+    [libc::EXDEV, libc::EPERM, libc::EOPNOTSUPP, libc::EMLINK].contains(&errno)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_keys_are_linked() {
+        let root = Path::new("/r");
+        assert_eq!(
+            plain_path(root, "app/dt=2026-12-01/hour=19/n1.part-5.parquet"),
+            Some(PathBuf::from(
+                "/r/app/dt=2026-12-01/hour=19/n1.part-5.parquet"
+            ))
+        );
+        for key in ["a b/x", "a/../x", "a//x", "x#1", "ü/x", "/x", "a/%41"] {
+            assert_eq!(plain_path(root, key), None, "{key}");
+        }
+    }
+
+    #[test]
+    fn a_link_replaces_an_earlier_delivery_and_a_crash_leftover() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("out");
+        std::fs::create_dir(&root).unwrap();
+        let from = dir.path().join("file");
+        std::fs::write(&from, b"second").unwrap();
+        let to = root.join("a/b/c.parquet");
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(&to, b"first").unwrap();
+        std::fs::write(root.join("a/b/c.parquet#0"), b"left").unwrap();
+        link_in(&root, &from, &to).unwrap();
+        assert_eq!(std::fs::read(&to).unwrap(), b"second");
+        assert!(!root.join("a/b/c.parquet#0").exists());
+        // New folders are made.
+        link_in(&root, &from, &root.join("x/y/z.parquet")).unwrap();
+        assert_eq!(
+            std::fs::read(root.join("x/y/z.parquet")).unwrap(),
+            b"second"
+        );
+    }
 }

@@ -45,12 +45,19 @@ fn a_stuck_sink_brings_backpressure_not_memory_growth() {
         })
         .collect();
     let (mut max_rss, mut blocked, mut pressed) = (0u64, false, false);
+    // While the roller is paused the WAL holds acked records it has not
+    // read: its lag metrics must say so.
+    let (mut lag_records, mut lag_seconds) = (0f64, 0f64);
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(20) {
         max_rss = max_rss.max(weir.rss_kib());
         let m = scrape(weir.metrics_port);
         blocked |= metric(&m, "weir_outbox_blocked", &[]) == 1.0;
         pressed |= metric(&m, "weir_backpressure_active", &[]) == 1.0;
+        if pressed {
+            lag_records = lag_records.max(metric(&m, "weir_roll_lag_records", &[]));
+            lag_seconds = lag_seconds.max(metric(&m, "weir_roll_lag_seconds", &[]));
+        }
         std::thread::sleep(Duration::from_millis(250));
     }
     let acked_while_stuck = *acked.lock().unwrap();
@@ -76,7 +83,7 @@ fn a_stuck_sink_brings_backpressure_not_memory_growth() {
                 >= total
     });
     println!(
-        "backpressure: {acked_while_stuck} events acked while TD was down, {total} in all; peak RSS {} MiB; outbox blocked: {blocked}; socket backpressure: {pressed}",
+        "backpressure: {acked_while_stuck} events acked while TD was down, {total} in all; peak RSS {} MiB; outbox blocked: {blocked}; socket backpressure: {pressed}; roll lag up to {lag_records} records, {lag_seconds} s",
         max_rss / 1024
     );
     assert!(
@@ -85,10 +92,18 @@ fn a_stuck_sink_brings_backpressure_not_memory_growth() {
         weir.log()
     );
     assert!(pressed, "weir never stopped reading sockets");
+    assert!(
+        lag_records > 0.0 && lag_seconds > 0.0,
+        "a paused roller reported no lag: {lag_records} records, {lag_seconds} s"
+    );
     assert!(max_rss < 300 * 1024, "RSS grew to {} MiB", max_rss / 1024);
     assert!(
         delivered,
         "not every acked event reached TD after it returned\n{}",
         weir.log()
     );
+    let caught_up = wait_until(Duration::from_secs(30), || {
+        metric(&scrape(weir.metrics_port), "weir_roll_lag_records", &[]) == 0.0
+    });
+    assert!(caught_up, "the roller read everything but reports lag");
 }

@@ -78,6 +78,31 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Polls `done` until it holds; gives up only when `progress` (a counter
+/// of work done) has not moved for `stall`. For waits whose length depends
+/// on how loaded the machine is (thousands of files to finish), where a
+/// fixed deadline fails a slow but healthy run.
+pub fn wait_while_progressing(
+    stall: Duration,
+    mut done: impl FnMut() -> bool,
+    mut progress: impl FnMut() -> f64,
+) -> bool {
+    let mut last = progress();
+    let mut moved = Instant::now();
+    loop {
+        if done() {
+            return true;
+        }
+        let now = progress();
+        if now != last {
+            (last, moved) = (now, Instant::now());
+        } else if moved.elapsed() > stall {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A `weir serve` child process with its own data and output folders.
 pub struct Weir {
     pub dir: tempfile::TempDir,
@@ -132,7 +157,15 @@ listen = "127.0.0.1:{metrics_port}"
 
     /// `forward` and `metrics` lines go into those sections.
     pub fn start_full(forward: &str, metrics: &str, extra: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_at(
+            tempfile::tempdir().expect("tempdir"),
+            forward,
+            metrics,
+            extra,
+        )
+    }
+
+    fn start_at(dir: tempfile::TempDir, forward: &str, metrics: &str, extra: &str) -> Self {
         let (port, metrics_port) = (free_port(), free_port());
         let config_path = dir.path().join("weir.toml");
         let extra = if extra.contains("[roll]") {

@@ -280,7 +280,7 @@ impl Roller {
                         read += 1;
                         if read.is_multiple_of(256) {
                             self.publish_release();
-                            self.report_lag(mark.seq);
+                            self.report_lag();
                         }
                     }
                     Ok(None) => break,
@@ -310,7 +310,7 @@ impl Roller {
                 self.tick(mark.stamp_ms);
             }
             self.publish_release();
-            self.report_lag(mark.seq);
+            self.report_lag();
             if self.stopping {
                 return Ok(());
             }
@@ -376,9 +376,12 @@ impl Roller {
         }
     }
 
-    /// How far behind the writer the roller is, for the metrics.
-    fn report_lag(&self, durable_seq: u64) {
+    /// How far behind the writer the roller is, for the metrics: against
+    /// the durable mark now, not the one this pass reads to (which the
+    /// roller has just reached, so the lag would read 0 under load).
+    fn report_lag(&self) {
         let m = &self.links.metrics;
+        let durable_seq = self.links.durable.get().seq;
         let behind = durable_seq.saturating_sub(self.tail.position());
         m.roll.lag_records.set(behind as i64);
         let secs = if behind == 0 {
@@ -409,6 +412,7 @@ impl Roller {
             if *self.links.shutdown.borrow() {
                 return false;
             }
+            self.report_lag();
             std::thread::sleep(Duration::from_millis(200));
         }
         self.links.metrics.outbox.blocked.set(0);
