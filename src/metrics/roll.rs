@@ -43,7 +43,7 @@ impl RollMetrics {
             quarantined_records: counter(r, "weir_roll_quarantined_records_total", "WAL records the roller could not turn into files, moved to deadletter/roller/."),
             coverage_entries: gauge(r, "weir_roll_coverage_entries", "Finished files the roller remembers so replay skips their events (forgotten once the WAL drops their records)."),
             lag_records: gauge(r, "weir_roll_lag_records", "WAL records (requests) durable and acked but not yet read by the roller."),
-            lag_seconds: register(r, "gauge", "weir_roll_lag_seconds", Gauge::new("weir_roll_lag_seconds", "How long ago the record the roller last read arrived, while it is behind (0 when caught up).")),
+            lag_seconds: register(r, "gauge", "weir_roll_lag_seconds", Gauge::new("weir_roll_lag_seconds", "While the roller is behind: at most the age of the oldest record it has not read (since the later of the last record read and the last moment it was caught up; after a restart with a backlog, since the start). 0 when caught up.")),
             unrouted_events: counter(r, "weir_roll_unrouted_events_total", "Events whose tag matched no route; dropped."),
             replayed_skipped_events: counter(r, "weir_roll_replay_skipped_events_total", "Replayed WAL events already in a finished file."),
             errors: counter(r, "weir_roll_errors_total", "Failures writing Parquet files."),

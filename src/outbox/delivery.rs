@@ -282,6 +282,13 @@ pub fn start(
         for w in workers {
             let _ = w.await;
         }
+        let one_sink = delivered.iter().filter_map(|(id, d)| match &d.sinks[..] {
+            [sink] => Some((id.as_str(), sink.as_str())),
+            _ => None,
+        });
+        if let Err(e) = outbox.mark_for_older_builds(one_sink) {
+            tracing::warn!(error = %e, "cannot write delivery marks for older builds");
+        }
     })
 }
 

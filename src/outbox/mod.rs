@@ -204,6 +204,28 @@ impl OutboxDir {
         sync_dir(&self.dir)
     }
 
+    /// Writes the marks that one-sink files no longer get, for the files
+    /// whose manifests stay (their WAL records are still there), so that a
+    /// build from before that change, started on this data_dir, does not
+    /// wait forever for files that are gone. Once, at an orderly stop.
+    pub fn mark_for_older_builds<'a>(
+        &self,
+        delivered: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> io::Result<()> {
+        let mut wrote = false;
+        for (id, sink) in delivered {
+            let path = self.done_path(id, sink);
+            if !path.exists() {
+                fs::File::create(path)?;
+                wrote = true;
+            }
+        }
+        if wrote {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
     pub fn has_data(&self, m: &Manifest) -> bool {
         self.data_path(m).exists()
     }

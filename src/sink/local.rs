@@ -86,27 +86,68 @@ fn create_parents(root: &Path, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Why a link did not happen.
+#[derive(Debug)]
+enum LinkError {
+    /// The file system will not link these paths: copy instead.
+    Refused(io::Error),
+    /// Anything else (a folder that cannot be made, a rename that fails):
+    /// the upload failed and is retried.
+    Io(io::Error),
+}
+
+impl From<io::Error> for LinkError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// Whether two paths name the same file (a redelivery of a linked file).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Links the synced file at `from` in as `to`: under a staging name first,
 /// then renamed over whatever was there (a redelivery), then the folder
 /// synced.
-fn link_in(root: &Path, from: &Path, to: &Path) -> io::Result<()> {
+fn link_in(root: &Path, from: &Path, to: &Path) -> Result<(), LinkError> {
+    let folder = to.parent().unwrap_or(root);
+    // Sent again after a crash, or redelivered while the folder still has
+    // it: already there (and a rename onto the same file would do nothing,
+    // leaving the staging name behind).
+    if same_file(from, to) {
+        return Ok(sync_dir(folder)?);
+    }
     create_parents(root, to)?;
     let mut staging = to.as_os_str().to_owned();
     staging.push("#0");
     let staging = PathBuf::from(staging);
-    match std::fs::hard_link(from, &staging) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+    let link = |staging: &Path| {
+        std::fs::hard_link(from, staging).map_err(|e| {
+            if e.raw_os_error().is_some_and(refuses_links) {
+                LinkError::Refused(e)
+            } else {
+                LinkError::Io(e)
+            }
+        })
+    };
+    match link(&staging) {
+        Err(LinkError::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
             // Left by a crash between link and rename.
             std::fs::remove_file(&staging)?;
-            std::fs::hard_link(from, &staging)?;
+            link(&staging)?;
         }
         r => r?,
     }
-    if let Err(e) = std::fs::rename(&staging, to) {
-        let _ = std::fs::remove_file(&staging);
-        return Err(e);
-    }
-    sync_dir(to.parent().unwrap_or(root))
+    let renamed = std::fs::rename(&staging, to);
+    // Gone after a rename, unless `to` had become the same file meanwhile.
+    let _ = std::fs::remove_file(&staging);
+    renamed?;
+    Ok(sync_dir(folder)?)
 }
 
 impl Sink for LocalSink {
@@ -120,12 +161,18 @@ impl Sink for LocalSink {
                     .map_err(|e| SinkError::Http(format!("link task failed: {e}")))?;
                 match linked {
                     Ok(()) => return Ok(()),
-                    // The file system takes no links here: copy from now on.
-                    Err(e) if e.raw_os_error().is_some_and(refuses_links) => {
-                        tracing::info!(folder = %self.root.display(), error = %e, "the local sink's folder takes no hard links from the outbox; copying files instead");
-                        self.links_work.store(false, Ordering::Relaxed);
+                    // Another file system, or one without links: copy from
+                    // now on. A refusal for this file only (EPERM, EMLINK):
+                    // copy it, and link the next one.
+                    Err(LinkError::Refused(e)) => {
+                        if e.raw_os_error().is_some_and(refuses_links_always) {
+                            tracing::info!(folder = %self.root.display(), error = %e, "the local sink's folder cannot take hard links from the outbox; copying files instead");
+                            self.links_work.store(false, Ordering::Relaxed);
+                        } else {
+                            tracing::debug!(key, error = %e, "cannot hard-link this file; copying it");
+                        }
                     }
-                    Err(e) => return Err(e.into()),
+                    Err(LinkError::Io(e)) => return Err(e.into()),
                 }
             }
             self.copy.put(key, path).await
@@ -144,6 +191,11 @@ impl Sink for LocalSink {
 /// The errors of a file system that cannot link these two paths.
 fn refuses_links(errno: i32) -> bool {
     [libc::EXDEV, libc::EPERM, libc::EOPNOTSUPP, libc::EMLINK].contains(&errno)
+}
+
+/// Those that hold for every file: another file system, or no links at all.
+fn refuses_links_always(errno: i32) -> bool {
+    [libc::EXDEV, libc::EOPNOTSUPP].contains(&errno)
 }
 
 #[cfg(test)]
@@ -178,6 +230,15 @@ mod tests {
         link_in(&root, &from, &to).unwrap();
         assert_eq!(std::fs::read(&to).unwrap(), b"second");
         assert!(!root.join("a/b/c.parquet#0").exists());
+        // Again (a crash before the outbox removed it, a redelivery): the
+        // same file, no staging name left beside it.
+        link_in(&root, &from, &to).unwrap();
+        let names: Vec<_> = std::fs::read_dir(root.join("a/b"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, ["c.parquet"]);
         // New folders are made.
         link_in(&root, &from, &root.join("x/y/z.parquet")).unwrap();
         assert_eq!(

@@ -311,3 +311,55 @@ fn a_crash_between_upload_and_delivery_mark_rewrites_the_same_bytes() {
     assert_eq!(objects.len(), 1);
     assert_eq!(rows.len(), 300);
 }
+
+/// The local folder takes the outbox file by hard link; a crash after the
+/// link and before the outbox let go of the file links the same file again
+/// at the restart, which must leave one file under the key and nothing
+/// beside it (a staging name left there is read twice by Hive-style
+/// readers of the folder).
+#[test]
+fn a_crash_after_linking_into_the_local_folder_leaves_one_file() {
+    let mut weir = Weir::create_full("", "", "");
+    weir.env = vec![("WEIR_FAILPOINTS".into(), "outbox.after_upload".into())];
+    weir.spawn();
+    let t = now_secs();
+    send(weir.port, "crash.local", 300, t, 50);
+    assert!(
+        weir.wait_exit(Duration::from_secs(180)),
+        "failpoint never reached\n{}",
+        weir.log()
+    );
+    let key = minute_key("crash.local", t);
+    let linked = weir.out_dir().join(&key);
+    let outbox_file = std::fs::read_dir(weir.data_dir().join("outbox"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .expect("still in the outbox");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (
+            std::fs::metadata(&linked).expect("linked before the crash"),
+            std::fs::metadata(&outbox_file).unwrap(),
+        );
+        assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "a link, not a copy");
+    }
+
+    weir.env.clear();
+    weir.spawn();
+    wait_delivered(&weir, &["local"], 0.0);
+    let folder = linked.parent().unwrap();
+    let beside: Vec<String> = std::fs::read_dir(folder)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(beside, ["n1.parquet"], "one file, nothing beside it");
+    assert_eq!(weir.output_files(), vec![key]);
+    assert_eq!(
+        ids_of(&read_rows(&weir.out_dir()), "crash.local").len(),
+        300
+    );
+    assert_eq!(read_rows(&weir.out_dir()).len(), 300);
+}

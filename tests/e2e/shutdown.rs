@@ -88,6 +88,28 @@ fn sigterm_delivers_finished_files_and_loses_no_acked_event() {
         weir.output_files()
     );
 
+    // Delivered one-sink files get no mark while running (their removal is
+    // the mark), but at an orderly stop every manifest still kept for its
+    // WAL records gets one, for an older build started on this data_dir.
+    let outbox = weir.data_dir().join("outbox");
+    let names: BTreeSet<String> = std::fs::read_dir(&outbox)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let delivered: Vec<&str> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".json"))
+        .filter(|id| !names.contains(&format!("{id}.parquet")))
+        .collect();
+    assert!(!delivered.is_empty(), "term.a's manifest stays: {names:?}");
+    for id in delivered {
+        assert!(
+            names.contains(&format!("{id}.local.done")),
+            "{id}: {names:?}"
+        );
+    }
+
     // After a restart, every event acked before or during the stop arrives.
     let acked: BTreeSet<String> = acked.lock().unwrap().iter().cloned().collect();
     weir.spawn();

@@ -152,8 +152,11 @@ struct Roller {
     stopping: bool,
     /// Where the roller reads the WAL.
     tail: crate::wal::tail::Tail,
-    /// Arrival of the last record read, for the lag metric.
+    /// Arrival of the last record read, and when the roller last had
+    /// read everything durable (at first, its start): every unread record
+    /// arrived after both, so the lag is measured from the later.
     lag_arrival_ms: i64,
+    caught_up_ms: i64,
     /// Open outputs' previews: the WAL sequence each output's committed
     /// previews reach, so a replay does not preview those rows again.
     previewed: HashMap<CoverageKey, u64>,
@@ -240,6 +243,7 @@ impl Roller {
             config,
             tail: crate::wal::tail::Tail::new(&wal_dir, 0),
             lag_arrival_ms: 0,
+            caught_up_ms: crate::wal::now_ms(),
             previewed: HashMap::new(),
             route_fresh,
             freshness_ms,
@@ -379,15 +383,23 @@ impl Roller {
     /// How far behind the writer the roller is, for the metrics: against
     /// the durable mark now, not the one this pass reads to (which the
     /// roller has just reached, so the lag would read 0 under load).
-    fn report_lag(&self) {
-        let m = &self.links.metrics;
+    /// The seconds are those of the oldest unread record at most: since the
+    /// later of the last record read and the last time nothing was unread
+    /// (after a restart with a backlog, since the start: a lower bound).
+    fn report_lag(&mut self) {
         let durable_seq = self.links.durable.get().seq;
         let behind = durable_seq.saturating_sub(self.tail.position());
+        let now = crate::wal::now_ms();
+        if behind == 0 {
+            self.caught_up_ms = now;
+        }
+        let m = &self.links.metrics;
         m.roll.lag_records.set(behind as i64);
+        let since = self.lag_arrival_ms.max(self.caught_up_ms);
         let secs = if behind == 0 {
             0.0
         } else {
-            (crate::wal::now_ms() - self.lag_arrival_ms).max(0) as f64 / 1000.0
+            (now - since).max(0) as f64 / 1000.0
         };
         m.roll.lag_seconds.set(secs);
     }
@@ -396,7 +408,7 @@ impl Roller {
     /// WAL's backlog grows, then connections stop reading).
     /// Returns false if weir is shutting down meanwhile; the WAL keeps what
     /// was not processed.
-    fn wait_for_backlog(&self) -> bool {
+    fn wait_for_backlog(&mut self) -> bool {
         if !self.links.backlog.is_over() {
             return true;
         }
