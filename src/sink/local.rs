@@ -31,7 +31,7 @@ pub fn build(c: &LocalSinkConfig) -> Result<LocalSink, String> {
         root: c.path.clone(),
         copy: ObjectStoreSink::new(Arc::new(store), Attributes::new())
             .with_local_root(c.path.clone()),
-        links_work: Arc::new(AtomicBool::new(true)),
+        links_work: AtomicBool::new(true),
     })
 }
 
@@ -41,7 +41,7 @@ pub struct LocalSink {
     copy: ObjectStoreSink,
     /// Cleared at the first link the file system refuses; from then on
     /// every file is copied.
-    links_work: Arc<AtomicBool>,
+    links_work: AtomicBool,
 }
 
 /// Where `key` lands under `root`, when the key is plain enough that this
@@ -188,12 +188,14 @@ impl Sink for LocalSink {
     }
 }
 
-/// The errors of a file system that cannot link these two paths.
+/// The errors of a file system that cannot link these two paths: those
+/// that hold for every file, or this file's own (not permitted, too many
+/// links).
 fn refuses_links(errno: i32) -> bool {
-    [libc::EXDEV, libc::EPERM, libc::EOPNOTSUPP, libc::EMLINK].contains(&errno)
+    refuses_links_always(errno) || [libc::EPERM, libc::EMLINK].contains(&errno)
 }
 
-/// Those that hold for every file: another file system, or no links at all.
+/// Another file system, or one without links.
 fn refuses_links_always(errno: i32) -> bool {
     [libc::EXDEV, libc::EOPNOTSUPP].contains(&errno)
 }

@@ -3,7 +3,7 @@
 //! pyarrow). `scripts/test` installs the clients and readers; run the suite
 //! through it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -311,6 +311,15 @@ impl Drop for Weir {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The names in one folder (the outbox, a dead-letter folder).
+pub fn file_names(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 pub fn list_files(root: &Path) -> Vec<String> {

@@ -252,10 +252,9 @@ fn an_s3_outage_does_not_hold_up_gcs_and_loses_nothing() {
     );
     assert_eq!(rows.len(), ids.len(), "every event once");
     assert_eq!(ids_of(&rows, "app.both"), ids);
-    let left: Vec<_> = std::fs::read_dir(weir.data_dir().join("outbox"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+    let left: Vec<String> = file_names(&weir.data_dir().join("outbox"))
+        .into_iter()
+        .filter(|n| n.ends_with(".parquet"))
         .collect();
     assert!(left.is_empty(), "files left in the outbox: {left:?}");
 }
@@ -283,12 +282,7 @@ fn a_crash_between_upload_and_delivery_mark_rewrites_the_same_bytes() {
     let key = format!("p/{}", minute_key("crash.up", t));
     let object = s3_root.path().join(S3Server::BUCKET).join(&key);
     let first = std::fs::read(&object).expect("uploaded before the crash");
-    let outbox = weir.data_dir().join("outbox");
-    let names: Vec<String> = std::fs::read_dir(&outbox)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = file_names(&weir.data_dir().join("outbox"));
     assert!(names.iter().any(|n| n.ends_with(".parquet")), "{names:?}");
     assert!(!names.iter().any(|n| n.ends_with(".done")), "{names:?}");
 
@@ -331,11 +325,11 @@ fn a_crash_after_linking_into_the_local_folder_leaves_one_file() {
     );
     let key = minute_key("crash.local", t);
     let linked = weir.out_dir().join(&key);
-    let outbox_file = std::fs::read_dir(weir.data_dir().join("outbox"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
+    let outbox = weir.data_dir().join("outbox");
+    let outbox_file = file_names(&outbox)
+        .into_iter()
+        .find(|n| n.ends_with(".parquet"))
+        .map(|n| outbox.join(n))
         .expect("still in the outbox");
     {
         use std::os::unix::fs::MetadataExt;
@@ -349,13 +343,12 @@ fn a_crash_after_linking_into_the_local_folder_leaves_one_file() {
     weir.env.clear();
     weir.spawn();
     wait_delivered(&weir, &["local"], 0.0);
-    let folder = linked.parent().unwrap();
-    let beside: Vec<String> = std::fs::read_dir(folder)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(beside, ["n1.parquet"], "one file, nothing beside it");
+    let beside = file_names(linked.parent().unwrap());
+    assert_eq!(
+        beside,
+        BTreeSet::from(["n1.parquet".to_string()]),
+        "one file, nothing beside it"
+    );
     assert_eq!(weir.output_files(), vec![key]);
     assert_eq!(
         ids_of(&read_rows(&weir.out_dir()), "crash.local").len(),

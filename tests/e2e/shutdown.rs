@@ -91,12 +91,7 @@ fn sigterm_delivers_finished_files_and_loses_no_acked_event() {
     // Delivered one-sink files get no mark while running (their removal is
     // the mark), but at an orderly stop every manifest still kept for its
     // WAL records gets one, for an older build started on this data_dir.
-    let outbox = weir.data_dir().join("outbox");
-    let names: BTreeSet<String> = std::fs::read_dir(&outbox)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = file_names(&weir.data_dir().join("outbox"));
     let delivered: Vec<&str> = names
         .iter()
         .filter_map(|n| n.strip_suffix(".json"))

@@ -107,11 +107,7 @@ fn td_gets_routed_records_and_each_error_takes_its_path() {
         .any(|(m, p, s)| m == "POST" && p == "/v3/table/create/app/web/log" && *s == 200));
     // The rejected part is kept, with its reason.
     let dl = weir.data_dir().join("deadletter/td");
-    let files: Vec<String> = std::fs::read_dir(&dl)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let files = file_names(&dl);
     assert!(
         files.iter().any(|f| f.ends_with(".msgpack.gz")),
         "{files:?}"
