@@ -53,7 +53,8 @@ pub struct LoadgenArgs {
     /// Stop after this long ("30s").
     #[arg(long, default_value = "10s")]
     pub duration: humantime::Duration,
-    /// Stop after this many requests per connection instead (0: no limit).
+    /// Stop after this many requests per connection (0: no limit), or at
+    /// `--duration`, whichever comes first.
     #[arg(long, default_value_t = 0)]
     pub requests: u64,
     /// Do not ask for acks (fire and forget; no latency).

@@ -57,11 +57,14 @@ fn ten_thousand_tags_stay_within_memory_and_per_route_makes_one_file() {
         "10000",
         // A request carries one tag, taken in turn: 20 × 500 requests touch
         // every tag once. The WAL acks faster than a debug build rolls, and
-        // this test is about bounds, not speed.
+        // this test is about bounds, not speed. 10 s at this rate, so the
+        // duration (which also stops the generator) is far beyond it.
         "--rate",
         "4000",
         "--requests",
         "500",
+        "--duration",
+        "600s",
     ];
     let (per_tag, rss_kib, fds) = while_sampling(&weir, || {
         loadgen(&to, &[&args[..], &["--tags", "pod"]].concat())
