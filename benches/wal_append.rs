@@ -48,6 +48,7 @@ fn append(c: &mut Criterion) {
                 max_group_bytes: 8 << 20,
                 dedupe_window: 0,
                 max_backlog_bytes: u64::MAX,
+                disk_reserve: 0,
             },
             WalLinks {
                 durable: wal::tail::Durable::new(),

@@ -198,6 +198,9 @@ pub async fn run_with(
             max_group_bytes: config.wal.max_group_bytes.as_usize(),
             dedupe_window: config.forward.dedupe_window,
             max_backlog_bytes: config.wal.max_backlog_bytes.0,
+            disk_reserve: config
+                .wal
+                .disk_reserve_bytes(config.roll.max_buffer_bytes.0),
         },
         WalLinks {
             durable,

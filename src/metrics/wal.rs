@@ -20,6 +20,8 @@ pub struct WalMetrics {
     pub backpressure_seconds: Counter,
     pub backpressure_episodes: IntCounter,
     pub backlog_bytes: IntGauge,
+    pub disk_free_bytes: IntGauge,
+    pub disk_reserve_waits: IntCounter,
     /// Rate limit of this stage's repeated warnings.
     pub suppressed: Suppressed,
 }
@@ -39,6 +41,8 @@ impl WalMetrics {
             backpressure_seconds: register(r, "counter", "weir_backpressure_seconds_total", Counter::new("weir_backpressure_seconds_total", "Time spent in backpressure.")),
             backpressure_episodes: counter(r, "weir_backpressure_episodes_total", "Times backpressure began."),
             backlog_bytes: gauge(r, "weir_wal_backlog_bytes", "WAL bytes the roller has not read yet (limit: wal.max_backlog_bytes; past it appends wait)."),
+            disk_free_bytes: gauge(r, "weir_wal_disk_free_bytes", "Free bytes on the WAL's file system, as last read (appends wait below wal.disk_reserve)."),
+            disk_reserve_waits: counter(r, "weir_wal_disk_reserve_waits_total", "Times appends waited because free space fell under wal.disk_reserve."),
             suppressed: suppressed.clone(),
         }
     }
@@ -52,6 +56,17 @@ impl WalMetrics {
         if let Some(suppressed) = self.suppressed.allow("wal_write") {
             tracing::error!(error = %error, retry_in_ms = retry_in.as_millis() as u64, suppressed,
                 "WAL write failed; nothing is acked until it succeeds");
+        }
+    }
+
+    /// Free space fell under `wal.disk_reserve`: appends wait (backpressure)
+    /// until finished files leave and released segments give space back.
+    pub fn disk_reserve_reached(&self, free: u64, reserve: u64) {
+        self.disk_reserve_waits.inc();
+        self.disk_free_bytes.set(free as i64);
+        if let Some(suppressed) = self.suppressed.allow("wal_disk_reserve") {
+            tracing::warn!(free_bytes = free, reserve, suppressed,
+                "WAL disk under its reserve (wal.disk_reserve): appends wait until finished files leave and segments are released");
         }
     }
 }

@@ -42,6 +42,12 @@ pub struct WalConfig {
     /// stop reading (backpressure). Acks never wait for the roller before.
     #[serde(default = "default_wal_backlog")]
     pub max_backlog_bytes: ByteSize,
+    /// Free bytes the WAL leaves on its file system: below them appends wait
+    /// (backpressure), so the roller can still finish its open files and the
+    /// outbox take them, which frees the WAL's segments. Default:
+    /// `roll.max_buffer_bytes` + 64 MiB (see [`WalConfig::disk_reserve_bytes`]).
+    #[serde(default)]
+    pub disk_reserve: Option<ByteSize>,
 }
 
 fn default_wal_backlog() -> ByteSize {
@@ -59,11 +65,20 @@ impl Default for WalConfig {
             segment_bytes: default_segment_bytes(),
             max_group_bytes: default_group_bytes(),
             max_backlog_bytes: default_wal_backlog(),
+            disk_reserve: None,
         }
     }
 }
 
 impl WalConfig {
+    /// The free space appends leave on the WAL's file system: `disk_reserve`,
+    /// or by default what the roller may hold unwritten (`roll_buffer_bytes`)
+    /// plus 64 MiB for footers, manifests, previews and marks.
+    pub fn disk_reserve_bytes(&self, roll_buffer_bytes: u64) -> u64 {
+        self.disk_reserve
+            .map_or(roll_buffer_bytes.saturating_add(64 << 20), |b| b.0)
+    }
+
     /// Checks `[wal]`.
     ///
     /// # Errors

@@ -25,6 +25,15 @@
 //! skipping what finished files already hold: recovery and normal running are
 //! one path.
 //!
+//! # Disk space
+//! Appends never take the last free bytes of the file system: below
+//! `wal.disk_reserve` they wait, like backpressure, while the writer keeps the
+//! roller's clock moving, so periods end, files finish and leave through the
+//! outbox, and released segments give the space back ([`disk`]). A write
+//! that fails anyway (something else filled the disk) is retried with
+//! backoff; its records are stamped again at each attempt, so the clock
+//! moves meanwhile too.
+//!
 //! # Retention and backlog
 //! The roller publishes the lowest sequence number it still needs (events in
 //! files not yet in the outbox). A segment is deleted once every record in it
@@ -39,6 +48,7 @@
 
 pub mod config;
 pub(crate) mod dedupe;
+mod disk;
 mod group;
 pub(crate) mod reader;
 pub(crate) mod record;
@@ -98,6 +108,8 @@ pub struct WalSettings {
     pub dedupe_window: usize,
     /// Bytes the roller may be behind before appends wait.
     pub max_backlog_bytes: u64,
+    /// Free bytes appends leave on the WAL's file system (`wal.disk_reserve`).
+    pub disk_reserve: u64,
 }
 
 pub(crate) enum WalRequest {

@@ -45,6 +45,7 @@ fn open(
             max_group_bytes: 1 << 20,
             dedupe_window,
             max_backlog_bytes: u64::MAX,
+            disk_reserve: 0,
         },
         WalLinks {
             durable: durable.clone(),
@@ -178,6 +179,7 @@ fn a_second_writer_on_the_same_directory_is_refused() {
         max_group_bytes: 1 << 20,
         dedupe_window: 0,
         max_backlog_bytes: u64::MAX,
+        disk_reserve: 0,
     };
     let (release, oldest, state, stop) = links();
     let first = start(
@@ -278,6 +280,172 @@ fn a_resend_is_recognised_after_its_segment_was_released() {
     let (wal, thread, _rx, _release) = open(d.path(), 4096, 100);
     let again = rt.block_on(wal.append_keyed(batch(1), key())).unwrap();
     assert_eq!(again, first, "remembered through the snapshot");
+    drop(wal);
+    thread.join().unwrap();
+}
+
+/// A write that fails (a full disk) is retried, and meanwhile the roller's
+/// clock keeps moving: the durable mark's stamp advances while the group
+/// waits, and the group is written with the stamp of the attempt that
+/// succeeded, never earlier than a time already published.
+#[test]
+fn a_failing_write_keeps_the_clock_moving_and_is_stamped_when_written() {
+    let d = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let durable = tail::Durable::new();
+    let (_release_tx, release) = watch::channel(0);
+    let (oldest, _) = watch::channel(0);
+    let (state, mut state_rx) = watch::channel(WalState::Healthy);
+    let (_stop_tx, stop) = watch::channel(false);
+    let (wal, thread) = start(
+        WalSettings {
+            dir: d.path().to_path_buf(),
+            durability: crate::config::Durability::Fsync,
+            segment_bytes: 1 << 20,
+            max_group_bytes: 1 << 20,
+            dedupe_window: 0,
+            max_backlog_bytes: u64::MAX,
+            disk_reserve: 0,
+        },
+        WalLinks {
+            durable: durable.clone(),
+            roller_position: Default::default(),
+            release,
+            oldest,
+            state,
+            stop,
+            backpressure: crate::backpressure::Backpressure::new(crate::metrics::Metrics::new()),
+            metrics: crate::metrics::Metrics::new(),
+        },
+    )
+    .unwrap();
+    assert_eq!(rt.block_on(wal.append(batch(1))).unwrap(), 0);
+    let before = durable.get();
+    assert_eq!(before.seq, 1);
+    // The next four writes fail (about 1.5 s of retries).
+    super::writer::fail_writes(d.path(), 4);
+    let pending = rt.spawn({
+        let wal = wal.clone();
+        async move { wal.append(batch(2)).await }
+    });
+    // While the group waits, the mark's stamp moves on without its seq.
+    let mut seen = before;
+    let started = std::time::Instant::now();
+    while seen.stamp_ms < before.stamp_ms + 500 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the clock stood still: {seen:?}"
+        );
+        seen = durable.wait_change(seen, std::time::Duration::from_millis(100));
+        assert_eq!(seen.seq, 1, "nothing past the failing group is durable");
+    }
+    assert!(matches!(
+        *state_rx.borrow_and_update(),
+        WalState::Stalled(_)
+    ));
+    let published = durable.get().stamp_ms;
+    assert_eq!(rt.block_on(pending).unwrap().unwrap(), 1);
+    drop(wal);
+    thread.join().unwrap();
+    let mut t = tail::Tail::new(d.path(), 0);
+    let first = t.next(u64::MAX).unwrap().unwrap();
+    let second = t.next(u64::MAX).unwrap().unwrap();
+    assert_eq!((first.seq, second.seq), (0, 1));
+    assert!(
+        second.arrival_ms >= published,
+        "stamped {} before the published clock {published}",
+        second.arrival_ms
+    );
+}
+
+/// A segment whose creation a full disk cut short (its magic not all
+/// written) is neither a crash at start nor a reason to stop writing: at
+/// recovery it is dropped, and a leftover at the next segment's name is
+/// replaced when the writer starts that segment.
+#[test]
+fn a_segment_cut_short_by_a_full_disk_is_replaced() {
+    let d = tempfile::tempdir().unwrap();
+    run(d.path(), 3, 0, 1 << 20);
+    std::fs::write(segment::segment_path(d.path(), 3), b"WEI").unwrap();
+    let again = run(d.path(), 1, 0, 1 << 20);
+    assert_eq!(again.replayed, vec![0, 1, 2]);
+    assert_eq!(again.appended, vec![3]);
+    // Tiny segments: the next write starts segment 4, whose name a failed
+    // attempt already took.
+    std::fs::write(segment::segment_path(d.path(), 4), b"").unwrap();
+    let third = run(d.path(), 1, 0, 16);
+    assert_eq!(third.replayed, vec![0, 1, 2, 3]);
+    assert_eq!(third.appended, vec![4]);
+    let fourth = run(d.path(), 0, 0, 16);
+    assert_eq!(fourth.replayed, vec![0, 1, 2, 3, 4]);
+}
+
+/// Under `wal.disk_reserve` appends wait, and the roller's clock keeps
+/// moving meanwhile (periods end, files finish and free the space): the
+/// durable mark's stamp advances while no record is added.
+#[test]
+fn appends_wait_under_the_disk_reserve_while_the_clock_moves() {
+    let d = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let durable = tail::Durable::new();
+    let (_release_tx, release) = watch::channel(0);
+    let (oldest, _) = watch::channel(0);
+    let (state, state_rx) = watch::channel(WalState::Healthy);
+    let (stop_tx, stop) = watch::channel(false);
+    let metrics = crate::metrics::Metrics::new();
+    let (wal, thread) = start(
+        WalSettings {
+            dir: d.path().to_path_buf(),
+            durability: crate::config::Durability::Fsync,
+            segment_bytes: 1 << 20,
+            max_group_bytes: 1 << 20,
+            dedupe_window: 0,
+            max_backlog_bytes: u64::MAX,
+            // More than any disk has.
+            disk_reserve: u64::MAX / 4,
+        },
+        WalLinks {
+            durable: durable.clone(),
+            roller_position: Default::default(),
+            release,
+            oldest,
+            state,
+            stop,
+            backpressure: crate::backpressure::Backpressure::new(metrics.clone()),
+            metrics: metrics.clone(),
+        },
+    )
+    .unwrap();
+    let pending = rt.spawn({
+        let wal = wal.clone();
+        async move { wal.append(batch(1)).await }
+    });
+    let mut seen = durable.get();
+    while !seen.recovered {
+        seen = durable.wait_change(seen, std::time::Duration::from_millis(100));
+    }
+    let first = seen;
+    let started = std::time::Instant::now();
+    while seen.stamp_ms < first.stamp_ms + 600 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the clock stood still: {seen:?}"
+        );
+        seen = durable.wait_change(seen, std::time::Duration::from_millis(100));
+        assert_eq!(seen.seq, 0, "nothing was written under the reserve");
+    }
+    assert!(matches!(&*state_rx.borrow(), WalState::Stalled(w) if w.contains("wal.disk_reserve")));
+    assert_eq!(metrics.wal.disk_reserve_waits.get(), 1);
+    stop_tx.send(true).unwrap();
+    let _ = rt.block_on(pending).unwrap();
     drop(wal);
     thread.join().unwrap();
 }

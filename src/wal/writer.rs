@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::disk::DiskGuard;
 use super::group::Group;
 use super::segment::{self, SegmentFile};
 use super::{
@@ -14,6 +15,8 @@ use super::{
 
 /// Longest wait between retries of a failed write.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// How often a waiting writer moves the roller's clock (as serve's ticker).
+const TICK: Duration = Duration::from_millis(200);
 use crate::backoff::Backoff;
 use crate::config::Durability;
 
@@ -41,6 +44,7 @@ pub fn start(
         )
     })?;
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    let disk = DiskGuard::new(&settings.dir, settings.disk_reserve);
     let handle = std::thread::Builder::new()
         .name("weir-wal".into())
         .spawn(move || {
@@ -58,6 +62,7 @@ pub fn start(
                 snapshot_at: None,
                 written: 0,
                 offsets: std::collections::VecDeque::new(),
+                disk,
             };
             if let Err(e) = w.recover() {
                 tracing::error!(error = %e, "WAL recovery failed; refusing all writes");
@@ -93,12 +98,18 @@ struct Writer {
     /// (first sequence of a group, `written` before it): how many bytes the
     /// roller has still to read, from the sequence it is at.
     offsets: std::collections::VecDeque<(u64, u64)>,
+    /// Free space on the WAL's file system against `wal.disk_reserve`.
+    disk: DiskGuard,
 }
 
+/// An append in the group being written: what answers it, and what a retry
+/// needs to write it again with a new arrival stamp.
 struct Pending {
     reply: oneshot::Sender<Result<u64, WalError>>,
     seq: u64,
     arrival_ms: i64,
+    key: Option<super::dedupe::Key>,
+    batch: crate::event::EventBatch,
 }
 
 impl Writer {
@@ -167,7 +178,7 @@ impl Writer {
                     "incomplete record"
                 };
                 if i + 1 == count {
-                    tracing::warn!(segment = %seg.path.display(), at = good_len, lost_bytes = file_len - good_len, reason = why,
+                    tracing::warn!(segment = %seg.path.display(), at = good_len, lost_bytes = file_len.saturating_sub(good_len), reason = why,
                         "truncating torn WAL tail (a write the crash interrupted; it was never acked)");
                     let f = OpenOptions::new().write(true).open(&seg.path)?;
                     f.set_len(good_len.max(segment::MAGIC.len() as u64))?;
@@ -203,7 +214,9 @@ impl Writer {
 
     /// Starts a segment for records from `first_seq` on.
     fn open_segment(&mut self, first_seq: u64) -> io::Result<()> {
-        // A failed earlier attempt may have left the file behind.
+        // A failed earlier attempt (a full disk) may have left the file
+        // behind, listed or not: it holds nothing that was ever durable,
+        // since every record in it would be from `first_seq` on.
         let path = segment::segment_path(&self.settings.dir, first_seq);
         if self
             .segments
@@ -211,7 +224,11 @@ impl Writer {
             .is_some_and(|s| s.first_seq == first_seq)
         {
             self.segments.pop();
-            let _ = fs::remove_file(&path);
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
         let f = segment::create(&self.settings.dir, first_seq)?;
         self.segments.push(SegmentFile { first_seq, path });
@@ -234,6 +251,7 @@ impl Writer {
             // one waits: a tick while idle never starts an episode.
             if matches!(first, WalRequest::Append { .. }) {
                 self.wait_for_roller();
+                self.wait_for_space();
             } else {
                 self.report_backlog();
             }
@@ -269,6 +287,8 @@ impl Writer {
                                 reply,
                                 seq,
                                 arrival_ms,
+                                key: dedupe_key,
+                                batch,
                             });
                         }
                     }
@@ -303,6 +323,11 @@ impl Writer {
     /// Makes a group durable and answers it. A failed write (a full disk)
     /// is undone and retried with backoff, acking nothing meanwhile; a
     /// failed sync fails the WAL for good.
+    ///
+    /// While a write is retried the roller's clock keeps moving: before each
+    /// wait the group's records are stamped with the time of their next
+    /// attempt and that time is published, so periods end, files finish and
+    /// segments are released, which is what frees a disk the WAL filled.
     fn commit(&mut self, group: &mut Group, pending: &mut Vec<Pending>) {
         let first_seq = pending.first().map_or(self.next_seq, |p| p.seq);
         let mut backoff = Backoff::new(Duration::from_millis(100), MAX_RETRY_DELAY);
@@ -310,6 +335,7 @@ impl Writer {
             match self.write_group(group, first_seq) {
                 Ok(()) => break,
                 Err(e) => {
+                    self.restamp(group, pending, first_seq);
                     self.links.metrics.wal.write_failed(&e, backoff.peek());
                     let why = format!("cannot write the WAL: {e}");
                     self.links.state.send_if_modified(|s| {
@@ -317,7 +343,7 @@ impl Writer {
                         *s = WalState::Stalled(why.clone());
                         changed
                     });
-                    if !self.wait(backoff.next_delay()) {
+                    if !self.wait_moving_clock(backoff.next_delay(), first_seq) {
                         // Stopping with the group unwritten: its sequences
                         // were never on disk, so the durable mark must not
                         // pass them (the roller would wait for them forever).
@@ -362,6 +388,7 @@ impl Writer {
                 self.active_len += group.len();
                 self.offsets.push_back((first_seq, self.written));
                 self.written += group.len();
+                self.disk.wrote(group.len());
                 let (last_seq, last_arrival) = pending
                     .last()
                     .map_or((first_seq, 0), |p| (p.seq, p.arrival_ms));
@@ -392,6 +419,10 @@ impl Writer {
     /// segment is cut back, or, if that fails too, abandoned (recovery then
     /// stops reading it at the torn bytes, which were never acked).
     fn write_group(&mut self, group: &Group, first_seq: u64) -> io::Result<()> {
+        #[cfg(test)]
+        if take_failed_write(&self.settings.dir) {
+            return Err(io::Error::other("test: this write fails"));
+        }
         if self.active.is_none() {
             self.open_segment(first_seq)?;
         }
@@ -412,16 +443,103 @@ impl Writer {
         Ok(())
     }
 
-    /// Waits `d` unless weir is stopping; false if it is.
-    fn wait(&self, d: Duration) -> bool {
+    /// Stamps the group's records with now, the earliest they can still
+    /// arrive, and publishes that every record from `first_seq` on arrives
+    /// at or after it (the records keep their sequences).
+    fn restamp(&mut self, group: &mut Group, pending: &mut [Pending], first_seq: u64) {
+        let now = self.stamp();
+        group.clear();
+        for p in pending.iter_mut() {
+            p.arrival_ms = now;
+            let key: &[u8] = p.key.as_ref().map_or(&[], |k| &k[..]);
+            group.push(p.seq, now, key, &p.batch);
+        }
+        self.links.durable.publish(first_seq, now);
+    }
+
+    /// Waits `d` unless weir is stopping (false if it is), moving the
+    /// roller's clock and releasing segments every tick meanwhile. Only for
+    /// waits outside a group's sequences: every record from `next_seq` on
+    /// arrives after the time published.
+    fn wait_moving_clock(&mut self, d: Duration, next_seq: u64) -> bool {
         let end = Instant::now() + d;
+        let mut ticked: Option<Instant> = None;
         while Instant::now() < end {
             if *self.links.stop.borrow() {
                 return false;
             }
+            if ticked.is_none_or(|t| t.elapsed() >= TICK) {
+                let now = self.stamp();
+                self.links.durable.publish(next_seq, now);
+                self.release();
+                self.report_backlog();
+                ticked = Some(Instant::now());
+            }
             std::thread::sleep(Duration::from_millis(20).min(d));
         }
         !*self.links.stop.borrow()
+    }
+
+    /// Below `wal.disk_reserve` of free space, takes no appends until files
+    /// leave and segments are released: connections wait unread
+    /// (backpressure), `/readyz` says why, and the clock keeps moving so the
+    /// roller finishes what frees the space. Waits past the reserve by a
+    /// segment, so one released segment does not flap it.
+    fn wait_for_space(&mut self) {
+        let group = self.settings.max_group_bytes as u64;
+        if self.disk.admits(group) {
+            self.links
+                .metrics
+                .wal
+                .disk_free_bytes
+                .set(self.disk.free() as i64);
+            return;
+        }
+        let reserve = self.disk.reserve();
+        self.links
+            .metrics
+            .wal
+            .disk_reserve_reached(self.disk.free(), reserve);
+        let why = format!(
+            "WAL disk has {} bytes free, under wal.disk_reserve ({reserve}): appends wait until finished files leave",
+            self.disk.free()
+        );
+        self.links.state.send_if_modified(|s| {
+            let changed = *s != WalState::Stalled(why.clone());
+            *s = WalState::Stalled(why.clone());
+            changed
+        });
+        self.links.backpressure.enter();
+        let resume = group.saturating_add(self.settings.segment_bytes.min(64 << 20));
+        let back = loop {
+            self.disk.look();
+            self.links
+                .metrics
+                .wal
+                .disk_free_bytes
+                .set(self.disk.free() as i64);
+            if self.disk.free() >= reserve.saturating_add(resume) {
+                break true;
+            }
+            if !self.wait_moving_clock(Duration::from_millis(200), self.next_seq) {
+                break false;
+            }
+        };
+        self.links.backpressure.leave();
+        self.links.state.send_if_modified(|s| {
+            let changed = matches!(s, WalState::Stalled(_));
+            if changed {
+                *s = WalState::Healthy;
+            }
+            changed
+        });
+        if back {
+            tracing::info!(
+                free_bytes = self.disk.free(),
+                reserve,
+                "WAL disk space back over the reserve; taking appends again"
+            );
+        }
     }
 
     /// Bytes written that the roller has not read yet.
@@ -511,5 +629,27 @@ impl Writer {
             *v = oldest;
             changed
         });
+    }
+}
+
+/// Test seam: the next `n` group writes of the WAL in `dir` fail.
+#[cfg(test)]
+static FAIL_WRITES: std::sync::Mutex<Option<(std::path::PathBuf, u32)>> =
+    std::sync::Mutex::new(None);
+
+#[cfg(test)]
+pub(super) fn fail_writes(dir: &std::path::Path, n: u32) {
+    *FAIL_WRITES.lock().unwrap_or_else(|p| p.into_inner()) = Some((dir.to_path_buf(), n));
+}
+
+#[cfg(test)]
+fn take_failed_write(dir: &std::path::Path) -> bool {
+    let mut f = FAIL_WRITES.lock().unwrap_or_else(|p| p.into_inner());
+    match f.as_mut() {
+        Some((d, n)) if d == dir && *n > 0 => {
+            *n -= 1;
+            true
+        }
+        _ => false,
     }
 }

@@ -112,6 +112,8 @@ pub struct Weir {
     pub config_path: PathBuf,
     /// Extra environment for the next spawn (failpoints).
     pub env: Vec<(String, String)>,
+    /// The test's deadline (watchdog.rs).
+    watch: crate::watchdog::Watch,
 }
 
 impl Weir {
@@ -178,6 +180,7 @@ listen = "127.0.0.1:{metrics_port}"
             Self::config(dir.path(), port, metrics_port, forward, metrics, &extra),
         )
         .unwrap();
+        let watch = crate::watchdog::Watch::new(dir.path().join("weir.log"));
         let mut w = Self {
             dir,
             port,
@@ -185,6 +188,7 @@ listen = "127.0.0.1:{metrics_port}"
             child: None,
             config_path,
             env: Vec::new(),
+            watch,
         };
         w.spawn();
         w
@@ -223,6 +227,7 @@ listen = "127.0.0.1:{metrics_port}"
             .stderr(log)
             .spawn()
             .expect("spawn weir");
+        self.watch.set_pid(Some(child.id()));
         self.child = Some(child);
         let port = self.port;
         let up = wait_until(Duration::from_secs(30), || {
@@ -243,6 +248,7 @@ listen = "127.0.0.1:{metrics_port}"
         let exited = wait_until(timeout, || !self.is_running());
         if exited {
             self.child = None;
+            self.watch.set_pid(None);
         }
         exited
     }
@@ -253,6 +259,7 @@ listen = "127.0.0.1:{metrics_port}"
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.watch.set_pid(None);
     }
 
     /// SIGTERM without waiting (see [`Self::wait_exit`]).
@@ -269,7 +276,9 @@ listen = "127.0.0.1:{metrics_port}"
         let _ = Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
             .status();
-        c.wait().unwrap()
+        let status = c.wait().unwrap();
+        self.watch.set_pid(None);
+        status
     }
 
     /// Open file descriptors of the running process.
