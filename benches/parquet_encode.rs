@@ -25,10 +25,10 @@ fn encode(c: &mut Criterion) {
         ),
     ] {
         let config = Config::from_str(toml, "bench").unwrap();
-        let schema = RouteSchema::new(&config.routes[0], &config.roll).unwrap();
+        let schema = RouteSchema::new(&config.routes[0], &config.roll, false).unwrap();
         g.bench_function(name, |b| {
             b.iter_batched(
-                || PartitionWriter::create(&dir.path().join("f.parquet"), &schema, &encoder).unwrap(),
+                || PartitionWriter::create(&dir.path().join("f.parquet"), &schema, &encoder, 0).unwrap(),
                 |mut w| {
                     w.set_tag(b"app.access");
                     for (i, r) in records.iter().enumerate() {

@@ -54,8 +54,14 @@ fn upload(c: &mut Criterion) {
         "bench",
     )
     .unwrap();
-    let sinks = weir::sink::build_all(&config.sinks).unwrap();
-    let sink = sinks["lake"].clone();
+    let ctx = weir::sink::iceberg::Context {
+        node_id: &config.node_id,
+        data_dir: &config.data_dir,
+        routes: &config.routes,
+        metrics: weir::metrics::Metrics::new(),
+    };
+    let built = weir::sink::build_all(&config.sinks, &ctx).unwrap();
+    let sink = built.sinks["lake"].clone();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("f.parquet");
     let mut f = std::fs::File::create(&file).unwrap();

@@ -42,6 +42,56 @@ impl StageStatus {
     }
 }
 
+/// Sinks whose commits fail, since when and why: `/readyz` reports them
+/// after a grace but stays ready (the outbox buffers; a whole tier turning
+/// unready because a shared catalog is down would only move the outage to
+/// the clients).
+#[derive(Default)]
+pub struct SinkStatus {
+    failing: std::sync::Mutex<std::collections::BTreeMap<String, (std::time::Instant, String)>>,
+}
+
+impl SinkStatus {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, (std::time::Instant, String)>>
+    {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `sink`'s commits fail (keeps the first failure's time).
+    pub fn failing(&self, sink: &str, why: String) {
+        let mut m = self.lock();
+        let since = m
+            .get(sink)
+            .map_or_else(std::time::Instant::now, |(t, _)| *t);
+        m.insert(sink.to_string(), (since, why));
+    }
+
+    /// `sink`'s commits work again.
+    pub fn ok(&self, sink: &str) {
+        self.lock().remove(sink);
+    }
+
+    /// Sinks failing for at least `grace`: "sink X: commits failing for N s: why".
+    pub fn report(&self, grace: Duration) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, (t, _))| t.elapsed() >= grace)
+            .map(|(s, (t, why))| {
+                format!(
+                    "sink {s}: commits failing for {} s (files wait in the outbox): {why}",
+                    t.elapsed().as_secs()
+                )
+            })
+            .collect()
+    }
+}
+
 /// What `/readyz` checks.
 pub struct Health {
     pub listener_bound: AtomicBool,
@@ -55,6 +105,8 @@ pub struct Health {
     pub backlog: Arc<crate::outbox::Backlog>,
     /// The roller's failure, while it retries.
     pub roller: Arc<StageStatus>,
+    /// Sinks whose commits fail: reported, not unready.
+    pub sinks: Arc<SinkStatus>,
 }
 
 impl Health {
@@ -103,6 +155,12 @@ impl Health {
 }
 
 impl Health {
+    /// What `/readyz` reports without turning unready: sinks failing for
+    /// longer than `metrics.backpressure_grace`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.sinks.report(self.backpressure_grace)
+    }
+
     /// Liveness: fails only in a state a restart fixes (the WAL failed a
     /// sync), so an orchestrator restarts the node and recovery runs.
     pub fn liveness(&self) -> Result<(), String> {

@@ -89,7 +89,13 @@ async fn handle(
             ),
         },
         "/readyz" => match health.readiness() {
-            Ok(()) => reply(StatusCode::OK, TEXT, "ready\n".into()),
+            Ok(()) => {
+                let mut body = "ready\n".to_string();
+                for w in health.warnings() {
+                    body.push_str(&format!("warning: {w}\n"));
+                }
+                reply(StatusCode::OK, TEXT, body)
+            }
             Err(why) => reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 TEXT,

@@ -35,10 +35,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check { config } => {
             let c = load_config(Some(&config))?;
             weir::cli::check_data_dir(&c.data_dir)?;
+            let tables = runtime()?.block_on(weir::cli::check_tables(&c))?;
             // A closed stdout (weir check | head) is not an error worth a panic.
             let _ = writeln!(
                 std::io::stdout(),
-                "{}\n# {}: OK",
+                "{}\n{tables}# {}: OK",
                 describe(&c),
                 config.display()
             );

@@ -31,6 +31,8 @@ pub struct RouteConfig {
     /// One file per tag (default) or one per route with the tag as a column.
     #[serde(default)]
     pub files: FileGrouping,
+    /// The route's table in Iceberg sinks; default: the route's name.
+    pub table: Option<String>,
 }
 
 /// What one Parquet file of a route holds (per period and node).
@@ -79,6 +81,8 @@ pub struct Route {
     pub sinks: Vec<String>,
     pub columns: Vec<(String, ColumnType)>,
     pub files: FileGrouping,
+    /// The route's table in Iceberg sinks.
+    pub table: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

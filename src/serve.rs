@@ -107,7 +107,17 @@ pub async fn run_with(
 
     let outbox_dir = OutboxDir::open(data_dir.join("outbox")).context("opening the outbox")?;
     let initial = outbox_dir.load().context("reading the outbox")?;
-    let sinks = sink::build_all(&config.sinks)?;
+    let built = sink::build_all(
+        &config.sinks,
+        &sink::iceberg::Context {
+            node_id: &config.node_id,
+            data_dir,
+            routes: &config.routes,
+            metrics: metrics.clone(),
+        },
+    )?;
+    prepare_tables(&built.tables).await?;
+    let sinks = built.sinks;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let durable = wal::tail::Durable::new();
@@ -115,6 +125,7 @@ pub async fn run_with(
     let (release_tx, release_rx) = watch::channel(0u64);
     let (oldest_tx, oldest_rx) = watch::channel(0u64);
     let roller_status = crate::health::StageStatus::new();
+    let sink_status = crate::health::SinkStatus::new();
     let (wal_state_tx, wal_state_rx) = watch::channel(wal::WalState::Healthy);
     let backlog = Backlog::new(config.outbox.max_backlog_bytes.0, metrics.clone());
     let backpressure = Backpressure::new(metrics.clone());
@@ -127,6 +138,7 @@ pub async fn run_with(
         backpressure_grace: config.metrics.backpressure_grace.0,
         backlog: backlog.clone(),
         roller: roller_status.clone(),
+        sinks: sink_status.clone(),
     });
     // Bound first, so a port clash fails before any state is touched.
     let metrics_listener = if options.accept {
@@ -159,10 +171,16 @@ pub async fn run_with(
             object_sinks: config
                 .sinks
                 .iter()
-                .filter(|(_, s)| !matches!(s, crate::config::SinkConfig::Td(_)))
+                .filter(|(_, s)| {
+                    !matches!(
+                        s,
+                        crate::config::SinkConfig::Td(_) | crate::config::SinkConfig::Iceberg(_)
+                    )
+                })
                 .map(|(n, s)| (n.clone(), (s.prefix().to_string(), s.fresh())))
                 .collect(),
             preview_linger: preview_linger(&config),
+            sink_status: sink_status.clone(),
             retention: outbox::Retention::open(
                 data_dir.join(outbox::redeliver::RETAINED_DIR),
                 config.outbox.retain.0,
@@ -471,4 +489,34 @@ async fn start_forward(
         heartbeat,
         capture_writer,
     })
+}
+
+/// How long the start waits for an Iceberg catalog before going on without
+/// it (commits retry until it answers).
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Brings every Iceberg sink's tables to their routes' shape before traffic:
+/// a route asking for a change its table refuses (a column's type changed,
+/// a column removed) stops the start with the route and column named; an
+/// unreachable catalog or a table someone else altered is logged and
+/// counted, and the files wait in the outbox meanwhile.
+async fn prepare_tables(
+    tables: &std::collections::BTreeMap<String, Arc<sink::iceberg::IcebergSink>>,
+) -> anyhow::Result<()> {
+    for (name, t) in tables {
+        match tokio::time::timeout(PREPARE_TIMEOUT, t.prepare()).await {
+            Ok(Ok(())) => tracing::info!(sink = name, "Iceberg tables ready"),
+            Ok(Err(sink::SinkError::Refused(why))) => {
+                anyhow::bail!("sinks.{name}: {why}")
+            }
+            Ok(Err(e)) => tracing::warn!(sink = name, error = %e,
+                "Iceberg catalog or table not usable yet; files wait in the outbox and commits retry"),
+            Err(_) => tracing::warn!(
+                sink = name,
+                timeout_s = PREPARE_TIMEOUT.as_secs(),
+                "Iceberg catalog did not answer; files wait in the outbox and commits retry"
+            ),
+        }
+    }
+    Ok(())
 }

@@ -16,3 +16,14 @@ pub fn redact_opt<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::O
 pub fn default_true() -> bool {
     true
 }
+
+/// Prints a URI with its password as "***" (`postgres://weir:***@pg/db`).
+pub fn redact_url_password<S: serde::Serializer>(
+    v: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_str(&crate::sink::iceberg::config::redact_uri(v)),
+        None => s.serialize_none(),
+    }
+}

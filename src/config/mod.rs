@@ -186,6 +186,15 @@ impl Config {
         })
     }
 
+    /// Whether `route` goes to an Iceberg table (its files then carry the
+    /// `period` column the table is partitioned by).
+    pub fn route_has_table(&self, route: &Route) -> bool {
+        route
+            .sinks
+            .iter()
+            .any(|s| matches!(self.sinks.get(s), Some(SinkConfig::Iceberg(_))))
+    }
+
     /// The route index for an event's tag; routes are matched in order.
     pub fn route_for(&self, tag: &[u8]) -> Option<usize> {
         self.routes
@@ -283,6 +292,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
                 path: data_dir.join("files"),
                 prefix: String::new(),
                 fresh: false,
+                layout: Default::default(),
             }),
         );
     }
@@ -321,6 +331,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     }
 
     let mut raw_routes = file.route;
+    let implicit_route = raw_routes.is_empty();
     if raw_routes.is_empty() {
         raw_routes.push(RouteConfig {
             name: None,
@@ -329,6 +340,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
             sinks: None,
             columns: BTreeMap::new(),
             files: FileGrouping::PerTag,
+            table: None,
         });
     }
     let mut routes = Vec::new();
@@ -371,6 +383,45 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
                 format!("{name:?} is used by another route"),
             ));
         }
+        let tables: Vec<&String> = route_sinks
+            .iter()
+            .filter(|s| matches!(sinks.get(*s), Some(SinkConfig::Iceberg(_))))
+            .collect();
+        // The table: `table`, else the route's name; the one implicit route
+        // of a config without routes writes table `logs`.
+        let table = match (&r.table, implicit_route) {
+            (Some(t), _) => t.clone(),
+            (None, true) => "logs".to_string(),
+            (None, false) => name.clone(),
+        };
+        if let Some(sink) = tables.first() {
+            if !crate::sink::iceberg::config::is_identifier(&table) {
+                let key = if r.table.is_some() {
+                    format!("{key}.table")
+                } else {
+                    format!("{key}.name")
+                };
+                return Err(invalid(
+                    &key,
+                    format!("{table:?} names the route's table in sink {sink:?}: it must be 1 to 128 letters, digits or '_', not starting with a digit (set `table`)"),
+                ));
+            }
+            if let Some(other) = routes
+                .iter()
+                .find(|x: &&Route| x.table == table && x.sinks.iter().any(|s| tables.contains(&s)))
+            {
+                return Err(invalid(
+                    &format!("{key}.table"),
+                    format!("table {table:?} is already route {:?}'s: each route has its own table (set `table`)", other.name),
+                ));
+            }
+            if file.roll.time_unit != TimeUnit::Us {
+                return Err(invalid(
+                    "roll.time_unit",
+                    format!("Iceberg tables (sink {sink:?}) hold microseconds: \"ns\" needs Iceberg format v3, which weir does not write yet"),
+                ));
+            }
+        }
         routes.push(Route {
             name,
             prefix: r.prefix,
@@ -379,6 +430,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
             sinks: route_sinks,
             columns: r.columns.into_iter().collect(),
             files: r.files,
+            table,
         });
     }
     let unmatched_route = match &file.unmatched {

@@ -188,8 +188,10 @@ mod tests {
 
     #[test]
     fn bombs_stop_at_the_limit() {
-        let bomb = gz(&vec![0u8; 10 << 20]);
-        assert!(bomb.len() < 64 << 10);
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&vec![0u8; 10 << 20]).unwrap();
+        let bomb = e.finish().unwrap();
+        assert!(bomb.len() < 64 << 10, "{}", bomb.len());
         assert!(matches!(
             decompress(Compression::Gzip, &bomb, 1 << 20),
             Err(DecompressError::TooLarge { .. })

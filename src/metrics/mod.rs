@@ -1,5 +1,5 @@
 //! One Prometheus registry, with each stage's metrics in its own struct
-//! (forward.rs, capture.rs, wal.rs, roll.rs, outbox.rs).
+//! (forward.rs, capture.rs, wal.rs, roll.rs, outbox.rs, iceberg.rs).
 //!
 //! Names follow `weir_<stage>_<noun>_<unit>_total`. Labels are bounded sets
 //! (mode, reason, sink, result): never a tag or a client address.
@@ -13,6 +13,7 @@ use prometheus::{Encoder, IntCounterVec, Registry, TextEncoder};
 
 mod capture;
 mod forward;
+mod iceberg;
 mod outbox;
 mod registry;
 mod roll;
@@ -20,6 +21,7 @@ mod wal;
 
 pub use capture::CaptureMetrics;
 pub use forward::ForwardMetrics;
+pub use iceberg::IcebergMetrics;
 pub use outbox::OutboxMetrics;
 pub use roll::RollMetrics;
 pub use wal::WalMetrics;
@@ -44,6 +46,7 @@ pub struct Inner {
     pub wal: WalMetrics,
     pub roll: RollMetrics,
     pub outbox: OutboxMetrics,
+    pub iceberg: IcebergMetrics,
     /// Repeated warnings not logged.
     pub suppressed: Suppressed,
 }
@@ -91,6 +94,7 @@ impl Metrics {
         let wal = WalMetrics::register(&r, &suppressed);
         let roll = RollMetrics::register(&r, &suppressed);
         let outbox = OutboxMetrics::register(&r, &suppressed);
+        let iceberg = IcebergMetrics::register(&r, &suppressed);
         registry::register(&r, "counter", name, Ok(suppressed.0.clone()));
         Metrics(Arc::new(Inner {
             forward,
@@ -98,6 +102,7 @@ impl Metrics {
             wal,
             roll,
             outbox,
+            iceberg,
             suppressed,
             catalog: r.catalog.into_inner(),
             registry: r.registry,

@@ -44,6 +44,8 @@ pub struct DeliveryLinks {
     pub object_sinks: BTreeMap<String, (String, bool)>,
     /// How long a replaced preview stays (see `previews.rs`).
     pub preview_linger: Duration,
+    /// Sinks whose commits fail, for `/readyz`.
+    pub sink_status: Arc<crate::health::SinkStatus>,
 }
 
 /// What a sink worker sends.
@@ -130,6 +132,7 @@ pub fn start(
                     shutdown: links.shutdown.clone(),
                     metrics: links.metrics.clone(),
                     sweeper,
+                    status: links.sink_status.clone(),
                 },
                 rx,
             )));
@@ -334,8 +337,10 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
         mut shutdown,
         metrics,
         sweeper,
+        status,
     } = w;
     let labels = [sink_name.as_str()];
+    let mut commits = Commits::new(sink.commits());
     let mut ready: std::collections::VecDeque<(Work, Backoff)> = Default::default();
     // Files waiting to be retried: (when, their backoff, file).
     let mut waiting: Vec<(tokio::time::Instant, Backoff, Work)> = Vec::new();
@@ -354,6 +359,17 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
         while let Ok(w) = queue.try_recv() {
             admit(w, &mut ready, &mut order);
         }
+        // A committing sink: commit what waits when it is due, and before
+        // the worker ends with nothing else to do.
+        let idle_end = !open && ready.is_empty() && waiting.is_empty();
+        if commits.due(idle_end) {
+            tokio::select! {
+                () = commits.run(&sink, &sink_name, &outbox, &metrics, &done, &status) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            continue;
+        }
+        commits.report(&sink_name, &metrics);
         let now = tokio::time::Instant::now();
         let due = waiting
             .iter()
@@ -371,10 +387,14 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
             }
             (None, Some(next)) => next,
             (None, None) => {
-                if !open && waiting.is_empty() {
+                if !open && waiting.is_empty() && commits.is_empty() {
                     return;
                 }
-                let wake = waiting.iter().map(|(at, _, _)| *at).min();
+                let wake = waiting
+                    .iter()
+                    .map(|(at, _, _)| *at)
+                    .chain(commits.wake())
+                    .min();
                 tokio::select! {
                     w = queue.recv(), if open => match w {
                         Some(w) => admit(w, &mut ready, &mut order),
@@ -454,6 +474,11 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
                     .with_label_values(&labels)
                     .inc();
             }
+        }
+        if result.is_ok() && commits.enabled() {
+            // Delivered once committed (commits.run marks it then).
+            commits.stage(work, key, path);
+            continue;
         }
         let m = match work {
             Work::Again(item) => {
@@ -582,6 +607,8 @@ struct Worker {
     metrics: Metrics,
     /// The sink's preview sweeper, when it takes previews.
     sweeper: Option<mpsc::UnboundedSender<String>>,
+    /// Where failing commits are reported for `/readyz`.
+    status: Arc<crate::health::SinkStatus>,
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.
@@ -589,5 +616,159 @@ async fn sleep_until_or_forever(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// A committing sink's files put but not yet visible: committed together
+/// every `interval` (or at `max_files`), marked delivered only then.
+///
+/// # Memory
+/// One entry per staged file (its key and manifest), at most what the
+/// outbox holds for the sink (`outbox.max_backlog_bytes` bounds that).
+struct Commits {
+    policy: Option<crate::sink::CommitPolicy>,
+    staged: Vec<(Work, crate::sink::Staged)>,
+    /// When the next commit is due (the first file staged plus the
+    /// interval, or a failed commit's retry).
+    at: Option<tokio::time::Instant>,
+    backoff: Backoff,
+}
+
+impl Commits {
+    fn new(policy: Option<crate::sink::CommitPolicy>) -> Self {
+        Self {
+            policy,
+            staged: Vec::new(),
+            at: None,
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        self.policy.is_some()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.staged.is_empty()
+    }
+
+    fn wake(&self) -> Option<tokio::time::Instant> {
+        self.at.filter(|_| !self.staged.is_empty())
+    }
+
+    fn stage(&mut self, work: Work, key: String, path: std::path::PathBuf) {
+        let Some(policy) = self.policy else { return };
+        let manifest = match &work {
+            Work::File(m) => m.clone(),
+            Work::Again(item) => Arc::new(item.item.manifest.clone()),
+        };
+        self.staged.push((
+            work,
+            crate::sink::Staged {
+                key,
+                path,
+                manifest,
+            },
+        ));
+        self.at
+            .get_or_insert_with(|| tokio::time::Instant::now() + policy.interval);
+    }
+
+    /// Whether to commit now: due, full, or the worker is ending.
+    fn due(&self, ending: bool) -> bool {
+        let Some(policy) = self.policy else {
+            return false;
+        };
+        if self.staged.is_empty() {
+            return false;
+        }
+        let retrying = self.backoff.peek() > Duration::from_secs(1);
+        let due = self.at.is_some_and(|t| t <= tokio::time::Instant::now());
+        due || (!retrying && self.staged.len() >= policy.max_files) || (ending && !retrying)
+    }
+
+    /// Files waiting for their commit, and the age of the oldest.
+    fn report(&self, sink: &str, metrics: &Metrics) {
+        if !self.enabled() {
+            return;
+        }
+        let oldest = self
+            .staged
+            .iter()
+            .map(|(_, s)| s.manifest.finished_at_ms)
+            .min();
+        let age = oldest.map_or(0, |t| (crate::wal::now_ms() - t).max(0) / 1000);
+        metrics.iceberg.waiting(sink, self.staged.len(), age);
+    }
+
+    /// Commits what is staged; marks what the sink reports visible, keeps
+    /// the rest for a retry with backoff.
+    async fn run(
+        &mut self,
+        sink: &Arc<dyn Sink>,
+        sink_name: &str,
+        outbox: &OutboxDir,
+        metrics: &Metrics,
+        done: &mpsc::UnboundedSender<Outcome>,
+        status: &crate::health::SinkStatus,
+    ) {
+        let redelivered = self.staged.iter().any(|(w, _)| matches!(w, Work::Again(_)));
+        let files: Vec<crate::sink::Staged> = self.staged.iter().map(|(_, s)| s.clone()).collect();
+        let committed = sink.commit(&files, redelivered).await;
+        let visible: BTreeSet<String> = committed.done.into_iter().collect();
+        let mut kept = Vec::new();
+        for (work, staged) in std::mem::take(&mut self.staged) {
+            if !visible.contains(&staged.key) {
+                kept.push((work, staged));
+                continue;
+            }
+            match work {
+                Work::File(m) => {
+                    // The mark is retried until it is on disk; the commit
+                    // is not repeated meanwhile.
+                    while finish_delivery(outbox, &m, sink_name, metrics, done).is_err() {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    tracing::debug!(sink = sink_name, key = staged.key, "committed");
+                }
+                Work::Again(item) => {
+                    metrics
+                        .outbox
+                        .redeliver_files
+                        .with_label_values(&[sink_name, "ok"])
+                        .inc();
+                    let _ = done.send(Outcome::Redelivered {
+                        item,
+                        result: Ok(()),
+                    });
+                }
+            }
+        }
+        self.staged = kept;
+        match committed.failed {
+            Some(e) => {
+                if matches!(e, crate::sink::SinkError::Unauthorized { .. }) {
+                    metrics
+                        .outbox
+                        .sink_auth_failures
+                        .with_label_values(&[sink_name])
+                        .inc();
+                }
+                let delay = self.backoff.next_delay();
+                metrics
+                    .iceberg
+                    .commit_failed(sink_name, self.staged.len(), &e, delay);
+                status.failing(sink_name, e.to_string());
+                self.at = Some(tokio::time::Instant::now() + delay);
+            }
+            None => {
+                status.ok(sink_name);
+                self.backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+                self.at = self
+                    .policy
+                    .filter(|_| !self.staged.is_empty())
+                    .map(|p| tokio::time::Instant::now() + p.interval);
+            }
+        }
     }
 }

@@ -127,6 +127,19 @@ pub enum ColumnType {
     Bool,
 }
 
+impl ColumnType {
+    /// The name a config gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnType::String => "string",
+            ColumnType::Int32 => "int32",
+            ColumnType::Int64 => "int64",
+            ColumnType::Float64 => "float64",
+            ColumnType::Bool => "bool",
+        }
+    }
+}
+
 impl RollConfig {
     /// Checks what only `[roll]` decides.
     ///

@@ -1,4 +1,6 @@
-//! The Parquet schema of a route: `time`, `tag`, declared columns, `record`.
+//! The Parquet schema of a route: `time`, `tag`, declared columns,
+//! `period` (routes with an Iceberg sink: the file's period, which its
+//! table is partitioned by), `record` (marked as JSON).
 
 use std::sync::Arc;
 
@@ -16,13 +18,28 @@ pub struct RouteSchema {
     pub columns: Vec<(String, ColumnType)>,
     /// Divides nanoseconds into the `time` column's unit.
     pub time_divisor: i64,
+    /// Whether files have the `period` column (the route has a table).
+    pub period: bool,
     pub props: WriterPropertiesPtr,
+    /// The Parquet schema (`record` as JSON).
+    pub parquet_schema: parquet::schema::types::SchemaDescriptor,
 }
 
 impl RouteSchema {
+    /// How a file (or a preview) of the route is written.
+    pub fn writer_options(&self) -> parquet::arrow::arrow_writer::ArrowWriterOptions {
+        parquet::arrow::arrow_writer::ArrowWriterOptions::new()
+            .with_properties((*self.props).clone())
+            .with_parquet_schema(self.parquet_schema.clone())
+    }
+
     /// # Errors
     /// The zstd level is out of range (already checked by config validation).
-    pub fn new(route: &Route, roll: &RollConfig) -> Result<Self, parquet::errors::ParquetError> {
+    pub fn new(
+        route: &Route,
+        roll: &RollConfig,
+        period: bool,
+    ) -> Result<Self, parquet::errors::ParquetError> {
         let (unit, time_divisor) = match roll.time_unit {
             TimeUnit::Us => (ArrowTimeUnit::Microsecond, 1_000),
             TimeUnit::Ns => (ArrowTimeUnit::Nanosecond, 1),
@@ -45,7 +62,29 @@ impl RouteSchema {
             };
             fields.push(Field::new(name, dt, true));
         }
+        if period {
+            fields.push(Field::new(
+                "period",
+                DataType::Timestamp(ArrowTimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ));
+        }
         fields.push(Field::new("record", DataType::Utf8, false));
+        let schema = Arc::new(Schema::new(fields));
+        // In the Parquet schema `record` has the JSON logical type (engines
+        // know it holds JSON); the Arrow schema stored beside it keeps plain
+        // strings, which readers that map Arrow types (pyarrow, pyiceberg)
+        // take as they are.
+        let mut json = schema.fields().to_vec();
+        if let Some(last) = json.last_mut() {
+            *last = Arc::new(
+                last.as_ref()
+                    .clone()
+                    .with_extension_type(arrow_schema::extension::Json::default()),
+            );
+        }
+        let parquet_schema =
+            parquet::arrow::ArrowSchemaConverter::new().convert(&Schema::new(json))?;
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(roll.zstd_level)?))
             .set_max_row_group_row_count(Some(roll.row_group_rows))
@@ -54,9 +93,11 @@ impl RouteSchema {
             .set_created_by(format!("weir version {}", env!("CARGO_PKG_VERSION")))
             .build();
         Ok(Self {
-            schema: Arc::new(Schema::new(fields)),
+            schema,
+            parquet_schema,
             columns: route.columns.clone(),
             time_divisor,
+            period,
             props: Arc::new(props),
         })
     }

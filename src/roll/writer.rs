@@ -242,6 +242,8 @@ pub struct PartitionWriter {
     /// a preview for `roll.freshness` is collected (see [`Self::start_tee`]).
     teeing: bool,
     tee_bytes: usize,
+    /// The file's period (µs), for the `period` column.
+    period_us: i64,
 }
 
 /// A finished in-memory preview file.
@@ -257,12 +259,13 @@ impl PartitionWriter {
         path: &Path,
         schema: &RouteSchema,
         encoder: &Encoder,
+        period_start: i64,
     ) -> Result<Self, WriteError> {
         let file = File::create(path)?;
-        let writer = ArrowWriter::try_new(
+        let writer = ArrowWriter::try_new_with_options(
             BufWriter::with_capacity(WRITE_BUFFER, file),
             schema.schema.clone(),
-            Some((*schema.props).clone()),
+            schema.writer_options(),
         )?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -283,6 +286,7 @@ impl PartitionWriter {
             rows: 0,
             builder_bytes: 0,
             schema: schema.clone(),
+            period_us: period_start.saturating_mul(1_000_000),
             teeing: false,
             tee_bytes: 0,
         })
@@ -296,10 +300,10 @@ impl PartitionWriter {
             self.write_batch_here()?;
             let schema = &self.schema;
             self.file.when_idle(|s| {
-                s.tee = Some(ArrowWriter::try_new(
+                s.tee = Some(ArrowWriter::try_new_with_options(
                     Vec::new(),
                     schema.schema.clone(),
-                    Some((*schema.props).clone()),
+                    schema.writer_options(),
                 )?);
                 Ok(())
             })?;
@@ -491,6 +495,10 @@ impl PartitionWriter {
         let tag = self.tags.finish()?;
         let mut arrays = vec![time, tag];
         arrays.extend(self.columns.iter_mut().map(ColumnBuilder::finish));
+        if self.schema.period {
+            let period = TimestampMicrosecondArray::from(vec![self.period_us; n]);
+            arrays.push(Arc::new(period.with_timezone("UTC")));
+        }
         arrays.push(Arc::new(self.record.finish()));
         let batch = RecordBatch::try_new(self.schema.schema.clone(), arrays)?;
         let bytes = std::mem::take(&mut self.builder_bytes);
@@ -599,11 +607,11 @@ mod tests {
             "t",
         )
         .unwrap();
-        let schema = RouteSchema::new(&cfg.routes[0], &cfg.roll).unwrap();
+        let schema = RouteSchema::new(&cfg.routes[0], &cfg.roll, false).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let encoder = Encoder::start().unwrap();
         let mut w =
-            PartitionWriter::create(&dir.path().join("f.parquet"), &schema, &encoder).unwrap();
+            PartitionWriter::create(&dir.path().join("f.parquet"), &schema, &encoder, 0).unwrap();
         w.set_tag(b"t");
         (dir, w)
     }

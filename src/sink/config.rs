@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::fields::{default_true, redact, redact_opt};
 use crate::config::invalid::Invalid;
 use crate::config::units::{ByteSize, HumanDuration};
+use crate::sink::key::{sink_key, FileParts, Layout};
 
 /// `[sinks.NAME]`: a destination for finished files.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -21,6 +22,8 @@ pub enum SinkConfig {
     Gcs(GcsSinkConfig),
     /// Treasure Data's import API (records, not Parquet files).
     Td(TdSinkConfig),
+    /// An Apache Iceberg table per route (the route's files, committed).
+    Iceberg(crate::sink::iceberg::config::IcebergSinkConfig),
 }
 
 impl SinkConfig {
@@ -30,8 +33,21 @@ impl SinkConfig {
             SinkConfig::Local(c) => &c.prefix,
             SinkConfig::S3(c) => &c.prefix,
             SinkConfig::Gcs(c) => &c.prefix,
-            SinkConfig::Td(_) => "",
+            SinkConfig::Td(_) | SinkConfig::Iceberg(_) => "",
         }
+    }
+
+    /// The key this sink gives a file of `route` named by `parts`; `None`
+    /// for a sink that takes records, not files.
+    pub fn file_key(&self, route: &crate::router::Route, parts: &FileParts<'_>) -> Option<String> {
+        let layout = match self {
+            SinkConfig::Local(c) => c.layout,
+            SinkConfig::S3(c) => c.layout,
+            SinkConfig::Gcs(c) => c.layout,
+            SinkConfig::Td(_) => return None,
+            SinkConfig::Iceberg(c) => return c.file_key(route, parts),
+        };
+        Some(sink_key(self.prefix(), layout, route, parts))
     }
 
     /// Whether the sink takes preview files (`fresh = true`).
@@ -40,7 +56,7 @@ impl SinkConfig {
             SinkConfig::Local(c) => c.fresh,
             SinkConfig::S3(c) => c.fresh,
             SinkConfig::Gcs(c) => c.fresh,
-            SinkConfig::Td(_) => false,
+            SinkConfig::Td(_) | SinkConfig::Iceberg(_) => false,
         }
     }
 }
@@ -89,6 +105,10 @@ pub struct LocalSinkConfig {
     /// Also take preview files every `roll.freshness` (under `_fresh/`).
     #[serde(default)]
     pub fresh: bool,
+    /// `"folders"` (default: `{tag}/dt=…`) or `"hive"` (`tag={tag}/dt=…`,
+    /// so Spark, Hive and Athena read the sink's root as one table).
+    #[serde(default)]
+    pub layout: Layout,
 }
 
 /// Server-side encryption for S3 objects.
@@ -111,6 +131,10 @@ pub struct S3SinkConfig {
     /// Also take preview files every `roll.freshness` (under `_fresh/`).
     #[serde(default)]
     pub fresh: bool,
+    /// `"folders"` (default: `{tag}/dt=…`) or `"hive"` (`tag={tag}/dt=…`,
+    /// so Spark, Hive and Athena read the sink's root as one table).
+    #[serde(default)]
+    pub layout: Layout,
     /// Default: `AWS_REGION`/`AWS_DEFAULT_REGION`, else us-east-1.
     pub region: Option<String>,
     /// For S3-compatible stores (MinIO, Ceph, R2 …): their URL.
@@ -148,6 +172,10 @@ pub struct GcsSinkConfig {
     /// Also take preview files every `roll.freshness` (under `_fresh/`).
     #[serde(default)]
     pub fresh: bool,
+    /// `"folders"` (default: `{tag}/dt=…`) or `"hive"` (`tag={tag}/dt=…`,
+    /// so Spark, Hive and Athena read the sink's root as one table).
+    #[serde(default)]
+    pub layout: Layout,
     /// Service-account JSON file; without it application default
     /// credentials are used (GOOGLE_APPLICATION_CREDENTIALS, gcloud's file,
     /// or the metadata server / Workload Identity).
@@ -237,6 +265,7 @@ impl SinkConfig {
                     ));
                 }
             }
+            SinkConfig::Iceberg(c) => c.validate(name)?,
             SinkConfig::Local(_) => {}
         }
         Ok(())

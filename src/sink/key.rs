@@ -3,7 +3,11 @@
 //! `{prefix}/{group}/dt=YYYY-MM-DD/hour=HH[/minute=MM]/{node}[.{kind}-{seq}].parquet`
 //!
 //! `group` is the tag, or the route's name for a route with
-//! `files = "per_route"`. The key depends only on what names the file
+//! `files = "per_route"`. With `layout = "hive"` the group folder is a Hive
+//! partition too (`tag={tag}`, `route={route}`), so Spark, Hive and Athena
+//! read a sink's root as one table; in an Iceberg table's data folder a
+//! per-tag file sits under `tag={tag}` and a per-route file under no group
+//! folder at all (the table is the route). The key depends only on what names the file
 //! (prefix, group, period, node, kind and WAL sequence), never on the clock
 //! or randomness, so an upload retried after a crash writes the same key.
 //! Tags become exactly one path segment:
@@ -117,10 +121,31 @@ pub enum PreviewOf {
 /// The folder under a sink's prefix that holds previews.
 pub const FRESH_DIR: &str = "_fresh";
 
-/// What names one finished file.
+/// How a file's group (its tag, or its route's name) appears in its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// `{group}/dt=…`: a folder per tag (or per route).
+    #[default]
+    Folders,
+    /// `tag={tag}/dt=…` (`route={route}/dt=…` for a per-route file): every
+    /// folder under the prefix is a Hive partition.
+    Hive,
+}
+
+/// Where the group goes in a key: the sink's layout, or an Iceberg table's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupIn {
+    /// A file sink's layout; `per_route` names the group `route=` in Hive.
+    Layout { layout: Layout, per_route: bool },
+    /// An Iceberg table's data folder: `tag={tag}/` for a per-tag file,
+    /// nothing for a per-route one.
+    Table { per_route: bool },
+}
+
+/// What names one finished file, whatever sink it goes to.
 #[derive(Debug, Clone, Copy)]
-pub struct KeyParts<'a> {
-    pub prefix: &'a str,
+pub struct FileParts<'a> {
     /// The tag, or the route name of a per-route file.
     pub group: &'a [u8],
     /// Period start, seconds since the epoch (UTC).
@@ -145,37 +170,61 @@ impl FileName {
     }
 }
 
-/// The key one object sink gives a file of `route`: the sink's prefix, the
-/// route's, then [`object_key`]. The roller names files with it, and
-/// `weir redeliver` names them again for a sink added later.
-pub fn sink_key(sink_prefix: &str, route_prefix: &str, parts: KeyParts<'_>) -> String {
+/// The key one file sink gives a file of `route`: the sink's prefix, the
+/// route's, then [`object_key`] in the sink's `layout`.
+pub fn sink_key(
+    sink_prefix: &str,
+    layout: Layout,
+    route: &crate::router::Route,
+    parts: &FileParts<'_>,
+) -> String {
     let prefix = match parts.name {
         FileName::Preview { .. } => crate::sink::join_prefix(
             sink_prefix,
-            &crate::sink::join_prefix(FRESH_DIR, route_prefix),
+            &crate::sink::join_prefix(FRESH_DIR, &route.prefix),
         ),
-        _ => crate::sink::join_prefix(sink_prefix, route_prefix),
+        _ => crate::sink::join_prefix(sink_prefix, &route.prefix),
     };
-    object_key(&KeyParts {
-        prefix: &prefix,
-        ..parts
-    })
+    let group_in = GroupIn::Layout {
+        layout,
+        per_route: route.files == crate::router::FileGrouping::PerRoute,
+    };
+    object_key(&prefix, group_in, parts)
 }
 
-/// Builds the object key.
-pub fn object_key(p: &KeyParts<'_>) -> String {
+/// Builds the object key: `prefix`, the group as `group_in` says, the
+/// period's folders, the file's name.
+pub fn object_key(prefix: &str, group_in: GroupIn, p: &FileParts<'_>) -> String {
     let t = DateTime::from_timestamp(p.period_start, 0).unwrap_or_default();
     let mut key = String::new();
-    if !p.prefix.is_empty() {
-        key.push_str(p.prefix);
+    if !prefix.is_empty() {
+        key.push_str(prefix);
         key.push('/');
     }
-    key.push_str(&escape_segment(p.group));
-    key.push_str(&format!(
-        "/dt={}/hour={:02}",
-        t.format("%Y-%m-%d"),
-        t.hour()
-    ));
+    match group_in {
+        GroupIn::Layout {
+            layout: Layout::Folders,
+            ..
+        } => {
+            key.push_str(&escape_segment(p.group));
+            key.push('/');
+        }
+        GroupIn::Layout {
+            layout: Layout::Hive,
+            per_route,
+        } => {
+            key.push_str(if per_route { "route=" } else { "tag=" });
+            key.push_str(&escape_segment(p.group));
+            key.push('/');
+        }
+        GroupIn::Table { per_route: false } => {
+            key.push_str("tag=");
+            key.push_str(&escape_segment(p.group));
+            key.push('/');
+        }
+        GroupIn::Table { per_route: true } => {}
+    }
+    key.push_str(&format!("dt={}/hour={:02}", t.format("%Y-%m-%d"), t.hour()));
     if p.period_secs < 3600 {
         key.push_str(&format!("/minute={:02}", t.minute()));
     }
@@ -204,14 +253,21 @@ mod tests {
     use super::*;
 
     fn key(tag: &[u8], period_secs: u64, name: FileName) -> String {
-        object_key(&KeyParts {
-            prefix: "logs",
-            group: tag,
-            period_start: 1_764_090_000, // 2025-11-25T17:00:00Z
-            period_secs,
-            node: "n1",
-            name,
-        })
+        let folders = GroupIn::Layout {
+            layout: Layout::Folders,
+            per_route: false,
+        };
+        object_key(
+            "logs",
+            folders,
+            &FileParts {
+                group: tag,
+                period_start: 1_764_090_000, // 2025-11-25T17:00:00Z
+                period_secs,
+                node: "n1",
+                name,
+            },
+        )
     }
 
     #[test]
@@ -242,6 +298,43 @@ mod tests {
         assert_eq!(
             key(b"k8s", 3600, FileName::Outside(9)),
             "logs/k8s/dt=2025-11-25/hour=17/n1.outside-9.parquet"
+        );
+    }
+
+    #[test]
+    fn hive_and_table_layouts() {
+        let at = |group_in| {
+            object_key(
+                "p",
+                group_in,
+                &FileParts {
+                    group: b"app.web",
+                    period_start: 1_764_090_000,
+                    period_secs: 3600,
+                    node: "n1",
+                    name: FileName::Late(3),
+                },
+            )
+        };
+        let hive = |per_route| GroupIn::Layout {
+            layout: Layout::Hive,
+            per_route,
+        };
+        assert_eq!(
+            at(hive(false)),
+            "p/tag=app.web/dt=2025-11-25/hour=17/n1.late-3.parquet"
+        );
+        assert_eq!(
+            at(hive(true)),
+            "p/route=app.web/dt=2025-11-25/hour=17/n1.late-3.parquet"
+        );
+        assert_eq!(
+            at(GroupIn::Table { per_route: false }),
+            "p/tag=app.web/dt=2025-11-25/hour=17/n1.late-3.parquet"
+        );
+        assert_eq!(
+            at(GroupIn::Table { per_route: true }),
+            "p/dt=2025-11-25/hour=17/n1.late-3.parquet"
         );
     }
 

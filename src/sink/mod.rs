@@ -1,11 +1,14 @@
 //! Destinations for finished files. Each sink type is one file (Treasure
-//! Data a folder); the outbox drives them through the [`Sink`] trait and
-//! owns retries. Sinks that take records rather than Parquet files also
-//! implement `records::RecordSink`, through which the roller writes their
-//! parts.
+//! Data and Iceberg a folder); the outbox drives them through the [`Sink`]
+//! trait and owns retries. Sinks that take records rather than Parquet files
+//! also implement `records::RecordSink`, through which the roller writes
+//! their parts. Sinks whose files become visible only when committed (an
+//! Iceberg table) say so with [`Sink::commits`]; the outbox then marks a
+//! file delivered only after [`Sink::commit`] took it.
 
 pub mod config;
 mod gcs;
+pub mod iceberg;
 pub(crate) mod key;
 mod local;
 mod object;
@@ -45,6 +48,14 @@ pub enum SinkError {
     /// fine, the key is not. Counted in `weir_sink_auth_failures_total`.
     #[error("credentials refused with HTTP {status}; check the sink's key (retrying)")]
     Unauthorized { status: u16 },
+    /// A table will not take the files as it is (altered or dropped by
+    /// someone else); retried, never dead-lettered.
+    #[error("table: {0}")]
+    Table(String),
+    /// The route's config asks for a change its table refuses (a column's
+    /// type changed, a declared column removed): fix the config. Retried.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl SinkError {
@@ -55,6 +66,33 @@ impl SinkError {
 }
 
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+pub type CommitFuture<'a> = Pin<Box<dyn Future<Output = Committed> + Send + 'a>>;
+
+/// A file a committing sink has (put) but does not show yet.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    /// The key it was put under.
+    pub key: String,
+    /// The local copy (outbox or retained), for what the commit records.
+    pub path: std::path::PathBuf,
+    pub manifest: Arc<crate::outbox::Manifest>,
+}
+
+/// When a committing sink's staged files are committed: every `interval`
+/// after the first one waits, or as soon as `max_files` wait.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitPolicy {
+    pub interval: std::time::Duration,
+    pub max_files: usize,
+}
+
+/// What one commit did: the keys now visible (committed now, or found
+/// committed already), and why the others are not.
+#[derive(Debug)]
+pub struct Committed {
+    pub done: Vec<String>,
+    pub failed: Option<SinkError>,
+}
 pub type ListFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<String>, SinkError>> + Send + 'a>>;
 
 /// A place finished files go. Delivery must be idempotent: putting the same
@@ -77,6 +115,26 @@ pub trait Sink: Send + Sync {
     fn delete<'a>(&'a self, key: &'a str) -> SinkFuture<'a> {
         Box::pin(async move { Err(SinkError::Http(format!("this sink cannot delete {key}"))) })
     }
+
+    /// `Some` for a sink whose files become visible only when committed:
+    /// the outbox stages what it put and calls [`Sink::commit`] this often.
+    fn commits(&self) -> Option<CommitPolicy> {
+        None
+    }
+
+    /// Makes `files` (all put) visible together. Idempotent: a file already
+    /// committed (an earlier commit landed, then weir crashed) is not added
+    /// again. `redelivered`: the files are old ones sent again, so the sink
+    /// looks for them everywhere, not only among recent commits.
+    fn commit<'a>(&'a self, files: &'a [Staged], redelivered: bool) -> CommitFuture<'a> {
+        let _ = redelivered;
+        Box::pin(async move {
+            Committed {
+                done: files.iter().map(|f| f.key.clone()).collect(),
+                failed: None,
+            }
+        })
+    }
 }
 
 /// Why a sink could not be built from its (valid) config.
@@ -89,20 +147,34 @@ pub struct BuildError {
     pub message: String,
 }
 
+/// The sinks of a config, and what they need to start.
+pub struct Built {
+    pub sinks: BTreeMap<String, Arc<dyn Sink>>,
+    /// The Iceberg sinks, to prepare their tables at start.
+    pub tables: BTreeMap<String, Arc<iceberg::IcebergSink>>,
+}
+
 /// Builds every configured sink.
 ///
 /// # Errors
 /// A sink cannot be constructed (for example its folder cannot be created).
 pub fn build_all(
     configs: &BTreeMap<String, SinkConfig>,
-) -> Result<BTreeMap<String, Arc<dyn Sink>>, BuildError> {
+    ctx: &iceberg::Context<'_>,
+) -> Result<Built, BuildError> {
     let mut out: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::new();
+    let mut tables = BTreeMap::new();
     for (name, cfg) in configs {
         let sink: Result<Arc<dyn Sink>, String> = match cfg {
             SinkConfig::Local(c) => local::build(c).map(|s| Arc::new(s) as Arc<dyn Sink>),
             SinkConfig::S3(c) => s3::build(c).map(|s| Arc::new(s) as Arc<dyn Sink>),
             SinkConfig::Gcs(c) => gcs::build(c).map(|s| Arc::new(s) as Arc<dyn Sink>),
             SinkConfig::Td(c) => td::TdSink::build(c).map(|s| Arc::new(s) as Arc<dyn Sink>),
+            SinkConfig::Iceberg(c) => iceberg::IcebergSink::build(name, c, ctx).map(|s| {
+                let s = Arc::new(s);
+                tables.insert(name.clone(), s.clone());
+                s as Arc<dyn Sink>
+            }),
         };
         let sink = sink.map_err(|message| BuildError {
             sink: name.clone(),
@@ -110,7 +182,7 @@ pub fn build_all(
         })?;
         out.insert(name.clone(), sink);
     }
-    Ok(out)
+    Ok(Built { sinks: out, tables })
 }
 
 /// Joins a sink's prefix and a route's prefix into one key prefix.

@@ -68,6 +68,11 @@ impl ObjectStoreSink {
         }
     }
 
+    /// The store's client (the Iceberg sink's metadata goes through it).
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
     pub fn with_local_root(mut self, root: std::path::PathBuf) -> Self {
         self.local_root = Some(root);
         self

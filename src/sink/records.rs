@@ -81,7 +81,10 @@ pub fn record_sinks(configs: &BTreeMap<String, SinkConfig>) -> Vec<Arc<dyn Recor
             SinkConfig::Td(c) => {
                 Some(Arc::new(super::td::TdRecords::new(name, c)) as Arc<dyn RecordSink>)
             }
-            SinkConfig::Local(_) | SinkConfig::S3(_) | SinkConfig::Gcs(_) => None,
+            SinkConfig::Local(_)
+            | SinkConfig::S3(_)
+            | SinkConfig::Gcs(_)
+            | SinkConfig::Iceberg(_) => None,
         })
         .collect()
 }

@@ -121,10 +121,17 @@ pub async fn run(config: Config, req: Request) -> anyhow::Result<String> {
     let progress = match crate::lock::DataDirLock::acquire(&data_dir) {
         Ok(_lock) => {
             let selection = select(&config, &data_dir, &req)?;
-            let sinks = crate::sink::build_all(
+            let ctx = crate::sink::iceberg::Context {
+                node_id: &config.node_id,
+                data_dir: &data_dir,
+                routes: &config.routes,
+                metrics: crate::metrics::Metrics::new(),
+            };
+            let built = crate::sink::build_all(
                 &std::iter::once((req.sink.clone(), config.sinks[&req.sink].clone())).collect(),
+                &ctx,
             )?;
-            let Some(sink) = sinks.get(&req.sink).cloned() else {
+            let Some(sink) = built.sinks.get(&req.sink).cloned() else {
                 anyhow::bail!("sink {} could not be built", req.sink);
             };
             println!(

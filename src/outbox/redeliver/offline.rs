@@ -24,6 +24,8 @@ pub async fn run_offline(
         tokio::time::Instant::now() + Duration::from_secs(req.timeout_secs.min(MAX_TIMEOUT_SECS));
     let mut todo = selection.items.into_iter();
     let mut running = tokio::task::JoinSet::new();
+    // A table: files put wait for one commit at the end.
+    let mut staged: Vec<Item> = Vec::new();
     loop {
         while running.len() < PARALLEL_UPLOADS {
             let Some(item) = todo.next() else { break };
@@ -41,7 +43,11 @@ pub async fn run_offline(
                 if result.is_ok() {
                     crate::failpoint::hit("redeliver.after_upload");
                 }
-                progress.record(&item.manifest, &item.key, result.map_err(|e| e.to_string()))
+                if result.is_ok() && sink.commits().is_some() {
+                    staged.push(item);
+                } else {
+                    progress.record(&item.manifest, &item.key, result.map_err(|e| e.to_string()))
+                }
             }
             Err(e) => {
                 progress.failed += 1;
@@ -50,8 +56,64 @@ pub async fn run_offline(
         }
         report(&progress);
     }
+    if let Some(policy) = sink.commits() {
+        for chunk in staged.chunks(policy.max_files.max(1)) {
+            let results = commit_with_retries(&*sink, chunk, deadline).await;
+            for (item, result) in chunk.iter().zip(results) {
+                progress.record(&item.manifest, &item.key, result);
+            }
+            report(&progress);
+        }
+    }
     progress.finished = true;
     progress
+}
+
+/// Commits redelivered files (the sink adds only those its table lacks),
+/// retrying until all are in or `deadline` passes; each file's result.
+async fn commit_with_retries(
+    sink: &dyn Sink,
+    items: &[Item],
+    deadline: tokio::time::Instant,
+) -> Vec<Result<(), String>> {
+    let mut backoff = RETRY;
+    let mut results: Vec<Option<Result<(), String>>> = vec![None; items.len()];
+    loop {
+        let pending: Vec<crate::sink::Staged> = items
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_none())
+            .map(|(i, _)| crate::sink::Staged {
+                key: i.key.clone(),
+                path: i.path.clone(),
+                manifest: Arc::new(i.manifest.clone()),
+            })
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        let committed = sink.commit(&pending, true).await;
+        for (item, r) in items.iter().zip(results.iter_mut()) {
+            if r.is_none() && committed.done.contains(&item.key) {
+                *r = Some(Ok(()));
+            }
+        }
+        let Some(e) = committed.failed else { continue };
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            for r in results.iter_mut().filter(|r| r.is_none()) {
+                *r = Some(Err(format!("commit: {e}")));
+            }
+            break;
+        }
+        let next = (now + backoff.next_delay()).min(deadline);
+        tracing::warn!(error = %e, retry_in_ms = (next - now).as_millis() as u64, "redeliver commit failed; will retry");
+        tokio::time::sleep_until(next).await;
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("not committed".into())))
+        .collect()
 }
 
 /// Retries one upload until it succeeds, the sink rejects it for good, or

@@ -6,7 +6,7 @@ use super::{RedeliverError, Request, RETAINED_DIR};
 use crate::config::{Config, SinkConfig};
 use crate::outbox::manifest::{FileKind, Manifest};
 use crate::router::TagPattern;
-use crate::sink::key::{sink_key, FileName, KeyParts};
+use crate::sink::key::{FileName, FileParts};
 
 /// One file to send.
 #[derive(Debug, Clone)]
@@ -143,13 +143,12 @@ fn key_for(
     } else {
         m.node.as_str()
     };
-    let parts = KeyParts {
-        prefix: "",
+    let parts = FileParts {
         group,
         period_start: m.period_start,
         period_secs: m.period_secs,
         node,
         name: FileName::for_slot(m.slot, m.first_seq)?,
     };
-    Some(sink_key(config.sink_prefix(sink), &route.prefix, parts))
+    sink_cfg.file_key(route, &parts)
 }

@@ -53,19 +53,22 @@ impl Roller {
                 };
                 let route_cfg = &self.config.routes[*route];
                 let mut keys = std::collections::BTreeMap::new();
+                let parts = FileParts {
+                    group,
+                    period_start: o.period_start,
+                    period_secs: self.window.period_secs,
+                    node: &node,
+                    name,
+                };
                 for sink in route_cfg.sinks.iter().filter(|s| self.is_object_sink(s)) {
-                    let parts = KeyParts {
-                        prefix: "",
-                        group,
-                        period_start: o.period_start,
-                        period_secs: self.window.period_secs,
-                        node: &node,
-                        name,
-                    };
-                    keys.insert(
-                        sink.clone(),
-                        sink_key(self.config.sink_prefix(sink), &route_cfg.prefix, parts),
-                    );
+                    if let Some(key) = self
+                        .config
+                        .sinks
+                        .get(sink)
+                        .and_then(|c| c.file_key(route_cfg, &parts))
+                    {
+                        keys.insert(sink.clone(), key);
+                    }
                 }
                 let route = route_cfg.name.clone();
                 (

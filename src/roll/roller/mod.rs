@@ -42,7 +42,7 @@ use crate::health::StageStatus;
 use crate::metrics::Metrics;
 use crate::outbox::manifest::{hex, unhex, FileKind, PreviewSlot, Slot as ManifestSlot, VERSION};
 use crate::outbox::{Manifest, OutboxDir};
-use crate::sink::key::{sink_key, FileName, KeyParts, PreviewOf};
+use crate::sink::key::{FileName, FileParts, PreviewOf};
 use crate::sink::records::{RecordPart, RecordSink};
 use crate::wal::WalRecord;
 
@@ -98,7 +98,7 @@ pub fn start(
     let schemas = config
         .routes
         .iter()
-        .map(|r| RouteSchema::new(r, &config.roll))
+        .map(|r| RouteSchema::new(r, &config.roll, config.route_has_table(r)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(std::io::Error::other)?;
     let encoder = Encoder::start()?;

@@ -249,7 +249,8 @@ impl Roller {
                 let path = self
                     .open_dir
                     .join(format!("{}.parquet", self.output_id(key, r.seq, period)));
-                let w = PartitionWriter::create(&path, &self.schemas[*route], &self.encoder)?;
+                let w =
+                    PartitionWriter::create(&path, &self.schemas[*route], &self.encoder, period)?;
                 (Output::Parquet(Box::new(w)), path, deadline, period)
             }
             OutputKey::Records { sink, .. } => {

@@ -51,19 +51,22 @@ impl Roller {
         let node = self.config.node_id.clone();
         let route_cfg = &self.config.routes[*route];
         let mut keys = std::collections::BTreeMap::new();
+        let parts = FileParts {
+            group,
+            period_start,
+            period_secs: self.window.period_secs,
+            node: &node,
+            name: FileName::Preview { of, seq: from },
+        };
         for sink in &self.route_fresh[*route] {
-            let parts = KeyParts {
-                prefix: "",
-                group,
-                period_start,
-                period_secs: self.window.period_secs,
-                node: &node,
-                name: FileName::Preview { of, seq: from },
-            };
-            keys.insert(
-                sink.clone(),
-                sink_key(self.config.sink_prefix(sink), &route_cfg.prefix, parts),
-            );
+            if let Some(key) = self
+                .config
+                .sinks
+                .get(sink)
+                .and_then(|c| c.file_key(route_cfg, &parts))
+            {
+                keys.insert(sink.clone(), key);
+            }
         }
         let id = format!("{}-preview", self.output_id(key, from, period_start));
         let path = self.open_dir.join(format!("{id}.parquet"));

@@ -1,0 +1,364 @@
+//! A route's table: its shape (schema, partition spec, name mapping), and
+//! bringing a table in the catalog to that shape: created when missing,
+//! declared columns added as optional columns, a changed type, a removed
+//! column or a table someone else reshaped refused with the route and
+//! column named.
+//!
+//! Columns: `time` (timestamptz), `tag`, the declared columns, `period` and
+//! `record`; `period` is the start of the period a file belongs to (the arrival period
+//! for an `outside` file, whose events may be dated anywhere). The
+//! partition spec is `identity(tag)` (per-tag routes) and `hour(period)`:
+//! constant within every file weir writes, `outside` files included, while
+//! engines prune `time` filters through the per-file bounds in the
+//! manifests. Files carry no field ids; the table's
+//! `schema.name-mapping.default` maps their column names to the table's
+//! ids, kept current by weir.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
+
+use crate::config::ColumnType;
+use crate::router::{FileGrouping, Route};
+
+/// Table property listing the declared columns weir added, so a column a
+/// route no longer declares is told from one another writer added.
+const COLUMNS_PROPERTY: &str = "weir.columns";
+const NAME_MAPPING: &str = "schema.name-mapping.default";
+
+/// What a route's table must look like.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub route: String,
+    pub table: String,
+    pub per_route: bool,
+    pub columns: Vec<(String, ColumnType)>,
+}
+
+impl Shape {
+    pub fn of(route: &Route) -> Self {
+        Self {
+            route: route.name.clone(),
+            table: route.table.clone(),
+            per_route: route.files == FileGrouping::PerRoute,
+            columns: route.columns.clone(),
+        }
+    }
+}
+
+/// Why a table cannot take a route's files.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    /// The route's config and the table disagree in a way weir will not
+    /// change by itself.
+    #[error("route {route}: column `{column}` of table {table}: {why}")]
+    Refused {
+        route: String,
+        table: String,
+        column: String,
+        why: String,
+    },
+    /// Someone else changed the table's built-in shape.
+    #[error("table {table} (route {route}) was altered by someone else: {why}; weir will not write to it until it is restored")]
+    Altered {
+        route: String,
+        table: String,
+        why: String,
+    },
+    #[error("catalog: {0}")]
+    Catalog(#[from] iceberg::Error),
+}
+
+fn iceberg_type(t: ColumnType) -> PrimitiveType {
+    match t {
+        ColumnType::String => PrimitiveType::String,
+        ColumnType::Int32 => PrimitiveType::Int,
+        ColumnType::Int64 => PrimitiveType::Long,
+        ColumnType::Float64 => PrimitiveType::Double,
+        ColumnType::Bool => PrimitiveType::Boolean,
+    }
+}
+
+/// The built-in columns: name, type, required.
+fn builtins() -> [(&'static str, PrimitiveType); 4] {
+    [
+        ("time", PrimitiveType::Timestamptz),
+        ("tag", PrimitiveType::String),
+        ("record", PrimitiveType::String),
+        ("period", PrimitiveType::Timestamptz),
+    ]
+}
+
+/// The schema a new table gets: ids are assigned by the catalog in this
+/// order (time, tag, declared columns by name, period, record).
+fn new_schema(shape: &Shape) -> Result<Schema, iceberg::Error> {
+    let mut fields = vec![
+        NestedField::required(1, "time", Type::Primitive(PrimitiveType::Timestamptz)),
+        NestedField::required(2, "tag", Type::Primitive(PrimitiveType::String)),
+    ];
+    let mut id = 3;
+    for (name, t) in &shape.columns {
+        fields.push(NestedField::optional(
+            id,
+            name,
+            Type::Primitive(iceberg_type(*t)),
+        ));
+        id += 1;
+    }
+    fields.push(NestedField::required(
+        id,
+        "period",
+        Type::Primitive(PrimitiveType::Timestamptz),
+    ));
+    fields.push(NestedField::required(
+        id + 1,
+        "record",
+        Type::Primitive(PrimitiveType::String),
+    ));
+    Schema::builder()
+        .with_fields(fields.into_iter().map(Arc::new))
+        .build()
+}
+
+fn new_spec(shape: &Shape, schema: &Schema) -> Result<UnboundPartitionSpec, iceberg::Error> {
+    let id = |name: &str| schema.field_by_name(name).map_or(0, |f| f.id);
+    let mut b = UnboundPartitionSpec::builder();
+    if !shape.per_route {
+        b = b.add_partition_field(id("tag"), "tag", Transform::Identity)?;
+    }
+    b = b.add_partition_field(id("period"), "period_hour", Transform::Hour)?;
+    Ok(b.build())
+}
+
+/// `schema.name-mapping.default`: every top-level column's name to its id.
+pub fn name_mapping(schema: &Schema) -> String {
+    let fields: Vec<serde_json::Value> = schema
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| serde_json::json!({"field-id": f.id, "names": [f.name]}))
+        .collect();
+    serde_json::Value::Array(fields).to_string()
+}
+
+/// The table of `shape` in `namespace`, created or brought to the shape.
+/// `known_uuid`: the table this sink wrote to before, if any; a table with
+/// another uuid, or none where one was, is refused (someone dropped or
+/// replaced it), never created over.
+///
+/// # Errors
+/// The catalog fails, or the table refuses the shape ([`TableError`]).
+pub async fn prepare(
+    catalog: &dyn Catalog,
+    namespace: &NamespaceIdent,
+    location: &str,
+    shape: &Shape,
+    known_uuid: Option<&str>,
+) -> Result<Table, TableError> {
+    let ident = TableIdent::new(namespace.clone(), shape.table.clone());
+    let table = if catalog.table_exists(&ident).await? {
+        catalog.load_table(&ident).await?
+    } else if let Some(uuid) = known_uuid {
+        return Err(TableError::Altered {
+            route: shape.route.clone(),
+            table: ident.to_string(),
+            why: format!("it was dropped (weir wrote to it as table uuid {uuid})"),
+        });
+    } else {
+        create(catalog, namespace, location, shape).await?
+    };
+    if let Some(uuid) = known_uuid {
+        let now = table.metadata().uuid().to_string();
+        if now != uuid {
+            return Err(TableError::Altered {
+                route: shape.route.clone(),
+                table: ident.to_string(),
+                why: format!("it was replaced (uuid {uuid}, now {now})"),
+            });
+        }
+    }
+    evolve(catalog, table, shape).await
+}
+
+async fn create(
+    catalog: &dyn Catalog,
+    namespace: &NamespaceIdent,
+    location: &str,
+    shape: &Shape,
+) -> Result<Table, TableError> {
+    let schema = new_schema(shape)?;
+    let spec = new_spec(shape, &schema)?;
+    let declared: Vec<&str> = shape.columns.iter().map(|(n, _)| n.as_str()).collect();
+    let properties = HashMap::from([
+        (NAME_MAPPING.to_string(), name_mapping(&schema)),
+        (COLUMNS_PROPERTY.to_string(), declared.join(",")),
+        ("weir.route".to_string(), shape.route.clone()),
+        ("write.format.default".to_string(), "parquet".to_string()),
+        (
+            "write.parquet.compression-codec".to_string(),
+            "zstd".to_string(),
+        ),
+    ]);
+    let creation = TableCreation::builder()
+        .name(shape.table.clone())
+        .location(location.to_string())
+        .schema(schema)
+        .partition_spec(spec)
+        .properties(properties)
+        .build();
+    match catalog.create_table(namespace, creation).await {
+        Ok(t) => {
+            tracing::info!(table = %t.identifier(), location, "created Iceberg table");
+            Ok(t)
+        }
+        // Another node of the tier created it first: take theirs.
+        Err(e) if e.kind() == iceberg::ErrorKind::TableAlreadyExists => Ok(catalog
+            .load_table(&TableIdent::new(namespace.clone(), shape.table.clone()))
+            .await?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What bringing a table to a route's shape takes.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Declared columns the table lacks (added as optional columns).
+    pub add: Vec<(String, PrimitiveType)>,
+    /// The declared columns weir answers for, after the change.
+    declared: Vec<String>,
+}
+
+/// Checks the built-in shape and refuses type changes and removed columns;
+/// the changes it allows. Changes nothing (`weir check` uses it as it is).
+///
+/// # Errors
+/// The table was altered by someone else, or refuses the route's config.
+pub fn plan(table: &Table, shape: &Shape) -> Result<Plan, TableError> {
+    let ident = table.identifier().to_string();
+    let schema = table.metadata().current_schema().clone();
+    let altered = |why: String| TableError::Altered {
+        route: shape.route.clone(),
+        table: ident.clone(),
+        why,
+    };
+    for (name, want) in builtins() {
+        match schema
+            .field_by_name(name)
+            .map(|f| f.field_type.as_ref().clone())
+        {
+            Some(Type::Primitive(t)) if t == want => {}
+            Some(t) => return Err(altered(format!("column `{name}` is {t}, not {want}"))),
+            None => return Err(altered(format!("column `{name}` is missing"))),
+        }
+    }
+    let spec = table.metadata().default_partition_spec();
+    let names: Vec<(String, Transform)> = spec
+        .fields()
+        .iter()
+        .map(|f| (f.name.clone(), f.transform))
+        .collect();
+    let mut want_spec = vec![("period_hour".to_string(), Transform::Hour)];
+    if !shape.per_route {
+        want_spec.insert(0, ("tag".to_string(), Transform::Identity));
+    }
+    if names != want_spec {
+        return Err(altered(format!(
+            "its partition spec is {names:?}, weir writes {want_spec:?} (files = {})",
+            if shape.per_route {
+                "per_route"
+            } else {
+                "per_tag"
+            }
+        )));
+    }
+    let mut plan = Plan::default();
+    for (name, t) in &shape.columns {
+        let want = iceberg_type(*t);
+        match schema.field_by_name(name).map(|f| f.field_type.as_ref().clone()) {
+            Some(Type::Primitive(have)) if have == want => {}
+            Some(have) => {
+                return Err(TableError::Refused {
+                    route: shape.route.clone(),
+                    table: ident,
+                    column: name.clone(),
+                    why: format!(
+                        "declared {} (Iceberg {want}) but the table has {have}; changing a column's type is refused: declare a new column instead",
+                        t.as_str()
+                    ),
+                })
+            }
+            None => plan.add.push((name.clone(), want)),
+        }
+    }
+    let ours: Vec<String> = table
+        .metadata()
+        .properties()
+        .get(COLUMNS_PROPERTY)
+        .map(|s| {
+            s.split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    for gone in ours
+        .iter()
+        .filter(|c| !shape.columns.iter().any(|(n, _)| n == *c))
+    {
+        if schema.field_by_name(gone).is_some() {
+            return Err(TableError::Refused {
+                route: shape.route.clone(),
+                table: ident,
+                column: gone.clone(),
+                why: "no longer declared by the route; removing a column is refused (declare it again, or drop it from the table with your engine first)".into(),
+            });
+        }
+    }
+    let mut declared: Vec<String> = ours
+        .into_iter()
+        .filter(|c| schema.field_by_name(c).is_some())
+        .chain(shape.columns.iter().map(|(n, _)| n.clone()))
+        .collect();
+    declared.sort();
+    declared.dedup();
+    plan.declared = declared;
+    Ok(plan)
+}
+
+/// Applies [`plan`]: adds the new declared columns (optional: older files
+/// read them as null) and keeps the name mapping current.
+async fn evolve(catalog: &dyn Catalog, table: Table, shape: &Shape) -> Result<Table, TableError> {
+    let plan = plan(&table, shape)?;
+    let mut table = table;
+    if !plan.add.is_empty() {
+        let tx = Transaction::new(&table);
+        let mut update = tx.update_schema();
+        for (name, t) in &plan.add {
+            update = update.add_column(iceberg::transaction::AddColumn::optional(
+                name,
+                Type::Primitive(t.clone()),
+            ));
+        }
+        let tx = update.apply(tx)?;
+        table = tx.commit(catalog).await?;
+        tracing::info!(table = %table.identifier(), columns = ?plan.add.iter().map(|(n, _)| n).collect::<Vec<_>>(), "added columns to the Iceberg table");
+    }
+    let schema = table.metadata().current_schema().clone();
+    let declared = plan.declared.join(",");
+    let props = table.metadata().properties();
+    let mapping = name_mapping(&schema);
+    if props.get(NAME_MAPPING) != Some(&mapping) || props.get(COLUMNS_PROPERTY) != Some(&declared) {
+        let tx = Transaction::new(&table);
+        let tx = tx
+            .update_table_properties()
+            .set(NAME_MAPPING.to_string(), mapping)
+            .set(COLUMNS_PROPERTY.to_string(), declared)
+            .apply(tx)?;
+        table = tx.commit(catalog).await?;
+    }
+    Ok(table)
+}
