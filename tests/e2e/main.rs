@@ -16,6 +16,7 @@ mod freshness;
 mod full_disk;
 mod granularity;
 mod handshake;
+mod hive_layout;
 mod iceberg;
 mod loadgen;
 mod observability;

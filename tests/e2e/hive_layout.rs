@@ -1,0 +1,66 @@
+//! `layout = "hive"`: a sink's root is one table for Spark, Hive and Athena
+//! partition projection (`tag=…/dt=…/hour=…/minute=…`). Read by Spark
+//! (pyspark, Debian's JRE) from the folder weir wrote.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+#[test]
+fn spark_reads_a_hive_layout_sink_root_as_one_table() {
+    let lake = tempfile::tempdir().unwrap();
+    let root = lake.path().join("hive");
+    let weir = Weir::start(&format!(
+        "[sinks.hive]\ntype = \"local\"\npath = \"{}\"\nlayout = \"hive\"\n",
+        root.display()
+    ));
+    let t = now_secs();
+    let mut s = connect(weir.port).unwrap();
+    let mut sent = 0;
+    for (i, tag) in ["app.web", "app.api", "_odd tag"].iter().enumerate() {
+        let ev: Vec<(i64, String)> = (0..100).map(|k| (t, format!("{i}-{k}"))).collect();
+        let chunk = format!("c{i}");
+        send_acked(&mut s, &forward_request(tag, &ev, Some(&chunk), 10), &chunk).unwrap();
+        sent += ev.len();
+    }
+    let ok = wait_until(Duration::from_secs(150), || {
+        let m = scrape(weir.metrics_port);
+        metric(&m, "weir_outbox_files", &[]) == 0.0 && list_files(&root).len() == 3
+    });
+    assert!(ok, "{:?}\n{}", list_files(&root), weir.log());
+    for f in list_files(&root) {
+        assert!(f.starts_with("tag="), "{f}");
+        assert!(
+            f.contains("/dt=") && f.contains("/hour=") && f.contains("/minute="),
+            "{f}"
+        );
+    }
+    let out = run_ok(
+        Command::new(python())
+            .arg(support("spark_read.py"))
+            .arg(&root),
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(line.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["rows"], sent as u64, "{v}");
+    assert_eq!(v["distinct_ids"], sent as u64);
+    assert_eq!(
+        v["per_tag"]["_odd tag"], 100,
+        "tags come back unescaped: {v}"
+    );
+    let schema = v["schema"].as_str().unwrap();
+    for col in [
+        "time:timestamp",
+        "tag:string",
+        "record:string",
+        "dt:date",
+        "hour:int",
+        "minute:int",
+    ] {
+        assert!(schema.contains(col), "{schema}");
+    }
+}
