@@ -467,7 +467,7 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
             .with_label_values(&[&sink_name, outcome])
             .inc();
         if let Err(e) = &result {
-            if matches!(e, crate::sink::SinkError::Unauthorized { .. }) {
+            if e.is_auth() {
                 metrics
                     .outbox
                     .sink_auth_failures
@@ -747,7 +747,7 @@ impl Commits {
         self.staged = kept;
         match committed.failed {
             Some(e) => {
-                if matches!(e, crate::sink::SinkError::Unauthorized { .. }) {
+                if e.is_auth() {
                     metrics
                         .outbox
                         .sink_auth_failures

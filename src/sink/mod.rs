@@ -48,6 +48,10 @@ pub enum SinkError {
     /// fine, the key is not. Counted in `weir_sink_auth_failures_total`.
     #[error("credentials refused with HTTP {status}; check the sink's key (retrying)")]
     Unauthorized { status: u16 },
+    /// A catalog refused our credentials (its own words); retried, counted
+    /// in `weir_sink_auth_failures_total` like [`SinkError::Unauthorized`].
+    #[error("credentials refused: {0}; check the sink's catalog_uri (retrying)")]
+    CatalogCredentials(String),
     /// A table will not take the files as it is (altered or dropped by
     /// someone else); retried, never dead-lettered.
     #[error("table: {0}")]
@@ -62,6 +66,14 @@ impl SinkError {
     /// Whether retrying can succeed.
     pub fn is_permanent(&self) -> bool {
         matches!(self, SinkError::Rejected { .. } | SinkError::Key { .. })
+    }
+
+    /// Whether the destination refused our credentials (counted apart).
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self,
+            SinkError::Unauthorized { .. } | SinkError::CatalogCredentials(_)
+        )
     }
 }
 

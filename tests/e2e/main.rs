@@ -18,6 +18,7 @@ mod granularity;
 mod handshake;
 mod hive_layout;
 mod iceberg;
+mod iceberg_failures;
 mod loadgen;
 mod observability;
 mod operations;

@@ -518,13 +518,16 @@ fn metadata_files(table: &Table) -> HashSet<String> {
 pub fn catalog_error(e: &iceberg::Error) -> SinkError {
     let text = e.to_string().replace(['\n', '\r'], " ");
     let lower = text.to_lowercase();
-    if lower.contains("password authentication failed")
-        || lower.contains("invalidaccesskeyid")
-        || lower.contains("signaturedoesnotmatch")
-        || lower.contains("accessdenied")
-        || lower.contains("403 forbidden")
-    {
-        return SinkError::Unauthorized { status: 403 };
+    let refused = [
+        "password authentication failed",
+        "invalidaccesskeyid",
+        "signaturedoesnotmatch",
+        "accessdenied",
+        "403 forbidden",
+        "401 unauthorized",
+    ];
+    if refused.iter().any(|r| lower.contains(r)) {
+        return SinkError::CatalogCredentials(text);
     }
     SinkError::Http(text)
 }
