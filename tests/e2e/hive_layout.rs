@@ -64,3 +64,45 @@ fn spark_reads_a_hive_layout_sink_root_as_one_table() {
         assert!(schema.contains(col), "{schema}");
     }
 }
+
+/// What readers see of weir's Parquet: `record` has the JSON logical type,
+/// and a float column's statistics are there for pyarrow and DuckDB (the
+/// column order parquet-rs 60 wrote made both ignore them).
+#[test]
+fn record_is_json_and_float_statistics_are_read() {
+    let weir = Weir::start(
+        "[[route]]\nname = \"m\"\nmatch = \"**\"\nsinks = [\"local\"]\ncolumns = { latency = \"float64\", status = \"int32\" }\n",
+    );
+    let mut s = connect(weir.port).unwrap();
+    let mut b = Vec::new();
+    rmp::encode::write_array_len(&mut b, 3).unwrap();
+    mp_str(&mut b, "m.x");
+    rmp::encode::write_array_len(&mut b, 3).unwrap();
+    for (i, lat) in [0.5f64, 2.25, -1.0].iter().enumerate() {
+        rmp::encode::write_array_len(&mut b, 2).unwrap();
+        rmp::encode::write_uint(&mut b, now_secs() as u64).unwrap();
+        rmp::encode::write_map_len(&mut b, 2).unwrap();
+        mp_str(&mut b, "latency");
+        rmp::encode::write_f64(&mut b, *lat).unwrap();
+        mp_str(&mut b, "status");
+        rmp::encode::write_uint(&mut b, 200 + i as u64).unwrap();
+    }
+    rmp::encode::write_map_len(&mut b, 1).unwrap();
+    mp_str(&mut b, "chunk");
+    mp_str(&mut b, "f");
+    send_acked(&mut s, &b, "f").unwrap();
+    let ok = wait_until(Duration::from_secs(150), || !weir.output_files().is_empty());
+    assert!(ok, "{}", weir.log());
+    let file = weir.out_dir().join(&weir.output_files()[0]);
+    let out = run_ok(
+        Command::new(python())
+            .arg(support("parquet_meta.py"))
+            .arg(&file),
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["record"]["logical"], "JSON", "{v}");
+    assert_eq!(v["latency"]["pyarrow_min_max"], true, "{v}");
+    assert_eq!(v["latency"]["duckdb_min"], "-1.0", "{v}");
+    assert_eq!(v["latency"]["duckdb_max"], "2.25", "{v}");
+    assert_eq!(v["status"]["duckdb_max"], "202", "{v}");
+}

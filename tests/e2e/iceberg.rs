@@ -60,9 +60,20 @@ fn send(
     n: usize,
     fields: &dyn Fn(usize) -> Vec<(&'static str, Value)>,
 ) -> Vec<String> {
+    send_at(port, tag, prefix, n, now_secs(), fields)
+}
+
+/// [`send`] with every event dated `t`.
+fn send_at(
+    port: u16,
+    tag: &str,
+    prefix: &str,
+    n: usize,
+    t: i64,
+    fields: &dyn Fn(usize) -> Vec<(&'static str, Value)>,
+) -> Vec<String> {
     let mut s = connect(port).unwrap();
     let mut ids = Vec::new();
-    let t = now_secs();
     for start in (0..n).step_by(50) {
         let end = (start + 50).min(n);
         let chunk = format!("{prefix}-{start}");
@@ -499,4 +510,137 @@ fn a_tier_of_three_commits_every_event_once_while_one_node_is_killed_again_and_a
         nodes_seen,
         ["n1", "n2", "n3"].iter().map(|s| s.to_string()).collect()
     );
+}
+
+/// Every kind of file goes into the table: the period's file, a `late`
+/// file (an event for a period already committed), an `outside` file
+/// (events dated three days back, filed under the hour they arrived in),
+/// and a `part` file (finished early by a drain). The outside file's
+/// partition is its arrival hour; a filter on its events' own time still
+/// finds them (engines prune by the file's time bounds, not its partition).
+#[test]
+fn late_outside_and_part_files_are_committed_and_found_by_time() {
+    let lake = tempfile::tempdir().unwrap();
+    let wh = lake.path().join("wh");
+    let mut weir = Weir::start(&format!(
+        "[sinks.lake]\ntype = \"iceberg\"\nwarehouse = \"{}\"\ncommit_interval = \"1s\"\n",
+        wh.display()
+    ));
+    let uri = sqlite_uri(&wh.join("catalog.db"));
+    let warehouse = format!("file://{}", wh.display());
+    let now = now_secs();
+    let mut all = send_at(weir.port, "k.main", "m", 100, now, &no_fields);
+    let long_ago = now - 3 * 86_400;
+    all.extend(send_at(weir.port, "k.far", "o", 40, long_ago, &no_fields));
+    let ok = wait_until(Duration::from_secs(150), || committed(&weir) >= 2.0);
+    assert!(ok, "{}", weir.log());
+    // The period's file is committed: an event for it now is late.
+    all.extend(send_at(weir.port, "k.main", "l", 10, now, &no_fields));
+    let ok = wait_until(Duration::from_secs(150), || committed(&weir) >= 3.0);
+    assert!(ok, "the late file never committed\n{}", weir.log());
+    // A drain finishes the open period's file early, as a part.
+    all.extend(send(weir.port, "k.part", "p", 30, &no_fields));
+    std::fs::write(weir.data_dir().join("drain-on-exit"), b"").unwrap();
+    weir.sigterm();
+    assert!(weir.wait_exit(Duration::from_secs(120)), "{}", weir.log());
+    let day = chrono::DateTime::from_timestamp(long_ago / 86_400 * 86_400, 0).unwrap();
+    let filter = format!(
+        "time >= '{}' and time < '{}'",
+        day.to_rfc3339(),
+        (day + chrono::Duration::days(1)).to_rfc3339()
+    );
+    let t = read_table(&uri, &warehouse, "logs", &["--duckdb", "--filter", &filter]);
+    assert_eq!(t["rows"], all.len() as u64, "{t}");
+    assert_eq!(t["distinct_ids"], all.len() as u64);
+    assert_eq!(t["duckdb_rows"], all.len() as u64);
+    let files = t["files"].as_array().unwrap();
+    let find = |kind: &str| {
+        files
+            .iter()
+            .find(|f| f["path"].as_str().unwrap().contains(kind))
+            .unwrap_or_else(|| panic!("no {kind} file: {t}"))
+            .clone()
+    };
+    let outside = find(".outside-");
+    find(".late-");
+    find(".part-");
+    // Partitioned by the hour it arrived in (hours since the epoch).
+    let arrival_hour = (now / 3600).to_string();
+    assert_eq!(outside["partition"][1], arrival_hour.as_str(), "{outside}");
+    assert_eq!(
+        t["filtered_rows"], 40,
+        "a time filter found the far-dated events: {t}"
+    );
+    assert_eq!(
+        t["filtered_files"], 1,
+        "and pruned every other file by its bounds"
+    );
+}
+
+/// Snapshots this node made past `snapshot_max_age` are expired (here 1m,
+/// keeping the newest one): the table keeps every row, time travel reaches
+/// the snapshots kept, and the expired snapshots' manifest lists are gone.
+#[test]
+fn old_snapshots_expire_and_the_data_stays() {
+    let lake = tempfile::tempdir().unwrap();
+    let wh = lake.path().join("wh");
+    let weir = Weir::start(&format!(
+        "[sinks.lake]\ntype = \"iceberg\"\nwarehouse = \"{}\"\ncommit_interval = \"1s\"\nsnapshot_max_age = \"1m\"\nsnapshot_min_keep = 1\n",
+        wh.display()
+    ));
+    let uri = sqlite_uri(&wh.join("catalog.db"));
+    let warehouse = format!("file://{}", wh.display());
+    let mut sent = 0;
+    let mut lists = Vec::new();
+    let mut round = 0;
+    let expired = wait_until(Duration::from_secs(420), || {
+        // One file a minute, one commit each.
+        if committed(&weir) as usize == round {
+            sent += send(weir.port, "exp.x", &format!("r{round}"), 20, &no_fields).len();
+            round += 1;
+        }
+        if committed(&weir) >= 1.0 {
+            let t = read_table(&uri, &warehouse, "logs", &[]);
+            for s in t["snapshots"].as_array().into_iter().flatten() {
+                lists.push(s["id"].as_i64().unwrap());
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        metric(
+            &scrape(weir.metrics_port),
+            "weir_iceberg_snapshots_expired_total",
+            &[],
+        ) >= 1.0
+    });
+    assert!(
+        expired,
+        "nothing expired after {round} commits\n{}",
+        weir.log()
+    );
+    wait_all_committed(&weir, Duration::from_secs(150));
+    let t = read_table(&uri, &warehouse, "logs", &["--duckdb"]);
+    assert_eq!(t["rows"], sent as u64, "every row stays: {t}");
+    assert_eq!(t["duckdb_rows"], sent as u64);
+    let kept: Vec<i64> = t["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_i64().unwrap())
+        .collect();
+    let seen: BTreeSet<i64> = lists.into_iter().collect();
+    let gone: Vec<&i64> = seen.iter().filter(|id| !kept.contains(id)).collect();
+    assert!(!gone.is_empty(), "snapshots seen {seen:?}, kept {kept:?}");
+    // Time travel to every snapshot kept works.
+    for id in &kept {
+        let back = read_table(&uri, &warehouse, "logs", &["--snapshot", &id.to_string()]);
+        assert!(back["rows"].as_u64().unwrap() > 0);
+    }
+    // The expired snapshots' manifest lists are deleted.
+    let metadata = wh.join("weir/logs/metadata");
+    let snap_lists = std::fs::read_dir(&metadata)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("snap-"))
+        .count();
+    assert_eq!(snap_lists, kept.len(), "manifest lists left: {snap_lists}");
 }

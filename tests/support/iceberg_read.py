@@ -28,6 +28,7 @@ p.add_argument("--s3")
 p.add_argument("--snapshot", type=int)
 p.add_argument("--duckdb", action="store_true")
 p.add_argument("--rows", action="store_true")
+p.add_argument("--filter", help="a pyiceberg row filter; its row count is printed as filtered_rows")
 a = p.parse_args()
 
 props = {"uri": a.uri, "warehouse": a.warehouse}
@@ -96,6 +97,9 @@ if a.rows:
         d.update({c: r[c] for c in cols})
         rows.append(d)
     out["row_list"] = rows
+if a.filter:
+    out["filtered_rows"] = t.scan(row_filter=a.filter).to_arrow().num_rows
+    out["filtered_files"] = len(list(t.scan(row_filter=a.filter).plan_files()))
 if a.duckdb:
     import duckdb
 

@@ -433,6 +433,13 @@ impl Committer {
         }
     }
 
+    /// How often expiry runs: every ten minutes, or half the snapshot age
+    /// when that is shorter.
+    fn expire_every(&self) -> std::time::Duration {
+        let half = (self.settings.snapshot_max_age_ms / 2).max(1000) as u64;
+        EXPIRE_EVERY.min(std::time::Duration::from_millis(half))
+    }
+
     /// Expires this node's snapshots older than `snapshot_max_age` (never the
     /// newest `snapshot_min_keep` of the table, nor another writer's), at
     /// most every ten minutes per table, and deletes their manifest lists.
@@ -442,7 +449,7 @@ impl Committer {
         if self
             .expired_at
             .get(&name)
-            .is_some_and(|t| t.elapsed() < EXPIRE_EVERY)
+            .is_some_and(|t| t.elapsed() < self.expire_every())
         {
             return;
         }
