@@ -577,70 +577,45 @@ fn late_outside_and_part_files_are_committed_and_found_by_time() {
     );
 }
 
-/// Snapshots this node made past `snapshot_max_age` are expired (here 1m,
-/// keeping the newest one): the table keeps every row, time travel reaches
-/// the snapshots kept, and the expired snapshots' manifest lists are gone.
+/// A route with one file per period for all its tags (`per_route`): its
+/// table is partitioned by period only, files sit under no tag folder, and
+/// every tag's events are in it. (Snapshot expiry is tested without a weir
+/// process in src/sink/iceberg/tests.rs, where snapshots can be seconds old.)
 #[test]
-fn old_snapshots_expire_and_the_data_stays() {
+fn a_per_route_table_is_partitioned_by_period_only() {
     let lake = tempfile::tempdir().unwrap();
     let wh = lake.path().join("wh");
     let weir = Weir::start(&format!(
-        "[sinks.lake]\ntype = \"iceberg\"\nwarehouse = \"{}\"\ncommit_interval = \"1s\"\nsnapshot_max_age = \"1m\"\nsnapshot_min_keep = 1\n",
+        "[sinks.lake]\ntype = \"iceberg\"\nwarehouse = \"{}\"\ncommit_interval = \"1s\"\n\
+         [[route]]\nname = \"pods\"\nmatch = \"**\"\nsinks = [\"lake\"]\nfiles = \"per_route\"\n",
         wh.display()
     ));
-    let uri = sqlite_uri(&wh.join("catalog.db"));
-    let warehouse = format!("file://{}", wh.display());
     let mut sent = 0;
-    let mut lists = Vec::new();
-    let mut round = 0;
-    let expired = wait_until(Duration::from_secs(420), || {
-        // One file a minute, one commit each.
-        if committed(&weir) as usize == round {
-            sent += send(weir.port, "exp.x", &format!("r{round}"), 20, &no_fields).len();
-            round += 1;
-        }
-        if committed(&weir) >= 1.0 {
-            let t = read_table(&uri, &warehouse, "logs", &[]);
-            for s in t["snapshots"].as_array().into_iter().flatten() {
-                lists.push(s["id"].as_i64().unwrap());
-            }
-        }
-        std::thread::sleep(Duration::from_secs(2));
-        metric(
-            &scrape(weir.metrics_port),
-            "weir_iceberg_snapshots_expired_total",
-            &[],
-        ) >= 1.0
-    });
-    assert!(
-        expired,
-        "nothing expired after {round} commits\n{}",
-        weir.log()
-    );
+    for (i, tag) in ["k8s.pod-a", "k8s.pod-b", "k8s.pod-c"].iter().enumerate() {
+        sent += send(weir.port, tag, &format!("p{i}"), 30, &no_fields).len();
+    }
     wait_all_committed(&weir, Duration::from_secs(150));
-    let t = read_table(&uri, &warehouse, "logs", &["--duckdb"]);
-    assert_eq!(t["rows"], sent as u64, "every row stays: {t}");
+    let uri = sqlite_uri(&wh.join("catalog.db"));
+    let t = read_table(
+        &uri,
+        &format!("file://{}", wh.display()),
+        "pods",
+        &["--duckdb"],
+    );
+    assert_eq!(t["rows"], sent as u64, "{t}");
     assert_eq!(t["duckdb_rows"], sent as u64);
-    let kept: Vec<i64> = t["snapshots"]
+    let spec: Vec<&str> = t["spec"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["id"].as_i64().unwrap())
+        .map(|f| f["name"].as_str().unwrap())
         .collect();
-    let seen: BTreeSet<i64> = lists.into_iter().collect();
-    let gone: Vec<&i64> = seen.iter().filter(|id| !kept.contains(id)).collect();
-    assert!(!gone.is_empty(), "snapshots seen {seen:?}, kept {kept:?}");
-    // Time travel to every snapshot kept works.
-    for id in &kept {
-        let back = read_table(&uri, &warehouse, "logs", &["--snapshot", &id.to_string()]);
-        assert!(back["rows"].as_u64().unwrap() > 0);
-    }
-    // The expired snapshots' manifest lists are deleted.
-    let metadata = wh.join("weir/logs/metadata");
-    let snap_lists = std::fs::read_dir(&metadata)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("snap-"))
-        .count();
-    assert_eq!(snap_lists, kept.len(), "manifest lists left: {snap_lists}");
+    assert_eq!(spec, ["period_hour"], "{t}");
+    let files = t["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "one file for the route's tags: {t}");
+    let path = files[0]["path"].as_str().unwrap();
+    assert!(
+        path.contains("/weir/pods/data/dt=") && !path.contains("tag="),
+        "{path}"
+    );
 }

@@ -59,9 +59,16 @@ pub struct Committer {
     pub metrics: IcebergMetrics,
     catalog: Option<Arc<Counting>>,
     /// Connects to the catalog (again after a failure).
-    connect: super::Connect,
+    pub(super) connect: super::Connect,
     tables: HashMap<String, Table>,
     expired_at: HashMap<String, Instant>,
+    /// Manifest lists of expired snapshots, deleted one expiry later: a
+    /// query that started on such a snapshot just before it expired can
+    /// still finish.
+    ///
+    /// # Memory
+    /// One path per snapshot expired in the last expiry interval.
+    expired_lists: Vec<(Instant, String)>,
 }
 
 impl Committer {
@@ -73,6 +80,7 @@ impl Committer {
             connect,
             tables: HashMap::new(),
             expired_at: HashMap::new(),
+            expired_lists: Vec::new(),
         }
     }
 
@@ -454,6 +462,16 @@ impl Committer {
             return;
         }
         self.expired_at.insert(name.clone(), Instant::now());
+        let linger = self.expire_every();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.expired_lists)
+            .into_iter()
+            .partition(|(at, _)| at.elapsed() >= linger);
+        self.expired_lists = later;
+        for (_, list) in due {
+            if let Err(e) = table.file_io().delete(&list).await {
+                tracing::debug!(file = list, error = %e, "cannot delete an expired manifest list");
+            }
+        }
         let meta = table.metadata();
         let cutoff = crate::wal::now_ms() - self.settings.snapshot_max_age_ms;
         let mut newest: Vec<(i64, i64)> = meta
@@ -491,9 +509,9 @@ impl Committer {
         };
         match result {
             Ok(t) => {
-                for (_, list) in &old {
-                    let _ = t.file_io().delete(list).await;
-                }
+                let now = Instant::now();
+                self.expired_lists
+                    .extend(old.iter().map(|(_, list)| (now, list.clone())));
                 self.metrics
                     .expired(&self.settings.sink, &name, old.len() as u64);
                 self.tables.insert(name, t);

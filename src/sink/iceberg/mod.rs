@@ -14,6 +14,8 @@ pub mod config;
 mod data_file;
 pub mod storage;
 mod table;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::Path;
