@@ -27,6 +27,22 @@ pub enum LockError {
 }
 
 impl DataDirLock {
+    /// Fails if another weir holds `data_dir`'s lock; changes nothing (a
+    /// missing folder or lock file is free).
+    pub fn check_free(data_dir: &Path) -> Result<(), LockError> {
+        let path = data_dir.join("LOCK");
+        let file = match OpenOptions::new().write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(LockError::Io { path, source }),
+        };
+        match file.try_lock() {
+            Ok(()) => Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held(data_dir.to_path_buf())),
+            Err(std::fs::TryLockError::Error(source)) => Err(LockError::Io { path, source }),
+        }
+    }
+
     /// Creates `data_dir` if needed and locks it, without waiting.
     pub fn acquire(data_dir: &Path) -> Result<Self, LockError> {
         let path = data_dir.join("LOCK");

@@ -35,7 +35,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check { config } => {
             let c = load_config(Some(&config))?;
             weir::cli::check_data_dir(&c.data_dir)?;
-            let tables = runtime()?.block_on(weir::cli::check_tables(&c))?;
+            let mut tables = runtime()?.block_on(weir::cli::check_tables(&c))?;
+            for w in &c.warnings {
+                tables.push_str(&format!("# warning: {w}\n"));
+            }
             // A closed stdout (weir check | head) is not an error worth a panic.
             let _ = writeln!(
                 std::io::stdout(),

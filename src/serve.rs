@@ -92,9 +92,19 @@ pub async fn run_with(
     let config = Arc::new(config);
     let data_dir = &config.data_dir;
     // First, before anything in data_dir is read or changed: a second weir
-    // on a live node's folder must leave it as it is.
+    // on a live node's folder must leave it as it is, and so must a start
+    // that cannot have its ports.
+    crate::lock::DataDirLock::check_free(data_dir)?;
+    let sockets = if options.accept {
+        Some(Sockets::bind(&config).await?)
+    } else {
+        None
+    };
     let _lock = crate::lock::DataDirLock::acquire(data_dir)?;
 
+    for w in &config.warnings {
+        tracing::warn!("config: {w}");
+    }
     raise_open_file_limit(&config);
     check_roll_bounds(&config);
 
@@ -140,17 +150,9 @@ pub async fn run_with(
         roller: roller_status.clone(),
         sinks: sink_status.clone(),
     });
-    // Bound first, so a port clash fails before any state is touched.
-    let metrics_listener = if options.accept {
-        Some(
-            TcpListener::bind(config.metrics.listen)
-                .await
-                .with_context(|| {
-                    format!("metrics.listen: cannot listen on {}", config.metrics.listen)
-                })?,
-        )
-    } else {
-        None
+    let (metrics_listener, forward_sockets) = match sockets {
+        Some(s) => (Some(s.metrics), Some((s.forward, s.heartbeat))),
+        None => (None, None),
     };
     let (finished_tx, finished_rx) = mpsc::channel(1024);
     // Delivery stops last: after the roller, once the outbox is empty or
@@ -221,7 +223,7 @@ pub async fn run_with(
                 .disk_reserve_bytes(config.roll.max_buffer_bytes.0),
         },
         WalLinks {
-            durable,
+            durable: durable.clone(),
             roller_position,
             release: release_rx,
             oldest: oldest_tx,
@@ -258,10 +260,29 @@ pub async fn run_with(
             shutdown_rx.clone(),
         ))
     });
-    let forward = if options.accept {
-        Some(start_forward(&config, wal.clone(), &metrics, &health, &shutdown_rx).await?)
-    } else {
-        None
+    // Accepting once the WAL has read what is on disk: appends before that
+    // would only wait, and "accepting" then means it.
+    let recovered = durable.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let mut m = recovered.get();
+        while !m.recovered && !m.closed {
+            m = recovered.wait_change(m, Duration::from_millis(250));
+        }
+    })
+    .await;
+    let forward = match forward_sockets {
+        Some(sockets) => Some(
+            start_forward(
+                &config,
+                sockets,
+                wal.clone(),
+                &metrics,
+                &health,
+                &shutdown_rx,
+            )
+            .await?,
+        ),
+        None => None,
     };
     drop(wal);
 
@@ -392,26 +413,52 @@ struct Forward {
     capture_writer: Option<crate::capture::writer::Writer>,
 }
 
-/// Binds the forward port (TCP and UDP) and starts accepting.
+/// The ports weir serves on, bound before data_dir is touched, so a port in
+/// use fails the start with data_dir as it was.
+struct Sockets {
+    metrics: TcpListener,
+    forward: TcpListener,
+    heartbeat: UdpSocket,
+}
+
+impl Sockets {
+    async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let metrics = TcpListener::bind(config.metrics.listen)
+            .await
+            .with_context(|| {
+                format!("metrics.listen: cannot listen on {}", config.metrics.listen)
+            })?;
+        let forward = TcpListener::bind(config.forward.listen)
+            .await
+            .with_context(|| {
+                format!("forward.listen: cannot listen on {}", config.forward.listen)
+            })?;
+        let heartbeat = UdpSocket::bind(config.forward.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "forward.listen: cannot bind UDP {} for heartbeats",
+                    config.forward.listen
+                )
+            })?;
+        Ok(Self {
+            metrics,
+            forward,
+            heartbeat,
+        })
+    }
+}
+
+/// Starts accepting forward traffic on the bound sockets.
 async fn start_forward(
     config: &Config,
+    (listener, udp): (TcpListener, UdpSocket),
     wal: wal::WalHandle,
     metrics: &Metrics,
     health: &Health,
     shutdown_rx: &watch::Receiver<bool>,
 ) -> anyhow::Result<Forward> {
     let data_dir = &config.data_dir;
-    let listener = TcpListener::bind(config.forward.listen)
-        .await
-        .with_context(|| format!("forward.listen: cannot listen on {}", config.forward.listen))?;
-    let udp = UdpSocket::bind(config.forward.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "forward.listen: cannot bind UDP {} for heartbeats",
-                config.forward.listen
-            )
-        })?;
     let heartbeat = tokio::spawn(forward::heartbeat::run(udp, shutdown_rx.clone()));
     health.listener_bound.store(true, Ordering::Relaxed);
     tracing::info!(

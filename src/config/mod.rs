@@ -59,18 +59,14 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from("weir-data")
 }
 
-fn default_unmatched() -> Unmatched {
-    Unmatched::Drop
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     node_id: Option<String>,
     data_dir: Option<PathBuf>,
     /// "drop" (default) or the name of the route unmatched events go to.
-    #[serde(default = "default_unmatched")]
-    unmatched: Unmatched,
+    #[serde(default)]
+    unmatched: Option<Unmatched>,
     #[serde(default)]
     forward: ForwardConfig,
     #[serde(default)]
@@ -98,6 +94,10 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Route index for events no route matches; `None` drops them.
     pub unmatched_route: Option<usize>,
+    /// What is valid but probably not meant (`weir check` prints them,
+    /// `weir serve` logs them at start).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
     pub sinks: BTreeMap<String, SinkConfig>,
     pub metrics: MetricsConfig,
     pub outbox: OutboxConfig,
@@ -433,7 +433,13 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
             table,
         });
     }
-    let unmatched_route = match &file.unmatched {
+    let mut warnings = Vec::new();
+    if !implicit_route && file.unmatched.is_none() {
+        warnings.push(
+            "unmatched: routes are configured and `unmatched` is not set, so events whose tag matches no route are dropped (each new tag is logged, weir_roll_unrouted_events_total counts them); set unmatched = \"drop\" to say so, or the name of a route to keep them".to_string(),
+        );
+    }
+    let unmatched_route = match file.unmatched.as_ref().unwrap_or(&Unmatched::Drop) {
         Unmatched::Drop => None,
         Unmatched::Route(name) => {
             Some(routes.iter().position(|r| &r.name == name).ok_or_else(|| {
@@ -446,6 +452,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     };
     Ok(Config {
         unmatched_route,
+        warnings,
         node_id,
         data_dir,
         forward: file.forward,

@@ -27,6 +27,13 @@ impl CaptureMetrics {
 }
 
 impl CaptureMetrics {
+    /// Its series at zero from the start.
+    pub(super) fn zeros(&self) {
+        for reason in ["queue_full", "write_error"] {
+            self.dropped.with_label_values(&[reason]);
+        }
+    }
+
     /// A capture record could not be written: dropped (ingestion goes on).
     pub fn write_failed(&self, why: &str) {
         self.dropped.with_label_values(&["write_error"]).inc();

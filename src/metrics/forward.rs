@@ -54,6 +54,58 @@ impl ForwardMetrics {
     }
 }
 
+impl ForwardMetrics {
+    /// Every series whose labels are known exists from the start, at zero,
+    /// so alerts need no `or vector(0)`.
+    pub(super) fn zeros(&self) {
+        for reason in [
+            "eof",
+            "truncated",
+            "malformed",
+            "frame_too_large",
+            "bad_compression",
+            "idle_timeout",
+            "io_error",
+            "wal_unavailable",
+            "request_timeout",
+            "no_keepalive",
+            "shutdown",
+        ] {
+            self.connections_closed.with_label_values(&[reason]);
+        }
+        for reason in [
+            "invalid_ping",
+            "anonymous_denied",
+            "shared_key_mismatch",
+            "user_mismatch",
+            "timeout",
+            "closed",
+            "tls",
+        ] {
+            self.handshake_failures.with_label_values(&[reason]);
+        }
+        for mode in [
+            "message",
+            "forward",
+            "packed_forward",
+            "compressed_packed_forward",
+        ] {
+            self.requests.with_label_values(&[mode]);
+            self.events_accepted.with_label_values(&[mode]);
+        }
+        for reason in [
+            "invalid_time",
+            "invalid_record",
+            "invalid_entry",
+            "invalid_tag",
+            "non_log_signal",
+            "not_array",
+        ] {
+            self.events_skipped.with_label_values(&[reason]);
+        }
+    }
+}
+
 /// Events: each counts and logs (warnings rate-limited) in one place.
 impl ForwardMetrics {
     /// A connection refused at once because `forward.max_connections` were open.

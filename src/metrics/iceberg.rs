@@ -52,6 +52,12 @@ impl IcebergMetrics {
         self.waiting_files.with_label_values(&[sink]);
         self.oldest_waiting_seconds.with_label_values(&[sink]);
         self.snapshots_expired.with_label_values(&[sink]);
+        self.commit_seconds.with_label_values(&[sink]);
+    }
+
+    /// A table of the sink, not refused (yet).
+    pub fn register_table(&self, sink: &str, table: &str) {
+        self.table_refused.with_label_values(&[sink, table]);
     }
 
     /// A commit added `files` files (`rows` rows) to `table`, after

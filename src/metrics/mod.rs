@@ -64,6 +64,29 @@ impl Suppressed {
     }
 }
 
+/// Every kind of rate-limited warning (`Suppressed::allow`), so each
+/// `weir_log_suppressed_total{kind}` series exists from the start; a unit
+/// test checks the list against the source.
+pub const LOG_KINDS: [&str; 17] = [
+    "bad_wal_record",
+    "capture",
+    "connection_refused",
+    "early_finish",
+    "handshake",
+    "iceberg_commit",
+    "iceberg_table",
+    "large_request",
+    "not_array",
+    "preview_sweep",
+    "roller_failing",
+    "tls",
+    "type_mismatch",
+    "unrouted_tag",
+    "upload_failed",
+    "wal_disk_reserve",
+    "wal_write",
+];
+
 /// One metric as the README's table lists it.
 #[derive(Debug, Clone)]
 pub struct MetricInfo {
@@ -96,6 +119,30 @@ impl Metrics {
         let outbox = OutboxMetrics::register(&r, &suppressed);
         let iceberg = IcebergMetrics::register(&r, &suppressed);
         registry::register(&r, "counter", name, Ok(suppressed.0.clone()));
+        for kind in LOG_KINDS {
+            suppressed.0.with_label_values(&[kind]);
+        }
+        forward.zeros();
+        capture.zeros();
+        roll.zeros();
+        let build_info = registry::gauge_vec(
+            &r,
+            "weir_build_info",
+            "Always 1; the labels say which weir runs (version, target).",
+            &["version", "target"],
+        );
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                &format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
+            ])
+            .set(1);
+        // process_resident_memory_bytes, process_cpu_seconds_total,
+        // process_open_fds, process_max_fds, process_start_time_seconds …
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        if let Err(e) = r.registry.register(Box::new(process)) {
+            tracing::warn!(error = %e, "process metrics unavailable");
+        }
         Metrics(Arc::new(Inner {
             forward,
             capture,
@@ -135,5 +182,44 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every `allow("kind")` in the source is in [`super::LOG_KINDS`].
+    #[test]
+    fn every_warning_kind_is_listed() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    for part in text.split(".allow(\"").skip(1) {
+                        if let Some(kind) = part.split('"').next() {
+                            out.push(kind.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        let mut kinds = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut kinds,
+        );
+        kinds.retain(|k| {
+            !k.is_empty()
+                && !k.starts_with("test")
+                && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        });
+        for k in kinds {
+            assert!(
+                super::LOG_KINDS.contains(&k.as_str()),
+                "{k} missing from LOG_KINDS"
+            );
+        }
     }
 }

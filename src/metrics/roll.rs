@@ -22,6 +22,7 @@ pub struct RollMetrics {
     pub lag_records: IntGauge,
     pub lag_seconds: Gauge,
     pub unrouted_events: IntCounter,
+    pub type_mismatches: IntCounterVec,
     pub replayed_skipped_events: IntCounter,
     pub errors: IntCounter,
     /// Rate limit of this stage's repeated warnings.
@@ -44,7 +45,8 @@ impl RollMetrics {
             coverage_entries: gauge(r, "weir_roll_coverage_entries", "Finished files the roller remembers so replay skips their events (forgotten once the WAL drops their records)."),
             lag_records: gauge(r, "weir_roll_lag_records", "WAL records (requests) durable and acked but not yet read by the roller."),
             lag_seconds: register(r, "gauge", "weir_roll_lag_seconds", Gauge::new("weir_roll_lag_seconds", "While the roller is behind: at most the age of the oldest record it has not read (since the later of the last record read and the last moment it was caught up; after a restart with a backlog, since the start). 0 when caught up.")),
-            unrouted_events: counter(r, "weir_roll_unrouted_events_total", "Events whose tag matched no route; dropped."),
+            unrouted_events: counter(r, "weir_roll_unrouted_events_total", "Events whose tag matched no route and `unmatched = \"drop\"` dropped (logged per new tag and summed a minute)."),
+            type_mismatches: counter_vec(r, "weir_roll_type_mismatches_total", "Values of a declared column's name but another type: null in the column, kept in `record`; by route and column.", &["route", "column"]),
             replayed_skipped_events: counter(r, "weir_roll_replay_skipped_events_total", "Replayed WAL events already in a finished file."),
             errors: counter(r, "weir_roll_errors_total", "Failures writing Parquet files."),
             suppressed: suppressed.clone(),
@@ -53,6 +55,27 @@ impl RollMetrics {
 }
 
 impl RollMetrics {
+    /// Its series with known labels at zero from the start (the route and
+    /// column ones: [`RollMetrics::declare_columns`]).
+    pub(super) fn zeros(&self) {
+        for kind in ["period", "part", "late", "outside", "td_part", "preview"] {
+            self.files_finished.with_label_values(&[kind]);
+        }
+        for direction in ["past", "future"] {
+            self.outside_events.with_label_values(&[direction]);
+        }
+        for reason in ["max_open_files", "memory", "drain"] {
+            self.files_finished_early.with_label_values(&[reason]);
+        }
+    }
+
+    /// The type-mismatch series of a route's declared columns, at zero.
+    pub fn declare_columns<'a>(&self, route: &str, columns: impl IntoIterator<Item = &'a str>) {
+        for c in columns {
+            self.type_mismatches.with_label_values(&[route, c]);
+        }
+    }
+
     /// An event in the WAL whose record is not a valid map: skipped.
     pub fn bad_record(&self, seq: u64, error: &dyn std::fmt::Display) {
         self.errors.inc();
@@ -96,6 +119,42 @@ impl RollMetrics {
         if let Some(suppressed) = self.suppressed.allow("roller_failing") {
             tracing::error!(error = %error, retry_in_ms = retry_in.as_millis() as u64, suppressed,
                 "roller cannot write files; retrying (the WAL keeps every event)");
+        }
+    }
+
+    /// Events of a tag no route matches, seen for the first time.
+    pub fn unrouted_tag(&self, tag: &str, policy: &str) {
+        if let Some(suppressed) = self.suppressed.allow("unrouted_tag") {
+            tracing::warn!(tag, suppressed,
+                "events whose tag matches no route: {policy}; set `unmatched` to a route's name to keep them, or add a route (weir_roll_unrouted_events_total counts them)");
+        }
+    }
+
+    /// The last interval's events that matched no route.
+    pub fn unrouted_summary(
+        &self,
+        events: u64,
+        new_tags: u64,
+        over: std::time::Duration,
+        policy: &str,
+    ) {
+        tracing::warn!(
+            events,
+            new_tags,
+            over_s = over.as_secs(),
+            "events matched no route: {policy}"
+        );
+    }
+
+    /// `n` values named like a declared column had another type (the last
+    /// one `seen`): null in the column, kept in `record`.
+    pub fn type_mismatch(&self, route: &str, column: &str, declared: &str, seen: &str, n: u64) {
+        self.type_mismatches
+            .with_label_values(&[route, column])
+            .inc_by(n);
+        if let Some(suppressed) = self.suppressed.allow("type_mismatch") {
+            tracing::warn!(route, column, declared, seen, values = n, suppressed,
+                "values of another type than the column declares: null in the column, kept in `record`");
         }
     }
 }

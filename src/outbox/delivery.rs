@@ -99,6 +99,10 @@ pub fn start(
                 m.outbox.sink_uploads.with_label_values(&[name, result]);
             }
             m.outbox.sink_retries.with_label_values(&[name]);
+            m.outbox.sink_upload_seconds.with_label_values(&[name]);
+            for result in ["ok", "failed"] {
+                m.outbox.redeliver_files.with_label_values(&[name, result]);
+            }
             m.outbox.sink_dead_lettered.with_label_values(&[name]);
             m.outbox.sink_auth_failures.with_label_values(&[name]);
             m.outbox.files.with_label_values(&[name]);

@@ -105,6 +105,22 @@ impl TagColumn {
     }
 }
 
+/// A msgpack value's type as a log line names it; `None` for nil (a null
+/// is no mismatch).
+fn type_name(h: Head) -> Option<&'static str> {
+    Some(match h {
+        Head::Nil => return None,
+        Head::Bool(_) => "bool",
+        Head::Int(_) | Head::BigUint(_) => "integer",
+        Head::Float(_) => "float",
+        Head::Str(_) => "string",
+        Head::Bin(_) => "binary",
+        Head::Array(_) => "array",
+        Head::Map(_) => "map",
+        Head::Ext(..) => "ext",
+    })
+}
+
 enum ColumnBuilder {
     Str(StringBuilder),
     I32(Int32Builder),
@@ -231,6 +247,9 @@ pub struct PartitionWriter {
     tags: TagColumn,
     times: Vec<i64>,
     columns: Vec<ColumnBuilder>,
+    /// Per declared column: values of another type seen (kept in `record`)
+    /// since [`PartitionWriter::take_mismatches`], and the last type seen.
+    mismatched: Vec<(u64, &'static str)>,
     record: StringBuilder,
     /// Reused per row: the JSON of the remaining keys.
     scratch: String,
@@ -280,6 +299,7 @@ impl PartitionWriter {
                 .iter()
                 .map(|(_, t)| ColumnBuilder::new(*t))
                 .collect(),
+            mismatched: vec![(0, ""); schema.columns.len()],
             record: StringBuilder::new(),
             scratch: String::with_capacity(1024),
             filled: vec![false; schema.columns.len()],
@@ -384,6 +404,19 @@ impl PartitionWriter {
         Ok(())
     }
 
+    /// Values of a declared column's name but another type seen since the
+    /// last call: (column index, count, the last type seen).
+    pub fn take_mismatches(&mut self) -> impl Iterator<Item = (usize, u64, &'static str)> + '_ {
+        self.mismatched
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, m)| m.0 > 0)
+            .map(|(i, m)| {
+                let (n, seen) = std::mem::take(m);
+                (i, n, seen)
+            })
+    }
+
     /// Fills the declared columns and `scratch` (the `record` JSON) for one
     /// record; returns the bytes it added to the declared columns.
     fn encode_record(&mut self, record: &[u8]) -> Result<usize, MsgpackError> {
@@ -426,10 +459,18 @@ impl PartitionWriter {
                     .position(|(name, _)| name.as_bytes() == k)
                 {
                     let at = c.remaining().len();
-                    if !self.filled[i] && self.columns[i].try_append(&mut c)? {
-                        self.filled[i] = true;
-                        declared += at - c.remaining().len();
-                        continue;
+                    if !self.filled[i] {
+                        if self.columns[i].try_append(&mut c)? {
+                            self.filled[i] = true;
+                            declared += at - c.remaining().len();
+                            continue;
+                        }
+                        // A value of another type stays in `record`.
+                        if let Some(seen) = type_name(c.peek()?) {
+                            let m = &mut self.mismatched[i];
+                            m.0 += 1;
+                            m.1 = seen;
+                        }
                     }
                 }
             }

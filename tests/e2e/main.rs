@@ -22,6 +22,7 @@ mod iceberg_failures;
 mod loadgen;
 mod observability;
 mod operations;
+mod operator;
 mod peers;
 mod pipelining;
 mod postgres;

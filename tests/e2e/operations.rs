@@ -252,3 +252,41 @@ fn a_stream_of_non_arrays_is_closed_after_a_few() {
         1.0
     );
 }
+
+/// A start that cannot have its port fails with the key named and leaves
+/// data_dir as it found it (not created when it did not exist, unchanged
+/// when it did); and "accepting forward traffic" is logged only once the
+/// WAL has been read back.
+#[test]
+fn a_failed_start_leaves_data_dir_alone_and_accepting_follows_recovery() {
+    let mut weir = Weir::create_full("", "", "");
+    let data = weir.data_dir();
+    let _ = std::fs::remove_dir_all(&data);
+    let taken = std::net::TcpListener::bind(("127.0.0.1", weir.port)).unwrap();
+    let out = weir_cmd(&["serve"], &weir.config_path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("forward.listen: cannot listen"), "{err}");
+    assert!(!data.exists(), "a failed start created {}", data.display());
+    drop(taken);
+    // With a data_dir holding a WAL to recover.
+    weir.spawn();
+    let mut s = connect(weir.port).unwrap();
+    let ev: Vec<(i64, String)> = (0..10).map(|i| (now_secs(), format!("r{i}"))).collect();
+    send_acked(&mut s, &forward_request("rec.x", &ev, Some("r"), 0), "r").unwrap();
+    weir.kill9();
+    let before = names_in(&data);
+    let taken = std::net::TcpListener::bind(("127.0.0.1", weir.port)).unwrap();
+    let out = weir_cmd(&["serve"], &weir.config_path);
+    assert!(!out.status.success());
+    assert_eq!(names_in(&data), before, "a failed start changed data_dir");
+    drop(taken);
+    let log_before = weir.log().len();
+    weir.spawn();
+    let log = weir.log()[log_before..].to_string();
+    let recovered = log.find("WAL recovered").unwrap_or(usize::MAX);
+    let accepting = log
+        .find("accepting forward traffic")
+        .expect("accepting logged");
+    assert!(recovered < accepting, "accepting before recovery:\n{log}");
+}

@@ -114,6 +114,11 @@ fn redeliver_restores_a_deleted_hour_byte_identical_live_then_stopped_and_backfi
     assert!(out.status.success(), "{text}");
     assert!(text.contains("handed to the running node"), "{text}");
     assert!(text.contains("2/2 files sent, 100 rows"), "{text}");
+    assert_eq!(
+        text.matches("2/2 files sent").count(),
+        1,
+        "the summary is printed once: {text}"
+    );
     assert_eq!(objects(&s3, &[]), before, "restored byte-identical");
     let m = scrape(weir.metrics_port);
     assert_eq!(
@@ -174,6 +179,11 @@ fn redeliver_restores_a_deleted_hour_byte_identical_live_then_stopped_and_backfi
     assert!(out.status.success(), "{text}");
     assert!(text.contains("stopped node"), "{text}");
     assert!(text.contains("3/3 files sent, 150 rows"), "{text}");
+    assert_eq!(
+        text.matches("3/3 files sent").count(),
+        1,
+        "the summary is printed once: {text}"
+    );
     assert_eq!(objects(&s3, &[]), before, "a rerun changes nothing");
 
     // The sink added later (same route, another prefix) is backfilled

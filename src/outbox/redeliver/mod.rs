@@ -203,10 +203,13 @@ struct ProgressPrinter {
 }
 
 impl ProgressPrinter {
+    /// Progress while files are going; the finished state is the summary's
+    /// to print, once.
     fn maybe_print(&mut self, p: &Progress) {
-        if self
-            .last
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        if !p.finished
+            && self
+                .last
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
         {
             self.last = Some(std::time::Instant::now());
             println!("{}", p.line());

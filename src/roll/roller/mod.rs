@@ -50,6 +50,7 @@ mod finish;
 mod output;
 mod preview;
 mod recovery;
+mod unrouted;
 mod write;
 
 use output::{CoverageKey, FileSlot, Open, Output, OutputKey, Why};
@@ -95,6 +96,12 @@ pub fn start(
     }
     std::fs::create_dir_all(&open_dir)?;
     let quarantine = Quarantine::open(config.data_dir.join("deadletter").join("roller"))?;
+    for r in &config.routes {
+        links
+            .metrics
+            .roll
+            .declare_columns(&r.name, r.columns.iter().map(|(c, _)| c.as_str()));
+    }
     let schemas = config
         .routes
         .iter()
@@ -142,6 +149,8 @@ struct Roller {
     memory: usize,
     buffered_rows: usize,
     write_clock: u64,
+    /// Events no route takes: counted and reported.
+    unrouted: unrouted::Unrouted,
     /// Sinks that take records (parts) rather than Parquet files.
     record_sinks: Vec<Arc<dyn RecordSink>>,
     /// Record sinks of each route.
@@ -238,6 +247,7 @@ impl Roller {
             memory: 0,
             buffered_rows: 0,
             write_clock: 0,
+            unrouted: unrouted::Unrouted::new(),
             schemas,
             open_dir,
             config,
@@ -453,6 +463,7 @@ impl Roller {
         if now_ms > self.now_ms {
             self.now_ms = now_ms;
         }
+        self.unrouted.maybe_summary(&self.links.metrics.roll);
         if let Some(every) = self.freshness_ms {
             if self.next_preview_ms == i64::MIN {
                 self.next_preview_ms = self.now_ms.saturating_add(every);

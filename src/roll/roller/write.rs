@@ -42,11 +42,8 @@ impl Roller {
             panic!("test panic for {}", String::from_utf8_lossy(tag));
         }
         let Some(route) = self.route_of(tag) else {
-            self.links
-                .metrics
-                .roll
-                .unrouted_events
-                .inc_by(r.batch.len() as u64);
+            self.unrouted
+                .record(tag, r.batch.len() as u64, &self.links.metrics.roll);
             self.last_seq = Some(r.seq);
             return Ok(());
         };
@@ -239,6 +236,20 @@ impl Roller {
                     self.links.metrics.roll.bad_record(r.seq, &e);
                 }
                 Err(e) => return Err(Failure::Record(e)),
+            }
+        }
+        if let (Output::Parquet(p), OutputKey::File { route, .. }) = (&mut o.output, &w.key) {
+            let route = &self.config.routes[*route];
+            for (i, n, seen) in p.take_mismatches() {
+                if let Some((column, declared)) = route.columns.get(i) {
+                    self.links.metrics.roll.type_mismatch(
+                        &route.name,
+                        column,
+                        declared.as_str(),
+                        seen,
+                        n,
+                    );
+                }
             }
         }
         o.last_write = clock;

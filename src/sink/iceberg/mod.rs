@@ -128,6 +128,7 @@ impl IcebergSink {
             .filter(|r| r.sinks.iter().any(|s| s == name))
         {
             shapes.insert(r.name.clone(), table::Shape::of(r));
+            ctx.metrics.iceberg.register_table(name, &r.table);
             locations.insert(
                 r.table.clone(),
                 format!("{}/{}/{}", stores.root, c.namespace, r.table),
