@@ -69,6 +69,11 @@ pub enum Command {
         /// Config file (TOML) to validate.
         #[arg(short, long)]
         config: PathBuf,
+        /// Also probe every sink as `weir serve` does at start (bucket there
+        /// and writable, API key valid, catalog reachable); exits non-zero
+        /// when one fails.
+        #[arg(long)]
+        probe: bool,
     },
     /// Send synthetic forward traffic to any forward server and report
     /// events/s and ack latency percentiles.
@@ -280,6 +285,36 @@ pub async fn check_tables(c: &crate::config::Config) -> anyhow::Result<String> {
                 limit.as_secs()
             )),
         }
+    }
+    Ok(out)
+}
+
+/// `weir check --probe`: probes every sink as a start does, one `#` line
+/// each; `Err` (with those lines) when one fails.
+///
+/// # Errors
+/// A sink cannot be built or fails its probe.
+pub async fn probe_sinks(c: &crate::config::Config) -> anyhow::Result<String> {
+    let ctx = crate::sink::iceberg::Context {
+        node_id: &c.node_id,
+        data_dir: &c.data_dir,
+        routes: &c.routes,
+        metrics: crate::metrics::Metrics::new(),
+    };
+    let built = crate::sink::build_all(&c.sinks, &ctx)?;
+    let mut out = String::new();
+    let mut failed = 0;
+    for (name, sink) in &built.sinks {
+        match crate::sink::probe::probe(sink.as_ref()).await {
+            Ok(()) => out.push_str(&format!("# sinks.{name}: probe ok\n")),
+            Err(why) => {
+                failed += 1;
+                out.push_str(&format!("# sinks.{name}: probe FAILED: {why}\n"));
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{out}{failed} sink(s) failed their probe");
     }
     Ok(out)
 }

@@ -35,7 +35,10 @@ fn default_backpressure_grace() -> HumanDuration {
 pub struct MetricsConfig {
     /// Serves `/metrics`, `/healthz` and `/readyz`. 24231 is the port
     /// Fluentd's prometheus plugin uses.
-    #[serde(default = "default_metrics_listen")]
+    #[serde(
+        default = "default_metrics_listen",
+        deserialize_with = "crate::config::units::listen_addr"
+    )]
     pub listen: SocketAddr,
     /// `/readyz` fails once backpressure (the roller not keeping up) has
     /// lasted this long, so a load balancer can send traffic elsewhere.

@@ -32,10 +32,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Check { config } => {
+        Command::Check { config, probe } => {
             let c = load_config(Some(&config))?;
             weir::cli::check_data_dir(&c.data_dir)?;
-            let mut tables = runtime()?.block_on(weir::cli::check_tables(&c))?;
+            let rt = runtime()?;
+            let mut tables = rt.block_on(weir::cli::check_tables(&c))?;
+            if probe {
+                tables.push_str(&rt.block_on(weir::cli::probe_sinks(&c))?);
+            }
             for w in &c.warnings {
                 tables.push_str(&format!("# warning: {w}\n"));
             }

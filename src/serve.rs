@@ -115,8 +115,11 @@ pub async fn run_with(
     }
     let drain_flag = Arc::new(AtomicBool::new(false));
 
-    let outbox_dir = OutboxDir::open(data_dir.join("outbox")).context("opening the outbox")?;
-    let initial = outbox_dir.load().context("reading the outbox")?;
+    let outbox_dir = OutboxDir::open(data_dir.join("outbox"))
+        .with_context(|| format!("opening the outbox in data_dir {}", data_dir.display()))?;
+    let initial = outbox_dir
+        .load()
+        .with_context(|| format!("reading the outbox in data_dir {}", data_dir.display()))?;
     let built = sink::build_all(
         &config.sinks,
         &sink::iceberg::Context {
@@ -130,6 +133,11 @@ pub async fn run_with(
     let sinks = built.sinks;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    for name in sinks.keys() {
+        // Unknown until the first probe answers.
+        metrics.outbox.sink_up.with_label_values(&[name]).set(-1);
+    }
+    let probes = sink::probe::start(&sinks, metrics.clone(), shutdown_rx.clone());
     let durable = wal::tail::Durable::new();
     let roller_position = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (release_tx, release_rx) = watch::channel(0u64);
@@ -189,7 +197,12 @@ pub async fn run_with(
                 config.outbox.retain_bytes.0,
                 metrics.clone(),
             )
-            .context("opening data_dir/retained (outbox.retain)")?,
+            .with_context(|| {
+                format!(
+                    "opening {} (outbox.retain)",
+                    data_dir.join(outbox::redeliver::RETAINED_DIR).display()
+                )
+            })?,
         },
     );
     let roller = roll::start(
@@ -209,7 +222,7 @@ pub async fn run_with(
             status: roller_status,
         },
     )
-    .context("starting the roller")?;
+    .with_context(|| format!("starting the roller in data_dir {}", data_dir.display()))?;
     let (wal, wal_thread) = wal::start(
         WalSettings {
             dir: data_dir.join("wal"),
@@ -233,7 +246,12 @@ pub async fn run_with(
             metrics: metrics.clone(),
         },
     )
-    .context("opening the write-ahead log")?;
+    .with_context(|| {
+        format!(
+            "opening the write-ahead log in {}",
+            data_dir.join("wal").display()
+        )
+    })?;
 
     let ticker = {
         let wal = wal.clone();
@@ -327,6 +345,7 @@ pub async fn run_with(
         let _ = f.heartbeat.await;
     }
     let _ = ticker.await;
+    let _ = probes.await;
     // Every WAL handle is gone now: the writer syncs and stops, then the roller.
     let _ = tokio::task::spawn_blocking(move || wal_thread.join()).await;
     if failure.is_none() {

@@ -162,10 +162,7 @@ impl Config {
                 message,
             }
         })?;
-        let mut file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: origin.to_string(),
-            message: e.to_string(),
-        })?;
+        let mut file = parse_file(&text, origin)?;
         if let Some(p) = overrides.period {
             file.roll.period = HumanDuration(p);
         }
@@ -202,6 +199,82 @@ impl Config {
             .position(|r| r.patterns.iter().any(|p| p.matches(tag)))
             .or(self.unmatched_route)
     }
+}
+
+/// The file's sections, or an error naming the key that is wrong (unknown,
+/// or of the wrong type), however deep in tables and arrays of tables, and
+/// its line.
+fn parse_file(text: &str, origin: &str) -> Result<FileConfig, ConfigError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: origin.to_string(),
+        message: e.to_string(),
+    })?;
+    let value = toml::Value::Table(table);
+    let e = match serde_path_to_error::deserialize::<_, FileConfig>(value.clone()) {
+        Ok(file) => return Ok(file),
+        Err(e) => e,
+    };
+    let (mut key, mut message) = (dotted(e.path()), first_line(e.inner()));
+    // A sink's table is read whole to find its `type` first, which hides
+    // the key inside it: read that sink's table again, alone.
+    if let Some(name) = key
+        .strip_prefix("sinks.")
+        .map(|n| n.split('.').next().unwrap_or(n).to_string())
+    {
+        if let Some(sink) = value.get("sinks").and_then(|s| s.get(&name)) {
+            if let Some((inner, why)) = crate::sink::config::explain(sink) {
+                key = if inner.is_empty() {
+                    format!("sinks.{name}")
+                } else {
+                    format!("sinks.{name}.{inner}")
+                };
+                message = why;
+            }
+        }
+    }
+    // An unknown key is named in the message; make it the key.
+    if let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split('`').next())
+    {
+        if !key.ends_with(field) {
+            key = if key.is_empty() {
+                field.to_string()
+            } else {
+                format!("{key}.{field}")
+            };
+        }
+    }
+    let path = match position::line_of(text, &key) {
+        Some(line) => format!("{origin}:{line}"),
+        None => origin.to_string(),
+    };
+    Err(ConfigError::Invalid { path, key, message })
+}
+
+/// An error's first line (toml adds "in `key`" lines the key already says).
+pub(crate) fn first_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
+/// serde_path_to_error's path as the config's keys are written
+/// (`route[0].sinks`, `sinks.lake.allow_http`).
+pub(crate) fn dotted(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            serde_path_to_error::Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            serde_path_to_error::Segment::Map { key }
+            | serde_path_to_error::Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    out
 }
 
 /// Settings given on the command line, over the file's (`weir serve
@@ -548,7 +621,34 @@ prefix = "logs"
         assert!(Config::from_str("node_id='web.partner-1'", "t").is_ok());
         assert!(err("node_id='n'\n[roll]\nperiod = \"7m\"").contains("roll.period"));
         let e = err("node_id='n'\n[wal]\ndurability = \"sometimes\"");
-        assert!(e.contains("durability") && e.contains("line 3"), "{e}");
+        assert!(e.contains("t.toml:3: key `wal.durability`"), "{e}");
+        // Inside a sink's table and in arrays of tables: the key and its
+        // own line, for wrong types and unknown keys alike.
+        let e = err("node_id='n'\n[sinks.s3]\ntype = 's3'\nbucket = 'b'\nallow_http = 'yes'");
+        assert!(
+            e.contains("t.toml:5: key `sinks.s3.allow_http`: invalid type"),
+            "{e}"
+        );
+        let e = err("node_id='n'\n[sinks.s3]\ntype = 's3'\nbucket = 'b'\nalow_http = true");
+        assert!(
+            e.contains("t.toml:5: key `sinks.s3.alow_http`: unknown field"),
+            "{e}"
+        );
+        let e = err("node_id='n'\n[[route]]\nmatch = 'a'\n[[route]]\nmatch = 'b'\nsinks = 'x'");
+        assert!(
+            e.contains("t.toml:6: key `route[1].sinks`: invalid type"),
+            "{e}"
+        );
+        let e = err("node_id='n'\n[forward.security]\nshared_key = 'k'\nself_hostname = 'h'\nclients = [{ network = '10.0.0.0/8', shard_key = 'x' }]");
+        assert!(
+            e.contains("t.toml:5: key `forward.security.clients[0].shard_key`"),
+            "{e}"
+        );
+        let e = err("node_id='n'\n[sinks.x]\ntype = 's4'");
+        assert!(
+            e.contains("t.toml:3: key `sinks.x.type`: unknown sink type"),
+            "{e}"
+        );
         let e = err("node_id='n'\n[forward]\nlisten = \"nowhere\"");
         assert!(e.contains("listen"), "{e}");
         let e = err("node_id='n'\n[forward]\nlisen = \"x\"");

@@ -103,3 +103,60 @@ mod tests {
         assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
     }
 }
+
+/// A listen address: `host:port`, the host an IP address or a name resolved
+/// once, at load (`0.0.0.0:24224`, `localhost:24224`, `weir-0.weir:24224`).
+///
+/// # Errors
+/// Not `host:port`, or a name that does not resolve; a path (a Unix socket)
+/// says how to serve one.
+pub fn listen_addr<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::net::SocketAddr, D::Error> {
+    use serde::de::Error;
+    let s = String::deserialize(d)?;
+    parse_listen(&s).map_err(D::Error::custom)
+}
+
+pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    if s.starts_with('/') || s.starts_with("unix:") {
+        return Err(format!(
+            "{s:?}: a Unix socket is not a `listen` address; weir serves forward on TCP host:port (Unix sockets: a later release's forward.unix_path)"
+        ));
+    }
+    if s.rsplit_once(':')
+        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+    {
+        return Err(format!(
+            "{s:?}: expected host:port, e.g. \"0.0.0.0:24224\" or \"weir.internal:24224\""
+        ));
+    }
+    match s.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{s:?}: the host name resolves to no address")),
+        Err(e) => Err(format!("{s:?}: cannot resolve the host name: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::parse_listen;
+
+    #[test]
+    fn listen_takes_addresses_and_host_names() {
+        assert_eq!(parse_listen("0.0.0.0:24224").unwrap().port(), 24224);
+        assert!(parse_listen("localhost:24224").unwrap().ip().is_loopback());
+        assert!(parse_listen("[::1]:9").is_ok());
+        let e = parse_listen("/run/weir.sock").unwrap_err();
+        assert!(e.contains("Unix socket"), "{e}");
+        assert!(parse_listen("24224").unwrap_err().contains("host:port"));
+        assert!(parse_listen("nowhere.invalid:1")
+            .unwrap_err()
+            .contains("resolve"));
+    }
+}

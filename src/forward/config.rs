@@ -92,7 +92,10 @@ fn default_idle_timeout() -> HumanDuration {
 #[serde(deny_unknown_fields)]
 pub struct ForwardConfig {
     /// TCP address to listen on.
-    #[serde(default = "default_listen")]
+    #[serde(
+        default = "default_listen",
+        deserialize_with = "crate::config::units::listen_addr"
+    )]
     pub listen: SocketAddr,
     /// Per-connection cap on buffered, not yet decoded bytes (one request
     /// can be at most this large). Enforced as bytes arrive.

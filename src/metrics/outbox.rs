@@ -25,6 +25,7 @@ pub struct OutboxMetrics {
     pub fresh_previews_removed: IntCounterVec,
     pub fresh_sweep_errors: IntCounterVec,
     pub blocked: IntGauge,
+    pub sink_up: IntGaugeVec,
     /// Rate limit of this stage's repeated warnings.
     pub suppressed: Suppressed,
 }
@@ -49,12 +50,32 @@ impl OutboxMetrics {
             fresh_previews_removed: counter_vec(r, "weir_fresh_previews_removed_total", "Previews (roll.freshness) removed from a sink once the finished file replacing them was there.", &["sink"]),
             fresh_sweep_errors: counter_vec(r, "weir_fresh_sweep_errors_total", "Failed listings or deletes while removing replaced previews (retried).", &["sink"]),
             blocked: gauge(r, "weir_outbox_blocked", "1 while the outbox backlog is over its limit and the roller waits."),
+            sink_up: gauge_vec(r, "weir_sink_up", "1 while a sink takes files (its probe at start, then its last upload or commit), 0 while it fails (files wait in the outbox meanwhile), -1 until its first probe answers.", &["sink"]),
             suppressed: suppressed.clone(),
         }
     }
 }
 
 impl OutboxMetrics {
+    /// A sink took files (or passed its probe): up. Logged when it changes.
+    pub fn sink_ok(&self, sink: &str, how: &str) {
+        let g = self.sink_up.with_label_values(&[sink]);
+        if g.get() != 1 {
+            g.set(1);
+            tracing::info!(sink, how, "sink is up");
+        }
+    }
+
+    /// A sink cannot take files now: down, with why. Logged when it changes
+    /// (each failure is counted and logged by its own event).
+    pub fn sink_failing(&self, sink: &str, error: &dyn std::fmt::Display) {
+        let g = self.sink_up.with_label_values(&[sink]);
+        if g.get() != 0 {
+            g.set(0);
+            tracing::error!(sink, error = %error, "sink is DOWN: files wait in the outbox and are retried");
+        }
+    }
+
     /// An upload failed; retried in `retry_in`.
     pub fn upload_failed(
         &self,

@@ -470,6 +470,11 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
             .sink_uploads
             .with_label_values(&[&sink_name, outcome])
             .inc();
+        match &result {
+            Ok(()) => metrics.outbox.sink_ok(&sink_name, "upload"),
+            Err(e) if !e.is_permanent() => metrics.outbox.sink_failing(&sink_name, e),
+            Err(_) => {}
+        }
         if let Err(e) = &result {
             if e.is_auth() {
                 metrics
@@ -763,10 +768,12 @@ impl Commits {
                     .iceberg
                     .commit_failed(sink_name, self.staged.len(), &e, delay);
                 status.failing(sink_name, e.to_string());
+                metrics.outbox.sink_failing(sink_name, &e);
                 self.at = Some(tokio::time::Instant::now() + delay);
             }
             None => {
                 status.ok(sink_name);
+                metrics.outbox.sink_ok(sink_name, "commit");
                 self.backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
                 self.at = self
                     .policy

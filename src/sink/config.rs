@@ -271,3 +271,36 @@ impl SinkConfig {
         Ok(())
     }
 }
+
+/// Why a sink's table does not read as its `type`, with the key inside the
+/// table it concerns ("" for the table itself); `None` if it reads.
+pub fn explain(table: &toml::Value) -> Option<(String, String)> {
+    let Some(ty) = table.get("type").and_then(toml::Value::as_str) else {
+        return Some((
+            "type".into(),
+            "missing: one of \"local\", \"s3\", \"gcs\", \"td\", \"iceberg\"".into(),
+        ));
+    };
+    let mut rest = table.as_table()?.clone();
+    rest.remove("type");
+    let rest = toml::Value::Table(rest);
+    fn check<T: serde::de::DeserializeOwned>(v: toml::Value) -> Option<(String, String)> {
+        serde_path_to_error::deserialize::<_, T>(v).err().map(|e| {
+            (
+                crate::config::dotted(e.path()),
+                crate::config::first_line(e.inner()),
+            )
+        })
+    }
+    match ty {
+        "local" => check::<LocalSinkConfig>(rest),
+        "s3" => check::<S3SinkConfig>(rest),
+        "gcs" => check::<GcsSinkConfig>(rest),
+        "td" => check::<TdSinkConfig>(rest),
+        "iceberg" => check::<crate::sink::iceberg::config::IcebergSinkConfig>(rest),
+        other => Some((
+            "type".into(),
+            format!("unknown sink type {other:?}: one of \"local\", \"s3\", \"gcs\", \"td\", \"iceberg\""),
+        )),
+    }
+}

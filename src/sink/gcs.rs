@@ -29,5 +29,6 @@ pub fn build(c: &GcsSinkConfig) -> Result<ObjectStoreSink, String> {
     Ok(ObjectStoreSink::new(
         Arc::new(store),
         super::object::cloud_attributes(c.storage_class.as_ref()),
-    ))
+    )
+    .for_bucket(&c.bucket, &c.prefix))
 }

@@ -186,6 +186,11 @@ impl Sink for LocalSink {
     fn delete<'a>(&'a self, key: &'a str) -> SinkFuture<'a> {
         self.copy.delete(key)
     }
+
+    /// The folder is there and takes files (writes and removes one).
+    fn probe(&self) -> SinkFuture<'_> {
+        self.copy.probe()
+    }
 }
 
 /// The errors of a file system that cannot link these two paths: those

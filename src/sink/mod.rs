@@ -12,6 +12,7 @@ pub mod iceberg;
 pub(crate) mod key;
 mod local;
 mod object;
+pub mod probe;
 pub(crate) mod records;
 mod s3;
 pub(crate) mod td;
@@ -28,13 +29,18 @@ pub use object::{ObjectStoreSink, PART_BYTES};
 /// Content-Type of uploaded files.
 pub const PARQUET_CONTENT_TYPE: &str = "application/vnd.apache.parquet";
 
-/// Why one delivery attempt failed; the outbox retries it.
+/// Why one delivery attempt failed; the outbox retries it. Every message is
+/// one line (a store's XML or JSON body may hold newlines), so line-based
+/// log shippers keep it whole.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("{0}")]
+    #[error("{}", one_line(.0))]
     Io(#[from] std::io::Error),
-    #[error("object store: {0}")]
+    #[error("object store: {}", one_line(.0))]
     Store(#[from] object_store::Error),
+    /// The sink's bucket is not there (it may be created later: retried).
+    #[error("bucket {bucket} does not exist (create it, or fix the sink's `bucket`)")]
+    NoBucket { bucket: String },
     #[error("invalid object key {key:?}: {message}")]
     Key { key: String, message: String },
     #[error("http: {0}")]
@@ -46,8 +52,8 @@ pub enum SinkError {
     /// The destination refused our credentials (HTTP 401/403): a rotated or
     /// revoked key. Retried with backoff, never dead-lettered: the data is
     /// fine, the key is not. Counted in `weir_sink_auth_failures_total`.
-    #[error("credentials refused with HTTP {status}; check the sink's key (retrying)")]
-    Unauthorized { status: u16 },
+    #[error("credentials refused with HTTP {status}; check the sink's key (retrying): {}", one_line(.detail))]
+    Unauthorized { status: u16, detail: String },
     /// A catalog refused our credentials (its own words); retried, counted
     /// in `weir_sink_auth_failures_total` like [`SinkError::Unauthorized`].
     #[error("credentials refused: {0}; check the sink's catalog_uri (retrying)")]
@@ -128,6 +134,14 @@ pub trait Sink: Send + Sync {
         Box::pin(async move { Err(SinkError::Http(format!("this sink cannot delete {key}"))) })
     }
 
+    /// Checks the sink can take files now (a bucket there and writable with
+    /// these credentials, an API key valid, a catalog reachable), without
+    /// leaving anything behind: at start, for `weir_sink_up`, and for
+    /// `weir check --probe`.
+    fn probe(&self) -> SinkFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// `Some` for a sink whose files become visible only when committed:
     /// the outbox stages what it put and calls [`Sink::commit`] this often.
     fn commits(&self) -> Option<CommitPolicy> {
@@ -147,6 +161,24 @@ pub trait Sink: Send + Sync {
             }
         })
     }
+}
+
+/// `e` on one line, cut at 500 bytes: response bodies can be long.
+pub fn one_line(e: &dyn std::fmt::Display) -> String {
+    let mut s: String = e
+        .to_string()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if s.len() > 500 {
+        let mut cut = 500;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
 }
 
 /// Why a sink could not be built from its (valid) config.

@@ -51,6 +51,10 @@ fn location(key: &str) -> Result<ObjectPath, SinkError> {
 
 pub struct ObjectStoreSink {
     store: Arc<dyn ObjectStore>,
+    /// The bucket, for errors that name it ("" for the local folder).
+    bucket: String,
+    /// Where the probe writes and removes a small object.
+    probe_key: String,
     /// Content type, storage class … (empty for the local folder, which
     /// cannot store them).
     attributes: Attributes,
@@ -63,8 +67,50 @@ impl ObjectStoreSink {
     pub fn new(store: Arc<dyn ObjectStore>, attributes: Attributes) -> Self {
         Self {
             store,
+            bucket: String::new(),
+            probe_key: PROBE.to_string(),
             attributes,
             local_root: None,
+        }
+    }
+
+    /// Names the bucket in errors, and probes under the sink's prefix.
+    pub fn for_bucket(mut self, bucket: &str, prefix: &str) -> Self {
+        self.bucket = bucket.to_string();
+        self.probe_key = super::join_prefix(prefix, PROBE);
+        self
+    }
+
+    /// What a store's error means: a missing bucket, refused credentials
+    /// (counted as such), or the store's words on one line.
+    fn classify(&self, e: SinkError) -> SinkError {
+        let text = e.to_string();
+        let lower = text.to_lowercase();
+        if lower.contains("nosuchbucket") || lower.contains("the specified bucket does not exist") {
+            return SinkError::NoBucket {
+                bucket: self.bucket.clone(),
+            };
+        }
+        let status = if lower.contains("401") || lower.contains("unauthenticated") {
+            Some(401)
+        } else if lower.contains("403")
+            || lower.contains("permission denied")
+            || lower.contains("accessdenied")
+            || lower.contains("invalidaccesskeyid")
+            || lower.contains("signaturedoesnotmatch")
+        {
+            Some(403)
+        } else {
+            None
+        };
+        match (status, &e) {
+            // A local folder's permission error is the file system's, not
+            // a credential: it names the path.
+            (Some(status), _) if self.local_root.is_none() => SinkError::Unauthorized {
+                status,
+                detail: text,
+            },
+            _ => e,
         }
     }
 
@@ -110,9 +156,33 @@ impl ObjectStoreSink {
     }
 }
 
+/// The probe's object, under the sink's prefix (Hive readers skip `_`).
+const PROBE: &str = "_weir_probe";
+
 impl Sink for ObjectStoreSink {
     fn put<'a>(&'a self, key: &'a str, path: &'a Path) -> SinkFuture<'a> {
-        Box::pin(self.upload(key, path))
+        Box::pin(async move { self.upload(key, path).await.map_err(|e| self.classify(e)) })
+    }
+
+    /// Writes and removes `{prefix}/_weir_probe`: the bucket is there and
+    /// takes writes with these credentials.
+    fn probe(&self) -> SinkFuture<'_> {
+        Box::pin(async move {
+            use object_store::ObjectStoreExt;
+            let location = location(&self.probe_key)?;
+            let put = self
+                .store
+                .put(
+                    &location,
+                    object_store::PutPayload::from_static(b"weir probe\n"),
+                )
+                .await;
+            put.map_err(|e| self.classify(e.into()))?;
+            match self.store.delete(&location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(self.classify(e.into())),
+            }
+        })
     }
 
     fn list<'a>(&'a self, prefix: &'a str) -> ListFuture<'a> {
@@ -120,7 +190,12 @@ impl Sink for ObjectStoreSink {
             use futures_util::TryStreamExt;
             let location = location(prefix)?;
             let prefix = (!prefix.is_empty()).then_some(&location);
-            let metas: Vec<_> = self.store.list(prefix).try_collect().await?;
+            let metas: Vec<_> = self
+                .store
+                .list(prefix)
+                .try_collect()
+                .await
+                .map_err(|e| self.classify(e.into()))?;
             Ok(metas.into_iter().map(|m| m.location.to_string()).collect())
         })
     }
@@ -134,7 +209,7 @@ impl Sink for ObjectStoreSink {
                     self.remove_empty_folders(key);
                     Ok(())
                 }
-                Err(e) => Err(e.into()),
+                Err(e) => Err(self.classify(e.into())),
             }
         })
     }

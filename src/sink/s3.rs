@@ -58,7 +58,8 @@ pub fn build(c: &S3SinkConfig) -> Result<ObjectStoreSink, String> {
     Ok(ObjectStoreSink::new(
         Arc::new(store),
         super::object::cloud_attributes(c.storage_class.as_ref()),
-    ))
+    )
+    .for_bucket(&c.bucket, &c.prefix))
 }
 
 /// Keys from one profile of the shared credentials file.

@@ -218,3 +218,89 @@ fn values_of_the_wrong_type_are_counted_and_named() {
         "{log}"
     );
 }
+
+/// Sinks are probed before traffic: a missing bucket, a wrong key, a
+/// refused TD API key show as `weir_sink_up 0` within seconds of the start,
+/// each with one log line that says what is wrong (one line, no XML); the
+/// good sink shows 1. `weir check --probe` names the failures and exits
+/// non-zero. A wrong S3 key is counted as a credential failure when an
+/// upload meets it.
+#[test]
+fn sinks_are_probed_before_traffic_and_errors_say_what_happened() {
+    use crate::servers::{GcsServer, S3Server, TdServer};
+    let root = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(root.path());
+    let gcs = GcsServer::start();
+    let td = TdServer::start();
+    let bad_key = s3.sink_toml("wrongkey", "").replace(
+        "secret_access_key = \"testing\"",
+        "secret_access_key = \"nope\"",
+    );
+    // moto (as GCS) answers NoSuchBucket as GCS does; s3s-fs makes any bucket.
+    let no_bucket = gcs.sink_toml("nobucket", "").replace(
+        &format!("bucket = \"{}\"", GcsServer::BUCKET),
+        "bucket = \"nope\"",
+    );
+    let td_bad = td.sink_toml("tdbad").replace(TdServer::APIKEY, "wrong-key");
+    let weir = Weir::start(&format!("{bad_key}{no_bucket}{td_bad}"));
+    let m = |sink: &str| {
+        metric(
+            &scrape(weir.metrics_port),
+            "weir_sink_up",
+            &[("sink", sink)],
+        )
+    };
+    let probed = wait_until(Duration::from_secs(30), || {
+        m("local") == 1.0 && m("wrongkey") == 0.0 && m("nobucket") == 0.0 && m("tdbad") == 0.0
+    });
+    assert!(probed, "{}", weir.log());
+    let log = weir.log();
+    let down = |sink: &str| {
+        log.lines()
+            .find(|l| l.contains("sink is DOWN") && l.contains(&format!("sink=\"{sink}\"")))
+            .unwrap_or_else(|| panic!("no DOWN line for {sink}:\n{log}"))
+            .to_string()
+    };
+    assert!(
+        down("nobucket").contains("bucket nope does not exist"),
+        "{}",
+        down("nobucket")
+    );
+    assert!(
+        down("wrongkey").contains("credentials refused"),
+        "{}",
+        down("wrongkey")
+    );
+    assert!(down("tdbad").contains("API key"), "{}", down("tdbad"));
+    assert!(
+        !log.lines().any(|l| l.trim_start().starts_with('<')),
+        "a response body split a log line:\n{log}"
+    );
+    // weir check --probe says the same, and fails.
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["check", "--probe", "-c"])
+        .arg(&weir.config_path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("sinks.nobucket: probe FAILED: bucket nope does not exist"),
+        "{err}"
+    );
+    assert!(err.contains("sinks.local: probe ok"), "{err}");
+    assert!(err.contains("3 sink(s) failed"), "{err}");
+    // An upload meets the wrong key: counted as a credential failure.
+    let mut s = connect(weir.port).unwrap();
+    let req = forward_request("probe.x", &[(now_secs(), "a".into())], Some("p"), 0);
+    send_acked(&mut s, &req, "p").unwrap();
+    let counted = wait_until(Duration::from_secs(150), || {
+        metric(
+            &scrape(weir.metrics_port),
+            "weir_sink_auth_failures_total",
+            &[("sink", "wrongkey")],
+        ) >= 1.0
+    });
+    assert!(counted, "{}", weir.log());
+    assert_eq!(m("local"), 1.0);
+}

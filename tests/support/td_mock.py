@@ -8,6 +8,7 @@ usage: python td_mock.py PORT APIKEY
   uploads are visible; a repeated unique_id is answered 200 and not stored
   twice (TD's dedup).
 - POST /v3/database/create/{db}, POST /v3/table/create/{db}/{table}/log.
+- GET /v3/database/list (weir's probe of the API key), checking the key.
 - Tables must exist before import (404 otherwise), except databases named in
   PRECREATED below.
 - Faults on request: table `flaky` answers 429 then 500 before accepting;
@@ -64,6 +65,11 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/__state":
             with lock:
                 self.reply(200, state)
+        elif self.path == "/v3/database/list":
+            if self.authorized():
+                with lock:
+                    dbs = sorted({t.split(".")[0] for t in state["tables"]})
+                self.reply(200, {"databases": [{"name": d} for d in dbs]})
         else:
             self.reply(404, {"error": "not found"})
 

@@ -140,7 +140,7 @@ impl Roller {
         }
         tracing::info!(
             group = manifest.group,
-            period_start = manifest.period_start,
+            period = %crate::wal::rfc3339(manifest.period_start),
             kind,
             rows = closed.rows,
             bytes = closed.bytes,

@@ -201,6 +201,15 @@ impl Sink for IcebergSink {
         self.files.put(key, path)
     }
 
+    /// The warehouse takes files, and the catalog answers with every table
+    /// in its route's shape.
+    fn probe(&self) -> SinkFuture<'_> {
+        Box::pin(async move {
+            self.files.probe().await?;
+            self.prepare().await
+        })
+    }
+
     fn commits(&self) -> Option<CommitPolicy> {
         Some(self.policy)
     }

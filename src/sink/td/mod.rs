@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::TdSinkConfig;
-use crate::sink::{Sink, SinkError, SinkFuture};
+use crate::sink::{one_line, Sink, SinkError, SinkFuture};
 
 pub struct TdSink {
     client: reqwest::Client,
@@ -145,7 +145,10 @@ impl TdSink {
         match status {
             200..=299 => Ok(()),
             429 | 500..=599 => Err(SinkError::Http(format!("HTTP {status} (will retry)"))),
-            401 | 403 => Err(SinkError::Unauthorized { status }),
+            401 | 403 => Err(SinkError::Unauthorized {
+                status,
+                detail: format!("{db}.{table} import"),
+            }),
             _ => Err(SinkError::Rejected {
                 status,
                 what: format!("{db}.{table} part {uid}"),
@@ -157,6 +160,30 @@ impl TdSink {
 impl Sink for TdSink {
     fn put<'a>(&'a self, key: &'a str, path: &'a Path) -> SinkFuture<'a> {
         Box::pin(self.upload(key, path))
+    }
+
+    /// The API key is valid: `GET /v3/database/list` answers 200.
+    fn probe(&self) -> SinkFuture<'_> {
+        Box::pin(async move {
+            let url = format!("{}/v3/database/list", self.endpoint);
+            let status = self
+                .client
+                .get(&url)
+                .header("Authorization", &self.auth)
+                .send()
+                .await
+                .map_err(|e| SinkError::Http(format!("{url}: {}", one_line(&e))))?
+                .status()
+                .as_u16();
+            match status {
+                200..=299 => Ok(()),
+                401 | 403 => Err(SinkError::Unauthorized {
+                    status,
+                    detail: "the API key (apikey) was refused".into(),
+                }),
+                _ => Err(SinkError::Http(format!("{url}: HTTP {status}"))),
+            }
+        })
     }
 }
 
