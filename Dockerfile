@@ -1,6 +1,9 @@
 # weir container image: a static-enough release binary on a small Debian base.
 #   docker build -t weir:0.1.0 .
-#   docker run -p 24224:24224 -p 24224:24224/udp -p 24231:24231 weir:0.1.0
+#   docker run -p 24224:24224 -p 24224:24224/udp -p 24231:24231 -v weir-data:/var/lib/weir weir:0.1.0
+# With no config mounted it runs docker/weir.toml (listen on every interface,
+# files under the volume); mount yours at /etc/weir/weir.toml to replace it.
+# tests/e2e/operator.rs runs this file's ENTRYPOINT and CMD as written.
 # The Helm chart (helm/weir) runs it as a StatefulSet; see its README.
 
 FROM rust:1-bookworm AS build
@@ -22,6 +25,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/weir /usr/local/bin/weir
+COPY docker/weir.toml /etc/weir/weir.toml
 # Non-root; the chart also sets a read-only root filesystem. State lives
 # under /var/lib/weir (a volume), config under /etc/weir.
 RUN mkdir -p /var/lib/weir /etc/weir && chown 65532:65532 /var/lib/weir

@@ -138,7 +138,7 @@ impl Health {
             why.push(format!(
                 "outbox backlog {} bytes over outbox.max_backlog_bytes ({})",
                 self.backlog.bytes(),
-                self.backlog.limit
+                self.backlog.limit()
             ));
         }
         if let Some(d) = self.backpressure.duration() {

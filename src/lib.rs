@@ -45,5 +45,6 @@ pub mod replay;
 pub mod roll;
 pub(crate) mod router;
 pub mod serve;
+pub mod signals;
 pub mod sink;
 pub mod wal;

@@ -89,12 +89,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 drain_on_exit,
                 ..Default::default()
             };
-            rt.block_on(weir::serve::run_with(
-                c,
-                weir::metrics::Metrics::new(),
-                options,
-                shutdown_signal(),
-            ))
+            rt.block_on(async {
+                let (stop, signals) = weir::signals::listen();
+                let reload = weir::serve::Reload {
+                    path: config.clone(),
+                    overrides,
+                    signals,
+                };
+                weir::serve::run_with(
+                    c,
+                    weir::metrics::Metrics::new(),
+                    options,
+                    async {
+                        let _ = stop.await;
+                    },
+                    Some(reload),
+                )
+                .await
+            })
         }
         Command::Redeliver(args) => {
             let c = load_config(args.config.as_ref())?;

@@ -38,7 +38,8 @@ use crate::wal::segment::sync_dir;
 /// over) and by `/readyz`.
 pub struct Backlog {
     bytes: std::sync::atomic::AtomicU64,
-    pub limit: u64,
+    /// `outbox.max_backlog_bytes` (a reload may change it).
+    limit: std::sync::atomic::AtomicU64,
     metrics: crate::metrics::Metrics,
 }
 
@@ -46,7 +47,7 @@ impl Backlog {
     pub fn new(limit: u64, metrics: crate::metrics::Metrics) -> std::sync::Arc<Self> {
         std::sync::Arc::new(Self {
             bytes: std::sync::atomic::AtomicU64::new(0),
-            limit,
+            limit: std::sync::atomic::AtomicU64::new(limit),
             metrics,
         })
     }
@@ -55,13 +56,25 @@ impl Backlog {
         self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    pub fn limit(&self) -> u64 {
+        self.limit.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn is_over(&self) -> bool {
-        self.bytes() > self.limit
+        self.bytes() > self.limit()
+    }
+
+    /// A new delivery counts the backlog again from the outbox's files.
+    pub fn reset(&self, limit: u64) {
+        self.limit
+            .store(limit, std::sync::atomic::Ordering::Relaxed);
+        self.bytes.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.outbox.backlog_bytes.set(0);
     }
 
     /// Where a paused roller resumes: three quarters of the limit.
     pub fn low_water(&self) -> u64 {
-        self.limit / 4 * 3
+        self.limit() / 4 * 3
     }
 
     pub fn add(&self, n: u64) {
@@ -71,11 +84,11 @@ impl Backlog {
         let after = before + n;
         self.metrics.outbox.backlog_bytes.set(after as i64);
         // Say so loudly each time the backlog crosses a quarter of its limit.
-        let quarter = (self.limit / 4).max(1);
+        let quarter = (self.limit() / 4).max(1);
         if after / quarter > before / quarter {
             tracing::warn!(
                 backlog_bytes = after,
-                limit = self.limit,
+                limit = self.limit(),
                 "outbox backlog growing: a sink is behind or down (at the limit weir stops finishing files)"
             );
         }

@@ -37,7 +37,7 @@ mod write_error;
 mod writer;
 
 pub use encoder::Encoder;
-pub use roller::{start, RollerLinks};
+pub use roller::{start, RollerError, RollerLinks};
 pub use schema::RouteSchema;
 pub use window::{Direction, Slot, Window};
 pub use writer::{PartitionWriter, FILE_OVERHEAD};

@@ -69,7 +69,7 @@ fn run(config: &Arc<Config>, records: &[WalRecord], drain: bool, metrics: &Metri
         RollerLinks {
             durable,
             position: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-            release: release_tx,
+            release: std::sync::Arc::new(release_tx),
             wal_oldest: oldest_rx,
             finished: finished_tx,
             outbox,

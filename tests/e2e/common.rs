@@ -262,6 +262,14 @@ listen = "127.0.0.1:{metrics_port}"
         self.watch.set_pid(None);
     }
 
+    /// Sends `signal` (`HUP`, `USR1` …) to the running process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status();
+    }
+
     /// SIGTERM without waiting (see [`Self::wait_exit`]).
     pub fn sigterm(&self) {
         let pid = self.child.as_ref().expect("running").id();

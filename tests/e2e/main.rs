@@ -27,6 +27,7 @@ mod peers;
 mod pipelining;
 mod postgres;
 mod real_clients;
+mod reload;
 mod restore;
 mod retention;
 mod servers;

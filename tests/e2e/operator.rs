@@ -304,3 +304,75 @@ fn sinks_are_probed_before_traffic_and_errors_say_what_happened() {
     assert!(counted, "{}", weir.log());
     assert_eq!(m("local"), 1.0);
 }
+
+/// The image's entry command, run as the Dockerfile writes it: its
+/// ENTRYPOINT and CMD verbatim, with the two files the image copies in
+/// (the binary, docker/weir.toml at /etc/weir/weir.toml) taken from where
+/// the Dockerfile copies them from, in a fresh folder standing for the
+/// volume (its WORKDIR). With no other config it listens on every interface
+/// and keeps everything under the volume.
+#[test]
+fn the_container_entry_command_runs_with_the_shipped_config() {
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    let json_line = |kw: &str| -> Vec<String> {
+        let line = dockerfile
+            .lines()
+            .find(|l| l.starts_with(kw))
+            .unwrap_or_else(|| panic!("no {kw}"));
+        serde_json::from_str(line[kw.len()..].trim()).unwrap()
+    };
+    let mut argv = json_line("ENTRYPOINT");
+    argv.extend(json_line("CMD"));
+    // What the image copies in, from where.
+    let mut copies = std::collections::BTreeMap::new();
+    for l in dockerfile.lines().filter(|l| l.starts_with("COPY ")) {
+        let parts: Vec<&str> = l.split_whitespace().collect();
+        let (from, to) = (parts[parts.len() - 2], parts[parts.len() - 1]);
+        let source = if l.contains("--from=build") && from.ends_with("/release/weir") {
+            std::path::PathBuf::from(env!("CARGO_BIN_EXE_weir"))
+        } else {
+            repo().join(from)
+        };
+        copies.insert(to.to_string(), source);
+    }
+    let args: Vec<std::ffi::OsString> = argv
+        .iter()
+        .map(|a| {
+            copies
+                .get(a)
+                .map_or_else(|| a.into(), |p| p.clone().into_os_string())
+        })
+        .collect();
+    assert!(args.len() > 1 && copies.contains_key(&argv[0]), "{argv:?}");
+    let volume = tempfile::tempdir().unwrap();
+    let mut child = Command::new(&args[0])
+        .args(&args[1..])
+        .current_dir(volume.path())
+        .env("WEIR_LOG", "info")
+        .stderr(std::fs::File::create(volume.path().join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(volume.path().join("log")).unwrap_or_default();
+    let up = wait_until(Duration::from_secs(30), || {
+        http_get(24231, "/readyz").is_ok_and(|(c, _)| c == 200)
+    });
+    assert!(up, "{}", log());
+    assert!(log().contains("listen=0.0.0.0:24224"), "{}", log());
+    let mut s = connect(24224).unwrap();
+    let req = forward_request("docker.x", &[(now_secs(), "d".into())], Some("d"), 0);
+    send_acked(&mut s, &req, "d").unwrap();
+    // A drain on stop: the file is finished and lands under the volume.
+    std::fs::write(volume.path().join("drain-on-exit"), b"").unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{}", log());
+    assert_eq!(
+        count_rows(&volume.path().join("files")),
+        (1, 1),
+        "{}",
+        log()
+    );
+    assert!(volume.path().join("wal").is_dir());
+}

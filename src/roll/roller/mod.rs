@@ -64,7 +64,7 @@ pub struct RollerLinks {
     /// Published: the WAL sequence the roller reads next.
     pub position: Arc<std::sync::atomic::AtomicU64>,
     /// Lowest WAL sequence still needed (published after every message).
-    pub release: watch::Sender<u64>,
+    pub release: Arc<watch::Sender<u64>>,
     /// Lowest WAL sequence still on disk: coverage below it is forgotten.
     pub wal_oldest: watch::Receiver<u64>,
     /// Finished files, for delivery.
@@ -424,7 +424,7 @@ impl Roller {
         }
         tracing::warn!(
             backlog_bytes = self.links.backlog.bytes(),
-            limit = self.links.backlog.limit,
+            limit = self.links.backlog.limit(),
             "outbox backlog over outbox.max_backlog_bytes: pausing until sinks catch up"
         );
         self.links.metrics.outbox.blocked.set(1);

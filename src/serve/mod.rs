@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::backpressure::Backpressure;
 use crate::config::Config;
@@ -21,10 +21,15 @@ use crate::forward::{self, ConnectionSettings};
 use crate::health::Health;
 use crate::http;
 use crate::metrics::Metrics;
-use crate::outbox::{self, Backlog, DeliveryLinks, OutboxDir};
-use crate::roll::{self, RollerLinks};
+use crate::outbox::Backlog;
 use crate::sink;
 use crate::wal::{self, WalLinks, WalSettings};
+
+mod downstream;
+mod reload;
+
+use downstream::{Downstream, Shared};
+pub use reload::Reload;
 
 /// How often the WAL passes the wall clock to the roller.
 const TICK: Duration = Duration::from_millis(250);
@@ -59,7 +64,14 @@ impl Default for RunOptions {
 
 /// Runs weir until `shutdown` resolves or a stage fails.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    run_with(config, Metrics::new(), RunOptions::default(), shutdown).await
+    run_with(
+        config,
+        Metrics::new(),
+        RunOptions::default(),
+        shutdown,
+        None,
+    )
+    .await
 }
 
 /// [`run`], counting into a registry the caller holds (benchmarks, embedding).
@@ -68,7 +80,7 @@ pub async fn run_with_metrics(
     metrics: Metrics,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    run_with(config, metrics, RunOptions::default(), shutdown).await
+    run_with(config, metrics, RunOptions::default(), shutdown, None).await
 }
 
 /// `weir drain`: replays the WAL, finishes every file and delivers them all,
@@ -79,7 +91,14 @@ pub async fn drain(config: Config, timeout: Option<Duration>) -> anyhow::Result<
         drain_on_exit: true,
         drain_timeout: timeout,
     };
-    run_with(config, Metrics::new(), options, std::future::ready(())).await
+    run_with(
+        config,
+        Metrics::new(),
+        options,
+        std::future::ready(()),
+        None,
+    )
+    .await
 }
 
 /// [`run`] with [`RunOptions`].
@@ -88,8 +107,10 @@ pub async fn run_with(
     metrics: Metrics,
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
+    reload: Option<Reload>,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    let mut shutdown = std::pin::pin!(shutdown);
     let data_dir = &config.data_dir;
     // First, before anything in data_dir is read or changed: a second weir
     // on a live node's folder must leave it as it is, and so must a start
@@ -115,29 +136,7 @@ pub async fn run_with(
     }
     let drain_flag = Arc::new(AtomicBool::new(false));
 
-    let outbox_dir = OutboxDir::open(data_dir.join("outbox"))
-        .with_context(|| format!("opening the outbox in data_dir {}", data_dir.display()))?;
-    let initial = outbox_dir
-        .load()
-        .with_context(|| format!("reading the outbox in data_dir {}", data_dir.display()))?;
-    let built = sink::build_all(
-        &config.sinks,
-        &sink::iceberg::Context {
-            node_id: &config.node_id,
-            data_dir,
-            routes: &config.routes,
-            metrics: metrics.clone(),
-        },
-    )?;
-    prepare_tables(&built.tables).await?;
-    let sinks = built.sinks;
-
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    for name in sinks.keys() {
-        // Unknown until the first probe answers.
-        metrics.outbox.sink_up.with_label_values(&[name]).set(-1);
-    }
-    let probes = sink::probe::start(&sinks, metrics.clone(), shutdown_rx.clone());
     let durable = wal::tail::Durable::new();
     let roller_position = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (release_tx, release_rx) = watch::channel(0u64);
@@ -162,67 +161,20 @@ pub async fn run_with(
         Some(s) => (Some(s.metrics), Some((s.forward, s.heartbeat))),
         None => (None, None),
     };
-    let (finished_tx, finished_rx) = mpsc::channel(1024);
-    // Delivery stops last: after the roller, once the outbox is empty or
-    // outbox.shutdown_timeout has passed.
-    let (stop_delivery_tx, stop_delivery_rx) = watch::channel(false);
-
-    let mut delivery = outbox::start_delivery(
-        outbox_dir.clone(),
-        sinks,
-        initial.clone(),
-        DeliveryLinks {
-            finished: finished_rx,
-            wal_oldest: oldest_rx.clone(),
-            shutdown: stop_delivery_rx,
-            metrics: metrics.clone(),
-            backlog: backlog.clone(),
-            redeliver: outbox::redeliver::LiveJobs::new(config.clone()),
-            object_sinks: config
-                .sinks
-                .iter()
-                .filter(|(_, s)| {
-                    !matches!(
-                        s,
-                        crate::config::SinkConfig::Td(_) | crate::config::SinkConfig::Iceberg(_)
-                    )
-                })
-                .map(|(n, s)| (n.clone(), (s.prefix().to_string(), s.fresh())))
-                .collect(),
-            preview_linger: preview_linger(&config),
-            sink_status: sink_status.clone(),
-            retention: outbox::Retention::open(
-                data_dir.join(outbox::redeliver::RETAINED_DIR),
-                config.outbox.retain.0,
-                config.outbox.retain_bytes.0,
-                metrics.clone(),
-            )
-            .with_context(|| {
-                format!(
-                    "opening {} (outbox.retain)",
-                    data_dir.join(outbox::redeliver::RETAINED_DIR).display()
-                )
-            })?,
-        },
-    );
-    let roller = roll::start(
-        config.clone(),
-        RollerLinks {
-            durable: durable.clone(),
-            position: roller_position.clone(),
-            release: release_tx,
-            wal_oldest: oldest_rx,
-            finished: finished_tx,
-            outbox: outbox_dir,
-            initial,
-            metrics: metrics.clone(),
-            backlog: backlog.clone(),
-            shutdown: shutdown_rx.clone(),
-            drain: drain_flag.clone(),
-            status: roller_status,
-        },
-    )
-    .with_context(|| format!("starting the roller in data_dir {}", data_dir.display()))?;
+    let shared = Shared {
+        data_dir: data_dir.clone(),
+        metrics: metrics.clone(),
+        durable: durable.clone(),
+        position: roller_position.clone(),
+        release: Arc::new(release_tx),
+        oldest: oldest_rx,
+        backlog: backlog.clone(),
+        drain: drain_flag.clone(),
+        roller_status,
+        sink_status,
+    };
+    // Behind the WAL first, so the WAL's reader exists before its writer.
+    let mut downstream = Downstream::start(config.clone(), &shared).await?;
     let (wal, wal_thread) = wal::start(
         WalSettings {
             dir: data_dir.join("wal"),
@@ -304,30 +256,48 @@ pub async fn run_with(
     };
     drop(wal);
 
-    let mut roller = tokio::task::spawn_blocking(move || roller.join());
+    let mut running = config.clone();
+    let mut reload = reload;
     let mut failure = None;
     let mut delivery_ended = false;
-    tokio::select! {
-        _ = shutdown => {
-            if options.accept {
-                tracing::info!("shutting down: no new connections; finishing requests in flight");
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                if options.accept {
+                    tracing::info!("shutting down: no new connections; finishing requests in flight");
+                }
+                break;
             }
-        }
-        r = &mut roller => {
-            let why = match r {
-                Ok(Ok(Err(e))) => e.to_string(),
-                _ => "roller stopped unexpectedly".to_string(),
-            };
-            failure = Some(why);
-        }
-        r = &mut delivery => {
-            // It ends on its own only by a bug; stop, so a supervisor
-            // restarts weir rather than it acking into a dead outbox.
-            delivery_ended = true;
-            failure = Some(match r {
-                Err(e) if e.is_panic() => "outbox delivery panicked".to_string(),
-                _ => "outbox delivery stopped unexpectedly".to_string(),
-            });
+            r = &mut downstream.roller => {
+                let why = match r {
+                    Ok(Ok(Err(e))) => e.to_string(),
+                    _ => "roller stopped unexpectedly".to_string(),
+                };
+                failure = Some(why);
+                break;
+            }
+            r = &mut downstream.delivery => {
+                // It ends on its own only by a bug; stop, so a supervisor
+                // restarts weir rather than it acking into a dead outbox.
+                delivery_ended = true;
+                failure = Some(match r {
+                    Err(e) if e.is_panic() => "outbox delivery panicked".to_string(),
+                    _ => "outbox delivery stopped unexpectedly".to_string(),
+                });
+                break;
+            }
+            Some(()) = reload::next(&mut reload) => {
+                match reload::apply(&running, reload.as_ref(), downstream, &shared).await {
+                    Ok((config, next)) => {
+                        running = config;
+                        downstream = next;
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        return stop_after_failure(failure);
+                    }
+                }
+            }
         }
     }
     let draining = options.drain_on_exit || marker.exists();
@@ -336,6 +306,7 @@ pub async fn run_with(
         drain_flag.store(true, Ordering::Relaxed);
     }
     let _ = shutdown_tx.send(true);
+    downstream.stopping();
     if let Some(f) = forward {
         let _ = f.accept.await;
         // The connections (and their capture handles) are gone: close the file.
@@ -345,27 +316,31 @@ pub async fn run_with(
         let _ = f.heartbeat.await;
     }
     let _ = ticker.await;
-    let _ = probes.await;
+    downstream.probes_done().await;
     // Every WAL handle is gone now: the writer syncs and stops, then the roller.
     let _ = tokio::task::spawn_blocking(move || wal_thread.join()).await;
     if failure.is_none() {
-        if let Ok(Ok(Err(e))) = roller.await {
+        if let Ok(Ok(Err(e))) = (&mut downstream.roller).await {
             failure = Some(e.to_string());
         }
     }
     let limit = match (draining, options.drain_timeout) {
         (true, Some(t)) => t,
-        _ => config.outbox.shutdown_timeout.0,
+        _ => running.outbox.shutdown_timeout.0,
     };
     let mut undelivered = false;
-    if !delivery_ended && tokio::time::timeout(limit, &mut delivery).await.is_err() {
+    if !delivery_ended
+        && tokio::time::timeout(limit, &mut downstream.delivery)
+            .await
+            .is_err()
+    {
         undelivered = true;
         tracing::warn!(
             timeout = %humantime::format_duration(limit),
             "files still waiting for a sink at shutdown; they are delivered at the next start"
         );
-        let _ = stop_delivery_tx.send(true);
-        let _ = delivery.await;
+        let _ = downstream.delivery_stop.send(true);
+        let _ = (&mut downstream.delivery).await;
     }
     if let Some(h) = http {
         let _ = h.await;
@@ -377,6 +352,11 @@ pub async fn run_with(
             data_dir.join("outbox").display()
         ));
     }
+    stop_after_failure(failure)
+}
+
+/// The run's end: `Err` with why when a stage failed.
+fn stop_after_failure(failure: Option<String>) -> anyhow::Result<()> {
     match failure {
         Some(why) => anyhow::bail!("stopped after a failure: {why}"),
         None => {
@@ -566,7 +546,7 @@ const PREPARE_TIMEOUT: Duration = Duration::from_secs(15);
 /// a column removed) stops the start with the route and column named; an
 /// unreachable catalog or a table someone else altered is logged and
 /// counted, and the files wait in the outbox meanwhile.
-async fn prepare_tables(
+pub(crate) async fn prepare_tables(
     tables: &std::collections::BTreeMap<String, Arc<sink::iceberg::IcebergSink>>,
 ) -> anyhow::Result<()> {
     for (name, t) in tables {
