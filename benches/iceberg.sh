@@ -152,8 +152,9 @@ for n in 1 2 3; do
   start "t$n" "$(tier_sink)" "n$n"
   TIER_PID[$n]=$LAST_PID TIER_PORT[$n]=$PORT
 done
-for n in 1 2 3; do many_tags "t$n" "${TIER_PORT[$n]}" & done
-wait %1 %2 %3 2>/dev/null || wait
+LOADS=()
+for n in 1 2 3; do many_tags "t$n" "${TIER_PORT[$n]}" & LOADS+=($!); done
+for p in "${LOADS[@]}"; do wait "$p"; done
 for n in 1 2 3; do touch "$WORK/t$n/data/drain-on-exit"; kill -TERM "${TIER_PID[$n]}"; done
 for n in 1 2 3; do while kill -0 "${TIER_PID[$n]}" 2>/dev/null; do sleep 0.05; done; done
 THREE=$(commit_stats "$WORK/t1/weir.log" "$WORK/t2/weir.log" "$WORK/t3/weir.log")

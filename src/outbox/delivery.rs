@@ -89,6 +89,9 @@ pub fn start(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Outcome>();
+        // Set once the roller is done: committing sinks commit what they
+        // staged at once instead of at their interval.
+        let (closing_tx, closing_rx) = watch::channel(false);
         let mut queues = BTreeMap::new();
         let mut workers = Vec::new();
         let mut sweepers = Vec::new();
@@ -137,6 +140,7 @@ pub fn start(
                     metrics: links.metrics.clone(),
                     sweeper,
                     status: links.sink_status.clone(),
+                    closing: closing_rx.clone(),
                 },
                 rx,
             )));
@@ -197,6 +201,7 @@ pub fn start(
                     Some(m) => enqueue(m, &mut entries),
                     None => {
                         finished_open = false;
+                        let _ = closing_tx.send(true);
                         let waiting = entries.values().filter(|e| !e.pending.is_empty()).count();
                         if waiting > 0 {
                             tracing::info!(waiting, "delivering finished files before exit");
@@ -342,6 +347,7 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
         metrics,
         sweeper,
         status,
+        mut closing,
     } = w;
     let labels = [sink_name.as_str()];
     let mut commits = Commits::new(sink.commits());
@@ -365,7 +371,7 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
         }
         // A committing sink: commit what waits when it is due, and before
         // the worker ends with nothing else to do.
-        let idle_end = !open && ready.is_empty() && waiting.is_empty();
+        let idle_end = (!open || *closing.borrow()) && ready.is_empty() && waiting.is_empty();
         if commits.due(idle_end) {
             tokio::select! {
                 () = commits.run(&sink, &sink_name, &outbox, &metrics, &done, &status) => {}
@@ -405,6 +411,7 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
                         None => open = false,
                     },
                     _ = sleep_until_or_forever(wake) => {}
+                    _ = closing.wait_for(|c| *c), if !*closing.borrow() => {}
                     _ = shutdown.wait_for(|s| *s) => return,
                 }
                 continue;
@@ -618,6 +625,8 @@ struct Worker {
     sweeper: Option<mpsc::UnboundedSender<String>>,
     /// Where failing commits are reported for `/readyz`.
     status: Arc<crate::health::SinkStatus>,
+    /// True once no more files will come (weir stops or drains).
+    closing: watch::Receiver<bool>,
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.

@@ -585,8 +585,11 @@ fn late_outside_and_part_files_are_committed_and_found_by_time() {
 fn a_per_route_table_is_partitioned_by_period_only() {
     let lake = tempfile::tempdir().unwrap();
     let wh = lake.path().join("wh");
-    let weir = Weir::start(&format!(
-        "[sinks.lake]\ntype = \"iceberg\"\nwarehouse = \"{}\"\ncommit_interval = \"1s\"\n\
+    // An hour's period and the default 1m commit interval: a drain must
+    // commit at once, not at the interval.
+    let mut weir = Weir::start(&format!(
+        "[roll]\nperiod = \"1h\"\ngrace = \"1s\"\n\
+         [sinks.lake]\ntype = \"iceberg\"\nwarehouse = \"{}\"\n\
          [[route]]\nname = \"pods\"\nmatch = \"**\"\nsinks = [\"lake\"]\nfiles = \"per_route\"\n",
         wh.display()
     ));
@@ -594,7 +597,15 @@ fn a_per_route_table_is_partitioned_by_period_only() {
     for (i, tag) in ["k8s.pod-a", "k8s.pod-b", "k8s.pod-c"].iter().enumerate() {
         sent += send(weir.port, tag, &format!("p{i}"), 30, &no_fields).len();
     }
-    wait_all_committed(&weir, Duration::from_secs(150));
+    std::fs::write(weir.data_dir().join("drain-on-exit"), b"").unwrap();
+    let started = Instant::now();
+    let status = weir.terminate();
+    assert!(status.success(), "the drain failed\n{}", weir.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the drain waited for the commit interval: {:?}",
+        started.elapsed()
+    );
     let uri = sqlite_uri(&wh.join("catalog.db"));
     let t = read_table(
         &uri,
@@ -615,7 +626,7 @@ fn a_per_route_table_is_partitioned_by_period_only() {
     assert_eq!(files.len(), 1, "one file for the route's tags: {t}");
     let path = files[0]["path"].as_str().unwrap();
     assert!(
-        path.contains("/weir/pods/data/dt=") && !path.contains("tag="),
+        path.contains("/weir/pods/data/dt=") && path.contains(".part-") && !path.contains("tag="),
         "{path}"
     );
 }
