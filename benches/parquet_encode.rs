@@ -1,5 +1,6 @@
 //! Parquet encoding: rows/s through the roller's file writer (msgpack record
-//! → declared columns + JSON `record`, zstd), with and without declared columns.
+//! → declared columns + JSON `record`, zstd), with and without declared
+//! columns, and with the `period` column of a route that has an Iceberg table.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use weir::config::Config;
@@ -17,15 +18,18 @@ fn encode(c: &mut Criterion) {
     let mut g = c.benchmark_group("parquet_encode");
     g.throughput(Throughput::Elements(ROWS as u64));
     g.sample_size(10);
-    for (name, toml) in [
-        ("record_only", "node_id='b'\n"),
+    // `table`: the route has an Iceberg sink, so files carry `period`.
+    for (name, toml, table) in [
+        ("record_only", "node_id='b'\n", false),
+        ("record_only_table", "node_id='b'\n", true),
         (
             "declared_columns",
             "node_id='b'\n[[route]]\nmatch='**'\ncolumns={status='int32', path='string', latency_ms='float64'}\n",
+            false,
         ),
     ] {
         let config = Config::from_str(toml, "bench").unwrap();
-        let schema = RouteSchema::new(&config.routes[0], &config.roll, false).unwrap();
+        let schema = RouteSchema::new(&config.routes[0], &config.roll, table).unwrap();
         g.bench_function(name, |b| {
             b.iter_batched(
                 || PartitionWriter::create(&dir.path().join("f.parquet"), &schema, &encoder, 0).unwrap(),

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit as ArrowTimeUnit};
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{WriterProperties, WriterPropertiesPtr};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesPtr};
 use parquet::schema::types::ColumnPath;
 
 use crate::config::{ColumnType, RollConfig, Route, TimeUnit};
@@ -90,6 +90,12 @@ impl RouteSchema {
             .set_max_row_group_row_count(Some(roll.row_group_rows))
             // Records are mostly unique: a dictionary only costs time there.
             .set_column_dictionary_enabled(ColumnPath::from("record"), false)
+            // `period` is one value per file: delta encoding stores it in a
+            // few bytes per page without hashing every row; its bounds are
+            // the file's partition, so chunk statistics are enough.
+            .set_column_dictionary_enabled(ColumnPath::from("period"), false)
+            .set_column_encoding(ColumnPath::from("period"), Encoding::DELTA_BINARY_PACKED)
+            .set_column_statistics_enabled(ColumnPath::from("period"), EnabledStatistics::Chunk)
             .set_created_by(format!("weir version {}", env!("CARGO_PKG_VERSION")))
             .build();
         Ok(Self {
