@@ -93,6 +93,16 @@ fn record_is_json_and_float_statistics_are_read() {
     send_acked(&mut s, &b, "f").unwrap();
     let ok = wait_until(Duration::from_secs(150), || !weir.output_files().is_empty());
     assert!(ok, "{}", weir.log());
+    // Times in log lines are RFC 3339, not seconds since the epoch.
+    let log = weir.log();
+    let finished = log
+        .lines()
+        .find(|l| l.contains("finished file"))
+        .unwrap_or_default();
+    assert!(
+        finished.contains(&format!("period={}", chrono::Utc::now().format("%Y-"))),
+        "{finished}"
+    );
     let file = weir.out_dir().join(&weir.output_files()[0]);
     let out = run_ok(
         Command::new(python())
