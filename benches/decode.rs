@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use weir::forward::decode::{decode_request, DecodeLimits};
+use weir::input::forward::decode::{decode_request, DecodeLimits};
 use weir::msgpack::FrameScanner;
 
 #[path = "support.rs"]

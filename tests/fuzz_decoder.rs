@@ -14,8 +14,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use weir::config::SecurityConfig;
 use weir::event::EventBatch;
-use weir::forward::decode::{decode_request, DecodeLimits, Request};
-use weir::forward::handshake::{check_ping, Challenge};
+use weir::input::forward::decode::{decode_request, DecodeLimits, Request};
+use weir::input::forward::handshake::{check_ping, Challenge};
 use weir::msgpack::{Cursor, FrameScanner};
 use weir::roll::json::write_value;
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
-use weir::forward::decode::{decode_request, DecodeLimits, Request};
+use weir::input::forward::decode::{decode_request, DecodeLimits, Request};
 use weir::msgpack::{Cursor, FrameScanner};
 use weir::roll::json::write_value;
 

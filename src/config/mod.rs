@@ -22,9 +22,9 @@ pub use invalid::Invalid;
 pub use units::{ByteSize, HumanDuration};
 
 // Each section's types live beside the stage that uses them.
-pub use crate::forward::config::{ClientRule, ForwardConfig, SecurityConfig, UserConfig};
-pub use crate::forward::tls::{TlsConfig, TlsVersion};
 pub use crate::http::MetricsConfig;
+pub use crate::input::forward::config::{ClientRule, ForwardConfig, SecurityConfig, UserConfig};
+pub use crate::input::forward::tls::{TlsConfig, TlsVersion};
 pub use crate::outbox::config::OutboxConfig;
 pub use crate::roll::config::{ColumnType, RollConfig, TimeUnit};
 pub use crate::router::{FileGrouping, Route, RouteConfig, Unmatched};
@@ -350,9 +350,10 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     file.roll.validate().map_err(&stage)?;
     file.wal.validate().map_err(&stage)?;
     let tls_server = match &file.forward.tls {
-        Some(tls) => {
-            Some(crate::forward::tls::server_config(tls).map_err(|e| invalid(e.key, e.message))?)
-        }
+        Some(tls) => Some(
+            crate::input::forward::tls::server_config(tls)
+                .map_err(|e| invalid(e.key, e.message))?,
+        ),
         None => None,
     };
     file.forward.validate().map_err(&stage)?;

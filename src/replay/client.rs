@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::forward::handshake::sha512_hex;
+use crate::input::forward::handshake::sha512_hex;
 use crate::msgpack::{Cursor, FrameBuffer, Head};
 
 #[derive(Debug, Clone, Args)]
@@ -131,7 +131,7 @@ async fn read_object(s: &mut Stream) -> anyhow::Result<Bytes> {
 }
 
 async fn handshake(s: &mut Stream, key: &str, o: &ClientOptions) -> anyhow::Result<()> {
-    use crate::forward::messages;
+    use crate::input::forward::messages;
     let helo = messages::parse_helo(&read_object(s).await?).map_err(anyhow::Error::msg)?;
     let salt = format!("{:032x}", rand::random::<u128>());
     let user = o.username.clone().unwrap_or_default();

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::client::{self, ClientOptions};
 use super::report::{Report, Totals};
-use crate::forward::decompress::{compress, Compression};
+use crate::input::forward::decompress::{compress, Compression};
 use crate::msgpack::FrameBuffer;
 
 /// Which forward mode to send.

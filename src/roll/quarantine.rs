@@ -132,7 +132,7 @@ pub fn forward_request(batch: &EventBatch) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::event::BatchBuilder;
-    use crate::forward::decode::{decode_request, DecodeLimits, Request};
+    use crate::input::forward::decode::{decode_request, DecodeLimits, Request};
 
     #[test]
     fn a_quarantined_record_decodes_back_to_the_same_events() {

@@ -11,15 +11,14 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::backpressure::Backpressure;
 use crate::config::Config;
-use crate::forward::decode::DecodeLimits;
-use crate::forward::{self, ConnectionSettings};
 use crate::health::Health;
 use crate::http;
+use crate::input::forward;
 use crate::metrics::Metrics;
 use crate::outbox::Backlog;
 use crate::sink;
@@ -158,9 +157,10 @@ pub async fn run_with(
         sinks: sink_status.clone(),
     });
     let (metrics_listener, forward_sockets) = match sockets {
-        Some(s) => (Some(s.metrics), Some((s.forward, s.heartbeat))),
+        Some(s) => (Some(s.metrics), Some(s.forward)),
         None => (None, None),
     };
+    let limits = crate::input::Limits::new(&config.forward, &metrics);
     let shared = Shared {
         data_dir: data_dir.clone(),
         metrics: metrics.clone(),
@@ -241,17 +241,27 @@ pub async fn run_with(
     })
     .await;
     let forward = match forward_sockets {
-        Some(sockets) => Some(
-            start_forward(
-                &config,
+        Some(sockets) => {
+            let running = forward::server::start(
+                &config.forward,
+                config.tls_server.clone(),
                 sockets,
                 wal.clone(),
+                &limits,
                 &metrics,
-                &health,
                 &shutdown_rx,
-            )
-            .await?,
-        ),
+            )?;
+            health.listener_bound.store(true, Ordering::Relaxed);
+            tracing::info!(
+                listen = %config.forward.listen,
+                metrics = %format!("http://{}/metrics", config.metrics.listen),
+                node_id = config.node_id,
+                data_dir = %data_dir.display(),
+                period = %humantime::format_duration(config.roll.period.0),
+                "weir is accepting forward traffic"
+            );
+            Some(running)
+        }
         None => None,
     };
     drop(wal);
@@ -308,12 +318,7 @@ pub async fn run_with(
     let _ = shutdown_tx.send(true);
     downstream.stopping();
     if let Some(f) = forward {
-        let _ = f.accept.await;
-        // The connections (and their capture handles) are gone: close the file.
-        if let Some(w) = f.capture_writer {
-            let _ = tokio::task::spawn_blocking(move || w.finish()).await;
-        }
-        let _ = f.heartbeat.await;
+        f.stopped().await;
     }
     let _ = ticker.await;
     downstream.probes_done().await;
@@ -405,19 +410,11 @@ fn raise_open_file_limit(config: &Config) {
     }
 }
 
-/// The running forward side: the accept loop, UDP heartbeats, the capture tee.
-struct Forward {
-    accept: tokio::task::JoinHandle<()>,
-    heartbeat: tokio::task::JoinHandle<()>,
-    capture_writer: Option<crate::capture::writer::Writer>,
-}
-
 /// The ports weir serves on, bound before data_dir is touched, so a port in
 /// use fails the start with data_dir as it was.
 struct Sockets {
     metrics: TcpListener,
-    forward: TcpListener,
-    heartbeat: UdpSocket,
+    forward: forward::server::Sockets,
 }
 
 impl Sockets {
@@ -427,114 +424,9 @@ impl Sockets {
             .with_context(|| {
                 format!("metrics.listen: cannot listen on {}", config.metrics.listen)
             })?;
-        let forward = TcpListener::bind(config.forward.listen)
-            .await
-            .with_context(|| {
-                format!("forward.listen: cannot listen on {}", config.forward.listen)
-            })?;
-        let heartbeat = UdpSocket::bind(config.forward.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "forward.listen: cannot bind UDP {} for heartbeats",
-                    config.forward.listen
-                )
-            })?;
-        Ok(Self {
-            metrics,
-            forward,
-            heartbeat,
-        })
+        let forward = forward::server::Sockets::bind(&config.forward).await?;
+        Ok(Self { metrics, forward })
     }
-}
-
-/// Starts accepting forward traffic on the bound sockets.
-async fn start_forward(
-    config: &Config,
-    (listener, udp): (TcpListener, UdpSocket),
-    wal: wal::WalHandle,
-    metrics: &Metrics,
-    health: &Health,
-    shutdown_rx: &watch::Receiver<bool>,
-) -> anyhow::Result<Forward> {
-    let data_dir = &config.data_dir;
-    let heartbeat = tokio::spawn(forward::heartbeat::run(udp, shutdown_rx.clone()));
-    health.listener_bound.store(true, Ordering::Relaxed);
-    tracing::info!(
-        listen = %config.forward.listen,
-        metrics = %format!("http://{}/metrics", config.metrics.listen),
-        node_id = config.node_id,
-        data_dir = %data_dir.display(),
-        period = %humantime::format_duration(config.roll.period.0),
-        "weir is accepting forward traffic"
-    );
-    let capture = match &config.forward.capture_dir {
-        None => None,
-        Some(dir) => {
-            let target = crate::capture::writer::Target::Rotating {
-                dir: dir.clone(),
-                max_file_bytes: config.forward.capture_max_file_bytes.0,
-                max_files: config.forward.capture_max_files,
-            };
-            let (c, writer) = crate::capture::writer::Capture::start(target, metrics.clone())
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "forward.capture_dir: cannot write to {}: {e}",
-                        dir.display()
-                    )
-                })?;
-            tracing::info!(dir = %dir.display(), "capturing accepted requests");
-            Some((c, writer))
-        }
-    };
-    let (capture, capture_writer) = capture.unzip();
-    let settings = Arc::new(ConnectionSettings {
-        max_buffer_bytes: config.forward.max_buffer_bytes.as_usize(),
-        limits: DecodeLimits {
-            max_decompressed_bytes: config.forward.max_decompressed_bytes.as_usize(),
-        },
-        idle_timeout: config.forward.idle_timeout.0,
-        max_connections: config.forward.max_connections,
-        security: config.forward.security.clone(),
-        request_timeout: config.forward.request_timeout.0,
-        deny_keepalive: config.forward.deny_keepalive,
-        linger_zero: config.forward.linger_zero,
-        tag_prefix: config.forward.tag_prefix.as_bytes().to_vec(),
-        source_address_key: config.forward.source_address_key.clone(),
-        source_hostname_key: config.forward.source_hostname_key.clone(),
-        chunk_size_warn_limit: config
-            .forward
-            .chunk_size_warn_limit
-            .map_or(0, |b| b.as_usize()),
-        tls: config
-            .tls_server
-            .clone()
-            .map(tokio_rustls::TlsAcceptor::from),
-        tls_handshake_timeout: config
-            .forward
-            .tls
-            .as_ref()
-            .map_or(Duration::from_secs(10), |t| t.handshake_timeout.0),
-        capture,
-        budget: forward::budget::MemoryBudget::new(
-            config.forward.max_inflight_bytes.as_usize(),
-            config.forward.max_buffer_bytes.as_usize()
-                + config.forward.max_decompressed_bytes.as_usize(),
-            metrics.clone(),
-        ),
-    });
-    let accept = tokio::spawn(forward::listener::run(
-        listener,
-        wal,
-        settings,
-        metrics.clone(),
-        shutdown_rx.clone(),
-    ));
-    Ok(Forward {
-        accept,
-        heartbeat,
-        capture_writer,
-    })
 }
 
 /// How long the start waits for an Iceberg catalog before going on without

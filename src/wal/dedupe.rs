@@ -28,16 +28,6 @@ pub const KEY_LEN: usize = 16;
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"WEIRDDP1";
 
-/// The dedupe key of a chunk: the peer's address and the tag are part of
-/// it because Fluent Bit derives chunk ids from content, so two agents can
-/// send the same id for different events.
-pub fn key(peer: &str, tag: &[u8], chunk: &[u8]) -> Key {
-    let d = crate::ids::digest(&[b"chunk", peer.as_bytes(), tag, chunk]);
-    let mut k = [0u8; KEY_LEN];
-    k.copy_from_slice(&d[..KEY_LEN]);
-    k
-}
-
 /// The newest keys and the sequence of the record each came with.
 pub struct Window {
     capacity: usize,
@@ -154,6 +144,7 @@ fn tmp_path(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::dedupe_key as key;
 
     #[test]
     fn any_chunk_length_is_one_fixed_key_and_peers_differ() {

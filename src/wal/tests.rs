@@ -222,7 +222,7 @@ fn a_resent_chunk_is_acked_without_a_second_copy_even_after_restart() {
         .enable_all()
         .build()
         .unwrap();
-    let key = || Some(dedupe::key("10.0.0.1", b"tag", &[b'c'; 4096]));
+    let key = || Some(crate::input::dedupe_key("10.0.0.1", b"tag", &[b'c'; 4096]));
     let (wal, thread, _rx, _release) = open(d.path(), 1 << 20, 10);
     let (a, b, c) = rt.block_on(async {
         (
@@ -260,7 +260,7 @@ fn a_resend_is_recognised_after_its_segment_was_released() {
         .enable_all()
         .build()
         .unwrap();
-    let key = || Some(dedupe::key("10.0.0.1", b"tag", b"chunk-1"));
+    let key = || Some(crate::input::dedupe_key("10.0.0.1", b"tag", b"chunk-1"));
     // 4 KiB segments: every few records rotate.
     let (wal, thread, _rx, release) = open(d.path(), 4096, 100);
     let first = rt.block_on(wal.append_keyed(batch(1), key())).unwrap();

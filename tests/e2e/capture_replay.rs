@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use weir::capture::format::{Kind, Reader};
-use weir::forward::decode::{decode_request, DecodeLimits, Request};
+use weir::input::forward::decode::{decode_request, DecodeLimits, Request};
 
 use crate::common::*;
 

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
-use weir::forward::handshake::sha512_hex;
+use weir::input::forward::handshake::sha512_hex;
 use weir::msgpack::{Cursor, Head};
 
 use crate::common::*;

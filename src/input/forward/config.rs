@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::fields::{default_true, redact, redact_opt};
 use crate::config::invalid::Invalid;
 use crate::config::units::{ByteSize, HumanDuration};
-use crate::forward::tls::TlsConfig;
+use crate::input::forward::tls::TlsConfig;
 
 fn default_handshake_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
@@ -63,6 +63,17 @@ pub struct SecurityConfig {
     pub handshake_timeout: HumanDuration,
 }
 
+fn default_unix_mode() -> String {
+    "0660".to_string()
+}
+
+/// `forward.unix_mode` as permission bits.
+pub fn unix_mode_bits(mode: &str) -> Option<u32> {
+    u32::from_str_radix(mode.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 24224))
 }
@@ -97,6 +108,15 @@ pub struct ForwardConfig {
         deserialize_with = "crate::config::units::listen_addr"
     )]
     pub listen: SocketAddr,
+    /// Also serve forward on this Unix socket (agents on the same host:
+    /// Fluent Bit's `unix_path`, Fluentd's `in_unix`), with the same
+    /// protocol, security and limits as TCP. A socket left by a stopped weir
+    /// is replaced; a live one, or any other file, is an error.
+    #[serde(default)]
+    pub unix_path: Option<std::path::PathBuf>,
+    /// The socket file's permissions, octal (who may connect).
+    #[serde(default = "default_unix_mode")]
+    pub unix_mode: String,
     /// Per-connection cap on buffered, not yet decoded bytes (one request
     /// can be at most this large). Enforced as bytes arrive.
     #[serde(default = "default_max_buffer")]
@@ -180,6 +200,8 @@ impl Default for ForwardConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            unix_path: None,
+            unix_mode: default_unix_mode(),
             max_buffer_bytes: default_max_buffer(),
             max_decompressed_bytes: default_max_decompressed(),
             max_inflight_bytes: default_max_inflight(),
@@ -209,6 +231,24 @@ impl ForwardConfig {
     /// The first setting that cannot be used, with its key.
     pub fn validate(&self) -> Result<(), Invalid> {
         let invalid = |key: &str, message: String| Invalid::new(key, message);
+        if unix_mode_bits(&self.unix_mode).is_none() {
+            return Err(invalid(
+                "forward.unix_mode",
+                format!(
+                    "{:?}: expected octal permissions such as \"0660\"",
+                    self.unix_mode
+                ),
+            ));
+        }
+        if let Some(p) = &self.unix_path {
+            // sun_path holds 108 bytes, its NUL included.
+            if p.as_os_str().len() > 107 || p.as_os_str().is_empty() {
+                return Err(invalid(
+                    "forward.unix_path",
+                    "must be 1 to 107 bytes long (the kernel's limit for a socket path)".into(),
+                ));
+            }
+        }
         if let Some(sec) = &self.security {
             if sec.self_hostname.trim().is_empty() {
                 return Err(invalid(

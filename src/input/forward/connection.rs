@@ -101,6 +101,41 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
         .closed(peer, reason.as_str(), expected, &detail);
 }
 
+/// One request as read: its msgpack bytes (a JSON request already turned
+/// into msgpack), what the connection adds to its records, and whether the
+/// client speaks JSON (its ack is then JSON).
+struct Incoming<'a> {
+    frame: &'a Bytes,
+    additions: &'a [(String, String)],
+    json: bool,
+}
+
+/// How a connection's requests are framed: msgpack, or JSON values.
+enum Framing {
+    Undecided,
+    Msgpack(FrameScanner),
+    Json(super::json::JsonScanner),
+}
+
+impl Framing {
+    /// The length of the next complete request in `buf`, if there is one.
+    fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, String> {
+        match self {
+            Framing::Undecided => Ok(None),
+            Framing::Msgpack(s) => s.scan(buf).map_err(|e| format!("malformed msgpack: {e}")),
+            Framing::Json(s) => s.scan(buf).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn reset(&mut self) {
+        match self {
+            Framing::Undecided => {}
+            Framing::Msgpack(s) => s.reset(),
+            Framing::Json(s) => s.reset(),
+        }
+    }
+}
+
 /// A connection closed for a fault, with what to log about it.
 type Fault = (CloseReason, String);
 
@@ -240,7 +275,9 @@ async fn read_requests<S: AsyncRead + AsyncWrite + Unpin + Send>(
         ..
     } = *conn;
     let additions = record_additions(peer, settings).await;
-    let mut scanner = FrameScanner::new();
+    // msgpack, or JSON when the first request starts with `[` or `{`
+    // (decided once, as Fluentd's in_forward does).
+    let mut framing = Framing::Undecided;
     let mut request_started: Option<tokio::time::Instant> = None;
     let budget = &settings.budget;
     let beyond_free = |cap: usize| cap.saturating_sub(super::budget::FREE_PER_CONNECTION);
@@ -248,13 +285,25 @@ async fn read_requests<S: AsyncRead + AsyncWrite + Unpin + Send>(
     loop {
         // Handle every complete request already buffered.
         loop {
-            let len = match scanner.scan(&buf) {
+            if matches!(framing, Framing::Undecided) {
+                framing = match super::json::starts_json(&buf) {
+                    None => break,
+                    Some(true) => Framing::Json(super::json::JsonScanner::new()),
+                    Some(false) => Framing::Msgpack(FrameScanner::new()),
+                };
+            }
+            let len = match framing.scan(&buf) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
-                Err(e) => return Err((CloseReason::Malformed, format!("malformed msgpack: {e}"))),
+                Err(e) => return Err((CloseReason::Malformed, e)),
             };
             let frame = buf.split_to(len).freeze();
-            scanner.reset();
+            let frame = match &framing {
+                Framing::Json(_) => super::json::to_msgpack(&frame)
+                    .map_err(|e| (CloseReason::Malformed, e.to_string()))?,
+                _ => frame,
+            };
+            framing.reset();
             let large = len > super::pipeline::MAX_PIPELINED_FRAME;
             if large {
                 pipeline
@@ -265,8 +314,12 @@ async fn read_requests<S: AsyncRead + AsyncWrite + Unpin + Send>(
                     .finish_front(stream, held, settings, metrics, shutdown)
                     .await?;
             }
-            let handled =
-                handle_request(stream, conn, &frame, &additions, shutdown, held, pipeline).await?;
+            let request = Incoming {
+                frame: &frame,
+                additions: &additions,
+                json: matches!(framing, Framing::Json(_)),
+            };
+            let handled = handle_request(stream, conn, request, shutdown, held, pipeline).await?;
             if large {
                 pipeline
                     .finish_all(stream, held, settings, metrics, shutdown)
@@ -397,8 +450,7 @@ enum Handled {
 async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
     stream: &mut S,
     conn: &Conn<'_>,
-    frame: &Bytes,
-    record_additions: &[(String, String)],
+    request: Incoming<'_>,
     shutdown: &mut watch::Receiver<bool>,
     held: &mut super::budget::Reservation,
     pipeline: &mut Pipeline,
@@ -410,6 +462,11 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
         metrics,
         tee,
     } = *conn;
+    let Incoming {
+        frame,
+        additions: record_additions,
+        json,
+    } = request;
     let started = Instant::now();
     if settings.chunk_size_warn_limit > 0 && frame.len() > settings.chunk_size_warn_limit {
         metrics
@@ -555,7 +612,14 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
     let mut pending = Pending {
         durable: None,
         result: None,
-        ack: decoded.ack,
+        // A JSON connection gets its acks as JSON.
+        ack: decoded.ack.map(|a| {
+            if json {
+                super::json::ack_as_json(&a)
+            } else {
+                a
+            }
+        }),
         events: 0,
         mode,
         started,
@@ -568,8 +632,8 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
         let key = pending
             .ack
             .as_ref()
-            .map(|ack| crate::wal::dedupe::key(&peer.ip().to_string(), batch.tag(), &ack[5..]));
-        match wal.submit_keyed(batch, key).await {
+            .map(|ack| crate::input::dedupe_key(&peer.ip().to_string(), batch.tag(), &ack[5..]));
+        match crate::input::durable::submit(wal, batch, key).await {
             Ok(rx) => pending.durable = Some(rx),
             Err(e) => return Err((CloseReason::WalUnavailable, e.to_string())),
         }

@@ -1,0 +1,46 @@
+//! The one way an input hands events to the WAL and learns it may answer
+//! its client (invariant 1: an ack, a 2xx, only once durable), and the one
+//! de-duplication key for inputs whose clients name what they send.
+
+use crate::event::EventBatch;
+use crate::wal::dedupe::{Key, KEY_LEN};
+use crate::wal::{DurableReply, WalError, WalHandle};
+
+/// Hands `batch` to the WAL; the reply answers once the batch is durable
+/// (its sequence) or cannot be (then the client must not be told it was
+/// stored). A resent batch with the same `key` is not written twice: the
+/// reply carries the first copy's sequence.
+///
+/// # Errors
+/// The WAL has stopped.
+pub async fn submit(
+    wal: &WalHandle,
+    batch: EventBatch,
+    key: Option<Key>,
+) -> Result<DurableReply, WalError> {
+    wal.submit_keyed(batch, key).await
+}
+
+/// Hands `batch` to the WAL and waits until it is durable.
+///
+/// # Errors
+/// The WAL could not make it durable; the client must not be told it was
+/// stored.
+pub async fn store(wal: &WalHandle, batch: EventBatch, key: Option<Key>) -> Result<u64, WalError> {
+    submit(wal, batch, key)
+        .await?
+        .await
+        .map_err(|_| WalError::Closed)?
+}
+
+/// The de-duplication key of something a client named (a forward chunk id,
+/// an HTTP `Idempotency-Key`): the client's address and the tag are part of
+/// it, because Fluent Bit derives chunk ids from content, so two agents can
+/// send the same id for different events. The bytes are the ones weir has
+/// always stored, so keys survive an upgrade.
+pub fn dedupe_key(source: &str, tag: &[u8], id: &[u8]) -> Key {
+    let d = crate::ids::digest(&[b"chunk", source.as_bytes(), tag, id]);
+    let mut k = [0u8; KEY_LEN];
+    k.copy_from_slice(&d[..KEY_LEN]);
+    k
+}
