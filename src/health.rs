@@ -6,7 +6,7 @@
 //! while this node catches up, instead of letting their buffers fill here.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,9 +92,42 @@ impl SinkStatus {
     }
 }
 
+/// The inputs' listeners by name ("forward", "forward unix", "http") and
+/// whether each accepts yet.
+#[derive(Default)]
+pub struct Listeners(std::sync::Mutex<Vec<(&'static str, bool)>>);
+
+impl Listeners {
+    /// A listener that will accept once the WAL is recovered.
+    pub fn expect(&self, name: &'static str) {
+        let mut l = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !l.iter().any(|(n, _)| *n == name) {
+            l.push((name, false));
+        }
+    }
+
+    /// `name` accepts now.
+    pub fn accepting(&self, name: &'static str) {
+        let mut l = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match l.iter_mut().find(|(n, _)| *n == name) {
+            Some(e) => e.1 = true,
+            None => l.push((name, true)),
+        }
+    }
+
+    /// The listeners not accepting yet (every one, when none is known).
+    fn waiting(&self) -> Vec<&'static str> {
+        let l = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if l.is_empty() {
+            return vec!["forward"];
+        }
+        l.iter().filter(|(_, up)| !up).map(|(n, _)| *n).collect()
+    }
+}
+
 /// What `/readyz` checks.
 pub struct Health {
-    pub listener_bound: AtomicBool,
+    pub listeners: Listeners,
     pub wal: watch::Receiver<crate::wal::WalState>,
     /// Why the WAL folder does not take new files, from the last probe
     /// ([`Health::probe_wal_dir`], run off the async runtime).
@@ -113,8 +146,8 @@ impl Health {
     /// `Ok` when ready, otherwise every reason it is not.
     pub fn readiness(&self) -> Result<(), Vec<String>> {
         let mut why = Vec::new();
-        if !self.listener_bound.load(Ordering::Relaxed) {
-            why.push("forward listener not bound yet".to_string());
+        for name in self.listeners.waiting() {
+            why.push(format!("{name} listener not accepting yet"));
         }
         match &*self.wal.borrow() {
             crate::wal::WalState::Healthy => {}

@@ -24,7 +24,8 @@ pub use units::{ByteSize, HumanDuration};
 // Each section's types live beside the stage that uses them.
 pub use crate::http::MetricsConfig;
 pub use crate::input::forward::config::{ClientRule, ForwardConfig, SecurityConfig, UserConfig};
-pub use crate::input::forward::tls::{TlsConfig, TlsVersion};
+pub use crate::input::http::config::HttpConfig;
+pub use crate::input::tls::{TlsConfig, TlsVersion};
 pub use crate::outbox::config::OutboxConfig;
 pub use crate::roll::config::{ColumnType, RollConfig, TimeUnit};
 pub use crate::router::{FileGrouping, Route, RouteConfig, Unmatched};
@@ -69,6 +70,9 @@ struct FileConfig {
     unmatched: Option<Unmatched>,
     #[serde(default)]
     forward: ForwardConfig,
+    /// The HTTP input; on when the section is present.
+    #[serde(default)]
+    http: Option<HttpConfig>,
     #[serde(default)]
     wal: WalConfig,
     #[serde(default)]
@@ -89,6 +93,7 @@ pub struct Config {
     pub node_id: String,
     pub data_dir: PathBuf,
     pub forward: ForwardConfig,
+    pub http: Option<HttpConfig>,
     pub wal: WalConfig,
     pub roll: RollConfig,
     pub routes: Vec<Route>,
@@ -351,12 +356,19 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     file.wal.validate().map_err(&stage)?;
     let tls_server = match &file.forward.tls {
         Some(tls) => Some(
-            crate::input::forward::tls::server_config(tls)
-                .map_err(|e| invalid(e.key, e.message))?,
+            crate::input::tls::server_config(tls, "forward.tls")
+                .map_err(|e| invalid(&e.key, e.message))?,
         ),
         None => None,
     };
     file.forward.validate().map_err(&stage)?;
+    if let Some(http) = &file.http {
+        http.validate().map_err(&stage)?;
+        if let Some(tls) = &http.tls {
+            crate::input::tls::server_config(tls, "http.tls")
+                .map_err(|e| invalid(&e.key, e.message))?;
+        }
+    }
 
     let mut sinks = file.sinks;
     if sinks.is_empty() {
@@ -513,6 +525,21 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
             "unmatched: routes are configured and `unmatched` is not set, so events whose tag matches no route are dropped (each new tag is logged, weir_roll_unrouted_events_total counts them); set unmatched = \"drop\" to say so, or the name of a route to keep them".to_string(),
         );
     }
+    if let Some(http) = &file.http {
+        // HTTP requests never wait for memory: one that needs more than the
+        // shared pool (the budget past forward's reserve) is always 503.
+        let f = &file.forward;
+        let pool = f
+            .max_inflight_bytes
+            .0
+            .saturating_sub(f.max_buffer_bytes.0 + f.max_decompressed_bytes.0);
+        if http.max_body_bytes.0 > pool {
+            warnings.push(format!(
+                "http.max_body_bytes ({}) is more than the memory HTTP requests share ({} = forward.max_inflight_bytes less forward.max_buffer_bytes and forward.max_decompressed_bytes); larger bodies are answered 503",
+                http.max_body_bytes, ByteSize(pool)
+            ));
+        }
+    }
     let unmatched_route = match file.unmatched.as_ref().unwrap_or(&Unmatched::Drop) {
         Unmatched::Drop => None,
         Unmatched::Route(name) => {
@@ -530,6 +557,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         node_id,
         data_dir,
         forward: file.forward,
+        http: file.http,
         wal: file.wal,
         roll: file.roll,
         routes,

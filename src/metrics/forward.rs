@@ -38,7 +38,7 @@ impl ForwardMetrics {
             connections_closed: counter_vec(r, "weir_forward_connections_closed_total", "Forward connections closed, by reason.", &["reason"]),
             connections_refused: counter(r, "weir_forward_connections_refused_total", "Connections closed at once because forward.max_connections were open."),
             handshake_failures: counter_vec(r, "weir_forward_handshake_failures_total", "Failed shared-key handshakes, by reason.", &["reason"]),
-            duplicate_chunks: counter(r, "weir_forward_duplicate_chunks_total", "Resent chunks acked without writing them again."),
+            duplicate_chunks: counter(r, "weir_forward_duplicate_chunks_total", "Resent chunks (and HTTP requests with a repeated Idempotency-Key) acked without writing them again."),
             large_requests: counter(r, "weir_forward_large_requests_total", "Requests larger than forward.chunk_size_warn_limit."),
             inflight_bytes: gauge(r, "weir_forward_inflight_bytes", "Memory held by requests in flight: read buffers, decompressed entries, decoded batches (limit: forward.max_inflight_bytes)."),
             memory_waits: counter(r, "weir_forward_memory_waits_total", "Times a connection waited because forward.max_inflight_bytes was spent (backpressure)."),

@@ -13,6 +13,7 @@ use prometheus::{Encoder, IntCounterVec, Registry, TextEncoder};
 
 mod capture;
 mod forward;
+mod http;
 mod iceberg;
 mod outbox;
 mod registry;
@@ -21,6 +22,7 @@ mod wal;
 
 pub use capture::CaptureMetrics;
 pub use forward::ForwardMetrics;
+pub use http::{HttpMetrics, HTTP_CODES, HTTP_REJECT_REASONS};
 pub use iceberg::IcebergMetrics;
 pub use outbox::OutboxMetrics;
 pub use roll::RollMetrics;
@@ -42,6 +44,7 @@ pub struct Inner {
     /// Every metric in registration order, for the README's table.
     pub catalog: Vec<MetricInfo>,
     pub forward: ForwardMetrics,
+    pub http: HttpMetrics,
     pub capture: CaptureMetrics,
     pub wal: WalMetrics,
     pub roll: RollMetrics,
@@ -67,12 +70,14 @@ impl Suppressed {
 /// Every kind of rate-limited warning (`Suppressed::allow`), so each
 /// `weir_log_suppressed_total{kind}` series exists from the start; a unit
 /// test checks the list against the source.
-pub const LOG_KINDS: [&str; 17] = [
+pub const LOG_KINDS: [&str; 19] = [
     "bad_wal_record",
     "capture",
     "connection_refused",
     "early_finish",
     "handshake",
+    "http_refused",
+    "http_rejected",
     "iceberg_commit",
     "iceberg_table",
     "large_request",
@@ -113,6 +118,7 @@ impl Metrics {
         );
         let suppressed = Suppressed(suppressed.unwrap_or_else(|e| panic!("metric {name}: {e}")));
         let forward = ForwardMetrics::register(&r, &suppressed);
+        let http = HttpMetrics::register(&r, &suppressed);
         let capture = CaptureMetrics::register(&r, &suppressed);
         let wal = WalMetrics::register(&r, &suppressed);
         let roll = RollMetrics::register(&r, &suppressed);
@@ -123,6 +129,7 @@ impl Metrics {
             suppressed.0.with_label_values(&[kind]);
         }
         forward.zeros();
+        http.zeros();
         capture.zeros();
         roll.zeros();
         let build_info = registry::gauge_vec(
@@ -145,6 +152,7 @@ impl Metrics {
         }
         Metrics(Arc::new(Inner {
             forward,
+            http,
             capture,
             wal,
             roll,

@@ -18,7 +18,6 @@ use crate::backpressure::Backpressure;
 use crate::config::Config;
 use crate::health::Health;
 use crate::http;
-use crate::input::forward;
 use crate::metrics::Metrics;
 use crate::outbox::Backlog;
 use crate::sink;
@@ -146,7 +145,7 @@ pub async fn run_with(
     let backlog = Backlog::new(config.outbox.max_backlog_bytes.0, metrics.clone());
     let backpressure = Backpressure::new(metrics.clone());
     let health = Arc::new(Health {
-        listener_bound: AtomicBool::new(false),
+        listeners: Default::default(),
         wal: wal_state_rx,
         wal_dir_problem: std::sync::Mutex::new(None),
         backpressure: backpressure.clone(),
@@ -156,11 +155,14 @@ pub async fn run_with(
         roller: roller_status.clone(),
         sinks: sink_status.clone(),
     });
-    let (metrics_listener, forward_sockets) = match sockets {
-        Some(s) => (Some(s.metrics), Some(s.forward)),
+    let (metrics_listener, input_sockets) = match sockets {
+        Some(s) => (Some(s.metrics), Some(s.inputs)),
         None => (None, None),
     };
-    let limits = crate::input::Limits::new(&config.forward, &metrics);
+    if let Some(s) = &input_sockets {
+        s.expect(&health.listeners);
+    }
+
     let shared = Shared {
         data_dir: data_dir.clone(),
         metrics: metrics.clone(),
@@ -173,6 +175,12 @@ pub async fn run_with(
         roller_status,
         sink_status,
     };
+    let limits = crate::input::Limits::new(
+        &config.forward,
+        &metrics,
+        backpressure.clone(),
+        health.wal.clone(),
+    );
     // Behind the WAL first, so the WAL's reader exists before its writer.
     let mut downstream = Downstream::start(config.clone(), &shared).await?;
     let (wal, wal_thread) = wal::start(
@@ -240,20 +248,20 @@ pub async fn run_with(
         }
     })
     .await;
-    let forward = match forward_sockets {
+    let inputs = match input_sockets {
         Some(sockets) => {
-            let running = forward::server::start(
-                &config.forward,
-                config.tls_server.clone(),
+            let running = crate::input::start(
+                &input_settings(&config),
                 sockets,
                 wal.clone(),
                 &limits,
                 &metrics,
                 &shutdown_rx,
+                &health.listeners,
             )?;
-            health.listener_bound.store(true, Ordering::Relaxed);
             tracing::info!(
                 listen = %config.forward.listen,
+                http = %config.http.as_ref().map_or("off".to_string(), |h| h.listen.to_string()),
                 metrics = %format!("http://{}/metrics", config.metrics.listen),
                 node_id = config.node_id,
                 data_dir = %data_dir.display(),
@@ -317,8 +325,8 @@ pub async fn run_with(
     }
     let _ = shutdown_tx.send(true);
     downstream.stopping();
-    if let Some(f) = forward {
-        f.stopped().await;
+    if let Some(inputs) = inputs {
+        inputs.stopped().await;
     }
     let _ = ticker.await;
     downstream.probes_done().await;
@@ -410,11 +418,20 @@ fn raise_open_file_limit(config: &Config) {
     }
 }
 
+/// The inputs' settings from the config's sections.
+fn input_settings(config: &Config) -> crate::input::Settings<'_> {
+    crate::input::Settings {
+        forward: &config.forward,
+        forward_tls: config.tls_server.clone(),
+        http: config.http.as_ref(),
+    }
+}
+
 /// The ports weir serves on, bound before data_dir is touched, so a port in
 /// use fails the start with data_dir as it was.
 struct Sockets {
     metrics: TcpListener,
-    forward: forward::server::Sockets,
+    inputs: crate::input::Sockets,
 }
 
 impl Sockets {
@@ -424,8 +441,8 @@ impl Sockets {
             .with_context(|| {
                 format!("metrics.listen: cannot listen on {}", config.metrics.listen)
             })?;
-        let forward = forward::server::Sockets::bind(&config.forward).await?;
-        Ok(Self { metrics, forward })
+        let inputs = crate::input::Sockets::bind(&input_settings(config)).await?;
+        Ok(Self { metrics, inputs })
     }
 }
 

@@ -6,7 +6,7 @@
 //! roller stops with its open files' events in the WAL and the new one
 //! rebuilds them, so a reload may finish no file early but re-encodes the
 //! open period, and nothing acked is lost or stored twice (see
-//! `downstream.rs`). `[forward]`, `[wal]`, `[metrics]`, `node_id` and
+//! `downstream.rs`). `[forward]`, `[http]`, `[wal]`, `[metrics]`, `node_id` and
 //! `data_dir` take a restart; a reload that changes them says so and keeps
 //! their running values.
 
@@ -48,6 +48,9 @@ fn restart_only(running: &Config, new: &Config) -> Vec<&'static str> {
     }
     if differ(&running.forward, &new.forward) {
         changed.push("[forward]");
+    }
+    if differ(&running.http, &new.http) {
+        changed.push("[http]");
     }
     if differ(&running.wal, &new.wal) {
         changed.push("[wal]");
@@ -97,6 +100,7 @@ pub(super) async fn apply(
     next.node_id = running.node_id.clone();
     next.data_dir = running.data_dir.clone();
     next.forward = running.forward.clone();
+    next.http = running.http.clone();
     next.wal = running.wal.clone();
     next.metrics = running.metrics.clone();
     next.tls_server = running.tls_server.clone();

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::fields::{default_true, redact, redact_opt};
 use crate::config::invalid::Invalid;
 use crate::config::units::{ByteSize, HumanDuration};
-use crate::input::forward::tls::TlsConfig;
+use crate::input::tls::TlsConfig;
 
 fn default_handshake_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))

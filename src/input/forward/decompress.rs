@@ -9,6 +9,9 @@ pub enum Compression {
     None,
     Gzip,
     Zstd,
+    /// HTTP `Content-Encoding: deflate`: zlib-wrapped as the RFC says, or
+    /// raw deflate as some clients send it.
+    Deflate,
 }
 
 /// Why compressed entries could not be expanded; each closes the connection.
@@ -52,6 +55,11 @@ pub fn compress(kind: Compression, data: &[u8]) -> Vec<u8> {
             e.finish().unwrap_or_default()
         }
         Compression::Zstd => zstd::encode_all(data, 1).unwrap_or_default(),
+        Compression::Deflate => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            let _ = std::io::Write::write_all(&mut e, data);
+            e.finish().unwrap_or_default()
+        }
     }
 }
 
@@ -88,7 +96,22 @@ fn decoder(compression: Compression, data: &[u8]) -> Result<Option<Decoder<'_>>,
             })?;
             Some((Box::new(dec), "zstd"))
         }
+        Compression::Deflate if is_zlib(data) => {
+            Some((Box::new(flate2::read::ZlibDecoder::new(data)), "deflate"))
+        }
+        Compression::Deflate => {
+            Some((Box::new(flate2::read::DeflateDecoder::new(data)), "deflate"))
+        }
     })
+}
+
+/// Whether `data` starts with a zlib header (RFC 1950: deflate method, and
+/// the two bytes a multiple of 31).
+fn is_zlib(data: &[u8]) -> bool {
+    match data {
+        [cmf, flg, ..] => cmf & 0x0f == 8 && (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0,
+        _ => false,
+    }
 }
 
 /// Output taken from the decoder between two budget checks.

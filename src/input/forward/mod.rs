@@ -27,6 +27,5 @@ mod pipeline;
 pub mod server;
 pub(crate) mod settings;
 pub(crate) mod time;
-pub(crate) mod tls;
 
 pub use settings::ConnectionSettings;

@@ -52,6 +52,13 @@ impl Sockets {
     }
 }
 
+impl Sockets {
+    /// Whether a Unix socket is bound too.
+    pub fn has_unix(&self) -> bool {
+        self.unix.is_some()
+    }
+}
+
 /// Binds the Unix socket at `path`: a socket nobody answers on (left by a
 /// weir that was killed) is replaced; one that answers, or any other file,
 /// is an error and is left alone.

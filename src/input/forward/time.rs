@@ -26,7 +26,7 @@ pub fn read_time(c: &mut Cursor<'_>, now_ns: i64) -> Result<Option<i64>, Msgpack
             if !f.is_finite() || f.abs() >= MAX_ABS_SECS as f64 {
                 return Ok(None);
             }
-            (f * 1e9).round() as i64
+            float_secs_to_ns(f)
         }
         Head::Ext(0, 8) => {
             c.head()?;
@@ -138,4 +138,12 @@ mod tests {
         f.extend_from_slice(&(-1e300f64).to_be_bytes());
         assert_eq!(t(&f), None);
     }
+}
+
+/// Seconds as a float → nanoseconds, exact to the nanosecond a float
+/// holds (whole seconds and the fraction apart: `f * 1e9` would round
+/// today's times to 256 ns).
+pub fn float_secs_to_ns(f: f64) -> i64 {
+    let whole = f.trunc();
+    whole as i64 * 1_000_000_000 + ((f - whole) * 1e9).round() as i64
 }

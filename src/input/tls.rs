@@ -1,4 +1,4 @@
-//! TLS for the forward listener (rustls): a certificate chain and key from
+//! TLS for the listeners (forward and HTTP; rustls): a certificate chain and key from
 //! PEM files, optional client-certificate verification against a CA (mTLS),
 //! and a minimum protocol version.
 
@@ -33,7 +33,7 @@ fn default_tls_version() -> TlsVersion {
     TlsVersion::V1_2
 }
 
-/// `[forward.tls]`: TLS on the forward port.
+/// `[forward.tls]`, `[http.tls]`: TLS on a listener.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -52,10 +52,11 @@ pub struct TlsConfig {
 }
 
 /// Builds the server configuration, or says which key is wrong and why.
-pub fn server_config(c: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
+/// `section` names the table in errors (`forward.tls`, `http.tls`).
+pub fn server_config(c: &TlsConfig, section: &str) -> Result<Arc<ServerConfig>, TlsError> {
     let cert_err = |e: &dyn std::fmt::Display| {
         TlsError::new(
-            "forward.tls.cert_path",
+            format!("{section}.cert_path"),
             format!("{}: {e}", c.cert_path.display()),
         )
     };
@@ -68,7 +69,7 @@ pub fn server_config(c: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
     }
     let key = PrivateKeyDer::from_pem_file(&c.key_path).map_err(|e| {
         TlsError::new(
-            "forward.tls.key_path",
+            format!("{section}.key_path"),
             format!("{}: {e}", c.key_path.display()),
         )
     })?;
@@ -79,11 +80,14 @@ pub fn server_config(c: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
     };
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
-        .map_err(|e| TlsError::new("forward.tls.min_version", e.to_string()))?;
+        .map_err(|e| TlsError::new(format!("{section}.min_version"), e.to_string()))?;
     let builder = match &c.ca_path {
         Some(ca) => {
             let ca_err = |e: &dyn std::fmt::Display| {
-                TlsError::new("forward.tls.ca_path", format!("{}: {e}", ca.display()))
+                TlsError::new(
+                    format!("{section}.ca_path"),
+                    format!("{}: {e}", ca.display()),
+                )
             };
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_file_iter(ca).map_err(|e| ca_err(&e))? {
@@ -96,14 +100,14 @@ pub fn server_config(c: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
-                .map_err(|e| TlsError::new("forward.tls.ca_path", e.to_string()))?;
+                .map_err(|e| TlsError::new(format!("{section}.ca_path"), e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
     let config = builder.with_single_cert(certs, key).map_err(|e| {
         TlsError::new(
-            "forward.tls.key_path",
+            format!("{section}.key_path"),
             format!("does not match the certificate: {e}"),
         )
     })?;
@@ -114,12 +118,12 @@ pub fn server_config(c: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
 #[derive(Debug, thiserror::Error)]
 #[error("{key}: {message}")]
 pub struct TlsError {
-    pub key: &'static str,
+    pub key: String,
     pub message: String,
 }
 
 impl TlsError {
-    fn new(key: &'static str, message: String) -> Self {
+    fn new(key: String, message: String) -> Self {
         Self { key, message }
     }
 }
