@@ -289,6 +289,14 @@ listen = "127.0.0.1:{metrics_port}"
         status
     }
 
+    /// Stops with a drain (the `drain-on-exit` marker): every open file is
+    /// finished and delivered before exit, so a test reads its rows at once.
+    pub fn drain_and_stop(&mut self) {
+        std::fs::write(self.data_dir().join("drain-on-exit"), b"").unwrap();
+        let status = self.terminate();
+        assert!(status.success(), "drain failed: {status}\n{}", self.log());
+    }
+
     /// Open file descriptors of the running process.
     pub fn fd_count(&self) -> usize {
         let pid = self.child.as_ref().expect("running").id();

@@ -67,6 +67,14 @@ pub fn read_time(c: &mut Cursor<'_>, now_ns: i64) -> Result<Option<i64>, Msgpack
     Ok(Some(if ns == 0 { now_ns } else { ns }))
 }
 
+/// Seconds as a float → nanoseconds, exact to the nanosecond a float
+/// holds (whole seconds and the fraction apart: `f * 1e9` would round
+/// today's times to 256 ns).
+pub fn float_secs_to_ns(f: f64) -> i64 {
+    let whole = f.trunc();
+    whole as i64 * 1_000_000_000 + ((f - whole) * 1e9).round() as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,12 +146,4 @@ mod tests {
         f.extend_from_slice(&(-1e300f64).to_be_bytes());
         assert_eq!(t(&f), None);
     }
-}
-
-/// Seconds as a float → nanoseconds, exact to the nanosecond a float
-/// holds (whole seconds and the fraction apart: `f * 1e9` would round
-/// today's times to 256 ns).
-pub fn float_secs_to_ns(f: f64) -> i64 {
-    let whole = f.trunc();
-    whole as i64 * 1_000_000_000 + ((f - whole) * 1e9).round() as i64
 }

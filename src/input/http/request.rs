@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+
 use super::form;
 use super::parse::{events, Format, Times};
 use super::Context;
@@ -80,9 +81,20 @@ fn now_ns() -> i64 {
 pub async fn handle(req: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> HttpResponse {
     let started = Instant::now();
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let mut response = match answer(req, peer, ctx).await {
+    let expects_continue = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let (parts, mut body) = req.into_parts();
+    let mut response = match answer(parts, &mut body, peer, ctx).await {
         Ok(r) => r,
         Err(reject) => {
+            if reject.close && !expects_continue {
+                // A client still sending would miss the answer when the
+                // socket closes under it (a reset): take what it sends,
+                // within bounds, before answering.
+                discard(&mut body).await;
+            }
             let status = reject.status.as_u16();
             ctx.metrics
                 .http
@@ -117,26 +129,48 @@ pub async fn handle(req: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> 
     response
 }
 
+/// Reads and drops what is left of a refused request's body: at most
+/// [`DISCARD_BYTES`] for at most [`DISCARD_TIME`].
+async fn discard(body: &mut Incoming) {
+    let mut left = DISCARD_BYTES;
+    let _ = tokio::time::timeout(DISCARD_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, |d| d.len());
+            if n >= left {
+                break;
+            }
+            left -= n;
+        }
+    })
+    .await;
+}
+
+/// What is read of a refused request's body before the answer.
+const DISCARD_BYTES: usize = 4 << 20;
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn answer(
-    req: Request<Incoming>,
+    parts: hyper::http::request::Parts,
+    body: &mut Incoming,
     peer: SocketAddr,
     ctx: &Context,
 ) -> Result<HttpResponse, Reject> {
-    match *req.method() {
+    let req = &parts;
+    match req.method {
         Method::POST => {}
         // Load balancers' health checks (Fluentd answers them too).
         Method::GET | Method::HEAD => return Ok(text(StatusCode::OK, String::new())),
-        Method::OPTIONS => return Ok(ctx.cors.preflight(req.headers())),
+        Method::OPTIONS => return Ok(ctx.cors.preflight(&req.headers)),
         _ => {
             return Err(Reject::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method",
-                format!("{} is not taken: POST events to /<tag>", req.method()),
+                format!("{} is not taken: POST events to /<tag>", req.method),
             )
             .closing())
         }
     }
-    if !ctx.cors.allows(req.headers().get(header::ORIGIN)) {
+    if !ctx.cors.allows(req.headers.get(header::ORIGIN)) {
         return Err(Reject::new(
             StatusCode::FORBIDDEN,
             "origin",
@@ -145,7 +179,7 @@ async fn answer(
         .closing());
     }
     if let Some(token) = &ctx.cfg.bearer_token {
-        if !bearer_matches(req.headers(), token) {
+        if !bearer_matches(&req.headers, token) {
             return Err(Reject::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -154,20 +188,19 @@ async fn answer(
             .closing());
         }
     }
-    let tag = tag_of(req.uri().path(), &ctx.cfg.tag_prefix)
+    let tag = tag_of(req.uri.path(), &ctx.cfg.tag_prefix)
         .map_err(|why| Reject::new(StatusCode::BAD_REQUEST, "invalid_tag", why).closing())?;
     if let Some(why) = ctx.limits.overloaded() {
         return Err(Reject::busy(why, 5).closing());
     }
     let max_body = ctx.cfg.max_body_bytes.as_usize();
-    let declared = content_length(req.headers());
+    let declared = content_length(&req.headers);
     if declared.is_some_and(|n| n > max_body) {
         return Err(too_large(max_body).closing());
     }
 
-    let query = form::pairs(req.uri().query().unwrap_or("").as_bytes());
+    let query = form::pairs(req.uri.query().unwrap_or("").as_bytes());
     let fixed = query_time(&query)?;
-    let (parts, body) = req.into_parts();
     let additions = additions(ctx, &parts.headers, &query, peer);
     let compression = compression_of(&parts.headers)?;
     let idempotency = idempotency_key(&parts.headers)?;
@@ -297,7 +330,7 @@ fn missing_params() -> Reject {
 /// Reads the body into memory taken from the budget as it arrives,
 /// within `http.max_body_bytes` and the request timeout.
 async fn read_body(
-    mut body: Incoming,
+    body: &mut Incoming,
     declared: Option<usize>,
     max_body: usize,
     deadline: Instant,
