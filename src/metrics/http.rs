@@ -37,6 +37,7 @@ pub struct HttpMetrics {
     pub requests: IntCounterVec,
     pub rejected: IntCounterVec,
     pub events_accepted: IntCounter,
+    pub bodies: IntCounterVec,
     pub bytes_received: IntCounter,
     pub response_latency_seconds: Histogram,
     pub suppressed: Suppressed,
@@ -72,6 +73,12 @@ impl HttpMetrics {
                 "weir_http_events_total",
                 "Events from HTTP requests made durable.",
             ),
+            bodies: counter_vec(
+                r,
+                "weir_http_bodies_total",
+                "HTTP request bodies read, by Content-Encoding.",
+                &["encoding"],
+            ),
             bytes_received: counter(
                 r,
                 "weir_http_received_bytes_total",
@@ -91,6 +98,9 @@ impl HttpMetrics {
     pub(super) fn zeros(&self) {
         for code in HTTP_CODES {
             self.requests.with_label_values(&[&code.to_string()]);
+        }
+        for encoding in ["identity", "gzip", "deflate", "zstd"] {
+            self.bodies.with_label_values(&[encoding]);
         }
         for reason in HTTP_REJECT_REASONS {
             self.rejected.with_label_values(&[reason]);

@@ -16,6 +16,7 @@ mod freshness;
 mod full_disk;
 mod granularity;
 mod handshake;
+mod input_peers;
 mod http_input;
 mod hive_layout;
 mod iceberg;

@@ -22,10 +22,10 @@ use crate::common::*;
 use crate::tls::{make_certs, tls_toml};
 
 /// Events per client run.
-const N: u64 = 3000;
+pub const N: u64 = 3000;
 
 /// An agent's binary, or None if scripts/test already reported it missing.
-fn agent(env: &str, name: &str) -> Option<PathBuf> {
+pub fn agent(env: &str, name: &str) -> Option<PathBuf> {
     let found = std::env::var_os(env)
         .map(PathBuf::from)
         .filter(|p| p.is_file())
@@ -60,8 +60,14 @@ fn agent(env: &str, name: &str) -> Option<PathBuf> {
 /// Waits until weir has accepted `n` events in all, with the agents' logs
 /// in the failure message.
 fn await_accepted(weir: &Weir, n: u64, logs: &[&Path]) {
+    await_metric(weir, "weir_forward_events_total", n, logs);
+}
+
+/// Waits until the counter `name` reaches `n`, with the agents' logs in the
+/// failure message.
+pub fn await_metric(weir: &Weir, name: &str, n: u64, logs: &[&Path]) {
     let ok = wait_until(Duration::from_secs(180), || {
-        metric(&scrape(weir.metrics_port), "weir_forward_events_total", &[]) >= n as f64
+        metric(&scrape(weir.metrics_port), name, &[]) >= n as f64
     });
     let tails: Vec<String> = logs
         .iter()
@@ -84,8 +90,14 @@ fn assert_every_event_once(weir: &Weir, tags: &[&str]) {
             && metric(&m, "weir_outbox_files", &[]) == 0.0
     });
     assert!(ok, "files not finished\n{}", weir.log());
+    assert_rows_once(&read_rows(&weir.out_dir()), tags);
+}
+
+/// In `rows`, every tag of `tags` holds exactly events 1..=N, once each,
+/// and no other tag is there.
+pub fn assert_rows_once(rows: &[Row], tags: &[&str]) {
     let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for r in read_rows(&weir.out_dir()) {
+    for r in rows {
         let seq = r.record["seq"]
             .as_u64()
             .unwrap_or_else(|| panic!("no seq in {:?}", r.record));
@@ -96,7 +108,7 @@ fn assert_every_event_once(weir: &Weir, tags: &[&str]) {
             "{:?}",
             r.record
         );
-        seen.entry(r.tag).or_default().push(seq);
+        seen.entry(r.tag.clone()).or_default().push(seq);
     }
     for tag in tags {
         let mut got = seen.remove(*tag).unwrap_or_default();
@@ -192,20 +204,31 @@ fn events_jsonl(dir: &Path, agent: &str) -> PathBuf {
 
 /// A running Fluent Bit reading numbered events on stdin (kept open so it
 /// keeps running until stopped) and forwarding them with `output` settings.
-struct FluentBit {
+pub struct FluentBit {
     child: Child,
-    log: PathBuf,
+    pub log: PathBuf,
 }
 
 impl FluentBit {
     fn start(bin: &Path, dir: &Path, name: &str, port: u16, output: &str) -> Self {
+        Self::start_output(
+            bin,
+            dir,
+            name,
+            &format!(
+                "[OUTPUT]\n    name forward\n    match *\n    host 127.0.0.1\n    port {port}\n    retry_limit no_limits\n{output}"
+            ),
+        )
+    }
+
+    /// Fluent Bit with its `[OUTPUT]` section as given.
+    pub fn start_output(bin: &Path, dir: &Path, name: &str, output_section: &str) -> Self {
         let conf = dir.join(format!("{name}.conf"));
         std::fs::write(
             &conf,
             format!(
                 "[SERVICE]\n    flush 0.5\n    grace 5\n    log_level info\n\n\
-                 [INPUT]\n    name stdin\n    tag {name}\n\n\
-                 [OUTPUT]\n    name forward\n    match *\n    host 127.0.0.1\n    port {port}\n    retry_limit no_limits\n{output}"
+                 [INPUT]\n    name stdin\n    tag {name}\n\n{output_section}"
             ),
         )
         .unwrap();
@@ -231,7 +254,7 @@ impl FluentBit {
 
     /// Stops the agent; its log must show no retried or failed flush (a
     /// lost or wrong ack makes the agent resend, which the WAL would hide).
-    fn stop(mut self) {
+    pub fn stop(mut self) {
         drop(self.child.stdin.take());
         stop_group(&mut self.child);
         assert_clean_log(&self.log);
@@ -240,13 +263,23 @@ impl FluentBit {
 
 /// Runs Fluentd reading the numbered events once (in_exec) and forwarding
 /// them with out_forward `settings` (inside `<match>`).
-struct Fluentd {
+pub struct Fluentd {
     child: Child,
-    log: PathBuf,
+    pub log: PathBuf,
 }
 
 impl Fluentd {
     fn start(bin: &Path, dir: &Path, name: &str, settings: &str) -> Self {
+        Self::start_output(
+            bin,
+            dir,
+            name,
+            &format!("  @type forward\n  heartbeat_type none\n  recover_wait 1s\n{settings}"),
+        )
+    }
+
+    /// Fluentd with `output` inside its `<match>` (before the buffer).
+    pub fn start_output(bin: &Path, dir: &Path, name: &str, output: &str) -> Self {
         let events = events_jsonl(dir, name);
         let conf = dir.join(format!("{name}.conf"));
         std::fs::write(
@@ -255,7 +288,7 @@ impl Fluentd {
                 "<system>\n  log_level info\n  workers 1\n</system>\n\
                  <label @FLUENT_LOG>\n  <match **>\n    @type null\n  </match>\n</label>\n\
                  <source>\n  @type exec\n  tag {name}\n  command cat {events}\n  <parse>\n    @type json\n  </parse>\n</source>\n\
-                 <match {name}>\n  @type forward\n  heartbeat_type none\n  recover_wait 1s\n{settings}\n\
+                 <match {name}>\n{output}\n\
                  <buffer>\n    @type memory\n    flush_mode interval\n    flush_interval 1s\n    retry_wait 1s\n    chunk_limit_records 700\n  </buffer>\n</match>\n",
                 events = events.display()
             ),
@@ -274,7 +307,7 @@ impl Fluentd {
     }
 
     /// Stops the agent; its log must show no retried or failed flush.
-    fn stop(mut self) {
+    pub fn stop(mut self) {
         stop_group(&mut self.child);
         assert_clean_log(&self.log);
     }

@@ -210,6 +210,13 @@ async fn answer(
     let deadline = Instant::now() + ctx.limits.request_timeout;
     let raw = read_body(body, declared, max_body, deadline, ctx, &mut held).await?;
     ctx.metrics.http.bytes_received.inc_by(raw.len() as u64);
+    let encoding = match compression {
+        Compression::None => "identity",
+        Compression::Gzip => "gzip",
+        Compression::Deflate => "deflate",
+        Compression::Zstd => "zstd",
+    };
+    ctx.metrics.http.bodies.with_label_values(&[encoding]).inc();
 
     let expanded;
     let body: &[u8] = match compression {
