@@ -111,35 +111,124 @@ fn curl_posts_of_every_type_and_encoding_land_once_with_their_times() {
 
     // One object, its time an RFC 3339 string; one with seconds as a float.
     ok(
-        curl(&["-H", json_h, "-H", "X-Forwarded-For: 203.0.113.9, 10.0.0.1", "-d",
-            r#"{"seq":1,"time":"2023-11-14T22:13:20.123456Z"}"#, &url(hp, "/h/obj?team=a-b")]),
+        curl(&[
+            "-H",
+            json_h,
+            "-H",
+            "X-Forwarded-For: 203.0.113.9, 10.0.0.1",
+            "-d",
+            r#"{"seq":1,"time":"2023-11-14T22:13:20.123456Z"}"#,
+            &url(hp, "/h/obj?team=a-b"),
+        ]),
         "object",
     );
-    ok(curl(&["-H", json_h, "-d", r#"{"seq":2,"time":1700000000.5}"#, &url(hp, "/h/obj")]), "float time");
+    ok(
+        curl(&[
+            "-H",
+            json_h,
+            "-d",
+            r#"{"seq":2,"time":1700000000.5}"#,
+            &url(hp, "/h/obj"),
+        ]),
+        "float time",
+    );
     // An array is one batch.
-    ok(curl(&["-H", json_h, "-d", r#"[{"seq":1},{"seq":2},{"seq":3}]"#, &url(hp, "/h.arr")]), "array");
+    ok(
+        curl(&[
+            "-H",
+            json_h,
+            "-d",
+            r#"[{"seq":1},{"seq":2},{"seq":3}]"#,
+            &url(hp, "/h.arr"),
+        ]),
+        "array",
+    );
     // NDJSON, gzip.
     let f = write_file(d, "nd.gz", &gzip(&ndjson("h.nd", 50)));
-    ok(curl(&["-H", nd_h, "-H", "Content-Encoding: gzip", "--data-binary", &f, &url(hp, "/h.nd")]), "ndjson gzip");
+    ok(
+        curl(&[
+            "-H",
+            nd_h,
+            "-H",
+            "Content-Encoding: gzip",
+            "--data-binary",
+            &f,
+            &url(hp, "/h.nd"),
+        ]),
+        "ndjson gzip",
+    );
     // JSON, deflate (zlib) and zstd.
-    let arr: Vec<u8> = serde_json::to_vec(&(1..=20).map(|i| json!({"seq": i})).collect::<Vec<_>>()).unwrap();
+    let arr: Vec<u8> =
+        serde_json::to_vec(&(1..=20).map(|i| json!({"seq": i})).collect::<Vec<_>>()).unwrap();
     let f = write_file(d, "a.zz", &zlib(&arr));
-    ok(curl(&["-H", json_h, "-H", "Content-Encoding: deflate", "--data-binary", &f, &url(hp, "/h.deflate")]), "deflate");
-    let f = write_file(d, "nd.zst", &zstd::encode_all(&ndjson("h.zstd", 30)[..], 3).unwrap());
-    ok(curl(&["-H", nd_h, "-H", "Content-Encoding: zstd", "--data-binary", &f, &url(hp, "/h.zstd")]), "zstd");
+    ok(
+        curl(&[
+            "-H",
+            json_h,
+            "-H",
+            "Content-Encoding: deflate",
+            "--data-binary",
+            &f,
+            &url(hp, "/h.deflate"),
+        ]),
+        "deflate",
+    );
+    let f = write_file(
+        d,
+        "nd.zst",
+        &zstd::encode_all(&ndjson("h.zstd", 30)[..], 3).unwrap(),
+    );
+    ok(
+        curl(&[
+            "-H",
+            nd_h,
+            "-H",
+            "Content-Encoding: zstd",
+            "--data-binary",
+            &f,
+            &url(hp, "/h.zstd"),
+        ]),
+        "zstd",
+    );
     // msgpack: a map, a [time, map] event, and an array of maps.
     let mut mp = rmp_serde::to_vec_named(&json!({"seq": 1})).unwrap();
     mp.extend(rmp_serde::to_vec_named(&(1_700_000_002u32, json!({"seq": 2}))).unwrap());
     mp.extend(rmp_serde::to_vec_named(&[json!({"seq": 3}), json!({"seq": 4})]).unwrap());
     let f = write_file(d, "b.mp", &mp);
-    ok(curl(&["-H", "Content-Type: application/msgpack", "--data-binary", &f, &url(hp, "/h.mp")]), "msgpack");
+    ok(
+        curl(&[
+            "-H",
+            "Content-Type: application/msgpack",
+            "--data-binary",
+            &f,
+            &url(hp, "/h.mp"),
+        ]),
+        "msgpack",
+    );
     // Forms: json= (curl's default content type) and msgpack= (binary, encoded).
-    ok(curl(&["-d", r#"json={"seq":1}"#, &url(hp, "/h.form")]), "form json");
+    ok(
+        curl(&["-d", r#"json={"seq":1}"#, &url(hp, "/h.form")]),
+        "form json",
+    );
     let f = rmp_serde::to_vec_named(&json!({"seq": 2, "bin": "é"})).unwrap();
     let f = write_file(d, "form.mp", &f);
-    ok(curl(&["--data-urlencode", &format!("msgpack{f}"), &url(hp, "/h.form")]), "form msgpack");
+    ok(
+        curl(&[
+            "--data-urlencode",
+            &format!("msgpack{f}"),
+            &url(hp, "/h.form"),
+        ]),
+        "form msgpack",
+    );
     // No body at all: json= and time= in the query string.
-    ok(curl(&["-X", "POST", &url(hp, "/h.query?json=%7B%22seq%22%3A1%7D&time=1700000003")]), "query");
+    ok(
+        curl(&[
+            "-X",
+            "POST",
+            &url(hp, "/h.query?json=%7B%22seq%22%3A1%7D&time=1700000003"),
+        ]),
+        "query",
+    );
 
     // Keep-alive and pipelining: three requests written at once on one
     // connection, three answers in order.
@@ -160,17 +249,32 @@ fn curl_posts_of_every_type_and_encoding_land_once_with_their_times() {
     }
 
     let m = scrape(weir.metrics_port);
-    assert_eq!(metric(&m, "weir_http_requests_total", &[("code", "200")]), 13.0);
+    assert_eq!(
+        metric(&m, "weir_http_requests_total", &[("code", "200")]),
+        13.0
+    );
     weir.drain_and_stop();
     let by = rows_by_tag(&weir.out_dir());
     let counts: BTreeMap<&str, usize> = by.iter().map(|(t, r)| (t.as_str(), r.len())).collect();
     let want: BTreeMap<&str, usize> = [
-        ("h.obj", 2), ("h.arr", 3), ("h.nd", 50), ("h.deflate", 20), ("h.zstd", 30),
-        ("h.mp", 4), ("h.form", 2), ("h.query", 1), ("h.pipe", 3),
-    ].into_iter().collect();
+        ("h.obj", 2),
+        ("h.arr", 3),
+        ("h.nd", 50),
+        ("h.deflate", 20),
+        ("h.zstd", 30),
+        ("h.mp", 4),
+        ("h.form", 2),
+        ("h.query", 1),
+        ("h.pipe", 3),
+    ]
+    .into_iter()
+    .collect();
     assert_eq!(counts, want, "rows per tag");
     for (tag, rows) in &by {
-        let mut seqs: Vec<u64> = rows.iter().map(|r| r.record["seq"].as_u64().unwrap()).collect();
+        let mut seqs: Vec<u64> = rows
+            .iter()
+            .map(|r| r.record["seq"].as_u64().unwrap())
+            .collect();
         seqs.sort_unstable();
         let want: Vec<u64> = (1..=rows.len() as u64).collect();
         assert_eq!(seqs, want, "{tag}: every event once");
@@ -178,10 +282,19 @@ fn curl_posts_of_every_type_and_encoding_land_once_with_their_times() {
     let obj = &by["h.obj"];
     let first = obj.iter().find(|r| r.record["seq"] == 1).unwrap();
     assert_eq!(first.time_us, 1_700_000_000_123_456, "RFC 3339 time");
-    assert!(first.record.get("time").is_none(), "the time key is taken out");
-    assert_eq!(first.record["REMOTE_ADDR"], "203.0.113.9", "first X-Forwarded-For");
+    assert!(
+        first.record.get("time").is_none(),
+        "the time key is taken out"
+    );
+    assert_eq!(
+        first.record["REMOTE_ADDR"], "203.0.113.9",
+        "first X-Forwarded-For"
+    );
     assert_eq!(first.record["QUERY_TEAM"], "a-b");
-    assert!(first.record["HTTP_USER_AGENT"].as_str().unwrap().starts_with("curl/"));
+    assert!(first.record["HTTP_USER_AGENT"]
+        .as_str()
+        .unwrap()
+        .starts_with("curl/"));
     let second = obj.iter().find(|r| r.record["seq"] == 2).unwrap();
     assert_eq!(second.time_us, 1_700_000_000_500_000);
     assert_eq!(by["h.query"][0].time_us, 1_700_000_003_000_000, "?time=");
@@ -231,62 +344,161 @@ fn hostile_http_requests_are_refused_with_a_reason_and_store_nothing() {
 
     // Token.
     assert_eq!(post(&[], r#"{"seq":1}"#, "/hz.noauth").0, 401);
-    assert_eq!(post(&["-H", "Authorization: Bearer nope"], r#"{"seq":1}"#, "/hz.noauth").0, 401);
+    assert_eq!(
+        post(
+            &["-H", "Authorization: Bearer nope"],
+            r#"{"seq":1}"#,
+            "/hz.noauth"
+        )
+        .0,
+        401
+    );
     let (code, body) = post(&["-H", auth], r#"{"seq":1}"#, "/hz.ok");
     assert_eq!(code, 204, "{body}\n{}", weir.log());
     // Size: declared, and chunked without a length.
-    let big = format!("[{}]", vec![r#"{"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#; 2000].join(","));
+    let big = format!(
+        "[{}]",
+        vec![r#"{"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#; 2000]
+            .join(",")
+    );
     let f = write_file(d, "big.json", big.as_bytes());
     let (code, body) = post(&["-H", auth], &f, "/hz.big");
     assert_eq!(code, 413, "{body}");
     assert!(body.contains("http.max_body_bytes"), "{body}");
-    assert_eq!(post(&["-H", auth, "-H", "Transfer-Encoding: chunked"], &f, "/hz.big").0, 413);
+    assert_eq!(
+        post(
+            &["-H", auth, "-H", "Transfer-Encoding: chunked"],
+            &f,
+            "/hz.big"
+        )
+        .0,
+        413
+    );
     // A gzip bomb: 2 MiB of JSON in a few KiB, past the 1 MiB cap.
     let bomb = gzip(format!("{{\"a\":\"{}\"}}", "0".repeat(2 << 20)).as_bytes());
     assert!(bomb.len() < 64 << 10);
     let f = write_file(d, "bomb.gz", &bomb);
-    let (code, body) = post(&["-H", auth, "-H", "Content-Encoding: gzip"], &f, "/hz.bomb");
+    let (code, body) = post(
+        &["-H", auth, "-H", "Content-Encoding: gzip"],
+        &f,
+        "/hz.bomb",
+    );
     assert_eq!(code, 413, "{body}");
     assert!(body.contains("forward.max_decompressed_bytes"), "{body}");
-    let (code, _) = post(&["-H", auth, "-H", "Content-Encoding: gzip"], r#"{"not":"gzip"}"#, "/hz.bad");
+    let (code, _) = post(
+        &["-H", auth, "-H", "Content-Encoding: gzip"],
+        r#"{"not":"gzip"}"#,
+        "/hz.bad",
+    );
     assert_eq!(code, 400, "corrupt gzip");
     // Malformed half-way through an array: nothing of it stored.
     let (code, body) = post(&["-H", auth], r#"[{"seq":1},{"seq":2},{"se"#, "/hz.bad");
     assert_eq!(code, 400);
     assert!(body.contains("invalid JSON"), "{body}");
     assert_eq!(post(&["-H", auth], r#"[{"seq":1},5]"#, "/hz.bad").0, 400);
-    let (code, body) = post(&["-H", auth], r#"[{"seq":1},{"time":"yesterday"}]"#, "/hz.bad");
+    let (code, body) = post(
+        &["-H", auth],
+        r#"[{"seq":1},{"time":"yesterday"}]"#,
+        "/hz.bad",
+    );
     assert_eq!(code, 400);
     assert!(body.contains("not a time"), "{body}");
-    assert_eq!(post(&["-H", auth, "-H", "Content-Type: text/csv"], "a,b", "/hz.bad").0, 415);
-    assert_eq!(post(&["-H", auth, "-H", "Content-Encoding: br"], "{}", "/hz.bad").0, 415);
+    assert_eq!(
+        post(
+            &["-H", auth, "-H", "Content-Type: text/csv"],
+            "a,b",
+            "/hz.bad"
+        )
+        .0,
+        415
+    );
+    assert_eq!(
+        post(&["-H", auth, "-H", "Content-Encoding: br"], "{}", "/hz.bad").0,
+        415
+    );
     assert_eq!(post(&["-H", auth], "{}", "/").0, 400, "no tag");
     // Origins.
-    let (code, _) = post(&["-H", auth, "-H", "Origin: https://evil.org"], r#"{"seq":1}"#, "/hz.bad");
+    let (code, _) = post(
+        &["-H", auth, "-H", "Origin: https://evil.org"],
+        r#"{"seq":1}"#,
+        "/hz.bad",
+    );
     assert_eq!(code, 403);
     let out = Command::new("curl")
-        .args(["-sS", "-i", "--cacert", &ca, "-H", auth, "-H", json_h, "-H", "Origin: https://app.example.com",
-            "-d", r#"{"seq":1}"#, &u("/hz.cors")])
+        .args([
+            "-sS",
+            "-i",
+            "--cacert",
+            &ca,
+            "-H",
+            auth,
+            "-H",
+            json_h,
+            "-H",
+            "Origin: https://app.example.com",
+            "-d",
+            r#"{"seq":1}"#,
+            &u("/hz.cors"),
+        ])
         .output()
         .unwrap();
     let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 204"), "{head}");
-    assert!(head.contains("access-control-allow-origin: https://app.example.com"), "{head}");
+    assert!(
+        head.contains("access-control-allow-origin: https://app.example.com"),
+        "{head}"
+    );
     let out = Command::new("curl")
-        .args(["-sS", "-i", "-X", "OPTIONS", "--cacert", &ca, "-H", "Origin: https://app.example.com",
-            "-H", "Access-Control-Request-Method: POST", &u("/hz.cors")])
+        .args([
+            "-sS",
+            "-i",
+            "-X",
+            "OPTIONS",
+            "--cacert",
+            &ca,
+            "-H",
+            "Origin: https://app.example.com",
+            "-H",
+            "Access-Control-Request-Method: POST",
+            &u("/hz.cors"),
+        ])
         .output()
         .unwrap();
     let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 200") && head.contains("access-control-allow-methods: post"), "{head}");
+    assert!(
+        head.starts_with("http/1.1 200") && head.contains("access-control-allow-methods: post"),
+        "{head}"
+    );
     // Methods.
-    assert_eq!(curl(&["--cacert", &ca, "-X", "PUT", "-H", auth, "-d", "{}", &u("/hz.bad")]).0, 405);
-    assert_eq!(curl(&["--cacert", &ca, &u("/")]).0, 200, "GET is a health check");
+    assert_eq!(
+        curl(&[
+            "--cacert",
+            &ca,
+            "-X",
+            "PUT",
+            "-H",
+            auth,
+            "-d",
+            "{}",
+            &u("/hz.bad")
+        ])
+        .0,
+        405
+    );
+    assert_eq!(
+        curl(&["--cacert", &ca, &u("/")]).0,
+        200,
+        "GET is a health check"
+    );
     // Plain HTTP to the TLS port gets nowhere.
     assert_eq!(curl(&["-H", auth, "-d", "{}", &url(hp, "/hz.bad")]).0, 0);
     // Idempotency-Key: a retried request is stored once.
     for _ in 0..3 {
-        let (code, _) = post(&["-H", auth, "-H", "Idempotency-Key: 7c1e-42"], r#"[{"seq":1},{"seq":2}]"#, "/hz.idem");
+        let (code, _) = post(
+            &["-H", auth, "-H", "Idempotency-Key: 7c1e-42"],
+            r#"[{"seq":1},{"seq":2}]"#,
+            "/hz.idem",
+        );
         assert_eq!(code, 204);
     }
 
@@ -307,7 +519,9 @@ fn hostile_http_requests_are_refused_with_a_reason_and_store_nothing() {
     let counts: BTreeMap<&str, usize> = by.iter().map(|(t, r)| (t.as_str(), r.len())).collect();
     assert_eq!(
         counts,
-        [("hz.cors", 1), ("hz.idem", 2), ("hz.ok", 1)].into_iter().collect(),
+        [("hz.cors", 1), ("hz.idem", 2), ("hz.ok", 1)]
+            .into_iter()
+            .collect(),
         "only the accepted requests are stored, once"
     );
 }
@@ -323,21 +537,32 @@ fn slow_and_endless_http_requests_are_cut_at_the_request_timeout() {
     );
     // An endless chunked body: one chunk, then nothing.
     let mut endless = TcpStream::connect(("127.0.0.1", hp)).unwrap();
-    endless.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    endless
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     endless
         .write_all(b"POST /slow.a HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{\"seq\":1}\n      \r\n")
         .unwrap();
     // Headers that never end.
     let mut slow = TcpStream::connect(("127.0.0.1", hp)).unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    slow.write_all(b"POST /slow.b HTTP/1.1\r\nHost: x\r\nContent-Ty").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    slow.write_all(b"POST /slow.b HTTP/1.1\r\nHost: x\r\nContent-Ty")
+        .unwrap();
     // An idle keep-alive connection.
     let mut idle = TcpStream::connect(("127.0.0.1", hp)).unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let started = Instant::now();
 
     // Others are served meanwhile.
-    let (code, body) = curl(&["-H", "Content-Type: application/json", "-d", r#"{"seq":1}"#, &url(hp, "/slow.ok")]);
+    let (code, body) = curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"seq":1}"#,
+        &url(hp, "/slow.ok"),
+    ]);
     assert_eq!(code, 200, "{body}");
 
     let (status, text) = read_response(&mut endless).expect("an answer to the endless body");
@@ -345,12 +570,24 @@ fn slow_and_endless_http_requests_are_cut_at_the_request_timeout() {
     assert!(started.elapsed() < Duration::from_secs(10));
     let mut rest = Vec::new();
     let closed = slow.read_to_end(&mut rest);
-    assert!(closed.is_ok() || started.elapsed() < Duration::from_secs(10), "slow headers: {closed:?}");
-    assert!(started.elapsed() < Duration::from_secs(10), "slow headers cut late");
+    assert!(
+        closed.is_ok() || started.elapsed() < Duration::from_secs(10),
+        "slow headers: {closed:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "slow headers cut late"
+    );
     let mut rest = Vec::new();
-    assert!(idle.read_to_end(&mut rest).is_ok(), "idle connection closed");
+    assert!(
+        idle.read_to_end(&mut rest).is_ok(),
+        "idle connection closed"
+    );
     let m = scrape(weir.metrics_port);
-    assert_eq!(metric(&m, "weir_http_rejected_total", &[("reason", "timeout")]), 1.0);
+    assert_eq!(
+        metric(&m, "weir_http_rejected_total", &[("reason", "timeout")]),
+        1.0
+    );
     assert_eq!(metric(&m, "weir_http_connections_active", &[]), 0.0);
 }
 
@@ -363,27 +600,165 @@ fn http_answers_503_with_retry_after_when_the_memory_budget_is_spent() {
         "max_inflight_bytes = \"2MiB\"\nmax_buffer_bytes = \"512KiB\"\nmax_decompressed_bytes = \"512KiB\"\n",
         &format!("[http]\nlisten = \"127.0.0.1:{hp}\"\nmax_body_bytes = \"4MiB\"\n"),
     );
-    assert!(weir.log().contains("http.max_body_bytes"), "the start warns:\n{}", weir.log());
+    assert!(
+        weir.log().contains("http.max_body_bytes"),
+        "the start warns:\n{}",
+        weir.log()
+    );
     let dir = tempfile::tempdir().unwrap();
     let body = ndjson("busy", 80_000);
     assert!(body.len() > 1 << 20);
     let f = write_file(dir.path(), "big.ndjson", &body);
     let out = Command::new("curl")
-        .args(["-sS", "-i", "-H", "Content-Type: application/x-ndjson", "--data-binary", &f, &url(hp, "/busy.big")])
+        .args([
+            "-sS",
+            "-i",
+            "-H",
+            "Content-Type: application/x-ndjson",
+            "--data-binary",
+            &f,
+            &url(hp, "/busy.big"),
+        ])
         .output()
         .unwrap();
     let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 503"), "{head}");
     assert!(head.contains("retry-after: 1"), "{head}");
-    let (code, _) = curl(&["-H", "Content-Type: application/x-ndjson", "--data-binary",
-        &write_file(dir.path(), "small.ndjson", &ndjson("busy", 100)), &url(hp, "/busy.small")]);
+    let (code, _) = curl(&[
+        "-H",
+        "Content-Type: application/x-ndjson",
+        "--data-binary",
+        &write_file(dir.path(), "small.ndjson", &ndjson("busy", 100)),
+        &url(hp, "/busy.small"),
+    ]);
     assert_eq!(code, 200);
     assert_eq!(
-        metric(&scrape(weir.metrics_port), "weir_http_rejected_total", &[("reason", "busy")]),
+        metric(
+            &scrape(weir.metrics_port),
+            "weir_http_rejected_total",
+            &[("reason", "busy")]
+        ),
         1.0
     );
     weir.drain_and_stop();
     let by = rows_by_tag(&weir.out_dir());
     assert_eq!(by.keys().collect::<Vec<_>>(), vec!["busy.small"]);
     assert_eq!(by["busy.small"].len(), 100);
+}
+
+/// One POST on a fresh connection: the status, or None when the request
+/// got no answer (refused, reset, timed out).
+fn post_once(port: u16, path: &str, body: &[u8], key: Option<&str>) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let key = key.map_or(String::new(), |k| format!("Idempotency-Key: {k}\r\n"));
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n{key}Connection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    read_response(&mut s).ok().map(|(status, _)| status)
+}
+
+/// kill -9 while clients post and retry whatever got no 2xx: every event
+/// answered 2xx is stored; clients sending an Idempotency-Key see none
+/// twice; clients without one may see a retried batch twice (counted and
+/// reported, as a forward client without acks would).
+#[test]
+fn kill_9_while_http_clients_post_loses_nothing_answered_2xx() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let hp = free_port();
+    let mut weir = Weir::start(&format!("[http]\nlisten = \"127.0.0.1:{hp}\"\n"));
+    let stop = Arc::new(AtomicBool::new(false));
+    const BATCH: u64 = 50;
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let keyed = c < 2;
+                let tag = format!("/kh.c{c}");
+                let (mut acked, mut retried) = (0u64, 0u64);
+                let mut b = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let body: String = (0..BATCH)
+                        .map(|i| format!("{{\"seq\":{}}}\n", b * BATCH + i))
+                        .collect();
+                    let key = keyed.then(|| format!("c{c}-b{b}"));
+                    let mut tries = 0;
+                    loop {
+                        tries += 1;
+                        match post_once(hp, &tag, body.as_bytes(), key.as_deref()) {
+                            Some(200) => break,
+                            Some(s) if s != 503 => panic!("client {c}: status {s}"),
+                            _ => std::thread::sleep(Duration::from_millis(50)),
+                        }
+                        assert!(tries < 2000, "client {c}: batch {b} never answered 2xx");
+                    }
+                    if tries > 1 {
+                        retried += 1;
+                    }
+                    acked = b + 1;
+                    b += 1;
+                }
+                (keyed, acked, retried)
+            })
+        })
+        .collect();
+    for _ in 0..5 {
+        let before = metric(&scrape(weir.metrics_port), "weir_http_events_total", &[]);
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                metric(&scrape(weir.metrics_port), "weir_http_events_total", &[]) >= before + 2000.0
+            }),
+            "traffic flows\n{}",
+            weir.log()
+        );
+        weir.kill9();
+        std::thread::sleep(Duration::from_millis(300));
+        weir.spawn();
+    }
+    assert!(wait_until(Duration::from_secs(30), || {
+        metric(&scrape(weir.metrics_port), "weir_http_events_total", &[]) >= 2000.0
+    }));
+    stop.store(true, Ordering::Relaxed);
+    let results: Vec<(bool, u64, u64)> = clients.into_iter().map(|h| h.join().unwrap()).collect();
+    weir.drain_and_stop();
+    let by = rows_by_tag(&weir.out_dir());
+    let mut report = Vec::new();
+    for (c, (keyed, batches, retried)) in results.iter().enumerate() {
+        let tag = format!("kh.c{c}");
+        let mut seqs: Vec<u64> = by
+            .get(&tag)
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| r.record["seq"].as_u64().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        seqs.sort_unstable();
+        let stored = seqs.len() as u64;
+        seqs.dedup();
+        let dupes = stored - seqs.len() as u64;
+        // Every batch answered 200 is there (the last one may be partly
+        // answered only when stopped: count whole acked batches).
+        for s in 0..batches * BATCH {
+            assert!(
+                seqs.binary_search(&s).is_ok(),
+                "{tag}: acked event {s} missing"
+            );
+        }
+        if *keyed {
+            assert_eq!(dupes, 0, "{tag}: Idempotency-Key retries stored twice");
+        }
+        assert!(
+            dupes <= retried * BATCH,
+            "{tag}: {dupes} duplicates from {retried} retried batches"
+        );
+        report.push(format!(
+            "{tag}: keyed={keyed} batches={batches} retried={retried} duplicates={dupes}"
+        ));
+    }
+    eprintln!("kill -9 under HTTP load:\n{}", report.join("\n"));
 }

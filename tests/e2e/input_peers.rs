@@ -41,7 +41,12 @@ fn fluent_bit_out_http_in_every_format_lands_every_event_once() {
         f.stop();
     }
     let m = scrape(weir.metrics_port);
-    assert_eq!(metric(&m, "weir_http_rejected_total", &[]), 0.0, "{}", weir.log());
+    assert_eq!(
+        metric(&m, "weir_http_rejected_total", &[]),
+        0.0,
+        "{}",
+        weir.log()
+    );
     assert!(metric(&m, "weir_http_bodies_total", &[("encoding", "gzip")]) > 0.0);
     weir.drain_and_stop();
     assert_rows_once(
@@ -82,7 +87,12 @@ fn fluentd_out_http_ndjson_json_array_and_gzip_land_every_event_once() {
         f.stop();
     }
     let m = scrape(weir.metrics_port);
-    assert_eq!(metric(&m, "weir_http_rejected_total", &[]), 0.0, "{}", weir.log());
+    assert_eq!(
+        metric(&m, "weir_http_rejected_total", &[]),
+        0.0,
+        "{}",
+        weir.log()
+    );
     assert!(metric(&m, "weir_http_bodies_total", &[("encoding", "gzip")]) > 0.0);
     weir.drain_and_stop();
     assert_rows_once(

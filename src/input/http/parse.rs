@@ -93,13 +93,12 @@ fn json_value(
         Some(l) => format!("line {l}: {what}"),
         None => what,
     };
-    let packed = crate::input::forward::json::to_msgpack(text)
-        .map_err(|e| match e {
-            crate::input::forward::json::JsonError::Parse(why) => {
-                malformed(at(format!("invalid JSON: {why}")))
-            }
-            e => malformed(at(e.to_string())),
-        })?;
+    let packed = crate::input::forward::json::to_msgpack(text).map_err(|e| match e {
+        crate::input::forward::json::JsonError::Parse(why) => {
+            malformed(at(format!("invalid JSON: {why}")))
+        }
+        e => malformed(at(e.to_string())),
+    })?;
     let mut c = Cursor::new(&packed);
     let bad = |e: MsgpackError| malformed(at(e.to_string()));
     match c.peek().map_err(bad)? {

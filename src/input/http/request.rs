@@ -13,7 +13,6 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-
 use super::form;
 use super::parse::{events, Format, Times};
 use super::Context;
