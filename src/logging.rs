@@ -58,10 +58,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Targets kept at warn whatever `WEIR_LOG` says.
+const QUIET: &str = "sqlx::postgres::notice=warn";
+
 /// Installs the global subscriber. The level comes from `WEIR_LOG`
 /// (`info` by default; e.g. `WEIR_LOG=weir=debug`).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // PostgreSQL's notices ("relation ... already exists, skipping" at
+    // every start of a catalog) are the database talking to itself.
+    let filter = EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive(QUIET.parse().unwrap_or_default());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

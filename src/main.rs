@@ -36,10 +36,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let c = load_config(Some(&config))?;
             weir::cli::check_data_dir(&c.data_dir)?;
             let rt = runtime()?;
+            // A probe does what a start does (it creates a missing Iceberg
+            // table), so it runs first and the table check sees the result.
+            let probed = if probe {
+                rt.block_on(weir::cli::probe_sinks(&c))?
+            } else {
+                String::new()
+            };
             let mut tables = rt.block_on(weir::cli::check_tables(&c))?;
-            if probe {
-                tables.push_str(&rt.block_on(weir::cli::probe_sinks(&c))?);
-            }
+            tables.push_str(&probed);
             for w in &c.warnings {
                 tables.push_str(&format!("# warning: {w}\n"));
             }

@@ -141,12 +141,17 @@ impl Config {
             ),
             None => (String::new(), "<embedded default>".to_string()),
         };
-        let origin = if overrides.period.is_some() || overrides.grace.is_some() {
-            format!("{origin} with --period/--grace from the command line")
-        } else {
-            origin
-        };
-        Self::from_str_with(&text, &origin, overrides)
+        let overridden = overrides.period.is_some() || overrides.grace.is_some();
+        Self::from_str_with(&text, &origin, overrides).map_err(|e| match e {
+            // `weir.toml:9: key …: … (with --period/--grace …)`: the file
+            // and line first, where an editor or a reader looks.
+            ConfigError::Invalid { path, key, message } if overridden => ConfigError::Invalid {
+                path,
+                key,
+                message: format!("{message} (with --period/--grace from the command line)"),
+            },
+            e => e,
+        })
     }
 
     /// Parses and validates config text; `origin` names it in errors.

@@ -31,6 +31,8 @@ impl RouteSchema {
         parquet::arrow::arrow_writer::ArrowWriterOptions::new()
             .with_properties((*self.props).clone())
             .with_parquet_schema(self.parquet_schema.clone())
+            // `props` carries the Arrow schema readers see (see `new`).
+            .with_skip_arrow_metadata(true)
     }
 
     /// # Errors
@@ -85,7 +87,7 @@ impl RouteSchema {
         }
         let parquet_schema =
             parquet::arrow::ArrowSchemaConverter::new().convert(&Schema::new(json))?;
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(roll.zstd_level)?))
             .set_max_row_group_row_count(Some(roll.row_group_rows))
             // Records are mostly unique: a dictionary only costs time there.
@@ -98,6 +100,23 @@ impl RouteSchema {
             .set_column_statistics_enabled(ColumnPath::from("period"), EnabledStatistics::Chunk)
             .set_created_by(format!("weir version {}", env!("CARGO_PKG_VERSION")))
             .build();
+        // The Arrow schema stored for readers has `tag` as a plain string:
+        // the column is dictionary-encoded in Parquet all the same, but
+        // readers that merge files by their Arrow types (pyarrow datasets
+        // with hive partitions, pyiceberg beside another writer's files)
+        // find string everywhere instead of a dictionary in weir's files only.
+        let stored: Vec<Arc<Field>> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                if f.name() == "tag" {
+                    Arc::new(Field::new("tag", DataType::Utf8, false))
+                } else {
+                    f.clone()
+                }
+            })
+            .collect();
+        parquet::arrow::add_encoded_arrow_schema_to_metadata(&Schema::new(stored), &mut props);
         Ok(Self {
             schema,
             parquet_schema,

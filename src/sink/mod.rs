@@ -45,6 +45,9 @@ pub enum SinkError {
     Key { key: String, message: String },
     #[error("http: {0}")]
     Http(String),
+    /// An Iceberg catalog failed (unreachable, locked, a conflict); retried.
+    #[error("catalog: {0}")]
+    Catalog(String),
     /// The destination refused the data for good (e.g. HTTP 400); retrying
     /// cannot help, so the outbox moves it to the dead-letter folder.
     #[error("rejected with HTTP {status}: {what}")]

@@ -103,9 +103,13 @@ impl Committer {
         let name = &shape.table;
         if let Some(t) = self.tables.get(name) {
             match catalog.load_table(t.identifier()).await {
+                // The same table, still of the route's shape: another
+                // writer's change since (a column dropped, the spec
+                // changed) is checked at every commit, not only at start.
                 Ok(t)
                     if self.known_uuid(name).as_deref()
-                        == Some(&t.metadata().uuid().to_string()) =>
+                        == Some(&t.metadata().uuid().to_string())
+                        && table::plan(&t, shape).is_ok_and(|p| p.add.is_empty()) =>
                 {
                     return Ok(t)
                 }
@@ -212,7 +216,11 @@ impl Committer {
                 .load_table(&ident)
                 .await
                 .map_err(|e| catalog_error(&e))?;
-            match table::plan(&t, &shape) {
+            let plan = table::plan(&t, &shape);
+            if let Ok(p) = &plan {
+                notes.extend(p.warnings.iter().map(|w| format!("warning: {w}")));
+            }
+            match plan {
                 Ok(p) if p.add.is_empty() => {
                     notes.push(format!("table {ident} (route {}): ready", shape.route))
                 }
@@ -276,7 +284,7 @@ impl Committer {
             {
                 Ok(()) => done.extend(group.iter().map(|f| f.key.clone())),
                 Err(e) => {
-                    if matches!(e, SinkError::Http(_)) {
+                    if matches!(e, SinkError::Catalog(_)) {
                         // The catalog connection may be the trouble.
                         self.catalog = None;
                     }
@@ -379,9 +387,13 @@ impl Committer {
         Ok(())
     }
 
-    /// Which of `locations` the table already holds: read from the
-    /// manifests this node's snapshots since `since_ms` added, or from every
-    /// manifest when `full` or when snapshots of that span are gone.
+    /// Which of `locations` a commit of this node already added: read from
+    /// the manifests this node's snapshots since `since_ms` wrote, each
+    /// through that snapshot's own manifest list, so what another writer
+    /// did since (a manifest merge or rewrite, compaction, a delete) cannot
+    /// hide an earlier commit and bring its rows in twice. When `full`, or
+    /// when snapshots of that span are gone (expired), every manifest of
+    /// the current snapshot is read for the files alive in the table.
     async fn already_in(
         &self,
         table: &Table,
@@ -398,31 +410,42 @@ impl Committer {
             .map(|s| s.timestamp_ms())
             .min()
             .unwrap_or(i64::MAX);
-        let full = full || oldest > since_ms;
-        let mine: HashSet<i64> = meta
+        let wanted: HashSet<&str> = locations.iter().map(String::as_str).collect();
+        let mut found = HashSet::new();
+        if full || oldest > since_ms {
+            let list = table.manifest_list_reader(current).load().await?;
+            for mf in list.entries() {
+                if mf.content != ManifestContentType::Data {
+                    continue;
+                }
+                let manifest = mf.load_manifest(table.file_io()).await?;
+                for e in manifest.entries() {
+                    if e.is_alive() && wanted.contains(e.file_path()) {
+                        found.insert(e.file_path().to_string());
+                    }
+                }
+            }
+            return Ok(found);
+        }
+        let mine = meta
             .snapshots()
             .filter(|s| s.timestamp_ms() >= since_ms)
             .filter(|s| {
                 s.summary().additional_properties.get("weir.node") == Some(&self.settings.node)
-            })
-            .map(|s| s.snapshot_id())
-            .collect();
-        if mine.is_empty() && !full {
-            return Ok(HashSet::new());
-        }
-        let wanted: HashSet<&str> = locations.iter().map(String::as_str).collect();
-        let list = table.manifest_list_reader(current).load().await?;
-        let mut found = HashSet::new();
-        for mf in list.entries() {
-            if mf.content != ManifestContentType::Data
-                || !(full || mine.contains(&mf.added_snapshot_id))
-            {
-                continue;
-            }
-            let manifest = mf.load_manifest(table.file_io()).await?;
-            for e in manifest.entries() {
-                if e.is_alive() && wanted.contains(e.file_path()) {
-                    found.insert(e.file_path().to_string());
+            });
+        for snapshot in mine {
+            let list = table.manifest_list_reader(snapshot).load().await?;
+            for mf in list.entries() {
+                if mf.content != ManifestContentType::Data
+                    || mf.added_snapshot_id != snapshot.snapshot_id()
+                {
+                    continue;
+                }
+                let manifest = mf.load_manifest(table.file_io()).await?;
+                for e in manifest.entries() {
+                    if wanted.contains(e.file_path()) {
+                        found.insert(e.file_path().to_string());
+                    }
                 }
             }
         }
@@ -554,5 +577,5 @@ pub fn catalog_error(e: &iceberg::Error) -> SinkError {
     if refused.iter().any(|r| lower.contains(r)) {
         return SinkError::CatalogCredentials(text);
     }
-    SinkError::Http(text)
+    SinkError::Catalog(text)
 }

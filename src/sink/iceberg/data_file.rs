@@ -194,6 +194,11 @@ fn bounds(s: &Statistics, ty: &iceberg::spec::PrimitiveType) -> Option<(Datum, D
         (Statistics::Int32(v), P::Int) => {
             Some((Datum::int(*v.min_opt()?), Datum::int(*v.max_opt()?)))
         }
+        // A column someone else widened to long.
+        (Statistics::Int32(v), P::Long) => Some((
+            Datum::long(i64::from(*v.min_opt()?)),
+            Datum::long(i64::from(*v.max_opt()?)),
+        )),
         (Statistics::Double(v), P::Double) => {
             let (lo, hi) = (*v.min_opt()?, *v.max_opt()?);
             (!lo.is_nan() && !hi.is_nan()).then(|| (Datum::double(lo), Datum::double(hi)))

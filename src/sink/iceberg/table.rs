@@ -230,6 +230,19 @@ pub struct Plan {
     pub add: Vec<(String, PrimitiveType)>,
     /// The declared columns weir answers for, after the change.
     declared: Vec<String>,
+    /// What is allowed but worth saying (logged at start, printed by
+    /// `weir check`).
+    pub warnings: Vec<String>,
+}
+
+/// Whether a column of type `have` takes values of `want` as Iceberg's
+/// allowed promotions do (another writer widened the column): int → long,
+/// float → double.
+fn widens(want: &PrimitiveType, have: &PrimitiveType) -> bool {
+    matches!(
+        (want, have),
+        (PrimitiveType::Int, PrimitiveType::Long) | (PrimitiveType::Float, PrimitiveType::Double)
+    )
 }
 
 /// Checks the built-in shape and refuses type changes and removed columns;
@@ -256,14 +269,29 @@ pub fn plan(table: &Table, shape: &Shape) -> Result<Plan, TableError> {
         }
     }
     let spec = table.metadata().default_partition_spec();
-    let names: Vec<(String, Transform)> = spec
+    // Each field with the column it reads: a field of the right name and
+    // transform over another column (hour(`time`) for hour(`period`))
+    // would file rows under partitions their values do not have.
+    let names: Vec<(String, Transform, String)> = spec
         .fields()
         .iter()
-        .map(|f| (f.name.clone(), f.transform))
+        .map(|f| {
+            let source = schema
+                .field_by_id(f.source_id)
+                .map_or_else(|| format!("field {}", f.source_id), |c| c.name.clone());
+            (f.name.clone(), f.transform, source)
+        })
         .collect();
-    let mut want_spec = vec![("period_hour".to_string(), Transform::Hour)];
+    let mut want_spec = vec![(
+        "period_hour".to_string(),
+        Transform::Hour,
+        "period".to_string(),
+    )];
     if !shape.per_route {
-        want_spec.insert(0, ("tag".to_string(), Transform::Identity));
+        want_spec.insert(
+            0,
+            ("tag".to_string(), Transform::Identity, "tag".to_string()),
+        );
     }
     if names != want_spec {
         return Err(altered(format!(
@@ -279,7 +307,7 @@ pub fn plan(table: &Table, shape: &Shape) -> Result<Plan, TableError> {
     for (name, t) in &shape.columns {
         let want = iceberg_type(*t);
         match schema.field_by_name(name).map(|f| f.field_type.as_ref().clone()) {
-            Some(Type::Primitive(have)) if have == want => {}
+            Some(Type::Primitive(have)) if have == want || widens(&want, &have) => {}
             Some(have) => {
                 return Err(TableError::Refused {
                     route: shape.route.clone(),
@@ -310,12 +338,21 @@ pub fn plan(table: &Table, shape: &Shape) -> Result<Plan, TableError> {
         .filter(|c| !shape.columns.iter().any(|(n, _)| n == *c))
     {
         if schema.field_by_name(gone).is_some() {
-            return Err(TableError::Refused {
-                route: shape.route.clone(),
-                table: ident,
-                column: gone.clone(),
-                why: "no longer declared by the route; removing a column is refused (declare it again, or drop it from the table with your engine first)".into(),
-            });
+            // Another node of the tier may declare it (a config rolled out
+            // node by node), so the table keeps it; this node's files
+            // leave it null.
+            plan.warnings.push(format!(
+                "route {}: column `{gone}` of table {ident} is not declared by this node's route; the table keeps it and this node's rows leave it null (declare it on every node, or drop it from the table with your engine)",
+                shape.route
+            ));
+        }
+    }
+    for (name, _) in &plan.add {
+        if ours.iter().any(|c| c == name) {
+            plan.warnings.push(format!(
+                "route {}: column `{name}` of table {ident} was dropped by someone else; weir adds it back (files that had it read their values again through the name mapping)",
+                shape.route
+            ));
         }
     }
     let mut declared: Vec<String> = ours
@@ -333,6 +370,9 @@ pub fn plan(table: &Table, shape: &Shape) -> Result<Plan, TableError> {
 /// read them as null) and keeps the name mapping current.
 async fn evolve(catalog: &dyn Catalog, table: Table, shape: &Shape) -> Result<Table, TableError> {
     let plan = plan(&table, shape)?;
+    for w in &plan.warnings {
+        tracing::warn!(table = %table.identifier(), "{w}");
+    }
     let mut table = table;
     if !plan.add.is_empty() {
         let tx = Transaction::new(&table);
