@@ -1,5 +1,7 @@
 //! `weir loadgen`: synthetic forward traffic against any forward server
-//! (weir, Fluentd, Fluent Bit), with ack latency measured per request.
+//! (weir, Fluentd, Fluent Bit), with ack latency measured per request; also
+//! JSON forward messages and HTTP NDJSON posts (`--mode json`, `http`,
+//! `http-gzip`) against an `in_http`-style input.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +24,12 @@ pub enum LoadMode {
     Packed,
     Gzip,
     Zstd,
+    /// Forward mode as JSON, JSON acks.
+    Json,
+    /// HTTP POST /<tag> of NDJSON; "acked" is a 2xx.
+    Http,
+    /// The same, gzip-compressed.
+    HttpGzip,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -57,6 +65,10 @@ pub struct LoadgenArgs {
     /// `--duration`, whichever comes first.
     #[arg(long, default_value_t = 0)]
     pub requests: u64,
+    /// Content-Type of `--mode http` bodies (NDJSON either way): Fluent Bit's
+    /// in_http wants application/json for concatenated objects.
+    #[arg(long, default_value = "application/x-ndjson")]
+    pub http_content_type: String,
     /// Do not ask for acks (fire and forget; no latency).
     #[arg(long)]
     pub no_ack: bool,
@@ -127,7 +139,9 @@ pub fn build_request(
             let _ = rmp::encode::write_str(&mut b, tag);
             b.extend_from_slice(&entries);
         }
-        LoadMode::Forward => {
+        // JSON and HTTP requests are built in `wire.rs`; as msgpack they
+        // are Forward mode.
+        LoadMode::Forward | LoadMode::Json | LoadMode::Http | LoadMode::HttpGzip => {
             let _ = rmp::encode::write_array_len(&mut b, 3);
             let _ = rmp::encode::write_str(&mut b, tag);
             let _ = rmp::encode::write_array_len(&mut b, n as u32);
@@ -267,6 +281,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, run: &Run<'_>) {
     let mut next_at = Instant::now();
     let mut n = 0u64;
     let mut replies = FrameBuffer::new();
+    let mut text_replies = bytes::BytesMut::new();
     while Instant::now() < deadline && (args.requests == 0 || n < args.requests) {
         if let Some(iv) = interval {
             let now = Instant::now();
@@ -275,21 +290,43 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, run: &Run<'_>) {
             }
             next_at += iv;
         }
-        let chunk = (!args.no_ack).then(|| {
+        // An HTTP request always has an answer to wait for.
+        let acked = !args.no_ack || matches!(args.mode, LoadMode::Http | LoadMode::HttpGzip);
+        let chunk = acked.then(|| {
             format!(
                 "{run_id:016x}{:016x}",
                 chunk_ids.fetch_add(1, Ordering::Relaxed)
             )
         });
         let tag = tags.next();
-        let req = build_request(
-            args.mode,
-            tag,
-            per_request,
-            n * per_request as u64,
-            args.record_bytes,
-            chunk.as_deref(),
-        );
+        let first = n * per_request as u64;
+        let req = match args.mode {
+            LoadMode::Json => super::wire::json_forward(
+                tag,
+                per_request,
+                first,
+                args.record_bytes,
+                chunk.as_deref(),
+            ),
+            LoadMode::Http | LoadMode::HttpGzip => {
+                let body = super::wire::ndjson(per_request, first, args.record_bytes);
+                let gzip = args.mode == LoadMode::HttpGzip;
+                let body = if gzip {
+                    compress(Compression::Gzip, &body)
+                } else {
+                    body
+                };
+                super::wire::http_post(tag, &body, gzip, &args.http_content_type)
+            }
+            _ => build_request(
+                args.mode,
+                tag,
+                per_request,
+                first,
+                args.record_bytes,
+                chunk.as_deref(),
+            ),
+        };
         let sent_at = Instant::now();
         if s.write_all(&req).await.is_err() {
             totals.failed_requests.fetch_add(1, Ordering::Relaxed);
@@ -302,12 +339,26 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, run: &Run<'_>) {
         totals.bytes.fetch_add(req.len() as u64, Ordering::Relaxed);
         if let Some(c) = chunk {
             totals.pending.fetch_add(1, Ordering::Relaxed);
-            let got = tokio::time::timeout(
-                Duration::from_secs(190),
-                client::read_ack(&mut s, &mut replies),
-            )
-            .await;
-            let ok = matches!(got, Ok(Ok(ref id)) if id == c.as_bytes());
+            let wait = Duration::from_secs(190);
+            let ok = match args.mode {
+                LoadMode::Http | LoadMode::HttpGzip => matches!(
+                    tokio::time::timeout(
+                        wait,
+                        super::wire::read_http_status(&mut s, &mut text_replies)
+                    )
+                    .await,
+                    Ok(Ok(200..=299))
+                ),
+                LoadMode::Json => matches!(
+                    tokio::time::timeout(wait, super::wire::read_json_ack(&mut s, &mut text_replies)).await,
+                    Ok(Ok(ref id)) if *id == c
+                ),
+                _ => {
+                    let got =
+                        tokio::time::timeout(wait, client::read_ack(&mut s, &mut replies)).await;
+                    matches!(got, Ok(Ok(ref id)) if id == c.as_bytes())
+                }
+            };
             totals.pending.fetch_sub(1, Ordering::Relaxed);
             if !ok {
                 totals.failed_requests.fetch_add(1, Ordering::Relaxed);

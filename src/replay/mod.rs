@@ -7,3 +7,4 @@ pub mod loadgen;
 pub mod playback;
 pub mod report;
 pub(crate) mod rewrite;
+pub mod wire;

@@ -6,6 +6,7 @@
 //! stores nothing.
 
 use crate::event::BatchBuilder;
+use crate::input::forward::json::JsonScanner;
 use crate::input::forward::time::read_time;
 use crate::msgpack::{Cursor, Head, MsgpackError};
 
@@ -58,14 +59,37 @@ pub fn events(
     out: &mut BatchBuilder,
 ) -> Result<(), Malformed> {
     match format {
-        Format::Json => json_value(body, times, out, None),
+        Format::Json => {
+            // One value, or several back to back (Fluent Bit's in_http takes
+            // concatenated objects as application/json too).
+            let mut rest = body;
+            let mut n = 0;
+            loop {
+                if rest.iter().all(u8::is_ascii_whitespace) {
+                    if n == 0 {
+                        return Err(malformed("the body is empty".to_string()));
+                    }
+                    return Ok(());
+                }
+                let mut scanner = JsonScanner::new();
+                let end = match scanner.scan(rest) {
+                    Ok(Some(end)) => end,
+                    // Incomplete or not an object/array: the parser says why.
+                    _ => rest.len(),
+                };
+                n += 1;
+                json_value(&rest[..end], times, out, (n > 1).then_some(n))?;
+                rest = &rest[end..];
+            }
+        }
         Format::Ndjson => {
             for (i, line) in body.split(|b| *b == b'\n').enumerate() {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                json_value(line, times, out, Some(i + 1))?;
+                json_value(line, times, out, Some(i + 1))
+                    .map_err(|e| with_context(e, &|w| w.replacen("value", "line", 1)))?;
             }
             Ok(())
         }
@@ -90,7 +114,7 @@ fn json_value(
     line: Option<usize>,
 ) -> Result<(), Malformed> {
     let at = |what: String| match line {
-        Some(l) => format!("line {l}: {what}"),
+        Some(l) => format!("value {l}: {what}"),
         None => what,
     };
     let packed = crate::input::forward::json::to_msgpack(text).map_err(|e| match e {
@@ -325,6 +349,19 @@ mod tests {
         }
         let e = decode(Format::Json, br#"[{"time":"yesterday"}]"#, &times("time")).unwrap_err();
         assert_eq!(e.reason, "invalid_time");
+    }
+
+    #[test]
+    fn concatenated_json_objects_are_one_batch() {
+        let got = decode(
+            Format::Json,
+            b"{\"a\":1}\n{\"a\":2} [{\"a\":3}]",
+            &times("time"),
+        )
+        .unwrap();
+        assert_eq!(got.len(), 3);
+        assert!(decode(Format::Json, b"{\"a\":1} 7", &times("time")).is_err());
+        assert!(decode(Format::Json, b"  ", &times("time")).is_err());
     }
 
     #[test]
