@@ -310,25 +310,34 @@ fn declared_types_schema_evolution_and_a_refused_type_change() {
         err.contains("route app") && err.contains("`status`"),
         "{err}"
     );
-    // A node whose route no longer declares a column (a config rolled out
-    // node by node) is not refused: the table keeps the column, the node's
-    // rows leave it null, and `weir check` says so.
+    // A removed column: refused by `weir check` and at start, route and
+    // column named; the table is left as it was.
     let removed = evolved.replace(", path = \"string\"", "");
     std::fs::write(&weir.config_path, &removed).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["check", "-c"])
-        .arg(&weir.config_path)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains("`path`") && text.contains("not declared by this node's route"),
-        "{text}"
+    for cmd in ["check", "serve"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args([cmd, "-c"])
+            .arg(&weir.config_path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "weir {cmd} accepted a removed column"
+        );
+        assert!(
+            err.contains("route app")
+                && err.contains("`path`")
+                && err.contains("removing a column is refused"),
+            "weir {cmd}: {err}"
+        );
+    }
+    // Dropped from the table with an engine first, the removal starts, and
+    // the rows sent since read no `path`.
+    run_ok(
+        Command::new(python())
+            .arg(support("iceberg_alter.py"))
+            .args([uri.as_str(), warehouse.as_str(), "weir.app", "drop", "path"]),
     );
     weir.spawn();
     let c = send(weir.port, "app.web", "c", 50, &typed);
@@ -336,19 +345,11 @@ fn declared_types_schema_evolution_and_a_refused_type_change() {
     assert_eq!(weir.terminate().code(), Some(0), "{}", weir.log());
     let t = read_table(&uri, &warehouse, "app", &["--rows"]);
     assert_eq!(t["rows"], (a.len() + b.len() + c.len()) as u64, "{t}");
-    assert_eq!(
-        ty(&t, "path").as_deref(),
-        Some("string"),
-        "the table keeps the column"
-    );
+    assert_eq!(ty(&t, "path"), None, "weir did not add the column back");
     let rows = t["row_list"].as_array().unwrap();
     assert_eq!(
-        rows.iter().find(|r| r["id"] == "b-7").unwrap()["path"],
-        "/p/7"
-    );
-    assert_eq!(
-        rows.iter().find(|r| r["id"] == "c-7").unwrap()["path"],
-        Value::Null
+        rows.iter().find(|r| r["id"] == "c-7").unwrap()["status"],
+        Value::from(201)
     );
 }
 
@@ -733,6 +734,14 @@ fn another_writers_changes_are_taken_or_refused_without_stopping_the_node() {
     );
     let t = read_table(&uri, &warehouse, "app", &[]);
     assert_eq!(t["rows"], sent.len() as u64, "{t}");
+    assert!(
+        !t["schema"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "status"),
+        "a running node does not add back a column someone dropped: {t}"
+    );
 
     alter(&["respec"]);
     send(weir.port, "app.web", "e", 50, &status);

@@ -26,7 +26,7 @@ use iceberg::{Catalog, NamespaceIdent};
 
 use super::catalog::Counting;
 use super::data_file;
-use super::table::{self, Shape, TableError};
+use super::table::{self, Moment, Shape, TableError};
 use crate::metrics::IcebergMetrics;
 use crate::sink::{SinkError, Staged};
 
@@ -69,6 +69,12 @@ pub struct Committer {
     /// # Memory
     /// One path per snapshot expired in the last expiry interval.
     expired_lists: Vec<(Instant, String)>,
+    /// The warnings last logged per table, so a state someone else left
+    /// (a dropped column) is said once, not at every commit.
+    ///
+    /// # Memory
+    /// One short list per table of this sink's routes.
+    warned: HashMap<String, Vec<String>>,
 }
 
 impl Committer {
@@ -79,6 +85,7 @@ impl Committer {
             catalog: None,
             connect,
             tables: HashMap::new(),
+            warned: HashMap::new(),
             expired_at: HashMap::new(),
             expired_lists: Vec::new(),
         }
@@ -97,9 +104,25 @@ impl Committer {
         Ok(c)
     }
 
+    /// Logs `warnings` for `table` unless they are the ones logged last.
+    fn warn_once(&mut self, table: &str, warnings: &[String]) {
+        if self.warned.get(table).map(Vec::as_slice) == Some(warnings) {
+            return;
+        }
+        for w in warnings {
+            tracing::warn!(sink = %self.settings.sink, table, "{w}");
+        }
+        self.warned.insert(table.to_string(), warnings.to_vec());
+    }
+
     /// The table of `shape`, brought to its shape the first time (and after
     /// a failure), then reloaded before each commit.
-    async fn table(&mut self, catalog: &Arc<Counting>, shape: &Shape) -> Result<Table, SinkError> {
+    async fn table(
+        &mut self,
+        catalog: &Arc<Counting>,
+        shape: &Shape,
+        moment: Moment,
+    ) -> Result<Table, SinkError> {
         let name = &shape.table;
         if let Some(t) = self.tables.get(name) {
             match catalog.load_table(t.identifier()).await {
@@ -108,10 +131,15 @@ impl Committer {
                 // changed) is checked at every commit, not only at start.
                 Ok(t)
                     if self.known_uuid(name).as_deref()
-                        == Some(&t.metadata().uuid().to_string())
-                        && table::plan(&t, shape).is_ok_and(|p| p.add.is_empty()) =>
+                        == Some(&t.metadata().uuid().to_string()) =>
                 {
-                    return Ok(t)
+                    if let Ok(p) = table::plan(&t, shape, moment) {
+                        if p.is_noop() {
+                            self.warn_once(name, &p.warnings);
+                            return Ok(t);
+                        }
+                    }
+                    self.tables.remove(name);
                 }
                 Ok(_) | Err(_) => {
                     self.tables.remove(name);
@@ -131,10 +159,12 @@ impl Committer {
             &location,
             shape,
             known.as_deref(),
+            moment,
         )
         .await
         {
-            Ok(t) => {
+            Ok((t, warnings)) => {
+                self.warn_once(name, &warnings);
                 self.remember_uuid(name, &t.metadata().uuid().to_string())?;
                 self.metrics.table_ok(&self.settings.sink, name);
                 self.tables.insert(name.clone(), t.clone());
@@ -183,7 +213,7 @@ impl Committer {
         let catalog = self.catalog().await?;
         let shapes: Vec<Shape> = self.settings.shapes.values().cloned().collect();
         for shape in shapes {
-            self.table(&catalog, &shape).await?;
+            self.table(&catalog, &shape, Moment::Start).await?;
         }
         Ok(())
     }
@@ -216,7 +246,7 @@ impl Committer {
                 .load_table(&ident)
                 .await
                 .map_err(|e| catalog_error(&e))?;
-            let plan = table::plan(&t, &shape);
+            let plan = table::plan(&t, &shape, Moment::Start);
             if let Ok(p) = &plan {
                 notes.extend(p.warnings.iter().map(|w| format!("warning: {w}")));
             }
@@ -234,7 +264,7 @@ impl Committer {
                         .join(", ")
                 )),
                 Err(TableError::Refused { .. }) | Err(TableError::Altered { .. }) => {
-                    let e = table::plan(&t, &shape)
+                    let e = table::plan(&t, &shape, Moment::Start)
                         .err()
                         .map(|e| e.to_string())
                         .unwrap_or_default();
@@ -304,7 +334,7 @@ impl Committer {
         full_check: bool,
     ) -> Result<(), SinkError> {
         let started = Instant::now();
-        let table = self.table(catalog, shape).await?;
+        let table = self.table(catalog, shape, Moment::Commit).await?;
         let locations: Vec<String> = files
             .iter()
             .map(|f| format!("{}{}", self.settings.files_base, f.key))

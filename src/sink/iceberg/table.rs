@@ -30,6 +30,16 @@ use crate::router::{FileGrouping, Route};
 const COLUMNS_PROPERTY: &str = "weir.columns";
 const NAME_MAPPING: &str = "schema.name-mapping.default";
 
+/// When a table is brought to shape: a start (or reload, or `weir check`)
+/// answers for this node's config and may refuse it; a commit of a running
+/// node only takes the table as it finds it, so another node's config or
+/// another writer's change never stalls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    Start,
+    Commit,
+}
+
 /// What a route's table must look like.
 #[derive(Debug, Clone)]
 pub struct Shape {
@@ -134,21 +144,47 @@ fn new_spec(shape: &Shape, schema: &Schema) -> Result<UnboundPartitionSpec, iceb
     Ok(b.build())
 }
 
-/// `schema.name-mapping.default`: every top-level column's name to its id.
-pub fn name_mapping(schema: &Schema) -> String {
-    let fields: Vec<serde_json::Value> = schema
+/// `schema.name-mapping.default`: every top-level column's name to its id,
+/// the current schema's first, then names only earlier schemas had (a
+/// dropped column) with their last id: files written before the drop still
+/// hold the column, and readers that map by name (pyiceberg) refuse a file
+/// column the mapping does not know. Its id is in no current field, so
+/// readers skip it.
+pub fn name_mapping<'a>(current: &Schema, earlier: impl IntoIterator<Item = &'a Schema>) -> String {
+    let mut seen: Vec<(String, i32)> = current
         .as_struct()
         .fields()
         .iter()
-        .map(|f| serde_json::json!({"field-id": f.id, "names": [f.name]}))
+        .map(|f| (f.name.clone(), f.id))
+        .collect();
+    let mut earlier: Vec<&Schema> = earlier.into_iter().collect();
+    earlier.sort_by_key(|s| std::cmp::Reverse(s.schema_id()));
+    for schema in earlier {
+        for f in schema.as_struct().fields() {
+            if !seen.iter().any(|(n, _)| *n == f.name) {
+                seen.push((f.name.clone(), f.id));
+            }
+        }
+    }
+    let fields: Vec<serde_json::Value> = seen
+        .into_iter()
+        .map(|(name, id)| serde_json::json!({"field-id": id, "names": [name]}))
         .collect();
     serde_json::Value::Array(fields).to_string()
+}
+
+/// [`name_mapping`] of a table's current and earlier schemas.
+pub fn table_name_mapping(table: &Table) -> String {
+    let m = table.metadata();
+    name_mapping(m.current_schema(), m.schemas_iter().map(|s| s.as_ref()))
 }
 
 /// The table of `shape` in `namespace`, created or brought to the shape.
 /// `known_uuid`: the table this sink wrote to before, if any; a table with
 /// another uuid, or none where one was, is refused (someone dropped or
 /// replaced it), never created over.
+///
+/// Returns the table and what is worth a warning (the caller logs it).
 ///
 /// # Errors
 /// The catalog fails, or the table refuses the shape ([`TableError`]).
@@ -158,7 +194,8 @@ pub async fn prepare(
     location: &str,
     shape: &Shape,
     known_uuid: Option<&str>,
-) -> Result<Table, TableError> {
+    moment: Moment,
+) -> Result<(Table, Vec<String>), TableError> {
     let ident = TableIdent::new(namespace.clone(), shape.table.clone());
     let table = if catalog.table_exists(&ident).await? {
         catalog.load_table(&ident).await?
@@ -181,7 +218,7 @@ pub async fn prepare(
             });
         }
     }
-    evolve(catalog, table, shape).await
+    evolve(catalog, table, shape, moment).await
 }
 
 async fn create(
@@ -194,7 +231,7 @@ async fn create(
     let spec = new_spec(shape, &schema)?;
     let declared: Vec<&str> = shape.columns.iter().map(|(n, _)| n.as_str()).collect();
     let properties = HashMap::from([
-        (NAME_MAPPING.to_string(), name_mapping(&schema)),
+        (NAME_MAPPING.to_string(), name_mapping(&schema, [])),
         (COLUMNS_PROPERTY.to_string(), declared.join(",")),
         ("weir.route".to_string(), shape.route.clone()),
         ("write.format.default".to_string(), "parquet".to_string()),
@@ -233,6 +270,15 @@ pub struct Plan {
     /// What is allowed but worth saying (logged at start, printed by
     /// `weir check`).
     pub warnings: Vec<String>,
+    /// The name mapping and weir's column list are up to date.
+    properties_current: bool,
+}
+
+impl Plan {
+    /// The table needs no change at all.
+    pub fn is_noop(&self) -> bool {
+        self.add.is_empty() && self.properties_current
+    }
 }
 
 /// Whether a column of type `have` takes values of `want` as Iceberg's
@@ -245,12 +291,13 @@ fn widens(want: &PrimitiveType, have: &PrimitiveType) -> bool {
     )
 }
 
-/// Checks the built-in shape and refuses type changes and removed columns;
-/// the changes it allows. Changes nothing (`weir check` uses it as it is).
+/// Checks the built-in shape and refuses type changes, and at a start a
+/// column weir declared that the route no longer declares; returns the
+/// changes it allows. Changes nothing (`weir check` uses it as it is).
 ///
 /// # Errors
 /// The table was altered by someone else, or refuses the route's config.
-pub fn plan(table: &Table, shape: &Shape) -> Result<Plan, TableError> {
+pub fn plan(table: &Table, shape: &Shape, moment: Moment) -> Result<Plan, TableError> {
     let ident = table.identifier().to_string();
     let schema = table.metadata().current_schema().clone();
     let altered = |why: String| TableError::Altered {
@@ -337,23 +384,47 @@ pub fn plan(table: &Table, shape: &Shape) -> Result<Plan, TableError> {
         .iter()
         .filter(|c| !shape.columns.iter().any(|(n, _)| n == *c))
     {
-        if schema.field_by_name(gone).is_some() {
-            // Another node of the tier may declare it (a config rolled out
-            // node by node), so the table keeps it; this node's files
-            // leave it null.
-            plan.warnings.push(format!(
-                "route {}: column `{gone}` of table {ident} is not declared by this node's route; the table keeps it and this node's rows leave it null (declare it on every node, or drop it from the table with your engine)",
-                shape.route
-            ));
+        if schema.field_by_name(gone).is_none() {
+            continue;
         }
+        if moment == Moment::Start {
+            return Err(TableError::Refused {
+                route: shape.route.clone(),
+                table: ident,
+                column: gone.clone(),
+                why: "weir declared it on the table but the route no longer declares it; removing a column is refused (weir never drops one): declare it again, or drop it from the table with your engine first (ALTER TABLE ... DROP COLUMN), then start".to_string(),
+            });
+        }
+        // A running node meets this when another node of the tier started
+        // with a config that declares more: the table keeps the column and
+        // this node's rows leave it null.
+        plan.warnings.push(format!(
+            "route {}: column `{gone}` of table {ident} is not declared by this node's route; this node's rows leave it null until it runs the same config",
+            shape.route
+        ));
     }
-    for (name, _) in &plan.add {
-        if ours.iter().any(|c| c == name) {
-            plan.warnings.push(format!(
-                "route {}: column `{name}` of table {ident} was dropped by someone else; weir adds it back (files that had it read their values again through the name mapping)",
-                shape.route
-            ));
+    let mut dropped = Vec::new();
+    plan.add.retain(|(name, _)| {
+        let ours = ours.iter().any(|c| c == name);
+        if ours {
+            dropped.push(name.clone());
         }
+        // Someone dropped a column weir declared: a start (this node's
+        // config says so) adds it back, a running node leaves it out.
+        !ours || moment == Moment::Start
+    });
+    for name in dropped {
+        plan.warnings.push(if moment == Moment::Start {
+            format!(
+                "route {}: column `{name}` of table {ident} was dropped by someone else; weir adds it back as this route declares it (files that had it read their values again through the name mapping)",
+                shape.route
+            )
+        } else {
+            format!(
+                "route {}: column `{name}` of table {ident} was dropped by someone else; this node's files keep the values but the table does not show them until a start adds the column back",
+                shape.route
+            )
+        });
     }
     let mut declared: Vec<String> = ours
         .into_iter()
@@ -362,17 +433,22 @@ pub fn plan(table: &Table, shape: &Shape) -> Result<Plan, TableError> {
         .collect();
     declared.sort();
     declared.dedup();
+    let props = table.metadata().properties();
+    plan.properties_current = props.get(NAME_MAPPING) == Some(&table_name_mapping(table))
+        && props.get(COLUMNS_PROPERTY) == Some(&declared.join(","));
     plan.declared = declared;
     Ok(plan)
 }
 
 /// Applies [`plan`]: adds the new declared columns (optional: older files
 /// read them as null) and keeps the name mapping current.
-async fn evolve(catalog: &dyn Catalog, table: Table, shape: &Shape) -> Result<Table, TableError> {
-    let plan = plan(&table, shape)?;
-    for w in &plan.warnings {
-        tracing::warn!(table = %table.identifier(), "{w}");
-    }
+async fn evolve(
+    catalog: &dyn Catalog,
+    table: Table,
+    shape: &Shape,
+    moment: Moment,
+) -> Result<(Table, Vec<String>), TableError> {
+    let plan = plan(&table, shape, moment)?;
     let mut table = table;
     if !plan.add.is_empty() {
         let tx = Transaction::new(&table);
@@ -387,10 +463,9 @@ async fn evolve(catalog: &dyn Catalog, table: Table, shape: &Shape) -> Result<Ta
         table = tx.commit(catalog).await?;
         tracing::info!(table = %table.identifier(), columns = ?plan.add.iter().map(|(n, _)| n).collect::<Vec<_>>(), "added columns to the Iceberg table");
     }
-    let schema = table.metadata().current_schema().clone();
     let declared = plan.declared.join(",");
     let props = table.metadata().properties();
-    let mapping = name_mapping(&schema);
+    let mapping = table_name_mapping(&table);
     if props.get(NAME_MAPPING) != Some(&mapping) || props.get(COLUMNS_PROPERTY) != Some(&declared) {
         let tx = Transaction::new(&table);
         let tx = tx
@@ -400,5 +475,5 @@ async fn evolve(catalog: &dyn Catalog, table: Table, shape: &Shape) -> Result<Ta
             .apply(tx)?;
         table = tx.commit(catalog).await?;
     }
-    Ok(table)
+    Ok((table, plan.warnings))
 }

@@ -229,3 +229,54 @@ async fn old_snapshots_expire_and_their_manifest_lists_go_one_expiry_later() {
         .unwrap();
     assert_eq!(rows, 9);
 }
+
+/// A dropped column keeps its name in the mapping (files written before the
+/// drop still hold it, and pyiceberg refuses a file column the mapping does
+/// not know); a column added back maps to its new id.
+#[test]
+fn the_name_mapping_keeps_dropped_columns_and_maps_readded_ones_to_their_new_id() {
+    use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
+    let field = |id, name: &str| {
+        Arc::new(NestedField::optional(
+            id,
+            name,
+            Type::Primitive(PrimitiveType::String),
+        ))
+    };
+    let schema = |id, fields: Vec<Arc<NestedField>>| {
+        Schema::builder()
+            .with_schema_id(id)
+            .with_fields(fields)
+            .build()
+            .unwrap()
+    };
+    let v0 = schema(0, vec![field(1, "time"), field(2, "path")]);
+    let v1 = schema(1, vec![field(1, "time")]);
+    let v2 = schema(2, vec![field(1, "time"), field(3, "path"), field(4, "ua")]);
+    let names = |m: String| -> Vec<(i64, String)> {
+        serde_json::from_str::<serde_json::Value>(&m)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["field-id"].as_i64().unwrap(),
+                    f["names"][0].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        names(super::table::name_mapping(&v1, [&v0, &v1])),
+        vec![(1, "time".to_string()), (2, "path".to_string())]
+    );
+    assert_eq!(
+        names(super::table::name_mapping(&v2, [&v0, &v1, &v2])),
+        vec![
+            (1, "time".to_string()),
+            (3, "path".to_string()),
+            (4, "ua".to_string())
+        ]
+    );
+}
