@@ -195,6 +195,9 @@ pub fn describe(config: &Config) -> String {
     };
     put("unmatched", Ok(unmatched.into()));
     put("forward", toml::Value::try_from(&config.forward));
+    if let Some(http) = &config.http {
+        put("http", toml::Value::try_from(http));
+    }
     put("wal", toml::Value::try_from(&config.wal));
     put("roll", toml::Value::try_from(&config.roll));
     let routes = config

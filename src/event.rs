@@ -216,6 +216,11 @@ impl BatchBuilder {
         self.count == 0
     }
 
+    /// Bytes the batch holds so far.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
     pub fn finish(mut self) -> EventBatch {
         self.buf[self.count_at..self.count_at + 4].copy_from_slice(&self.count.to_le_bytes());
         EventBatch {

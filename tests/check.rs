@@ -39,6 +39,11 @@ self_hostname = "weir-server"
 shared_key = "k"
 user_auth = true
 users = [{{ username = "alice", password = "pw" }}]
+[http]
+listen = "127.0.0.1:9881"
+bearer_token = "t0ken"
+use_204_response = true
+cors_allow_origins = ["https://app.example"]
 [roll]
 period = "5m"
 max_past = "1d"
@@ -73,6 +78,8 @@ path = "{out}2"
         "files = \"per_route\"",
         "prefix = \"team-a\"",
         "unmatched = \"rest\"",
+        "[http]",
+        "use_204_response = true",
     ] {
         assert!(text.contains(needle), "{needle} missing in\n{text}");
     }

@@ -532,7 +532,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     }
     if let Some(http) = &file.http {
         // HTTP requests never wait for memory: one that needs more than the
-        // shared pool (the budget past forward's reserve) is always 503.
+        // shared pool (the budget past forward's reserve) is always 413.
         let f = &file.forward;
         let pool = f
             .max_inflight_bytes
@@ -540,7 +540,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
             .saturating_sub(f.max_buffer_bytes.0 + f.max_decompressed_bytes.0);
         if http.max_body_bytes.0 > pool {
             warnings.push(format!(
-                "http.max_body_bytes ({}) is more than the memory HTTP requests share ({} = forward.max_inflight_bytes less forward.max_buffer_bytes and forward.max_decompressed_bytes); larger bodies are answered 503",
+                "http.max_body_bytes ({}) is more than the memory HTTP requests share ({} = forward.max_inflight_bytes less forward.max_buffer_bytes and forward.max_decompressed_bytes); larger bodies are answered 413",
                 http.max_body_bytes, ByteSize(pool)
             ));
         }

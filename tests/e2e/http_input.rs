@@ -116,6 +116,8 @@ fn curl_posts_of_every_type_and_encoding_land_once_with_their_times() {
             json_h,
             "-H",
             "X-Forwarded-For: 203.0.113.9, 10.0.0.1",
+            "-H",
+            "Authorization: Bearer not-for-the-lake",
             "-d",
             r#"{"seq":1,"time":"2023-11-14T22:13:20.123456Z"}"#,
             &url(hp, "/h/obj?team=a-b"),
@@ -291,6 +293,11 @@ fn curl_posts_of_every_type_and_encoding_land_once_with_their_times() {
         "first X-Forwarded-For"
     );
     assert_eq!(first.record["QUERY_TEAM"], "a-b");
+    assert!(
+        first.record.get("HTTP_AUTHORIZATION").is_none(),
+        "credentials are never stored: {:?}",
+        first.record
+    );
     assert!(first.record["HTTP_USER_AGENT"]
         .as_str()
         .unwrap()
@@ -501,12 +508,26 @@ fn hostile_http_requests_are_refused_with_a_reason_and_store_nothing() {
         );
         assert_eq!(code, 204);
     }
+    // The same key on another body is another request, not lost as a
+    // retry; a key with a control character is refused.
+    let (code, _) = post(
+        &["-H", auth, "-H", "Idempotency-Key: 7c1e-42"],
+        r#"[{"seq":3}]"#,
+        "/hz.idem",
+    );
+    assert_eq!(code, 204);
+    let (code, body) = post(
+        &["-H", auth, "-H", "Idempotency-Key: a\tb"],
+        r#"[{"seq":4}]"#,
+        "/hz.idem",
+    );
+    assert_eq!(code, 400, "{body}");
 
     let m = scrape(weir.metrics_port);
     let rejected = |reason: &str| metric(&m, "weir_http_rejected_total", &[("reason", reason)]);
     assert_eq!(rejected("unauthorized"), 2.0);
     assert_eq!(rejected("too_large"), 3.0);
-    assert_eq!(rejected("malformed"), 2.0);
+    assert_eq!(rejected("malformed"), 3.0);
     assert_eq!(rejected("bad_encoding"), 2.0);
     assert_eq!(rejected("invalid_time"), 1.0);
     assert_eq!(rejected("unsupported_type"), 1.0);
@@ -519,7 +540,7 @@ fn hostile_http_requests_are_refused_with_a_reason_and_store_nothing() {
     let counts: BTreeMap<&str, usize> = by.iter().map(|(t, r)| (t.as_str(), r.len())).collect();
     assert_eq!(
         counts,
-        [("hz.cors", 1), ("hz.idem", 2), ("hz.ok", 1)]
+        [("hz.cors", 1), ("hz.idem", 3), ("hz.ok", 1)]
             .into_iter()
             .collect(),
         "only the accepted requests are stored, once"
@@ -591,13 +612,16 @@ fn slow_and_endless_http_requests_are_cut_at_the_request_timeout() {
     assert_eq!(metric(&m, "weir_http_connections_active", &[]), 0.0);
 }
 
-/// A request larger than the memory HTTP requests may share is answered
-/// 503 with Retry-After (never buffered past the budget); smaller ones go on.
+/// While other requests hold the memory HTTP requests share, a request is
+/// answered 503 with Retry-After (never buffered past the budget) and goes
+/// through once the memory is back; a body larger than that memory could
+/// ever be is 413, not a 503 a client would retry forever.
 #[test]
 fn http_answers_503_with_retry_after_when_the_memory_budget_is_spent() {
     let hp = free_port();
+    // The pool HTTP requests share: 2 MiB less the 1 MiB reserve.
     let mut weir = Weir::start_with(
-        "max_inflight_bytes = \"2MiB\"\nmax_buffer_bytes = \"512KiB\"\nmax_decompressed_bytes = \"512KiB\"\n",
+        "max_inflight_bytes = \"2MiB\"\nmax_buffer_bytes = \"512KiB\"\nmax_decompressed_bytes = \"512KiB\"\nrequest_timeout = \"60s\"\n",
         &format!("[http]\nlisten = \"127.0.0.1:{hp}\"\nmax_body_bytes = \"4MiB\"\n"),
     );
     assert!(
@@ -606,44 +630,171 @@ fn http_answers_503_with_retry_after_when_the_memory_budget_is_spent() {
         weir.log()
     );
     let dir = tempfile::tempdir().unwrap();
-    let body = ndjson("busy", 80_000);
-    assert!(body.len() > 1 << 20);
-    let f = write_file(dir.path(), "big.ndjson", &body);
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-i",
-            "-H",
-            "Content-Type: application/x-ndjson",
-            "--data-binary",
-            &f,
-            &url(hp, "/busy.big"),
-        ])
-        .output()
-        .unwrap();
-    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 503"), "{head}");
-    assert!(head.contains("retry-after: 1"), "{head}");
-    let (code, _) = curl(&[
-        "-H",
-        "Content-Type: application/x-ndjson",
-        "--data-binary",
-        &write_file(dir.path(), "small.ndjson", &ndjson("busy", 100)),
-        &url(hp, "/busy.small"),
-    ]);
-    assert_eq!(code, 200);
-    assert_eq!(
+    let post = |name: &str, body: &[u8], tag: &str| {
+        let f = write_file(dir.path(), name, body);
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-i",
+                "--max-time",
+                "30",
+                "-H",
+                "Content-Type: application/x-ndjson",
+                "--data-binary",
+                &f,
+                &url(hp, tag),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+    };
+    let big = ndjson("busy", 80_000);
+    assert!(big.len() > 1 << 20);
+    let head = post("big.ndjson", &big, "/busy.big");
+    assert!(head.starts_with("http/1.1 413"), "{head}");
+    assert!(head.contains("forward.max_inflight_bytes"), "{head}");
+
+    // Another client holds 900 kB of the pool: it sent 900 kB of a 1 MB
+    // body and stalls. (Declaring a length alone takes no memory.)
+    let mut hold = TcpStream::connect(("127.0.0.1", hp)).unwrap();
+    hold.write_all(
+        b"POST /busy.hold HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000000\r\n\r\n",
+    )
+    .unwrap();
+    hold.write_all(&vec![b' '; 900_000]).unwrap();
+    let held = wait_until(Duration::from_secs(30), || {
         metric(
             &scrape(weir.metrics_port),
-            "weir_http_rejected_total",
-            &[("reason", "busy")]
-        ),
+            "weir_forward_inflight_bytes",
+            &[],
+        ) >= 900_000.0
+    });
+    assert!(held, "the slow request never took its memory");
+    let small = ndjson("busy", 15_000);
+    assert!(small.len() > 200_000);
+    let head = post("small.ndjson", &small, "/busy.small");
+    assert!(head.starts_with("http/1.1 503"), "{head}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+
+    // The slow client goes away: its memory is back, the retry is stored.
+    drop(hold);
+    let freed = wait_until(Duration::from_secs(30), || {
+        metric(
+            &scrape(weir.metrics_port),
+            "weir_forward_inflight_bytes",
+            &[],
+        ) == 0.0
+    });
+    assert!(freed, "{}", weir.log());
+    let head = post("small.ndjson", &small, "/busy.small");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let m = scrape(weir.metrics_port);
+    assert_eq!(
+        metric(&m, "weir_http_rejected_total", &[("reason", "busy")]),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "weir_http_rejected_total", &[("reason", "too_large")]),
         1.0
     );
     weir.drain_and_stop();
     let by = rows_by_tag(&weir.out_dir());
     assert_eq!(by.keys().collect::<Vec<_>>(), vec!["busy.small"]);
-    assert_eq!(by["busy.small"].len(), 100);
+    assert_eq!(by["busy.small"].len(), 15_000);
+}
+
+/// What weir adds to every record (headers, the address) counts against
+/// the memory for requests in flight as the batch is built: 20,000 tiny
+/// records with a 60 kB header would make a 2.4 GB batch; weir answers 413
+/// within its memory bound and goes on.
+#[test]
+fn fields_added_to_every_record_cannot_grow_a_batch_past_the_memory_bound() {
+    let hp = free_port();
+    let mut weir = Weir::start_with(
+        "max_inflight_bytes = \"96MiB\"\nmax_buffer_bytes = \"8MiB\"\nmax_decompressed_bytes = \"8MiB\"\n",
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:{hp}\"\nadd_remote_addr = true\nadd_http_headers = true\n"
+        ),
+    );
+    let body = "{}\n".repeat(20_000);
+    let forwarded = "10.0.0.1, ".repeat(6_000);
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(("127.0.0.1", hp)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s.write_all(
+            format!(
+                "POST /amp.big HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nX-Forwarded-For: {forwarded}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("fields weir adds"), "{answer}");
+    }
+    let peak_mib = weir.peak_rss_kib() / 1024;
+    println!("added fields: peak RSS {peak_mib} MiB for 3 requests of a would-be 2.4 GB batch");
+    assert!(peak_mib < 400, "peak RSS {peak_mib} MiB");
+    let (code, body) = curl(&[
+        "-H",
+        "Content-Type: application/x-ndjson",
+        "--data-binary",
+        "{\"ok\":1}",
+        &url(hp, "/amp.small"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    weir.drain_and_stop();
+    let by = rows_by_tag(&weir.out_dir());
+    assert_eq!(by.keys().collect::<Vec<_>>(), vec!["amp.small"]);
+    assert_eq!(by["amp.small"].len(), 1);
+}
+
+/// A compressed body that expands past what the memory for requests in
+/// flight could ever hold (an HTTP request never waits for the reserve) is
+/// 413, not a 503 a client would retry forever; a smaller one is stored.
+#[test]
+fn a_body_expanding_past_the_request_memory_is_413_not_a_retry() {
+    let hp = free_port();
+    let mut weir = Weir::start_with(
+        "max_inflight_bytes = \"4MiB\"\nmax_buffer_bytes = \"512KiB\"\nmax_decompressed_bytes = \"3MiB\"\n",
+        &format!("[http]\nlisten = \"127.0.0.1:{hp}\"\n"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // 2 MiB expanded: within max_decompressed_bytes, past the 512 KiB pool.
+    let big = gzip(format!("{{\"a\":\"{}\"}}", "0".repeat(2 << 20)).as_bytes());
+    for _ in 0..2 {
+        let (code, body) = curl(&[
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Content-Encoding: gzip",
+            "--data-binary",
+            &write_file(dir.path(), "big.gz", &big),
+            &url(hp, "/pool.big"),
+        ]);
+        assert_eq!(code, 413, "{body}");
+        assert!(body.contains("forward.max_inflight_bytes"), "{body}");
+    }
+    let (code, body) = curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "-H",
+        "Content-Encoding: gzip",
+        "--data-binary",
+        &write_file(
+            dir.path(),
+            "small.gz",
+            &gzip(format!("{{\"a\":\"{}\"}}", "0".repeat(128 << 10)).as_bytes()),
+        ),
+        &url(hp, "/pool.small"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    weir.drain_and_stop();
+    let by = rows_by_tag(&weir.out_dir());
+    assert_eq!(by.keys().collect::<Vec<_>>(), vec!["pool.small"]);
+    assert_eq!(by["pool.small"].len(), 1);
 }
 
 /// One POST on a fresh connection: the status, or None when the request

@@ -17,10 +17,15 @@ fn fluent_bit_out_http_in_every_format_lands_every_event_once() {
     let mut weir = Weir::start(&format!("[http]\nlisten = \"127.0.0.1:{hp}\"\n"));
     let dir = tempfile::tempdir().unwrap();
     let outputs = [
-        ("fbh.json", "json", ""),
-        ("fbh.lines", "json_lines", ""),
+        // As the README shows: the JSON formats name the time key weir reads.
+        ("fbh.json", "json", "    json_date_key time\n"),
+        ("fbh.lines", "json_lines", "    json_date_key time\n"),
         ("fbh.msgpack", "msgpack", ""),
-        ("fbh.gzip", "json_lines", "    compress gzip\n"),
+        (
+            "fbh.gzip",
+            "json_lines",
+            "    json_date_key time\n    compress gzip\n",
+        ),
     ];
     let running: Vec<FluentBit> = outputs
         .iter()
@@ -49,10 +54,9 @@ fn fluent_bit_out_http_in_every_format_lands_every_event_once() {
     );
     assert!(metric(&m, "weir_http_bodies_total", &[("encoding", "gzip")]) > 0.0);
     weir.drain_and_stop();
-    assert_rows_once(
-        &read_rows(&weir.out_dir()),
-        &["fbh.json", "fbh.lines", "fbh.msgpack", "fbh.gzip"],
-    );
+    let rows = read_rows(&weir.out_dir());
+    assert_times_taken(&rows, &["date", "time"]);
+    assert_rows_once(&rows, &["fbh.json", "fbh.lines", "fbh.msgpack", "fbh.gzip"]);
 }
 
 #[test]
@@ -76,7 +80,7 @@ fn fluentd_out_http_ndjson_json_array_and_gzip_land_every_event_once() {
                 dir.path(),
                 tag,
                 &format!(
-                    "  @type http\n  endpoint http://127.0.0.1:{hp}/{tag}\n  retryable_response_codes [503]\n{extra}  <format>\n    @type json\n  </format>\n"
+                    "  @type http\n  endpoint http://127.0.0.1:{hp}/{tag}\n  retryable_response_codes [503]\n{extra}  <format>\n    @type json\n  </format>\n  <inject>\n    time_key time\n    time_type float\n  </inject>\n"
                 ),
             )
         })
@@ -95,10 +99,23 @@ fn fluentd_out_http_ndjson_json_array_and_gzip_land_every_event_once() {
     );
     assert!(metric(&m, "weir_http_bodies_total", &[("encoding", "gzip")]) > 0.0);
     weir.drain_and_stop();
-    assert_rows_once(
-        &read_rows(&weir.out_dir()),
-        &["fdh.ndjson", "fdh.array", "fdh.gzip"],
-    );
+    let rows = read_rows(&weir.out_dir());
+    assert_times_taken(&rows, &["time"]);
+    assert_rows_once(&rows, &["fdh.ndjson", "fdh.array", "fdh.gzip"]);
+}
+
+/// The agents sent each event's time under the key weir reads (the
+/// README's settings), so weir took it out of the record as the event time.
+fn assert_times_taken(rows: &[Row], keys: &[&str]) {
+    for r in rows {
+        for k in keys {
+            assert!(
+                r.record.get(k).is_none(),
+                "`{k}` left in the record (the time was not read from it): {:?}",
+                r.record
+            );
+        }
+    }
 }
 
 #[test]

@@ -27,7 +27,13 @@ fn read_json_ack<R: Read>(r: &mut R) -> serde_json::Value {
 fn json_forward_messages_in_every_shape_are_acked_in_json_and_stored_once() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("weir.sock");
-    let mut weir = Weir::start_with(&format!("unix_path = \"{}\"\n", sock.display()), "");
+    let mut weir = Weir::start_with(
+        &format!(
+            "unix_path = \"{}\"\nrequest_timeout = \"2s\"\n",
+            sock.display()
+        ),
+        "",
+    );
     let t0 = now_secs() - 5;
 
     // One connection, values back to back in a single write (pipelined),
@@ -113,6 +119,54 @@ fn json_forward_messages_in_every_shape_are_acked_in_json_and_stored_once() {
         .unwrap();
     assert_eq!(read_json_ack(&mut again), json!({"ack": "a1"}));
 
+    // Chunk ids of any JSON type are echoed as sent and tell requests
+    // apart (a resend of one is stored once); a null chunk asks for no ack,
+    // as in Fluentd. Each value ends with a newline, as line-oriented
+    // senders write: the newline starts no request, so a pause longer than
+    // request_timeout (2 s here) does not close the connection.
+    let mut n = TcpStream::connect(("127.0.0.1", weir.port)).unwrap();
+    n.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let chunks = [json!(1), json!(2), json!({"id": 3}), json!(1)];
+    for (seq, chunk) in chunks.iter().enumerate() {
+        let seq = if seq == 3 { 1 } else { seq + 1 };
+        n.write_all(
+            format!(
+                "{}\n",
+                json!(["js.chunks", t0, {"seq": seq}, {"chunk": chunk}])
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(read_json_ack(&mut n), json!({ "ack": chunk }));
+    }
+    n.write_all(
+        format!(
+            "{}\n",
+            json!(["js.chunks", t0, {"seq": 4}, {"chunk": null}])
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    n.write_all(
+        format!(
+            "{}\n",
+            json!(["js.chunks", t0, {"seq": 5}, {"chunk": "c5"}])
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        read_json_ack(&mut n),
+        json!({"ack": "c5"}),
+        "no ack for the null chunk, and the connection outlived request_timeout"
+    );
+    assert!(
+        !weir.log().contains("request not complete"),
+        "{}",
+        weir.log()
+    );
+
     let m = scrape(weir.metrics_port);
     assert_eq!(
         metric(
@@ -133,6 +187,7 @@ fn json_forward_messages_in_every_shape_are_acked_in_json_and_stored_once() {
         counts,
         [
             ("js.after", 1),
+            ("js.chunks", 5),
             ("js.forward", 3),
             ("js.garbage", 1),
             ("js.message", 3),

@@ -112,6 +112,12 @@ impl MemoryBudget {
         }
     }
 
+    /// Bytes a request can ever hold without the reserve (the whole pool):
+    /// one that never waits must fit in this.
+    pub fn pool_bytes(&self) -> usize {
+        self.inner.pool_units * UNIT
+    }
+
     /// Bytes of the budget in use.
     pub fn in_use(&self) -> usize {
         let i = &self.inner;

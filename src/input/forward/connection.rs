@@ -350,6 +350,18 @@ async fn read_requests<S: AsyncRead + AsyncWrite + Unpin + Send>(
             buf = BytesMut::with_capacity(INITIAL_BUFFER);
         }
         budget.shrink_to(held, beyond_free(buf.capacity()) + pipeline.bytes);
+        // Whitespace between JSON values (a newline after each, as
+        // line-oriented senders write) begins no request.
+        if matches!(framing, Framing::Json(_)) {
+            let blank = buf
+                .iter()
+                .take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+                .count();
+            if blank > 0 {
+                bytes::Buf::advance(&mut buf, blank);
+                framing.reset();
+            }
+        }
         // A request has begun: it must complete in time.
         if buf.is_empty() {
             request_started = None;
@@ -609,6 +621,18 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
     if s.total() > 0 {
         tracing::debug!(%peer, skipped = s.total(), "skipped invalid events");
     }
+    // A chunk id (with the peer address and tag, since Fluent Bit derives
+    // ids from content) lets the WAL recognise a resend: the chunk's own
+    // msgpack bytes, whatever its type, before a JSON connection's ack is
+    // turned into JSON.
+    let key = match (&decoded.ack, &decoded.batch) {
+        (Some(ack), Some(batch)) => Some(crate::input::dedupe_key(
+            &peer.ip().to_string(),
+            batch.tag(),
+            &ack[5..],
+        )),
+        _ => None,
+    };
     let mut pending = Pending {
         durable: None,
         result: None,
@@ -627,12 +651,6 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
     };
     if let Some(batch) = decoded.batch {
         pending.events = batch.len() as u64;
-        // A chunk id (with the peer address and tag, since Fluent Bit
-        // derives ids from content) lets the WAL recognise a resend.
-        let key = pending
-            .ack
-            .as_ref()
-            .map(|ack| crate::input::dedupe_key(&peer.ip().to_string(), batch.tag(), &ack[5..]));
         match crate::input::durable::submit(wal, batch, key).await {
             Ok(rx) => pending.durable = Some(rx),
             Err(e) => return Err((CloseReason::WalUnavailable, e.to_string())),

@@ -153,7 +153,8 @@ pub(crate) fn read_options<'a>(c: &mut Cursor<'a>) -> Result<Options<'a>, Decode
             c.skip()?;
         }
         match key {
-            Some(b"chunk") => opts.chunk = Some(c.skip()?),
+            // A nil chunk asks for no ack (Fluentd's `if chunk`).
+            Some(b"chunk") => opts.chunk = Some(c.skip()?).filter(|v| *v != [0xc0]),
             Some(b"compressed") => match c.bytes()? {
                 Some(b"text") => opts.compression = Compression::None,
                 Some(b"gzip") => opts.compression = Compression::Gzip,

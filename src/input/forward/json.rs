@@ -117,11 +117,12 @@ pub fn to_msgpack(value: &[u8]) -> Result<Bytes, JsonError> {
     Ok(Bytes::from(out))
 }
 
-/// An ack (`{"ack": chunk}` as msgpack) as JSON, for a JSON connection.
+/// An ack (`{"ack": chunk}` as msgpack) as JSON, for a JSON connection:
+/// the chunk echoed as the client sent it, whatever its JSON type.
 pub fn ack_as_json(ack: &[u8]) -> Bytes {
-    let chunk: String = rmp_serde::from_slice::<serde_json::Value>(ack)
+    let chunk = rmp_serde::from_slice::<serde_json::Value>(ack)
         .ok()
-        .and_then(|v| v.get("ack").and_then(|c| c.as_str()).map(str::to_string))
+        .and_then(|mut v| v.get_mut("ack").map(serde_json::Value::take))
         .unwrap_or_default();
     Bytes::from(serde_json::json!({ "ack": chunk }).to_string())
 }

@@ -45,7 +45,8 @@ pub struct HttpConfig {
     /// An idle keep-alive connection is closed after this long.
     #[serde(default = "default_keepalive")]
     pub keepalive_timeout: HumanDuration,
-    /// Adds every request header to each record as `HTTP_<NAME>`.
+    /// Adds every request header but `Authorization` and
+    /// `Proxy-Authorization` to each record as `HTTP_<NAME>`.
     #[serde(default)]
     pub add_http_headers: bool,
     /// Adds `REMOTE_ADDR` (the first `X-Forwarded-For` address when there

@@ -19,7 +19,7 @@ pub enum Format {
 }
 
 /// Where each event's time comes from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Times<'a> {
     /// `?time=` in the query string: every event's time.
     pub fixed: Option<i64>,
@@ -29,13 +29,36 @@ pub struct Times<'a> {
     pub keep_key: bool,
     /// Now, for events without a time (and a time of zero).
     pub now_ns: i64,
+    /// Memory for the batch as it grows.
+    pub room: &'a dyn Room,
+}
+
+/// Memory for a batch as it is built, asked for as it grows: what weir adds
+/// to every record (headers, query parameters, the address) can make a
+/// batch many times its body, so it cannot wait for the end to be counted.
+pub trait Room {
+    /// The batch is about to hold `bytes`.
+    ///
+    /// # Errors
+    /// `too_large` (it could never fit) or `busy` (not now).
+    fn take(&self, bytes: usize) -> Result<(), Malformed>;
+}
+
+/// No bound (tests, and callers that count afterwards).
+pub struct Unbounded;
+
+impl Room for Unbounded {
+    fn take(&self, _: usize) -> Result<(), Malformed> {
+        Ok(())
+    }
 }
 
 /// Why a body cannot be taken (the answer is 400 with this).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{detail}")]
 pub struct Malformed {
-    /// The metric's reason: `malformed` or `invalid_time`.
+    /// The metric's reason: `malformed` or `invalid_time`; `too_large` and
+    /// `busy` from [`Room`].
     pub reason: &'static str,
     pub detail: String,
 }
@@ -170,7 +193,7 @@ fn msgpack_object(
                         let r = c.skip().map_err(bad)?;
                         let t = times.fixed.unwrap_or(t);
                         out.push(t, r);
-                        return Ok(());
+                        return times.room.take(out.bytes());
                     }
                 }
                 *c = start;
@@ -216,11 +239,11 @@ fn record(c: &mut Cursor<'_>, times: &Times<'_>, out: &mut BatchBuilder) -> Resu
     let raw = c.skip().map_err(bad)?;
     if times.key.is_empty() {
         out.push(times.fixed.unwrap_or(times.now_ns), raw);
-        return Ok(());
+        return times.room.take(out.bytes());
     }
     let Some((value, without)) = find_key(raw, times.key.as_bytes()).map_err(bad)? else {
         out.push(times.fixed.unwrap_or(times.now_ns), raw);
-        return Ok(());
+        return times.room.take(out.bytes());
     };
     let t = match times.fixed {
         Some(t) => t,
@@ -237,7 +260,7 @@ fn record(c: &mut Cursor<'_>, times: &Times<'_>, out: &mut BatchBuilder) -> Resu
     } else {
         out.push(t, &without);
     }
-    Ok(())
+    times.room.take(out.bytes())
 }
 
 /// The value stored under `key` in the map `raw`, and the map without it.
@@ -291,6 +314,7 @@ mod tests {
             key,
             keep_key: false,
             now_ns: NOW,
+            room: &Unbounded,
         }
     }
 
@@ -407,6 +431,48 @@ mod tests {
         assert!(decode(Format::Msgpack, &[0x92, 0x01], &times("time")).is_err());
     }
 
+    /// A room that refuses past `limit` batch bytes.
+    struct Limit(usize);
+
+    impl Room for Limit {
+        fn take(&self, bytes: usize) -> Result<(), Malformed> {
+            if bytes > self.0 {
+                return Err(Malformed {
+                    reason: "too_large",
+                    detail: String::new(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_record_asks_the_room_before_the_batch_grows_on() {
+        let body = "{}\n".repeat(1000);
+        let t = Times {
+            room: &Limit(2000),
+            ..times("")
+        };
+        let mut out = BatchBuilder::new(b"t", 0);
+        let e = events(Format::Ndjson, body.as_bytes(), &t, &mut out).unwrap_err();
+        assert_eq!(e.reason, "too_large");
+        assert!(out.bytes() < 2100, "{}", out.bytes());
+        let t = Times {
+            room: &Limit(2000),
+            ..times("time")
+        };
+        let mut out = BatchBuilder::new(b"t", 0);
+        let json = format!("[{}{{}}]", "{\"time\":1},".repeat(1000));
+        assert!(events(Format::Json, json.as_bytes(), &t, &mut out).is_err());
+        let mut out = BatchBuilder::new(b"t", 0);
+        let mp = rmp_serde::to_vec(&vec![
+            (1u32, std::collections::BTreeMap::from([("a", 1)]));
+            1000
+        ])
+        .unwrap();
+        assert!(events(Format::Msgpack, &mp, &t, &mut out).is_err());
+    }
+
     #[test]
     fn a_fixed_time_wins_and_a_kept_key_stays() {
         let t = Times {
@@ -414,6 +480,7 @@ mod tests {
             key: "time",
             keep_key: true,
             now_ns: NOW,
+            room: &Unbounded,
         };
         let got = decode(Format::Json, br#"{"time":"not a time","a":1}"#, &t).unwrap();
         assert_eq!(

@@ -14,9 +14,10 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::form;
-use super::parse::{events, Format, Times};
+use super::parse::{events, Format, Malformed, Room, Times};
 use super::Context;
 use crate::event::{BatchBuilder, MAX_TAG_LEN};
+use crate::input::forward::budget::{MemoryBudget, Reservation};
 use crate::input::forward::decompress::{decompress_within, Compression, DecompressError};
 
 /// The longest `Idempotency-Key` taken.
@@ -192,10 +193,15 @@ async fn answer(
     if let Some(why) = ctx.limits.overloaded() {
         return Err(Reject::busy(why, 5).closing());
     }
-    let max_body = ctx.cfg.max_body_bytes.as_usize();
+    // A request never waits for memory (503 instead), so a body larger
+    // than the whole pool could never be taken: 413, not a retry.
+    let max_body = BodyLimit::of(
+        ctx.cfg.max_body_bytes.as_usize(),
+        ctx.limits.budget.pool_bytes(),
+    );
     let declared = content_length(&req.headers);
-    if declared.is_some_and(|n| n > max_body) {
-        return Err(too_large(max_body).closing());
+    if declared.is_some_and(|n| n > max_body.bytes) {
+        return Err(max_body.too_large().closing());
     }
 
     let query = form::pairs(req.uri.query().unwrap_or("").as_bytes());
@@ -217,20 +223,28 @@ async fn answer(
     };
     ctx.metrics.http.bodies.with_label_values(&[encoding]).inc();
 
-    let expanded;
+    let mut expanded = Vec::new();
     let body: &[u8] = match compression {
         Compression::None => &raw,
         kind => {
-            let limit = ctx.limits.max_decompressed_bytes;
+            // A request never waits for memory (it answers 503 instead), so
+            // it never gets the reserve: what could not fit in the whole
+            // pool even with no other request in flight is too large, not
+            // worth a retry.
+            let cap = ctx.limits.max_decompressed_bytes;
+            let pool = budget.pool_bytes().saturating_sub(held.bytes());
+            let limit = cap.min(pool);
             expanded = decompress_within(kind, &raw, limit, budget, &mut held, false)
                 .await
                 .map_err(|e| match e {
                     DecompressError::TooLarge { .. } => Reject::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "too_large",
-                        format!(
-                            "the body expands past {limit} bytes (forward.max_decompressed_bytes)"
-                        ),
+                        if limit < cap {
+                            format!("the body expands past {limit} bytes, more than the memory for requests in flight can hold (forward.max_inflight_bytes less one largest request)")
+                        } else {
+                            format!("the body expands past {limit} bytes (forward.max_decompressed_bytes)")
+                        },
                     ),
                     DecompressError::WouldWait => {
                         Reject::busy("memory for requests in flight is spent; retry", 1)
@@ -239,16 +253,26 @@ async fn answer(
                         Reject::new(StatusCode::BAD_REQUEST, "bad_encoding", e.to_string())
                     }
                 })?;
+            // Decompression took memory a step ahead; keep what it holds.
+            expanded.shrink_to_fit();
+            budget.shrink_to(&mut held, raw.capacity() + expanded.capacity());
             &expanded
         }
     };
 
+    // An Idempotency-Key names one request: a retry (the same key and the
+    // same content) is stored once; another body under a used key is not
+    // lost as a "retry" of it.
+    let body_digest = match idempotency {
+        Some(_) => crate::ids::digest(&[body]),
+        None => [0; 32],
+    };
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let form_pairs;
+    let mut form_pairs = Vec::new();
     let (format, payload): (Format, &[u8]) = match media_type(content_type) {
         Media::Events(f) => (f, body),
         Media::Form => {
@@ -272,30 +296,57 @@ async fn answer(
         },
     };
 
-    let times = Times {
-        fixed,
-        key: &ctx.cfg.time_key,
-        keep_key: ctx.cfg.keep_time_key,
-        now_ns: now_ns(),
-    };
     let mut builder = BatchBuilder::new(&tag, payload.len() + payload.len() / 4);
     for (k, v) in &additions {
         builder.add_to_every_record(k, v);
     }
-    events(format, payload, &times, &mut builder)
-        .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, e.reason, e.detail))?;
+    {
+        // Its own scope: nothing of it lives across an await.
+        let room = BatchRoom {
+            budget,
+            base: held.bytes(),
+            held: std::cell::RefCell::new(&mut held),
+            granted: std::cell::Cell::new(0),
+        };
+        let times = Times {
+            fixed,
+            key: &ctx.cfg.time_key,
+            keep_key: ctx.cfg.keep_time_key,
+            now_ns: now_ns(),
+            room: &room,
+        };
+        events(format, payload, &times, &mut builder).map_err(|e| match e.reason {
+            "too_large" => Reject::new(StatusCode::PAYLOAD_TOO_LARGE, e.reason, e.detail),
+            "busy" => Reject::busy(e.detail, 1),
+            _ => Reject::new(StatusCode::BAD_REQUEST, e.reason, e.detail),
+        })?;
+    }
     let batch = builder.finish();
-    let held_bytes = held.bytes();
-    if !budget.try_grow_to(&mut held, held_bytes + batch.as_bytes().len()) {
+    // Parsed: from here on the request holds its batch only.
+    drop(form_pairs);
+    drop(expanded);
+    drop(raw);
+    let batch_bytes = batch.as_bytes().len();
+    if batch_bytes > budget.pool_bytes() {
+        return Err(Reject::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request's events take {batch_bytes} bytes, more than the memory for requests in flight can hold (forward.max_inflight_bytes less one largest request)"),
+        ));
+    }
+    if batch_bytes <= held.bytes() {
+        budget.shrink_to(&mut held, batch_bytes);
+    } else if !budget.try_grow_to(&mut held, batch_bytes) {
         return Err(Reject::busy(
             "memory for requests in flight is spent; retry",
             1,
         ));
     }
-    drop(raw);
     let count = batch.len();
     if count > 0 {
-        let key = idempotency.map(|k| crate::input::dedupe_key("http", &tag, k.as_bytes()));
+        let key = idempotency.map(|k| {
+            crate::input::dedupe_key("http", &tag, &[k.as_bytes(), &body_digest].concat())
+        });
         crate::input::durable::store(&ctx.wal, batch, key)
             .await
             .map_err(|e| {
@@ -317,12 +368,77 @@ async fn answer(
     })
 }
 
-fn too_large(limit: usize) -> Reject {
-    Reject::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
-        format!("the body is larger than {limit} bytes (http.max_body_bytes)"),
-    )
+/// The batch's memory, taken from the budget in steps as it is built, on
+/// top of what the request holds already (its body, expanded).
+struct BatchRoom<'a> {
+    budget: &'a MemoryBudget,
+    held: std::cell::RefCell<&'a mut Reservation>,
+    /// Bytes the request held before the batch.
+    base: usize,
+    /// Batch bytes taken so far.
+    granted: std::cell::Cell<usize>,
+}
+
+/// Body memory taken at least at a time.
+const BODY_STEP: usize = 64 << 10;
+
+/// Batch memory taken at a time.
+const BATCH_STEP: usize = 1 << 20;
+
+impl Room for BatchRoom<'_> {
+    fn take(&self, bytes: usize) -> Result<(), Malformed> {
+        if bytes <= self.granted.get() {
+            return Ok(());
+        }
+        let pool = self.budget.pool_bytes();
+        if self.base + bytes > pool {
+            return Err(Malformed {
+                reason: "too_large",
+                detail: format!(
+                    "the request's events, with the fields weir adds to each, take more than the memory for requests in flight can hold ({pool} bytes: forward.max_inflight_bytes less one largest request)"
+                ),
+            });
+        }
+        let want = (bytes + BATCH_STEP).min(pool - self.base);
+        let mut held = self.held.borrow_mut();
+        if !self.budget.try_grow_to(&mut held, self.base + want) {
+            return Err(Malformed {
+                reason: "busy",
+                detail: "memory for requests in flight is spent; retry".to_string(),
+            });
+        }
+        self.granted.set(want);
+        Ok(())
+    }
+}
+
+/// The largest body taken, and the setting that makes it so.
+#[derive(Clone, Copy)]
+struct BodyLimit {
+    bytes: usize,
+    by_memory: bool,
+}
+
+impl BodyLimit {
+    fn of(max_body: usize, pool: usize) -> Self {
+        Self {
+            bytes: max_body.min(pool),
+            by_memory: pool < max_body,
+        }
+    }
+
+    fn too_large(self) -> Reject {
+        let why = if self.by_memory {
+            "the memory for requests in flight: forward.max_inflight_bytes less one largest request"
+        } else {
+            "http.max_body_bytes"
+        };
+        Reject::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is larger than {} bytes ({why})", self.bytes),
+        )
+    }
 }
 
 fn missing_params() -> Reject {
@@ -338,19 +454,16 @@ fn missing_params() -> Reject {
 async fn read_body(
     body: &mut Incoming,
     declared: Option<usize>,
-    max_body: usize,
+    max_body: BodyLimit,
     deadline: Instant,
     ctx: &Context,
     held: &mut crate::input::forward::budget::Reservation,
 ) -> Result<Vec<u8>, Reject> {
     let budget = &ctx.limits.budget;
-    let mut out = Vec::new();
-    if let Some(n) = declared {
-        if !budget.try_grow_to(held, n) {
-            return Err(Reject::busy("memory for requests in flight is spent; retry", 1).closing());
-        }
-        out.reserve_exact(n);
-    }
+    // Memory is taken as bytes arrive (about doubling, never past the
+    // declared length), not for the declared length up front: a client
+    // that declares a large body and sends nothing holds next to nothing.
+    let mut out: Vec<u8> = Vec::new();
     loop {
         let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
             Err(_) => {
@@ -378,11 +491,22 @@ async fn read_body(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if out.len() + data.len() > max_body {
-            return Err(too_large(max_body).closing());
+        if out.len() + data.len() > max_body.bytes {
+            return Err(max_body.too_large().closing());
         }
-        if !budget.try_grow_to(held, out.len() + data.len()) {
-            return Err(Reject::busy("memory for requests in flight is spent; retry", 1).closing());
+        let need = out.len() + data.len();
+        if need > out.capacity() {
+            let cap = need
+                .max(out.capacity() * 2)
+                .max(BODY_STEP)
+                .min(declared.unwrap_or(usize::MAX).max(need))
+                .min(max_body.bytes);
+            if !budget.try_grow_to(held, cap) {
+                return Err(
+                    Reject::busy("memory for requests in flight is spent; retry", 1).closing(),
+                );
+            }
+            out.reserve_exact(cap - out.len());
         }
         out.extend_from_slice(&data);
     }
@@ -463,7 +587,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Reject> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => match v.to_str() {
-            Ok(k) if !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => Ok(Some(k.to_string())),
+            Ok(k)
+                if !k.is_empty()
+                    && k.len() <= MAX_IDEMPOTENCY_KEY
+                    && k.bytes().all(|b| (0x20..0x7f).contains(&b)) =>
+            {
+                Ok(Some(k.to_string()))
+            }
             _ => Err(Reject::new(
                 StatusCode::BAD_REQUEST,
                 "malformed",
@@ -502,7 +632,12 @@ fn additions(
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
     if ctx.cfg.add_http_headers {
-        for (name, value) in headers {
+        // Credentials never go into the data (unlike Fluentd, which stores
+        // every header): a bearer token would end up in the lake.
+        let secret = |n: &header::HeaderName| {
+            *n == header::AUTHORIZATION || *n == header::PROXY_AUTHORIZATION
+        };
+        for (name, value) in headers.iter().filter(|(n, _)| !secret(n)) {
             let key = format!(
                 "HTTP_{}",
                 name.as_str().replace('-', "_").to_ascii_uppercase()
