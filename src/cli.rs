@@ -228,6 +228,7 @@ pub fn describe(config: &Config) -> String {
     put("sinks", toml::Value::try_from(&config.sinks));
     put("outbox", toml::Value::try_from(&config.outbox));
     put("metrics", toml::Value::try_from(&config.metrics));
+    put("log", toml::Value::try_from(&config.log));
     toml::to_string(&doc).unwrap_or_else(|e| format!("# cannot print the config: {e}\n"))
 }
 

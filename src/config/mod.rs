@@ -26,6 +26,7 @@ pub use crate::http::MetricsConfig;
 pub use crate::input::forward::config::{ClientRule, ForwardConfig, SecurityConfig, UserConfig};
 pub use crate::input::http::config::HttpConfig;
 pub use crate::input::tls::{TlsConfig, TlsVersion};
+pub use crate::logging::config::LogConfig;
 pub use crate::outbox::config::OutboxConfig;
 pub use crate::roll::config::{ColumnType, RollConfig, TimeUnit};
 pub use crate::router::{FileGrouping, Route, RouteConfig, Unmatched};
@@ -85,6 +86,8 @@ struct FileConfig {
     metrics: MetricsConfig,
     #[serde(default)]
     outbox: OutboxConfig,
+    #[serde(default)]
+    log: LogConfig,
 }
 
 /// The whole validated configuration.
@@ -106,6 +109,7 @@ pub struct Config {
     pub sinks: BTreeMap<String, SinkConfig>,
     pub metrics: MetricsConfig,
     pub outbox: OutboxConfig,
+    pub log: LogConfig,
     /// `forward.tls`, loaded and checked once at validation (certificates
     /// read, key matched), used as it is by the listener.
     #[serde(skip)]
@@ -569,6 +573,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         sinks,
         metrics: file.metrics,
         outbox: file.outbox,
+        log: file.log,
         tls_server,
     })
 }

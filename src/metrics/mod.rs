@@ -65,16 +65,30 @@ impl Suppressed {
     pub fn allow(&self, kind: &'static str) -> Option<u64> {
         crate::logging::allow(kind, &self.0)
     }
+
+    /// [`Suppressed::allow`] for a warning that comes once per unit of work
+    /// (a file finished early): 10 a minute, not 10 a second.
+    pub fn allow_per_minute(&self, kind: &'static str) -> Option<u64> {
+        crate::logging::allow_within(kind, std::time::Duration::from_secs(60), &self.0)
+    }
+
+    /// Counts one line of `kind` left out (see [`crate::logging::Activity`]).
+    pub fn count(&self, kind: &'static str) {
+        self.0.with_label_values(&[kind]).inc();
+    }
 }
 
-/// Every kind of rate-limited warning (`Suppressed::allow`), so each
+/// Every kind of rate-limited warning (`Suppressed::allow`) and per-unit
+/// line ([`crate::logging::Activity`]), so each
 /// `weir_log_suppressed_total{kind}` series exists from the start; a unit
 /// test checks the list against the source.
-pub const LOG_KINDS: [&str; 19] = [
+pub const LOG_KINDS: [&str; 21] = [
     "bad_wal_record",
     "capture",
     "connection_refused",
+    "delivered",
     "early_finish",
+    "finished_file",
     "handshake",
     "http_refused",
     "http_rejected",
@@ -113,7 +127,7 @@ impl Metrics {
         // Every stage counts its suppressed lines here; listed last.
         let name = "weir_log_suppressed_total";
         let suppressed = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(name, "Repeated warnings not logged (rate limit), by kind."),
+            prometheus::Opts::new(name, "Lines not logged, by kind: repeated warnings past their rate, and per-file lines past log.lines_per_minute (summed a minute)."),
             &["kind"],
         );
         let suppressed = Suppressed(suppressed.unwrap_or_else(|e| panic!("metric {name}: {e}")));
@@ -195,7 +209,8 @@ impl Default for Metrics {
 
 #[cfg(test)]
 mod tests {
-    /// Every `allow("kind")` in the source is in [`super::LOG_KINDS`].
+    /// Every `allow("kind")`, `allow_per_minute("kind")` and
+    /// `Activity::new(kind, …)` in the source is in [`super::LOG_KINDS`].
     #[test]
     fn every_warning_kind_is_listed() {
         fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
@@ -205,9 +220,11 @@ mod tests {
                     walk(&p, out);
                 } else if p.extension().is_some_and(|x| x == "rs") {
                     let text = std::fs::read_to_string(&p).unwrap();
-                    for part in text.split(".allow(\"").skip(1) {
-                        if let Some(kind) = part.split('"').next() {
-                            out.push(kind.to_string());
+                    for call in [".allow(\"", ".allow_per_minute(\"", "Activity::new(\""] {
+                        for part in text.split(call).skip(1) {
+                            if let Some(kind) = part.split('"').next() {
+                                out.push(kind.to_string());
+                            }
                         }
                     }
                 }

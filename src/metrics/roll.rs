@@ -91,7 +91,7 @@ impl RollMetrics {
         if reason == "drain" {
             return;
         }
-        if let Some(suppressed) = self.suppressed.allow("early_finish") {
+        if let Some(suppressed) = self.suppressed.allow_per_minute("early_finish") {
             tracing::warn!(group, reason, suppressed,
                 "finishing a file before its deadline (bound reached: see roll.max_open_files, roll.max_buffer_bytes)");
         }

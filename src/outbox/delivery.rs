@@ -351,6 +351,9 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
     } = w;
     let labels = [sink_name.as_str()];
     let mut commits = Commits::new(sink.commits());
+    // "delivered" lines, bounded by `log.lines_per_minute` (per sink).
+    let mut delivered_lines =
+        crate::logging::Activity::new("delivered", metrics.suppressed.clone()).scoped(&sink_name);
     let mut ready: std::collections::VecDeque<(Work, Backoff)> = Default::default();
     // Files waiting to be retried: (when, their backoff, file).
     let mut waiting: Vec<(tokio::time::Instant, Backoff, Work)> = Vec::new();
@@ -366,6 +369,7 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
     };
     let mut open = true;
     loop {
+        delivered_lines.tick();
         while let Ok(w) = queue.try_recv() {
             admit(w, &mut ready, &mut order);
         }
@@ -577,13 +581,15 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
             retry_later(&mut waiting, backoff);
             continue;
         }
-        tracing::info!(
-            sink = sink_name,
-            key,
-            rows = m.rows,
-            bytes = m.bytes,
-            "delivered"
-        );
+        if delivered_lines.admit(m.rows, m.bytes) {
+            tracing::info!(
+                sink = sink_name,
+                key,
+                rows = m.rows,
+                bytes = m.bytes,
+                "delivered"
+            );
+        }
     }
 }
 

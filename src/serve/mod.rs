@@ -121,6 +121,7 @@ pub async fn run_with(
     };
     let _lock = crate::lock::DataDirLock::acquire(data_dir)?;
 
+    crate::logging::set_lines_per_minute(config.log.lines_per_minute);
     for w in &config.warnings {
         tracing::warn!("config: {w}");
     }

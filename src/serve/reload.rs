@@ -96,6 +96,7 @@ pub(super) async fn apply(
     if !kept.is_empty() {
         tracing::warn!(settings = ?kept, "config reload: these settings take a restart and keep their running values");
     }
+    crate::logging::set_lines_per_minute(new.log.lines_per_minute);
     let mut next = new;
     next.node_id = running.node_id.clone();
     next.data_dir = running.data_dir.clone();

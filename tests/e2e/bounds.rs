@@ -39,6 +39,7 @@ fn while_sampling<T>(weir: &Weir, f: impl FnOnce() -> T) -> (T, u64, usize) {
 /// per-route route makes one file per period for all of them.
 #[test]
 fn ten_thousand_tags_stay_within_memory_and_per_route_makes_one_file() {
+    let started = std::time::Instant::now();
     let budget_mib = 32;
     let weir = Weir::start(&format!(
         "[roll]\nperiod = \"1m\"\ngrace = \"1s\"\nmax_buffer_bytes = \"{budget_mib}MiB\"\n\
@@ -133,6 +134,41 @@ fn ten_thousand_tags_stay_within_memory_and_per_route_makes_one_file() {
         k8s_tags.insert(r.tag.clone());
     }
     assert_eq!(k8s_tags.len(), 10_000);
+    // Log volume follows log.lines_per_minute (60 a kind), not the tags:
+    // "finished file" and "delivered" (one sink) each at most 60 a minute
+    // plus their summary, early-finish warnings 10 a minute, and a few
+    // lines of start and state.
+    let log = weir.log();
+    let lines = log.lines().count();
+    let minutes = started.elapsed().as_secs().div_ceil(60) as usize + 1;
+    let bound = minutes * (2 * 60 + 2 + 10) + 60;
+    println!(
+        "10k tags: {lines} log lines in {minutes} started minutes (bound {bound}; {} files)",
+        files.len()
+    );
+    assert!(
+        lines <= bound,
+        "{lines} log lines, over {bound}:\n{}",
+        log.lines()
+            .fold(BTreeMap::<String, usize>::new(), |mut m, l| {
+                let what = l.split("  ").last().unwrap_or(l);
+                let what: String = what
+                    .chars()
+                    .filter(|c| !c.is_ascii_digit())
+                    .take(80)
+                    .collect();
+                *m.entry(what).or_default() += 1;
+                m
+            })
+            .into_iter()
+            .filter(|(_, n)| *n > 20)
+            .map(|(w, n)| format!("{n:>6} {w}\n"))
+            .collect::<String>()
+    );
+    assert!(
+        log.contains("lines past log.lines_per_minute"),
+        "the minute's summary is logged"
+    );
     assert!(
         !k8s_files.is_empty() && k8s_files.len() <= 2,
         "one file per minute for every k8s.* tag: {k8s_files:?}"

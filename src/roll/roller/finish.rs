@@ -138,14 +138,16 @@ impl Roller {
                 .roll
                 .finished_early(&manifest.group, reason);
         }
-        tracing::info!(
-            group = manifest.group,
-            period = %crate::wal::rfc3339(manifest.period_start),
-            kind,
-            rows = closed.rows,
-            bytes = closed.bytes,
-            "finished file"
-        );
+        if self.finished_lines.admit(closed.rows, closed.bytes) {
+            tracing::info!(
+                group = manifest.group,
+                period = %crate::wal::rfc3339(manifest.period_start),
+                kind,
+                rows = closed.rows,
+                bytes = closed.bytes,
+                "finished file"
+            );
+        }
         self.links.outbox.commit(&closed.path, &manifest)?;
         let e = self.covered.entry(self.coverage_key(key)).or_insert(0);
         *e = (*e).max(covered_through);

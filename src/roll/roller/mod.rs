@@ -151,6 +151,8 @@ struct Roller {
     write_clock: u64,
     /// Events no route takes: counted and reported.
     unrouted: unrouted::Unrouted,
+    /// "finished file" lines, bounded by `log.lines_per_minute`.
+    finished_lines: crate::logging::Activity,
     /// Sinks that take records (parts) rather than Parquet files.
     record_sinks: Vec<Arc<dyn RecordSink>>,
     /// Record sinks of each route.
@@ -248,6 +250,10 @@ impl Roller {
             buffered_rows: 0,
             write_clock: 0,
             unrouted: unrouted::Unrouted::new(),
+            finished_lines: crate::logging::Activity::new(
+                "finished_file",
+                links.metrics.suppressed.clone(),
+            ),
             schemas,
             open_dir,
             config,
@@ -464,6 +470,7 @@ impl Roller {
             self.now_ms = now_ms;
         }
         self.unrouted.maybe_summary(&self.links.metrics.roll);
+        self.finished_lines.tick();
         if let Some(every) = self.freshness_ms {
             if self.next_preview_ms == i64::MIN {
                 self.next_preview_ms = self.now_ms.saturating_add(every);

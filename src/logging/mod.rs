@@ -1,4 +1,5 @@
-//! Log output (text or JSON) and rate limiting of repeated warnings.
+//! Log output (text or JSON), rate limiting of repeated warnings, and
+//! per-unit lines bounded per minute ([`Activity`]).
 //!
 //! A misbehaving fleet can produce the same warning thousands of times a
 //! second (one per bad connection). [`allow`] lets the first few of each kind
@@ -11,6 +12,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
+
+mod activity;
+pub mod config;
+pub use activity::{set_lines_per_minute, Activity, DEFAULT_LINES_PER_MINUTE};
 
 /// Lines of one kind logged per window before suppression starts.
 const BURST: u32 = 10;
@@ -27,6 +32,15 @@ static WINDOWS: Mutex<Option<HashMap<&'static str, Window>>> = Mutex::new(None);
 /// Whether a warning of `kind` may be logged now. `Some(n)`: log it, and say
 /// `n` similar lines were suppressed since the last one; `None`: skip it.
 pub fn allow(kind: &'static str, suppressed_total: &prometheus::IntCounterVec) -> Option<u64> {
+    allow_within(kind, WINDOW, suppressed_total)
+}
+
+/// [`allow`] with its own window: [`BURST`] lines of `kind` per `window`.
+pub fn allow_within(
+    kind: &'static str,
+    window: Duration,
+    suppressed_total: &prometheus::IntCounterVec,
+) -> Option<u64> {
     let mut guard = WINDOWS.lock().unwrap_or_else(|p| p.into_inner());
     let map = guard.get_or_insert_with(HashMap::new);
     let now = Instant::now();
@@ -35,7 +49,7 @@ pub fn allow(kind: &'static str, suppressed_total: &prometheus::IntCounterVec) -
         logged: 0,
         suppressed: 0,
     });
-    if now.duration_since(w.started) >= WINDOW {
+    if now.duration_since(w.started) >= window {
         w.started = now;
         w.logged = 0;
     }
