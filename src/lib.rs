@@ -28,6 +28,7 @@ pub(crate) mod backoff;
 pub mod backpressure;
 pub mod capture;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod event;
 pub(crate) mod failpoint;

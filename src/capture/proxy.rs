@@ -22,9 +22,9 @@ use tokio::task::JoinSet;
 
 use super::format::Kind;
 use super::writer::{Capture, Target};
+use crate::client::ack_of;
 use crate::metrics::Metrics;
 use crate::msgpack::{Cursor, FrameBuffer, Head};
-use crate::replay::client::ack_of;
 use crate::replay::report::{Report, Totals};
 use crate::replay::rewrite::inspect;
 

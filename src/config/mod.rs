@@ -203,7 +203,7 @@ impl Config {
         route
             .sinks
             .iter()
-            .any(|s| matches!(self.sinks.get(s), Some(SinkConfig::Iceberg(_))))
+            .any(|s| self.sinks.get(s).is_some_and(|c| c.capabilities().commits))
     }
 
     /// The route index for an event's tag; routes are matched in order.
@@ -480,7 +480,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         }
         let tables: Vec<&String> = route_sinks
             .iter()
-            .filter(|s| matches!(sinks.get(*s), Some(SinkConfig::Iceberg(_))))
+            .filter(|s| sinks.get(*s).is_some_and(|c| c.capabilities().commits))
             .collect();
         // The table: `table`, else the route's name; the one implicit route
         // of a config without routes writes table `logs`.

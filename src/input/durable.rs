@@ -38,6 +38,25 @@ pub async fn store(wal: &WalHandle, batch: EventBatch, key: Option<Key>) -> Resu
 /// it, because Fluent Bit derives chunk ids from content, so two agents can
 /// send the same id for different events. The bytes are the ones weir has
 /// always stored, so keys survive an upgrade.
+/// Chunk ids weir's forward output makes: `weir:` and 16 bytes digested
+/// from the sending node, sink, tag and WAL position, so unique by
+/// construction. Such a chunk is recognised whatever address it is resent
+/// from (a restarted sender pod has a new one).
+pub const WEIR_CHUNK_PREFIX: &str = "weir:";
+
+/// The `source` part of a forward chunk's [`dedupe_key`]: the peer's
+/// address, or `weir` for a chunk id weir's forward output made
+/// ([`WEIR_CHUNK_PREFIX`]). `chunk` is the id's msgpack bytes.
+pub fn chunk_source(peer_ip: std::net::IpAddr, chunk: &[u8]) -> String {
+    let mut c = crate::msgpack::Cursor::new(chunk);
+    match c.bytes() {
+        Ok(Some(id)) if id.starts_with(WEIR_CHUNK_PREFIX.as_bytes()) && id.len() == 29 => {
+            "weir".to_string()
+        }
+        _ => peer_ip.to_string(),
+    }
+}
+
 pub fn dedupe_key(source: &str, tag: &[u8], id: &[u8]) -> Key {
     let d = crate::ids::digest(&[b"chunk", source.as_bytes(), tag, id]);
     let mut k = [0u8; KEY_LEN];

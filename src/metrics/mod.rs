@@ -13,6 +13,7 @@ use prometheus::{Encoder, IntCounterVec, Registry, TextEncoder};
 
 mod capture;
 mod forward;
+mod forward_out;
 mod http;
 mod iceberg;
 mod outbox;
@@ -22,6 +23,7 @@ mod wal;
 
 pub use capture::CaptureMetrics;
 pub use forward::ForwardMetrics;
+pub use forward_out::ForwardOutMetrics;
 pub use http::{HttpMetrics, HTTP_CODES, HTTP_REJECT_REASONS};
 pub use iceberg::IcebergMetrics;
 pub use outbox::OutboxMetrics;
@@ -50,6 +52,7 @@ pub struct Inner {
     pub roll: RollMetrics,
     pub outbox: OutboxMetrics,
     pub iceberg: IcebergMetrics,
+    pub forward_out: ForwardOutMetrics,
     /// Repeated warnings not logged.
     pub suppressed: Suppressed,
 }
@@ -82,13 +85,14 @@ impl Suppressed {
 /// line ([`crate::logging::Activity`]), so each
 /// `weir_log_suppressed_total{kind}` series exists from the start; a unit
 /// test checks the list against the source.
-pub const LOG_KINDS: [&str; 21] = [
+pub const LOG_KINDS: [&str; 22] = [
     "bad_wal_record",
     "capture",
     "connection_refused",
     "delivered",
     "early_finish",
     "finished_file",
+    "forward_out_failed",
     "handshake",
     "http_refused",
     "http_rejected",
@@ -138,6 +142,7 @@ impl Metrics {
         let roll = RollMetrics::register(&r, &suppressed);
         let outbox = OutboxMetrics::register(&r, &suppressed);
         let iceberg = IcebergMetrics::register(&r, &suppressed);
+        let forward_out = ForwardOutMetrics::register(&r, &suppressed);
         registry::register(&r, "counter", name, Ok(suppressed.0.clone()));
         for kind in LOG_KINDS {
             suppressed.0.with_label_values(&[kind]);
@@ -172,6 +177,7 @@ impl Metrics {
             roll,
             outbox,
             iceberg,
+            forward_out,
             suppressed,
             catalog: r.catalog.into_inner(),
             registry: r.registry,

@@ -32,12 +32,12 @@ pub struct RollMetrics {
 impl RollMetrics {
     pub(super) fn register(r: &Reg, suppressed: &Suppressed) -> Self {
         Self {
-            open_partitions: gauge(r, "weir_roll_open_files", "Files being written: Parquet (route, group, period) and Treasure Data parts (limit: roll.max_open_files)."),
+            open_partitions: gauge(r, "weir_roll_open_files", "Files being written: Parquet (route, group, period) and record sinks' parts: Treasure Data, forward (limit: roll.max_open_files)."),
             buffer_bytes: gauge(r, "weir_roll_buffered_bytes", "Memory held by open files: rows not yet in a row group on disk plus each file's fixed cost (limit: roll.max_buffer_bytes)."),
             buffered_rows: gauge(r, "weir_roll_buffered_rows", "Rows in open files' memory, not yet in a row group on disk."),
             rows: counter(r, "weir_roll_rows_total", "Rows encoded into Parquet."),
             row_groups: counter(r, "weir_roll_row_groups_total", "Row groups written."),
-            files_finished: counter_vec(r, "weir_roll_files_finished_total", "Files finished and handed to the outbox, by kind (period, part, late, outside, td_part).", &["kind"]),
+            files_finished: counter_vec(r, "weir_roll_files_finished_total", "Files finished and handed to the outbox, by kind (period, part, late, outside; td_part, forward_chunk: record sinks' parts).", &["kind"]),
             late_events: counter(r, "weir_roll_late_events_total", "Events that arrived after their period's file was finished; written to a late file."),
             outside_events: counter_vec(r, "weir_roll_outside_events_total", "Events dated outside [arrival - roll.max_past, arrival + roll.max_future], written to an outside file, by direction (past, future).", &["direction"]),
             files_finished_early: counter_vec(r, "weir_roll_files_finished_early_total", "Files finished before their deadline, by reason (max_open_files, memory, drain).", &["reason"]),
@@ -58,7 +58,7 @@ impl RollMetrics {
     /// Its series with known labels at zero from the start (the route and
     /// column ones: [`RollMetrics::declare_columns`]).
     pub(super) fn zeros(&self) {
-        for kind in ["period", "part", "late", "outside", "td_part", "preview"] {
+        for kind in ["period", "part", "late", "outside", "td_part", "forward_chunk", "preview"] {
             self.files_finished.with_label_values(&[kind]);
         }
         for direction in ["past", "future"] {

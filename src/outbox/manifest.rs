@@ -14,17 +14,12 @@ pub enum FileKind {
     /// A finished Parquet file (period or late).
     #[default]
     Parquet,
-    /// A Treasure Data import part: gzip of msgpack record maps.
-    TdPart,
-}
-
-impl FileKind {
-    pub fn extension(self) -> &'static str {
-        match self {
-            FileKind::Parquet => "parquet",
-            FileKind::TdPart => "msgpack.gz",
-        }
-    }
+    /// A [record sink](crate::sink::records)'s part (Treasure Data's
+    /// import part, a forward chunk); its extension is the manifest's
+    /// `part_extension`. Written `td_part` before there were other record
+    /// sinks.
+    #[serde(alias = "td_part")]
+    Records,
 }
 
 /// Which file of its group and period a finished file is.
@@ -40,8 +35,9 @@ pub enum Slot {
     Late,
     /// Events dated outside `[arrival - roll.max_past, arrival + roll.max_future]`.
     Outside,
-    /// A Treasure Data import part.
-    Td,
+    /// A record sink's part (`td` before there were other record sinks).
+    #[serde(alias = "td")]
+    Records,
     /// A preview of a file still open (`roll.freshness`), for the sinks
     /// with `fresh = true`; never retained or redelivered.
     Preview,
@@ -102,6 +98,11 @@ pub struct Manifest {
     /// A preview's open file: its slot and the WAL sequence it opened at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_of: Option<(PreviewSlot, u64)>,
+    /// A record sink's part: the file name extension its sink gave it
+    /// (absent in parts written before there were other record sinks:
+    /// Treasure Data's `msgpack.gz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_extension: Option<String>,
 }
 
 impl Manifest {
@@ -111,15 +112,38 @@ impl Manifest {
     pub fn starts_at(&self) -> i64 {
         match self.kind {
             FileKind::Parquet => self.period_start,
-            FileKind::TdPart => self.finished_at_ms.div_euclid(1000),
+            FileKind::Records => self.finished_at_ms.div_euclid(1000),
         }
+    }
+
+    /// The data file's extension: `parquet`, or the part's (only
+    /// `[a-z0-9.]` is taken from a manifest on disk, so a damaged one cannot
+    /// name a path elsewhere).
+    pub fn extension(&self) -> &str {
+        match (self.kind, self.part_extension.as_deref()) {
+            (FileKind::Parquet, _) => "parquet",
+            (FileKind::Records, Some(ext))
+                if !ext.is_empty()
+                    && ext
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.') =>
+            {
+                ext
+            }
+            (FileKind::Records, _) => "msgpack.gz",
+        }
+    }
+
+    /// The data file's name in the outbox: `{id}.{extension}`.
+    pub fn data_name(&self) -> String {
+        format!("{}.{}", self.id, self.extension())
     }
 
     /// When the file's data ends (see [`Manifest::starts_at`]).
     pub fn ends_at(&self) -> i64 {
         match self.kind {
             FileKind::Parquet => self.period_start + self.period_secs as i64,
-            FileKind::TdPart => self.starts_at(),
+            FileKind::Records => self.starts_at(),
         }
     }
 
@@ -128,7 +152,7 @@ impl Manifest {
         let mut m: Manifest = serde_json::from_slice(bytes)?;
         if m.version < 2 {
             m.slot = match (m.kind, m.late_seq) {
-                (FileKind::TdPart, _) => Slot::Td,
+                (FileKind::Records, _) => Slot::Records,
                 (_, Some(_)) => Slot::Late,
                 _ => Slot::Main,
             };
@@ -168,6 +192,25 @@ mod tests {
             "rows":1,"bytes":2,"keys":{}}"#;
         let m = Manifest::from_json(v1).unwrap();
         assert_eq!((m.slot, m.group_hex.as_str()), (Slot::Late, "61"));
+    }
+
+    #[test]
+    fn treasure_data_parts_of_earlier_builds_stay_readable() {
+        let old = br#"{"version":2,"id":"x","kind":"td_part","route":"r","group_hex":"612e62","group":"a.b",
+            "period_start":0,"period_secs":3600,"slot":"td","first_seq":5,"covered_through":6,
+            "rows":1,"bytes":2,"keys":{"td":"a/b/00"}}"#;
+        let m = Manifest::from_json(old).unwrap();
+        assert_eq!((m.kind, m.slot), (FileKind::Records, Slot::Records));
+        assert_eq!(m.data_name(), "x.msgpack.gz");
+        let mut m = m;
+        m.part_extension = Some("../../etc".into());
+        assert_eq!(
+            m.extension(),
+            "msgpack.gz",
+            "a damaged extension is not a path"
+        );
+        m.part_extension = Some("fwd.gz".into());
+        assert_eq!(m.data_name(), "x.fwd.gz");
     }
 
     #[test]

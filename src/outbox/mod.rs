@@ -1,7 +1,8 @@
 //! The outbox: finished files waiting for their sinks (survives restarts).
 //!
 //! Layout under `data_dir/outbox/`:
-//! - `{id}.parquet` or `{id}.msgpack.gz` (a Treasure Data part): the file,
+//! - `{id}.parquet`, or a record sink's part `{id}.{extension}` (Treasure
+//!   Data's `msgpack.gz`, a forward chunk's `fwd` or `fwd.gz`): the file,
 //!   deleted once every sink has it;
 //! - `{id}.json`: its [`Manifest`], kept until the WAL no longer holds any of
 //!   its records (so replay can tell the file is already finished);
@@ -112,6 +113,17 @@ impl Backlog {
 
 /// Writes `bytes` to a new file at `path` and syncs it: the temporary half
 /// of a write that a rename then makes visible whole.
+/// Whether a file name in the outbox (or the retained folder) is a finished
+/// file's data (`{id}.parquet`, a record sink's `{id}.{extension}`), not a
+/// manifest, a manifest being written or a delivery mark.
+pub(crate) fn is_data_name(name: &str) -> bool {
+    name.contains('.')
+        && !name.starts_with('.')
+        && ![".json", ".json.tmp", ".done"]
+            .iter()
+            .any(|s| name.ends_with(s))
+}
+
 pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut f = fs::File::create(path)?;
     f.write_all(bytes)?;
@@ -131,7 +143,7 @@ impl OutboxDir {
     }
 
     pub fn data_path(&self, m: &Manifest) -> PathBuf {
-        self.dir.join(format!("{}.{}", m.id, m.kind.extension()))
+        self.dir.join(m.data_name())
     }
 
     fn manifest_path(&self, id: &str) -> PathBuf {
@@ -164,7 +176,7 @@ impl OutboxDir {
             };
             if name.ends_with(".json.tmp") {
                 let _ = fs::remove_file(&path);
-            } else if name.ends_with(".parquet") || name.ends_with(".msgpack.gz") {
+            } else if is_data_name(name) {
                 data.push(path.clone());
             } else if name.ends_with(".json") {
                 match fs::read(&path).map(|b| Manifest::from_json(&b)) {
@@ -253,7 +265,7 @@ impl OutboxDir {
             .join("deadletter")
             .join(sink);
         fs::create_dir_all(&dir)?;
-        let target = dir.join(format!("{}.{}", m.id, m.kind.extension()));
+        let target = dir.join(m.data_name());
         fs::copy(self.data_path(m), &target)?;
         let mut note = serde_json::to_value(m).map_err(io::Error::other)?;
         note["dead_letter_reason"] = serde_json::Value::String(reason.to_string());

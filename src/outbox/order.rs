@@ -58,7 +58,7 @@ fn replaces(m: &Manifest) -> Option<(PreviewSlot, Option<u64>)> {
         Slot::Part => Some((PreviewSlot::Period, Some(m.first_seq))),
         Slot::Late => Some((PreviewSlot::Late, Some(m.first_seq))),
         Slot::Outside => Some((PreviewSlot::Outside, Some(m.first_seq))),
-        Slot::Td | Slot::Preview => None,
+        Slot::Records | Slot::Preview => None,
     }
 }
 

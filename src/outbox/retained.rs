@@ -55,7 +55,7 @@ impl Retention {
             if path.extension().is_some_and(|e| e == "json") {
                 match fs::read(&path).map(|b| Manifest::from_json(&b)) {
                     Ok(Ok(m)) => {
-                        let data = format!("{}.{}", m.id, m.kind.extension());
+                        let data = m.data_name();
                         match fs::metadata(r.dir.join(&data)) {
                             Ok(meta) => r.insert(&m, data, meta.len()),
                             Err(_) => {
@@ -77,9 +77,7 @@ impl Retention {
                 continue;
             };
             let described = r.files.values().any(|(_, data, _)| data == name);
-            if name.ends_with(".json.tmp")
-                || ((name.ends_with(".parquet") || name.ends_with(".msgpack.gz")) && !described)
-            {
+            if name.ends_with(".json.tmp") || (super::is_data_name(name) && !described) {
                 let _ = fs::remove_file(&path);
             }
         }
@@ -96,7 +94,7 @@ impl Retention {
     /// Moves a delivered file out of the outbox into retention (the caller
     /// prunes).
     pub fn keep(&mut self, outbox: &OutboxDir, m: &Manifest) -> io::Result<()> {
-        let data = format!("{}.{}", m.id, m.kind.extension());
+        let data = m.data_name();
         let bytes = fs::metadata(outbox.data_path(m))?.len();
         let json = serde_json::to_vec_pretty(m).map_err(io::Error::other)?;
         let tmp = self.dir.join(format!("{}.json.tmp", m.id));
@@ -177,6 +175,7 @@ mod tests {
             finished_at_ms: 0,
             node: String::new(),
             preview_of: None,
+            part_extension: None,
         }
     }
 

@@ -11,8 +11,9 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::client::{self, ClientOptions};
+use super::options::{self, ClientOptions};
 use super::report::{Report, Totals};
+use crate::client;
 use crate::input::forward::decompress::{compress, Compression};
 use crate::msgpack::FrameBuffer;
 
@@ -214,7 +215,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
             chunk_ids.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let stream = match client::connect(&args.to, &args.client).await {
+            let stream = match options::connect(&args.to, &args.client).await {
                 Ok(s) => s,
                 Err(e) => {
                     totals.failed_connections.fetch_add(1, Ordering::Relaxed);

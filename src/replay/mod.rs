@@ -2,8 +2,8 @@
 //! (captured traffic, see [`crate::capture`]), sharing one forward client
 //! and one report.
 
-pub(crate) mod client;
 pub mod loadgen;
+pub mod options;
 pub mod playback;
 pub mod report;
 pub(crate) mod rewrite;

@@ -20,10 +20,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::client::{self, ClientOptions, Stream};
+use super::options::{self, ClientOptions};
 use super::report::{Report, Totals};
 use super::rewrite::{prepare, Changes};
 use crate::capture::format::{Kind, Reader};
+use crate::client::{self, Stream};
 use crate::msgpack::FrameBuffer;
 
 /// Records queued per lane ahead of their send time (bounds read-ahead
@@ -290,7 +291,7 @@ async fn run_lane(mut rx: mpsc::Receiver<Job>, shared: &Shared) {
             )
         });
         if stream.is_none() {
-            match client::connect(&shared.args.to, &shared.args.client).await {
+            match options::connect(&shared.args.to, &shared.args.client).await {
                 Ok(s) => {
                     replies = FrameBuffer::new();
                     stream = Some(s);

@@ -13,7 +13,7 @@ use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, SinkConfig};
+use crate::config::Config;
 use crate::health::{SinkStatus, StageStatus};
 use crate::metrics::Metrics;
 use crate::outbox::{self, Backlog, DeliveryLinks, OutboxDir};
@@ -114,7 +114,7 @@ impl Downstream {
                 object_sinks: config
                     .sinks
                     .iter()
-                    .filter(|(_, s)| !matches!(s, SinkConfig::Td(_) | SinkConfig::Iceberg(_)))
+                    .filter(|(_, s)| s.capabilities().lists)
                     .map(|(n, s)| (n.clone(), (s.prefix().to_string(), s.fresh())))
                     .collect(),
                 preview_linger: super::preview_linger(&config),

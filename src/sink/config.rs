@@ -24,6 +24,21 @@ pub enum SinkConfig {
     Td(TdSinkConfig),
     /// An Apache Iceberg table per route (the route's files, committed).
     Iceberg(crate::sink::iceberg::config::IcebergSinkConfig),
+    /// Forward servers: Fluentd, Fluent Bit, another weir (records).
+    Forward(crate::sink::forward::config::ForwardSinkConfig),
+}
+
+/// What a sink takes and can do. The roller, outbox, redeliver and the
+/// preview sweeper ask this, never the sink's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Takes the records routed to it (as parts it formats: a
+    /// [`RecordSink`](crate::sink::records::RecordSink)), not Parquet files.
+    pub records: bool,
+    /// Files become visible only when committed (a table).
+    pub commits: bool,
+    /// Keys can be listed and deleted, so previews can be swept.
+    pub lists: bool,
 }
 
 impl SinkConfig {
@@ -33,7 +48,38 @@ impl SinkConfig {
             SinkConfig::Local(c) => &c.prefix,
             SinkConfig::S3(c) => &c.prefix,
             SinkConfig::Gcs(c) => &c.prefix,
-            SinkConfig::Td(_) | SinkConfig::Iceberg(_) => "",
+            SinkConfig::Td(_) | SinkConfig::Iceberg(_) | SinkConfig::Forward(_) => "",
+        }
+    }
+
+    /// What the sink takes and can do.
+    pub fn capabilities(&self) -> Capabilities {
+        let (records, commits, lists) = match self {
+            SinkConfig::Local(_) | SinkConfig::S3(_) | SinkConfig::Gcs(_) => (false, false, true),
+            SinkConfig::Iceberg(_) => (false, true, false),
+            SinkConfig::Td(_) | SinkConfig::Forward(_) => (true, false, false),
+        };
+        Capabilities {
+            records,
+            commits,
+            lists,
+        }
+    }
+
+    /// The roller's side of a sink that takes records (`name` is its
+    /// `[sinks.NAME]`); `None` for a sink that takes files.
+    pub fn record_sink(
+        &self,
+        name: &str,
+    ) -> Option<std::sync::Arc<dyn crate::sink::records::RecordSink>> {
+        use std::sync::Arc;
+        match self {
+            SinkConfig::Td(c) => Some(Arc::new(crate::sink::td::TdRecords::new(name, c))),
+            SinkConfig::Forward(c) => {
+                Some(Arc::new(crate::sink::forward::ForwardRecords::new(name, c)))
+            }
+            SinkConfig::Local(_) | SinkConfig::S3(_) | SinkConfig::Gcs(_) => None,
+            SinkConfig::Iceberg(_) => None,
         }
     }
 
@@ -44,7 +90,7 @@ impl SinkConfig {
             SinkConfig::Local(c) => c.layout,
             SinkConfig::S3(c) => c.layout,
             SinkConfig::Gcs(c) => c.layout,
-            SinkConfig::Td(_) => return None,
+            SinkConfig::Td(_) | SinkConfig::Forward(_) => return None,
             SinkConfig::Iceberg(c) => return c.file_key(route, parts),
         };
         Some(sink_key(self.prefix(), layout, route, parts))
@@ -56,7 +102,7 @@ impl SinkConfig {
             SinkConfig::Local(c) => c.fresh,
             SinkConfig::S3(c) => c.fresh,
             SinkConfig::Gcs(c) => c.fresh,
-            SinkConfig::Td(_) | SinkConfig::Iceberg(_) => false,
+            SinkConfig::Td(_) | SinkConfig::Iceberg(_) | SinkConfig::Forward(_) => false,
         }
     }
 }
@@ -266,6 +312,7 @@ impl SinkConfig {
                 }
             }
             SinkConfig::Iceberg(c) => c.validate(name)?,
+            SinkConfig::Forward(c) => c.validate(name)?,
             SinkConfig::Local(_) => {}
         }
         Ok(())
@@ -278,7 +325,7 @@ pub fn explain(table: &toml::Value) -> Option<(String, String)> {
     let Some(ty) = table.get("type").and_then(toml::Value::as_str) else {
         return Some((
             "type".into(),
-            "missing: one of \"local\", \"s3\", \"gcs\", \"td\", \"iceberg\"".into(),
+            "missing: one of \"local\", \"s3\", \"gcs\", \"td\", \"iceberg\", \"forward\"".into(),
         ));
     };
     let mut rest = table.as_table()?.clone();
@@ -298,9 +345,10 @@ pub fn explain(table: &toml::Value) -> Option<(String, String)> {
         "gcs" => check::<GcsSinkConfig>(rest),
         "td" => check::<TdSinkConfig>(rest),
         "iceberg" => check::<crate::sink::iceberg::config::IcebergSinkConfig>(rest),
+        "forward" => check::<crate::sink::forward::config::ForwardSinkConfig>(rest),
         other => Some((
             "type".into(),
-            format!("unknown sink type {other:?}: one of \"local\", \"s3\", \"gcs\", \"td\", \"iceberg\""),
+            format!("unknown sink type {other:?}: one of \"local\", \"s3\", \"gcs\", \"td\", \"iceberg\", \"forward\""),
         )),
     }
 }

@@ -165,7 +165,7 @@ impl FileName {
             Slot::Part => Some(FileName::Part(first_seq)),
             Slot::Late => Some(FileName::Late(first_seq)),
             Slot::Outside => Some(FileName::Outside(first_seq)),
-            Slot::Td | Slot::Preview => None,
+            Slot::Records | Slot::Preview => None,
         }
     }
 }

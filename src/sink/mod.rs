@@ -7,6 +7,7 @@
 //! file delivered only after [`Sink::commit`] took it.
 
 pub mod config;
+pub mod forward;
 mod gcs;
 pub mod iceberg;
 pub(crate) mod key;
@@ -217,6 +218,10 @@ pub fn build_all(
             SinkConfig::S3(c) => s3::build(c).map(|s| Arc::new(s) as Arc<dyn Sink>),
             SinkConfig::Gcs(c) => gcs::build(c).map(|s| Arc::new(s) as Arc<dyn Sink>),
             SinkConfig::Td(c) => td::TdSink::build(c).map(|s| Arc::new(s) as Arc<dyn Sink>),
+            SinkConfig::Forward(c) => {
+                forward::ForwardSink::build(name, c, ctx.metrics.forward_out.clone())
+                    .map(|s| Arc::new(s) as Arc<dyn Sink>)
+            }
             SinkConfig::Iceberg(c) => iceberg::IcebergSink::build(name, c, ctx).map(|s| {
                 let s = Arc::new(s);
                 tables.insert(name.clone(), s.clone());

@@ -8,7 +8,8 @@
 //! a part is finished at the latest [`RecordSink::flush_interval`] after it
 //! opened, goes through the outbox like a file, and an open part is rebuilt
 //! from the WAL after a crash. A new record sink implements [`RecordSink`]
-//! and is added to [`record_sinks`]; the roller does not change.
+//! and [`SinkConfig::record_sink`] returns it; the roller, outbox and
+//! redeliver do not change.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,14 +32,17 @@ pub trait RecordSink: Send + Sync {
     fn max_part_bytes(&self) -> usize;
     /// Memory one open part holds, counted in `roll.max_buffer_bytes`.
     fn part_memory(&self) -> usize;
-    /// File name extension of a part (`msgpack.gz`).
+    /// File name extension of a part (`msgpack.gz`): `[a-z0-9.]` only.
     fn extension(&self) -> &'static str;
+    /// The `kind` label of its parts in `weir_roll_files_finished_total`.
+    fn part_label(&self) -> &'static str;
     /// Starts a part file at `path` (truncating a leftover one).
     fn create_part(&self, path: &Path) -> Result<Box<dyn RecordPart>, PartError>;
     /// The key the finished part of `group` that starts at WAL sequence
-    /// `first_seq` is uploaded under; the same after a crash, so a retried
-    /// upload is recognised as the same part.
-    fn part_key(&self, node: &str, group: &str, first_seq: u64) -> String;
+    /// `first_seq` and holds `rows` records is uploaded under; kept in the
+    /// part's manifest, so a retried upload after a crash is recognised as
+    /// the same part.
+    fn part_key(&self, node: &str, group: &str, first_seq: u64, rows: u64) -> String;
 }
 
 /// One part being written.
@@ -77,14 +81,6 @@ pub enum PartError {
 pub fn record_sinks(configs: &BTreeMap<String, SinkConfig>) -> Vec<Arc<dyn RecordSink>> {
     configs
         .iter()
-        .filter_map(|(name, cfg)| match cfg {
-            SinkConfig::Td(c) => {
-                Some(Arc::new(super::td::TdRecords::new(name, c)) as Arc<dyn RecordSink>)
-            }
-            SinkConfig::Local(_)
-            | SinkConfig::S3(_)
-            | SinkConfig::Gcs(_)
-            | SinkConfig::Iceberg(_) => None,
-        })
+        .filter_map(|(name, cfg)| cfg.record_sink(name))
         .collect()
 }

@@ -167,8 +167,30 @@ listen = "127.0.0.1:{metrics_port}"
         )
     }
 
+    /// Like [`Self::start_with`], listening for forward on `port` (a
+    /// server that replaces another one at its address).
+    pub fn start_on(port: u16, forward: &str, extra: &str) -> Self {
+        Self::start_port(
+            tempfile::tempdir().expect("tempdir"),
+            port,
+            forward,
+            "",
+            extra,
+        )
+    }
+
     fn start_at(dir: tempfile::TempDir, forward: &str, metrics: &str, extra: &str) -> Self {
-        let (port, metrics_port) = (free_port(), free_port());
+        Self::start_port(dir, free_port(), forward, metrics, extra)
+    }
+
+    fn start_port(
+        dir: tempfile::TempDir,
+        port: u16,
+        forward: &str,
+        metrics: &str,
+        extra: &str,
+    ) -> Self {
+        let metrics_port = free_port();
         let config_path = dir.path().join("weir.toml");
         let extra = if extra.contains("[roll]") {
             extra.to_string()

@@ -12,6 +12,7 @@ mod crash;
 mod dedupe;
 mod drain;
 mod fanout;
+mod forward_out;
 mod freshness;
 mod full_disk;
 mod granularity;

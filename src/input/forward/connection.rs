@@ -622,12 +622,12 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
         tracing::debug!(%peer, skipped = s.total(), "skipped invalid events");
     }
     // A chunk id (with the peer address and tag, since Fluent Bit derives
-    // ids from content) lets the WAL recognise a resend: the chunk's own
-    // msgpack bytes, whatever its type, before a JSON connection's ack is
-    // turned into JSON.
+    // ids from content; a weir sender's ids are unique without them) lets
+    // the WAL recognise a resend: the chunk's own msgpack bytes, whatever
+    // its type, before a JSON connection's ack is turned into JSON.
     let key = match (&decoded.ack, &decoded.batch) {
         (Some(ack), Some(batch)) => Some(crate::input::dedupe_key(
-            &peer.ip().to_string(),
+            &crate::input::durable::chunk_source(peer.ip(), &ack[5..]),
             batch.tag(),
             &ack[5..],
         )),

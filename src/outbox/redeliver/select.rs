@@ -94,9 +94,7 @@ pub fn select(
             tracing::warn!(file = %path.display(), id = m.id, "retained manifest with an invalid id; skipped");
             continue;
         }
-        let data = data_dir
-            .join(RETAINED_DIR)
-            .join(format!("{}.{}", m.id, m.kind.extension()));
+        let data = data_dir.join(RETAINED_DIR).join(m.data_name());
         if !data.is_file() {
             selection.missing.push(format!(
                 "{}: the retained data file is missing",
@@ -131,7 +129,7 @@ fn key_for(
     if let Some(key) = m.keys.get(sink) {
         return Some(key.clone());
     }
-    if matches!(sink_cfg, SinkConfig::Td(_)) || m.kind != FileKind::Parquet {
+    if sink_cfg.capabilities().records || m.kind != FileKind::Parquet {
         return None;
     }
     let route = config

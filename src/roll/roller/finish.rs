@@ -33,7 +33,7 @@ impl Roller {
         let id = self.output_id(key, o.first_seq, o.period_start);
         // What differs between a Parquet file and a record sink's part:
         // (file kind, route, group, period, slot, object key per sink, label).
-        let (file_kind, route, group, period_start, slot, keys, kind) = match key {
+        let (file_kind, route, group, period_start, slot, keys, kind, part_extension) = match key {
             OutputKey::File { route, group, slot } => {
                 let (name, mslot, kind) = match (slot, why) {
                     (FileSlot::Period(_), Why::Deadline) => {
@@ -79,6 +79,7 @@ impl Roller {
                     mslot,
                     keys,
                     kind,
+                    None,
                 )
             }
             OutputKey::Records { sink, group } => {
@@ -86,7 +87,7 @@ impl Roller {
                 let mut keys = std::collections::BTreeMap::new();
                 keys.insert(
                     sink.name().to_string(),
-                    sink.part_key(&node, group, o.first_seq),
+                    sink.part_key(&node, group, o.first_seq, closed.rows),
                 );
                 let route = self
                     .config
@@ -97,13 +98,14 @@ impl Roller {
                     .unwrap_or_default();
                 let group = group.as_bytes().to_vec();
                 (
-                    FileKind::TdPart,
+                    FileKind::Records,
                     route,
                     group,
                     0,
-                    ManifestSlot::Td,
+                    ManifestSlot::Records,
                     keys,
-                    "td_part",
+                    sink.part_label(),
+                    Some(sink.extension().to_string()),
                 )
             }
         };
@@ -126,6 +128,7 @@ impl Roller {
             finished_at_ms: crate::wal::now_ms(),
             node: node.clone(),
             preview_of: None,
+            part_extension,
         };
         let early = match why {
             Why::Early(reason) => Some(reason),

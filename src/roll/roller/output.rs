@@ -126,7 +126,7 @@ impl Roller {
 
     pub(super) fn key_of_manifest(&self, m: &Manifest) -> Option<OutputKey> {
         let group = unhex(&m.group_hex)?;
-        if m.kind == FileKind::TdPart || m.slot == ManifestSlot::Td {
+        if m.kind == FileKind::Records || m.slot == ManifestSlot::Records {
             let name = m.keys.keys().next()?;
             let sink = self.record_sinks.iter().position(|t| t.name() == name)?;
             let group: Arc<str> = String::from_utf8(group).ok()?.into();
@@ -143,7 +143,7 @@ impl Roller {
             }
             (ManifestSlot::Outside, _)
             | (ManifestSlot::Preview, Some((PreviewSlot::Outside, _))) => FileSlot::Outside,
-            (ManifestSlot::Td | ManifestSlot::Preview, _) => return None,
+            (ManifestSlot::Records | ManifestSlot::Preview, _) => return None,
         };
         Some(OutputKey::File {
             route,

@@ -95,6 +95,7 @@ impl Roller {
             finished_at_ms: crate::wal::now_ms(),
             node,
             preview_of: Some((preview_slot, opened)),
+            part_extension: None,
         };
         tracing::debug!(group = manifest.group, rows = tee.rows, "preview written");
         self.links.outbox.commit(&path, &manifest)?;

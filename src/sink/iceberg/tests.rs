@@ -119,6 +119,7 @@ fn file(l: &Lake, tag: &str, n: usize) -> Staged {
         finished_at_ms: crate::wal::now_ms(),
         node: "n1".into(),
         preview_of: None,
+        part_extension: None,
     };
     Staged {
         key,

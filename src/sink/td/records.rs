@@ -54,6 +54,10 @@ impl RecordSink for TdRecords {
         "msgpack.gz"
     }
 
+    fn part_label(&self) -> &'static str {
+        "td_part"
+    }
+
     fn create_part(&self, path: &Path) -> Result<Box<dyn RecordPart>, PartError> {
         Ok(Box::new(TdPartWriter::create(path)?))
     }
@@ -61,7 +65,7 @@ impl RecordSink for TdRecords {
     /// `{db}/{table}/{unique_id}`; the id is derived from the node, sink,
     /// table and the part's first WAL sequence, so TD keeps one copy of a
     /// part uploaded again after a crash.
-    fn part_key(&self, node: &str, group: &str, first_seq: u64) -> String {
+    fn part_key(&self, node: &str, group: &str, first_seq: u64, _rows: u64) -> String {
         let unique_id = crate::ids::stable_hex(
             &[
                 b"td",

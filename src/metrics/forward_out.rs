@@ -1,0 +1,88 @@
+//! Metrics of forward output, per sink and server: chunks acked and
+//! failed, events and bytes sent, ack latency, whether the server is up.
+
+use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
+
+use super::registry::*;
+use super::Suppressed;
+
+/// Metrics of the forward sinks.
+#[derive(Clone)]
+pub struct ForwardOutMetrics {
+    chunks: IntCounterVec,
+    events: IntCounterVec,
+    bytes: IntCounterVec,
+    ack_seconds: HistogramVec,
+    server_up: IntGaugeVec,
+    suppressed: Suppressed,
+}
+
+impl ForwardOutMetrics {
+    pub(super) fn register(r: &Reg, suppressed: &Suppressed) -> Self {
+        Self {
+            chunks: counter_vec(r, "weir_forward_out_chunks_total", "Chunks sent by forward sinks, by sink, server and result (acked; failed: connection, handshake or ack timeout, retried).", &["sink", "server", "result"]),
+            events: counter_vec(r, "weir_forward_out_events_total", "Events in chunks a forward server acked, by sink and server.", &["sink", "server"]),
+            bytes: counter_vec(r, "weir_forward_out_bytes_total", "Entry bytes (as sent, compressed or not) in chunks a forward server acked, by sink and server.", &["sink", "server"]),
+            ack_seconds: histogram_vec(r, "weir_forward_out_ack_seconds", "From a chunk's first byte sent to its ack, by sink and server.", &["sink", "server"], latency_buckets()),
+            server_up: gauge_vec(r, "weir_forward_out_server_up", "1 while a forward server takes chunks, 0 while it rests after a failure, by sink and server.", &["sink", "server"]),
+            suppressed: suppressed.clone(),
+        }
+    }
+
+    /// A sink's server exists: its series start at zero, up.
+    pub fn server(&self, sink: &str, server: &str) {
+        for result in ["acked", "failed"] {
+            self.chunks.with_label_values(&[sink, server, result]);
+        }
+        self.events.with_label_values(&[sink, server]);
+        self.bytes.with_label_values(&[sink, server]);
+        self.ack_seconds.with_label_values(&[sink, server]);
+        self.server_up.with_label_values(&[sink, server]).set(1);
+    }
+
+    /// A server acked a chunk of `events` events and `bytes` bytes.
+    pub fn acked(
+        &self,
+        sink: &str,
+        server: &str,
+        events: u64,
+        bytes: u64,
+        took: std::time::Duration,
+    ) {
+        let labels = [sink, server];
+        self.chunks
+            .with_label_values(&[sink, server, "acked"])
+            .inc();
+        self.events.with_label_values(&labels).inc_by(events);
+        self.bytes.with_label_values(&labels).inc_by(bytes);
+        self.ack_seconds
+            .with_label_values(&labels)
+            .observe(took.as_secs_f64());
+        let up = self.server_up.with_label_values(&labels);
+        if up.get() != 1 {
+            up.set(1);
+            tracing::info!(sink, server, "forward server is up again");
+        }
+    }
+
+    /// A chunk failed on a server, which now rests for `rest`; the chunk is
+    /// tried on another server or retried.
+    pub fn failed(
+        &self,
+        sink: &str,
+        server: &str,
+        error: &dyn std::fmt::Display,
+        rest: std::time::Duration,
+    ) {
+        self.chunks
+            .with_label_values(&[sink, server, "failed"])
+            .inc();
+        let up = self.server_up.with_label_values(&[sink, server]);
+        if up.get() != 0 {
+            up.set(0);
+            tracing::warn!(sink, server, error = %error, rest_ms = rest.as_millis() as u64, "forward server is DOWN; its chunks go to the other servers");
+        } else if let Some(suppressed) = self.suppressed.allow("forward_out_failed") {
+            tracing::warn!(sink, server, error = %error, rest_ms = rest.as_millis() as u64, suppressed, "forward server still failing");
+        }
+    }
+}
