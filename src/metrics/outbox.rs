@@ -57,6 +57,65 @@ impl OutboxMetrics {
 }
 
 impl OutboxMetrics {
+    /// One upload attempt ended: counted by result and timed; the sink is
+    /// up after a success, down after a failure that may pass; a refused
+    /// key is counted apart.
+    pub fn attempted(
+        &self,
+        sink: &str,
+        result: &Result<(), crate::sink::SinkError>,
+        took: std::time::Duration,
+    ) {
+        self.sink_upload_seconds
+            .with_label_values(&[sink])
+            .observe(took.as_secs_f64());
+        let label = crate::outbox::upload_label(result);
+        self.sink_uploads.with_label_values(&[sink, label]).inc();
+        match result {
+            Ok(()) => self.sink_ok(sink, "upload"),
+            Err(e) if !e.is_permanent() => self.sink_failing(sink, e),
+            Err(_) => {}
+        }
+        if result.as_ref().is_err_and(|e| e.is_auth()) {
+            self.sink_auth_failures.with_label_values(&[sink]).inc();
+        }
+    }
+
+    /// A sink refused a file for good; it went to the dead-letter folder.
+    pub fn dead_lettered(
+        &self,
+        sink: &str,
+        key: &str,
+        error: &dyn std::fmt::Display,
+        at: &std::path::Path,
+    ) {
+        self.sink_dead_lettered.with_label_values(&[sink]).inc();
+        tracing::error!(sink, key, error = %error, dead_letter = %at.display(),
+            "sink rejected the file for good; kept in the dead-letter folder");
+    }
+
+    /// A file `weir redeliver` sends again failed; retried in `retry_in`.
+    pub fn redeliver_failed(
+        &self,
+        sink: &str,
+        key: &str,
+        error: &dyn std::fmt::Display,
+        retry_in: std::time::Duration,
+    ) {
+        self.sink_retries.with_label_values(&[sink]).inc();
+        tracing::warn!(sink, key, error = %error, retry_in_ms = retry_in.as_millis() as u64, "redeliver upload failed; will retry");
+    }
+
+    /// A file `weir redeliver` sends again is done: sent, or given up.
+    pub fn redelivered(&self, sink: &str, key: &str, result: &Result<(), String>) {
+        let label = if result.is_ok() { "ok" } else { "failed" };
+        self.redeliver_files.with_label_values(&[sink, label]).inc();
+        match result {
+            Ok(()) => tracing::info!(sink, key, "redelivered"),
+            Err(e) => tracing::error!(sink, key, error = %e, "redeliver gave up on a file"),
+        }
+    }
+
     /// A sink took files (or passed its probe): up. Logged when it changes.
     pub fn sink_ok(&self, sink: &str, how: &str) {
         let g = self.sink_up.with_label_values(&[sink]);

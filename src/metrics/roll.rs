@@ -58,7 +58,15 @@ impl RollMetrics {
     /// Its series with known labels at zero from the start (the route and
     /// column ones: [`RollMetrics::declare_columns`]).
     pub(super) fn zeros(&self) {
-        for kind in ["period", "part", "late", "outside", "td_part", "forward_chunk", "preview"] {
+        for kind in [
+            "period",
+            "part",
+            "late",
+            "outside",
+            "td_part",
+            "forward_chunk",
+            "preview",
+        ] {
             self.files_finished.with_label_values(&[kind]);
         }
         for direction in ["past", "future"] {

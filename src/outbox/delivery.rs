@@ -1,5 +1,19 @@
 //! Delivery: one worker per sink, each with its own queue, so a failing sink
-//! retries on its own and never holds up another (invariant 6).
+//! retries on its own and never holds up another (invariant 6). What an
+//! attempt's result means is [`super::verdict`]'s; this file is the loop
+//! that carries it out (marks, dead letters, retries, commits, order).
+//!
+//! # Memory
+//! Every queue holds entries for files in the outbox, never bytes: a sink's
+//! queue and its retry list hold one `Arc<Manifest>` (shared by the sinks)
+//! per file it has not taken yet; the outcome channel one id per delivery
+//! not yet recorded; the sweeper's queue one key per delivered file not
+//! yet swept. The outbox holds at most `outbox.max_backlog_bytes` of files
+//! (past it the roller waits) and a file is at least a few hundred bytes,
+//! so each is bounded by that limit over the smallest file (a few hundred
+//! bytes of entry per file: under 1 MiB per GiB of backlog in practice).
+//! `weir redeliver` adds one entry per retained file a job sends, bounded
+//! by `outbox.retain_bytes` the same way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -11,6 +25,7 @@ use tokio::task::JoinHandle;
 use super::manifest::Slot;
 use super::order::{Decision, Order};
 use super::redeliver::{LiveItem, LiveJobs};
+use super::verdict::{judge, Kind, Verdict};
 use super::{Manifest, OutboxDir};
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
@@ -349,7 +364,6 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
         status,
         mut closing,
     } = w;
-    let labels = [sink_name.as_str()];
     let mut commits = Commits::new(sink.commits());
     // "delivered" lines, bounded by `log.lines_per_minute` (per sink).
     let mut delivered_lines =
@@ -468,69 +482,39 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
         };
         metrics
             .outbox
-            .sink_upload_seconds
-            .with_label_values(&labels)
-            .observe(started.elapsed().as_secs_f64());
-        let outcome = match &result {
-            Ok(()) => "ok",
-            Err(e) if e.is_permanent() => "rejected",
-            Err(_) => "error",
+            .attempted(&sink_name, &result, started.elapsed());
+        let kind = match &work {
+            Work::File(_) => Kind::File,
+            Work::Again(item) => Kind::Again {
+                give_up_at: item.give_up_at,
+            },
         };
-        metrics
-            .outbox
-            .sink_uploads
-            .with_label_values(&[&sink_name, outcome])
-            .inc();
-        match &result {
-            Ok(()) => metrics.outbox.sink_ok(&sink_name, "upload"),
-            Err(e) if !e.is_permanent() => metrics.outbox.sink_failing(&sink_name, e),
-            Err(_) => {}
-        }
-        if let Err(e) = &result {
-            if e.is_auth() {
-                metrics
-                    .outbox
-                    .sink_auth_failures
-                    .with_label_values(&labels)
-                    .inc();
+        let now = tokio::time::Instant::now();
+        let verdict = judge(&result, kind, commits.enabled(), now);
+        let m = match (verdict, work) {
+            (Verdict::Stage, work) => {
+                // Delivered once committed (commits.run marks it then).
+                commits.stage(work, key, path);
+                continue;
             }
-        }
-        if result.is_ok() && commits.enabled() {
-            // Delivered once committed (commits.run marks it then).
-            commits.stage(work, key, path);
-            continue;
-        }
-        let m = match work {
-            Work::Again(item) => {
-                let now = tokio::time::Instant::now();
+            (Verdict::Retry, Work::Again(item)) => {
                 // The last attempt is made at the deadline.
                 let retry_at = (now + backoff.next_delay()).min(item.give_up_at);
-                let delay = retry_at - now;
-                let result = match result {
-                    Err(e) if !e.is_permanent() && now < item.give_up_at => {
-                        metrics.outbox.sink_retries.with_label_values(&labels).inc();
-                        tracing::warn!(sink = sink_name, key, error = %e, retry_in_ms = delay.as_millis() as u64, "redeliver upload failed; will retry");
-                        waiting.push((retry_at, backoff, Work::Again(item)));
-                        continue;
-                    }
-                    r => r.map_err(|e| e.to_string()),
-                };
-                let label = if result.is_ok() { "ok" } else { "failed" };
-                metrics
-                    .outbox
-                    .redeliver_files
-                    .with_label_values(&[&sink_name, label])
-                    .inc();
-                match &result {
-                    Ok(()) => tracing::info!(sink = sink_name, key, "redelivered"),
-                    Err(e) => {
-                        tracing::error!(sink = sink_name, key, error = %e, "redeliver gave up on a file")
-                    }
+                if let Err(e) = &result {
+                    metrics
+                        .outbox
+                        .redeliver_failed(&sink_name, &key, e, retry_at - now);
                 }
+                waiting.push((retry_at, backoff, Work::Again(item)));
+                continue;
+            }
+            (_, Work::Again(item)) => {
+                let result = result.map_err(|e| e.to_string());
+                metrics.outbox.redelivered(&sink_name, &key, &result);
                 let _ = done.send(Outcome::Redelivered { item, result });
                 continue;
             }
-            Work::File(m) => m,
+            (_, Work::File(m)) => m,
         };
         let retry_later = |waiting: &mut Vec<_>, mut backoff: Backoff| {
             waiting.push((
@@ -539,28 +523,18 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
                 Work::File(m.clone()),
             ));
         };
-        if let Some(o) = order.as_mut() {
-            if result.is_ok() || result.as_ref().is_err_and(|e| e.is_permanent()) {
-                o.done(&m, result.is_ok());
-            }
+        if let (Some(o), Verdict::Delivered | Verdict::DeadLetter) = (order.as_mut(), verdict) {
+            o.done(&m, verdict == Verdict::Delivered);
         }
-        match result {
-            Ok(()) => {
+        match (verdict, result) {
+            (Verdict::Delivered, _) => {
                 if let (Some(tx), false) = (&sweeper, m.slot == Slot::Preview) {
                     let _ = tx.send(key.clone());
                 }
             }
-            Err(e) if e.is_permanent() => {
+            (Verdict::DeadLetter, Err(e)) => {
                 match outbox.dead_letter(&m, &sink_name, &e.to_string()) {
-                    Ok(at) => {
-                        metrics
-                            .outbox
-                            .sink_dead_lettered
-                            .with_label_values(&labels)
-                            .inc();
-                        tracing::error!(sink = sink_name, key, error = %e, dead_letter = %at.display(),
-                            "sink rejected the file for good; kept in the dead-letter folder");
-                    }
+                    Ok(at) => metrics.outbox.dead_lettered(&sink_name, &key, &e, &at),
                     Err(io) => {
                         tracing::error!(sink = sink_name, key, error = %io, "cannot dead-letter a rejected file; retrying");
                         retry_later(&mut waiting, backoff);
@@ -568,10 +542,12 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
                     }
                 }
             }
-            Err(e) => {
-                metrics
-                    .outbox
-                    .upload_failed(&sink_name, &key, &e, backoff.peek());
+            (_, result) => {
+                if let Err(e) = result {
+                    metrics
+                        .outbox
+                        .upload_failed(&sink_name, &key, &e, backoff.peek());
+                }
                 retry_later(&mut waiting, backoff);
                 continue;
             }

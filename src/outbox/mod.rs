@@ -23,6 +23,9 @@ mod order;
 mod previews;
 pub mod redeliver;
 mod retained;
+mod verdict;
+
+pub use verdict::upload_label;
 
 use std::fs;
 use std::io::{self, Write};

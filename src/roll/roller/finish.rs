@@ -142,9 +142,12 @@ impl Roller {
                 .finished_early(&manifest.group, reason);
         }
         if self.finished_lines.admit(closed.rows, closed.bytes) {
+            // A record sink's part has no period.
+            let period = (manifest.kind == FileKind::Parquet)
+                .then(|| crate::wal::rfc3339(manifest.period_start));
             tracing::info!(
                 group = manifest.group,
-                period = %crate::wal::rfc3339(manifest.period_start),
+                period = period.as_deref().unwrap_or("-"),
                 kind,
                 rows = closed.rows,
                 bytes = closed.bytes,

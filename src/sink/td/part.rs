@@ -118,5 +118,10 @@ mod tests {
         let mut json = String::new();
         crate::roll::json::write_value(&mut json, &mut Cursor::new(&raw)).unwrap();
         assert_eq!(json, r#"{"time":1700000000,"a":1}"#);
+        // The bytes TD receives, pinned: a map32 with `time` first.
+        assert_eq!(
+            raw,
+            b"\xdf\x00\x00\x00\x02\xa4time\xce\x65\x53\xf1\x00\xa1a\x01".to_vec()
+        );
     }
 }
