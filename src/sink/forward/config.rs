@@ -203,6 +203,12 @@ impl ForwardSinkConfig {
                 return Err(Invalid::new(key(k), "must be more than 0s".into()));
             }
         }
+        if self.tls_ca_path.is_some() {
+            // Certificates are read now, so `weir check` and a reload find
+            // a bad path, not the first connection.
+            crate::client::Connector::new(self.client())
+                .map_err(|e| Invalid::new(key("tls_ca_path"), e))?;
+        }
         if let Some(tag) = &self.tag {
             if tag.is_empty() {
                 return Err(Invalid::new(key("tag"), "must not be empty".into()));
