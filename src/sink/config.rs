@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::fields::{default_true, redact, redact_opt};
 use crate::config::invalid::Invalid;
 use crate::config::units::{ByteSize, HumanDuration};
-use crate::sink::key::{sink_key, FileParts, Layout};
+use crate::sink::key::{FileParts, Layout};
+use crate::sink::kind::SinkKind;
 
 /// `[sinks.NAME]`: a destination for finished files.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -42,28 +43,27 @@ pub struct Capabilities {
 }
 
 impl SinkConfig {
+    /// The sink's type, behind which everything about it is asked. The one
+    /// place that lists the types (with the enum and [`explain`]).
+    pub fn kind(&self) -> &dyn SinkKind {
+        match self {
+            SinkConfig::Local(c) => c,
+            SinkConfig::S3(c) => c,
+            SinkConfig::Gcs(c) => c,
+            SinkConfig::Td(c) => c,
+            SinkConfig::Iceberg(c) => c,
+            SinkConfig::Forward(c) => c,
+        }
+    }
+
     /// Key prefix inside the destination.
     pub fn prefix(&self) -> &str {
-        match self {
-            SinkConfig::Local(c) => &c.prefix,
-            SinkConfig::S3(c) => &c.prefix,
-            SinkConfig::Gcs(c) => &c.prefix,
-            SinkConfig::Td(_) | SinkConfig::Iceberg(_) | SinkConfig::Forward(_) => "",
-        }
+        self.kind().prefix()
     }
 
     /// What the sink takes and can do.
     pub fn capabilities(&self) -> Capabilities {
-        let (records, commits, lists) = match self {
-            SinkConfig::Local(_) | SinkConfig::S3(_) | SinkConfig::Gcs(_) => (false, false, true),
-            SinkConfig::Iceberg(_) => (false, true, false),
-            SinkConfig::Td(_) | SinkConfig::Forward(_) => (true, false, false),
-        };
-        Capabilities {
-            records,
-            commits,
-            lists,
-        }
+        self.kind().capabilities()
     }
 
     /// The roller's side of a sink that takes records (`name` is its
@@ -72,40 +72,34 @@ impl SinkConfig {
         &self,
         name: &str,
     ) -> Option<std::sync::Arc<dyn crate::sink::records::RecordSink>> {
-        use std::sync::Arc;
-        match self {
-            SinkConfig::Td(c) => Some(Arc::new(crate::sink::td::TdRecords::new(name, c))),
-            SinkConfig::Forward(c) => {
-                Some(Arc::new(crate::sink::forward::ForwardRecords::new(name, c)))
-            }
-            SinkConfig::Local(_) | SinkConfig::S3(_) | SinkConfig::Gcs(_) => None,
-            SinkConfig::Iceberg(_) => None,
-        }
+        self.kind().record_sink(name)
     }
 
     /// The key this sink gives a file of `route` named by `parts`; `None`
     /// for a sink that takes records, not files.
     pub fn file_key(&self, route: &crate::router::Route, parts: &FileParts<'_>) -> Option<String> {
-        let layout = match self {
-            SinkConfig::Local(c) => c.layout,
-            SinkConfig::S3(c) => c.layout,
-            SinkConfig::Gcs(c) => c.layout,
-            SinkConfig::Td(_) | SinkConfig::Forward(_) => return None,
-            SinkConfig::Iceberg(c) => return c.file_key(route, parts),
-        };
-        Some(sink_key(self.prefix(), layout, route, parts))
+        self.kind().file_key(route, parts)
     }
 
     /// Whether the sink takes preview files (`fresh = true`).
     pub fn fresh(&self) -> bool {
-        match self {
-            SinkConfig::Local(c) => c.fresh,
-            SinkConfig::S3(c) => c.fresh,
-            SinkConfig::Gcs(c) => c.fresh,
-            SinkConfig::Td(_) | SinkConfig::Iceberg(_) | SinkConfig::Forward(_) => false,
-        }
+        self.kind().fresh()
     }
 }
+
+/// What an object sink (local, S3, GCS) can do.
+pub(crate) const OBJECT_SINK: Capabilities = Capabilities {
+    records: false,
+    commits: false,
+    lists: true,
+};
+
+/// What a record sink (Treasure Data, forward) can do.
+pub(crate) const RECORD_SINK: Capabilities = Capabilities {
+    records: true,
+    commits: false,
+    lists: false,
+};
 
 fn default_td_endpoint() -> String {
     "https://api.treasuredata.com".to_string()
@@ -256,66 +250,7 @@ impl SinkConfig {
         }
         crate::sink::key::validate_prefix(self.prefix())
             .map_err(|m| invalid(&format!("sinks.{name}.prefix"), m))?;
-        match self {
-            SinkConfig::S3(c) => {
-                if c.bucket.is_empty() {
-                    return Err(invalid(
-                        &format!("sinks.{name}.bucket"),
-                        "must not be empty".into(),
-                    ));
-                }
-                if c.access_key_id.is_some() != c.secret_access_key.is_some() {
-                    return Err(invalid(
-                        &format!("sinks.{name}.secret_access_key"),
-                        "access_key_id and secret_access_key go together".into(),
-                    ));
-                }
-                if c.server_side_encryption == Some(S3Encryption::Kms) && c.kms_key_id.is_none() {
-                    return Err(invalid(
-                        &format!("sinks.{name}.kms_key_id"),
-                        "server_side_encryption = \"aws:kms\" needs kms_key_id".into(),
-                    ));
-                }
-            }
-            SinkConfig::Gcs(c) => {
-                if c.bucket.is_empty() {
-                    return Err(invalid(
-                        &format!("sinks.{name}.bucket"),
-                        "must not be empty".into(),
-                    ));
-                }
-                if c.service_account_path.is_some() && c.service_account_key.is_some() {
-                    return Err(invalid(
-                        &format!("sinks.{name}.service_account_key"),
-                        "give service_account_path or service_account_key, not both".into(),
-                    ));
-                }
-            }
-            SinkConfig::Td(c) => {
-                if c.apikey.trim().is_empty() {
-                    return Err(invalid(
-                        &format!("sinks.{name}.apikey"),
-                        "must not be empty".into(),
-                    ));
-                }
-                if !(c.endpoint.starts_with("http://") || c.endpoint.starts_with("https://")) {
-                    return Err(invalid(
-                        &format!("sinks.{name}.endpoint"),
-                        "must be an http(s) URL".into(),
-                    ));
-                }
-                if c.max_part_bytes.0 < 1024 || c.max_part_bytes.0 > 256 << 20 {
-                    return Err(invalid(
-                        &format!("sinks.{name}.max_part_bytes"),
-                        "must be from 1KiB to 256MiB".into(),
-                    ));
-                }
-            }
-            SinkConfig::Iceberg(c) => c.validate(name)?,
-            SinkConfig::Forward(c) => c.validate(name)?,
-            SinkConfig::Local(_) => {}
-        }
-        Ok(())
+        self.kind().validate(name)
     }
 }
 

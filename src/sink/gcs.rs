@@ -32,3 +32,55 @@ pub fn build(c: &GcsSinkConfig) -> Result<ObjectStoreSink, String> {
     )
     .for_bucket(&c.bucket, &c.prefix))
 }
+
+impl crate::sink::kind::SinkKind for GcsSinkConfig {
+    fn capabilities(&self) -> crate::sink::config::Capabilities {
+        crate::sink::config::OBJECT_SINK
+    }
+
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn file_key(
+        &self,
+        route: &crate::router::Route,
+        parts: &crate::sink::key::FileParts<'_>,
+    ) -> Option<String> {
+        Some(crate::sink::key::sink_key(
+            &self.prefix,
+            self.layout,
+            route,
+            parts,
+        ))
+    }
+
+    fn fresh(&self) -> bool {
+        self.fresh
+    }
+
+    fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
+        use crate::config::invalid::Invalid;
+        if self.bucket.is_empty() {
+            return Err(Invalid::new(
+                format!("sinks.{name}.bucket"),
+                "must not be empty".into(),
+            ));
+        }
+        if self.service_account_path.is_some() && self.service_account_key.is_some() {
+            return Err(Invalid::new(
+                format!("sinks.{name}.service_account_key"),
+                "give service_account_path or service_account_key, not both".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn build(
+        &self,
+        _name: &str,
+        _ctx: &crate::sink::iceberg::Context<'_>,
+    ) -> Result<crate::sink::kind::BuiltSink, String> {
+        build(self).map(crate::sink::kind::BuiltSink::plain)
+    }
+}

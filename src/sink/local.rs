@@ -205,6 +205,41 @@ fn refuses_links_always(errno: i32) -> bool {
     [libc::EXDEV, libc::EOPNOTSUPP].contains(&errno)
 }
 
+impl crate::sink::kind::SinkKind for LocalSinkConfig {
+    fn capabilities(&self) -> crate::sink::config::Capabilities {
+        crate::sink::config::OBJECT_SINK
+    }
+
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn file_key(
+        &self,
+        route: &crate::router::Route,
+        parts: &crate::sink::key::FileParts<'_>,
+    ) -> Option<String> {
+        Some(crate::sink::key::sink_key(
+            &self.prefix,
+            self.layout,
+            route,
+            parts,
+        ))
+    }
+
+    fn fresh(&self) -> bool {
+        self.fresh
+    }
+
+    fn build(
+        &self,
+        _name: &str,
+        _ctx: &crate::sink::iceberg::Context<'_>,
+    ) -> Result<crate::sink::kind::BuiltSink, String> {
+        build(self).map(crate::sink::kind::BuiltSink::plain)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ pub mod forward;
 mod gcs;
 pub mod iceberg;
 pub(crate) mod key;
+pub mod kind;
 mod local;
 mod object;
 pub mod probe;
@@ -213,26 +214,15 @@ pub fn build_all(
     let mut out: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::new();
     let mut tables = BTreeMap::new();
     for (name, cfg) in configs {
-        let sink: Result<Arc<dyn Sink>, String> = match cfg {
-            SinkConfig::Local(c) => local::build(c).map(|s| Arc::new(s) as Arc<dyn Sink>),
-            SinkConfig::S3(c) => s3::build(c).map(|s| Arc::new(s) as Arc<dyn Sink>),
-            SinkConfig::Gcs(c) => gcs::build(c).map(|s| Arc::new(s) as Arc<dyn Sink>),
-            SinkConfig::Td(c) => td::TdSink::build(c).map(|s| Arc::new(s) as Arc<dyn Sink>),
-            SinkConfig::Forward(c) => {
-                forward::ForwardSink::build(name, c, ctx.metrics.forward_out.clone())
-                    .map(|s| Arc::new(s) as Arc<dyn Sink>)
-            }
-            SinkConfig::Iceberg(c) => iceberg::IcebergSink::build(name, c, ctx).map(|s| {
-                let s = Arc::new(s);
-                tables.insert(name.clone(), s.clone());
-                s as Arc<dyn Sink>
-            }),
-        };
-        let sink = sink.map_err(|message| BuildError {
+        let sink = cfg.kind().build(name, ctx);
+        let built = sink.map_err(|message| BuildError {
             sink: name.clone(),
             message,
         })?;
-        out.insert(name.clone(), sink);
+        if let Some(table) = built.table {
+            tables.insert(name.clone(), table);
+        }
+        out.insert(name.clone(), built.sink);
     }
     Ok(Built { sinks: out, tables })
 }

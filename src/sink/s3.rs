@@ -124,6 +124,64 @@ fn parse_profile(text: &str, name: &str) -> Option<ProfileKeys> {
     })
 }
 
+impl crate::sink::kind::SinkKind for S3SinkConfig {
+    fn capabilities(&self) -> crate::sink::config::Capabilities {
+        crate::sink::config::OBJECT_SINK
+    }
+
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn file_key(
+        &self,
+        route: &crate::router::Route,
+        parts: &crate::sink::key::FileParts<'_>,
+    ) -> Option<String> {
+        Some(crate::sink::key::sink_key(
+            &self.prefix,
+            self.layout,
+            route,
+            parts,
+        ))
+    }
+
+    fn fresh(&self) -> bool {
+        self.fresh
+    }
+
+    fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
+        use crate::config::invalid::Invalid;
+        if self.bucket.is_empty() {
+            return Err(Invalid::new(
+                format!("sinks.{name}.bucket"),
+                "must not be empty".into(),
+            ));
+        }
+        if self.access_key_id.is_some() != self.secret_access_key.is_some() {
+            return Err(Invalid::new(
+                format!("sinks.{name}.secret_access_key"),
+                "access_key_id and secret_access_key go together".into(),
+            ));
+        }
+        if self.server_side_encryption == Some(S3Encryption::Kms) && self.kms_key_id.is_none() {
+            return Err(Invalid::new(
+                format!("sinks.{name}.kms_key_id"),
+                "server_side_encryption = \"aws:kms\" needs kms_key_id".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn build(
+        &self,
+        _name: &str,
+        _ctx: &crate::sink::iceberg::Context<'_>,
+    ) -> Result<crate::sink::kind::BuiltSink, String> {
+        build(self).map(crate::sink::kind::BuiltSink::plain)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

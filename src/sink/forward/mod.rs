@@ -235,3 +235,29 @@ impl Sink for ForwardSink {
         })
     }
 }
+
+impl crate::sink::kind::SinkKind for ForwardSinkConfig {
+    fn capabilities(&self) -> crate::sink::config::Capabilities {
+        crate::sink::config::RECORD_SINK
+    }
+
+    fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
+        ForwardSinkConfig::validate(self, name)
+    }
+
+    fn record_sink(
+        &self,
+        name: &str,
+    ) -> Option<std::sync::Arc<dyn crate::sink::records::RecordSink>> {
+        Some(std::sync::Arc::new(ForwardRecords::new(name, self)))
+    }
+
+    fn build(
+        &self,
+        name: &str,
+        ctx: &crate::sink::iceberg::Context<'_>,
+    ) -> Result<crate::sink::kind::BuiltSink, String> {
+        ForwardSink::build(name, self, ctx.metrics.forward_out.clone())
+            .map(crate::sink::kind::BuiltSink::plain)
+    }
+}

@@ -284,3 +284,37 @@ impl IcebergSinkConfig {
         Some(object_key(&prefix, group_in, parts))
     }
 }
+
+impl crate::sink::kind::SinkKind for IcebergSinkConfig {
+    fn capabilities(&self) -> crate::sink::config::Capabilities {
+        crate::sink::config::Capabilities {
+            records: false,
+            commits: true,
+            lists: false,
+        }
+    }
+
+    fn file_key(
+        &self,
+        route: &crate::router::Route,
+        parts: &crate::sink::key::FileParts<'_>,
+    ) -> Option<String> {
+        IcebergSinkConfig::file_key(self, route, parts)
+    }
+
+    fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
+        IcebergSinkConfig::validate(self, name)
+    }
+
+    fn build(
+        &self,
+        name: &str,
+        ctx: &crate::sink::iceberg::Context<'_>,
+    ) -> Result<crate::sink::kind::BuiltSink, String> {
+        let sink = std::sync::Arc::new(super::IcebergSink::build(name, self, ctx)?);
+        Ok(crate::sink::kind::BuiltSink {
+            sink: sink.clone(),
+            table: Some(sink),
+        })
+    }
+}

@@ -187,6 +187,50 @@ impl Sink for TdSink {
     }
 }
 
+impl crate::sink::kind::SinkKind for TdSinkConfig {
+    fn capabilities(&self) -> crate::sink::config::Capabilities {
+        crate::sink::config::RECORD_SINK
+    }
+
+    fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
+        use crate::config::invalid::Invalid;
+        if self.apikey.trim().is_empty() {
+            return Err(Invalid::new(
+                format!("sinks.{name}.apikey"),
+                "must not be empty".into(),
+            ));
+        }
+        if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
+            return Err(Invalid::new(
+                format!("sinks.{name}.endpoint"),
+                "must be an http(s) URL".into(),
+            ));
+        }
+        if self.max_part_bytes.0 < 1024 || self.max_part_bytes.0 > 256 << 20 {
+            return Err(Invalid::new(
+                format!("sinks.{name}.max_part_bytes"),
+                "must be from 1KiB to 256MiB".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn record_sink(
+        &self,
+        name: &str,
+    ) -> Option<std::sync::Arc<dyn crate::sink::records::RecordSink>> {
+        Some(std::sync::Arc::new(TdRecords::new(name, self)))
+    }
+
+    fn build(
+        &self,
+        _name: &str,
+        _ctx: &crate::sink::iceberg::Context<'_>,
+    ) -> Result<crate::sink::kind::BuiltSink, String> {
+        TdSink::build(self).map(crate::sink::kind::BuiltSink::plain)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,73 @@
+//! One sink type, as the rest of weir sees it: what it takes and can do,
+//! how its settings are checked, the key it gives a file, and how it is
+//! built. Each type implements [`SinkKind`] on its config in its own file
+//! or folder; [`crate::config::SinkConfig::kind`] is the one place that
+//! lists the types. The roller, outbox, redeliver and the preview sweeper
+//! ask a sink's kind, never its type.
+
+use std::sync::Arc;
+
+use super::config::Capabilities;
+use super::key::FileParts;
+use super::records::RecordSink;
+use super::{iceberg, Sink};
+use crate::config::invalid::Invalid;
+
+/// A sink built from its config.
+pub struct BuiltSink {
+    pub sink: Arc<dyn Sink>,
+    /// An Iceberg sink, whose tables are prepared at start.
+    pub table: Option<Arc<iceberg::IcebergSink>>,
+}
+
+impl BuiltSink {
+    pub fn plain(sink: impl Sink + 'static) -> Self {
+        Self {
+            sink: Arc::new(sink),
+            table: None,
+        }
+    }
+}
+
+pub trait SinkKind: Send + Sync {
+    /// What the sink takes and can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Key prefix inside the destination ("" for sinks without keys).
+    fn prefix(&self) -> &str {
+        ""
+    }
+
+    /// The key this sink gives a file of `route` named by `parts`; `None`
+    /// for a sink that takes records, not files.
+    fn file_key(&self, route: &crate::router::Route, parts: &FileParts<'_>) -> Option<String> {
+        let _ = (route, parts);
+        None
+    }
+
+    /// Whether the sink takes preview files (`fresh = true`).
+    fn fresh(&self) -> bool {
+        false
+    }
+
+    /// Checks the settings of `[sinks.NAME]`.
+    ///
+    /// # Errors
+    /// The first setting that cannot be used, with its key.
+    fn validate(&self, name: &str) -> Result<(), Invalid> {
+        let _ = name;
+        Ok(())
+    }
+
+    /// The roller's side of a sink that takes records.
+    fn record_sink(&self, name: &str) -> Option<Arc<dyn RecordSink>> {
+        let _ = name;
+        None
+    }
+
+    /// Builds the sink (nothing is contacted yet).
+    ///
+    /// # Errors
+    /// What could not be set up, starting with the config key to blame.
+    fn build(&self, name: &str, ctx: &iceberg::Context<'_>) -> Result<BuiltSink, String>;
+}
