@@ -25,21 +25,9 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
-export PEERS_HOME=${PEERS_HOME:-$HOME/peers}
+. "$ROOT/benches/lib.sh"
 FB=$PEERS_HOME/bin/fluent-bit
 [ -x "$FB" ] || { echo "Fluent Bit missing: run ../shared/peers/install.sh" >&2; exit 2; }
-if [ -z "$WEIR" ]; then
-  cargo build --release --quiet
-  WEIR=$ROOT/target/release/weir
-fi
-WORK=$(mktemp -d -t weir-fwdout.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 900); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 
 # The receiver: Fluent Bit in_forward → out_null; RPORT, RMPORT, RECEIVER.
 start_receiver() {

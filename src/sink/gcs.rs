@@ -33,26 +33,13 @@ pub fn build(c: &GcsSinkConfig) -> Result<ObjectStoreSink, String> {
     .for_bucket(&c.bucket, &c.prefix))
 }
 
-impl crate::sink::kind::SinkKind for GcsSinkConfig {
-    fn capabilities(&self) -> crate::sink::config::Capabilities {
-        crate::sink::config::OBJECT_SINK
-    }
-
+impl crate::sink::kind::ObjectSinkKind for GcsSinkConfig {
     fn prefix(&self) -> &str {
         &self.prefix
     }
 
-    fn file_key(
-        &self,
-        route: &crate::router::Route,
-        parts: &crate::sink::key::FileParts<'_>,
-    ) -> Option<String> {
-        Some(crate::sink::key::sink_key(
-            &self.prefix,
-            self.layout,
-            route,
-            parts,
-        ))
+    fn layout(&self) -> crate::sink::key::Layout {
+        self.layout
     }
 
     fn fresh(&self) -> bool {
@@ -76,11 +63,7 @@ impl crate::sink::kind::SinkKind for GcsSinkConfig {
         Ok(())
     }
 
-    fn build(
-        &self,
-        _name: &str,
-        _ctx: &crate::sink::iceberg::Context<'_>,
-    ) -> Result<crate::sink::kind::BuiltSink, String> {
-        build(self).map(crate::sink::kind::BuiltSink::plain)
+    fn build(&self) -> Result<Arc<dyn crate::sink::Sink>, String> {
+        build(self).map(|s| Arc::new(s) as Arc<dyn crate::sink::Sink>)
     }
 }

@@ -71,3 +71,51 @@ pub trait SinkKind: Send + Sync {
     /// What could not be set up, starting with the config key to blame.
     fn build(&self, name: &str, ctx: &iceberg::Context<'_>) -> Result<BuiltSink, String>;
 }
+
+/// The settings every object sink (local folder, S3, GCS) has; such a sink
+/// is a [`SinkKind`] through them.
+pub trait ObjectSinkKind: Send + Sync {
+    fn prefix(&self) -> &str;
+    fn layout(&self) -> super::key::Layout;
+    fn fresh(&self) -> bool;
+    /// Checks the store's own settings.
+    ///
+    /// # Errors
+    /// The first setting that cannot be used, with its key.
+    fn validate(&self, name: &str) -> Result<(), Invalid>;
+    /// Builds the sink.
+    ///
+    /// # Errors
+    /// What could not be set up.
+    fn build(&self) -> Result<Arc<dyn Sink>, String>;
+}
+
+impl<T: ObjectSinkKind> SinkKind for T {
+    fn capabilities(&self) -> Capabilities {
+        super::config::OBJECT_SINK
+    }
+
+    fn prefix(&self) -> &str {
+        ObjectSinkKind::prefix(self)
+    }
+
+    fn file_key(&self, route: &crate::router::Route, parts: &FileParts<'_>) -> Option<String> {
+        let prefix = ObjectSinkKind::prefix(self);
+        Some(super::key::sink_key(prefix, self.layout(), route, parts))
+    }
+
+    fn fresh(&self) -> bool {
+        ObjectSinkKind::fresh(self)
+    }
+
+    fn validate(&self, name: &str) -> Result<(), Invalid> {
+        ObjectSinkKind::validate(self, name)
+    }
+
+    fn build(&self, _name: &str, _ctx: &iceberg::Context<'_>) -> Result<BuiltSink, String> {
+        Ok(BuiltSink {
+            sink: ObjectSinkKind::build(self)?,
+            table: None,
+        })
+    }
+}

@@ -205,38 +205,25 @@ fn refuses_links_always(errno: i32) -> bool {
     [libc::EXDEV, libc::EOPNOTSUPP].contains(&errno)
 }
 
-impl crate::sink::kind::SinkKind for LocalSinkConfig {
-    fn capabilities(&self) -> crate::sink::config::Capabilities {
-        crate::sink::config::OBJECT_SINK
-    }
-
+impl crate::sink::kind::ObjectSinkKind for LocalSinkConfig {
     fn prefix(&self) -> &str {
         &self.prefix
     }
 
-    fn file_key(
-        &self,
-        route: &crate::router::Route,
-        parts: &crate::sink::key::FileParts<'_>,
-    ) -> Option<String> {
-        Some(crate::sink::key::sink_key(
-            &self.prefix,
-            self.layout,
-            route,
-            parts,
-        ))
+    fn layout(&self) -> crate::sink::key::Layout {
+        self.layout
     }
 
     fn fresh(&self) -> bool {
         self.fresh
     }
 
-    fn build(
-        &self,
-        _name: &str,
-        _ctx: &crate::sink::iceberg::Context<'_>,
-    ) -> Result<crate::sink::kind::BuiltSink, String> {
-        build(self).map(crate::sink::kind::BuiltSink::plain)
+    fn validate(&self, _name: &str) -> Result<(), crate::config::invalid::Invalid> {
+        Ok(())
+    }
+
+    fn build(&self) -> Result<Arc<dyn crate::sink::Sink>, String> {
+        build(self).map(|s| Arc::new(s) as Arc<dyn Sink>)
     }
 }
 

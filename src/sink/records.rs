@@ -67,6 +67,19 @@ pub struct ClosedPart {
     pub bytes: u64,
 }
 
+impl ClosedPart {
+    /// Syncs a finished part's file (its writer flushed) and says what it
+    /// holds.
+    ///
+    /// # Errors
+    /// The file cannot be synced or measured.
+    pub fn sync(file: std::fs::File, path: PathBuf, rows: u64) -> Result<Self, PartError> {
+        file.sync_all()?;
+        let bytes = file.metadata()?.len();
+        Ok(Self { path, rows, bytes })
+    }
+}
+
 /// Why a part could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum PartError {

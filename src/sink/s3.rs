@@ -124,26 +124,13 @@ fn parse_profile(text: &str, name: &str) -> Option<ProfileKeys> {
     })
 }
 
-impl crate::sink::kind::SinkKind for S3SinkConfig {
-    fn capabilities(&self) -> crate::sink::config::Capabilities {
-        crate::sink::config::OBJECT_SINK
-    }
-
+impl crate::sink::kind::ObjectSinkKind for S3SinkConfig {
     fn prefix(&self) -> &str {
         &self.prefix
     }
 
-    fn file_key(
-        &self,
-        route: &crate::router::Route,
-        parts: &crate::sink::key::FileParts<'_>,
-    ) -> Option<String> {
-        Some(crate::sink::key::sink_key(
-            &self.prefix,
-            self.layout,
-            route,
-            parts,
-        ))
+    fn layout(&self) -> crate::sink::key::Layout {
+        self.layout
     }
 
     fn fresh(&self) -> bool {
@@ -173,12 +160,8 @@ impl crate::sink::kind::SinkKind for S3SinkConfig {
         Ok(())
     }
 
-    fn build(
-        &self,
-        _name: &str,
-        _ctx: &crate::sink::iceberg::Context<'_>,
-    ) -> Result<crate::sink::kind::BuiltSink, String> {
-        build(self).map(crate::sink::kind::BuiltSink::plain)
+    fn build(&self) -> Result<Arc<dyn crate::sink::Sink>, String> {
+        build(self).map(|s| Arc::new(s) as Arc<dyn crate::sink::Sink>)
     }
 }
 

@@ -100,13 +100,7 @@ impl RecordPart for ForwardPartWriter {
             Out::Gzip(w) => w.finish()?,
         };
         let file = buffered.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        let bytes = file.metadata()?.len();
-        Ok(ClosedPart {
-            path: this.path,
-            rows: this.rows,
-            bytes,
-        })
+        ClosedPart::sync(file, this.path, this.rows)
     }
 }
 

@@ -85,13 +85,7 @@ impl RecordPart for TdPartWriter {
     fn finish(self: Box<Self>) -> Result<ClosedPart, PartError> {
         let this = *self;
         let file = this.gz.finish()?.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        let bytes = file.metadata()?.len();
-        Ok(ClosedPart {
-            path: this.path,
-            rows: this.rows,
-            bytes,
-        })
+        ClosedPart::sync(file, this.path, this.rows)
     }
 }
 
