@@ -77,13 +77,13 @@ pub enum Command {
     },
     /// Send synthetic forward traffic to any forward server and report
     /// events/s and ack latency percentiles.
-    Loadgen(Box<crate::replay::loadgen::LoadgenArgs>),
+    Loadgen(Box<crate::tools::loadgen::LoadgenArgs>),
     /// Record forward traffic: a transparent proxy in front of any forward
     /// server that writes every client request to a capture file.
-    Capture(crate::capture::proxy::CaptureArgs),
+    Capture(crate::tools::capture::CaptureArgs),
     /// Replay capture files against any forward server at any speed and
     /// report events/s and ack latency percentiles.
-    Replay(Box<crate::replay::playback::ReplayArgs>),
+    Replay(Box<crate::tools::playback::ReplayArgs>),
 }
 
 /// `weir redeliver` arguments.

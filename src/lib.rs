@@ -20,9 +20,11 @@
 //! and [`health`] (`/metrics`, `/healthz`, `/readyz`), [`logging`] (text or
 //! JSON, rate-limited warnings), [`serve`] (wiring and shutdown), [`event`]
 //! (the batch type stages pass), [`msgpack`] (zero-copy reading) and
-//! `failpoint` (crash injection for tests). [`replay`] holds the load
-//! tools (`weir loadgen`, `weir replay`); [`capture`] records traffic for
-//! them (`weir capture`, `[forward] capture_dir`).
+//! `failpoint` (crash injection for tests). [`tools`] holds the load
+//! tools (`weir loadgen`, `weir replay`, the `weir capture` proxy), apart
+//! from the pipeline; they share [`client`] with forward output, and read
+//! the [`capture`] files that the forward input's tee
+//! (`[forward] capture_dir`) writes.
 
 pub(crate) mod backoff;
 pub mod backpressure;
@@ -42,10 +44,10 @@ pub mod metrics;
 pub mod msgpack;
 pub mod outbox;
 pub(crate) mod priority;
-pub mod replay;
 pub mod roll;
 pub(crate) mod router;
 pub mod serve;
 pub mod signals;
 pub mod sink;
+pub mod tools;
 pub mod wal;

@@ -59,19 +59,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Loadgen(args) => {
             let json = args.json;
-            let report = runtime()?.block_on(weir::replay::loadgen::run(*args))?;
+            let report = runtime()?.block_on(weir::tools::loadgen::run(*args))?;
             print_report(&report, json)
         }
         Command::Replay(args) => {
             let json = args.json;
             let report =
-                runtime()?.block_on(weir::replay::playback::run(*args, shutdown_signal()))?;
+                runtime()?.block_on(weir::tools::playback::run(*args, shutdown_signal()))?;
             print_report(&report, json)
         }
         Command::Capture(args) => {
             let json = args.json;
             let (report, summary) =
-                runtime()?.block_on(weir::capture::proxy::run(args, shutdown_signal()))?;
+                runtime()?.block_on(weir::tools::capture::run(args, shutdown_signal()))?;
             eprintln!("{summary}");
             print_report(&report, json)
         }
@@ -152,7 +152,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Prints a load tool's summary; failed requests make the exit status 1.
-fn print_report(report: &weir::replay::report::Report, json: bool) -> anyhow::Result<()> {
+fn print_report(report: &weir::tools::report::Report, json: bool) -> anyhow::Result<()> {
     let out = if json {
         serde_json::to_string(report)?
     } else {

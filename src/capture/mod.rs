@@ -1,8 +1,8 @@
-//! Recording forward traffic for replay: the capture file format
-//! (`proto/capture.md`), a writer that never slows ingestion, and the
-//! `weir capture` proxy. `weir replay` ([`crate::replay::playback`]) reads
-//! the files back.
+//! Recorded forward traffic: the capture file format (`proto/capture.md`)
+//! and a writer that never slows what it records. The forward input tees
+//! into it (`[forward] capture_dir`), the `weir capture` proxy
+//! ([`crate::tools::capture`]) records through it, the roller quarantines
+//! records in it, and `weir replay` reads it.
 
 pub mod format;
-pub mod proxy;
 pub(crate) mod writer;

@@ -273,7 +273,7 @@ mod tests {
     }
 
     fn each_mode() -> Vec<(&'static str, Vec<u8>)> {
-        use crate::replay::loadgen::{build_request, LoadMode};
+        use crate::tools::loadgen::{build_request, LoadMode};
         [
             ("message", LoadMode::Message),
             ("forward", LoadMode::Forward),
@@ -329,7 +329,7 @@ mod tests {
 
     #[test]
     fn requests_without_chunk_expect_no_ack_and_non_requests_pass_through() {
-        use crate::replay::loadgen::{build_request, LoadMode};
+        use crate::tools::loadgen::{build_request, LoadMode};
         let frame = build_request(LoadMode::Packed, "t", 3, 0, 20, None);
         let p = prepare(&frame, &Changes::default(), |_| unreachable!());
         assert_eq!((p.chunk, p.events, p.bytes == frame), (None, 3, true));

@@ -20,13 +20,13 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use super::format::Kind;
-use super::writer::{Capture, Target};
+use crate::capture::format::Kind;
+use crate::capture::writer::{Capture, Target};
 use crate::client::ack_of;
 use crate::metrics::Metrics;
 use crate::msgpack::{Cursor, FrameBuffer, Head};
-use crate::replay::report::{Report, Totals};
-use crate::replay::rewrite::inspect;
+use crate::tools::report::{Report, Totals};
+use crate::tools::rewrite::inspect;
 
 /// Most bytes of one unfinished request held for recording; a larger one is
 /// still passed through but recording stops for that connection.
@@ -87,7 +87,7 @@ pub async fn run(
         ),
     });
     let started = Instant::now();
-    let progress = crate::replay::report::spawn_progress(stats.totals.clone(), started, args.json);
+    let progress = crate::tools::report::spawn_progress(stats.totals.clone(), started, args.json);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
