@@ -69,4 +69,24 @@ impl WalMetrics {
                 "WAL disk under its reserve (wal.disk_reserve): appends wait until finished files leave and segments are released");
         }
     }
+
+    /// A sync failed: the WAL stops acking until weir restarts.
+    pub fn sync_failed(&self, error: &dyn std::fmt::Display) {
+        self.errors.inc();
+        tracing::error!(error = %error, "WAL sync failed; no further requests are acked until weir restarts");
+    }
+
+    /// A torn tail (a write a crash interrupted, never acked) was cut at
+    /// recovery.
+    pub fn torn_tail(&self, segment: &std::path::Path, at: u64, lost_bytes: u64, reason: &str) {
+        self.torn_tails.inc();
+        tracing::warn!(segment = %segment.display(), at, lost_bytes, reason,
+            "truncating torn WAL tail (a write the crash interrupted; it was never acked)");
+    }
+
+    /// `records` WAL records are damaged and skipped; `what` says where.
+    pub fn corrupt(&self, records: u64, what: &dyn std::fmt::Display) {
+        self.corrupt_records.inc_by(records);
+        tracing::error!(records, "{what}");
+    }
 }

@@ -136,9 +136,13 @@ impl Writer {
         self.dedupe = super::dedupe::Window::new(self.settings.dedupe_window);
         if let Err(e) = self.dedupe.load(&self.snapshot_path()) {
             // Only resends of chunks in deleted segments go unrecognised.
-            tracing::error!(error = %e, file = %self.snapshot_path().display(),
-                "cannot read the dedupe snapshot; chunks resent from before the last restart may be stored twice");
-            self.links.metrics.wal.corrupt_records.inc();
+            self.links.metrics.wal.corrupt(
+                1,
+                &format_args!(
+                    "cannot read the dedupe snapshot {}: {e}; chunks resent from before the last restart may be stored twice",
+                    self.snapshot_path().display()
+                ),
+            );
         }
         self.segments = segment::list(&dir)?;
         let started = Instant::now();
@@ -154,8 +158,14 @@ impl Writer {
             while let Some(r) = reader.next_record()? {
                 if r.seq < self.next_seq {
                     // A sequence number must grow; anything else is damage.
-                    tracing::error!(segment = %seg.path.display(), seq = r.seq, "WAL record out of order; skipped");
-                    self.links.metrics.wal.corrupt_records.inc();
+                    self.links.metrics.wal.corrupt(
+                        1,
+                        &format_args!(
+                            "WAL record {} out of order in {}; skipped",
+                            r.seq,
+                            seg.path.display()
+                        ),
+                    );
                     continue;
                 }
                 if first {
@@ -178,16 +188,23 @@ impl Writer {
                     "incomplete record"
                 };
                 if i + 1 == count {
-                    tracing::warn!(segment = %seg.path.display(), at = good_len, lost_bytes = file_len.saturating_sub(good_len), reason = why,
-                        "truncating torn WAL tail (a write the crash interrupted; it was never acked)");
+                    self.links.metrics.wal.torn_tail(
+                        &seg.path,
+                        good_len,
+                        file_len.saturating_sub(good_len),
+                        why,
+                    );
                     let f = OpenOptions::new().write(true).open(&seg.path)?;
                     f.set_len(good_len.max(segment::MAGIC.len() as u64))?;
                     f.sync_all()?;
-                    self.links.metrics.wal.torn_tails.inc();
                 } else {
-                    tracing::error!(segment = %seg.path.display(), at = good_len, reason = why,
-                        "damaged WAL segment; records after the damage are skipped");
-                    self.links.metrics.wal.corrupt_records.inc();
+                    self.links.metrics.wal.corrupt(
+                        1,
+                        &format_args!(
+                            "damaged WAL segment {} at {good_len} ({why}); records after the damage are skipped",
+                            seg.path.display()
+                        ),
+                    );
                 }
             }
         }
@@ -403,8 +420,7 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "WAL sync failed; no further requests are acked until weir restarts");
-                m.wal.errors.inc();
+                m.wal.sync_failed(&e);
                 self.fail(format!("WAL sync failed: {e}"));
                 for p in pending.drain(..) {
                     let _ = p.reply.send(Err(WalError::Failed(e.to_string())));

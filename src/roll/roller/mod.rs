@@ -312,14 +312,9 @@ impl Roller {
                 }
             }
             if self.tail.skipped > 0 {
-                self.links
-                    .metrics
-                    .wal
-                    .corrupt_records
-                    .inc_by(self.tail.skipped);
-                tracing::error!(
-                    records = self.tail.skipped,
-                    "WAL records unreadable (damaged segment); skipped"
+                self.links.metrics.wal.corrupt(
+                    self.tail.skipped,
+                    &"WAL records unreadable (damaged segment); skipped",
                 );
                 self.tail.skipped = 0;
             }
