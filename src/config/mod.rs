@@ -31,7 +31,7 @@ pub use crate::outbox::config::OutboxConfig;
 pub use crate::roll::config::{ColumnType, RollConfig, TimeUnit};
 pub use crate::router::{FileGrouping, Route, RouteConfig, Unmatched};
 pub use crate::sink::config::{
-    GcsSinkConfig, LocalSinkConfig, S3Encryption, S3SinkConfig, SinkConfig, TdSinkConfig,
+    GcsSinkConfig, LocalSinkConfig, S3Encryption, S3SinkConfig, SinkConfig,
 };
 pub use crate::wal::config::{Durability, WalConfig};
 

@@ -1,13 +1,11 @@
 //! `[sinks.NAME]`: each sink type's settings.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::fields::{default_true, redact, redact_opt};
+use crate::config::fields::{default_true, redact_opt};
 use crate::config::invalid::Invalid;
-use crate::config::units::{ByteSize, HumanDuration};
 use crate::sink::key::{FileParts, Layout};
 use crate::sink::kind::SinkKind;
 
@@ -22,7 +20,7 @@ pub enum SinkConfig {
     /// Google Cloud Storage.
     Gcs(GcsSinkConfig),
     /// Treasure Data's import API (records, not Parquet files).
-    Td(TdSinkConfig),
+    Td(crate::sink::td::config::TdSinkConfig),
     /// An Apache Iceberg table per route (the route's files, committed).
     Iceberg(crate::sink::iceberg::config::IcebergSinkConfig),
     /// Forward servers: Fluentd, Fluent Bit, another weir (records).
@@ -100,41 +98,6 @@ pub(crate) const RECORD_SINK: Capabilities = Capabilities {
     commits: false,
     lists: false,
 };
-
-fn default_td_endpoint() -> String {
-    "https://api.treasuredata.com".to_string()
-}
-
-fn default_td_flush() -> HumanDuration {
-    HumanDuration(Duration::from_secs(300))
-}
-
-fn default_td_part() -> ByteSize {
-    ByteSize(32 << 20)
-}
-
-/// `type = "td"`: uploads records to Treasure Data as fluent-plugin-td does.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TdSinkConfig {
-    #[serde(serialize_with = "redact")]
-    pub apikey: String,
-    #[serde(default = "default_td_endpoint")]
-    pub endpoint: String,
-    /// Default: the tag's second-to-last part (normalised as TD does).
-    pub database: Option<String>,
-    /// Default: the tag's last part.
-    pub table: Option<String>,
-    /// A part is uploaded this long after its first event.
-    #[serde(default = "default_td_flush")]
-    pub flush_interval: HumanDuration,
-    /// Largest part (msgpack bytes before gzip).
-    #[serde(default = "default_td_part")]
-    pub max_part_bytes: ByteSize,
-    /// Create a missing database/table on 404 instead of dead-lettering.
-    #[serde(default = "default_true")]
-    pub auto_create_table: bool,
-}
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -278,7 +241,7 @@ pub fn explain(table: &toml::Value) -> Option<(String, String)> {
         "local" => check::<LocalSinkConfig>(rest),
         "s3" => check::<S3SinkConfig>(rest),
         "gcs" => check::<GcsSinkConfig>(rest),
-        "td" => check::<TdSinkConfig>(rest),
+        "td" => check::<crate::sink::td::config::TdSinkConfig>(rest),
         "iceberg" => check::<crate::sink::iceberg::config::IcebergSinkConfig>(rest),
         "forward" => check::<crate::sink::forward::config::ForwardSinkConfig>(rest),
         other => Some((

@@ -10,6 +10,7 @@
 //! the [record sink](crate::sink::records) interface ([`records`]: grouping
 //! and keys, [`part`]: the part format); this file uploads finished parts.
 
+pub mod config;
 mod part;
 mod records;
 
@@ -18,8 +19,8 @@ pub use records::TdRecords;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::TdSinkConfig;
 use crate::sink::{one_line, Sink, SinkError, SinkFuture};
+use config::TdSinkConfig;
 
 pub struct TdSink {
     client: reqwest::Client,

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::config::TdSinkConfig;
 use super::part::TdPartWriter;
-use crate::config::TdSinkConfig;
 use crate::sink::records::{PartError, RecordPart, RecordSink};
 
 /// Memory one open part holds: the gzip state (about 256 KiB for deflate's
