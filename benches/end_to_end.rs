@@ -76,7 +76,7 @@ fn e2e(c: &mut Criterion) {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let start = Instant::now();
-                let target = metrics.roll.rows.get() + iters * per_iter;
+                let target = metrics.roll.rows_written() + iters * per_iter;
                 let tasks: Vec<_> = (0..CONNECTIONS)
                     .map(|_| {
                         let (entries, next_chunk) = (entries.clone(), next_chunk.clone());
@@ -103,7 +103,7 @@ fn e2e(c: &mut Criterion) {
                     t.await.unwrap();
                 }
                 let give_up = Instant::now() + Duration::from_secs(120);
-                while metrics.roll.rows.get() < target {
+                while metrics.roll.rows_written() < target {
                     assert!(Instant::now() < give_up, "rows never reached the roller");
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }

@@ -56,8 +56,7 @@ impl Backpressure {
             return;
         }
         self.since_ms.store(now_ms().max(1), Ordering::Relaxed);
-        self.metrics.wal.backpressure_active.set(1);
-        self.metrics.wal.backpressure_episodes.inc();
+        self.metrics.wal.backpressure_began();
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         let due = log.last_logged.is_none_or(|t| t.elapsed() >= LOG_EVERY);
         log.current_logged = due;
@@ -78,8 +77,7 @@ impl Backpressure {
         let since = self.since_ms.swap(0, Ordering::Relaxed);
         if since != 0 {
             let secs = (now_ms() - since).max(0) as f64 / 1000.0;
-            self.metrics.wal.backpressure_active.set(0);
-            self.metrics.wal.backpressure_seconds.inc_by(secs);
+            self.metrics.wal.backpressure_ended(secs);
             let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
             if log.current_logged {
                 tracing::info!(seconds = secs, "backpressure over");

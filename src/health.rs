@@ -236,7 +236,7 @@ mod tests {
             bp.leave();
         }
         assert_eq!(bp.log_lines(), 1);
-        assert_eq!(m.wal.backpressure_episodes.get(), 10_000);
-        assert_eq!(m.wal.backpressure_active.get(), 0);
+        assert_eq!(m.value("weir_backpressure_episodes_total", &[]), 10_000.0);
+        assert_eq!(m.value("weir_backpressure_active", &[]), 0.0);
     }
 }

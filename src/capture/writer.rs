@@ -145,11 +145,7 @@ impl Capture {
             Err(_) => false,
         };
         if !admitted {
-            self.metrics
-                .capture
-                .dropped
-                .with_label_values(&["queue_full"])
-                .inc();
+            self.metrics.capture.queue_full();
         }
     }
 
@@ -169,11 +165,7 @@ impl Capture {
             Err(_) => false,
         };
         if !sent {
-            self.metrics
-                .capture
-                .dropped
-                .with_label_values(&["write_error"])
-                .inc();
+            self.metrics.capture.write_failed("the writer has stopped");
         }
     }
 }
@@ -268,8 +260,7 @@ impl Files {
         match write_record(&mut o.out, &r) {
             Ok(n) => {
                 o.bytes += n as u64;
-                m.capture.records.inc();
-                m.capture.bytes.inc_by(n as u64);
+                m.capture.written(n);
             }
             Err(err) => {
                 let why = format!("writing {}: {err}", o.path.display());
@@ -331,13 +322,8 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(QUEUE);
         let metrics = Metrics::new();
         let cap = Capture::new(tx, 100, metrics.clone());
-        let dropped = || {
-            metrics
-                .capture
-                .dropped
-                .with_label_values(&["queue_full"])
-                .get()
-        };
+        let dropped =
+            || metrics.value("weir_capture_dropped_total", &[("reason", "queue_full")]) as u64;
         let record = |n: usize| cap.try_record(Kind::Request, 1, Bytes::from(vec![0; n]));
         record(80);
         record(80); // 160 bytes would be queued: dropped, counted

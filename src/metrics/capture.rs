@@ -8,11 +8,11 @@ use super::Suppressed;
 /// Metrics of the capture tee (`forward.capture_dir`).
 #[derive(Clone)]
 pub struct CaptureMetrics {
-    pub records: IntCounter,
-    pub bytes: IntCounter,
-    pub dropped: IntCounterVec,
+    records: IntCounter,
+    bytes: IntCounter,
+    dropped: IntCounterVec,
     /// Rate limit of this stage's repeated warnings.
-    pub suppressed: Suppressed,
+    suppressed: Suppressed,
 }
 
 impl CaptureMetrics {
@@ -32,6 +32,24 @@ impl CaptureMetrics {
         for reason in ["queue_full", "write_error"] {
             self.dropped.with_label_values(&[reason]);
         }
+    }
+
+    /// A capture record was dropped because the writer's queue was full
+    /// (ingestion is never slowed by capture).
+    pub fn queue_full(&self) {
+        self.dropped.with_label_values(&["queue_full"]).inc();
+        if let Some(suppressed) = self.suppressed.allow("capture") {
+            tracing::warn!(
+                suppressed,
+                "capture: writer behind, queue full; record dropped"
+            );
+        }
+    }
+
+    /// A capture record of `bytes` bytes was written.
+    pub fn written(&self, bytes: usize) {
+        self.records.inc();
+        self.bytes.inc_by(bytes as u64);
     }
 
     /// A capture record could not be written: dropped (ingestion goes on).

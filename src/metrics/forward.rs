@@ -10,24 +10,24 @@ use super::Suppressed;
 /// Metrics of the forward listener and its connections: requests, events, acks, handshakes.
 #[derive(Clone)]
 pub struct ForwardMetrics {
-    pub connections_active: IntGauge,
-    pub connections_accepted: IntCounter,
-    pub connections_closed: IntCounterVec,
-    pub connections_refused: IntCounter,
-    pub handshake_failures: IntCounterVec,
-    pub duplicate_chunks: IntCounter,
-    pub large_requests: IntCounter,
-    pub inflight_bytes: IntGauge,
-    pub memory_waits: IntCounter,
-    pub requests: IntCounterVec,
-    pub events_accepted: IntCounterVec,
-    pub events_skipped: IntCounterVec,
-    pub bytes_received: IntCounter,
-    pub bytes_decompressed: IntCounter,
-    pub acks_sent: IntCounter,
-    pub ack_latency_seconds: Histogram,
+    connections_active: IntGauge,
+    connections_accepted: IntCounter,
+    connections_closed: IntCounterVec,
+    connections_refused: IntCounter,
+    handshake_failures: IntCounterVec,
+    duplicate_chunks: IntCounter,
+    large_requests: IntCounter,
+    inflight_bytes: IntGauge,
+    memory_waits: IntCounter,
+    requests: IntCounterVec,
+    events_accepted: IntCounterVec,
+    events_skipped: IntCounterVec,
+    bytes_received: IntCounter,
+    bytes_decompressed: IntCounter,
+    acks_sent: IntCounter,
+    ack_latency_seconds: Histogram,
     /// Rate limit of this stage's repeated warnings.
-    pub suppressed: Suppressed,
+    suppressed: Suppressed,
 }
 
 impl ForwardMetrics {
@@ -165,5 +165,77 @@ impl ForwardMetrics {
         if let Some(suppressed) = self.suppressed.allow("not_array") {
             tracing::warn!(%peer, suppressed, "ignoring a request that is not an array");
         }
+    }
+
+    /// Memory held by requests in flight now.
+    pub fn report_inflight(&self, bytes: usize) {
+        self.inflight_bytes.set(bytes as i64);
+    }
+
+    /// A connection waited for `forward.max_inflight_bytes` (backpressure).
+    pub fn memory_wait(&self) {
+        self.memory_waits.inc();
+    }
+
+    /// A connection was accepted.
+    pub fn accepted(&self) {
+        self.connections_accepted.inc();
+    }
+
+    /// A connection's task started (`true`) or ended (`false`).
+    pub fn connection_open(&self, open: bool) {
+        if open {
+            self.connections_active.inc();
+        } else {
+            self.connections_active.dec();
+        }
+    }
+
+    /// `n` bytes read from a connection.
+    pub fn read(&self, n: usize) {
+        self.bytes_received.inc_by(n as u64);
+    }
+
+    /// A request decoded in `mode` with `entries_bytes` of entries (after
+    /// decompression); events it skipped as invalid, by reason (each reason
+    /// counted, the request's total logged at debug).
+    pub fn request(
+        &self,
+        peer: SocketAddr,
+        mode: &str,
+        entries_bytes: usize,
+        skipped: &[(&str, u64)],
+    ) {
+        self.requests.with_label_values(&[mode]).inc();
+        self.bytes_decompressed.inc_by(entries_bytes as u64);
+        let mut total = 0;
+        for (reason, n) in skipped {
+            if *n > 0 {
+                self.events_skipped.with_label_values(&[reason]).inc_by(*n);
+                total += n;
+            }
+        }
+        if total > 0 {
+            tracing::debug!(%peer, skipped = total, "skipped invalid events");
+        }
+    }
+
+    /// `events` events of a request in `mode` are durable.
+    pub fn stored(&self, mode: &str, events: u64) {
+        self.events_accepted
+            .with_label_values(&[mode])
+            .inc_by(events);
+    }
+
+    /// An ack was written, `latency` after the request's last byte.
+    pub fn acked(&self, latency: std::time::Duration) {
+        self.acks_sent.inc();
+        self.ack_latency_seconds.observe(latency.as_secs_f64());
+    }
+
+    /// A resent chunk (or a repeated Idempotency-Key) was recognised and
+    /// acked without writing it again.
+    pub fn duplicate_chunk(&self) {
+        self.duplicate_chunks.inc();
     }
 }

@@ -32,15 +32,15 @@ pub const HTTP_REJECT_REASONS: [&str; 14] = [
 /// Metrics of the HTTP input.
 #[derive(Clone)]
 pub struct HttpMetrics {
-    pub connections_active: IntGauge,
-    pub connections_refused: IntCounter,
-    pub requests: IntCounterVec,
-    pub rejected: IntCounterVec,
-    pub events_accepted: IntCounter,
-    pub bodies: IntCounterVec,
-    pub bytes_received: IntCounter,
-    pub response_latency_seconds: Histogram,
-    pub suppressed: Suppressed,
+    connections_active: IntGauge,
+    connections_refused: IntCounter,
+    requests: IntCounterVec,
+    rejected: IntCounterVec,
+    events_accepted: IntCounter,
+    bodies: IntCounterVec,
+    bytes_received: IntCounter,
+    response_latency_seconds: Histogram,
+    suppressed: Suppressed,
 }
 
 impl HttpMetrics {
@@ -133,6 +133,26 @@ impl HttpMetrics {
         if let Some(suppressed) = self.suppressed.allow("http_rejected") {
             tracing::warn!(%peer, reason, status, suppressed, "HTTP request rejected: {detail}");
         }
+    }
+
+    /// A connection's task started (`true`) or ended (`false`).
+    pub fn connection_open(&self, open: bool) {
+        if open {
+            self.connections_active.inc();
+        } else {
+            self.connections_active.dec();
+        }
+    }
+
+    /// A body of `bytes` bytes (as sent) was read, in `encoding`.
+    pub fn body(&self, encoding: &str, bytes: usize) {
+        self.bytes_received.inc_by(bytes as u64);
+        self.bodies.with_label_values(&[encoding]).inc();
+    }
+
+    /// `events` events of a request are durable.
+    pub fn stored(&self, events: u64) {
+        self.events_accepted.inc_by(events);
     }
 
     /// A request answered with `status` after `seconds`.

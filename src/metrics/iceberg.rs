@@ -9,18 +9,18 @@ use super::Suppressed;
 /// Metrics of the Iceberg sinks.
 #[derive(Clone)]
 pub struct IcebergMetrics {
-    pub commits: IntCounterVec,
-    pub files_committed: IntCounterVec,
-    pub rows_committed: IntCounterVec,
-    pub conflicts: IntCounterVec,
-    pub commit_retries: IntCounterVec,
-    pub commit_seconds: HistogramVec,
-    pub waiting_files: IntGaugeVec,
-    pub oldest_waiting_seconds: IntGaugeVec,
-    pub table_refused: IntGaugeVec,
-    pub snapshots_expired: IntCounterVec,
+    commits: IntCounterVec,
+    files_committed: IntCounterVec,
+    rows_committed: IntCounterVec,
+    conflicts: IntCounterVec,
+    commit_retries: IntCounterVec,
+    commit_seconds: HistogramVec,
+    waiting_files: IntGaugeVec,
+    oldest_waiting_seconds: IntGaugeVec,
+    table_refused: IntGaugeVec,
+    snapshots_expired: IntCounterVec,
     /// Rate limit of this stage's repeated warnings.
-    pub suppressed: Suppressed,
+    suppressed: Suppressed,
 }
 
 impl IcebergMetrics {

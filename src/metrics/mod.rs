@@ -27,8 +27,8 @@ pub use forward_out::ForwardOutMetrics;
 pub use http::{HttpMetrics, HTTP_CODES, HTTP_REJECT_REASONS};
 pub use iceberg::IcebergMetrics;
 pub use outbox::OutboxMetrics;
-pub use roll::RollMetrics;
-pub use wal::WalMetrics;
+pub use roll::{RollGauges, RollMetrics};
+pub use wal::{WalGauges, WalMetrics};
 
 /// Shared handle to every metric; cheap to clone.
 #[derive(Clone)]
@@ -197,6 +197,31 @@ impl Metrics {
             ));
         }
         out
+    }
+
+    /// The value of the series `name` with `labels` (a counter, a gauge, or
+    /// a histogram's count); 0 when it does not exist. For tests and tools
+    /// that read a node's own metrics.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let families = self.registry.gather();
+        let Some(family) = families.iter().find(|f| f.name() == name) else {
+            return 0.0;
+        };
+        family
+            .get_metric()
+            .iter()
+            .find(|m| {
+                labels.iter().all(|(k, v)| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == *k && l.value() == *v)
+                })
+            })
+            .map_or(0.0, |m| match family.get_field_type() {
+                prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
+                prometheus::proto::MetricType::GAUGE => m.get_gauge().get_value(),
+                _ => m.get_histogram().get_sample_count() as f64,
+            })
     }
 
     /// Prometheus text exposition of every metric.

@@ -8,26 +8,26 @@ use super::Suppressed;
 /// Metrics of the outbox and the sinks: delivery, retries, retention, previews, redeliver.
 #[derive(Clone)]
 pub struct OutboxMetrics {
-    pub files: IntGaugeVec,
-    pub bytes: IntGaugeVec,
-    pub sink_uploads: IntCounterVec,
-    pub sink_upload_seconds: HistogramVec,
-    pub sink_retries: IntCounterVec,
-    pub sink_dead_lettered: IntCounterVec,
-    pub sink_auth_failures: IntCounterVec,
-    pub oldest_age_seconds: IntGaugeVec,
-    pub backlog_bytes: IntGauge,
-    pub retained_bytes: IntGauge,
-    pub retained_files: IntGauge,
-    pub retained_oldest_period: IntGauge,
-    pub retained_removed: IntCounter,
-    pub redeliver_files: IntCounterVec,
-    pub fresh_previews_removed: IntCounterVec,
-    pub fresh_sweep_errors: IntCounterVec,
-    pub blocked: IntGauge,
-    pub sink_up: IntGaugeVec,
+    files: IntGaugeVec,
+    bytes: IntGaugeVec,
+    sink_uploads: IntCounterVec,
+    sink_upload_seconds: HistogramVec,
+    sink_retries: IntCounterVec,
+    sink_dead_lettered: IntCounterVec,
+    sink_auth_failures: IntCounterVec,
+    oldest_age_seconds: IntGaugeVec,
+    backlog_bytes: IntGauge,
+    retained_bytes: IntGauge,
+    retained_files: IntGauge,
+    retained_oldest_period: IntGauge,
+    retained_removed: IntCounter,
+    redeliver_files: IntCounterVec,
+    fresh_previews_removed: IntCounterVec,
+    fresh_sweep_errors: IntCounterVec,
+    blocked: IntGauge,
+    sink_up: IntGaugeVec,
     /// Rate limit of this stage's repeated warnings.
-    pub suppressed: Suppressed,
+    suppressed: Suppressed,
 }
 
 impl OutboxMetrics {
@@ -57,6 +57,90 @@ impl OutboxMetrics {
 }
 
 impl OutboxMetrics {
+    /// A sink's series exist from the start, at zero; `sweeps`: it has a
+    /// preview sweeper.
+    pub fn sink(&self, sink: &str, sweeps: bool) {
+        for result in ["ok", "error", "rejected"] {
+            self.sink_uploads.with_label_values(&[sink, result]);
+        }
+        self.sink_retries.with_label_values(&[sink]);
+        self.sink_upload_seconds.with_label_values(&[sink]);
+        for result in ["ok", "failed"] {
+            self.redeliver_files.with_label_values(&[sink, result]);
+        }
+        self.sink_dead_lettered.with_label_values(&[sink]);
+        self.sink_auth_failures.with_label_values(&[sink]);
+        self.files.with_label_values(&[sink]);
+        self.bytes.with_label_values(&[sink]);
+        self.oldest_age_seconds.with_label_values(&[sink]);
+        if sweeps {
+            self.fresh_previews_removed.with_label_values(&[sink]);
+            self.fresh_sweep_errors.with_label_values(&[sink]);
+        }
+    }
+
+    /// A file of `bytes` bytes waits for `sink` (`true`) or left its queue.
+    pub fn waiting(&self, sink: &str, bytes: u64, waits: bool) {
+        let (files, size) = (
+            self.files.with_label_values(&[sink]),
+            self.bytes.with_label_values(&[sink]),
+        );
+        if waits {
+            files.inc();
+            size.add(bytes as i64);
+        } else {
+            files.dec();
+            size.sub(bytes as i64);
+        }
+    }
+
+    /// How long the oldest file `sink` has not taken has waited.
+    pub fn report_oldest(&self, sink: &str, age_secs: i64) {
+        self.oldest_age_seconds
+            .with_label_values(&[sink])
+            .set(age_secs);
+    }
+
+    /// The bytes of outbox files not yet taken by every sink.
+    pub fn report_backlog(&self, bytes: u64) {
+        self.backlog_bytes.set(bytes as i64);
+    }
+
+    /// The roller waits on the outbox backlog (`true`) or goes on.
+    pub fn report_blocked(&self, blocked: bool) {
+        self.blocked.set(i64::from(blocked));
+    }
+
+    /// A sink's credentials were refused (also by a commit).
+    pub fn auth_refused(&self, sink: &str) {
+        self.sink_auth_failures.with_label_values(&[sink]).inc();
+    }
+
+    /// `n` previews a finished file replaced were removed from `sink`.
+    pub fn previews_removed(&self, sink: &str, n: u64) {
+        self.fresh_previews_removed
+            .with_label_values(&[sink])
+            .inc_by(n);
+    }
+
+    /// What retention keeps (`outbox.retain`).
+    pub fn report_retained(&self, files: usize, bytes: u64, oldest_period: i64) {
+        self.retained_files.set(files as i64);
+        self.retained_bytes.set(bytes as i64);
+        self.retained_oldest_period.set(oldest_period);
+    }
+
+    /// `n` retained files were removed (`outbox.retain` or `retain_bytes`
+    /// passed).
+    pub fn retained_removed(&self, n: u64) {
+        self.retained_removed.inc_by(n);
+    }
+
+    /// The sink's up gauge before its first probe answers.
+    pub fn sink_unknown(&self, sink: &str) {
+        self.sink_up.with_label_values(&[sink]).set(-1);
+    }
+
     /// One upload attempt ended: counted by result and timed; the sink is
     /// up after a success, down after a failure that may pass; a refused
     /// key is counted apart.
@@ -77,7 +161,7 @@ impl OutboxMetrics {
             Err(_) => {}
         }
         if result.as_ref().is_err_and(|e| e.is_auth()) {
-            self.sink_auth_failures.with_label_values(&[sink]).inc();
+            self.auth_refused(sink);
         }
     }
 

@@ -8,25 +8,25 @@ use super::Suppressed;
 /// Metrics of the roller: open files, rows, finished files, lag.
 #[derive(Clone)]
 pub struct RollMetrics {
-    pub open_partitions: IntGauge,
-    pub buffer_bytes: IntGauge,
-    pub buffered_rows: IntGauge,
-    pub rows: IntCounter,
-    pub row_groups: IntCounter,
-    pub files_finished: IntCounterVec,
-    pub late_events: IntCounter,
-    pub outside_events: IntCounterVec,
-    pub files_finished_early: IntCounterVec,
-    pub quarantined_records: IntCounter,
-    pub coverage_entries: IntGauge,
-    pub lag_records: IntGauge,
-    pub lag_seconds: Gauge,
-    pub unrouted_events: IntCounter,
-    pub type_mismatches: IntCounterVec,
-    pub replayed_skipped_events: IntCounter,
-    pub errors: IntCounter,
+    open_partitions: IntGauge,
+    buffer_bytes: IntGauge,
+    buffered_rows: IntGauge,
+    rows: IntCounter,
+    row_groups: IntCounter,
+    files_finished: IntCounterVec,
+    late_events: IntCounter,
+    outside_events: IntCounterVec,
+    files_finished_early: IntCounterVec,
+    quarantined_records: IntCounter,
+    coverage_entries: IntGauge,
+    lag_records: IntGauge,
+    lag_seconds: Gauge,
+    unrouted_events: IntCounter,
+    type_mismatches: IntCounterVec,
+    replayed_skipped_events: IntCounter,
+    errors: IntCounter,
     /// Rate limit of this stage's repeated warnings.
-    pub suppressed: Suppressed,
+    suppressed: Suppressed,
 }
 
 impl RollMetrics {
@@ -54,7 +54,73 @@ impl RollMetrics {
     }
 }
 
+/// The roller's gauges, reported together.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RollGauges {
+    pub open_files: usize,
+    pub buffer_bytes: usize,
+    pub buffered_rows: u64,
+    pub coverage_entries: usize,
+    pub lag_records: u64,
+    pub lag_seconds: f64,
+}
+
 impl RollMetrics {
+    /// The roller's gauges.
+    pub fn report(&self, g: RollGauges) {
+        self.open_partitions.set(g.open_files as i64);
+        self.buffer_bytes.set(g.buffer_bytes as i64);
+        self.buffered_rows.set(g.buffered_rows as i64);
+        self.coverage_entries.set(g.coverage_entries as i64);
+        self.lag_records.set(g.lag_records as i64);
+        self.lag_seconds.set(g.lag_seconds);
+    }
+
+    /// A file (or a record sink's part, or a preview) of `kind` was handed
+    /// to the outbox.
+    pub fn finished(&self, kind: &str) {
+        self.files_finished.with_label_values(&[kind]).inc();
+    }
+
+    /// Rows written into open files so far (for tools that wait on the
+    /// roller's progress).
+    pub fn rows_written(&self) -> u64 {
+        self.rows.get()
+    }
+
+    /// `rows` rows were written into open files.
+    pub fn written(&self, rows: u64) {
+        self.rows.inc_by(rows);
+    }
+
+    /// A row group went to disk.
+    pub fn row_group(&self) {
+        self.row_groups.inc();
+    }
+
+    /// Events sorted into late files (`late`) and outside files (`past`,
+    /// `future`); replayed events skipped as already in a finished file.
+    pub fn sorted(&self, late: u64, past: u64, future: u64, replay_skipped: u64) {
+        self.late_events.inc_by(late);
+        for (dir, n) in [("past", past), ("future", future)] {
+            if n > 0 {
+                self.outside_events.with_label_values(&[dir]).inc_by(n);
+            }
+        }
+        self.replayed_skipped_events.inc_by(replay_skipped);
+    }
+
+    /// `n` events matched no route and were dropped.
+    pub fn unrouted(&self, n: u64) {
+        self.unrouted_events.inc_by(n);
+    }
+
+    /// Finishing every open file for a drain failed; weir stops.
+    pub fn drain_failed(&self, error: &dyn std::fmt::Display) {
+        self.errors.inc();
+        tracing::error!(error = %error, "drain: an open file could not be finished");
+    }
+
     /// Its series with known labels at zero from the start (the route and
     /// column ones: [`RollMetrics::declare_columns`]).
     pub(super) fn zeros(&self) {

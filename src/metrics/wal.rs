@@ -8,22 +8,22 @@ use super::Suppressed;
 /// Metrics of the write-ahead log and its backpressure.
 #[derive(Clone)]
 pub struct WalMetrics {
-    pub bytes: IntCounter,
-    pub records: IntCounter,
-    pub fsync_seconds: Histogram,
-    pub group_size: Histogram,
-    pub segments: IntGauge,
-    pub errors: IntCounter,
-    pub torn_tails: IntCounter,
-    pub corrupt_records: IntCounter,
-    pub backpressure_active: IntGauge,
-    pub backpressure_seconds: Counter,
-    pub backpressure_episodes: IntCounter,
-    pub backlog_bytes: IntGauge,
-    pub disk_free_bytes: IntGauge,
-    pub disk_reserve_waits: IntCounter,
+    bytes: IntCounter,
+    records: IntCounter,
+    fsync_seconds: Histogram,
+    group_size: Histogram,
+    segments: IntGauge,
+    errors: IntCounter,
+    torn_tails: IntCounter,
+    corrupt_records: IntCounter,
+    backpressure_active: IntGauge,
+    backpressure_seconds: Counter,
+    backpressure_episodes: IntCounter,
+    backlog_bytes: IntGauge,
+    disk_free_bytes: IntGauge,
+    disk_reserve_waits: IntCounter,
     /// Rate limit of this stage's repeated warnings.
-    pub suppressed: Suppressed,
+    suppressed: Suppressed,
 }
 
 impl WalMetrics {
@@ -48,7 +48,48 @@ impl WalMetrics {
     }
 }
 
+/// The WAL's gauges, reported together.
+#[derive(Debug, Clone, Copy)]
+pub struct WalGauges {
+    pub segments: usize,
+    /// Bytes the roller has not read yet.
+    pub backlog_bytes: u64,
+    /// Free bytes on the WAL's file system, as last read.
+    pub disk_free_bytes: u64,
+}
+
 impl WalMetrics {
+    /// The WAL's gauges.
+    pub fn report(&self, g: WalGauges) {
+        self.segments.set(g.segments as i64);
+        self.backlog_bytes.set(g.backlog_bytes as i64);
+        self.disk_free_bytes.set(g.disk_free_bytes as i64);
+    }
+
+    /// A group of `records` requests (`bytes` bytes) is durable.
+    pub fn group_written(&self, bytes: u64, records: usize) {
+        self.bytes.inc_by(bytes);
+        self.records.inc_by(records as u64);
+        self.group_size.observe(records as f64);
+    }
+
+    /// One group sync took `took`.
+    pub fn synced(&self, took: std::time::Duration) {
+        self.fsync_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Backpressure began (the gauge and the episode; the state logs).
+    pub fn backpressure_began(&self) {
+        self.backpressure_active.set(1);
+        self.backpressure_episodes.inc();
+    }
+
+    /// Backpressure ended after `seconds`.
+    pub fn backpressure_ended(&self, seconds: f64) {
+        self.backpressure_active.set(0);
+        self.backpressure_seconds.inc_by(seconds);
+    }
+
     /// A group could not be written (a full disk); retried in `retry_in`,
     /// nothing is acked meanwhile.
     pub fn write_failed(&self, error: &dyn std::fmt::Display, retry_in: std::time::Duration) {
@@ -63,7 +104,6 @@ impl WalMetrics {
     /// until finished files leave and released segments give space back.
     pub fn disk_reserve_reached(&self, free: u64, reserve: u64) {
         self.disk_reserve_waits.inc();
-        self.disk_free_bytes.set(free as i64);
         if let Some(suppressed) = self.suppressed.allow("wal_disk_reserve") {
             tracing::warn!(free_bytes = free, reserve, suppressed,
                 "WAL disk under its reserve (wal.disk_reserve): appends wait until finished files leave and segments are released");

@@ -112,25 +112,13 @@ pub fn start(
         let mut sweepers = Vec::new();
         for (name, sink) in &sinks {
             // Every sink's series exist from the start, at zero.
-            let m = &links.metrics;
-            for result in ["ok", "error", "rejected"] {
-                m.outbox.sink_uploads.with_label_values(&[name, result]);
-            }
-            m.outbox.sink_retries.with_label_values(&[name]);
-            m.outbox.sink_upload_seconds.with_label_values(&[name]);
-            for result in ["ok", "failed"] {
-                m.outbox.redeliver_files.with_label_values(&[name, result]);
-            }
-            m.outbox.sink_dead_lettered.with_label_values(&[name]);
-            m.outbox.sink_auth_failures.with_label_values(&[name]);
-            m.outbox.files.with_label_values(&[name]);
-            m.outbox.bytes.with_label_values(&[name]);
-            m.outbox.oldest_age_seconds.with_label_values(&[name]);
+            links
+                .metrics
+                .outbox
+                .sink(name, links.object_sinks.contains_key(name));
             let (tx, rx) = mpsc::unbounded_channel::<Work>();
             queues.insert(name.clone(), tx);
             let sweeper = links.object_sinks.get(name).and_then(|(prefix, fresh)| {
-                m.outbox.fresh_previews_removed.with_label_values(&[name]);
-                m.outbox.fresh_sweep_errors.with_label_values(&[name]);
                 let (tx, rx) = mpsc::unbounded_channel();
                 workers.push(super::previews::start(
                     name.clone(),
@@ -171,12 +159,7 @@ pub fn start(
                 }
                 match queues.get(sink) {
                     Some(q) => {
-                        links.metrics.outbox.files.with_label_values(&[sink]).inc();
-                        links
-                            .metrics
-                            .outbox.bytes
-                            .with_label_values(&[sink])
-                            .add(manifest.bytes as i64);
+                        links.metrics.outbox.waiting(sink, manifest.bytes, true);
                         pending.insert(sink.clone());
                         let _ = q.send(Work::File(manifest.clone()));
                     }
@@ -340,11 +323,7 @@ fn report_backlog_age(
             .map(|e| e.manifest.finished_at_ms)
             .min();
         let age = oldest.map_or(0, |t| (now - t).max(0) / 1000);
-        metrics
-            .outbox
-            .oldest_age_seconds
-            .with_label_values(&[sink])
-            .set(age);
+        metrics.outbox.report_oldest(sink, age);
     }
 }
 
@@ -582,12 +561,7 @@ fn finish_delivery(
         tracing::error!(sink, id = m.id, error = %e, "cannot record delivery; retrying");
         return Err(e);
     }
-    metrics.outbox.files.with_label_values(&[sink]).dec();
-    metrics
-        .outbox
-        .bytes
-        .with_label_values(&[sink])
-        .sub(m.bytes as i64);
+    metrics.outbox.waiting(sink, m.bytes, false);
     let _ = done.send(Outcome::Delivered {
         id: m.id.clone(),
         sink: sink.to_string(),
@@ -732,11 +706,7 @@ impl Commits {
                     tracing::debug!(sink = sink_name, key = staged.key, "committed");
                 }
                 Work::Again(item) => {
-                    metrics
-                        .outbox
-                        .redeliver_files
-                        .with_label_values(&[sink_name, "ok"])
-                        .inc();
+                    metrics.outbox.redelivered(sink_name, &staged.key, &Ok(()));
                     let _ = done.send(Outcome::Redelivered {
                         item,
                         result: Ok(()),
@@ -748,11 +718,7 @@ impl Commits {
         match committed.failed {
             Some(e) => {
                 if e.is_auth() {
-                    metrics
-                        .outbox
-                        .sink_auth_failures
-                        .with_label_values(&[sink_name])
-                        .inc();
+                    metrics.outbox.auth_refused(sink_name);
                 }
                 let delay = self.backoff.next_delay();
                 metrics

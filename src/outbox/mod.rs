@@ -73,7 +73,7 @@ impl Backlog {
         self.limit
             .store(limit, std::sync::atomic::Ordering::Relaxed);
         self.bytes.store(0, std::sync::atomic::Ordering::Relaxed);
-        self.metrics.outbox.backlog_bytes.set(0);
+        self.metrics.outbox.report_backlog(0);
     }
 
     /// Where a paused roller resumes: three quarters of the limit.
@@ -86,7 +86,7 @@ impl Backlog {
             .bytes
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         let after = before + n;
-        self.metrics.outbox.backlog_bytes.set(after as i64);
+        self.metrics.outbox.report_backlog(after);
         // Say so loudly each time the backlog crosses a quarter of its limit.
         let quarter = (self.limit() / 4).max(1);
         if after / quarter > before / quarter {
@@ -107,10 +107,7 @@ impl Backlog {
                 |v| Some(v.saturating_sub(n)),
             )
             .unwrap_or(0);
-        self.metrics
-            .outbox
-            .backlog_bytes
-            .set(prev.saturating_sub(n) as i64);
+        self.metrics.outbox.report_backlog(prev.saturating_sub(n));
     }
 }
 

@@ -253,11 +253,7 @@ impl Sweeper {
             }
             match self.sink.delete(&key).await {
                 Ok(()) => {
-                    self.metrics
-                        .outbox
-                        .fresh_previews_removed
-                        .with_label_values(&[&self.sink_name])
-                        .inc();
+                    self.metrics.outbox.previews_removed(&self.sink_name, 1);
                     tracing::debug!(sink = self.sink_name, key, "preview removed");
                 }
                 Err(e) => {

@@ -133,7 +133,7 @@ impl Retention {
                 let _ = fs::remove_file(self.dir.join(&data));
                 let _ = fs::remove_file(self.dir.join(format!("{id}.json")));
                 self.total -= bytes;
-                self.metrics.outbox.retained_removed.inc();
+                self.metrics.outbox.retained_removed(1);
                 tracing::debug!(id, bytes, expired, "retained file removed");
             }
         }
@@ -141,12 +141,11 @@ impl Retention {
     }
 
     fn report(&self) {
-        let m = &self.metrics;
-        m.outbox.retained_bytes.set(self.total as i64);
-        m.outbox.retained_files.set(self.files.len() as i64);
-        m.outbox
-            .retained_oldest_period
-            .set(self.files.keys().next().map_or(0, |(start, _)| *start));
+        self.metrics.outbox.report_retained(
+            self.files.len(),
+            self.total,
+            self.files.keys().next().map_or(0, |(start, _)| *start),
+        );
     }
 }
 
@@ -197,18 +196,24 @@ mod tests {
             assert!(!outbox.has_data(&mf), "moved out of the outbox");
         }
         // 30 bytes over a 25-byte budget: hour 90 went first.
-        assert_eq!(m.outbox.retained_bytes.get(), 20);
-        assert_eq!(m.outbox.retained_oldest_period.get(), 95 * 3600);
+        assert_eq!(m.value("weir_outbox_retained_bytes", &[]), 20.0);
+        assert_eq!(
+            m.value("weir_outbox_retained_oldest_period_seconds", &[]),
+            (95 * 3600) as f64
+        );
         assert!(!dir.join("a.parquet").exists() && dir.join("b.parquet").exists());
         // Reopened, it knows what it holds; a day later hour 95 has expired.
         let mut r = Retention::open(dir.clone(), Duration::from_secs(86_400), 25, m.clone())
             .unwrap()
             .unwrap();
-        assert_eq!(m.outbox.retained_files.get(), 2);
+        assert_eq!(m.value("weir_outbox_retained_files", &[]), 2.0);
         r.prune(95 * 3600 + 3600 + 86_400);
-        assert_eq!(m.outbox.retained_files.get(), 1);
-        assert_eq!(m.outbox.retained_oldest_period.get(), 98 * 3600);
-        assert_eq!(m.outbox.retained_removed.get(), 2);
+        assert_eq!(m.value("weir_outbox_retained_files", &[]), 1.0);
+        assert_eq!(
+            m.value("weir_outbox_retained_oldest_period_seconds", &[]),
+            (98 * 3600) as f64
+        );
+        assert_eq!(m.value("weir_outbox_retained_removed_total", &[]), 2.0);
         assert!(Retention::open(dir, Duration::ZERO, 0, m)
             .unwrap()
             .is_none());

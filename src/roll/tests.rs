@@ -168,19 +168,11 @@ fn events_go_where_the_window_says() {
         ]
     );
     assert_eq!(
-        metrics
-            .roll
-            .outside_events
-            .with_label_values(&["past"])
-            .get()
-            + metrics
-                .roll
-                .outside_events
-                .with_label_values(&["future"])
-                .get(),
-        2
+        metrics.value("weir_roll_outside_events_total", &[("direction", "past")])
+            + metrics.value("weir_roll_outside_events_total", &[("direction", "future")]),
+        2.0
     );
-    assert_eq!(metrics.roll.late_events.get(), 1);
+    assert_eq!(metrics.value("weir_roll_late_events_total", &[]), 1.0);
 }
 
 /// Random tags, times and crash points against small bounds: after the
@@ -304,13 +296,19 @@ fn a_record_that_fails_is_quarantined_and_the_rest_rebuilt() {
     std::env::remove_var("WEIR_TEST_PANIC_TAG");
     let (ids, _) = stored(dir.path());
     assert_eq!(ids.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2, 4, 5]);
-    assert_eq!(metrics.roll.quarantined_records.get(), 1);
+    assert_eq!(
+        metrics.value("weir_roll_quarantined_records_total", &[]),
+        1.0
+    );
     let q = dir.path().join("deadletter/roller");
     assert!(q.join(format!("{:020}.wcap", 3)).exists());
     // A restart skips the quarantined record instead of failing again.
     let metrics = Metrics::new();
     run(&cfg, &records, true, &metrics);
-    assert_eq!(metrics.roll.quarantined_records.get(), 0);
+    assert_eq!(
+        metrics.value("weir_roll_quarantined_records_total", &[]),
+        0.0
+    );
 }
 
 /// One record dated over many past periods opens late files for a few of
@@ -336,5 +334,5 @@ fn one_record_opens_late_files_for_a_few_periods_only() {
         .filter(|m| m.keys["local"].contains(".outside-"))
         .count();
     assert_eq!((late, outside), (4, 1));
-    assert_eq!(metrics.roll.late_events.get(), 4);
+    assert_eq!(metrics.value("weir_roll_late_events_total", &[]), 4.0);
 }

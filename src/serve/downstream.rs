@@ -74,12 +74,7 @@ impl Downstream {
         let (roller_stop, roller_stop_rx) = watch::channel(false);
         for name in sinks.keys() {
             // Unknown until the first probe answers.
-            shared
-                .metrics
-                .outbox
-                .sink_up
-                .with_label_values(&[name])
-                .set(-1);
+            shared.metrics.outbox.sink_unknown(name);
         }
         let probes = sink::probe::start(&sinks, shared.metrics.clone(), roller_stop_rx.clone());
         let retention = outbox::Retention::open(

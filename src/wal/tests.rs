@@ -443,7 +443,7 @@ fn appends_wait_under_the_disk_reserve_while_the_clock_moves() {
         assert_eq!(seen.seq, 0, "nothing was written under the reserve");
     }
     assert!(matches!(&*state_rx.borrow(), WalState::Stalled(w) if w.contains("wal.disk_reserve")));
-    assert_eq!(metrics.wal.disk_reserve_waits.get(), 1);
+    assert_eq!(metrics.value("weir_wal_disk_reserve_waits_total", &[]), 1.0);
     stop_tx.send(true).unwrap();
     let _ = rt.block_on(pending).unwrap();
     drop(wal);

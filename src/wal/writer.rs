@@ -251,11 +251,7 @@ impl Writer {
         self.segments.push(SegmentFile { first_seq, path });
         self.active = Some(f);
         self.active_len = segment::MAGIC.len() as u64;
-        self.links
-            .metrics
-            .wal
-            .segments
-            .set(self.segments.len() as i64);
+        self.report_gauges();
         Ok(())
     }
 
@@ -288,7 +284,7 @@ impl Writer {
                         } else if let Some(seq) = dedupe_key.and_then(|k| self.dedupe.get(&k)) {
                             // A resent chunk already in the log (this group's
                             // copy is acked when the group is durable).
-                            self.links.metrics.forward.duplicate_chunks.inc();
+                            self.links.metrics.forward.duplicate_chunk();
                             duplicates.push((reply, seq));
                         } else {
                             let seq = self.next_seq;
@@ -382,11 +378,7 @@ impl Writer {
                 } else {
                     self.active.as_ref().map_or(Ok(()), |f| f.sync_data())
                 };
-                self.links
-                    .metrics
-                    .wal
-                    .fsync_seconds
-                    .observe(t.elapsed().as_secs_f64());
+                self.links.metrics.wal.synced(t.elapsed());
                 r
             }
             Durability::None => Ok(()),
@@ -399,9 +391,7 @@ impl Writer {
                     *s = WalState::Healthy;
                     changed
                 });
-                m.wal.bytes.inc_by(group.len());
-                m.wal.records.inc_by(pending.len() as u64);
-                m.wal.group_size.observe(pending.len() as f64);
+                m.wal.group_written(group.len(), pending.len());
                 self.active_len += group.len();
                 self.offsets.push_back((first_seq, self.written));
                 self.written += group.len();
@@ -504,11 +494,7 @@ impl Writer {
     fn wait_for_space(&mut self) {
         let group = self.settings.max_group_bytes as u64;
         if self.disk.admits(group) {
-            self.links
-                .metrics
-                .wal
-                .disk_free_bytes
-                .set(self.disk.free() as i64);
+            self.report_gauges();
             return;
         }
         let reserve = self.disk.reserve();
@@ -529,11 +515,7 @@ impl Writer {
         let resume = group.saturating_add(self.settings.segment_bytes.min(64 << 20));
         let back = loop {
             self.disk.look();
-            self.links
-                .metrics
-                .wal
-                .disk_free_bytes
-                .set(self.disk.free() as i64);
+            self.report_gauges();
             if self.disk.free() >= reserve.saturating_add(resume) {
                 break true;
             }
@@ -595,8 +577,22 @@ impl Writer {
     /// Updates the backlog gauge; returns the backlog.
     fn report_backlog(&mut self) -> u64 {
         let backlog = self.backlog();
-        self.links.metrics.wal.backlog_bytes.set(backlog as i64);
+        self.report_gauges_with(backlog);
         backlog
+    }
+
+    /// Reports the WAL's gauges.
+    fn report_gauges(&mut self) {
+        let backlog = self.backlog();
+        self.report_gauges_with(backlog);
+    }
+
+    fn report_gauges_with(&self, backlog_bytes: u64) {
+        self.links.metrics.wal.report(crate::metrics::WalGauges {
+            segments: self.segments.len(),
+            backlog_bytes,
+            disk_free_bytes: self.disk.free(),
+        });
     }
 
     /// Deletes segments whose every record is below the roller's release
@@ -633,11 +629,7 @@ impl Writer {
         }
         if removed {
             let _ = segment::sync_dir(&self.settings.dir);
-            self.links
-                .metrics
-                .wal
-                .segments
-                .set(self.segments.len() as i64);
+            self.report_gauges();
         }
         let oldest = self.segments.first().map_or(self.next_seq, |s| s.first_seq);
         self.links.oldest.send_if_modified(|v| {

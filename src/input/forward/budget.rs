@@ -132,11 +132,7 @@ impl MemoryBudget {
     }
 
     fn report(&self) {
-        self.inner
-            .metrics
-            .forward
-            .inflight_bytes
-            .set(self.in_use() as i64);
+        self.inner.metrics.forward.report_inflight(self.in_use());
     }
 
     /// Grows `held` to cover `bytes`, waiting while the budget is spent.
@@ -161,7 +157,7 @@ impl MemoryBudget {
         let permit = match i.pool.clone().try_acquire_many_owned(more as u32) {
             Ok(p) => Some(p),
             Err(_) => {
-                i.metrics.forward.memory_waits.inc();
+                i.metrics.forward.memory_wait();
                 let pool = i.pool.clone();
                 let token = i.token.clone();
                 tokio::select! {
@@ -279,7 +275,7 @@ mod tests {
         b.release(&mut c);
         b.grow_to(&mut d, 10 << 10).await;
         assert_eq!(d.bytes(), 10 << 10);
-        assert!(m.forward.memory_waits.get() >= 2);
+        assert!(m.value("weir_forward_memory_waits_total", &[]) >= 2.0);
     }
 
     /// Many requests each holding part of the pool and all wanting more:

@@ -447,7 +447,7 @@ async fn read_requests<S: AsyncRead + AsyncWrite + Unpin + Send>(
                     ))
                 };
             }
-            Ok(Ok(n)) => metrics.forward.bytes_received.inc_by(n as u64),
+            Ok(Ok(n)) => metrics.forward.read(n),
         }
     }
 }
@@ -597,30 +597,19 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
         t.capture.try_record(Kind::Request, t.conn, frame.clone());
     }
     let mode = decoded.mode.as_str();
-    metrics.forward.requests.with_label_values(&[mode]).inc();
-    metrics
-        .forward
-        .bytes_decompressed
-        .inc_by(decoded.entries_bytes as u64);
     let s = decoded.skipped;
-    for (reason, n) in [
-        ("invalid_time", s.invalid_time),
-        ("invalid_record", s.invalid_record),
-        ("invalid_entry", s.invalid_entry),
-        ("invalid_tag", s.invalid_tag),
-        ("non_log_signal", s.non_log_signal),
-    ] {
-        if n > 0 {
-            metrics
-                .forward
-                .events_skipped
-                .with_label_values(&[reason])
-                .inc_by(n);
-        }
-    }
-    if s.total() > 0 {
-        tracing::debug!(%peer, skipped = s.total(), "skipped invalid events");
-    }
+    metrics.forward.request(
+        peer,
+        mode,
+        decoded.entries_bytes,
+        &[
+            ("invalid_time", s.invalid_time),
+            ("invalid_record", s.invalid_record),
+            ("invalid_entry", s.invalid_entry),
+            ("invalid_tag", s.invalid_tag),
+            ("non_log_signal", s.non_log_signal),
+        ],
+    );
     // A chunk id (with the peer address and tag, since Fluent Bit derives
     // ids from content; a weir sender's ids are unique without them) lets
     // the WAL recognise a resend: the chunk's own msgpack bytes, whatever

@@ -82,7 +82,7 @@ pub async fn run(
             metrics.forward.refused(peer, settings.max_connections);
             continue;
         };
-        metrics.forward.connections_accepted.inc();
+        metrics.forward.accepted();
         let (m, wal, settings, sd) = (
             metrics.clone(),
             wal.clone(),
@@ -90,7 +90,7 @@ pub async fn run(
             shutdown.clone(),
         );
         conns.spawn(async move {
-            m.forward.connections_active.inc();
+            m.forward.connection_open(true);
             match accepted {
                 Accepted::Tcp(stream, peer) => {
                     let _ = stream.set_nodelay(true);
@@ -104,7 +104,7 @@ pub async fn run(
                     serve(stream, UNIX_PEER, wal, settings, m.clone(), sd).await
                 }
             }
-            m.forward.connections_active.dec();
+            m.forward.connection_open(false);
             drop(permit);
         });
     }

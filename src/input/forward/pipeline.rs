@@ -108,11 +108,7 @@ impl Pipeline {
             Some(Err(e)) => return Err((CloseReason::WalUnavailable, e.to_string())),
         }
         if p.durable.is_some() {
-            metrics
-                .forward
-                .events_accepted
-                .with_label_values(&[p.mode])
-                .inc_by(p.events);
+            metrics.forward.stored(p.mode, p.events);
         }
         if let Some(ack) = p.ack {
             crate::failpoint::hit("forward.before_ack");
@@ -127,11 +123,7 @@ impl Pipeline {
                     ))
                 }
             }
-            metrics.forward.acks_sent.inc();
-            metrics
-                .forward
-                .ack_latency_seconds
-                .observe(p.started.elapsed().as_secs_f64());
+            metrics.forward.acked(p.started.elapsed());
         }
         Ok(())
     }

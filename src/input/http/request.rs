@@ -214,14 +214,13 @@ async fn answer(
     let mut held = budget.reservation();
     let deadline = Instant::now() + ctx.limits.request_timeout;
     let raw = read_body(body, declared, max_body, deadline, ctx, &mut held).await?;
-    ctx.metrics.http.bytes_received.inc_by(raw.len() as u64);
     let encoding = match compression {
         Compression::None => "identity",
         Compression::Gzip => "gzip",
         Compression::Deflate => "deflate",
         Compression::Zstd => "zstd",
     };
-    ctx.metrics.http.bodies.with_label_values(&[encoding]).inc();
+    ctx.metrics.http.body(encoding, raw.len());
 
     let mut expanded = Vec::new();
     let body: &[u8] = match compression {
@@ -358,7 +357,7 @@ async fn answer(
                 r.retry_after = Some(5);
                 r
             })?;
-        ctx.metrics.http.events_accepted.inc_by(count as u64);
+        ctx.metrics.http.stored(count as u64);
     }
     budget.release(&mut held);
     Ok(if ctx.cfg.use_204_response {

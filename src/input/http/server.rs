@@ -117,7 +117,7 @@ async fn accept_loop(socket: Socket, ctx: Arc<Context>, mut shutdown: watch::Rec
         let _ = stream.set_nodelay(true);
         let (ctx, sd, tls) = (ctx.clone(), shutdown.clone(), socket.tls.clone());
         conns.spawn(async move {
-            ctx.metrics.http.connections_active.inc();
+            ctx.metrics.http.connection_open(true);
             match tls {
                 None => serve(stream, peer, &ctx, sd).await,
                 Some(acceptor) => {
@@ -129,7 +129,7 @@ async fn accept_loop(socket: Socket, ctx: Arc<Context>, mut shutdown: watch::Rec
                     }
                 }
             }
-            ctx.metrics.http.connections_active.dec();
+            ctx.metrics.http.connection_open(false);
             drop(permit);
         });
     }

@@ -157,12 +157,7 @@ impl Roller {
         self.links.outbox.commit(&closed.path, &manifest)?;
         let e = self.covered.entry(self.coverage_key(key)).or_insert(0);
         *e = (*e).max(covered_through);
-        self.links
-            .metrics
-            .roll
-            .files_finished
-            .with_label_values(&[kind])
-            .inc();
+        self.links.metrics.roll.finished(kind);
         self.report_gauges();
         if self.links.finished.blocking_send(manifest).is_err() {
             tracing::warn!(

@@ -168,6 +168,8 @@ struct Roller {
     /// arrived after both, so the lag is measured from the later.
     lag_arrival_ms: i64,
     caught_up_ms: i64,
+    /// The last lag measured: (records, seconds), for the gauges.
+    lag: (u64, f64),
     /// Open outputs' previews: the WAL sequence each output's committed
     /// previews reach, so a replay does not preview those rows again.
     previewed: HashMap<CoverageKey, u64>,
@@ -260,6 +262,7 @@ impl Roller {
             tail: crate::wal::tail::Tail::new(&wal_dir, 0),
             lag_arrival_ms: 0,
             caught_up_ms: crate::wal::now_ms(),
+            lag: (0, 0.0),
             previewed: HashMap::new(),
             route_fresh,
             freshness_ms,
@@ -346,7 +349,7 @@ impl Roller {
             let covered = self.last_seq.unwrap_or(0);
             for key in self.keys_by_first_seq(|_| true) {
                 if let Err(e) = self.finish_output(&key, Why::Drain, covered) {
-                    self.links.metrics.roll.errors.inc();
+                    self.links.metrics.roll.drain_failed(&e);
                     return Err(RollerError::Drain(e));
                 }
             }
@@ -381,11 +384,7 @@ impl Roller {
             self.previewed.retain(|_, c| *c >= oldest);
             self.quarantine.forget_below(oldest);
         }
-        self.links
-            .metrics
-            .roll
-            .coverage_entries
-            .set(self.covered.len() as i64);
+        self.report_gauges();
         if self.routes.len() > ROUTE_CACHE {
             self.routes.clear();
         }
@@ -404,15 +403,14 @@ impl Roller {
         if behind == 0 {
             self.caught_up_ms = now;
         }
-        let m = &self.links.metrics;
-        m.roll.lag_records.set(behind as i64);
         let since = self.lag_arrival_ms.max(self.caught_up_ms);
         let secs = if behind == 0 {
             0.0
         } else {
             (now - since).max(0) as f64 / 1000.0
         };
-        m.roll.lag_seconds.set(secs);
+        self.lag = (behind, secs);
+        self.report_gauges();
     }
 
     /// Waits while the outbox backlog is over its limit (backpressure: the
@@ -428,7 +426,7 @@ impl Roller {
             limit = self.links.backlog.limit(),
             "outbox backlog over outbox.max_backlog_bytes: pausing until sinks catch up"
         );
-        self.links.metrics.outbox.blocked.set(1);
+        self.links.metrics.outbox.report_blocked(true);
         // Resume only below the low-water mark, so weir does not flap
         // between paused and running with every file delivered.
         while self.links.backlog.bytes() > self.links.backlog.low_water() {
@@ -438,7 +436,7 @@ impl Roller {
             self.report_lag();
             std::thread::sleep(Duration::from_millis(200));
         }
-        self.links.metrics.outbox.blocked.set(0);
+        self.links.metrics.outbox.report_blocked(false);
         tracing::info!("outbox backlog under its limit again; resuming");
         true
     }
@@ -492,10 +490,14 @@ impl Roller {
     }
 
     fn report_gauges(&self) {
-        let m = &self.links.metrics;
-        m.roll.open_partitions.set(self.open.len() as i64);
-        m.roll.buffer_bytes.set(self.memory as i64);
-        m.roll.buffered_rows.set(self.buffered_rows as i64);
+        self.links.metrics.roll.report(crate::metrics::RollGauges {
+            open_files: self.open.len(),
+            buffer_bytes: self.memory,
+            buffered_rows: self.buffered_rows as u64,
+            coverage_entries: self.covered.len(),
+            lag_records: self.lag.0,
+            lag_seconds: self.lag.1,
+        });
     }
 
     /// Whether a sink takes Parquet files (every sink but record sinks).

@@ -101,12 +101,7 @@ impl Roller {
         self.links.outbox.commit(&path, &manifest)?;
         let e = self.previewed.entry(self.coverage_key(key)).or_insert(0);
         *e = (*e).max(through);
-        self.links
-            .metrics
-            .roll
-            .files_finished
-            .with_label_values(&["preview"])
-            .inc();
+        self.links.metrics.roll.finished("preview");
         self.report_gauges();
         if self.links.finished.blocking_send(manifest).is_err() {
             tracing::warn!("outbox delivery stopped; the preview waits in the outbox");

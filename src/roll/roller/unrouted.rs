@@ -41,7 +41,7 @@ impl Unrouted {
 
     /// `n` events of `tag` matched no route.
     pub fn record(&mut self, tag: &[u8], n: u64, metrics: &RollMetrics) {
-        metrics.unrouted_events.inc_by(n);
+        metrics.unrouted(n);
         self.events += n;
         let key = &tag[..tag.len().min(TAG_BYTES)];
         if self.seen.len() < REMEMBERED && !self.seen.contains(key) {
@@ -85,7 +85,7 @@ mod tests {
         for i in 0..5_000u32 {
             u.record(format!("t{}", i % 2_000).as_bytes(), 3, &m.roll);
         }
-        assert_eq!(m.roll.unrouted_events.get(), 15_000);
+        assert_eq!(m.value("weir_roll_unrouted_events_total", &[]), 15_000.0);
         assert_eq!(u.seen.len(), REMEMBERED);
         u.record(&[b'x'; 10_000], 1, &m.roll);
         assert!(u.seen.iter().all(|t| t.len() <= TAG_BYTES));

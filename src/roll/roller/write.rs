@@ -70,7 +70,7 @@ impl Roller {
         if split == writes.len() {
             self.enforce_memory(r.seq)?;
         }
-        m.roll.rows.inc_by(rows);
+        m.roll.written(rows);
         self.last_seq = Some(r.seq);
         self.report_gauges();
         Ok(())
@@ -151,17 +151,10 @@ impl Roller {
                 }
                 writes.push(Write { key, events });
             }
-            if late > 0 {
-                m.roll.late_events.inc_by(late);
-            }
-            for (dir, n) in [("past", past), ("future", future)] {
-                if n > 0 {
-                    m.roll.outside_events.with_label_values(&[dir]).inc_by(n);
-                }
-            }
+            m.roll.sorted(late, past, future, 0);
         }
         if skipped > 0 {
-            m.roll.replayed_skipped_events.inc_by(skipped);
+            m.roll.sorted(0, 0, 0, skipped);
         }
         writes
     }
@@ -303,7 +296,7 @@ impl Roller {
                     };
                     if let Output::Parquet(p) = &mut o.output {
                         p.flush_row_group().map_err(Failure::File)?;
-                        self.links.metrics.roll.row_groups.inc();
+                        self.links.metrics.roll.row_group();
                     }
                     let (mem, rows) = (o.output.memory(), o.output.buffered_rows());
                     self.memory = self.memory.saturating_sub(o.memory) + mem;
