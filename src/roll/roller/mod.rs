@@ -46,6 +46,7 @@ use crate::sink::key::{FileName, FileParts, PreviewOf};
 use crate::sink::records::{RecordPart, RecordSink};
 use crate::wal::WalRecord;
 
+mod describe;
 mod finish;
 mod output;
 mod preview;
@@ -498,10 +499,5 @@ impl Roller {
             lag_records: self.lag.0,
             lag_seconds: self.lag.1,
         });
-    }
-
-    /// Whether a sink takes Parquet files (every sink but record sinks).
-    fn is_object_sink(&self, sink: &str) -> bool {
-        !self.record_sinks.iter().any(|t| t.name() == sink)
     }
 }
