@@ -73,8 +73,8 @@ impl Roller {
             );
         }
         self.links.outbox.commit(&closed.path, &manifest)?;
-        let e = self.covered.entry(self.coverage_key(key)).or_insert(0);
-        *e = (*e).max(covered_through);
+        self.coverage
+            .finished(self.coverage_key(key), covered_through);
         self.links.metrics.roll.finished(kind);
         self.report_gauges();
         if self.links.finished.blocking_send(manifest).is_err() {

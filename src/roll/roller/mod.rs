@@ -46,6 +46,7 @@ use crate::sink::key::{FileName, FileParts, PreviewOf};
 use crate::sink::records::{RecordPart, RecordSink};
 use crate::wal::WalRecord;
 
+mod coverage;
 mod describe;
 mod finish;
 mod output;
@@ -54,7 +55,7 @@ mod recovery;
 mod unrouted;
 mod write;
 
-use output::{CoverageKey, FileSlot, Open, Output, OutputKey, Why};
+use output::{FileSlot, Open, Output, OutputKey, Why};
 use recovery::Failure;
 use write::ROUTE_CACHE;
 
@@ -136,9 +137,8 @@ struct Roller {
     window: Window,
     quarantine: Quarantine,
     open: HashMap<OutputKey, Open>,
-    /// Finished outputs: the WAL sequence each covers through. Pruned once
-    /// the WAL no longer holds those records.
-    covered: HashMap<CoverageKey, u64>,
+    /// What finished files and previews hold.
+    coverage: coverage::Coverage,
     routes: HashMap<Vec<u8>, Option<usize>>,
     now_ms: i64,
     /// Earliest deadline among open outputs (i64::MAX when none).
@@ -171,9 +171,6 @@ struct Roller {
     caught_up_ms: i64,
     /// The last lag measured: (records, seconds), for the gauges.
     lag: (u64, f64),
-    /// Open outputs' previews: the WAL sequence each output's committed
-    /// previews reach, so a replay does not preview those rows again.
-    previewed: HashMap<CoverageKey, u64>,
     /// Sinks of each route that take previews (`fresh = true`).
     route_fresh: Vec<Vec<String>>,
     /// `roll.freshness` in ms, and when previews are next written.
@@ -243,7 +240,7 @@ impl Roller {
             window,
             quarantine,
             open: HashMap::new(),
-            covered: HashMap::new(),
+            coverage: coverage::Coverage::default(),
             routes: HashMap::new(),
             now_ms: i64::MIN,
             next_deadline_ms: i64::MAX,
@@ -264,7 +261,6 @@ impl Roller {
             lag_arrival_ms: 0,
             caught_up_ms: crate::wal::now_ms(),
             lag: (0, 0.0),
-            previewed: HashMap::new(),
             route_fresh,
             freshness_ms,
             next_preview_ms: i64::MIN,
@@ -381,8 +377,7 @@ impl Roller {
         }
         if self.links.wal_oldest.has_changed().unwrap_or(false) {
             let oldest = *self.links.wal_oldest.borrow_and_update();
-            self.covered.retain(|_, c| *c >= oldest);
-            self.previewed.retain(|_, c| *c >= oldest);
+            self.coverage.forget_below(oldest);
             self.quarantine.forget_below(oldest);
         }
         self.report_gauges();
@@ -495,7 +490,7 @@ impl Roller {
             open_files: self.open.len(),
             buffer_bytes: self.memory,
             buffered_rows: self.buffered_rows as u64,
-            coverage_entries: self.covered.len(),
+            coverage_entries: self.coverage.entries(),
             lag_records: self.lag.0,
             lag_seconds: self.lag.1,
         });

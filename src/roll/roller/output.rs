@@ -115,13 +115,11 @@ impl Roller {
             );
         }
         let ck = self.coverage_key(&key);
-        let map = if m.slot == ManifestSlot::Preview {
-            &mut self.previewed
+        if m.slot == ManifestSlot::Preview {
+            self.coverage.previewed(ck, m.covered_through);
         } else {
-            &mut self.covered
-        };
-        let e = map.entry(ck).or_insert(0);
-        *e = (*e).max(m.covered_through);
+            self.coverage.finished(ck, m.covered_through);
+        }
     }
 
     pub(super) fn key_of_manifest(&self, m: &Manifest) -> Option<OutputKey> {
@@ -204,9 +202,7 @@ impl Roller {
 
     /// Whether record `seq`'s events for `key` are in a finished file.
     pub(super) fn is_covered(&self, key: &OutputKey, seq: u64) -> bool {
-        self.covered
-            .get(&self.coverage_key(key))
-            .is_some_and(|&c| seq <= c)
+        self.coverage.is_finished(&self.coverage_key(key), seq)
     }
 
     /// Outbox id of an output: `{first_seq}-{hash}`, the same on replay.

@@ -99,8 +99,7 @@ impl Roller {
         };
         tracing::debug!(group = manifest.group, rows = tee.rows, "preview written");
         self.links.outbox.commit(&path, &manifest)?;
-        let e = self.previewed.entry(self.coverage_key(key)).or_insert(0);
-        *e = (*e).max(through);
+        self.coverage.previewed(self.coverage_key(key), through);
         self.links.metrics.roll.finished("preview");
         self.report_gauges();
         if self.links.finished.blocking_send(manifest).is_err() {

@@ -192,9 +192,8 @@ impl Roller {
                 if !self.route_fresh[*route].is_empty()
                     && self.open.get(&w.key).is_some_and(|o| o.preview.is_none()) =>
             {
-                self.previewed
-                    .get(&self.coverage_key(&w.key))
-                    .is_none_or(|d| r.seq > *d)
+                self.coverage
+                    .is_past_previews(&self.coverage_key(&w.key), r.seq)
             }
             _ => false,
         };
