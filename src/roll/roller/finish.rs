@@ -12,11 +12,9 @@ impl Roller {
         why: Why,
         covered_through: u64,
     ) -> Result<(), WriteError> {
-        let Some(o) = self.open.remove(key) else {
+        let Some(o) = self.outputs.remove(key) else {
             return Ok(());
         };
-        self.memory = self.memory.saturating_sub(o.memory);
-        self.buffered_rows = self.buffered_rows.saturating_sub(o.rows);
         let covered_through = covered_through.max(o.first_seq);
         let closed = match o.output {
             Output::Parquet(w) => w.finish(),

@@ -50,12 +50,13 @@ mod coverage;
 mod describe;
 mod finish;
 mod output;
+mod outputs;
 mod preview;
 mod recovery;
 mod unrouted;
 mod write;
 
-use output::{FileSlot, Open, Output, OutputKey, Why};
+use output::{FileSlot, Output, OutputKey, Why};
 use recovery::Failure;
 use write::ROUTE_CACHE;
 
@@ -136,20 +137,16 @@ struct Roller {
     links: RollerLinks,
     window: Window,
     quarantine: Quarantine,
-    open: HashMap<OutputKey, Open>,
+    /// The open outputs and what they hold together.
+    outputs: outputs::Outputs,
     /// What finished files and previews hold.
     coverage: coverage::Coverage,
     routes: HashMap<Vec<u8>, Option<usize>>,
     now_ms: i64,
-    /// Earliest deadline among open outputs (i64::MAX when none).
-    next_deadline_ms: i64,
     /// Sequence of the last record fully processed.
     last_seq: Option<u64>,
     /// The release mark last published (what the WAL keeps).
     published_mark: u64,
-    memory: usize,
-    buffered_rows: usize,
-    write_clock: u64,
     /// Events no route takes: counted and reported.
     unrouted: unrouted::Unrouted,
     /// "finished file" lines, bounded by `log.lines_per_minute`.
@@ -239,16 +236,12 @@ impl Roller {
             route_has_files,
             window,
             quarantine,
-            open: HashMap::new(),
+            outputs: outputs::Outputs::default(),
             coverage: coverage::Coverage::default(),
             routes: HashMap::new(),
             now_ms: i64::MIN,
-            next_deadline_ms: i64::MAX,
             last_seq: None,
             published_mark: 0,
-            memory: 0,
-            buffered_rows: 0,
-            write_clock: 0,
             unrouted: unrouted::Unrouted::new(),
             finished_lines: crate::logging::Activity::new(
                 "finished_file",
@@ -340,11 +333,11 @@ impl Roller {
         }
         if self.links.drain.load(std::sync::atomic::Ordering::Relaxed) {
             tracing::info!(
-                open_files = self.open.len(),
+                open_files = self.outputs.len(),
                 "drain: finishing every open file"
             );
             let covered = self.last_seq.unwrap_or(0);
-            for key in self.keys_by_first_seq(|_| true) {
+            for key in self.outputs.keys_by_first_seq(|_| true) {
                 if let Err(e) = self.finish_output(&key, Why::Drain, covered) {
                     self.links.metrics.roll.drain_failed(&e);
                     return Err(RollerError::Drain(e));
@@ -439,7 +432,7 @@ impl Roller {
 
     fn publish_release(&mut self) {
         let mark = self
-            .open
+            .outputs
             .values()
             .map(|o| o.first_seq)
             .min()
@@ -468,28 +461,23 @@ impl Roller {
                 self.next_preview_ms = self.now_ms.saturating_add(every);
             }
         }
-        if self.now_ms < self.next_deadline_ms {
+        if !self.outputs.any_due(self.now_ms) {
             return Ok(());
         }
         let now = self.now_ms;
         let covered = self.last_seq.unwrap_or(0);
-        for key in self.keys_by_first_seq(|o| o.deadline_ms <= now) {
+        for key in self.outputs.keys_by_first_seq(|o| o.deadline_ms <= now) {
             self.finish_output(&key, Why::Deadline, covered)?;
         }
-        self.next_deadline_ms = self
-            .open
-            .values()
-            .map(|o| o.deadline_ms)
-            .min()
-            .unwrap_or(i64::MAX);
+        self.outputs.recompute_deadline();
         Ok(())
     }
 
     fn report_gauges(&self) {
         self.links.metrics.roll.report(crate::metrics::RollGauges {
-            open_files: self.open.len(),
-            buffer_bytes: self.memory,
-            buffered_rows: self.buffered_rows as u64,
+            open_files: self.outputs.len(),
+            buffer_bytes: self.outputs.memory(),
+            buffered_rows: self.outputs.buffered_rows() as u64,
             coverage_entries: self.coverage.entries(),
             lag_records: self.lag.0,
             lag_seconds: self.lag.1,

@@ -150,18 +150,6 @@ impl Roller {
         })
     }
 
-    /// Keys of open outputs passing `pick`, oldest first (a stable order).
-    pub(super) fn keys_by_first_seq(&self, pick: impl Fn(&Open) -> bool) -> Vec<OutputKey> {
-        let mut keys: Vec<(u64, i64, OutputKey)> = self
-            .open
-            .iter()
-            .filter(|(_, o)| pick(o))
-            .map(|(k, o)| (o.first_seq, o.period_start, k.clone()))
-            .collect();
-        keys.sort_by_key(|k| (k.0, k.1));
-        keys.into_iter().map(|(_, _, k)| k).collect()
-    }
-
     /// The fixed-size key under which an output's coverage is kept (the
     /// map holds one per finished file while the WAL holds its records,
     /// which a hostile client can make many).
@@ -211,21 +199,14 @@ impl Roller {
         format!("{first_seq:020}-{hash:016x}")
     }
 
-    pub(super) fn least_recently_written(&self) -> Option<OutputKey> {
-        self.open
-            .iter()
-            .min_by_key(|(_, o)| (o.last_write, o.first_seq))
-            .map(|(k, _)| k.clone())
-    }
-
     /// Opens the output `key` for a record, first finishing the least
     /// recently written outputs if `roll.max_open_files` are open.
     ///
     /// Those cover through this record: they are either not written by it
     /// or already written (open outputs are written first).
     pub(super) fn open_output(&mut self, key: &OutputKey, r: &WalRecord) -> Result<(), WriteError> {
-        while self.open.len() >= self.config.roll.max_open_files {
-            let Some(victim) = self.least_recently_written() else {
+        while self.outputs.len() >= self.config.roll.max_open_files {
+            let Some(victim) = self.outputs.least_recently_written() else {
                 break;
             };
             self.finish_output(&victim, Why::Early("max_open_files"), r.seq)?;
@@ -266,10 +247,7 @@ impl Roller {
                 )
             }
         };
-        self.next_deadline_ms = self.next_deadline_ms.min(deadline_ms);
-        let memory = output.memory();
-        self.memory += memory;
-        self.open.insert(
+        self.outputs.insert(
             key.clone(),
             Open {
                 output,
@@ -277,9 +255,9 @@ impl Roller {
                 first_seq: r.seq,
                 deadline_ms,
                 period_start,
-                memory,
+                memory: 0,
                 rows: 0,
-                last_write: self.write_clock,
+                last_write: 0,
                 preview: None,
             },
         );

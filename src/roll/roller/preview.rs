@@ -7,7 +7,7 @@ impl Roller {
     /// Writes every open file's preview out (`roll.freshness`).
     pub(super) fn preview_all(&mut self) -> Result<(), WriteError> {
         let keys: Vec<OutputKey> = self
-            .open
+            .outputs
             .iter()
             .filter(|(_, o)| o.preview.is_some())
             .map(|(k, _)| k.clone())
@@ -25,21 +25,19 @@ impl Roller {
         let OutputKey::File { route, group, slot } = key else {
             return Ok(());
         };
-        let Some(o) = self.open.get_mut(key) else {
+        let taken = self.outputs.update(key, false, |o| {
+            let Some((from, through)) = o.preview.take() else {
+                return Ok(None);
+            };
+            let Output::Parquet(p) = &mut o.output else {
+                return Ok(None);
+            };
+            let tee = p.take_tee()?;
+            Ok::<_, WriteError>(Some((from, through, tee, o.first_seq, o.period_start)))
+        });
+        let Some((from, through, tee, opened, period_start)) = taken.transpose()?.flatten() else {
             return Ok(());
         };
-        let Some((from, through)) = o.preview.take() else {
-            return Ok(());
-        };
-        let Output::Parquet(p) = &mut o.output else {
-            return Ok(());
-        };
-        let tee = p.take_tee()?;
-        let (mem, rows) = (o.output.memory(), o.output.buffered_rows());
-        self.memory = self.memory.saturating_sub(o.memory) + mem;
-        self.buffered_rows = self.buffered_rows.saturating_sub(o.rows) + rows;
-        (o.memory, o.rows) = (mem, rows);
-        let (opened, period_start) = (o.first_seq, o.period_start);
         let Some(tee) = tee.filter(|t| t.rows > 0) else {
             return Ok(());
         };

@@ -158,13 +158,10 @@ impl Roller {
 
     /// Drops every open output and its file.
     pub(super) fn discard_open(&mut self) {
-        for (_, o) in self.open.drain() {
+        for o in self.outputs.drain() {
             drop(o.output);
             let _ = std::fs::remove_file(&o.path);
         }
-        self.memory = 0;
-        self.buffered_rows = 0;
-        self.next_deadline_ms = i64::MAX;
         self.report_gauges();
     }
 }

@@ -51,10 +51,10 @@ impl Roller {
         // Outputs already open first: then every output evicted while this
         // record opens new ones has all of this record's events it will
         // get, so it covers through this record (see `open_output`).
-        writes.sort_by_key(|w| !self.open.contains_key(&w.key));
+        writes.sort_by_key(|w| !self.outputs.contains(&w.key));
         let split = writes
             .iter()
-            .position(|w| !self.open.contains_key(&w.key))
+            .position(|w| !self.outputs.contains(&w.key))
             .unwrap_or(writes.len());
         let m = self.links.metrics.clone();
         let mut rows = 0u64;
@@ -169,7 +169,7 @@ impl Roller {
         if let OutputKey::Records { sink, .. } = &w.key {
             let limit = self.record_sinks[*sink].max_part_bytes();
             let incoming = r.batch.as_bytes().len();
-            let full = self.open.get(&w.key).is_some_and(|o| match &o.output {
+            let full = self.outputs.get(&w.key).is_some_and(|o| match &o.output {
                 Output::Records(t, _) => t.raw_bytes() > 0 && t.raw_bytes() + incoming > limit,
                 Output::Parquet(_) => false,
             });
@@ -179,76 +179,75 @@ impl Roller {
                     .map_err(Failure::File)?;
             }
         }
-        if !self.open.contains_key(&w.key) {
+        if !self.outputs.contains(&w.key) {
             self.open_output(&w.key, r).map_err(Failure::File)?;
         }
-        let clock = self.write_clock;
-        self.write_clock += 1;
         // A preview starts with the first record after the last one
         // written (on replay, after what earlier previews hold); the digest
         // lookup is made only then, not for every record.
         let start_preview = match &w.key {
             OutputKey::File { route, .. }
                 if !self.route_fresh[*route].is_empty()
-                    && self.open.get(&w.key).is_some_and(|o| o.preview.is_none()) =>
+                    && self
+                        .outputs
+                        .get(&w.key)
+                        .is_some_and(|o| o.preview.is_none()) =>
             {
                 self.coverage
                     .is_past_previews(&self.coverage_key(&w.key), r.seq)
             }
             _ => false,
         };
-        let Some(o) = self.open.get_mut(&w.key) else {
+        let (config, metrics) = (&self.config, &self.links.metrics);
+        let written = self.outputs.update(&w.key, true, |o| {
+            if start_preview {
+                if let Output::Parquet(p) = &mut o.output {
+                    p.start_tee().map_err(Failure::File)?;
+                    o.preview = Some((r.seq, r.seq));
+                }
+            }
+            if let Some((_, last)) = &mut o.preview {
+                *last = r.seq;
+            }
+            let mut rows = 0u64;
+            let mut bad = 0u64;
+            for ev in &w.events {
+                let result = match &mut o.output {
+                    Output::Parquet(p) => {
+                        if rows == 0 && bad == 0 {
+                            p.set_tag(tag);
+                        }
+                        p.append(ev.time_ns, ev.record)
+                    }
+                    Output::Records(t, _) => {
+                        t.append(ev.time_ns, ev.record).map_err(WriteError::from)
+                    }
+                };
+                match result {
+                    Ok(()) => rows += 1,
+                    Err(WriteError::BadRecord(e)) => {
+                        bad += 1;
+                        metrics.roll.bad_record(r.seq, &e);
+                    }
+                    Err(e) => return Err(Failure::Record(e)),
+                }
+            }
+            if let (Output::Parquet(p), OutputKey::File { route, .. }) = (&mut o.output, &w.key) {
+                let route = &config.routes[*route];
+                for (i, n, seen) in p.take_mismatches() {
+                    if let Some((column, declared)) = route.columns.get(i) {
+                        metrics
+                            .roll
+                            .type_mismatch(&route.name, column, declared.as_str(), seen, n);
+                    }
+                }
+            }
+            Ok::<u64, Failure>(rows)
+        });
+        let Some(written) = written else {
             return Ok(0);
         };
-        if start_preview {
-            if let Output::Parquet(p) = &mut o.output {
-                p.start_tee().map_err(Failure::File)?;
-                o.preview = Some((r.seq, r.seq));
-            }
-        }
-        if let Some((_, last)) = &mut o.preview {
-            *last = r.seq;
-        }
-        let mut rows = 0u64;
-        let mut bad = 0u64;
-        for ev in &w.events {
-            let result = match &mut o.output {
-                Output::Parquet(p) => {
-                    if rows == 0 && bad == 0 {
-                        p.set_tag(tag);
-                    }
-                    p.append(ev.time_ns, ev.record)
-                }
-                Output::Records(t, _) => t.append(ev.time_ns, ev.record).map_err(WriteError::from),
-            };
-            match result {
-                Ok(()) => rows += 1,
-                Err(WriteError::BadRecord(e)) => {
-                    bad += 1;
-                    self.links.metrics.roll.bad_record(r.seq, &e);
-                }
-                Err(e) => return Err(Failure::Record(e)),
-            }
-        }
-        if let (Output::Parquet(p), OutputKey::File { route, .. }) = (&mut o.output, &w.key) {
-            let route = &self.config.routes[*route];
-            for (i, n, seen) in p.take_mismatches() {
-                if let Some((column, declared)) = route.columns.get(i) {
-                    self.links.metrics.roll.type_mismatch(
-                        &route.name,
-                        column,
-                        declared.as_str(),
-                        seen,
-                        n,
-                    );
-                }
-            }
-        }
-        o.last_write = clock;
-        let (mem, buffered) = (o.output.memory(), o.output.buffered_rows());
-        self.memory = self.memory.saturating_sub(o.memory) + mem;
-        self.buffered_rows = self.buffered_rows.saturating_sub(o.rows) + buffered;
-        (o.memory, o.rows) = (mem, buffered);
+        let rows = written?;
         Ok(if matches!(w.key, OutputKey::File { .. }) {
             rows
         } else {
@@ -262,12 +261,12 @@ impl Roller {
     pub(super) fn enforce_memory(&mut self, seq: u64) -> Result<(), Failure> {
         let budget = self.config.roll.max_buffer_bytes.as_usize();
         let min_flush = MIN_FLUSH_BYTES.min(budget / 8).max(1);
-        if self.memory > budget {
+        if self.outputs.memory() > budget {
             // Previews holding a good share of the memory go out early,
             // rather than files being finished early; a few small ones are
             // not worth a file each.
             let previews: usize = self
-                .open
+                .outputs
                 .values()
                 .filter_map(|o| match &o.output {
                     Output::Parquet(p) if o.preview.is_some() => Some(p.tee_bytes()),
@@ -278,9 +277,9 @@ impl Roller {
                 self.preview_all().map_err(Failure::File)?;
             }
         }
-        while self.memory > budget && !self.open.is_empty() {
+        while self.outputs.memory() > budget && !self.outputs.is_empty() {
             let largest = self
-                .open
+                .outputs
                 .iter()
                 .filter_map(|(k, o)| match &o.output {
                     Output::Parquet(p) => Some((p.buffered_bytes(), k)),
@@ -290,20 +289,19 @@ impl Roller {
                 .map(|(b, k)| (b, k.clone()));
             match largest {
                 Some((buffered, key)) if buffered >= min_flush => {
-                    let Some(o) = self.open.get_mut(&key) else {
+                    let flushed = self.outputs.update(&key, false, |o| match &mut o.output {
+                        Output::Parquet(p) => p.flush_row_group().map(|()| true),
+                        Output::Records(..) => Ok(false),
+                    });
+                    let Some(flushed) = flushed else {
                         break;
                     };
-                    if let Output::Parquet(p) = &mut o.output {
-                        p.flush_row_group().map_err(Failure::File)?;
+                    if flushed.map_err(Failure::File)? {
                         self.links.metrics.roll.row_group();
                     }
-                    let (mem, rows) = (o.output.memory(), o.output.buffered_rows());
-                    self.memory = self.memory.saturating_sub(o.memory) + mem;
-                    self.buffered_rows = self.buffered_rows.saturating_sub(o.rows) + rows;
-                    (o.memory, o.rows) = (mem, rows);
                 }
                 _ => {
-                    let Some(victim) = self.least_recently_written() else {
+                    let Some(victim) = self.outputs.least_recently_written() else {
                         break;
                     };
                     self.finish_output(&victim, Why::Early("memory"), seq)
