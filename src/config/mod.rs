@@ -529,7 +529,11 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         });
     }
     let mut warnings = Vec::new();
-    if !implicit_route && file.unmatched.is_none() {
+    // A route matching `**` takes every tag: nothing can be unmatched.
+    let catch_all = routes
+        .iter()
+        .any(|r| r.pattern.split_whitespace().any(|p| p == "**"));
+    if !implicit_route && file.unmatched.is_none() && !catch_all {
         warnings.push(
             "unmatched: routes are configured and `unmatched` is not set, so events whose tag matches no route are dropped (each new tag is logged, weir_roll_unrouted_events_total counts them); set unmatched = \"drop\" to say so, or the name of a route to keep them".to_string(),
         );

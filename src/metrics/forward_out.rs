@@ -80,9 +80,10 @@ impl ForwardOutMetrics {
         let up = self.server_up.with_label_values(&[sink, server]);
         if up.get() != 0 {
             up.set(0);
-            tracing::warn!(sink, server, error = %error, rest_ms = rest.as_millis() as u64, "forward server is DOWN; its chunks go to the other servers");
-        } else if let Some(suppressed) = self.suppressed.allow("forward_out_failed") {
-            tracing::warn!(sink, server, error = %error, rest_ms = rest.as_millis() as u64, suppressed, "forward server still failing");
+            tracing::warn!(sink, server, error = %error, rest_ms = rest.as_millis() as u64,
+                "forward server is DOWN: chunks go to the sink's other servers, or wait in the outbox");
+        } else if let Some(suppressed) = self.suppressed.allow_per_minute("forward_out_failed") {
+            tracing::info!(sink, server, error = %error, rest_ms = rest.as_millis() as u64, suppressed, "forward server still failing");
         }
     }
 }

@@ -47,6 +47,9 @@ pub enum SinkError {
     Key { key: String, message: String },
     #[error("http: {0}")]
     Http(String),
+    /// No forward server took a chunk (refused, closed, no ack in time).
+    #[error("forward: {0}")]
+    Forward(String),
     /// An Iceberg catalog failed (unreachable, locked, a conflict); retried.
     #[error("catalog: {0}")]
     Catalog(String),

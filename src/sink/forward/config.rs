@@ -157,10 +157,20 @@ impl ForwardSinkConfig {
                 ));
             }
         }
-        if self.password.is_some() && self.username.is_none() {
+        if self.password.is_some() != self.username.is_some() {
             return Err(Invalid::new(
-                key("username"),
-                "password needs a username".into(),
+                key(if self.username.is_some() {
+                    "password"
+                } else {
+                    "username"
+                }),
+                "username and password go together".into(),
+            ));
+        }
+        if self.tag.is_some() && !self.tag_prefix.is_empty() {
+            return Err(Invalid::new(
+                key("tag_prefix"),
+                "give tag (one fixed tag) or tag_prefix (prepended to each tag), not both".into(),
             ));
         }
         if self.username.is_some() && self.shared_key.is_none() {

@@ -129,13 +129,14 @@ impl ForwardSink {
                 }
                 Err(e) => {
                     let rested = self.servers.failed(i, Instant::now());
+                    let e = format!("{e:#}");
                     self.metrics.failed(&self.name, &server, &e, rested.rest);
                     last = Some(format!("{server}: {e}"));
                 }
             }
         }
-        Err(SinkError::Http(format!(
-            "no forward server acked the chunk (last: {})",
+        Err(SinkError::Forward(format!(
+            "no server acked the chunk (last: {})",
             last.unwrap_or_default()
         )))
     }
@@ -228,8 +229,8 @@ impl Sink for ForwardSink {
                     Err(e) => errors.push(format!("{}: {e:#}", s.address)),
                 }
             }
-            Err(SinkError::Http(format!(
-                "no forward server reachable: {}",
+            Err(SinkError::Forward(format!(
+                "no server reachable: {}",
                 errors.join("; ")
             )))
         })

@@ -14,7 +14,8 @@ use crate::backoff::Backoff;
 
 use super::config::ForwardServer;
 
-const REST: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+const MAX_REST: Duration = Duration::from_secs(30);
+const REST: Backoff = Backoff::new(Duration::from_secs(1), MAX_REST);
 
 struct Health {
     /// Resting after a failure until then.
@@ -101,7 +102,7 @@ impl Servers {
     pub fn failed(&self, i: usize, now: Instant) -> Rested {
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let h = &mut health[i];
-        let rest = h.rest.next_delay();
+        let rest = h.rest.next_delay().min(MAX_REST);
         h.down_until = Some(now + rest);
         Rested { rest }
     }
