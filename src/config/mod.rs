@@ -586,6 +586,23 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_route_matching_everything_leaves_nothing_unmatched_to_warn_of() {
+        let warned = |m: &str| {
+            let text = format!(
+                "data_dir = \"/tmp/x\"\n[[route]]\nmatch = \"{m}\"\nsinks = [\"s\"]\n[sinks.s]\ntype = \"local\"\npath = \"/tmp/s\"\n"
+            );
+            Config::from_str(&text, "test")
+                .unwrap()
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("unmatched:"))
+        };
+        assert!(warned("app.**"));
+        assert!(!warned("**"));
+        assert!(!warned("app.** **"));
+    }
+
     fn err(text: &str) -> String {
         Config::from_str(text, "t.toml").unwrap_err().to_string()
     }
