@@ -16,11 +16,15 @@
 //! makes it exit, or fail again at the next start.
 //!
 //! # Files
-//! This file: the thread, its loop over WAL records and ticks, the release
-//! mark it publishes to the WAL. [`write`]: records into outputs and the
-//! memory bound; [`output`]: what an output is, its coverage and opening;
-//! [`finish`]: manifests and the outbox commit; [`preview`]: freshness
-//! previews; [`recovery`]: rebuild, retry and quarantine.
+//! This file: the thread and its loop over WAL records and ticks. The
+//! parts it owns, each with its own state that no other part touches:
+//! [`outputs`] (the open outputs and what they hold together), [`coverage`]
+//! (what finished files and previews hold), [`publish`] (the release mark
+//! and the lag), [`describe`] (a closed output's manifest, a pure
+//! function). The jobs: [`write`] (records into outputs, the memory
+//! bound), [`output`] (what an output is, its identity, opening),
+//! [`finish`] (footer, outbox commit), [`preview`] (freshness previews),
+//! [`recovery`] (rebuild, retry and quarantine), [`unrouted`].
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -52,6 +56,7 @@ mod finish;
 mod output;
 mod outputs;
 mod preview;
+mod publish;
 mod recovery;
 mod unrouted;
 mod write;
@@ -145,8 +150,8 @@ struct Roller {
     now_ms: i64,
     /// Sequence of the last record fully processed.
     last_seq: Option<u64>,
-    /// The release mark last published (what the WAL keeps).
-    published_mark: u64,
+    /// The release mark and the lag, as published.
+    publish: publish::Publish,
     /// Events no route takes: counted and reported.
     unrouted: unrouted::Unrouted,
     /// "finished file" lines, bounded by `log.lines_per_minute`.
@@ -161,13 +166,6 @@ struct Roller {
     stopping: bool,
     /// Where the roller reads the WAL.
     tail: crate::wal::tail::Tail,
-    /// Arrival of the last record read, and when the roller last had
-    /// read everything durable (at first, its start): every unread record
-    /// arrived after both, so the lag is measured from the later.
-    lag_arrival_ms: i64,
-    caught_up_ms: i64,
-    /// The last lag measured: (records, seconds), for the gauges.
-    lag: (u64, f64),
     /// Sinks of each route that take previews (`fresh = true`).
     route_fresh: Vec<Vec<String>>,
     /// `roll.freshness` in ms, and when previews are next written.
@@ -241,7 +239,7 @@ impl Roller {
             routes: HashMap::new(),
             now_ms: i64::MIN,
             last_seq: None,
-            published_mark: 0,
+            publish: publish::Publish::new(links.release.clone(), crate::wal::now_ms()),
             unrouted: unrouted::Unrouted::new(),
             finished_lines: crate::logging::Activity::new(
                 "finished_file",
@@ -251,9 +249,6 @@ impl Roller {
             open_dir,
             config,
             tail: crate::wal::tail::Tail::new(&wal_dir, 0),
-            lag_arrival_ms: 0,
-            caught_up_ms: crate::wal::now_ms(),
-            lag: (0, 0.0),
             route_fresh,
             freshness_ms,
             next_preview_ms: i64::MIN,
@@ -285,7 +280,7 @@ impl Roller {
                 }
                 match self.tail.next(mark.seq) {
                     Ok(Some(r)) => {
-                        self.lag_arrival_ms = r.arrival_ms;
+                        self.publish.read(r.arrival_ms);
                         self.handle(r);
                         self.links
                             .position
@@ -388,17 +383,7 @@ impl Roller {
     fn report_lag(&mut self) {
         let durable_seq = self.links.durable.get().seq;
         let behind = durable_seq.saturating_sub(self.tail.position());
-        let now = crate::wal::now_ms();
-        if behind == 0 {
-            self.caught_up_ms = now;
-        }
-        let since = self.lag_arrival_ms.max(self.caught_up_ms);
-        let secs = if behind == 0 {
-            0.0
-        } else {
-            (now - since).max(0) as f64 / 1000.0
-        };
-        self.lag = (behind, secs);
+        self.publish.measure_lag(behind, crate::wal::now_ms());
         self.report_gauges();
     }
 
@@ -431,19 +416,8 @@ impl Roller {
     }
 
     fn publish_release(&mut self) {
-        let mark = self
-            .outputs
-            .values()
-            .map(|o| o.first_seq)
-            .min()
-            .or(self.last_seq.map(|s| s + 1))
-            .unwrap_or(0);
-        self.published_mark = mark;
-        self.links.release.send_if_modified(|v| {
-            let changed = *v != mark;
-            *v = mark;
-            changed
-        });
+        let oldest = self.outputs.values().map(|o| o.first_seq).min();
+        self.publish.release(oldest, self.last_seq);
     }
 
     /// Moves the clock and finishes every output whose deadline passed.
@@ -479,8 +453,8 @@ impl Roller {
             buffer_bytes: self.outputs.memory(),
             buffered_rows: self.outputs.buffered_rows() as u64,
             coverage_entries: self.coverage.entries(),
-            lag_records: self.lag.0,
-            lag_seconds: self.lag.1,
+            lag_records: self.publish.lag().0,
+            lag_seconds: self.publish.lag().1,
         });
     }
 }

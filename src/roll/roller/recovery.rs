@@ -140,7 +140,7 @@ impl Roller {
     /// published release mark through `through`, as a restart would.
     pub(super) fn rebuild(&mut self, through: u64) -> Result<(), RebuildError> {
         self.discard_open();
-        let from = self.published_mark;
+        let from = self.publish.mark();
         self.last_seq = from.checked_sub(1);
         self.now_ms = i64::MIN;
         let wal_dir = self.wal_dir.clone();
