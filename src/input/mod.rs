@@ -7,10 +7,10 @@
 //!   msgpack or JSON;
 //! - [`http`]: Fluentd's `in_http` (JSON, NDJSON, msgpack, forms).
 
-pub mod durable;
+pub(crate) mod durable;
 pub mod forward;
-pub mod http;
-pub mod tls;
+pub(crate) mod http;
+pub(crate) mod tls;
 
 pub use durable::dedupe_key;
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tracing_subscriber::EnvFilter;
 
 mod activity;
-pub mod config;
+pub(crate) mod config;
 pub use activity::{set_lines_per_minute, Activity, DEFAULT_LINES_PER_MINUTE};
 
 /// Lines of one kind logged per window before suppression starts.

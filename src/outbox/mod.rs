@@ -16,7 +16,7 @@
 //! start; the WAL still holds its events. A file a sink rejects for good goes
 //! to `data_dir/deadletter/{sink}/` with the reason, and counts as handled.
 
-pub mod config;
+pub(crate) mod config;
 mod delivery;
 pub(crate) mod manifest;
 mod order;

@@ -26,7 +26,7 @@
 //! `encoder` thread encodes and compresses them, so rolling a backlog uses
 //! two cores. Both run behind the ack path (`priority`).
 
-pub mod config;
+pub(crate) mod config;
 mod encoder;
 pub mod json;
 mod quarantine;

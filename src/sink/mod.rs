@@ -6,15 +6,15 @@
 //! Iceberg table) say so with [`Sink::commits`]; the outbox then marks a
 //! file delivered only after [`Sink::commit`] took it.
 
-pub mod config;
-pub mod forward;
+pub(crate) mod config;
+pub(crate) mod forward;
 mod gcs;
 pub mod iceberg;
 pub(crate) mod key;
-pub mod kind;
+pub(crate) mod kind;
 mod local;
 mod object;
-pub mod probe;
+pub(crate) mod probe;
 pub(crate) mod records;
 mod s3;
 pub(crate) mod td;

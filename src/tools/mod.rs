@@ -6,8 +6,8 @@
 
 pub mod capture;
 pub mod loadgen;
-pub mod options;
+pub(crate) mod options;
 pub mod playback;
 pub mod report;
 pub(crate) mod rewrite;
-pub mod wire;
+pub(crate) mod wire;

@@ -46,7 +46,7 @@
 //! writes at most `wal.max_group_bytes` (plus one request). Recovery reads
 //! one record at a time.
 
-pub mod config;
+pub(crate) mod config;
 pub(crate) mod dedupe;
 mod disk;
 mod group;

@@ -13,8 +13,8 @@
 //! A connection's errors stay in its task: the process and other
 //! connections carry on (invariant 5).
 
-pub mod budget;
-pub mod config;
+pub(crate) mod budget;
+pub(crate) mod config;
 pub(crate) mod connection;
 pub mod decode;
 pub(crate) mod decompress;
@@ -22,9 +22,9 @@ pub mod handshake;
 pub(crate) mod heartbeat;
 pub(crate) mod json;
 pub(crate) mod listener;
-pub mod messages;
+pub(crate) mod messages;
 mod pipeline;
-pub mod server;
+pub(crate) mod server;
 pub(crate) mod settings;
 pub(crate) mod time;
 

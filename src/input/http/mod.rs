@@ -12,12 +12,12 @@
 //! budget, the request timeout and the decompression cap; what HTTP cannot
 //! wait for (a spent budget, a full WAL) is answered 503 with `Retry-After`.
 
-pub mod config;
+pub(crate) mod config;
 mod cors;
 mod form;
-pub mod parse;
+pub(crate) mod parse;
 mod request;
-pub mod server;
+pub(crate) mod server;
 
 use crate::input::Limits;
 use crate::metrics::Metrics;

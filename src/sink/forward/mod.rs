@@ -21,8 +21,8 @@
 //! one connection per server: the outbox sends one chunk at a time per
 //! sink.
 
-pub mod chunk;
-pub mod config;
+pub(crate) mod chunk;
+pub(crate) mod config;
 mod part;
 mod records;
 mod servers;

@@ -15,7 +15,6 @@ use iceberg::{
 };
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 
-use super::config::redact_uri;
 use super::storage::StoreStorageFactory;
 
 /// Connects to the SQL catalog at `uri` (`sqlite:/path` or `postgres://…`),
@@ -165,7 +164,3 @@ impl Catalog for Counting {
     }
 }
 
-/// The URI as logs may show it.
-pub fn display_uri(uri: &str) -> String {
-    redact_uri(uri)
-}

@@ -8,11 +8,11 @@
 //! the table". How a commit stays exactly once through crashes and
 //! conflicts: [`commit`]. Table shape and schema evolution: [`table`].
 
-pub mod catalog;
+pub(crate) mod catalog;
 mod commit;
-pub mod config;
+pub(crate) mod config;
 mod data_file;
-pub mod storage;
+pub(crate) mod storage;
 mod table;
 #[cfg(test)]
 mod tests;

@@ -42,11 +42,6 @@ impl StoreStorage {
         }
     }
 
-    /// The URI prefix of every location in this store.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     fn store(&self) -> Result<&Arc<dyn ObjectStore>> {
         self.store
             .as_ref()

@@ -10,7 +10,7 @@
 //! the [record sink](crate::sink::records) interface ([`records`]: grouping
 //! and keys, [`part`]: the part format); this file uploads finished parts.
 
-pub mod config;
+pub(crate) mod config;
 mod part;
 mod records;
 
