@@ -7,25 +7,25 @@ use std::time::Duration;
 
 /// The delays of one thing being retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     next: Duration,
     max: Duration,
 }
 
 impl Backoff {
-    pub const fn new(first: Duration, max: Duration) -> Self {
+    pub(crate) const fn new(first: Duration, max: Duration) -> Self {
         Self { next: first, max }
     }
 
     /// The delay before the next attempt (jittered); the one after doubles.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let d = self.next;
         self.next = (self.next * 2).min(self.max);
         d.mul_f64(rand::random_range(0.8..1.2))
     }
 
     /// The delay the next attempt would wait, before jitter (for logs).
-    pub fn peek(&self) -> Duration {
+    pub(crate) fn peek(&self) -> Duration {
         self.next
     }
 }

@@ -26,7 +26,7 @@ fn active() -> &'static [(String, Option<String>)] {
 }
 
 /// Aborts the process if `name` is listed in `WEIR_FAILPOINTS`.
-pub fn hit(name: &str) {
+pub(crate) fn hit(name: &str) {
     if active().iter().any(|(n, _)| n == name) {
         eprintln!("weir: failpoint {name} reached; aborting");
         std::process::abort();
@@ -34,12 +34,12 @@ pub fn hit(name: &str) {
 }
 
 /// Whether `name` is listed in `WEIR_FAILPOINTS` (with or without a value).
-pub fn is_set(name: &str) -> bool {
+pub(crate) fn is_set(name: &str) -> bool {
     active().iter().any(|(n, _)| n == name)
 }
 
 /// The value given as `name=value` in `WEIR_FAILPOINTS`, if any.
-pub fn value(name: &str) -> Option<&'static str> {
+pub(crate) fn value(name: &str) -> Option<&'static str> {
     active()
         .iter()
         .find(|(n, _)| n == name)

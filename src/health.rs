@@ -126,7 +126,7 @@ impl Listeners {
 }
 
 /// What `/readyz` checks.
-pub struct Health {
+pub(crate) struct Health {
     pub listeners: Listeners,
     pub wal: watch::Receiver<crate::wal::WalState>,
     /// Why the WAL folder does not take new files, from the last probe
@@ -144,7 +144,7 @@ pub struct Health {
 
 impl Health {
     /// `Ok` when ready, otherwise every reason it is not.
-    pub fn readiness(&self) -> Result<(), Vec<String>> {
+    pub(crate) fn readiness(&self) -> Result<(), Vec<String>> {
         let mut why = Vec::new();
         for name in self.listeners.waiting() {
             why.push(format!("{name} listener not accepting yet"));
@@ -190,13 +190,13 @@ impl Health {
 impl Health {
     /// What `/readyz` reports without turning unready: sinks failing for
     /// longer than `metrics.backpressure_grace`.
-    pub fn warnings(&self) -> Vec<String> {
+    pub(crate) fn warnings(&self) -> Vec<String> {
         self.sinks.report(self.backpressure_grace)
     }
 
     /// Liveness: fails only in a state a restart fixes (the WAL failed a
     /// sync), so an orchestrator restarts the node and recovery runs.
-    pub fn liveness(&self) -> Result<(), String> {
+    pub(crate) fn liveness(&self) -> Result<(), String> {
         match &*self.wal.borrow() {
             crate::wal::WalState::Failed(w) => Err(w.clone()),
             _ => Ok(()),
@@ -205,7 +205,7 @@ impl Health {
 
     /// Checks the WAL folder takes new files (blocking: run it off the
     /// async runtime) and records the answer for `/readyz`.
-    pub fn probe_wal_dir(&self) {
+    pub(crate) fn probe_wal_dir(&self) {
         let problem = probe_writable(&self.wal_dir)
             .err()
             .map(|e| format!("WAL directory {} not writable: {e}", self.wal_dir.display()));

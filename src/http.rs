@@ -118,7 +118,7 @@ const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves until shutdown; probes the WAL folder in the background, so a
 /// probe request never waits on the disk.
-pub async fn run(
+pub(crate) async fn run(
     listener: TcpListener,
     metrics: Metrics,
     health: Arc<Health>,

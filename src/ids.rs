@@ -11,7 +11,7 @@
 use sha2::{Digest, Sha256};
 
 /// The SHA-256 of length-prefixed `parts`.
-pub fn digest(parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn digest(parts: &[&[u8]]) -> [u8; 32] {
     let mut h = Sha256::new();
     for p in parts {
         h.update((p.len() as u64).to_le_bytes());
@@ -21,12 +21,12 @@ pub fn digest(parts: &[&[u8]]) -> [u8; 32] {
 }
 
 /// The first 8 bytes of a [`digest`] as a big-endian number.
-pub fn leading_u64(d: &[u8; 32]) -> u64 {
+pub(crate) fn leading_u64(d: &[u8; 32]) -> u64 {
     u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
 /// The first `bytes` bytes of [`digest`] (at most 32) in lower-case hex.
-pub fn stable_hex(parts: &[&[u8]], bytes: usize) -> String {
+pub(crate) fn stable_hex(parts: &[&[u8]], bytes: usize) -> String {
     let d = digest(parts);
     d[..bytes.min(32)]
         .iter()

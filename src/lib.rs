@@ -26,6 +26,8 @@
 //! the [`capture`] files that the forward input's tee
 //! (`[forward] capture_dir`) writes.
 
+#![warn(unreachable_pub)]
+
 pub(crate) mod backoff;
 pub mod backpressure;
 pub mod capture;

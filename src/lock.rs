@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 /// Holds `data_dir/LOCK` (an advisory `flock`) until dropped. The kernel
 /// drops it when the process dies, kill -9 included.
 #[derive(Debug)]
-pub struct DataDirLock {
+pub(crate) struct DataDirLock {
     _file: File,
 }
 
 /// Why the lock was not taken.
 #[derive(Debug, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     #[error(
         "data_dir {0} is locked by another weir process (serve or drain); nothing was changed"
     )]
@@ -29,7 +29,7 @@ pub enum LockError {
 impl DataDirLock {
     /// Fails if another weir holds `data_dir`'s lock; changes nothing (a
     /// missing folder or lock file is free).
-    pub fn check_free(data_dir: &Path) -> Result<(), LockError> {
+    pub(crate) fn check_free(data_dir: &Path) -> Result<(), LockError> {
         let path = data_dir.join("LOCK");
         let file = match OpenOptions::new().write(true).open(&path) {
             Ok(f) => f,
@@ -44,7 +44,7 @@ impl DataDirLock {
     }
 
     /// Creates `data_dir` if needed and locks it, without waiting.
-    pub fn acquire(data_dir: &Path) -> Result<Self, LockError> {
+    pub(crate) fn acquire(data_dir: &Path) -> Result<Self, LockError> {
         let path = data_dir.join("LOCK");
         let io = |source| LockError::Io {
             path: path.clone(),

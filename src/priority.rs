@@ -10,7 +10,7 @@
 const ROLLER_NICENESS: libc::c_int = 10;
 
 /// Lowers the calling thread's CPU priority; a failure is only logged.
-pub fn run_behind_acks() {
+pub(crate) fn run_behind_acks() {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: gettid and setpriority take and return plain integers;

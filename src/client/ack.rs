@@ -25,7 +25,7 @@ pub(super) async fn next_frame<S: AsyncRead + Unpin + ?Sized>(
 
 /// Reads the server's next `{"ack": chunk}` and returns the chunk's bytes.
 /// Keep one `frames` per connection: it holds bytes read past a reply.
-pub async fn read_ack<S: AsyncRead + Unpin + ?Sized>(
+pub(crate) async fn read_ack<S: AsyncRead + Unpin + ?Sized>(
     s: &mut S,
     frames: &mut FrameBuffer,
 ) -> anyhow::Result<Vec<u8>> {
@@ -37,7 +37,7 @@ pub async fn read_ack<S: AsyncRead + Unpin + ?Sized>(
 
 /// The chunk id of a complete `{"ack": chunk}` reply; `None` for any other
 /// object (HELO, PONG).
-pub fn ack_of(reply: &[u8]) -> Result<Option<&[u8]>, crate::msgpack::MsgpackError> {
+pub(crate) fn ack_of(reply: &[u8]) -> Result<Option<&[u8]>, crate::msgpack::MsgpackError> {
     let mut c = Cursor::new(reply);
     let Head::Map(pairs) = c.head()? else {
         return Ok(None);

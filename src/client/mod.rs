@@ -10,7 +10,7 @@
 mod ack;
 mod handshake;
 
-pub use ack::{ack_of, read_ack};
+pub(crate) use ack::{ack_of, read_ack};
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -50,7 +50,7 @@ pub struct TlsSettings {
 }
 
 /// A connected stream, plain or TLS.
-pub type Stream = Pin<Box<dyn AsyncReadWrite + Send>>;
+pub(crate) type Stream = Pin<Box<dyn AsyncReadWrite + Send>>;
 
 pub trait AsyncReadWrite: AsyncRead + AsyncWrite {}
 impl<T: AsyncRead + AsyncWrite> AsyncReadWrite for T {}

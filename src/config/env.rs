@@ -10,7 +10,10 @@
 /// # Errors
 /// Names the variable and the line when it is unset and has no default, or
 /// when a `${` is not closed.
-pub fn substitute(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(super) fn substitute(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find("${") {
@@ -59,7 +62,7 @@ pub fn substitute(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
 /// # Errors
 /// The text is not TOML; or a variable is unset without a default (named
 /// with the key it is in).
-pub fn substitute_values(
+pub(super) fn substitute_values(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<String, String> {

@@ -7,7 +7,7 @@ use toml_edit::{Document, Item, Key, Value};
 /// The 1-based line of `key` (`sinks.lake.fresh`, `route[2].match`,
 /// `forward.security.clients[0].network`), or of the nearest enclosing
 /// table or value the text has (a default has no line of its own).
-pub fn line_of(text: &str, key: &str) -> Option<usize> {
+pub(super) fn line_of(text: &str, key: &str) -> Option<usize> {
     let doc = Document::parse(text).ok()?;
     let mut at: Option<std::ops::Range<usize>> = None;
     let mut node = Node::Item(doc.as_item());

@@ -110,7 +110,7 @@ mod tests {
 /// # Errors
 /// Not `host:port`, or a name that does not resolve; a path (a Unix socket)
 /// says how to serve one.
-pub fn listen_addr<'de, D: serde::Deserializer<'de>>(
+pub(crate) fn listen_addr<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<std::net::SocketAddr, D::Error> {
     use serde::de::Error;
@@ -118,7 +118,7 @@ pub fn listen_addr<'de, D: serde::Deserializer<'de>>(
     parse_listen(&s).map_err(D::Error::custom)
 }
 
-pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+pub(crate) fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
     use std::net::ToSocketAddrs;
     if let Ok(a) = s.parse() {
         return Ok(a);

@@ -13,7 +13,7 @@ use crate::wal::{DurableReply, WalError, WalHandle};
 ///
 /// # Errors
 /// The WAL has stopped.
-pub async fn submit(
+pub(crate) async fn submit(
     wal: &WalHandle,
     batch: EventBatch,
     key: Option<Key>,
@@ -26,7 +26,11 @@ pub async fn submit(
 /// # Errors
 /// The WAL could not make it durable; the client must not be told it was
 /// stored.
-pub async fn store(wal: &WalHandle, batch: EventBatch, key: Option<Key>) -> Result<u64, WalError> {
+pub(crate) async fn store(
+    wal: &WalHandle,
+    batch: EventBatch,
+    key: Option<Key>,
+) -> Result<u64, WalError> {
     submit(wal, batch, key)
         .await?
         .await
@@ -42,12 +46,12 @@ pub async fn store(wal: &WalHandle, batch: EventBatch, key: Option<Key>) -> Resu
 /// from the sending node, sink, tag and WAL position, so unique by
 /// construction. Such a chunk is recognised whatever address it is resent
 /// from (a restarted sender pod has a new one).
-pub const WEIR_CHUNK_PREFIX: &str = "weir:";
+pub(crate) const WEIR_CHUNK_PREFIX: &str = "weir:";
 
 /// The `source` part of a forward chunk's [`dedupe_key`]: the peer's
 /// address, or `weir` for a chunk id weir's forward output made
 /// ([`WEIR_CHUNK_PREFIX`]). `chunk` is the id's msgpack bytes.
-pub fn chunk_source(peer_ip: std::net::IpAddr, chunk: &[u8]) -> String {
+pub(crate) fn chunk_source(peer_ip: std::net::IpAddr, chunk: &[u8]) -> String {
     let mut c = crate::msgpack::Cursor::new(chunk);
     match c.bytes() {
         Ok(Some(id)) if id.starts_with(WEIR_CHUNK_PREFIX.as_bytes()) && id.len() == 29 => {

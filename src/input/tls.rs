@@ -53,7 +53,7 @@ pub struct TlsConfig {
 
 /// Builds the server configuration, or says which key is wrong and why.
 /// `section` names the table in errors (`forward.tls`, `http.tls`).
-pub fn server_config(c: &TlsConfig, section: &str) -> Result<Arc<ServerConfig>, TlsError> {
+pub(crate) fn server_config(c: &TlsConfig, section: &str) -> Result<Arc<ServerConfig>, TlsError> {
     let cert_err = |e: &dyn std::fmt::Display| {
         TlsError::new(
             format!("{section}.cert_path"),
@@ -117,7 +117,7 @@ pub fn server_config(c: &TlsConfig, section: &str) -> Result<Arc<ServerConfig>, 
 /// A TLS setting that cannot be used: the config key and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{key}: {message}")]
-pub struct TlsError {
+pub(crate) struct TlsError {
     pub key: String,
     pub message: String,
 }

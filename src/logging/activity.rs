@@ -23,7 +23,7 @@ pub fn set_lines_per_minute(n: u32) {
 
 /// What the lines left out in a minute were about.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct LeftOut {
+pub(super) struct LeftOut {
     pub lines: u64,
     pub rows: u64,
     pub bytes: u64,

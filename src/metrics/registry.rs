@@ -10,14 +10,14 @@ use prometheus::{
 use super::MetricInfo;
 
 /// The registry while metrics are being registered, with their catalog.
-pub struct Reg {
+pub(super) struct Reg {
     pub registry: Registry,
     pub catalog: std::cell::RefCell<Vec<MetricInfo>>,
 }
 
 /// Registers a metric built from constant names; a failure is a programming
 /// error that every test run would hit.
-pub fn register<T: Collector + Clone + 'static>(
+pub(super) fn register<T: Collector + Clone + 'static>(
     r: &Reg,
     kind: &'static str,
     name: &str,
@@ -38,11 +38,11 @@ pub fn register<T: Collector + Clone + 'static>(
     m
 }
 
-pub fn counter(r: &Reg, name: &str, help: &str) -> IntCounter {
+pub(super) fn counter(r: &Reg, name: &str, help: &str) -> IntCounter {
     register(r, "counter", name, IntCounter::new(name, help))
 }
 
-pub fn counter_vec(r: &Reg, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(super) fn counter_vec(r: &Reg, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register(
         r,
         "counter",
@@ -51,11 +51,11 @@ pub fn counter_vec(r: &Reg, name: &str, help: &str, labels: &[&str]) -> IntCount
     )
 }
 
-pub fn gauge(r: &Reg, name: &str, help: &str) -> IntGauge {
+pub(super) fn gauge(r: &Reg, name: &str, help: &str) -> IntGauge {
     register(r, "gauge", name, IntGauge::new(name, help))
 }
 
-pub fn gauge_vec(r: &Reg, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+pub(super) fn gauge_vec(r: &Reg, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     register(
         r,
         "gauge",
@@ -64,7 +64,7 @@ pub fn gauge_vec(r: &Reg, name: &str, help: &str, labels: &[&str]) -> IntGaugeVe
     )
 }
 
-pub fn histogram(r: &Reg, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+pub(super) fn histogram(r: &Reg, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     register(
         r,
         "histogram",
@@ -73,7 +73,7 @@ pub fn histogram(r: &Reg, name: &str, help: &str, buckets: Vec<f64>) -> Histogra
     )
 }
 
-pub fn histogram_vec(
+pub(super) fn histogram_vec(
     r: &Reg,
     name: &str,
     help: &str,
@@ -88,7 +88,7 @@ pub fn histogram_vec(
     )
 }
 
-pub fn latency_buckets() -> Vec<f64> {
+pub(super) fn latency_buckets() -> Vec<f64> {
     vec![
         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
         5.0, 10.0, 30.0,

@@ -161,9 +161,9 @@ impl Manifest {
     }
 }
 
-pub const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 2;
 
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         s.push_str(&format!("{b:02x}"));
@@ -171,7 +171,7 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }

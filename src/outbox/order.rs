@@ -27,7 +27,7 @@ type Period = (String, String, i64);
 
 /// What to do with a file now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(super) enum Decision {
     Upload,
     /// Not yet: an earlier file of the same period must go first.
     Wait,
@@ -37,7 +37,7 @@ pub enum Decision {
 }
 
 #[derive(Default)]
-pub struct Order {
+pub(super) struct Order {
     /// Part files waiting, per period.
     parts: BTreeMap<Period, usize>,
     /// Previews waiting, per open file: their first WAL sequences.
@@ -64,7 +64,7 @@ fn replaces(m: &Manifest) -> Option<(PreviewSlot, Option<u64>)> {
 
 impl Order {
     /// A file entered the sink's queue.
-    pub fn admit(&mut self, m: &Manifest) {
+    pub(super) fn admit(&mut self, m: &Manifest) {
         match (m.slot, m.preview_of) {
             (Slot::Part, _) => *self.parts.entry(period_of(m)).or_insert(0) += 1,
             (Slot::Preview, Some((slot, opened))) => {
@@ -77,7 +77,7 @@ impl Order {
         }
     }
 
-    pub fn decide(&self, m: &Manifest) -> Decision {
+    pub(super) fn decide(&self, m: &Manifest) -> Decision {
         let period = period_of(m);
         match (m.slot, m.preview_of) {
             (Slot::Main, _) if self.parts.get(&period).is_some_and(|n| *n > 0) => Decision::Wait,
@@ -106,7 +106,7 @@ impl Order {
     }
 
     /// A file left the queue: `delivered` (or skipped), or dead-lettered.
-    pub fn done(&mut self, m: &Manifest, delivered: bool) {
+    pub(super) fn done(&mut self, m: &Manifest, delivered: bool) {
         let period = period_of(m);
         match (m.slot, m.preview_of) {
             (Slot::Part, _) => {

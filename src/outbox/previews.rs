@@ -38,7 +38,7 @@ const LAST_PASS: Duration = Duration::from_secs(10);
 
 /// Where one sink keeps hourly files and previews.
 #[derive(Debug, Clone)]
-pub struct Roots {
+pub(super) struct Roots {
     /// The sink's prefix ("" for none).
     pub hourly: String,
     /// `{prefix}/_fresh`.
@@ -46,7 +46,7 @@ pub struct Roots {
 }
 
 impl Roots {
-    pub fn new(sink_prefix: &str) -> Self {
+    pub(super) fn new(sink_prefix: &str) -> Self {
         Self {
             hourly: sink_prefix.to_string(),
             fresh: crate::sink::join_prefix(sink_prefix, FRESH_DIR),
@@ -54,7 +54,7 @@ impl Roots {
     }
 
     /// The preview folder of an hourly folder (both without a trailing `/`).
-    pub fn fresh_dir(&self, hourly_dir: &str) -> Option<String> {
+    pub(super) fn fresh_dir(&self, hourly_dir: &str) -> Option<String> {
         let rest = self.strip(hourly_dir, &self.hourly)?;
         Some(join(&self.fresh, rest))
     }
@@ -78,7 +78,7 @@ fn join(a: &str, b: &str) -> String {
 
 /// Which file names replace a preview named `name` (its last key segment);
 /// `None` if it is not a preview name.
-pub fn replaced_by(name: &str) -> Option<Vec<String>> {
+pub(super) fn replaced_by(name: &str) -> Option<Vec<String>> {
     let stem = name.strip_suffix(".parquet")?;
     let (base, n) = stem.rsplit_once(".f-")?;
     n.parse::<u64>().ok()?;
@@ -94,7 +94,7 @@ pub fn replaced_by(name: &str) -> Option<Vec<String>> {
 /// arrived in the sink. When `delivered` closes (an orderly stop, a drain)
 /// one last pass removes every replaced preview without waiting for the
 /// linger, so a node that goes away leaves none behind.
-pub fn start(
+pub(super) fn start(
     sink_name: String,
     sink: Arc<dyn Sink>,
     roots: Roots,

@@ -9,7 +9,7 @@ use crate::sink::SinkError;
 
 /// What the work item is, as far as its outcome goes.
 #[derive(Debug, Clone, Copy)]
-pub enum Kind {
+pub(super) enum Kind {
     /// A finished file from the outbox: retried until its sink has it.
     File,
     /// A retained file sent again: retried until `give_up_at`.
@@ -18,7 +18,7 @@ pub enum Kind {
 
 /// What to do with a file after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(super) enum Verdict {
     /// The sink has it: record the delivery.
     Delivered,
     /// The sink has it but shows it only once committed: stage it.
@@ -32,7 +32,12 @@ pub enum Verdict {
 }
 
 /// The verdict on `result` at `now`.
-pub fn judge(result: &Result<(), SinkError>, kind: Kind, commits: bool, now: Instant) -> Verdict {
+pub(super) fn judge(
+    result: &Result<(), SinkError>,
+    kind: Kind,
+    commits: bool,
+    now: Instant,
+) -> Verdict {
     match (result, kind) {
         (Ok(()), _) if commits => Verdict::Stage,
         (Ok(()), Kind::File) => Verdict::Delivered,

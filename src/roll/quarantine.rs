@@ -20,7 +20,7 @@ use crate::wal::segment::sync_dir;
 use crate::wal::WalRecord;
 
 /// The quarantine folder and the sequences in it.
-pub struct Quarantine {
+pub(super) struct Quarantine {
     dir: PathBuf,
     seqs: BTreeSet<u64>,
 }
@@ -28,7 +28,7 @@ pub struct Quarantine {
 impl Quarantine {
     /// Reads which sequences the folder holds (it is created with the
     /// first quarantined record, so a full disk cannot stop a start).
-    pub fn open(dir: PathBuf) -> io::Result<Self> {
+    pub(super) fn open(dir: PathBuf) -> io::Result<Self> {
         let mut seqs = BTreeSet::new();
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -48,18 +48,18 @@ impl Quarantine {
         Ok(Self { dir, seqs })
     }
 
-    pub fn contains(&self, seq: u64) -> bool {
+    pub(super) fn contains(&self, seq: u64) -> bool {
         self.seqs.contains(&seq)
     }
 
     /// Sequences below `oldest` can no longer be read from the WAL; their
     /// files stay, only the roller forgets them.
-    pub fn forget_below(&mut self, oldest: u64) {
+    pub(super) fn forget_below(&mut self, oldest: u64) {
         self.seqs = self.seqs.split_off(&oldest);
     }
 
     /// Moves a record aside durably; returns the capture file's path.
-    pub fn put(&mut self, r: &WalRecord, reason: &str) -> io::Result<PathBuf> {
+    pub(super) fn put(&mut self, r: &WalRecord, reason: &str) -> io::Result<PathBuf> {
         fs::create_dir_all(&self.dir)?;
         let name = format!("{:020}", r.seq);
         let note = serde_json::json!({
@@ -112,7 +112,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// The batch as a Forward-mode request, `[tag, [[time, record], …]]`, with
 /// exact times (msgpack timestamp 96: nanoseconds and seconds).
-pub fn forward_request(batch: &EventBatch) -> Vec<u8> {
+pub(super) fn forward_request(batch: &EventBatch) -> Vec<u8> {
     let mut out = Vec::with_capacity(batch.as_bytes().len() + 16 * batch.len() + 16);
     out.push(0x92);
     let _ = rmp::encode::write_str_len(&mut out, batch.tag().len() as u32);

@@ -28,17 +28,17 @@ use parquet::arrow::ArrowWriter;
 use super::encoder::{Encoder, FileEncoding};
 use super::json;
 use super::schema::RouteSchema;
-pub use super::write_error::WriteError;
+pub(super) use super::write_error::WriteError;
 use crate::config::ColumnType;
 use crate::msgpack::{Cursor, Head, MsgpackError};
 use crate::sink::records::ClosedPart;
 
 /// Rows collected before they are handed to the parquet encoder.
-pub const BATCH_ROWS: usize = 8192;
+pub(super) const BATCH_ROWS: usize = 8192;
 
 /// Builder bytes collected before they are handed to the parquet encoder
 /// (large records reach this long before [`BATCH_ROWS`]).
-pub const BATCH_BYTES: usize = 4 << 20;
+pub(super) const BATCH_BYTES: usize = 4 << 20;
 
 /// The file's write buffer.
 const WRITE_BUFFER: usize = 64 << 10;

@@ -53,7 +53,7 @@ impl Downstream {
     /// # Errors
     /// A sink cannot be built, a table refuses its route, or the outbox or
     /// roller cannot open their folders.
-    pub async fn start(config: Arc<Config>, shared: &Shared) -> anyhow::Result<Self> {
+    pub(super) async fn start(config: Arc<Config>, shared: &Shared) -> anyhow::Result<Self> {
         let data_dir = &shared.data_dir;
         let outbox_dir = OutboxDir::open(data_dir.join("outbox"))
             .with_context(|| format!("opening the outbox in data_dir {}", data_dir.display()))?;
@@ -146,14 +146,14 @@ impl Downstream {
 
     /// Tells the roller and the probes weir stops (a drain goes on until the
     /// WAL closes); delivery goes on until the roller's files are handed over.
-    pub fn stopping(&self) {
+    pub(super) fn stopping(&self) {
         let _ = self.roller_stop.send(true);
     }
 
     /// Stops this generation for a reload: the roller (its open files stay
     /// in the WAL), then delivery (its files stay in the outbox). `Err` if
     /// the roller had failed.
-    pub async fn stop(self) -> Result<(), String> {
+    pub(super) async fn stop(self) -> Result<(), String> {
         let _ = self.roller_stop.send(true);
         let rolled = match self.roller.await {
             Ok(Ok(Ok(()))) => Ok(()),
@@ -167,7 +167,7 @@ impl Downstream {
     }
 
     /// Waits for the probes (at shutdown).
-    pub async fn probes_done(&mut self) {
+    pub(super) async fn probes_done(&mut self) {
         let _ = (&mut self.probes).await;
     }
 }

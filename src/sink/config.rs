@@ -219,7 +219,7 @@ impl SinkConfig {
 
 /// Why a sink's table does not read as its `type`, with the key inside the
 /// table it concerns ("" for the table itself); `None` if it reads.
-pub fn explain(table: &toml::Value) -> Option<(String, String)> {
+pub(crate) fn explain(table: &toml::Value) -> Option<(String, String)> {
     let Some(ty) = table.get("type").and_then(toml::Value::as_str) else {
         return Some((
             "type".into(),

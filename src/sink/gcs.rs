@@ -10,7 +10,7 @@ use crate::config::GcsSinkConfig;
 
 /// Builds the sink. Without a service account or token in the config,
 /// application default credentials are used.
-pub fn build(c: &GcsSinkConfig) -> Result<ObjectStoreSink, String> {
+pub(super) fn build(c: &GcsSinkConfig) -> Result<ObjectStoreSink, String> {
     let mut b = GoogleCloudStorageBuilder::from_env()
         .with_bucket_name(&c.bucket)
         .with_retry(super::object::quick_retry());

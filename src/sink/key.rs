@@ -26,7 +26,7 @@ const MAX_SEGMENT: usize = 200;
 /// different segments: a segment that would be longer than 200 bytes keeps
 /// its first 150 and ends in `~` and 32 hex digits of the raw bytes' SHA-256
 /// (`~` never appears otherwise).
-pub fn escape_segment(raw: &[u8]) -> String {
+pub(crate) fn escape_segment(raw: &[u8]) -> String {
     let out = escape_whole(raw);
     if out.len() <= MAX_SEGMENT {
         return out;
@@ -65,7 +65,7 @@ fn escape_whole(raw: &[u8]) -> String {
 }
 
 /// Checks a configured key prefix: `/`-separated plain segments.
-pub fn validate_prefix(prefix: &str) -> Result<(), String> {
+pub(crate) fn validate_prefix(prefix: &str) -> Result<(), String> {
     if prefix.is_empty() {
         return Ok(());
     }
@@ -119,7 +119,7 @@ pub enum PreviewOf {
 }
 
 /// The folder under a sink's prefix that holds previews.
-pub const FRESH_DIR: &str = "_fresh";
+pub(crate) const FRESH_DIR: &str = "_fresh";
 
 /// How a file's group (its tag, or its route's name) appears in its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -135,7 +135,7 @@ pub enum Layout {
 
 /// Where the group goes in a key: the sink's layout, or an Iceberg table's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupIn {
+pub(crate) enum GroupIn {
     /// A file sink's layout; `per_route` names the group `route=` in Hive.
     Layout { layout: Layout, per_route: bool },
     /// An Iceberg table's data folder: `tag={tag}/` for a per-tag file,
@@ -172,7 +172,7 @@ impl FileName {
 
 /// The key one file sink gives a file of `route`: the sink's prefix, the
 /// route's, then [`object_key`] in the sink's `layout`.
-pub fn sink_key(
+pub(crate) fn sink_key(
     sink_prefix: &str,
     layout: Layout,
     route: &crate::router::Route,
@@ -194,7 +194,7 @@ pub fn sink_key(
 
 /// Builds the object key: `prefix`, the group as `group_in` says, the
 /// period's folders, the file's name.
-pub fn object_key(prefix: &str, group_in: GroupIn, p: &FileParts<'_>) -> String {
+pub(crate) fn object_key(prefix: &str, group_in: GroupIn, p: &FileParts<'_>) -> String {
     let t = DateTime::from_timestamp(p.period_start, 0).unwrap_or_default();
     let mut key = String::new();
     if !prefix.is_empty() {

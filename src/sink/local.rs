@@ -21,7 +21,7 @@ use crate::wal::segment::sync_dir;
 
 /// A folder on this machine; created if missing. Writes are fsynced and land
 /// by rename, so a reader never sees half a file.
-pub fn build(c: &LocalSinkConfig) -> Result<LocalSink, String> {
+pub(super) fn build(c: &LocalSinkConfig) -> Result<LocalSink, String> {
     std::fs::create_dir_all(&c.path)
         .map_err(|e| format!("path: cannot create {}: {e}", c.path.display()))?;
     let store = LocalFileSystem::new_with_prefix(&c.path)
@@ -35,7 +35,7 @@ pub fn build(c: &LocalSinkConfig) -> Result<LocalSink, String> {
     })
 }
 
-pub struct LocalSink {
+pub(super) struct LocalSink {
     root: PathBuf,
     /// Copies, lists and deletes.
     copy: ObjectStoreSink,

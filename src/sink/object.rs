@@ -19,7 +19,7 @@ pub const PART_BYTES: usize = 8 << 20;
 /// object_store's own retries for one attempt: few and short, so a failing
 /// store surfaces quickly to the outbox, whose retry loop (with backoff,
 /// metrics and logs) keeps trying for as long as it takes.
-pub fn quick_retry() -> object_store::RetryConfig {
+pub(super) fn quick_retry() -> object_store::RetryConfig {
     object_store::RetryConfig {
         backoff: object_store::BackoffConfig::default(),
         max_retries: 2,
@@ -29,7 +29,7 @@ pub fn quick_retry() -> object_store::RetryConfig {
 
 /// Attributes for cloud stores: the Parquet content type and, if given, a
 /// storage class.
-pub fn cloud_attributes(storage_class: Option<&String>) -> Attributes {
+pub(super) fn cloud_attributes(storage_class: Option<&String>) -> Attributes {
     let mut attributes = Attributes::new();
     attributes.insert(
         object_store::Attribute::ContentType,

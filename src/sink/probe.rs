@@ -14,12 +14,12 @@ use super::Sink;
 use crate::metrics::Metrics;
 
 /// Longest one probe may take.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often a failing sink is probed again.
 const AGAIN: Duration = Duration::from_secs(30);
 
 /// One probe, with a timeout; `Err` says why the sink cannot take files.
-pub async fn probe(sink: &dyn Sink) -> Result<(), String> {
+pub(crate) async fn probe(sink: &dyn Sink) -> Result<(), String> {
     match tokio::time::timeout(PROBE_TIMEOUT, sink.probe()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
@@ -29,7 +29,7 @@ pub async fn probe(sink: &dyn Sink) -> Result<(), String> {
 
 /// Probes every sink now, and the failing ones again until they pass or
 /// weir stops.
-pub fn start(
+pub(crate) fn start(
     sinks: &BTreeMap<String, Arc<dyn Sink>>,
     metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,

@@ -91,7 +91,7 @@ pub enum PartError {
 }
 
 /// The record sinks among the configured sinks.
-pub fn record_sinks(configs: &BTreeMap<String, SinkConfig>) -> Vec<Arc<dyn RecordSink>> {
+pub(crate) fn record_sinks(configs: &BTreeMap<String, SinkConfig>) -> Vec<Arc<dyn RecordSink>> {
     configs
         .iter()
         .filter_map(|(name, cfg)| cfg.record_sink(name))

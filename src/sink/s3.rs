@@ -9,7 +9,7 @@ use crate::config::{S3Encryption, S3SinkConfig};
 
 /// Builds the sink. Credentials not in the config come from the standard
 /// chain (AWS_* variables, web identity / IRSA, instance metadata).
-pub fn build(c: &S3SinkConfig) -> Result<ObjectStoreSink, String> {
+pub(super) fn build(c: &S3SinkConfig) -> Result<ObjectStoreSink, String> {
     let mut b = AmazonS3Builder::from_env()
         .with_bucket_name(&c.bucket)
         .with_allow_http(c.allow_http)

@@ -56,6 +56,6 @@ impl ClientOptions {
 
 /// Connects once with `o` (the tools connect rarely; certificates are read
 /// each time).
-pub async fn connect(to: &str, o: &ClientOptions) -> anyhow::Result<Stream> {
+pub(crate) async fn connect(to: &str, o: &ClientOptions) -> anyhow::Result<Stream> {
     o.connector()?.connect(to).await
 }

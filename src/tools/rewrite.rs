@@ -16,7 +16,7 @@ const MAX_EXPANDED: usize = 1 << 30;
 
 /// What to change in each request.
 #[derive(Debug, Clone, Default)]
-pub struct Changes {
+pub(crate) struct Changes {
     /// New tag; `{tag}` in it stands for the original tag.
     pub retag: Option<String>,
     /// Added to every event time (0: times untouched). Times of zero ("now"
@@ -26,7 +26,7 @@ pub struct Changes {
 
 /// A request ready to send.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     pub bytes: Vec<u8>,
     /// Events in it (0 for objects that are not event requests).
     pub events: u64,
@@ -36,7 +36,7 @@ pub struct Prepared {
 
 /// Prepares `frame` for sending; `chunk_id` makes a fresh chunk id from
 /// the original one.
-pub fn prepare(
+pub(crate) fn prepare(
     frame: &[u8],
     changes: &Changes,
     chunk_id: impl FnOnce(&[u8]) -> String,
@@ -59,7 +59,7 @@ pub fn prepare(
 
 /// Events in `frame` and the chunk id it asks to be acked with, read the
 /// way [`prepare`] reads them but without copying anything.
-pub fn inspect(frame: &[u8]) -> (u64, Option<String>) {
+pub(crate) fn inspect(frame: &[u8]) -> (u64, Option<String>) {
     let original = |id: &[u8]| String::from_utf8_lossy(id).into_owned();
     match walk(frame, &Changes::default(), original, &mut std::io::sink()) {
         Ok(Some(found)) => found,

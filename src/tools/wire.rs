@@ -6,7 +6,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// `n` NDJSON records of about `bytes` bytes, numbered from `first`.
-pub fn ndjson(n: usize, first: u64, bytes: usize) -> Vec<u8> {
+pub(crate) fn ndjson(n: usize, first: u64, bytes: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(n * (bytes + 8));
     for i in first..first + n as u64 {
         out.extend_from_slice(&record_json(i, bytes));
@@ -26,7 +26,7 @@ fn record_json(i: u64, bytes: usize) -> Vec<u8> {
 }
 
 /// A POST of `body` to `/tag` on a kept-alive connection.
-pub fn http_post(tag: &str, body: &[u8], gzip: bool, content_type: &str) -> Vec<u8> {
+pub(crate) fn http_post(tag: &str, body: &[u8], gzip: bool, content_type: &str) -> Vec<u8> {
     let mut out = format!(
         "POST /{tag} HTTP/1.1\r\nHost: weir\r\nContent-Type: {content_type}\r\n{}Content-Length: {}\r\n\r\n",
         if gzip { "Content-Encoding: gzip\r\n" } else { "" },
@@ -38,7 +38,13 @@ pub fn http_post(tag: &str, body: &[u8], gzip: bool, content_type: &str) -> Vec<
 }
 
 /// A Forward-mode message of `n` events as JSON, asking for an ack.
-pub fn json_forward(tag: &str, n: usize, first: u64, bytes: usize, chunk: Option<&str>) -> Vec<u8> {
+pub(crate) fn json_forward(
+    tag: &str,
+    n: usize,
+    first: u64,
+    bytes: usize,
+    chunk: Option<&str>,
+) -> Vec<u8> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
@@ -63,7 +69,7 @@ pub fn json_forward(tag: &str, n: usize, first: u64, bytes: usize, chunk: Option
 ///
 /// # Errors
 /// The connection closed or the response is not HTTP/1.1.
-pub async fn read_http_status<S: AsyncRead + Unpin + ?Sized>(
+pub(crate) async fn read_http_status<S: AsyncRead + Unpin + ?Sized>(
     s: &mut S,
     buf: &mut BytesMut,
 ) -> anyhow::Result<u16> {
@@ -102,7 +108,7 @@ pub async fn read_http_status<S: AsyncRead + Unpin + ?Sized>(
 ///
 /// # Errors
 /// The connection closed or the reply is not a JSON ack.
-pub async fn read_json_ack<S: AsyncRead + Unpin + ?Sized>(
+pub(crate) async fn read_json_ack<S: AsyncRead + Unpin + ?Sized>(
     s: &mut S,
     buf: &mut BytesMut,
 ) -> anyhow::Result<String> {

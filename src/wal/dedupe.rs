@@ -22,14 +22,14 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// A chunk's identity: 16 bytes of SHA-256 over (peer, tag, chunk).
-pub type Key = [u8; KEY_LEN];
+pub(crate) type Key = [u8; KEY_LEN];
 
-pub const KEY_LEN: usize = 16;
+pub(crate) const KEY_LEN: usize = 16;
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"WEIRDDP1";
 
 /// The newest keys and the sequence of the record each came with.
-pub struct Window {
+pub(crate) struct Window {
     capacity: usize,
     seqs: HashMap<Key, u64>,
     order: VecDeque<Key>,
@@ -37,7 +37,7 @@ pub struct Window {
 
 impl Window {
     /// A window of `capacity` keys (0: de-duplication off).
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
             seqs: HashMap::new(),
@@ -46,12 +46,12 @@ impl Window {
     }
 
     /// The sequence a key was logged with, if it is in the window.
-    pub fn get(&self, key: &Key) -> Option<u64> {
+    pub(crate) fn get(&self, key: &Key) -> Option<u64> {
         self.seqs.get(key).copied()
     }
 
     /// Remembers a key, forgetting the oldest past the capacity.
-    pub fn remember(&mut self, key: Key, seq: u64) {
+    pub(crate) fn remember(&mut self, key: Key, seq: u64) {
         if self.capacity == 0 {
             return;
         }
@@ -67,23 +67,23 @@ impl Window {
 
     /// Remembers a key read back from a WAL record (any other length is
     /// from an older format and ignored).
-    pub fn remember_stored(&mut self, stored: &[u8], seq: u64) {
+    pub(crate) fn remember_stored(&mut self, stored: &[u8], seq: u64) {
         if let Ok(k) = Key::try_from(stored) {
             self.remember(k, seq);
         }
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.order.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
 
     /// Writes the window to `path` atomically and durably.
-    pub fn save(&self, path: &Path) -> io::Result<()> {
+    pub(crate) fn save(&self, path: &Path) -> io::Result<()> {
         let mut out = Vec::with_capacity(16 + self.order.len() * (KEY_LEN + 8));
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&(self.order.len() as u64).to_le_bytes());
@@ -106,7 +106,7 @@ impl Window {
 
     /// Loads a snapshot into the window (oldest first). A missing file is
     /// an empty window; a damaged one is an error the caller logs.
-    pub fn load(&mut self, path: &Path) -> io::Result<usize> {
+    pub(crate) fn load(&mut self, path: &Path) -> io::Result<usize> {
         let data = match fs::read(path) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),

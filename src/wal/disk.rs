@@ -18,7 +18,7 @@ const REFRESH: Duration = Duration::from_secs(1);
 ///
 /// # Errors
 /// The path cannot be examined.
-pub fn free_bytes(path: &Path) -> io::Result<u64> {
+pub(super) fn free_bytes(path: &Path) -> io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
@@ -37,7 +37,7 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
 }
 
 /// Whether the WAL may write another group without going under the reserve.
-pub struct DiskGuard {
+pub(super) struct DiskGuard {
     dir: PathBuf,
     reserve: u64,
     /// Free bytes at the last look, less what was written since.
@@ -46,7 +46,7 @@ pub struct DiskGuard {
 }
 
 impl DiskGuard {
-    pub fn new(dir: &Path, reserve: u64) -> Self {
+    pub(super) fn new(dir: &Path, reserve: u64) -> Self {
         Self {
             dir: dir.to_path_buf(),
             reserve,
@@ -56,11 +56,11 @@ impl DiskGuard {
     }
 
     /// The free bytes last seen (an estimate between looks).
-    pub fn free(&self) -> u64 {
+    pub(super) fn free(&self) -> u64 {
         self.estimate
     }
 
-    pub fn reserve(&self) -> u64 {
+    pub(super) fn reserve(&self) -> u64 {
         self.reserve
     }
 
@@ -68,7 +68,7 @@ impl DiskGuard {
     /// Looks at the file system when the last look is stale or the estimate
     /// is close; a file system that cannot be examined admits (the write
     /// itself then says what is wrong).
-    pub fn admits(&mut self, bytes: u64) -> bool {
+    pub(super) fn admits(&mut self, bytes: u64) -> bool {
         if self.reserve == 0 {
             return true;
         }
@@ -82,7 +82,7 @@ impl DiskGuard {
     }
 
     /// Asks the file system now.
-    pub fn look(&mut self) {
+    pub(super) fn look(&mut self) {
         match free_bytes(&self.dir) {
             Ok(free) => self.estimate = free,
             Err(e) => {
@@ -94,7 +94,7 @@ impl DiskGuard {
     }
 
     /// Counts `bytes` written since the last look.
-    pub fn wrote(&mut self, bytes: u64) {
+    pub(super) fn wrote(&mut self, bytes: u64) {
         self.estimate = self.estimate.saturating_sub(bytes);
     }
 }

@@ -12,7 +12,7 @@ use super::record;
 use crate::event::EventBatch;
 
 #[derive(Default)]
-pub struct Group {
+pub(super) struct Group {
     /// Every record's header, back to back.
     headers: Vec<u8>,
     /// Per record: where its header ends in `headers`, and its batch bytes.
@@ -21,7 +21,7 @@ pub struct Group {
 }
 
 impl Group {
-    pub fn push(&mut self, seq: u64, arrival_ms: i64, key: &[u8], batch: &EventBatch) {
+    pub(super) fn push(&mut self, seq: u64, arrival_ms: i64, key: &[u8], batch: &EventBatch) {
         let payload = batch.as_bytes();
         let before = self.headers.len();
         record::encode_header(&mut self.headers, seq, arrival_ms, key, payload);
@@ -30,12 +30,12 @@ impl Group {
     }
 
     /// Bytes the group takes in the log.
-    pub fn len(&self) -> u64 {
+    pub(super) fn len(&self) -> u64 {
         self.len
     }
 
     /// Forgets the records (and lets go of their batches).
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.headers.clear();
         self.records.clear();
         self.len = 0;
@@ -45,7 +45,7 @@ impl Group {
     }
 
     /// Writes every record, in order, at the writer's position.
-    pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+    pub(super) fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
         let mut slices = Vec::with_capacity(self.records.len() * 2);
         let mut header_start = 0;
         for (header_end, payload) in &self.records {

@@ -20,7 +20,7 @@ use super::segment::{self, MAGIC};
 ///
 /// # Errors
 /// A segment cannot be listed, opened or read; or `each` fails.
-pub fn for_each_in<E: From<io::Error>>(
+pub(crate) fn for_each_in<E: From<io::Error>>(
     dir: &Path,
     from: u64,
     through: u64,
@@ -58,7 +58,7 @@ pub fn for_each_in<E: From<io::Error>>(
 /// Reads one segment's records in order. Resumable: at the end of what is
 /// on disk it stops before the incomplete record and, called again, goes on
 /// from there (the segment the writer is still appending to).
-pub struct SegmentReader {
+pub(crate) struct SegmentReader {
     inner: BufReader<File>,
     /// Damage seen: nothing more is read.
     done: bool,
@@ -68,7 +68,7 @@ pub struct SegmentReader {
 
 impl SegmentReader {
     /// Checks the segment's magic.
-    pub fn new(file: File) -> io::Result<Self> {
+    pub(crate) fn new(file: File) -> io::Result<Self> {
         let mut inner = BufReader::with_capacity(256 << 10, file);
         let mut magic = [0u8; 8];
         let done = match inner.read_exact(&mut magic) {
@@ -85,7 +85,7 @@ impl SegmentReader {
 
     /// The next intact record; `None` at the end of what is on disk (call
     /// again later for more) or for good after damage.
-    pub fn next_record(&mut self) -> io::Result<Option<WalRecord>> {
+    pub(crate) fn next_record(&mut self) -> io::Result<Option<WalRecord>> {
         if self.done {
             return Ok(None);
         }
@@ -126,12 +126,12 @@ impl SegmentReader {
     }
 
     /// File offset after the last complete record.
-    pub fn offset(&self) -> u64 {
+    pub(crate) fn offset(&self) -> u64 {
         self.offset
     }
 
     /// Whether damage ended the reading for good.
-    pub fn is_damaged(&self) -> bool {
+    pub(crate) fn is_damaged(&self) -> bool {
         self.done
     }
 

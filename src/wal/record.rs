@@ -11,18 +11,18 @@ use bytes::{BufMut, Bytes};
 use crate::event::EventBatch;
 
 /// Bytes before the key: length, CRC, seq, arrival, key length.
-pub const RECORD_HEADER: usize = 4 + 4 + 8 + 8 + 2;
+pub(crate) const RECORD_HEADER: usize = 4 + 4 + 8 + 8 + 2;
 
 /// Longest dedupe key kept (longer keys are cut; they stay unique enough).
-pub const MAX_KEY: usize = 1024;
+pub(crate) const MAX_KEY: usize = 1024;
 
 /// Largest record accepted when reading back; a longer length field is
 /// treated as damage rather than an allocation request.
-pub const MAX_RECORD_BODY: usize = 1 << 30;
+pub(crate) const MAX_RECORD_BODY: usize = 1 << 30;
 
 /// Largest batch one record holds (with the header and a dedupe key):
 /// a request decoding to more is refused before its ack.
-pub const MAX_BATCH_BYTES: usize = MAX_RECORD_BODY - 18 - MAX_KEY;
+pub(crate) const MAX_BATCH_BYTES: usize = MAX_RECORD_BODY - 18 - MAX_KEY;
 
 /// A record read back from the log.
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ pub struct WalRecord {
 
 /// Appends one encoded record to `out`.
 #[cfg(test)]
-pub fn encode(out: &mut Vec<u8>, seq: u64, arrival_ms: i64, key: &[u8], batch: &EventBatch) {
+pub(crate) fn encode(out: &mut Vec<u8>, seq: u64, arrival_ms: i64, key: &[u8], batch: &EventBatch) {
     let payload = batch.as_bytes();
     out.reserve(RECORD_HEADER + key.len().min(MAX_KEY) + payload.len());
     encode_header(out, seq, arrival_ms, key, payload);
@@ -49,7 +49,13 @@ pub fn encode(out: &mut Vec<u8>, seq: u64, arrival_ms: i64, key: &[u8], batch: &
 /// Appends the part of a record before its batch bytes to `out`; the
 /// record is whole once `payload` follows it. The checksum covers
 /// `payload`, so the batch can be written from where it already is.
-pub fn encode_header(out: &mut Vec<u8>, seq: u64, arrival_ms: i64, key: &[u8], payload: &[u8]) {
+pub(crate) fn encode_header(
+    out: &mut Vec<u8>,
+    seq: u64,
+    arrival_ms: i64,
+    key: &[u8],
+    payload: &[u8],
+) {
     let key = &key[..key.len().min(MAX_KEY)];
     let body_len = 18 + key.len() + payload.len();
     let start = out.len();
@@ -67,7 +73,7 @@ pub fn encode_header(out: &mut Vec<u8>, seq: u64, arrival_ms: i64, key: &[u8], p
 
 /// What reading at an offset found.
 #[derive(Debug)]
-pub enum Decoded {
+pub(crate) enum Decoded {
     Record {
         record: WalRecord,
         len: usize,
@@ -79,7 +85,7 @@ pub enum Decoded {
 }
 
 /// Reads the record at the start of `buf` (a shared buffer of the segment).
-pub fn decode(buf: &Bytes) -> Decoded {
+pub(crate) fn decode(buf: &Bytes) -> Decoded {
     if buf.is_empty() {
         return Decoded::End;
     }

@@ -6,21 +6,21 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// File magic and format version.
-pub const MAGIC: &[u8; 8] = b"WEIRWAL1";
+pub(crate) const MAGIC: &[u8; 8] = b"WEIRWAL1";
 
 /// A segment on disk, known by the first sequence number it may hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SegmentFile {
+pub(crate) struct SegmentFile {
     pub first_seq: u64,
     pub path: PathBuf,
 }
 
-pub fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+pub(crate) fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.wal"))
 }
 
 /// Segments in `dir`, oldest first. Files with other names are ignored.
-pub fn list(dir: &Path) -> io::Result<Vec<SegmentFile>> {
+pub(crate) fn list(dir: &Path) -> io::Result<Vec<SegmentFile>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -40,7 +40,7 @@ pub fn list(dir: &Path) -> io::Result<Vec<SegmentFile>> {
 }
 
 /// Creates a new segment and makes its existence durable.
-pub fn create(dir: &Path, first_seq: u64) -> io::Result<File> {
+pub(crate) fn create(dir: &Path, first_seq: u64) -> io::Result<File> {
     let path = segment_path(dir, first_seq);
     let mut f = OpenOptions::new()
         .create_new(true)
@@ -53,6 +53,6 @@ pub fn create(dir: &Path, first_seq: u64) -> io::Result<File> {
 }
 
 /// fsyncs a directory so a created, renamed or removed entry survives a crash.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

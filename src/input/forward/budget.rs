@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 
 /// Read buffer a connection may hold without taking from the budget, so
 /// idle connections and small requests never contend for it.
-pub const FREE_PER_CONNECTION: usize = 16 << 10;
+pub(crate) const FREE_PER_CONNECTION: usize = 16 << 10;
 
 /// Permits count KiB.
 const UNIT: usize = 1024;

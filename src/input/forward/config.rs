@@ -68,7 +68,7 @@ fn default_unix_mode() -> String {
 }
 
 /// `forward.unix_mode` as permission bits.
-pub fn unix_mode_bits(mode: &str) -> Option<u32> {
+pub(crate) fn unix_mode_bits(mode: &str) -> Option<u32> {
     u32::from_str_radix(mode.trim_start_matches("0o"), 8)
         .ok()
         .filter(|m| *m <= 0o777)

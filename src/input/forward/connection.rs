@@ -48,7 +48,7 @@ fn now_ns() -> i64 {
 }
 
 /// Serves one connection until it closes; never panics on input.
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
+pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
     mut stream: S,
     peer: SocketAddr,
     wal: WalHandle,

@@ -34,7 +34,7 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// The compression `data` really has: its magic bytes win over the option,
 /// as Fluent Bit's in_forward decides.
-pub fn detect(option: Compression, data: &[u8]) -> Compression {
+pub(crate) fn detect(option: Compression, data: &[u8]) -> Compression {
     if data.starts_with(&ZSTD_MAGIC) {
         Compression::Zstd
     } else if data.starts_with(&GZIP_MAGIC) {
@@ -46,7 +46,7 @@ pub fn detect(option: Compression, data: &[u8]) -> Compression {
 
 /// Compresses entries the way clients do (gzip fast, zstd level 1), for the
 /// load tools.
-pub fn compress(kind: Compression, data: &[u8]) -> Vec<u8> {
+pub(crate) fn compress(kind: Compression, data: &[u8]) -> Vec<u8> {
     match kind {
         Compression::None => data.to_vec(),
         Compression::Gzip => {
@@ -68,7 +68,7 @@ pub fn compress(kind: Compression, data: &[u8]) -> Vec<u8> {
 /// gzip may hold several members back to back (the spec allows it); zstd
 /// several frames. When the magic bytes contradict the option, the magic
 /// wins, as Fluent Bit's in_forward does.
-pub fn decompress(
+pub(crate) fn decompress(
     compression: Compression,
     data: &[u8],
     limit: usize,
@@ -120,7 +120,7 @@ const STEP: usize = 1 << 20;
 /// [`decompress`], taking the output's memory from the connections' budget
 /// before it grows: waiting while the budget is spent, or, with `may_wait`
 /// false, failing with [`DecompressError::WouldWait`] instead.
-pub async fn decompress_within(
+pub(crate) async fn decompress_within(
     compression: Compression,
     data: &[u8],
     limit: usize,

@@ -6,7 +6,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 /// Answers heartbeats until shutdown.
-pub async fn run(socket: UdpSocket, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(socket: UdpSocket, mut shutdown: watch::Receiver<bool>) {
     let mut buf = [0u8; 128];
     loop {
         let received = tokio::select! {

@@ -15,7 +15,7 @@ const MAX_DEPTH: u32 = 128;
 /// Finds the end of the first complete top-level JSON array or object in a
 /// buffer that grows, resuming where the last call stopped.
 #[derive(Debug, Default)]
-pub struct JsonScanner {
+pub(crate) struct JsonScanner {
     /// Bytes of the buffer already looked at.
     pos: usize,
     depth: u32,
@@ -26,7 +26,7 @@ pub struct JsonScanner {
 
 /// Why the bytes cannot be a JSON forward message.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum JsonError {
+pub(crate) enum JsonError {
     #[error("a JSON forward message is an array or an object; found byte {0:#04x}")]
     NotContainer(u8),
     #[error("JSON nested deeper than {MAX_DEPTH}")]
@@ -36,12 +36,12 @@ pub enum JsonError {
 }
 
 impl JsonScanner {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Forgets the last value (after it was taken from the buffer).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         *self = Self::default();
     }
 
@@ -51,7 +51,7 @@ impl JsonScanner {
     /// # Errors
     /// The first value is not an array or object, or is malformed in a way
     /// its structure shows (nesting, a stray closing bracket).
-    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, JsonError> {
+    pub(crate) fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, JsonError> {
         while self.pos < buf.len() {
             let b = buf[self.pos];
             self.pos += 1;
@@ -99,7 +99,7 @@ impl JsonScanner {
 
 /// Whether a connection whose first byte (after whitespace) is `b` speaks
 /// JSON.
-pub fn starts_json(buf: &[u8]) -> Option<bool> {
+pub(crate) fn starts_json(buf: &[u8]) -> Option<bool> {
     let b = buf.iter().find(|b| !b.is_ascii_whitespace())?;
     Some(matches!(b, b'[' | b'{'))
 }
@@ -108,7 +108,7 @@ pub fn starts_json(buf: &[u8]) -> Option<bool> {
 ///
 /// # Errors
 /// The value is not valid JSON.
-pub fn to_msgpack(value: &[u8]) -> Result<Bytes, JsonError> {
+pub(crate) fn to_msgpack(value: &[u8]) -> Result<Bytes, JsonError> {
     let mut out = Vec::with_capacity(value.len());
     let mut de = serde_json::Deserializer::from_slice(value);
     let mut ser = rmp_serde::Serializer::new(&mut out);
@@ -119,7 +119,7 @@ pub fn to_msgpack(value: &[u8]) -> Result<Bytes, JsonError> {
 
 /// An ack (`{"ack": chunk}` as msgpack) as JSON, for a JSON connection:
 /// the chunk echoed as the client sent it, whatever its JSON type.
-pub fn ack_as_json(ack: &[u8]) -> Bytes {
+pub(crate) fn ack_as_json(ack: &[u8]) -> Bytes {
     let chunk = rmp_serde::from_slice::<serde_json::Value>(ack)
         .ok()
         .and_then(|mut v| v.get_mut("ack").map(serde_json::Value::take))

@@ -19,11 +19,11 @@ use crate::wal::WalHandle;
 
 /// What a connection on the Unix socket counts as for client rules,
 /// `source_address_key` and logs: the local host.
-pub const UNIX_PEER: SocketAddr =
+pub(crate) const UNIX_PEER: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 /// Where connections come from.
-pub enum Listener {
+pub(crate) enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
 }
@@ -45,7 +45,7 @@ impl Listener {
 
 /// Accepts until shutdown, then waits for open connections to finish their
 /// request in flight.
-pub async fn run(
+pub(crate) async fn run(
     listener: Listener,
     wal: WalHandle,
     settings: Arc<ConnectionSettings>,

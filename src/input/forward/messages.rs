@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// The options of `["HELO", {...}]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeloOptions {
+pub(crate) struct HeloOptions {
     #[serde(with = "serde_bytes")]
     pub nonce: Vec<u8>,
     /// The user-authentication salt (empty when users are not checked).
@@ -22,12 +22,12 @@ fn yes() -> bool {
 }
 
 /// `["HELO", options]`.
-pub fn helo(options: &HeloOptions) -> Vec<u8> {
+pub(crate) fn helo(options: &HeloOptions) -> Vec<u8> {
     rmp_serde::to_vec_named(&("HELO", options)).unwrap_or_default()
 }
 
 /// Reads `["HELO", options]`.
-pub fn parse_helo(bytes: &[u8]) -> Result<HeloOptions, String> {
+pub(crate) fn parse_helo(bytes: &[u8]) -> Result<HeloOptions, String> {
     let (kind, options): (String, HeloOptions) =
         rmp_serde::from_slice(bytes).map_err(|e| format!("not a HELO: {e}"))?;
     if kind != "HELO" {
@@ -39,7 +39,7 @@ pub fn parse_helo(bytes: &[u8]) -> Result<HeloOptions, String> {
 /// `["PING", client_hostname, shared_key_salt, shared_key_hexdigest,
 /// username, password_hexdigest]`, as a client sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Ping<'a>(
+pub(crate) struct Ping<'a>(
     pub &'static str,
     pub &'a str,
     pub &'a str,
@@ -48,20 +48,26 @@ pub struct Ping<'a>(
     pub &'a str,
 );
 
-pub fn ping(hostname: &str, salt: &str, digest: &str, user: &str, password: &str) -> Vec<u8> {
+pub(crate) fn ping(
+    hostname: &str,
+    salt: &str,
+    digest: &str,
+    user: &str,
+    password: &str,
+) -> Vec<u8> {
     rmp_serde::to_vec(&Ping("PING", hostname, salt, digest, user, password)).unwrap_or_default()
 }
 
 /// `["PONG", auth_result, reason, server_hostname, shared_key_hexdigest]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pong(pub String, pub bool, pub String, pub String, pub String);
+pub(crate) struct Pong(pub String, pub bool, pub String, pub String, pub String);
 
-pub fn pong(ok: bool, reason: &str, host: &str, digest: &str) -> Vec<u8> {
+pub(crate) fn pong(ok: bool, reason: &str, host: &str, digest: &str) -> Vec<u8> {
     rmp_serde::to_vec(&("PONG", ok, reason, host, digest)).unwrap_or_default()
 }
 
 /// Reads a PONG: `Ok(())` when accepted, else the server's reason.
-pub fn parse_pong(bytes: &[u8]) -> Result<Result<(), String>, String> {
+pub(crate) fn parse_pong(bytes: &[u8]) -> Result<Result<(), String>, String> {
     let Pong(kind, ok, reason, _, _) =
         rmp_serde::from_slice(bytes).map_err(|e| format!("not a PONG: {e}"))?;
     if kind != "PONG" {

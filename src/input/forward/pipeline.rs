@@ -25,16 +25,16 @@ use crate::metrics::Metrics;
 use crate::wal::{DurableReply, WalError};
 
 /// Most requests of one connection waiting for the WAL at once.
-pub const MAX_PENDING: usize = 16;
+pub(super) const MAX_PENDING: usize = 16;
 
 /// Requests larger than this are not pipelined: their own size already
 /// spreads an fsync's cost, and a connection holding several of them at
 /// once would only crowd others out of the memory budget.
-pub const MAX_PIPELINED_FRAME: usize = 4 << 20;
+pub(super) const MAX_PIPELINED_FRAME: usize = 4 << 20;
 
 /// One request handed to the WAL (or with nothing to store) whose ack is
 /// still to be written.
-pub struct Pending {
+pub(super) struct Pending {
     /// Answers when the batch is durable; `None` when no event was kept.
     pub durable: Option<DurableReply>,
     /// The answer, once it came.
@@ -48,29 +48,29 @@ pub struct Pending {
 }
 
 #[derive(Default)]
-pub struct Pipeline {
+pub(super) struct Pipeline {
     pending: VecDeque<Pending>,
     /// Budget bytes all pending batches hold.
     pub bytes: usize,
 }
 
 impl Pipeline {
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
 
-    pub fn is_full(&self) -> bool {
+    pub(super) fn is_full(&self) -> bool {
         self.pending.len() >= MAX_PENDING
     }
 
-    pub fn push(&mut self, p: Pending) {
+    pub(super) fn push(&mut self, p: Pending) {
         self.bytes += p.held_bytes;
         self.pending.push_back(p);
     }
 
     /// Waits until the oldest request's WAL answer is in (pending forever
     /// when there is none, for use in `select!`).
-    pub async fn wait_front(&mut self) {
+    pub(super) async fn wait_front(&mut self) {
         let Some(front) = self.pending.front_mut() else {
             return std::future::pending().await;
         };
@@ -83,7 +83,7 @@ impl Pipeline {
     }
 
     /// Acks the oldest request once the WAL has it, giving back its budget.
-    pub async fn finish_front<S: AsyncWrite + Unpin>(
+    pub(super) async fn finish_front<S: AsyncWrite + Unpin>(
         &mut self,
         stream: &mut S,
         held: &mut Reservation,
@@ -129,7 +129,7 @@ impl Pipeline {
     }
 
     /// Acks every pending request, oldest first.
-    pub async fn finish_all<S: AsyncWrite + Unpin>(
+    pub(super) async fn finish_all<S: AsyncWrite + Unpin>(
         &mut self,
         stream: &mut S,
         held: &mut Reservation,

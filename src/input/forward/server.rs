@@ -22,7 +22,7 @@ use crate::wal::WalHandle;
 
 /// The bound sockets: TCP, UDP heartbeats on the same port, and the Unix
 /// socket when `forward.unix_path` is set.
-pub struct Sockets {
+pub(crate) struct Sockets {
     tcp: TcpListener,
     udp: UdpSocket,
     unix: Option<(UnixListener, PathBuf)>,
@@ -34,7 +34,7 @@ impl Sockets {
     /// # Errors
     /// A port in use, an address that is not this host's, a Unix socket
     /// another process serves or a path that is not a socket.
-    pub async fn bind(cfg: &ForwardConfig) -> anyhow::Result<Self> {
+    pub(crate) async fn bind(cfg: &ForwardConfig) -> anyhow::Result<Self> {
         let tcp = TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("forward.listen: cannot listen on {}", cfg.listen))?;
@@ -54,7 +54,7 @@ impl Sockets {
 
 impl Sockets {
     /// Whether a Unix socket is bound too.
-    pub fn has_unix(&self) -> bool {
+    pub(crate) fn has_unix(&self) -> bool {
         self.unix.is_some()
     }
 }
@@ -91,7 +91,7 @@ fn bind_unix(path: &Path, mode: &str) -> anyhow::Result<UnixListener> {
 }
 
 /// What one connection works with, from `[forward]`.
-pub fn settings(
+pub(crate) fn settings(
     cfg: &ForwardConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
     capture: Option<crate::capture::writer::Capture>,
@@ -123,7 +123,7 @@ pub fn settings(
 }
 
 /// The running forward input.
-pub struct Running {
+pub(crate) struct Running {
     accept: Vec<JoinHandle<()>>,
     heartbeat: JoinHandle<()>,
     capture_writer: Option<crate::capture::writer::Writer>,
@@ -134,7 +134,7 @@ impl Running {
     /// Waits for the accept loops (stopped by the shutdown signal) and
     /// their connections' requests in flight, then closes the capture file
     /// and removes the Unix socket.
-    pub async fn stopped(self) {
+    pub(crate) async fn stopped(self) {
         for a in self.accept {
             let _ = a.await;
         }
@@ -152,7 +152,7 @@ impl Running {
 ///
 /// # Errors
 /// `forward.capture_dir` cannot be written.
-pub fn start(
+pub(crate) fn start(
     cfg: &ForwardConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
     sockets: Sockets,

@@ -44,7 +44,7 @@ pub struct ConnectionSettings {
 /// their TLS or shared-key handshake are counted as `tls` and `handshake`
 /// by `ForwardMetrics::tls_failed` and `handshake_failed`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     Eof,
     Truncated,
     Malformed,
@@ -59,7 +59,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Eof => "eof",
             Self::Truncated => "truncated",

@@ -12,7 +12,7 @@ const MAX_ABS_SECS: i64 = i64::MAX / 1_000_000_000;
 /// msgpack Timestamp (ext −1, 4/8/12 bytes); any integer (seconds); a finite
 /// float (seconds, as Fluent Bit's decoder accepts). A time of zero means
 /// "now", as Fluentd treats it; `now_ns` supplies that.
-pub fn read_time(c: &mut Cursor<'_>, now_ns: i64) -> Result<Option<i64>, MsgpackError> {
+pub(crate) fn read_time(c: &mut Cursor<'_>, now_ns: i64) -> Result<Option<i64>, MsgpackError> {
     let ns = match c.peek()? {
         Head::Int(secs) => {
             c.head()?;
@@ -70,7 +70,7 @@ pub fn read_time(c: &mut Cursor<'_>, now_ns: i64) -> Result<Option<i64>, Msgpack
 /// Seconds as a float → nanoseconds, exact to the nanosecond a float
 /// holds (whole seconds and the fraction apart: `f * 1e9` would round
 /// today's times to 256 ns).
-pub fn float_secs_to_ns(f: f64) -> i64 {
+pub(crate) fn float_secs_to_ns(f: f64) -> i64 {
     let whole = f.trunc();
     whole as i64 * 1_000_000_000 + ((f - whole) * 1e9).round() as i64
 }

@@ -11,13 +11,13 @@ use hyper::{Response, StatusCode};
 /// The CORS rules of the HTTP input; empty: CORS off (browsers' cross-origin
 /// posts are refused, other clients unaffected).
 #[derive(Debug, Clone, Default)]
-pub struct Cors {
+pub(super) struct Cors {
     origins: Vec<String>,
     credentials: bool,
 }
 
 impl Cors {
-    pub fn new(origins: &[String], credentials: bool) -> Self {
+    pub(super) fn new(origins: &[String], credentials: bool) -> Self {
         Self {
             origins: origins.to_vec(),
             credentials,
@@ -49,7 +49,7 @@ impl Cors {
 
     /// Whether a POST with this `Origin` is taken: always when CORS is off
     /// or the request names no origin (not a browser's cross-origin post).
-    pub fn allows(&self, origin: Option<&HeaderValue>) -> bool {
+    pub(super) fn allows(&self, origin: Option<&HeaderValue>) -> bool {
         let Some(origin) = origin.and_then(|o| o.to_str().ok()) else {
             return true;
         };
@@ -57,7 +57,7 @@ impl Cors {
     }
 
     /// The answer to a preflight `OPTIONS`.
-    pub fn preflight(&self, headers: &HeaderMap) -> Response<Full<Bytes>> {
+    pub(super) fn preflight(&self, headers: &HeaderMap) -> Response<Full<Bytes>> {
         let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
         let method = headers
             .get(header::ACCESS_CONTROL_REQUEST_METHOD)
@@ -83,7 +83,7 @@ impl Cors {
 
     /// Adds `Access-Control-Allow-Origin` (and `-Credentials`) to an answer
     /// for an allowed origin.
-    pub fn add_headers(&self, origin: Option<&HeaderValue>, h: &mut HeaderMap) {
+    pub(super) fn add_headers(&self, origin: Option<&HeaderValue>, h: &mut HeaderMap) {
         if !self.enabled() {
             return;
         }

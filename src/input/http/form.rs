@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 /// The `name=value` pairs, percent- and `+`-decoded, in order.
-pub fn pairs(text: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub(super) fn pairs(text: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
     text.split(|b| *b == b'&')
         .filter(|p| !p.is_empty())
         .map(|p| {
@@ -31,7 +31,7 @@ fn decode(part: &[u8]) -> Vec<u8> {
 }
 
 /// The first value of `name`.
-pub fn get<'a>(pairs: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+pub(super) fn get<'a>(pairs: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
     pairs
         .iter()
         .find(|(n, _)| n == name.as_bytes())

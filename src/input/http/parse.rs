@@ -12,7 +12,7 @@ use crate::msgpack::{Cursor, Head, MsgpackError};
 
 /// How the body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Json,
     Ndjson,
     Msgpack,
@@ -20,7 +20,7 @@ pub enum Format {
 
 /// Where each event's time comes from.
 #[derive(Clone, Copy)]
-pub struct Times<'a> {
+pub(crate) struct Times<'a> {
     /// `?time=` in the query string: every event's time.
     pub fixed: Option<i64>,
     /// The record key holding the time (`http.time_key`); empty: none.
@@ -36,7 +36,7 @@ pub struct Times<'a> {
 /// Memory for a batch as it is built, asked for as it grows: what weir adds
 /// to every record (headers, query parameters, the address) can make a
 /// batch many times its body, so it cannot wait for the end to be counted.
-pub trait Room {
+pub(crate) trait Room {
     /// The batch is about to hold `bytes`.
     ///
     /// # Errors
@@ -46,7 +46,7 @@ pub trait Room {
 
 /// No bound (tests).
 #[cfg(test)]
-pub struct Unbounded;
+pub(crate) struct Unbounded;
 
 #[cfg(test)]
 impl Room for Unbounded {
@@ -58,7 +58,7 @@ impl Room for Unbounded {
 /// Why a body cannot be taken (the answer is 400 with this).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{detail}")]
-pub struct Malformed {
+pub(crate) struct Malformed {
     /// The metric's reason: `malformed` or `invalid_time`; `too_large` and
     /// `busy` from [`Room`].
     pub reason: &'static str,
@@ -77,7 +77,7 @@ fn malformed(detail: String) -> Malformed {
 /// # Errors
 /// The body is not valid in `format`, holds something that is not a
 /// record, or a record's time cannot be read; `out` must then be dropped.
-pub fn events(
+pub(crate) fn events(
     format: Format,
     body: &[u8],
     times: &Times<'_>,

@@ -59,7 +59,7 @@ impl Reject {
     }
 }
 
-pub type HttpResponse = Response<Full<Bytes>>;
+pub(super) type HttpResponse = Response<Full<Bytes>>;
 
 fn text(status: StatusCode, body: String) -> HttpResponse {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -78,7 +78,11 @@ fn now_ns() -> i64 {
 }
 
 /// Answers one request; never fails (every problem is an answer).
-pub async fn handle(req: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> HttpResponse {
+pub(super) async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    ctx: &Context,
+) -> HttpResponse {
     let started = Instant::now();
     let origin = req.headers().get(header::ORIGIN).cloned();
     let expects_continue = req

@@ -33,7 +33,7 @@ use crate::wal::WalHandle;
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 
 /// The bound socket and the TLS it speaks.
-pub struct Socket {
+pub(crate) struct Socket {
     tcp: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -43,7 +43,7 @@ impl Socket {
     ///
     /// # Errors
     /// The port is in use or the certificates cannot be used.
-    pub async fn bind(cfg: &HttpConfig) -> anyhow::Result<Self> {
+    pub(crate) async fn bind(cfg: &HttpConfig) -> anyhow::Result<Self> {
         let tls = match &cfg.tls {
             Some(t) => Some(tokio_rustls::TlsAcceptor::from(
                 crate::input::tls::server_config(t, "http.tls")?,
@@ -58,19 +58,19 @@ impl Socket {
 }
 
 /// The running HTTP input.
-pub struct Running {
+pub(crate) struct Running {
     accept: JoinHandle<()>,
 }
 
 impl Running {
     /// Waits for the accept loop and the requests in flight to finish.
-    pub async fn stopped(self) {
+    pub(crate) async fn stopped(self) {
         let _ = self.accept.await;
     }
 }
 
 /// Starts accepting on the bound socket.
-pub fn start(
+pub(crate) fn start(
     cfg: &HttpConfig,
     socket: Socket,
     wal: WalHandle,

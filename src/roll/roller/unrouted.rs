@@ -18,7 +18,7 @@ const TAG_BYTES: usize = 256;
 /// How often the summary is logged while unrouted events arrive.
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
-pub struct Unrouted {
+pub(super) struct Unrouted {
     /// What `unmatched` does with them, for the log lines.
     policy: &'static str,
     seen: HashSet<Vec<u8>>,
@@ -29,7 +29,7 @@ pub struct Unrouted {
 }
 
 impl Unrouted {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             policy: "dropped (unmatched = \"drop\")",
             seen: HashSet::new(),
@@ -40,7 +40,7 @@ impl Unrouted {
     }
 
     /// `n` events of `tag` matched no route.
-    pub fn record(&mut self, tag: &[u8], n: u64, metrics: &RollMetrics) {
+    pub(super) fn record(&mut self, tag: &[u8], n: u64, metrics: &RollMetrics) {
         metrics.unrouted(n);
         self.events += n;
         let key = &tag[..tag.len().min(TAG_BYTES)];
@@ -53,7 +53,7 @@ impl Unrouted {
     }
 
     /// Logs the summary of the last minute, if one is due.
-    pub fn maybe_summary(&mut self, metrics: &RollMetrics) {
+    pub(super) fn maybe_summary(&mut self, metrics: &RollMetrics) {
         if self.events > 0 && self.since.elapsed() >= SUMMARY_EVERY {
             metrics.unrouted_summary(
                 self.events,

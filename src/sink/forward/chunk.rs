@@ -7,7 +7,7 @@ use base64::Engine;
 
 /// The outbox key of a chunk: its id in hex, its events, the tag it goes
 /// out under (`{id}/{events}/{tag}`).
-pub fn key(chunk: &[u8; 16], events: u64, tag: &str) -> String {
+pub(crate) fn key(chunk: &[u8; 16], events: u64, tag: &str) -> String {
     let mut k = String::with_capacity(54 + tag.len());
     for b in chunk {
         k.push_str(&format!("{b:02x}"));
@@ -22,7 +22,7 @@ pub fn key(chunk: &[u8; 16], events: u64, tag: &str) -> String {
 /// unique whatever address it comes from, see
 /// [`crate::input::durable::WEIR_CHUNK_PREFIX`]), the events and the tag
 /// of a [`key`]; `None` for a key this sink did not make.
-pub fn parse_key(key: &str) -> Option<(String, u64, &str)> {
+pub(crate) fn parse_key(key: &str) -> Option<(String, u64, &str)> {
     let (hex, rest) = key.split_once('/')?;
     let (events, tag) = rest.split_once('/')?;
     let bytes = crate::outbox::manifest::unhex(hex)?;
@@ -43,7 +43,7 @@ pub fn parse_key(key: &str) -> Option<(String, u64, &str)> {
 
 /// What goes before the entries: the array, the tag and the entries' bin
 /// header.
-pub fn head(tag: &str, entries_len: usize) -> Vec<u8> {
+pub(crate) fn head(tag: &str, entries_len: usize) -> Vec<u8> {
     let mut h = Vec::with_capacity(tag.len() + 16);
     h.push(0x93);
     let _ = rmp::encode::write_str(&mut h, tag);
@@ -52,7 +52,7 @@ pub fn head(tag: &str, entries_len: usize) -> Vec<u8> {
 }
 
 /// What goes after the entries: the option map.
-pub fn options(chunk: &str, events: u64, gzip: bool) -> Vec<u8> {
+pub(crate) fn options(chunk: &str, events: u64, gzip: bool) -> Vec<u8> {
     let mut o = Vec::with_capacity(64);
     let _ = rmp::encode::write_map_len(&mut o, if gzip { 3 } else { 2 });
     let _ = rmp::encode::write_str(&mut o, "chunk");

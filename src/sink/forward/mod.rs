@@ -27,7 +27,7 @@ mod part;
 mod records;
 mod servers;
 
-pub use records::ForwardRecords;
+pub(crate) use records::ForwardRecords;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -47,7 +47,7 @@ struct Connection {
     last_used: Instant,
 }
 
-pub struct ForwardSink {
+pub(crate) struct ForwardSink {
     name: String,
     connector: Connector,
     servers: Servers,
@@ -71,7 +71,7 @@ struct Chunk<'a> {
 impl ForwardSink {
     /// # Errors
     /// A TLS certificate or key cannot be read (the message names the key).
-    pub fn build(
+    pub(crate) fn build(
         name: &str,
         cfg: &ForwardSinkConfig,
         metrics: ForwardOutMetrics,

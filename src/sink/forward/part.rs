@@ -21,7 +21,7 @@ enum Out {
     Gzip(Box<GzEncoder<BufWriter<File>>>),
 }
 
-pub struct ForwardPartWriter {
+pub(super) struct ForwardPartWriter {
     path: PathBuf,
     out: Out,
     raw_bytes: usize,
@@ -29,7 +29,7 @@ pub struct ForwardPartWriter {
 }
 
 impl ForwardPartWriter {
-    pub fn create(path: &Path, gzip: bool) -> Result<Self, PartError> {
+    pub(super) fn create(path: &Path, gzip: bool) -> Result<Self, PartError> {
         let file = BufWriter::with_capacity(64 << 10, File::create(path)?);
         let out = if gzip {
             Out::Gzip(Box::new(GzEncoder::new(file, flate2::Compression::fast())))
@@ -48,7 +48,7 @@ impl ForwardPartWriter {
 /// `[EventTime(time_ns), ` : the entry's head, 11 bytes. EventTime is
 /// msgpack ext type 0 with seconds and nanoseconds as big-endian u32, so a
 /// receiver keeps the nanoseconds.
-pub fn entry_head(time_ns: i64) -> [u8; 11] {
+pub(super) fn entry_head(time_ns: i64) -> [u8; 11] {
     let secs = time_ns.div_euclid(1_000_000_000).clamp(0, u32::MAX as i64) as u32;
     let nanos = time_ns.rem_euclid(1_000_000_000) as u32;
     let mut h = [0u8; 11];

@@ -16,13 +16,13 @@ const PLAIN_MEMORY: usize = 80 << 10;
 const GZIP_MEMORY: usize = 352 << 10;
 
 /// One forward sink as the roller sees it.
-pub struct ForwardRecords {
+pub(crate) struct ForwardRecords {
     name: String,
     cfg: ForwardSinkConfig,
 }
 
 impl ForwardRecords {
-    pub fn new(name: &str, cfg: &ForwardSinkConfig) -> Self {
+    pub(crate) fn new(name: &str, cfg: &ForwardSinkConfig) -> Self {
         Self {
             name: name.to_string(),
             cfg: cfg.clone(),

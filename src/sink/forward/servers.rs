@@ -23,18 +23,18 @@ struct Health {
     rest: Backoff,
 }
 
-pub struct Servers {
+pub(super) struct Servers {
     list: Vec<ForwardServer>,
     health: Mutex<Vec<Health>>,
 }
 
 /// How long a failed server rests.
-pub struct Rested {
+pub(super) struct Rested {
     pub rest: Duration,
 }
 
 impl Servers {
-    pub fn new(list: Vec<ForwardServer>) -> Self {
+    pub(super) fn new(list: Vec<ForwardServer>) -> Self {
         let health = list
             .iter()
             .map(|_| Health {
@@ -48,13 +48,13 @@ impl Servers {
         }
     }
 
-    pub fn list(&self) -> &[ForwardServer] {
+    pub(super) fn list(&self) -> &[ForwardServer] {
         &self.list
     }
 
     /// The server for the next chunk at `now`, given a random `roll` in
     /// `0..1` (the caller's, so tests choose it).
-    pub fn pick(&self, now: Instant, roll: f64) -> usize {
+    pub(super) fn pick(&self, now: Instant, roll: f64) -> usize {
         let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let up = |i: &usize| health[*i].down_until.is_none_or(|t| t <= now);
         let primaries: Vec<usize> = (0..self.list.len())
@@ -89,7 +89,7 @@ impl Servers {
     }
 
     /// The server acked: it is up. Returns whether it was down.
-    pub fn succeeded(&self, i: usize) -> bool {
+    pub(super) fn succeeded(&self, i: usize) -> bool {
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let h = &mut health[i];
         let was_down = h.down_until.is_some();
@@ -99,7 +99,7 @@ impl Servers {
     }
 
     /// The server failed a chunk at `now`: it rests.
-    pub fn failed(&self, i: usize, now: Instant) -> Rested {
+    pub(super) fn failed(&self, i: usize, now: Instant) -> Rested {
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let h = &mut health[i];
         let rest = h.rest.next_delay().min(MAX_REST);

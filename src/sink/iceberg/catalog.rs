@@ -22,7 +22,7 @@ use super::storage::StoreStorageFactory;
 ///
 /// # Errors
 /// The database cannot be reached or refuses us.
-pub async fn connect(
+pub(crate) async fn connect(
     uri: &str,
     name: &str,
     warehouse: &str,
@@ -60,7 +60,10 @@ pub async fn connect(
 ///
 /// # Errors
 /// The catalog cannot be reached.
-pub async fn ensure_namespace(catalog: &dyn Catalog, namespace: &NamespaceIdent) -> Result<()> {
+pub(crate) async fn ensure_namespace(
+    catalog: &dyn Catalog,
+    namespace: &NamespaceIdent,
+) -> Result<()> {
     if catalog.namespace_exists(namespace).await? {
         return Ok(());
     }
@@ -75,13 +78,13 @@ pub async fn ensure_namespace(catalog: &dyn Catalog, namespace: &NamespaceIdent)
 /// retries those itself (on the new table state), so this is where they are
 /// seen.
 #[derive(Debug)]
-pub struct Counting {
+pub(crate) struct Counting {
     pub inner: Arc<dyn Catalog>,
     pub conflicts: AtomicU64,
 }
 
 impl Counting {
-    pub fn new(inner: Arc<dyn Catalog>) -> Self {
+    pub(crate) fn new(inner: Arc<dyn Catalog>) -> Self {
         Self {
             inner,
             conflicts: AtomicU64::new(0),
@@ -89,7 +92,7 @@ impl Counting {
     }
 
     /// Conflicts since the last call.
-    pub fn take_conflicts(&self) -> u64 {
+    pub(crate) fn take_conflicts(&self) -> u64 {
         self.conflicts.swap(0, Ordering::Relaxed)
     }
 }
@@ -163,4 +166,3 @@ impl Catalog for Counting {
         r
     }
 }
-

@@ -37,7 +37,7 @@ const SLACK_MS: i64 = 10 * 60 * 1000;
 const EXPIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// What the committer needs to know, fixed at start.
-pub struct Settings {
+pub(super) struct Settings {
     pub sink: String,
     pub node: String,
     pub namespace: NamespaceIdent,
@@ -54,7 +54,7 @@ pub struct Settings {
 }
 
 /// One sink's committer: the catalog, and each table as last seen.
-pub struct Committer {
+pub(super) struct Committer {
     pub settings: Settings,
     pub metrics: IcebergMetrics,
     catalog: Option<Arc<Counting>>,
@@ -78,7 +78,11 @@ pub struct Committer {
 }
 
 impl Committer {
-    pub fn new(settings: Settings, metrics: IcebergMetrics, connect: super::Connect) -> Self {
+    pub(super) fn new(
+        settings: Settings,
+        metrics: IcebergMetrics,
+        connect: super::Connect,
+    ) -> Self {
         Self {
             settings,
             metrics,
@@ -209,7 +213,7 @@ impl Committer {
     ///
     /// # Errors
     /// The catalog cannot be reached, or a table refuses its route.
-    pub async fn prepare_all(&mut self) -> Result<(), SinkError> {
+    pub(super) async fn prepare_all(&mut self) -> Result<(), SinkError> {
         let catalog = self.catalog().await?;
         let shapes: Vec<Shape> = self.settings.shapes.values().cloned().collect();
         for shape in shapes {
@@ -223,7 +227,7 @@ impl Committer {
     ///
     /// # Errors
     /// The catalog cannot be reached, or a table refuses its route.
-    pub async fn check(&mut self) -> Result<Vec<String>, SinkError> {
+    pub(super) async fn check(&mut self) -> Result<Vec<String>, SinkError> {
         let catalog = self.catalog().await?;
         let mut notes = Vec::new();
         let mut shapes: Vec<Shape> = self.settings.shapes.values().cloned().collect();
@@ -279,7 +283,7 @@ impl Committer {
     /// Commits `files` (all put) into their tables. Returns the keys now in
     /// their tables (committed now or found there already) and, if some
     /// could not be committed, why.
-    pub async fn commit(
+    pub(super) async fn commit(
         &mut self,
         files: &[Staged],
         full_check: bool,
@@ -593,7 +597,7 @@ fn metadata_files(table: &Table) -> HashSet<String> {
 
 /// A catalog or storage failure, retried: credentials refused are counted
 /// as such, everything on one line.
-pub fn catalog_error(e: &iceberg::Error) -> SinkError {
+pub(super) fn catalog_error(e: &iceberg::Error) -> SinkError {
     let text = e.to_string().replace(['\n', '\r'], " ");
     let lower = text.to_lowercase();
     let refused = [

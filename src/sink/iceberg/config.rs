@@ -237,7 +237,7 @@ impl IcebergSinkConfig {
 
 /// A plain identifier: what table, namespace and catalog names may be, so
 /// every engine takes them unquoted.
-pub fn is_identifier(s: &str) -> bool {
+pub(crate) fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && !s.starts_with(|c: char| c.is_ascii_digit())
@@ -245,7 +245,7 @@ pub fn is_identifier(s: &str) -> bool {
 }
 
 /// A URI with its password replaced by `***`, for logs and errors.
-pub fn redact_uri(uri: &str) -> String {
+pub(crate) fn redact_uri(uri: &str) -> String {
     match (uri.find("://"), uri.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let userinfo = &uri[s + 3..at];

@@ -17,7 +17,7 @@ use crate::outbox::Manifest;
 
 /// Why a file cannot be described to the table.
 #[derive(Debug, thiserror::Error)]
-pub enum DataFileError {
+pub(super) enum DataFileError {
     #[error("cannot read the footer of {path}: {message}")]
     Footer { path: String, message: String },
     #[error("{0}")]
@@ -33,7 +33,7 @@ const HOUR_US: i64 = 3_600_000_000;
 ///
 /// # Errors
 /// The footer cannot be read, or the metrics cannot be expressed.
-pub fn describe(
+pub(super) fn describe(
     path: &Path,
     location: &str,
     manifest: &Manifest,

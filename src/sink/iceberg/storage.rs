@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 /// An object store seen as Iceberg storage.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoreStorage {
+pub(crate) struct StoreStorage {
     /// What every location starts with: `file:///`, `s3://bucket/`, `gs://bucket/`.
     base: String,
     /// The client (not serialised: storage built from a config is never
@@ -35,7 +35,7 @@ pub struct StoreStorage {
 }
 
 impl StoreStorage {
-    pub fn new(base: String, store: Arc<dyn ObjectStore>) -> Self {
+    pub(crate) fn new(base: String, store: Arc<dyn ObjectStore>) -> Self {
         Self {
             base,
             store: Some(store),
@@ -49,7 +49,7 @@ impl StoreStorage {
     }
 
     /// The store path of a location; an error for a location elsewhere.
-    pub fn path(&self, location: &str) -> Result<StorePath> {
+    pub(crate) fn path(&self, location: &str) -> Result<StorePath> {
         let rest = match location.strip_prefix(&self.base) {
             Some(rest) => rest,
             // A local warehouse also answers to `/abs` and `file:/abs`.
@@ -231,7 +231,7 @@ impl FileWrite for Writer {
 
 /// Hands the one storage to whoever asks (the catalog's FileIO).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoreStorageFactory {
+pub(crate) struct StoreStorageFactory {
     pub storage: StoreStorage,
 }
 

@@ -35,14 +35,14 @@ const NAME_MAPPING: &str = "schema.name-mapping.default";
 /// node only takes the table as it finds it, so another node's config or
 /// another writer's change never stalls it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Moment {
+pub(super) enum Moment {
     Start,
     Commit,
 }
 
 /// What a route's table must look like.
 #[derive(Debug, Clone)]
-pub struct Shape {
+pub(super) struct Shape {
     pub route: String,
     pub table: String,
     pub per_route: bool,
@@ -50,7 +50,7 @@ pub struct Shape {
 }
 
 impl Shape {
-    pub fn of(route: &Route) -> Self {
+    pub(super) fn of(route: &Route) -> Self {
         Self {
             route: route.name.clone(),
             table: route.table.clone(),
@@ -62,7 +62,7 @@ impl Shape {
 
 /// Why a table cannot take a route's files.
 #[derive(Debug, thiserror::Error)]
-pub enum TableError {
+pub(super) enum TableError {
     /// The route's config and the table disagree in a way weir will not
     /// change by itself.
     #[error("route {route}: column `{column}` of table {table}: {why}")]
@@ -150,7 +150,10 @@ fn new_spec(shape: &Shape, schema: &Schema) -> Result<UnboundPartitionSpec, iceb
 /// hold the column, and readers that map by name (pyiceberg) refuse a file
 /// column the mapping does not know. Its id is in no current field, so
 /// readers skip it.
-pub fn name_mapping<'a>(current: &Schema, earlier: impl IntoIterator<Item = &'a Schema>) -> String {
+pub(super) fn name_mapping<'a>(
+    current: &Schema,
+    earlier: impl IntoIterator<Item = &'a Schema>,
+) -> String {
     let mut seen: Vec<(String, i32)> = current
         .as_struct()
         .fields()
@@ -174,7 +177,7 @@ pub fn name_mapping<'a>(current: &Schema, earlier: impl IntoIterator<Item = &'a 
 }
 
 /// [`name_mapping`] of a table's current and earlier schemas.
-pub fn table_name_mapping(table: &Table) -> String {
+pub(super) fn table_name_mapping(table: &Table) -> String {
     let m = table.metadata();
     name_mapping(m.current_schema(), m.schemas_iter().map(|s| s.as_ref()))
 }
@@ -188,7 +191,7 @@ pub fn table_name_mapping(table: &Table) -> String {
 ///
 /// # Errors
 /// The catalog fails, or the table refuses the shape ([`TableError`]).
-pub async fn prepare(
+pub(super) async fn prepare(
     catalog: &dyn Catalog,
     namespace: &NamespaceIdent,
     location: &str,
@@ -262,7 +265,7 @@ async fn create(
 
 /// What bringing a table to a route's shape takes.
 #[derive(Debug, Default)]
-pub struct Plan {
+pub(super) struct Plan {
     /// Declared columns the table lacks (added as optional columns).
     pub add: Vec<(String, PrimitiveType)>,
     /// The declared columns weir answers for, after the change.
@@ -276,7 +279,7 @@ pub struct Plan {
 
 impl Plan {
     /// The table needs no change at all.
-    pub fn is_noop(&self) -> bool {
+    pub(super) fn is_noop(&self) -> bool {
         self.add.is_empty() && self.properties_current
     }
 }
@@ -297,7 +300,7 @@ fn widens(want: &PrimitiveType, have: &PrimitiveType) -> bool {
 ///
 /// # Errors
 /// The table was altered by someone else, or refuses the route's config.
-pub fn plan(table: &Table, shape: &Shape, moment: Moment) -> Result<Plan, TableError> {
+pub(super) fn plan(table: &Table, shape: &Shape, moment: Moment) -> Result<Plan, TableError> {
     let ident = table.identifier().to_string();
     let schema = table.metadata().current_schema().clone();
     let altered = |why: String| TableError::Altered {

@@ -14,7 +14,7 @@ pub(crate) mod config;
 mod part;
 mod records;
 
-pub use records::TdRecords;
+pub(crate) use records::TdRecords;
 
 use std::path::Path;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use std::time::Duration;
 use crate::sink::{one_line, Sink, SinkError, SinkFuture};
 use config::TdSinkConfig;
 
-pub struct TdSink {
+pub(crate) struct TdSink {
     client: reqwest::Client,
     endpoint: String,
     auth: String,
@@ -31,7 +31,7 @@ pub struct TdSink {
 
 /// Normalises a database or table name as TD does: lower case,
 /// `[a-z0-9_]` only, at least 3 characters (padded with `_`), at most 256.
-pub fn normalize_name(raw: &str) -> String {
+pub(crate) fn normalize_name(raw: &str) -> String {
     let mut s: String = raw
         .chars()
         .map(|c| {
@@ -52,7 +52,7 @@ pub fn normalize_name(raw: &str) -> String {
 
 /// Database and table for a tag: configured names win, else the tag's
 /// second-to-last and last parts (`app.web.access` → `web`, `access`).
-pub fn names_for(tag: &[u8], cfg: &TdSinkConfig) -> (String, String) {
+pub(crate) fn names_for(tag: &[u8], cfg: &TdSinkConfig) -> (String, String) {
     let tag = String::from_utf8_lossy(tag);
     let parts: Vec<&str> = tag.split('.').collect();
     let last = parts.last().copied().unwrap_or("");
@@ -68,7 +68,7 @@ pub fn names_for(tag: &[u8], cfg: &TdSinkConfig) -> (String, String) {
 }
 
 impl TdSink {
-    pub fn build(cfg: &TdSinkConfig) -> Result<Self, String> {
+    pub(crate) fn build(cfg: &TdSinkConfig) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(300))
             .connect_timeout(Duration::from_secs(10))

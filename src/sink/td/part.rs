@@ -14,7 +14,7 @@ use flate2::write::GzEncoder;
 use crate::msgpack::{Cursor, Head};
 use crate::sink::records::{ClosedPart, PartError, RecordPart};
 
-pub struct TdPartWriter {
+pub(super) struct TdPartWriter {
     path: PathBuf,
     gz: GzEncoder<BufWriter<File>>,
     /// msgpack bytes written (before gzip).
@@ -24,7 +24,7 @@ pub struct TdPartWriter {
 }
 
 impl TdPartWriter {
-    pub fn create(path: &Path) -> Result<Self, PartError> {
+    pub(super) fn create(path: &Path) -> Result<Self, PartError> {
         let file = File::create(path)?;
         Ok(Self {
             path: path.to_path_buf(),

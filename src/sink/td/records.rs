@@ -14,13 +14,13 @@ use crate::sink::records::{PartError, RecordPart, RecordSink};
 const PART_MEMORY: usize = 320 << 10;
 
 /// One TD sink as the roller sees it.
-pub struct TdRecords {
+pub(crate) struct TdRecords {
     name: String,
     cfg: TdSinkConfig,
 }
 
 impl TdRecords {
-    pub fn new(name: &str, cfg: &TdSinkConfig) -> Self {
+    pub(crate) fn new(name: &str, cfg: &TdSinkConfig) -> Self {
         Self {
             name: name.to_string(),
             cfg: cfg.clone(),
