@@ -5,6 +5,14 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::msgpack::{Cursor, FrameBuffer, Head};
 
+/// Largest reply a server may send: an ack, a HELO or a PONG is well under
+/// a kilobyte, so a server that sends more (an endless or huge object) is
+/// refused rather than buffered.
+///
+/// # Memory
+/// At most this, plus one read, per connection.
+pub(crate) const MAX_REPLY_BYTES: usize = 64 << 10;
+
 /// Reads until `frames` holds a complete object and returns it; `when` says
 /// what was awaited, for the error.
 pub(super) async fn next_frame<S: AsyncRead + Unpin + ?Sized>(
@@ -17,6 +25,10 @@ pub(super) async fn next_frame<S: AsyncRead + Unpin + ?Sized>(
         if let Some(frame) = frames.next_frame()? {
             return Ok(frame);
         }
+        anyhow::ensure!(
+            frames.pending() <= MAX_REPLY_BYTES,
+            "the server sent more than {MAX_REPLY_BYTES} bytes {when} without completing a reply"
+        );
         let n = s.read(&mut chunk).await?;
         anyhow::ensure!(n > 0, "the server closed the connection {when}");
         frames.extend(&chunk[..n]);
@@ -30,6 +42,9 @@ pub(crate) async fn read_ack<S: AsyncRead + Unpin + ?Sized>(
     frames: &mut FrameBuffer,
 ) -> anyhow::Result<Vec<u8>> {
     let reply = next_frame(s, frames, "before acking").await?;
+    if crate::input::forward::messages::parse_helo(&reply).is_ok() {
+        anyhow::bail!("the server asks for the shared-key handshake: set shared_key");
+    }
     ack_of(&reply)?
         .map(<[u8]>::to_vec)
         .ok_or_else(|| anyhow::anyhow!("the server replied with something other than an ack"))
@@ -55,4 +70,34 @@ pub(crate) fn ack_of(reply: &[u8]) -> Result<Option<&[u8]>, crate::msgpack::Msgp
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_huge_or_endless_reply_is_refused_not_buffered() {
+        // A bin32 of 4 GiB announced, then zeros.
+        let mut reply = vec![0xc6, 0xff, 0xff, 0xff, 0xff];
+        reply.extend(std::iter::repeat_n(0u8, 200 << 10));
+        let mut frames = FrameBuffer::new();
+        let err = read_ack(&mut &reply[..], &mut frames).await.unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
+        assert!(frames.pending() <= MAX_REPLY_BYTES + 1024);
+    }
+
+    #[tokio::test]
+    async fn a_helo_instead_of_an_ack_says_a_key_is_needed() {
+        let helo =
+            crate::input::forward::messages::helo(&crate::input::forward::messages::HeloOptions {
+                nonce: vec![1; 16],
+                auth: vec![],
+                keepalive: true,
+            });
+        let err = read_ack(&mut &helo[..], &mut FrameBuffer::new())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("shared_key"), "{err}");
+    }
 }

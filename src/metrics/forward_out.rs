@@ -20,11 +20,11 @@ pub struct ForwardOutMetrics {
 impl ForwardOutMetrics {
     pub(super) fn register(r: &Reg, suppressed: &Suppressed) -> Self {
         Self {
-            chunks: counter_vec(r, "weir_forward_out_chunks_total", "Chunks sent by forward sinks, by sink, server and result (acked; failed: connection, handshake or ack timeout, retried).", &["sink", "server", "result"]),
-            events: counter_vec(r, "weir_forward_out_events_total", "Events in chunks a forward server acked, by sink and server.", &["sink", "server"]),
-            bytes: counter_vec(r, "weir_forward_out_bytes_total", "Entry bytes (as sent, compressed or not) in chunks a forward server acked, by sink and server.", &["sink", "server"]),
-            ack_seconds: histogram_vec(r, "weir_forward_out_ack_seconds", "From a chunk's first byte sent to its ack, by sink and server.", &["sink", "server"], latency_buckets()),
-            server_up: gauge_vec(r, "weir_forward_out_server_up", "1 while a forward server takes chunks, 0 while it rests after a failure, by sink and server.", &["sink", "server"]),
+            chunks: counter_vec(r, "weir_forward_out_chunks_total", "Parts sent by forward sinks (each one PackedForward message per tag, acked together), by sink, server and result (acked; failed: connection, handshake or ack timeout, retried).", &["sink", "server", "result"]),
+            events: counter_vec(r, "weir_forward_out_events_total", "Events in parts a forward server acked, by sink and server.", &["sink", "server"]),
+            bytes: counter_vec(r, "weir_forward_out_bytes_total", "Message bytes (as sent, compressed or not) of parts a forward server acked, by sink and server.", &["sink", "server"]),
+            ack_seconds: histogram_vec(r, "weir_forward_out_ack_seconds", "From a part's first byte sent to its last ack, by sink and server.", &["sink", "server"], latency_buckets()),
+            server_up: gauge_vec(r, "weir_forward_out_server_up", "1 while a forward server takes parts, 0 while it rests after a failure, by sink and server.", &["sink", "server"]),
             suppressed: suppressed.clone(),
         }
     }

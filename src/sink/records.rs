@@ -41,18 +41,19 @@ pub trait RecordSink: Send + Sync {
     /// The key the finished part of `group` that starts at WAL sequence
     /// `first_seq` and holds `rows` records is uploaded under; kept in the
     /// part's manifest, so a retried upload after a crash is recognised as
-    /// the same part.
-    fn part_key(&self, node: &str, group: &str, first_seq: u64, rows: u64) -> String;
+    /// the same part. `wal` is the WAL's identity
+    /// ([`crate::wal::identity`]): sequences start again in a new WAL.
+    fn part_key(&self, node: &str, wal: &str, group: &str, first_seq: u64, rows: u64) -> String;
 }
 
 /// One part being written.
 pub trait RecordPart: Send {
-    /// Adds one event (`record` is a msgpack map).
+    /// Adds one event of `tag` (`record` is a msgpack map).
     ///
     /// # Errors
     /// `PartError::BadRecord`: the record is not a valid map; nothing is
     /// added. `PartError::Io`: the part cannot be written.
-    fn append(&mut self, time_ns: i64, record: &[u8]) -> Result<(), PartError>;
+    fn append(&mut self, tag: &[u8], time_ns: i64, record: &[u8]) -> Result<(), PartError>;
     /// Record bytes written so far, before compression.
     fn raw_bytes(&self) -> usize;
     /// Completes the part and syncs it to disk.

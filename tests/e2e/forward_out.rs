@@ -4,7 +4,8 @@
 //! side (chunk ids come from WAL positions, so resends are recognised), a
 //! Fluentd receiver at least once; one of two servers down for a minute
 //! sends everything to the other and is used again when it returns; a
-//! server that never acks holds no memory and stops no other sink.
+//! server that never acks holds no memory, and other sinks flow while its
+//! chunks wait within the outbox's backlog bound.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -430,7 +431,7 @@ impl Silent {
 }
 
 #[test]
-fn a_server_that_never_acks_holds_no_memory_and_stops_no_other_sink() {
+fn a_server_that_never_acks_holds_no_memory_and_other_sinks_flow_within_the_backlog_bound() {
     let silent = Silent::start();
     let port = silent.port;
     let sender = sender(
@@ -654,5 +655,35 @@ fn weir_to_fluent_bit_every_event_arrives() {
         count.values().map(|c| c - 1).sum::<u32>(),
         0,
         "no resends without a crash"
+    );
+}
+
+/// A sender whose data_dir was lost starts a new WAL at sequence 0 under
+/// the same node_id: its chunks must not look like the old WAL's resends
+/// to the receiver (which would ack and drop them).
+#[test]
+fn a_sender_with_a_new_data_dir_is_not_taken_for_its_old_self() {
+    let mut receiver = Weir::start("");
+    let mut sender = sender(&[receiver.port], "", "");
+    let mut acked = send_batch(sender.port, "nd.app", 8, "before");
+    let delivered = wait_until(Duration::from_secs(60), || sender_drained(&sender));
+    assert!(delivered, "{}", sender.log());
+    sender.kill9();
+    std::fs::remove_dir_all(sender.data_dir()).unwrap();
+    sender.spawn();
+    acked.extend(send_batch(sender.port, "nd.app", 8, "after"));
+    let delivered = wait_until(Duration::from_secs(60), || sender_drained(&sender));
+    assert!(delivered, "{}", sender.log());
+    let resent = metric(
+        &scrape(receiver.metrics_port),
+        "weir_forward_duplicate_chunks_total",
+        &[],
+    );
+    receiver.drain_and_stop();
+    assert_eq!(resent, 0.0, "the new WAL's chunks were taken for resends");
+    assert_exactly_once(
+        &acked,
+        &id_counts(&read_rows(&receiver.out_dir())),
+        "new data_dir",
     );
 }

@@ -35,9 +35,12 @@ fn alerted() -> BTreeSet<String> {
 #[test]
 fn a_fresh_node_has_every_documented_series_and_the_alerts_work() {
     let lake = tempfile::tempdir().unwrap();
+    // A forward sink too, whose per-server series exist from the start.
     let weir = Weir::start(&format!(
         "[sinks.lake]\ntype = \"iceberg\"\nwarehouse = \"{}\"\n\
-         [[route]]\nname = \"app\"\nmatch = \"**\"\ncolumns = {{ status = \"int32\" }}\n",
+         [sinks.out]\ntype = \"forward\"\nservers = [{{ address = \"127.0.0.1:9\" }}]\n\
+         [[route]]\nname = \"relay\"\nmatch = \"relay.**\"\nsinks = [\"out\"]\n\
+         [[route]]\nname = \"app\"\nmatch = \"**\"\nsinks = [\"local\", \"lake\"]\ncolumns = {{ status = \"int32\" }}\n",
         lake.path().join("wh").display()
     ));
     let samples = scrape(weir.metrics_port);
@@ -90,6 +93,14 @@ fn a_fresh_node_has_every_documented_series_and_the_alerts_work() {
         (
             "weir_forward_connections_closed_total",
             vec![("reason", "malformed")],
+        ),
+        (
+            "weir_forward_out_chunks_total",
+            vec![
+                ("sink", "out"),
+                ("server", "127.0.0.1:9"),
+                ("result", "failed"),
+            ],
         ),
     ] {
         assert!(

@@ -32,6 +32,8 @@ pub(super) struct Closed<'a> {
 /// [`OutputKey::Records`]) and the period length.
 pub(super) struct Naming<'a> {
     pub config: &'a Config,
+    /// The WAL's identity, which record sinks' keys carry.
+    pub wal_identity: &'a str,
     pub record_sinks: &'a [Arc<dyn RecordSink>],
     pub period_secs: u64,
 }
@@ -90,7 +92,7 @@ pub(super) fn manifest(c: &Closed<'_>, n: &Naming<'_>) -> (Manifest, &'static st
             let sink = &n.record_sinks[*sink];
             keys.insert(
                 sink.name().to_string(),
-                sink.part_key(node, group, c.first_seq, c.rows),
+                sink.part_key(node, n.wal_identity, group, c.first_seq, c.rows),
             );
             let route = n
                 .config
@@ -183,6 +185,7 @@ servers = [{ address = "127.0.0.1:24224" }]
         let sinks = crate::sink::records::record_sinks(&cfg.sinks);
         let n = Naming {
             config: &cfg,
+            wal_identity: "0123456789abcdef0123456789abcdef",
             record_sinks: &sinks,
             period_secs: 3600,
         };
@@ -213,6 +216,7 @@ servers = [{ address = "127.0.0.1:24224" }]
         let sinks = crate::sink::records::record_sinks(&cfg.sinks);
         let n = Naming {
             config: &cfg,
+            wal_identity: "0123456789abcdef0123456789abcdef",
             record_sinks: &sinks,
             period_secs: 3600,
         };
@@ -241,6 +245,7 @@ servers = [{ address = "127.0.0.1:24224" }]
         let sinks = crate::sink::records::record_sinks(&cfg.sinks);
         let n = Naming {
             config: &cfg,
+            wal_identity: "0123456789abcdef0123456789abcdef",
             record_sinks: &sinks,
             period_secs: 3600,
         };
@@ -257,7 +262,13 @@ servers = [{ address = "127.0.0.1:24224" }]
             assert_eq!(m.period_start, 0, "a part has no period");
             assert_eq!(
                 m.keys[sink.name()],
-                sink.part_key("n1", &sink.group(b"app.web"), 7, 3)
+                sink.part_key(
+                    "n1",
+                    "0123456789abcdef0123456789abcdef",
+                    &sink.group(b"app.web"),
+                    7,
+                    3
+                )
             );
         }
     }

@@ -42,6 +42,7 @@ impl Roller {
             },
             &describe::Naming {
                 config: &self.config,
+                wal_identity: &self.wal_identity,
                 record_sinks: &self.record_sinks,
                 period_secs: self.window.period_secs,
             },
@@ -63,7 +64,7 @@ impl Roller {
                 .then(|| crate::wal::rfc3339(manifest.period_start));
             tracing::info!(
                 group = manifest.group,
-                period = period.as_deref().unwrap_or("-"),
+                period = %period.as_deref().unwrap_or("-"),
                 kind,
                 rows = closed.rows,
                 bytes = closed.bytes,

@@ -117,11 +117,14 @@ pub fn start(
         .collect::<Result<Vec<_>, _>>()
         .map_err(std::io::Error::other)?;
     let encoder = Encoder::start()?;
+    // Names the WAL positions record sinks' part keys derive from.
+    let wal_identity = crate::wal::identity::load_or_create(&config.data_dir.join("wal"))?;
     std::thread::Builder::new()
         .name("weir-roller".into())
         .spawn(move || {
             crate::priority::run_behind_acks();
             let mut roller = Roller::new(config, schemas, open_dir, quarantine, links, encoder);
+            roller.wal_identity = wal_identity;
             roller.run()
         })
 }
@@ -173,6 +176,8 @@ struct Roller {
     next_preview_ms: i64,
     /// Encodes the record batches of every open Parquet file.
     encoder: Encoder,
+    /// The WAL's identity ([`crate::wal::identity`]), for part keys.
+    wal_identity: String,
 }
 
 impl Roller {
@@ -255,6 +260,7 @@ impl Roller {
             encoder,
             links,
             stopping: false,
+            wal_identity: String::new(),
         };
         for m in &initial {
             r.remember_finished(m);

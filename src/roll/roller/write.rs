@@ -219,9 +219,9 @@ impl Roller {
                         }
                         p.append(ev.time_ns, ev.record)
                     }
-                    Output::Records(t, _) => {
-                        t.append(ev.time_ns, ev.record).map_err(WriteError::from)
-                    }
+                    Output::Records(t, _) => t
+                        .append(tag, ev.time_ns, ev.record)
+                        .map_err(WriteError::from),
                 };
                 match result {
                     Ok(()) => rows += 1,

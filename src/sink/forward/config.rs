@@ -140,14 +140,20 @@ impl ForwardSinkConfig {
             ));
         }
         for (i, s) in self.servers.iter().enumerate() {
-            let ok = s
-                .address
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            // host:port, [v6]:port; a bare v6 address has colons in its host.
+            let ok = s.address.rsplit_once(':').is_some_and(|(h, p)| {
+                let bracketed = h.starts_with('[') && h.ends_with(']');
+                !h.is_empty()
+                    && (bracketed || !h.contains(':'))
+                    && p.parse::<u16>().is_ok_and(|p| p > 0)
+            });
             if !ok {
                 return Err(Invalid::new(
                     key(&format!("servers[{i}].address")),
-                    format!("{:?} is not host:port", s.address),
+                    format!(
+                        "{:?} is not host:port ([v6]:port for an IPv6 address)",
+                        s.address
+                    ),
                 ));
             }
             if s.weight == 0 {
@@ -220,9 +226,18 @@ impl ForwardSinkConfig {
                 .map_err(|e| Invalid::new(key("tls_ca_path"), e))?;
         }
         if let Some(tag) = &self.tag {
-            if tag.is_empty() {
-                return Err(Invalid::new(key("tag"), "must not be empty".into()));
+            if tag.is_empty() || tag.len() > crate::event::MAX_TAG_LEN {
+                return Err(Invalid::new(
+                    key("tag"),
+                    format!("must be 1 to {} bytes", crate::event::MAX_TAG_LEN),
+                ));
             }
+        }
+        if self.tag_prefix.len() > 256 {
+            return Err(Invalid::new(
+                key("tag_prefix"),
+                "must be at most 256 bytes (tags longer than 1024 bytes with it are cut)".into(),
+            ));
         }
         Ok(())
     }

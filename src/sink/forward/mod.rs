@@ -1,25 +1,27 @@
 //! Forward output (`type = "forward"`): a route's records to Fluentd,
 //! Fluent Bit or another weir, as Fluentd's out_forward sends them.
 //!
-//! The roller writes each tag's records into chunks through the [record
-//! sink](crate::sink::records) interface ([`records`]: tags and chunk ids,
-//! [`part`]: the entries); a finished chunk is durable in the outbox before
-//! the WAL lets its records go, and leaves the outbox only once a server
-//! acked it (`require_ack_response` always), so nothing a client was acked
-//! for is lost on the way. A chunk's id comes from its first WAL position:
-//! sent again after any crash, it carries the same id, and a weir
-//! receiver stores it once ([`chunk`]).
+//! The roller writes every record routed to the sink into one open part at
+//! a time through the [record sink](crate::sink::records) interface
+//! ([`records`]: out tags and part ids, [`part`]: the events); a finished
+//! part is durable in the outbox before the WAL lets its records go, and
+//! leaves the outbox only once a server acked every message of it
+//! (`require_ack_response` always), so nothing a client was acked for is
+//! lost on the way. A part's id comes from its first WAL position and the
+//! WAL's identity, and each tag's chunk id from the part's id: sent again
+//! after any crash, a part carries the same ids, and a weir receiver stores
+//! it once ([`chunk`]).
 //!
-//! This file sends one chunk: a server from [`servers`] (weighted, standby,
+//! This file sends one part: a server from [`servers`] (weighted, standby,
 //! resting after failures), a kept connection or a new one (TCP, TLS,
-//! handshake: [`crate::client`]), the message, the ack. A failed server
-//! rests and the chunk goes to the next one at once; when every server
-//! failed, the outbox retries it.
+//! handshake: [`crate::client`]), one PackedForward message per tag back
+//! to back, then their acks. A failed server rests and the part goes to
+//! the next one at once; when every server failed, the outbox retries it.
 //!
 //! # Memory
-//! One chunk's entries (at most about `max_chunk_bytes`) while it is sent,
-//! one connection per server: the outbox sends one chunk at a time per
-//! sink.
+//! One part's events and its messages (each at most about
+//! `max_chunk_bytes`) while it is sent, one connection per server: the
+//! outbox sends one part at a time per sink.
 
 pub(crate) mod chunk;
 pub(crate) mod config;
@@ -41,6 +43,11 @@ use crate::sink::{Sink, SinkError, SinkFuture};
 use config::ForwardSinkConfig;
 use servers::Servers;
 
+/// A server took a chunk and did not ack it within `ack_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("no ack in {0:?}")]
+struct NoAck(Duration);
+
 struct Connection {
     stream: Stream,
     frames: FrameBuffer,
@@ -54,18 +61,20 @@ pub(crate) struct ForwardSink {
     /// A kept connection per server.
     connections: tokio::sync::Mutex<Vec<Option<Connection>>>,
     keepalive: bool,
+    /// Messages are CompressedPackedForward (`compress = "gzip"`).
+    gzip: bool,
     idle_timeout: Duration,
     ack_timeout: Duration,
     metrics: ForwardOutMetrics,
 }
 
-/// A chunk as read from the outbox.
-struct Chunk<'a> {
-    id: String,
-    tag: &'a str,
+/// A part as it goes out: one message per tag, their chunk ids, and what
+/// they hold.
+struct Part {
+    messages: Vec<u8>,
+    chunks: Vec<String>,
     events: u64,
-    entries: Vec<u8>,
-    gzip: bool,
+    bytes: u64,
 }
 
 impl ForwardSink {
@@ -86,28 +95,46 @@ impl ForwardSink {
             servers: Servers::new(cfg.servers.clone()),
             connections: tokio::sync::Mutex::new(cfg.servers.iter().map(|_| None).collect()),
             keepalive: cfg.keepalive,
+            gzip: cfg.compress == config::Compress::Gzip,
             idle_timeout: cfg.idle_timeout.0,
             ack_timeout: cfg.ack_timeout.0,
             metrics,
         })
     }
 
+    /// Reads a part and builds its messages.
+    async fn part(&self, key: &str, path: &Path) -> Result<Part, SinkError> {
+        let bad_key = |message: &str| SinkError::Key {
+            key: key.to_string(),
+            message: message.to_string(),
+        };
+        let Some((id, _events)) = chunk::parse_key(key) else {
+            return Err(bad_key("not a forward part key (hex id/events/group)"));
+        };
+        let raw = tokio::fs::read(path).await?;
+        let tags = chunk::split(&raw).map_err(|e| bad_key(&format!("damaged part: {e}")))?;
+        let mut part = Part {
+            messages: Vec::with_capacity(raw.len() + 128 * tags.len()),
+            chunks: Vec::with_capacity(tags.len()),
+            events: 0,
+            bytes: 0,
+        };
+        for t in &tags {
+            let chunk_id = chunk::chunk_id(&id, &t.tag);
+            let m = chunk::message(t, &chunk_id, self.gzip)?;
+            part.bytes += m.len() as u64;
+            part.events += t.events;
+            part.messages.extend_from_slice(&m);
+            part.chunks.push(chunk_id);
+        }
+        Ok(part)
+    }
+
     async fn send(&self, key: &str, path: &Path) -> Result<(), SinkError> {
-        let Some((id, events, tag)) = chunk::parse_key(key) else {
-            return Err(SinkError::Key {
-                key: key.to_string(),
-                message: "not a forward chunk key (hex id/events/tag)".into(),
-            });
-        };
-        let gzip = path.extension().is_some_and(|e| e == "gz");
-        let entries = tokio::fs::read(path).await?;
-        let c = Chunk {
-            id,
-            tag,
-            events,
-            entries,
-            gzip,
-        };
+        let c = self.part(key, path).await?;
+        if c.chunks.is_empty() {
+            return Ok(());
+        }
         let mut tried = Vec::new();
         let mut last = None;
         loop {
@@ -122,9 +149,8 @@ impl ForwardSink {
             match self.send_to(i, &server, &c).await {
                 Ok(()) => {
                     self.servers.succeeded(i);
-                    let bytes = c.entries.len() as u64;
                     self.metrics
-                        .acked(&self.name, &server, c.events, bytes, started.elapsed());
+                        .acked(&self.name, &server, c.events, c.bytes, started.elapsed());
                     return Ok(());
                 }
                 Err(e) => {
@@ -136,7 +162,7 @@ impl ForwardSink {
             }
         }
         Err(SinkError::Forward(format!(
-            "no server acked the chunk (last: {})",
+            "no server acked the part (last: {})",
             last.unwrap_or_default()
         )))
     }
@@ -144,7 +170,7 @@ impl ForwardSink {
     /// Sends `c` to server `i` and waits for its ack. A kept connection the
     /// server closed meanwhile is not the server's failure: the chunk is
     /// sent once more on a new connection.
-    async fn send_to(&self, i: usize, server: &str, c: &Chunk<'_>) -> anyhow::Result<()> {
+    async fn send_to(&self, i: usize, server: &str, c: &Part) -> anyhow::Result<()> {
         let mut connections = self.connections.lock().await;
         let slot = &mut connections[i];
         if slot
@@ -155,8 +181,12 @@ impl ForwardSink {
         }
         let reused = slot.is_some();
         let result = self.exchange(slot, server, c).await;
+        // A kept connection the server closed fails at once; one that took
+        // the chunk and did not ack is the server's doing (no second wait).
         let result = match result {
-            Err(_) if reused => self.exchange(slot, server, c).await,
+            Err(e) if reused && e.downcast_ref::<NoAck>().is_none() => {
+                self.exchange(slot, server, c).await
+            }
             r => r,
         };
         if result.is_err() || !self.keepalive {
@@ -169,7 +199,7 @@ impl ForwardSink {
         &self,
         slot: &mut Option<Connection>,
         server: &str,
-        c: &Chunk<'_>,
+        c: &Part,
     ) -> anyhow::Result<()> {
         let k = match slot {
             Some(k) => k,
@@ -179,29 +209,28 @@ impl ForwardSink {
                 last_used: Instant::now(),
             }),
         };
+        // Every message goes out back to back, then their acks are read
+        // (in any order); one that is not one of ours fails the part.
         let result = tokio::time::timeout(self.ack_timeout, async {
-            k.stream
-                .write_all(&chunk::head(c.tag, c.entries.len()))
-                .await?;
-            k.stream.write_all(&c.entries).await?;
-            k.stream
-                .write_all(&chunk::options(&c.id, c.events, c.gzip))
-                .await?;
+            k.stream.write_all(&c.messages).await?;
             k.stream.flush().await?;
-            let ack = crate::client::read_ack(&mut k.stream, &mut k.frames).await?;
-            anyhow::ensure!(
-                ack == c.id.as_bytes(),
-                "acked another chunk ({:?}, sent {:?})",
-                String::from_utf8_lossy(&ack),
-                c.id
-            );
+            let mut waiting: std::collections::HashSet<&[u8]> =
+                c.chunks.iter().map(|c| c.as_bytes()).collect();
+            while !waiting.is_empty() {
+                let ack = crate::client::read_ack(&mut k.stream, &mut k.frames).await?;
+                anyhow::ensure!(
+                    waiting.remove(ack.as_slice()),
+                    "acked a chunk it was not sent: {:?}",
+                    String::from_utf8_lossy(&ack)
+                );
+            }
             Ok(())
         })
         .await;
         k.last_used = Instant::now();
         let result = match result {
             Ok(r) => r,
-            Err(_) => Err(anyhow::anyhow!("no ack in {:?}", self.ack_timeout)),
+            Err(_) => Err(NoAck(self.ack_timeout).into()),
         };
         if result.is_err() {
             *slot = None;

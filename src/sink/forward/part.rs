@@ -1,62 +1,56 @@
-//! One forward chunk being written: the PackedForward entries stream
-//! (`[EventTime, record]` after each other), gzip-compressed for
-//! CompressedPackedForward. The file is the message's entries as they go
-//! on the wire, so sending it is one read.
+//! One forward part being written: the events of every tag routed to the
+//! sink since the part opened, each as `[tag, EventTime, record]` (the tag
+//! it goes out under), plain msgpack. Sending regroups them per tag into
+//! PackedForward messages ([`super::chunk`]), so one part is one round of
+//! messages on one connection, however many tags it holds.
 //!
 //! # Memory
-//! The write buffer (and with gzip the deflate state); records are written
-//! as they come ([`super::records`] counts a fixed cost per open chunk).
+//! The write buffer and the last tag's name; records are written as they
+//! come ([`super::records`] counts a fixed cost per open part).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use flate2::write::GzEncoder;
-
+use super::records::OutTag;
 use crate::msgpack::{Cursor, Head};
 use crate::sink::records::{ClosedPart, PartError, RecordPart};
 
-enum Out {
-    Plain(BufWriter<File>),
-    Gzip(Box<GzEncoder<BufWriter<File>>>),
-}
-
-pub(super) struct ForwardPartWriter {
+pub(crate) struct ForwardPartWriter {
     path: PathBuf,
-    out: Out,
+    out: BufWriter<File>,
+    tags: OutTag,
+    /// The last tag seen and its encoded out-tag (`fixstr`/`str8`…).
+    last_tag: Vec<u8>,
+    last_out: Vec<u8>,
     raw_bytes: usize,
     rows: u64,
 }
 
 impl ForwardPartWriter {
-    pub(super) fn create(path: &Path, gzip: bool) -> Result<Self, PartError> {
-        let file = BufWriter::with_capacity(64 << 10, File::create(path)?);
-        let out = if gzip {
-            Out::Gzip(Box::new(GzEncoder::new(file, flate2::Compression::fast())))
-        } else {
-            Out::Plain(file)
-        };
+    pub(crate) fn create(path: &Path, tags: OutTag) -> Result<Self, PartError> {
         Ok(Self {
             path: path.to_path_buf(),
-            out,
+            out: BufWriter::with_capacity(64 << 10, File::create(path)?),
+            tags,
+            last_tag: Vec::new(),
+            last_out: Vec::new(),
             raw_bytes: 0,
             rows: 0,
         })
     }
 }
 
-/// `[EventTime(time_ns), ` : the entry's head, 11 bytes. EventTime is
-/// msgpack ext type 0 with seconds and nanoseconds as big-endian u32, so a
-/// receiver keeps the nanoseconds.
-pub(super) fn entry_head(time_ns: i64) -> [u8; 11] {
+/// `EventTime(time_ns)`: msgpack ext type 0 with seconds and nanoseconds as
+/// big-endian u32, so a receiver keeps the nanoseconds (10 bytes).
+pub(crate) fn event_time(time_ns: i64) -> [u8; 10] {
     let secs = time_ns.div_euclid(1_000_000_000).clamp(0, u32::MAX as i64) as u32;
     let nanos = time_ns.rem_euclid(1_000_000_000) as u32;
-    let mut h = [0u8; 11];
-    h[0] = 0x92;
-    h[1] = 0xd7;
-    h[2] = 0x00;
-    h[3..7].copy_from_slice(&secs.to_be_bytes());
-    h[7..11].copy_from_slice(&nanos.to_be_bytes());
+    let mut h = [0u8; 10];
+    h[0] = 0xd7;
+    h[1] = 0x00;
+    h[2..6].copy_from_slice(&secs.to_be_bytes());
+    h[6..10].copy_from_slice(&nanos.to_be_bytes());
     h
 }
 
@@ -65,7 +59,7 @@ impl RecordPart for ForwardPartWriter {
         self.raw_bytes
     }
 
-    fn append(&mut self, time_ns: i64, record: &[u8]) -> Result<(), PartError> {
+    fn append(&mut self, tag: &[u8], time_ns: i64, record: &[u8]) -> Result<(), PartError> {
         let mut c = Cursor::new(record);
         match c.head() {
             Ok(Head::Map(_)) => {}
@@ -76,30 +70,26 @@ impl RecordPart for ForwardPartWriter {
             }
             Err(e) => return Err(PartError::BadRecord(e)),
         }
-        let head = entry_head(time_ns);
-        match &mut self.out {
-            Out::Plain(w) => {
-                w.write_all(&head)?;
-                w.write_all(record)?;
-            }
-            Out::Gzip(w) => {
-                w.write_all(&head)?;
-                w.write_all(record)?;
-            }
+        if self.rows == 0 || tag != self.last_tag.as_slice() {
+            self.last_tag.clear();
+            self.last_tag.extend_from_slice(tag);
+            self.last_out.clear();
+            let _ = rmp::encode::write_str(&mut self.last_out, &self.tags.of(tag));
         }
-        self.raw_bytes += head.len() + record.len();
+        let time = event_time(time_ns);
+        self.out.write_all(&[0x93])?;
+        self.out.write_all(&self.last_out)?;
+        self.out.write_all(&time)?;
+        self.out.write_all(record)?;
+        self.raw_bytes += 1 + self.last_out.len() + time.len() + record.len();
         self.rows += 1;
         Ok(())
     }
 
-    /// Ends the stream and syncs the file.
+    /// Syncs the file.
     fn finish(self: Box<Self>) -> Result<ClosedPart, PartError> {
         let this = *self;
-        let buffered = match this.out {
-            Out::Plain(w) => w,
-            Out::Gzip(w) => w.finish()?,
-        };
-        let file = buffered.into_inner().map_err(|e| e.into_error())?;
+        let file = this.out.into_inner().map_err(|e| e.into_error())?;
         ClosedPart::sync(file, this.path, this.rows)
     }
 }
@@ -107,45 +97,34 @@ impl RecordPart for ForwardPartWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
 
-    fn entries(gzip: bool) -> Vec<u8> {
+    #[test]
+    fn events_carry_their_out_tag_and_event_time_with_nanoseconds() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c");
-        let mut w: Box<dyn RecordPart> = Box::new(ForwardPartWriter::create(&path, gzip).unwrap());
-        w.append(1_700_000_000_123_456_789, b"\x81\xa1a\x01")
+        let tags = OutTag::new(None, "dc1.");
+        let mut w: Box<dyn RecordPart> = Box::new(ForwardPartWriter::create(&path, tags).unwrap());
+        w.append(b"a", 1_700_000_000_123_456_789, b"\x81\xa1a\x01")
             .unwrap();
-        assert!(w.append(0, b"\x01").is_err(), "a record that is not a map");
+        assert!(
+            w.append(b"a", 0, b"\x01").is_err(),
+            "a record that is not a map"
+        );
         let closed = w.finish().unwrap();
         assert_eq!(closed.rows, 1);
         let raw = std::fs::read(&closed.path).unwrap();
-        if !gzip {
-            return raw;
-        }
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .unwrap();
-        out
-    }
-
-    #[test]
-    fn entries_carry_event_time_with_nanoseconds() {
-        for gzip in [false, true] {
-            let e = entries(gzip);
-            let secs = 1_700_000_000u32.to_be_bytes();
-            let nanos = 123_456_789u32.to_be_bytes();
-            let mut want = vec![0x92, 0xd7, 0x00];
-            want.extend_from_slice(&secs);
-            want.extend_from_slice(&nanos);
-            want.extend_from_slice(b"\x81\xa1a\x01");
-            assert_eq!(e, want, "gzip {gzip}");
-        }
+        let mut want = vec![0x93, 0xa5];
+        want.extend_from_slice(b"dc1.a");
+        want.extend_from_slice(&[0xd7, 0x00]);
+        want.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+        want.extend_from_slice(&123_456_789u32.to_be_bytes());
+        want.extend_from_slice(b"\x81\xa1a\x01");
+        assert_eq!(raw, want);
     }
 
     #[test]
     fn times_before_1970_or_past_2106_are_clamped_not_wrapped() {
-        assert_eq!(&entry_head(-5)[3..7], &0u32.to_be_bytes());
-        assert_eq!(&entry_head(i64::MAX)[3..7], &u32::MAX.to_be_bytes());
+        assert_eq!(&event_time(-5)[2..6], &0u32.to_be_bytes());
+        assert_eq!(&event_time(i64::MAX)[2..6], &u32::MAX.to_be_bytes());
     }
 }

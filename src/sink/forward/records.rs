@@ -1,19 +1,54 @@
-//! What the roller needs to write forward chunks: the tag a record goes out
-//! under (one chunk per tag: PackedForward carries one tag), the chunk
-//! format ([`ForwardPartWriter`]) and the chunk's id.
+//! What the roller needs to write forward parts: one open part per sink
+//! (every tag in it: sending makes one PackedForward message per tag), the
+//! tag each event goes out under, and the part's id.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::config::{Compress, ForwardSinkConfig};
+use super::config::ForwardSinkConfig;
 use super::part::ForwardPartWriter;
+use crate::event::MAX_TAG_LEN;
 use crate::sink::records::{PartError, RecordPart, RecordSink};
 
-/// Memory one open chunk holds: the write buffer, and with gzip the deflate
-/// state (about 256 KiB).
-const PLAIN_MEMORY: usize = 80 << 10;
-const GZIP_MEMORY: usize = 352 << 10;
+/// Memory one open part holds: its write buffer and a tag.
+const PART_MEMORY: usize = 80 << 10;
+
+/// The group of every event: a sink has one open part at a time.
+pub(crate) const GROUP: &str = "*";
+
+/// The tag an event goes out under: `tag`, or `tag_prefix` + its own, cut
+/// to the longest tag a forward server takes ([`MAX_TAG_LEN`] bytes; a
+/// server skips the events of a longer one).
+#[derive(Debug, Clone)]
+pub(crate) struct OutTag {
+    fixed: Option<String>,
+    prefix: String,
+}
+
+impl OutTag {
+    pub(crate) fn new(fixed: Option<&str>, prefix: &str) -> Self {
+        Self {
+            fixed: fixed.map(str::to_string),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    pub(crate) fn of(&self, tag: &[u8]) -> String {
+        let mut out = match &self.fixed {
+            Some(t) => t.clone(),
+            None => format!("{}{}", self.prefix, String::from_utf8_lossy(tag)),
+        };
+        if out.len() > MAX_TAG_LEN {
+            let mut cut = MAX_TAG_LEN;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+        }
+        out
+    }
+}
 
 /// One forward sink as the roller sees it.
 pub(crate) struct ForwardRecords {
@@ -35,12 +70,8 @@ impl RecordSink for ForwardRecords {
         &self.name
     }
 
-    /// The tag it goes out under: `tag`, or `tag_prefix` + its own.
-    fn group(&self, tag: &[u8]) -> Arc<str> {
-        match &self.cfg.tag {
-            Some(t) => t.as_str().into(),
-            None => format!("{}{}", self.cfg.tag_prefix, String::from_utf8_lossy(tag)).into(),
-        }
+    fn group(&self, _tag: &[u8]) -> Arc<str> {
+        GROUP.into()
     }
 
     fn flush_interval(&self) -> Duration {
@@ -52,17 +83,11 @@ impl RecordSink for ForwardRecords {
     }
 
     fn part_memory(&self) -> usize {
-        match self.cfg.compress {
-            Compress::None => PLAIN_MEMORY,
-            Compress::Gzip => GZIP_MEMORY,
-        }
+        PART_MEMORY
     }
 
     fn extension(&self) -> &'static str {
-        match self.cfg.compress {
-            Compress::None => "fwd",
-            Compress::Gzip => "fwd.gz",
-        }
+        "fwd"
     }
 
     fn part_label(&self) -> &'static str {
@@ -70,24 +95,59 @@ impl RecordSink for ForwardRecords {
     }
 
     fn create_part(&self, path: &Path) -> Result<Box<dyn RecordPart>, PartError> {
-        let gzip = self.cfg.compress == Compress::Gzip;
-        Ok(Box::new(ForwardPartWriter::create(path, gzip)?))
+        let tags = OutTag::new(self.cfg.tag.as_deref(), &self.cfg.tag_prefix);
+        Ok(Box::new(ForwardPartWriter::create(path, tags)?))
     }
 
-    /// [`super::chunk::key`]: the chunk id is derived from the node, sink,
-    /// tag and the chunk's first WAL sequence, so the chunk sent again after
-    /// any crash carries the same id and a de-duplicating server (weir)
-    /// stores it once.
-    fn part_key(&self, node: &str, group: &str, first_seq: u64, rows: u64) -> String {
+    /// [`super::chunk::key`]: the part's id is derived from the node, the
+    /// WAL's identity, the sink and the part's first WAL sequence (each
+    /// tag's chunk id from it and the tag), so a part sent again after any
+    /// crash carries the same ids and a de-duplicating server (weir) stores
+    /// it once, while a new WAL (a lost data_dir, another node with the same
+    /// node_id) never reuses an id.
+    fn part_key(&self, node: &str, wal: &str, group: &str, first_seq: u64, rows: u64) -> String {
         let id = crate::ids::digest(&[
             b"forward",
             node.as_bytes(),
+            wal.as_bytes(),
             self.name.as_bytes(),
             group.as_bytes(),
             &first_seq.to_le_bytes(),
         ]);
-        let mut chunk = [0u8; 16];
-        chunk.copy_from_slice(&id[..16]);
-        super::chunk::key(&chunk, rows, group)
+        let mut part = [0u8; 16];
+        part.copy_from_slice(&id[..16]);
+        super::chunk::key(&part, rows, group)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefixed_tag_never_passes_what_a_server_takes() {
+        let t = OutTag::new(None, "dc1.");
+        assert_eq!(t.of(b"app.web"), "dc1.app.web");
+        let long = "é".repeat(600);
+        let out = t.of(long.as_bytes());
+        assert!(out.len() <= MAX_TAG_LEN && out.starts_with("dc1.é"));
+        assert_eq!(OutTag::new(Some("all"), "").of(b"x"), "all");
+    }
+
+    #[test]
+    fn part_ids_differ_between_wals() {
+        let cfg: ForwardSinkConfig = toml::from_str("servers = [{ address = \"h:1\" }]").unwrap();
+        let r = ForwardRecords::new("fwd", &cfg);
+        let a = r.part_key("n1", "wal-a", GROUP, 0, 5);
+        assert_eq!(
+            a,
+            r.part_key("n1", "wal-a", GROUP, 0, 5),
+            "the same part, the same id"
+        );
+        assert_ne!(
+            a.split('/').next(),
+            r.part_key("n1", "wal-b", GROUP, 0, 5).split('/').next(),
+            "a new WAL's first part is not an old one's resend"
+        );
     }
 }

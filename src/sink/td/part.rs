@@ -43,7 +43,7 @@ impl RecordPart for TdPartWriter {
 
     /// Writes the record with `time` set to the event's second (replacing a
     /// `time` key the record may have).
-    fn append(&mut self, time_ns: i64, record: &[u8]) -> Result<(), PartError> {
+    fn append(&mut self, _tag: &[u8], time_ns: i64, record: &[u8]) -> Result<(), PartError> {
         let bad = PartError::BadRecord;
         let mut c = Cursor::new(record);
         let Head::Map(n) = c.head().map_err(bad)? else {
@@ -103,7 +103,8 @@ mod tests {
         let rec = [
             0x82, 0xa1, b'a', 0x01, 0xa4, b't', b'i', b'm', b'e', 0xa1, b'x',
         ];
-        w.append(1_700_000_000_900_000_000, &rec).unwrap();
+        w.append(b"app.web", 1_700_000_000_900_000_000, &rec)
+            .unwrap();
         let closed = w.finish().unwrap();
         let mut raw = Vec::new();
         flate2::read::GzDecoder::new(File::open(&closed.path).unwrap())

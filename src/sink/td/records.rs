@@ -65,7 +65,9 @@ impl RecordSink for TdRecords {
     /// `{db}/{table}/{unique_id}`; the id is derived from the node, sink,
     /// table and the part's first WAL sequence, so TD keeps one copy of a
     /// part uploaded again after a crash.
-    fn part_key(&self, node: &str, group: &str, first_seq: u64, _rows: u64) -> String {
+    /// The WAL's identity is left out: Treasure Data's unique ids stay
+    /// what they were before it existed (parts in outboxes, TD's memory).
+    fn part_key(&self, node: &str, _wal: &str, group: &str, first_seq: u64, _rows: u64) -> String {
         let unique_id = crate::ids::stable_hex(
             &[
                 b"td",
@@ -94,12 +96,12 @@ mod tests {
         let group = td.group(b"app.web.access");
         assert_eq!(&*group, "web.access");
         assert_eq!(
-            td.part_key("node-1", &group, 42, 7),
-            td.part_key("node-1", &group, 42, 9999),
-            "the row count is not part of a TD key"
+            td.part_key("node-1", "w1", &group, 42, 7),
+            td.part_key("node-1", "w2", &group, 42, 9999),
+            "neither the row count nor the WAL identity is part of a TD key"
         );
         assert_eq!(
-            td.part_key("node-1", &group, 42, 7),
+            td.part_key("node-1", "w1", &group, 42, 7),
             "web/access/839989de5fafac3e1eb93f7c32d7fe09"
         );
     }
