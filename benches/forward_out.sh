@@ -6,7 +6,7 @@
 # the first event sent to the last one received, ratio to Fluent Bit, and
 # the relay's CPU (100 = one core).
 #
-# Usage: benches/forward_out.sh [--duration 15s] [--connections 4] [--weir BIN]
+# Usage: benches/forward_out.sh [--duration 15s] [--connections 4] [--tags 1] [--weir BIN]
 #
 # weir acks its clients once events are durable (WAL fsync), writes chunks
 # durably to its outbox and releases them only once the receiver acked;
@@ -15,11 +15,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-DURATION=15s CONNS=4 WEIR=
+DURATION=15s CONNS=4 TAGS=1 WEIR=
 while [ $# -gt 0 ]; do
   case $1 in
     --duration) DURATION=$2; shift 2;;
     --connections) CONNS=$2; shift 2;;
+    --tags) TAGS=$2; shift 2;;
     --weir) WEIR=$2; shift 2;;
     -h|--help) sed -n '2,14p' "$0"; exit 0;;
     *) echo "unknown option $1" >&2; exit 2;;
@@ -64,7 +65,7 @@ run() {
   "start_$kind" "$label" "$compress"
   before=$(cpu_ticks "$RELAY"); t0=$(date +%s.%N)
   out=$("$WEIR" loadgen --to "127.0.0.1:$PORT" --connections "$CONNS" --events-per-request 1000 \
-    --duration "$DURATION" --json 2>/dev/null)
+    --tag-count "$TAGS" --duration "$DURATION" --json 2>/dev/null)
   acked=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["events_acked"])' "$out")
   for _ in $(seq 1200); do
     got=$(received || echo 0)
