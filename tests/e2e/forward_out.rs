@@ -50,7 +50,8 @@ fn client(k: usize, port: u16, tag: String, stop: Arc<AtomicBool>, acked: Arc<Mu
             .map(|e| (now_secs(), format!("{tag}-c{k}-{n}-{e}")))
             .collect();
         let chunk = format!("{tag}-c{k}-r{n}");
-        let req = forward_request(&tag, &ids, Some(&chunk), 60);
+        // Five tags a client: a part holds many, one message each.
+        let req = forward_request(&format!("{tag}.{}", n % 5), &ids, Some(&chunk), 60);
         loop {
             if stop.load(Ordering::Relaxed) {
                 return;
@@ -81,9 +82,16 @@ fn client(k: usize, port: u16, tag: String, stop: Arc<AtomicBool>, acked: Arc<Mu
 
 /// Acked requests of `n` events under `tag` (one connection); their ids.
 fn send_batch(port: u16, tag: &str, requests: usize, label: &str) -> Vec<String> {
+    send_tags(port, &[tag], requests, label)
+}
+
+/// Like [`send_batch`], the requests taking `tags` in turn (so parts hold
+/// several tags).
+fn send_tags(port: u16, tags: &[&str], requests: usize, label: &str) -> Vec<String> {
     let mut s = connect(port).unwrap();
     let mut all = Vec::new();
     for r in 0..requests {
+        let tag = tags[r % tags.len()];
         let ids: Vec<(i64, String)> = (0..EVENTS_PER_REQUEST)
             .map(|e| (now_secs(), format!("{label}-{r}-{e}")))
             .collect();
@@ -566,10 +574,11 @@ fn weir_to_fluentd_over_tls_with_shared_key_at_least_once_through_kill_9() {
         ),
         "",
     );
-    let mut acked = send_batch(sender.port, "fd.app", 200, "fd-a");
+    // Two tags: a part holds both, sent as two messages back to back.
+    let mut acked = send_tags(sender.port, &["fd.app", "fd.api"], 200, "fd-a");
     sender.kill9();
     sender.spawn();
-    acked.extend(send_batch(sender.port, "fd.app", 200, "fd-b"));
+    acked.extend(send_tags(sender.port, &["fd.app", "fd.api"], 200, "fd-b"));
     let out = dir.path().join("fluentd-out");
     let arrived = wait_until(Duration::from_secs(120), || {
         let c = ids_in_lines(&out);
@@ -637,7 +646,7 @@ fn weir_to_fluent_bit_every_event_arrives() {
     });
     assert!(up, "fluent-bit did not listen");
     let sender = sender(&[port], "compress = \"gzip\"\n", "");
-    let acked = send_batch(sender.port, "fb.app", 200, "fb");
+    let acked = send_tags(sender.port, &["fb.app", "fb.api", "fb.db"], 200, "fb");
     let arrived = wait_until(Duration::from_secs(60), || {
         let c = ids_in_lines(&out);
         acked.iter().all(|id| c.contains_key(id))
