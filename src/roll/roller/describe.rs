@@ -1,16 +1,16 @@
-//! What a closed output is, as its manifest says: a pure function from the
-//! output (its key, why it closed, its WAL coverage, what it holds) and the
-//! config to the [`Manifest`] the outbox keeps, with the object key every
-//! sink gives it. No I/O, no roller state.
+//! What a closed output (or an open file's preview) is, as its manifest
+//! says: pure functions from the output (its key, why it closed, its WAL
+//! coverage, what it holds) and the config to the [`Manifest`] the outbox
+//! keeps, with the object key every sink gives it. No I/O, no roller state.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::output::{FileSlot, OutputKey, Why};
 use crate::config::Config;
-use crate::outbox::manifest::{hex, FileKind, Slot as ManifestSlot, VERSION};
+use crate::outbox::manifest::{hex, FileKind, PreviewSlot, Slot as ManifestSlot, VERSION};
 use crate::outbox::Manifest;
-use crate::sink::key::{FileName, FileParts};
+use crate::sink::key::{FileName, FileParts, PreviewOf};
 use crate::sink::records::RecordSink;
 
 /// A closed output.
@@ -134,6 +134,70 @@ pub(super) fn manifest(c: &Closed<'_>, n: &Naming<'_>) -> (Manifest, &'static st
         part_extension,
     };
     (manifest, label)
+}
+
+/// A preview of an open file: the rows it got from WAL record `from`
+/// through `through`.
+pub(super) struct Preview<'a> {
+    pub route: usize,
+    pub group: &'a [u8],
+    pub slot: FileSlot,
+    /// The open file's first record (names which file it previews).
+    pub opened: u64,
+    pub period_start: i64,
+    pub from: u64,
+    pub through: u64,
+    pub id: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub finished_at_ms: i64,
+}
+
+/// The manifest of a preview, keyed for the route's sinks that take
+/// previews (`fresh`).
+pub(super) fn preview_manifest(p: &Preview<'_>, fresh: &[String], n: &Naming<'_>) -> Manifest {
+    let (of, preview_slot) = match p.slot {
+        FileSlot::Period(_) => (PreviewOf::Period(p.opened), PreviewSlot::Period),
+        FileSlot::Late(_) => (PreviewOf::Late(p.opened), PreviewSlot::Late),
+        FileSlot::Outside => (PreviewOf::Outside(p.opened), PreviewSlot::Outside),
+    };
+    let node = n.config.node_id.as_str();
+    let route_cfg = &n.config.routes[p.route];
+    let parts = FileParts {
+        group: p.group,
+        period_start: p.period_start,
+        period_secs: n.period_secs,
+        node,
+        name: FileName::Preview { of, seq: p.from },
+    };
+    let keys = fresh
+        .iter()
+        .filter_map(|sink| {
+            let key = n.config.sinks.get(sink)?.file_key(route_cfg, &parts)?;
+            Some((sink.clone(), key))
+        })
+        .collect();
+    Manifest {
+        version: VERSION,
+        id: p.id.clone(),
+        kind: FileKind::Parquet,
+        route: route_cfg.name.clone(),
+        group_hex: hex(p.group),
+        group: String::from_utf8_lossy(p.group).into_owned(),
+        period_start: p.period_start,
+        period_secs: n.period_secs,
+        slot: ManifestSlot::Preview,
+        late_seq: None,
+        first_seq: p.from,
+        covered_through: p.through,
+        rows: p.rows,
+        bytes: p.bytes,
+        keys,
+        finished_at_ms: p.finished_at_ms,
+        node: node.to_string(),
+        preview_of: Some((preview_slot, p.opened)),
+        part_extension: None,
+    }
 }
 
 #[cfg(test)]
@@ -271,5 +335,36 @@ servers = [{ address = "127.0.0.1:24224" }]
                 )
             );
         }
+    }
+
+    #[test]
+    fn a_preview_goes_to_the_fresh_sinks_under_fresh() {
+        let cfg = config();
+        let sinks = crate::sink::records::record_sinks(&cfg.sinks);
+        let n = Naming {
+            config: &cfg,
+            wal_identity: "0123456789abcdef0123456789abcdef",
+            record_sinks: &sinks,
+            period_secs: 3600,
+        };
+        let p = Preview {
+            route: 0,
+            group: b"app.web",
+            slot: FileSlot::Period(1_699_999_200),
+            opened: 4,
+            period_start: 1_699_999_200,
+            from: 7,
+            through: 9,
+            id: "x-preview".into(),
+            rows: 2,
+            bytes: 10,
+            finished_at_ms: 0,
+        };
+        let m = preview_manifest(&p, &["lake".to_string()], &n);
+        assert_eq!(m.slot, ManifestSlot::Preview);
+        assert_eq!(m.preview_of, Some((PreviewSlot::Period, 4)));
+        assert_eq!((m.first_seq, m.covered_through), (7, 9));
+        assert!(m.keys["lake"].contains("_fresh/"), "{}", m.keys["lake"]);
+        assert!(preview_manifest(&p, &[], &n).keys.is_empty());
     }
 }

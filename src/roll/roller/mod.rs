@@ -44,9 +44,8 @@ use crate::config::{Config, FileGrouping};
 use crate::event::Event;
 use crate::health::StageStatus;
 use crate::metrics::Metrics;
-use crate::outbox::manifest::{hex, unhex, FileKind, PreviewSlot, Slot as ManifestSlot, VERSION};
+use crate::outbox::manifest::{unhex, FileKind, PreviewSlot, Slot as ManifestSlot};
 use crate::outbox::{Manifest, OutboxDir};
-use crate::sink::key::{FileName, FileParts, PreviewOf};
 use crate::sink::records::{RecordPart, RecordSink};
 use crate::wal::WalRecord;
 

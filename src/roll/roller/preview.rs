@@ -41,31 +41,6 @@ impl Roller {
         let Some(tee) = tee.filter(|t| t.rows > 0) else {
             return Ok(());
         };
-        let (of, preview_slot) = match slot {
-            FileSlot::Period(_) => (PreviewOf::Period(opened), PreviewSlot::Period),
-            FileSlot::Late(_) => (PreviewOf::Late(opened), PreviewSlot::Late),
-            FileSlot::Outside => (PreviewOf::Outside(opened), PreviewSlot::Outside),
-        };
-        let node = self.config.node_id.clone();
-        let route_cfg = &self.config.routes[*route];
-        let mut keys = std::collections::BTreeMap::new();
-        let parts = FileParts {
-            group,
-            period_start,
-            period_secs: self.window.period_secs,
-            node: &node,
-            name: FileName::Preview { of, seq: from },
-        };
-        for sink in &self.route_fresh[*route] {
-            if let Some(key) = self
-                .config
-                .sinks
-                .get(sink)
-                .and_then(|c| c.file_key(route_cfg, &parts))
-            {
-                keys.insert(sink.clone(), key);
-            }
-        }
         let id = format!("{}-preview", self.output_id(key, from, period_start));
         let path = self.open_dir.join(format!("{id}.parquet"));
         {
@@ -74,27 +49,28 @@ impl Roller {
             f.write_all(&tee.bytes)?;
             f.sync_all()?;
         }
-        let manifest = Manifest {
-            version: VERSION,
-            id,
-            kind: FileKind::Parquet,
-            route: route_cfg.name.clone(),
-            group_hex: hex(group),
-            group: String::from_utf8_lossy(group).into_owned(),
-            period_start,
-            period_secs: self.window.period_secs,
-            slot: ManifestSlot::Preview,
-            late_seq: None,
-            first_seq: from,
-            covered_through: through,
-            rows: tee.rows,
-            bytes: tee.bytes.len() as u64,
-            keys,
-            finished_at_ms: crate::wal::now_ms(),
-            node,
-            preview_of: Some((preview_slot, opened)),
-            part_extension: None,
-        };
+        let manifest = describe::preview_manifest(
+            &describe::Preview {
+                route: *route,
+                group,
+                slot: *slot,
+                opened,
+                period_start,
+                from,
+                through,
+                id,
+                rows: tee.rows,
+                bytes: tee.bytes.len() as u64,
+                finished_at_ms: crate::wal::now_ms(),
+            },
+            &self.route_fresh[*route],
+            &describe::Naming {
+                config: &self.config,
+                wal_identity: &self.wal_identity,
+                record_sinks: &self.record_sinks,
+                period_secs: self.window.period_secs,
+            },
+        );
         tracing::debug!(group = manifest.group, rows = tee.rows, "preview written");
         self.links.outbox.commit(&path, &manifest)?;
         self.coverage.previewed(self.coverage_key(key), through);
