@@ -34,6 +34,22 @@ use crate::sink::Sink;
 /// Each file's retries: from half a second, doubling up to a minute.
 const RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
 
+/// A sink that took a file after this long without taking any is back
+/// from an outage: the files waiting on their backoff are tried at once
+/// rather than up to a minute later. (A sink that keeps taking files while
+/// one of them fails never counts as back, so that file keeps its backoff.)
+const BACK_AFTER: Duration = Duration::from_secs(5);
+
+/// Makes every waiting file due `now`, keeping its backoff for its next
+/// failure.
+fn wake_all<T>(waiting: &mut [(tokio::time::Instant, Backoff, T)], now: tokio::time::Instant) {
+    for (at, _, _) in waiting.iter_mut() {
+        if *at > now {
+            *at = now;
+        }
+    }
+}
+
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -350,6 +366,9 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
     let mut ready: std::collections::VecDeque<(Work, Backoff)> = Default::default();
     // Files waiting to be retried: (when, their backoff, file).
     let mut waiting: Vec<(tokio::time::Instant, Backoff, Work)> = Vec::new();
+    // The sink's last successful upload: one after a while without any
+    // means it is back, and the files waiting on their backoff go now.
+    let mut last_ok = tokio::time::Instant::now();
     // A sink with previews takes files in the order order.rs explains.
     let mut order: Option<Order> = sweeper.is_some().then(Order::default);
     let admit = |w: Work,
@@ -462,6 +481,13 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
         metrics
             .outbox
             .attempted(&sink_name, &result, started.elapsed());
+        if result.is_ok() {
+            let now = tokio::time::Instant::now();
+            if now.duration_since(last_ok) >= BACK_AFTER {
+                wake_all(&mut waiting, now);
+            }
+            last_ok = now;
+        }
         let kind = match &work {
             Work::File(_) => Kind::File,
             Work::Again(item) => Kind::Again {
@@ -738,5 +764,26 @@ impl Commits {
                     .map(|p| tokio::time::Instant::now() + p.interval);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_back_from_an_outage_gets_its_waiting_files_at_once() {
+        let now = tokio::time::Instant::now();
+        let mut waiting = vec![
+            (now + Duration::from_secs(50), RETRY, 1),
+            (now - Duration::from_secs(1), RETRY, 2),
+        ];
+        wake_all(&mut waiting, now);
+        assert!(waiting.iter().all(|(at, _, _)| *at <= now));
+        assert_eq!(
+            waiting[1].0,
+            now - Duration::from_secs(1),
+            "an earlier due time stays"
+        );
     }
 }
