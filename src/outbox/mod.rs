@@ -124,6 +124,18 @@ pub(crate) fn is_data_name(name: &str) -> bool {
             .any(|s| name.ends_with(s))
 }
 
+/// Makes everything written to the file system holding `dir` durable
+/// (`syncfs`): data and names of many files at once.
+pub(crate) fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let d = fs::File::open(dir)?;
+    // SAFETY: `d` is an open descriptor for the call's duration.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut f = fs::File::create(path)?;
     f.write_all(bytes)?;
@@ -161,6 +173,33 @@ impl OutboxDir {
         let tmp = self.dir.join(format!("{}.json.tmp", manifest.id));
         write_synced(&tmp, &json)?;
         fs::rename(&tmp, self.manifest_path(&manifest.id))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Moves closed files (not synced yet) into the outbox with their
+    /// manifests, with three file-system syncs for the whole group instead
+    /// of three syncs a file, in the order that keeps a crash harmless:
+    /// the data durable before any manifest names it, each manifest durable
+    /// under its temporary name before it takes its real one. A crash
+    /// before the end leaves data without a manifest (removed at start) or
+    /// a manifest whose data is whole; the WAL still holds every event.
+    pub fn commit_group(&self, files: &[(&Path, &Manifest)]) -> io::Result<()> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        sync_filesystem(&self.dir)?;
+        let mut named = Vec::with_capacity(files.len());
+        for (file, manifest) in files {
+            fs::rename(file, self.data_path(manifest))?;
+            let json = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
+            let tmp = self.dir.join(format!("{}.json.tmp", manifest.id));
+            fs::write(&tmp, &json)?;
+            named.push((tmp, self.manifest_path(&manifest.id)));
+        }
+        sync_filesystem(&self.dir)?;
+        for (tmp, path) in named {
+            fs::rename(tmp, path)?;
+        }
         sync_dir(&self.dir)
     }
 

@@ -226,10 +226,17 @@ impl From<ClosedPart> for ClosedFile {
     }
 }
 
-/// Flushes and syncs a finished file and describes it.
-fn close_file(buf: BufWriter<File>, path: PathBuf, rows: u64) -> Result<ClosedFile, WriteError> {
+/// Flushes (and with `sync`, syncs) a finished file and describes it.
+fn close_file(
+    buf: BufWriter<File>,
+    path: PathBuf,
+    rows: u64,
+    sync: bool,
+) -> Result<ClosedFile, WriteError> {
     let file = buf.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    if sync {
+        file.sync_all()?;
+    }
     let bytes = file.metadata()?.len();
     Ok(ClosedFile { path, rows, bytes })
 }
@@ -586,14 +593,24 @@ impl PartitionWriter {
     }
 
     /// Writes the footer and syncs the file.
-    pub fn finish(mut self) -> Result<ClosedFile, WriteError> {
+    pub fn finish(self) -> Result<ClosedFile, WriteError> {
+        self.close(true)
+    }
+
+    /// Writes the footer without syncing: for files finished in a group,
+    /// whose data is made durable at once by one file-system sync.
+    pub fn finish_unsynced(self) -> Result<ClosedFile, WriteError> {
+        self.close(false)
+    }
+
+    fn close(mut self, sync: bool) -> Result<ClosedFile, WriteError> {
         self.write_batch_here()?;
         let writer = self.file.when_idle(|s| {
             s.writer
                 .take()
                 .ok_or_else(|| WriteError::Io(std::io::Error::other("file already finished")))
         })?;
-        close_file(writer.into_inner()?, self.path.clone(), self.rows)
+        close_file(writer.into_inner()?, self.path.clone(), self.rows, sync)
     }
 }
 

@@ -201,3 +201,97 @@ fn acked_events_survive_repeated_kill_9() {
         );
     }
 }
+
+/// Files finished in groups (a batch pushed out at `roll.max_open_files`,
+/// committed with one set of file-system syncs) through kill -9: 600 tags
+/// at a bound of 32 open files make a group every couple of requests;
+/// every acked event is in exactly one finished file after 8 kills.
+#[test]
+fn files_finished_in_groups_survive_kill_9() {
+    let mut weir = Weir::start(
+        "[roll]\nperiod = \"1m\"\ngrace = \"1s\"\nmax_open_files = 32\n[wal]\nsegment_bytes = \"256KiB\"\n",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let threads: Vec<_> = (0..2)
+        .map(|k| {
+            let (stop, acked, port) = (stop.clone(), acked.clone(), weir.port);
+            std::thread::spawn(move || {
+                let mut conn = None;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let ids: Vec<(i64, String)> = (0..5)
+                        .map(|e| (now_secs(), format!("g{k}-{n}-{e}")))
+                        .collect();
+                    let chunk = format!("g{k}-r{n}");
+                    let tag = format!("group.t{}", (n * 7 + k as u64) % 600);
+                    let req = forward_request(&tag, &ids, Some(&chunk), 20);
+                    loop {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        if conn.is_none() {
+                            match connect(port) {
+                                Ok(s) => conn = Some(s),
+                                Err(_) => {
+                                    std::thread::sleep(Duration::from_millis(20));
+                                    continue;
+                                }
+                            }
+                        }
+                        let Some(s) = conn.as_mut() else { continue };
+                        if send_acked(s, &req, &chunk).is_ok() {
+                            break;
+                        }
+                        conn = None;
+                    }
+                    acked
+                        .lock()
+                        .unwrap()
+                        .extend(ids.into_iter().map(|(_, id)| id));
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    let mut rng = rand::rng();
+    let count = || acked.lock().unwrap().len();
+    for _ in 0..8 {
+        let before = count();
+        let progressed = wait_until(Duration::from_secs(60), || count() > before + 500);
+        assert!(progressed, "no acks after a restart\n{}", weir.log());
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..500)));
+        weir.kill9();
+        weir.spawn();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let m = scrape(weir.metrics_port);
+    let early = metric(
+        &m,
+        "weir_roll_files_finished_early_total",
+        &[("reason", "max_open_files")],
+    );
+    weir.drain_and_stop();
+    let rows = read_rows(&weir.out_dir());
+    let mut count: BTreeMap<String, u32> = BTreeMap::new();
+    for r in &rows {
+        *count
+            .entry(r.record["id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    let missing = acked.iter().filter(|id| !count.contains_key(*id)).count();
+    let twice: u32 = count.values().map(|c| c - 1).sum();
+    println!(
+        "grouped finishing: 8 kills, {} acked, {} rows, {early} files finished early since the last start, {missing} missing, {twice} twice",
+        acked.len(),
+        rows.len()
+    );
+    assert!(early >= 32.0, "files were pushed out in groups: {early}");
+    assert_eq!(missing, 0, "acked events lost");
+    assert_eq!(twice, 0, "events stored twice");
+}

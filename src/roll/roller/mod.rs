@@ -64,6 +64,9 @@ use output::{FileSlot, Output, OutputKey, Why};
 use recovery::Failure;
 use write::ROUTE_CACHE;
 
+/// Most files finished as one group (one commit, three file-system syncs).
+const GROUP_FILES: usize = 256;
+
 /// Channels and stores the roller works with.
 pub struct RollerLinks {
     /// How far the WAL is durable: the roller reads up to there.
@@ -337,8 +340,9 @@ impl Roller {
                 "drain: finishing every open file"
             );
             let covered = self.last_seq.unwrap_or(0);
-            for key in self.outputs.keys_by_first_seq(|_| true) {
-                if let Err(e) = self.finish_output(&key, Why::Drain, covered) {
+            let keys = self.outputs.keys_by_first_seq(|_| true);
+            for group in keys.chunks(GROUP_FILES) {
+                if let Err(e) = self.finish_outputs(group, Why::Drain, covered) {
                     self.links.metrics.roll.drain_failed(&e);
                     return Err(RollerError::Drain(e));
                 }
@@ -445,8 +449,9 @@ impl Roller {
         }
         let now = self.now_ms;
         let covered = self.last_seq.unwrap_or(0);
-        for key in self.outputs.keys_by_first_seq(|o| o.deadline_ms <= now) {
-            self.finish_output(&key, Why::Deadline, covered)?;
+        let keys = self.outputs.keys_by_first_seq(|o| o.deadline_ms <= now);
+        for group in keys.chunks(GROUP_FILES) {
+            self.finish_outputs(group, Why::Deadline, covered)?;
         }
         self.outputs.recompute_deadline();
         Ok(())

@@ -205,11 +205,14 @@ impl Roller {
     /// Those cover through this record: they are either not written by it
     /// or already written (open outputs are written first).
     pub(super) fn open_output(&mut self, key: &OutputKey, r: &WalRecord) -> Result<(), WriteError> {
-        while self.outputs.len() >= self.config.roll.max_open_files {
-            let Some(victim) = self.outputs.least_recently_written() else {
-                break;
-            };
-            self.finish_output(&victim, Why::Early("max_open_files"), r.seq)?;
+        let max = self.config.roll.max_open_files;
+        if self.outputs.len() >= max {
+            // A batch at once (a sixteenth of the bound), committed as one
+            // group: a storm of new tags costs a few syncs per batch, not
+            // three per file.
+            let n = self.outputs.len() + 1 - max + (max / 16);
+            let victims = self.outputs.least_recently_written_n(n);
+            self.finish_outputs(&victims, Why::Early("max_open_files"), r.seq)?;
         }
         let short_ms = self.window.grace_ms.max(MIN_SHORT_WINDOW_MS);
         let arrival_period = crate::roll::period_start(

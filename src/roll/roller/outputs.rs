@@ -137,6 +137,23 @@ impl Outputs {
             .map(|(k, _)| k.clone())
     }
 
+    /// The `n` outputs written least recently, oldest first.
+    pub(super) fn least_recently_written_n(&self, n: usize) -> Vec<OutputKey> {
+        let mut all: Vec<(u64, u64, &OutputKey)> = self
+            .open
+            .iter()
+            .map(|(k, o)| (o.last_write, o.first_seq, k))
+            .collect();
+        let n = n.min(all.len());
+        if n == 0 {
+            return Vec::new();
+        }
+        all.select_nth_unstable_by_key(n - 1, |(w, f, _)| (*w, *f));
+        all.truncate(n);
+        all.sort_by_key(|(w, f, _)| (*w, *f));
+        all.into_iter().map(|(_, _, k)| k.clone()).collect()
+    }
+
     /// Looks for the earliest deadline again (after outputs were finished).
     pub(super) fn recompute_deadline(&mut self) {
         self.next_deadline_ms = self
