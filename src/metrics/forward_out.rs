@@ -40,21 +40,13 @@ impl ForwardOutMetrics {
         self.server_up.with_label_values(&[sink, server]).set(1);
     }
 
-    /// A server acked a chunk of `events` events and `bytes` bytes.
-    pub fn acked(
-        &self,
-        sink: &str,
-        server: &str,
-        events: u64,
-        bytes: u64,
-        took: std::time::Duration,
-    ) {
+    /// A server acked every message of a part, the last `took` after the
+    /// first was sent.
+    pub(crate) fn acked(&self, sink: &str, server: &str, took: std::time::Duration) {
         let labels = [sink, server];
         self.chunks
             .with_label_values(&[sink, server, "acked"])
             .inc();
-        self.events.with_label_values(&labels).inc_by(events);
-        self.bytes.with_label_values(&labels).inc_by(bytes);
         self.ack_seconds
             .with_label_values(&labels)
             .observe(took.as_secs_f64());
@@ -63,6 +55,14 @@ impl ForwardOutMetrics {
             up.set(1);
             tracing::info!(sink, server, "forward server is up again");
         }
+    }
+
+    /// A server acked messages holding `events` events and `bytes` bytes
+    /// (of a part it may not have taken whole).
+    pub(crate) fn events_acked(&self, sink: &str, server: &str, events: u64, bytes: u64) {
+        let labels = [sink, server];
+        self.events.with_label_values(&labels).inc_by(events);
+        self.bytes.with_label_values(&labels).inc_by(bytes);
     }
 
     /// A chunk failed on a server, which now rests for `rest`; the chunk is

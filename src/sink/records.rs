@@ -41,9 +41,10 @@ pub trait RecordSink: Send + Sync {
     /// The key the finished part of `group` that starts at WAL sequence
     /// `first_seq` and holds `rows` records is uploaded under; kept in the
     /// part's manifest, so a retried upload after a crash is recognised as
-    /// the same part. `wal` is the WAL's identity
-    /// ([`crate::wal::identity`]): sequences start again in a new WAL.
-    fn part_key(&self, node: &str, wal: &str, group: &str, first_seq: u64, rows: u64) -> String;
+    /// the same part. `run` is random at every start of the roller: the
+    /// WAL's sequences can repeat (a lost or restored data_dir), a part's
+    /// key once finished is in its manifest.
+    fn part_key(&self, node: &str, run: &str, group: &str, first_seq: u64, rows: u64) -> String;
 }
 
 /// One part being written.

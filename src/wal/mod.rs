@@ -50,7 +50,6 @@ pub(crate) mod config;
 pub(crate) mod dedupe;
 mod disk;
 mod group;
-pub(crate) mod identity;
 pub(crate) mod reader;
 pub(crate) mod record;
 pub(crate) mod segment;

@@ -127,6 +127,16 @@ fn sender_drained(w: &Weir) -> bool {
     open == 0 && waiting == 0
 }
 
+/// Events a receiving weir stored (its counter, not the sender's view: a
+/// sender with nothing waiting may not have read its WAL yet).
+fn received(r: &Weir) -> f64 {
+    scrape(r.metrics_port)
+        .iter()
+        .filter(|s| s.name.starts_with("weir_forward_events"))
+        .map(|s| s.value)
+        .sum()
+}
+
 /// How often each id is in the rows.
 fn id_counts(rows: &[Row]) -> BTreeMap<String, u32> {
     let mut count = BTreeMap::new();
@@ -675,7 +685,9 @@ fn a_sender_with_a_new_data_dir_is_not_taken_for_its_old_self() {
     let mut receiver = Weir::start("");
     let mut sender = sender(&[receiver.port], "", "");
     let mut acked = send_batch(sender.port, "nd.app", 8, "before");
-    let delivered = wait_until(Duration::from_secs(60), || sender_drained(&sender));
+    let delivered = wait_until(Duration::from_secs(60), || {
+        received(&receiver) >= acked.len() as f64 && sender_drained(&sender)
+    });
     assert!(delivered, "{}", sender.log());
     sender.kill9();
     std::fs::remove_dir_all(sender.data_dir()).unwrap();
@@ -695,4 +707,140 @@ fn a_sender_with_a_new_data_dir_is_not_taken_for_its_old_self() {
         &id_counts(&read_rows(&receiver.out_dir())),
         "new data_dir",
     );
+}
+
+/// A sender restored from a snapshot of its data_dir replays WAL positions
+/// it used before: its new parts must not be taken for the old ones.
+#[test]
+fn a_sender_restored_from_a_snapshot_is_not_taken_for_its_old_self() {
+    let mut receiver = Weir::start("");
+    let mut sender = sender(&[receiver.port], "", "");
+    let mut acked = send_batch(sender.port, "snap.app", 2, "first");
+    assert!(wait_until(Duration::from_secs(60), || received(&receiver)
+        >= acked.len() as f64
+        && sender_drained(&sender)));
+    sender.kill9();
+    let snapshot = sender.dir.path().join("snapshot");
+    copy_dir(&sender.data_dir(), &snapshot);
+    sender.spawn();
+    acked.extend(send_tags(
+        sender.port,
+        &["snap.app", "snap.api"],
+        8,
+        "lost-with-the-restore",
+    ));
+    assert!(wait_until(Duration::from_secs(60), || received(&receiver)
+        >= acked.len() as f64
+        && sender_drained(&sender)));
+    sender.kill9();
+    std::fs::remove_dir_all(sender.data_dir()).unwrap();
+    copy_dir(&snapshot, &sender.data_dir());
+    sender.spawn();
+    acked.extend(send_tags(
+        sender.port,
+        &["snap.app", "snap.api"],
+        8,
+        "after",
+    ));
+    assert!(wait_until(Duration::from_secs(60), || received(&receiver)
+        >= acked.len() as f64
+        && sender_drained(&sender)));
+    receiver.drain_and_stop();
+    assert_exactly_once(
+        &acked,
+        &id_counts(&read_rows(&receiver.out_dir())),
+        "snapshot",
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A TCP proxy to `upstream` that, once, closes both sides after passing
+/// `acks` acks back: a server dropping a connection in the middle of a
+/// part.
+fn closing_proxy(upstream: u16, acks: usize) -> (u16, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let closed = Arc::new(AtomicBool::new(false));
+    let done = closed.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_in, &mut s_out);
+                let _ = s_out.shutdown(std::net::Shutdown::Both);
+            });
+            let done = done.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let (mut s_in, mut c_out) = (server, client);
+                let mut buf = [0u8; 4096];
+                let mut seen = 0;
+                loop {
+                    let n = match s_in.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if c_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    seen += buf[..n].windows(4).filter(|w| w == b"\xa3ack").count();
+                    if seen >= acks && !done.swap(true, Ordering::Relaxed) {
+                        let _ = c_out.shutdown(std::net::Shutdown::Both);
+                        let _ = s_in.shutdown(std::net::Shutdown::Both);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (port, closed)
+}
+
+/// Two receivers; the connection to the first is dropped after three acks
+/// of a many-tag part: the rest of the part goes to the same receiver on a
+/// new connection, and no event is stored by both.
+#[test]
+fn a_connection_dropped_midway_through_a_part_stores_nothing_twice() {
+    let mut a = Weir::start("");
+    let mut b = Weir::start("");
+    let (proxy, closed) = closing_proxy(a.port, 3);
+    // Parts go to the proxy first when it ranks first for them: send until
+    // the drop happened.
+    let sender = sender(&[proxy, b.port], "", "");
+    let tags: Vec<String> = (0..12).map(|i| format!("mid.t{i}")).collect();
+    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+    let mut acked = Vec::new();
+    let mut round = 0;
+    let dropped = wait_until(Duration::from_secs(60), || {
+        acked.extend(send_tags(sender.port, &tags, 24, &format!("r{round}")));
+        round += 1;
+        std::thread::sleep(Duration::from_millis(300));
+        closed.load(Ordering::Relaxed)
+    });
+    assert!(dropped, "no part went through the proxy\n{}", sender.log());
+    acked.extend(send_tags(sender.port, &tags, 24, "last"));
+    assert!(
+        wait_until(Duration::from_secs(60), || sender_drained(&sender)),
+        "{}",
+        sender.log()
+    );
+    a.drain_and_stop();
+    b.drain_and_stop();
+    let mut rows = read_rows(&a.out_dir());
+    rows.extend(read_rows(&b.out_dir()));
+    assert_exactly_once(&acked, &id_counts(&rows), "dropped midway");
 }

@@ -32,8 +32,8 @@ pub(super) struct Closed<'a> {
 /// [`OutputKey::Records`]) and the period length.
 pub(super) struct Naming<'a> {
     pub config: &'a Config,
-    /// The WAL's identity, which record sinks' keys carry.
-    pub wal_identity: &'a str,
+    /// This start's random id, which record sinks' keys carry.
+    pub run_id: &'a str,
     pub record_sinks: &'a [Arc<dyn RecordSink>],
     pub period_secs: u64,
 }
@@ -92,7 +92,7 @@ pub(super) fn manifest(c: &Closed<'_>, n: &Naming<'_>) -> (Manifest, &'static st
             let sink = &n.record_sinks[*sink];
             keys.insert(
                 sink.name().to_string(),
-                sink.part_key(node, n.wal_identity, group, c.first_seq, c.rows),
+                sink.part_key(node, n.run_id, group, c.first_seq, c.rows),
             );
             let route = n
                 .config
@@ -249,7 +249,7 @@ servers = [{ address = "127.0.0.1:24224" }]
         let sinks = crate::sink::records::record_sinks(&cfg.sinks);
         let n = Naming {
             config: &cfg,
-            wal_identity: "0123456789abcdef0123456789abcdef",
+            run_id: "0123456789abcdef0123456789abcdef",
             record_sinks: &sinks,
             period_secs: 3600,
         };
@@ -280,7 +280,7 @@ servers = [{ address = "127.0.0.1:24224" }]
         let sinks = crate::sink::records::record_sinks(&cfg.sinks);
         let n = Naming {
             config: &cfg,
-            wal_identity: "0123456789abcdef0123456789abcdef",
+            run_id: "0123456789abcdef0123456789abcdef",
             record_sinks: &sinks,
             period_secs: 3600,
         };
@@ -309,7 +309,7 @@ servers = [{ address = "127.0.0.1:24224" }]
         let sinks = crate::sink::records::record_sinks(&cfg.sinks);
         let n = Naming {
             config: &cfg,
-            wal_identity: "0123456789abcdef0123456789abcdef",
+            run_id: "0123456789abcdef0123456789abcdef",
             record_sinks: &sinks,
             period_secs: 3600,
         };
@@ -343,7 +343,7 @@ servers = [{ address = "127.0.0.1:24224" }]
         let sinks = crate::sink::records::record_sinks(&cfg.sinks);
         let n = Naming {
             config: &cfg,
-            wal_identity: "0123456789abcdef0123456789abcdef",
+            run_id: "0123456789abcdef0123456789abcdef",
             record_sinks: &sinks,
             period_secs: 3600,
         };

@@ -119,14 +119,18 @@ pub fn start(
         .collect::<Result<Vec<_>, _>>()
         .map_err(std::io::Error::other)?;
     let encoder = Encoder::start()?;
-    // Names the WAL positions record sinks' part keys derive from.
-    let wal_identity = crate::wal::identity::load_or_create(&config.data_dir.join("wal"))?;
+    // Record sinks' part keys carry it with the WAL position: random at
+    // every start, so no part made now shares a key with one made by an
+    // earlier run of this data_dir (lost, restored from a snapshot, or
+    // cloned with its node_id). Parts finished before keep the key their
+    // manifest holds, so a resent part is still recognised.
+    let run_id = format!("{:032x}", rand::random::<u128>());
     std::thread::Builder::new()
         .name("weir-roller".into())
         .spawn(move || {
             crate::priority::run_behind_acks();
             let mut roller = Roller::new(config, schemas, open_dir, quarantine, links, encoder);
-            roller.wal_identity = wal_identity;
+            roller.run_id = run_id;
             roller.run()
         })
 }
@@ -178,8 +182,8 @@ struct Roller {
     next_preview_ms: i64,
     /// Encodes the record batches of every open Parquet file.
     encoder: Encoder,
-    /// The WAL's identity ([`crate::wal::identity`]), for part keys.
-    wal_identity: String,
+    /// This start's random id, for record sinks' part keys.
+    run_id: String,
 }
 
 impl Roller {
@@ -262,7 +266,7 @@ impl Roller {
             encoder,
             links,
             stopping: false,
-            wal_identity: String::new(),
+            run_id: String::new(),
         };
         for m in &initial {
             r.remember_finished(m);

@@ -66,7 +66,7 @@ impl Roller {
             &self.route_fresh[*route],
             &describe::Naming {
                 config: &self.config,
-                wal_identity: &self.wal_identity,
+                run_id: &self.run_id,
                 record_sinks: &self.record_sinks,
                 period_secs: self.window.period_secs,
             },

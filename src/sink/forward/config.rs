@@ -156,6 +156,18 @@ impl ForwardSinkConfig {
                     ),
                 ));
             }
+            if s.address.trim() != s.address || s.address.contains(char::is_whitespace) {
+                return Err(Invalid::new(
+                    key(&format!("servers[{i}].address")),
+                    format!("{:?} has spaces", s.address),
+                ));
+            }
+            if self.servers[..i].iter().any(|o| o.address == s.address) {
+                return Err(Invalid::new(
+                    key(&format!("servers[{i}].address")),
+                    format!("{:?} is listed twice", s.address),
+                ));
+            }
             if s.weight == 0 {
                 return Err(Invalid::new(
                     key(&format!("servers[{i}].weight")),
@@ -210,10 +222,17 @@ impl ForwardSinkConfig {
                 "must be from 1KiB to 64MiB".into(),
             ));
         }
+        if self.shared_key.as_deref().is_some_and(str::is_empty) {
+            return Err(Invalid::new(
+                key("shared_key"),
+                "must not be empty (leave it out for servers without <security>)".into(),
+            ));
+        }
         for (k, d) in [
             ("flush_interval", self.flush_interval.0),
             ("ack_timeout", self.ack_timeout.0),
             ("connect_timeout", self.connect_timeout.0),
+            ("idle_timeout", self.idle_timeout.0),
         ] {
             if d.is_zero() {
                 return Err(Invalid::new(key(k), "must be more than 0s".into()));

@@ -7,16 +7,19 @@
 //! part is durable in the outbox before the WAL lets its records go, and
 //! leaves the outbox only once a server acked every message of it
 //! (`require_ack_response` always), so nothing a client was acked for is
-//! lost on the way. A part's id comes from its first WAL position and the
-//! WAL's identity, and each tag's chunk id from the part's id: sent again
-//! after any crash, a part carries the same ids, and a weir receiver stores
-//! it once ([`chunk`]).
+//! lost on the way. A part's id comes from its first WAL position and a
+//! random id of the roller's start, and each tag's chunk id from the part's
+//! id; a finished part's key is in its manifest, so sent again after any
+//! crash it carries the same ids and a weir receiver stores it once
+//! ([`chunk`]), while a later start never reuses one.
 //!
-//! This file sends one part: a server from [`servers`] (weighted, standby,
-//! resting after failures), a kept connection or a new one (TCP, TLS,
-//! handshake: [`crate::client`]), one PackedForward message per tag back
-//! to back, then their acks. A failed server rests and the part goes to
-//! the next one at once; when every server failed, the outbox retries it.
+//! This file sends one part: to the servers in the part's own order from
+//! [`servers`] (weighted rendezvous, standby last, resting ones after), on
+//! a kept connection or a new one (TCP, TLS, handshake: [`crate::client`]),
+//! one PackedForward message per tag written while their acks are read.
+//! A server that fails gets one more connection for what it left unacked,
+//! then rests, and the next server gets only the messages none acked; when
+//! every server failed, the outbox retries the part.
 //!
 //! # Memory
 //! One part's events and its messages (each at most about
@@ -48,6 +51,11 @@ use servers::Servers;
 #[error("no ack in {0:?}")]
 struct NoAck(Duration);
 
+/// The server could not be reached (TCP, TLS or the handshake).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ConnectFailed(String);
+
 struct Connection {
     stream: Stream,
     frames: FrameBuffer,
@@ -68,13 +76,24 @@ pub(crate) struct ForwardSink {
     metrics: ForwardOutMetrics,
 }
 
-/// A part as it goes out: one message per tag, their chunk ids, and what
-/// they hold.
+/// A part as it goes out: one message per tag, with its chunk id and
+/// events.
 struct Part {
-    messages: Vec<u8>,
+    /// The part's id, which orders the servers it goes to.
+    id: [u8; 16],
+    messages: Vec<Vec<u8>>,
     chunks: Vec<String>,
-    events: u64,
-    bytes: u64,
+    events: Vec<u64>,
+}
+
+/// The messages of a part that a server acked so far (in this attempt and
+/// the ones before on other servers): never sent again.
+struct Acked(Vec<bool>);
+
+impl Acked {
+    fn pending(&self) -> Vec<usize> {
+        (0..self.0.len()).filter(|i| !self.0[*i]).collect()
+    }
 }
 
 impl ForwardSink {
@@ -114,43 +133,41 @@ impl ForwardSink {
         let raw = tokio::fs::read(path).await?;
         let tags = chunk::split(&raw).map_err(|e| bad_key(&format!("damaged part: {e}")))?;
         let mut part = Part {
-            messages: Vec::with_capacity(raw.len() + 128 * tags.len()),
+            id,
+            messages: Vec::with_capacity(tags.len()),
             chunks: Vec::with_capacity(tags.len()),
-            events: 0,
-            bytes: 0,
+            events: Vec::with_capacity(tags.len()),
         };
         for t in &tags {
             let chunk_id = chunk::chunk_id(&id, &t.tag);
-            let m = chunk::message(t, &chunk_id, self.gzip)?;
-            part.bytes += m.len() as u64;
-            part.events += t.events;
-            part.messages.extend_from_slice(&m);
+            part.messages.push(chunk::message(t, &chunk_id, self.gzip)?);
             part.chunks.push(chunk_id);
+            part.events.push(t.events);
         }
         Ok(part)
     }
 
+    /// Sends a part: to the servers in the part's own order (the same after
+    /// a crash, so a resent part meets the server that may have it), each
+    /// tried twice (a second connection for what the first left unacked),
+    /// and to the next server only the messages no server acked yet.
     async fn send(&self, key: &str, path: &Path) -> Result<(), SinkError> {
-        let c = self.part(key, path).await?;
-        if c.chunks.is_empty() {
-            return Ok(());
-        }
-        let mut tried = Vec::new();
+        let part = self.part(key, path).await?;
+        let mut acked = Acked(vec![false; part.chunks.len()]);
         let mut last = None;
-        loop {
-            let now = Instant::now();
-            let i = self.servers.pick(now, rand::random::<f64>());
-            if tried.contains(&i) {
+        for i in self.servers.order(Instant::now(), &part.id) {
+            if acked.pending().is_empty() {
                 break;
             }
-            tried.push(i);
             let server = self.servers.list()[i].address.clone();
             let started = Instant::now();
-            match self.send_to(i, &server, &c).await {
+            let before = acked.0.clone();
+            let result = self.send_to(i, &server, &part, &mut acked).await;
+            self.count_acked(&server, &part, &before, &acked);
+            match result {
                 Ok(()) => {
                     self.servers.succeeded(i);
-                    self.metrics
-                        .acked(&self.name, &server, c.events, c.bytes, started.elapsed());
+                    self.metrics.acked(&self.name, &server, started.elapsed());
                     return Ok(());
                 }
                 Err(e) => {
@@ -161,16 +178,39 @@ impl ForwardSink {
                 }
             }
         }
+        if acked.pending().is_empty() {
+            return Ok(());
+        }
         Err(SinkError::Forward(format!(
             "no server acked the part (last: {})",
             last.unwrap_or_default()
         )))
     }
 
-    /// Sends `c` to server `i` and waits for its ack. A kept connection the
-    /// server closed meanwhile is not the server's failure: the chunk is
-    /// sent once more on a new connection.
-    async fn send_to(&self, i: usize, server: &str, c: &Part) -> anyhow::Result<()> {
+    /// Counts the events and bytes `server` acked in one attempt (those
+    /// acked now and not `before`).
+    fn count_acked(&self, server: &str, part: &Part, before: &[bool], acked: &Acked) {
+        let newly = (0..part.chunks.len()).filter(|i| acked.0[*i] && !before[*i]);
+        let (events, bytes) = newly.fold((0, 0), |(e, b), i| {
+            (e + part.events[i], b + part.messages[i].len() as u64)
+        });
+        if events > 0 || bytes > 0 {
+            self.metrics.events_acked(&self.name, server, events, bytes);
+        }
+    }
+
+    /// Sends the pending messages of `part` to server `i`, twice at most:
+    /// a kept connection the server closed, or a connection it dropped in
+    /// the middle, gets one more try with a new connection for what is
+    /// still unacked. No answer within `ack_timeout` is the server's doing
+    /// (no second wait).
+    async fn send_to(
+        &self,
+        i: usize,
+        server: &str,
+        part: &Part,
+        acked: &mut Acked,
+    ) -> anyhow::Result<()> {
         let mut connections = self.connections.lock().await;
         let slot = &mut connections[i];
         if slot
@@ -179,13 +219,15 @@ impl ForwardSink {
         {
             *slot = None;
         }
-        let reused = slot.is_some();
-        let result = self.exchange(slot, server, c).await;
-        // A kept connection the server closed fails at once; one that took
-        // the chunk and did not ack is the server's doing (no second wait).
+        let had_connection = slot.is_some();
+        let result = self.exchange(slot, server, part, acked).await;
         let result = match result {
-            Err(e) if reused && e.downcast_ref::<NoAck>().is_none() => {
-                self.exchange(slot, server, c).await
+            Err(e)
+                if e.downcast_ref::<NoAck>().is_none()
+                    && e.downcast_ref::<ConnectFailed>().is_none()
+                    && (had_connection || acked.0.iter().any(|a| *a)) =>
+            {
+                self.exchange(slot, server, part, acked).await
             }
             r => r,
         };
@@ -195,43 +237,71 @@ impl ForwardSink {
         result
     }
 
+    /// One connection's worth: the pending messages written while their
+    /// acks are read (a server that answers as it reads never waits on a
+    /// full socket), each ack within `ack_timeout` of the one before.
     async fn exchange(
         &self,
         slot: &mut Option<Connection>,
         server: &str,
-        c: &Part,
+        part: &Part,
+        acked: &mut Acked,
     ) -> anyhow::Result<()> {
         let k = match slot {
             Some(k) => k,
-            None => slot.insert(Connection {
-                stream: self.connector.connect(server).await?,
-                frames: FrameBuffer::new(),
-                last_used: Instant::now(),
-            }),
-        };
-        // Every message goes out back to back, then their acks are read
-        // (in any order); one that is not one of ours fails the part.
-        let result = tokio::time::timeout(self.ack_timeout, async {
-            k.stream.write_all(&c.messages).await?;
-            k.stream.flush().await?;
-            let mut waiting: std::collections::HashSet<&[u8]> =
-                c.chunks.iter().map(|c| c.as_bytes()).collect();
-            while !waiting.is_empty() {
-                let ack = crate::client::read_ack(&mut k.stream, &mut k.frames).await?;
-                anyhow::ensure!(
-                    waiting.remove(ack.as_slice()),
-                    "acked a chunk it was not sent: {:?}",
-                    String::from_utf8_lossy(&ack)
-                );
+            None => {
+                let stream = self
+                    .connector
+                    .connect(server)
+                    .await
+                    .map_err(|e| anyhow::Error::new(ConnectFailed(format!("{e:#}"))))?;
+                slot.insert(Connection {
+                    stream,
+                    frames: FrameBuffer::new(),
+                    last_used: Instant::now(),
+                })
             }
-            Ok(())
-        })
-        .await;
-        k.last_used = Instant::now();
-        let result = match result {
-            Ok(r) => r,
-            Err(_) => Err(NoAck(self.ack_timeout).into()),
         };
+        let pending = acked.pending();
+        let ack_timeout = self.ack_timeout;
+        let (mut rd, mut wr) = tokio::io::split(&mut k.stream);
+        let frames = &mut k.frames;
+        let write = async {
+            for i in &pending {
+                wr.write_all(&part.messages[*i]).await?;
+            }
+            wr.flush().await?;
+            Ok::<(), anyhow::Error>(())
+        };
+        let read = async {
+            let mut waiting = pending.len();
+            while waiting > 0 {
+                let ack =
+                    tokio::time::timeout(ack_timeout, crate::client::read_ack(&mut rd, frames))
+                        .await
+                        .map_err(|_| anyhow::Error::new(NoAck(ack_timeout)))??;
+                let Some(j) = part
+                    .chunks
+                    .iter()
+                    .position(|c| c.as_bytes() == ack.as_slice())
+                else {
+                    anyhow::bail!(
+                        "acked a chunk it was not sent: {:?}",
+                        String::from_utf8_lossy(&ack)
+                    );
+                };
+                // A repeated ack of a chunk already acked changes nothing.
+                if !acked.0[j] {
+                    acked.0[j] = true;
+                    if pending.contains(&j) {
+                        waiting -= 1;
+                    }
+                }
+            }
+            Ok::<(), anyhow::Error>(())
+        };
+        let result = tokio::try_join!(write, read).map(|_| ());
+        k.last_used = Instant::now();
         if result.is_err() {
             *slot = None;
         }

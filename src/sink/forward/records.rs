@@ -99,17 +99,18 @@ impl RecordSink for ForwardRecords {
         Ok(Box::new(ForwardPartWriter::create(path, tags)?))
     }
 
-    /// [`super::chunk::key`]: the part's id is derived from the node, the
-    /// WAL's identity, the sink and the part's first WAL sequence (each
-    /// tag's chunk id from it and the tag), so a part sent again after any
-    /// crash carries the same ids and a de-duplicating server (weir) stores
-    /// it once, while a new WAL (a lost data_dir, another node with the same
-    /// node_id) never reuses an id.
-    fn part_key(&self, node: &str, wal: &str, group: &str, first_seq: u64, rows: u64) -> String {
+    /// [`super::chunk::key`]: the part's id is derived from the node, this
+    /// start's random id, the sink and the part's first WAL sequence (each
+    /// tag's chunk id from it and the tag). A finished part keeps its key
+    /// in its manifest, so sent again after any crash it carries the same
+    /// ids and a de-duplicating server (weir) stores it once; a part made
+    /// by a later start never reuses an id, whatever happened to the
+    /// data_dir (lost, restored from a snapshot, cloned with its node_id).
+    fn part_key(&self, node: &str, run: &str, group: &str, first_seq: u64, rows: u64) -> String {
         let id = crate::ids::digest(&[
             b"forward",
             node.as_bytes(),
-            wal.as_bytes(),
+            run.as_bytes(),
             self.name.as_bytes(),
             group.as_bytes(),
             &first_seq.to_le_bytes(),
@@ -135,7 +136,7 @@ mod tests {
     }
 
     #[test]
-    fn part_ids_differ_between_wals() {
+    fn part_ids_differ_between_runs() {
         let cfg: ForwardSinkConfig = toml::from_str("servers = [{ address = \"h:1\" }]").unwrap();
         let r = ForwardRecords::new("fwd", &cfg);
         let a = r.part_key("n1", "wal-a", GROUP, 0, 5);
@@ -147,7 +148,7 @@ mod tests {
         assert_ne!(
             a.split('/').next(),
             r.part_key("n1", "wal-b", GROUP, 0, 5).split('/').next(),
-            "a new WAL's first part is not an old one's resend"
+            "a later run's first part is not an earlier one's resend"
         );
     }
 }

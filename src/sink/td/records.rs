@@ -65,9 +65,9 @@ impl RecordSink for TdRecords {
     /// `{db}/{table}/{unique_id}`; the id is derived from the node, sink,
     /// table and the part's first WAL sequence, so TD keeps one copy of a
     /// part uploaded again after a crash.
-    /// The WAL's identity is left out: Treasure Data's unique ids stay
-    /// what they were before it existed (parts in outboxes, TD's memory).
-    fn part_key(&self, node: &str, _wal: &str, group: &str, first_seq: u64, _rows: u64) -> String {
+    /// The run id is left out: Treasure Data's unique ids stay what they
+    /// were before it existed (pinned by a test).
+    fn part_key(&self, node: &str, _run: &str, group: &str, first_seq: u64, _rows: u64) -> String {
         let unique_id = crate::ids::stable_hex(
             &[
                 b"td",
@@ -98,7 +98,7 @@ mod tests {
         assert_eq!(
             td.part_key("node-1", "w1", &group, 42, 7),
             td.part_key("node-1", "w2", &group, 42, 9999),
-            "neither the row count nor the WAL identity is part of a TD key"
+            "neither the row count nor the run id is part of a TD key"
         );
         assert_eq!(
             td.part_key("node-1", "w1", &group, 42, 7),
