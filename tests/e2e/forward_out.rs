@@ -107,8 +107,10 @@ fn send_tags(port: u16, tags: &[&str], requests: usize, label: &str) -> Vec<Stri
     all
 }
 
-/// Whether the sender has finished and delivered every chunk: nothing open
-/// in the roller, no chunk waiting in the outbox.
+/// Whether the sender has finished and delivered everything: nothing open
+/// in the roller, no part waiting in the outbox, and servers acked at
+/// least the events clients sent it since its start (so a roller that has
+/// not read its WAL yet does not pass for done).
 fn sender_drained(w: &Weir) -> bool {
     let data = w.data_dir();
     let open = std::fs::read_dir(data.join("roll/open"))
@@ -117,14 +119,41 @@ fn sender_drained(w: &Weir) -> bool {
     let waiting = std::fs::read_dir(data.join("outbox"))
         .map(|d| {
             d.flatten()
-                .filter(|e| {
-                    let n = e.file_name().to_string_lossy().into_owned();
-                    n.ends_with(".fwd") || n.ends_with(".fwd.gz")
-                })
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".fwd"))
                 .count()
         })
         .unwrap_or(1);
-    open == 0 && waiting == 0
+    if open != 0 || waiting != 0 {
+        return false;
+    }
+    forwarded_all(w)
+}
+
+/// Servers acked at least the events clients sent the sender since its
+/// start (every route of the sender forwards).
+fn forwarded_all(w: &Weir) -> bool {
+    let m = scrape(w.metrics_port);
+    let sum = |name: &str| -> f64 {
+        m.iter()
+            .filter(|s| s.name.trim_end_matches("_total") == name)
+            .map(|s| s.value)
+            .sum()
+    };
+    sum("weir_forward_out_events") >= sum("weir_forward_events")
+}
+
+/// No part left in the sender and `events` acked by its servers (the
+/// sender's other routes go to other sinks).
+fn parts_drained(w: &Weir, events: usize) -> bool {
+    let forwarded: f64 = scrape(w.metrics_port)
+        .iter()
+        .filter(|s| s.name.trim_end_matches("_total") == "weir_forward_out_events")
+        .map(|s| s.value)
+        .sum();
+    let open = std::fs::read_dir(w.data_dir().join("roll/open"))
+        .map(|d| d.count())
+        .unwrap_or(1);
+    open == 0 && forwarded >= events as f64
 }
 
 /// Events a receiving weir stored (its counter, not the sender's view: a
@@ -498,7 +527,9 @@ fn a_server_that_never_acks_holds_no_memory_and_other_sinks_flow_within_the_back
     // A real server comes up at the address: every chunk arrives once.
     silent.stop();
     let mut receiver = Weir::start_on(port, "", "");
-    let delivered = wait_until(Duration::from_secs(120), || sender_drained(&sender));
+    let delivered = wait_until(Duration::from_secs(120), || {
+        parts_drained(&sender, slow.len())
+    });
     assert!(delivered, "{}", sender.log());
     receiver.drain_and_stop();
     assert_exactly_once(
@@ -693,7 +724,9 @@ fn a_sender_with_a_new_data_dir_is_not_taken_for_its_old_self() {
     std::fs::remove_dir_all(sender.data_dir()).unwrap();
     sender.spawn();
     acked.extend(send_batch(sender.port, "nd.app", 8, "after"));
-    let delivered = wait_until(Duration::from_secs(60), || sender_drained(&sender));
+    let delivered = wait_until(Duration::from_secs(60), || {
+        received(&receiver) >= acked.len() as f64 && sender_drained(&sender)
+    });
     assert!(delivered, "{}", sender.log());
     let resent = metric(
         &scrape(receiver.metrics_port),
