@@ -29,7 +29,7 @@ pub struct Backpressure {
 }
 
 /// Least time between two "backpressure" log lines.
-pub const LOG_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const LOG_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct EpisodeLog {
@@ -51,7 +51,7 @@ impl Backpressure {
         })
     }
 
-    pub fn enter(&self) {
+    pub(crate) fn enter(&self) {
         if self.since_ms.load(Ordering::Relaxed) != 0 {
             return;
         }
@@ -73,7 +73,7 @@ impl Backpressure {
         }
     }
 
-    pub fn leave(&self) {
+    pub(crate) fn leave(&self) {
         let since = self.since_ms.swap(0, Ordering::Relaxed);
         if since != 0 {
             let secs = (now_ms() - since).max(0) as f64 / 1000.0;
@@ -88,7 +88,7 @@ impl Backpressure {
     }
 
     /// How long the current backpressure has lasted.
-    pub fn duration(&self) -> Option<Duration> {
+    pub(crate) fn duration(&self) -> Option<Duration> {
         match self.since_ms.load(Ordering::Relaxed) {
             0 => None,
             since => Some(Duration::from_millis((now_ms() - since).max(0) as u64)),
@@ -96,7 +96,8 @@ impl Backpressure {
     }
 
     /// "backpressure" lines logged so far.
-    pub fn log_lines(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn log_lines(&self) -> u64 {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).lines
     }
 }

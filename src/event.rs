@@ -12,11 +12,11 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Longest tag accepted from a client; fluentd tags are short dotted names.
-pub const MAX_TAG_LEN: usize = 1024;
+pub(crate) const MAX_TAG_LEN: usize = 1024;
 
 /// Longest tag stored: a client's tag behind `forward.tag_prefix` (at most
 /// 256 bytes and a dot), never cut, so two tags cannot become one.
-pub const MAX_STORED_TAG_LEN: usize = MAX_TAG_LEN + 257;
+pub(crate) const MAX_STORED_TAG_LEN: usize = MAX_TAG_LEN + 257;
 
 /// Events of one tag, encoded for the WAL. Cheap to clone (shared bytes).
 #[derive(Clone, Debug, PartialEq)]
@@ -172,7 +172,7 @@ impl BatchBuilder {
     }
 
     /// Adds `key: value` (both strings) to every record pushed from now on.
-    pub fn add_to_every_record(&mut self, key: &str, value: &str) {
+    pub(crate) fn add_to_every_record(&mut self, key: &str, value: &str) {
         let _ = rmp::encode::write_str(&mut self.extra, key);
         let _ = rmp::encode::write_str(&mut self.extra, value);
         self.extra_pairs += 1;

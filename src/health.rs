@@ -17,24 +17,24 @@ use crate::backpressure::Backpressure;
 /// Why a stage cannot do its work right now (a full disk, a failing
 /// file), for `/readyz`; empty while it works. Set and cleared by the stage.
 #[derive(Default)]
-pub struct StageStatus {
+pub(crate) struct StageStatus {
     failing: std::sync::Mutex<Option<String>>,
 }
 
 impl StageStatus {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
-    pub fn set(&self, why: String) {
+    pub(crate) fn set(&self, why: String) {
         *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
     }
 
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    pub fn failing(&self) -> Option<String> {
+    pub(crate) fn failing(&self) -> Option<String> {
         self.failing
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -47,12 +47,12 @@ impl StageStatus {
 /// unready because a shared catalog is down would only move the outage to
 /// the clients).
 #[derive(Default)]
-pub struct SinkStatus {
+pub(crate) struct SinkStatus {
     failing: std::sync::Mutex<std::collections::BTreeMap<String, (std::time::Instant, String)>>,
 }
 
 impl SinkStatus {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
@@ -64,7 +64,7 @@ impl SinkStatus {
     }
 
     /// `sink`'s commits fail (keeps the first failure's time).
-    pub fn failing(&self, sink: &str, why: String) {
+    pub(crate) fn failing(&self, sink: &str, why: String) {
         let mut m = self.lock();
         let since = m
             .get(sink)
@@ -73,12 +73,12 @@ impl SinkStatus {
     }
 
     /// `sink`'s commits work again.
-    pub fn ok(&self, sink: &str) {
+    pub(crate) fn ok(&self, sink: &str) {
         self.lock().remove(sink);
     }
 
     /// Sinks failing for at least `grace`: "sink X: commits failing for N s: why".
-    pub fn report(&self, grace: Duration) -> Vec<String> {
+    pub(crate) fn report(&self, grace: Duration) -> Vec<String> {
         self.lock()
             .iter()
             .filter(|(_, (t, _))| t.elapsed() >= grace)
@@ -99,7 +99,7 @@ pub struct Listeners(std::sync::Mutex<Vec<(&'static str, bool)>>);
 
 impl Listeners {
     /// A listener that will accept once the WAL is recovered.
-    pub fn expect(&self, name: &'static str) {
+    pub(crate) fn expect(&self, name: &'static str) {
         let mut l = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if !l.iter().any(|(n, _)| *n == name) {
             l.push((name, false));
@@ -107,7 +107,7 @@ impl Listeners {
     }
 
     /// `name` accepts now.
-    pub fn accepting(&self, name: &'static str) {
+    pub(crate) fn accepting(&self, name: &'static str) {
         let mut l = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match l.iter_mut().find(|(n, _)| *n == name) {
             Some(e) => e.1 = true,
@@ -127,17 +127,17 @@ impl Listeners {
 
 /// What `/readyz` checks.
 pub(crate) struct Health {
-    pub listeners: Listeners,
-    pub wal: watch::Receiver<crate::wal::WalState>,
+    pub(crate) listeners: Listeners,
+    pub(crate) wal: watch::Receiver<crate::wal::WalState>,
     /// Why the WAL folder does not take new files, from the last probe
     /// ([`Health::probe_wal_dir`], run off the async runtime).
-    pub wal_dir_problem: std::sync::Mutex<Option<String>>,
+    pub(crate) wal_dir_problem: std::sync::Mutex<Option<String>>,
     pub backpressure: Arc<Backpressure>,
-    pub wal_dir: PathBuf,
-    pub backpressure_grace: Duration,
-    pub backlog: Arc<crate::outbox::Backlog>,
+    pub(crate) wal_dir: PathBuf,
+    pub(crate) backpressure_grace: Duration,
+    pub(crate) backlog: Arc<crate::outbox::Backlog>,
     /// The roller's failure, while it retries.
-    pub roller: Arc<StageStatus>,
+    pub(crate) roller: Arc<StageStatus>,
     /// Sinks whose commits fail: reported, not unready.
     pub sinks: Arc<SinkStatus>,
 }

@@ -39,11 +39,11 @@ pub struct MetricsConfig {
         default = "default_metrics_listen",
         deserialize_with = "crate::config::units::listen_addr"
     )]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// `/readyz` fails once backpressure (the roller not keeping up) has
     /// lasted this long, so a load balancer can send traffic elsewhere.
     #[serde(default = "default_backpressure_grace")]
-    pub backpressure_grace: HumanDuration,
+    pub(crate) backpressure_grace: HumanDuration,
 }
 
 impl Default for MetricsConfig {

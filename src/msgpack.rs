@@ -16,7 +16,7 @@ use rmp::Marker;
 
 /// How deep arrays and maps may nest. Real records nest a few levels; the cap
 /// keeps a hostile frame from growing the scanner's stack without bound.
-pub const MAX_DEPTH: usize = 128;
+pub(crate) const MAX_DEPTH: usize = 128;
 
 /// One msgpack object's header. For str, bin and ext the payload follows the
 /// header and is `len` bytes long; arrays and maps are followed by their items.
@@ -38,7 +38,7 @@ pub enum Head {
 
 impl Head {
     /// Bytes of payload that follow the header (not counting nested items).
-    pub fn payload_len(&self) -> usize {
+    pub(crate) fn payload_len(&self) -> usize {
         match *self {
             Head::Str(n) | Head::Bin(n) | Head::Ext(_, n) => n as usize,
             _ => 0,
@@ -46,7 +46,7 @@ impl Head {
     }
 
     /// Nested items that follow (array elements, or map keys and values).
-    pub fn child_count(&self) -> u64 {
+    pub(crate) fn child_count(&self) -> u64 {
         match *self {
             Head::Array(n) => u64::from(n),
             Head::Map(n) => 2 * u64::from(n),
@@ -86,7 +86,7 @@ fn be_u64(b: &[u8]) -> u64 {
 /// Returns `Ok(None)` when `buf` is too short to hold the whole header (more
 /// bytes are needed), otherwise the header and its length in bytes.
 #[inline]
-pub fn read_head(buf: &[u8]) -> Result<Option<(Head, usize)>, MsgpackError> {
+pub(crate) fn read_head(buf: &[u8]) -> Result<Option<(Head, usize)>, MsgpackError> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
@@ -278,11 +278,6 @@ impl FrameScanner {
         self.end = None;
     }
 
-    /// Bytes of the current (incomplete) frame examined so far.
-    pub fn progress(&self) -> usize {
-        self.pos
-    }
-
     /// Returns the length of the first complete object in `buf`, or `None`
     /// if more bytes are needed. `buf` must start where the previous call's
     /// buffer started and only ever grow between calls until `reset`.
@@ -331,23 +326,23 @@ impl FrameScanner {
 /// [`FrameScanner`]. Callers that must bound memory watch
 /// [`FrameBuffer::pending`].
 #[derive(Debug, Default)]
-pub struct FrameBuffer {
+pub(crate) struct FrameBuffer {
     buf: bytes::BytesMut,
     scanner: FrameScanner,
 }
 
 impl FrameBuffer {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Appends bytes as they were read.
-    pub fn extend(&mut self, bytes: &[u8]) {
+    pub(crate) fn extend(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
 
     /// Takes the next complete object off the front, if one has arrived.
-    pub fn next_frame(&mut self) -> Result<Option<bytes::Bytes>, MsgpackError> {
+    pub(crate) fn next_frame(&mut self) -> Result<Option<bytes::Bytes>, MsgpackError> {
         let Some(len) = self.scanner.scan(&self.buf)? else {
             return Ok(None);
         };
@@ -356,13 +351,13 @@ impl FrameBuffer {
     }
 
     /// Bytes buffered that are not yet a complete object.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.buf.len()
     }
 }
 
 /// Length of the complete object at the start of `buf`.
-pub fn object_len(buf: &[u8]) -> Result<usize, MsgpackError> {
+pub(crate) fn object_len(buf: &[u8]) -> Result<usize, MsgpackError> {
     FrameScanner::new()
         .scan(buf)?
         .ok_or(MsgpackError::Truncated)
@@ -380,7 +375,7 @@ impl<'a> Cursor<'a> {
         Self { buf, pos: 0 }
     }
 
-    pub fn position(&self) -> usize {
+    pub(crate) fn position(&self) -> usize {
         self.pos
     }
 
@@ -388,12 +383,12 @@ impl<'a> Cursor<'a> {
         self.pos >= self.buf.len()
     }
 
-    pub fn remaining(&self) -> &'a [u8] {
+    pub(crate) fn remaining(&self) -> &'a [u8] {
         &self.buf[self.pos.min(self.buf.len())..]
     }
 
     /// Reads the next header without moving.
-    pub fn peek(&self) -> Result<Head, MsgpackError> {
+    pub(crate) fn peek(&self) -> Result<Head, MsgpackError> {
         match read_head(self.remaining())? {
             Some((h, _)) => Ok(h),
             None => Err(MsgpackError::Truncated),
@@ -412,7 +407,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Takes `len` payload bytes.
-    pub fn take(&mut self, len: usize) -> Result<&'a [u8], MsgpackError> {
+    pub(crate) fn take(&mut self, len: usize) -> Result<&'a [u8], MsgpackError> {
         let end = self.pos.checked_add(len).ok_or(MsgpackError::Truncated)?;
         let out = self.buf.get(self.pos..end).ok_or(MsgpackError::Truncated)?;
         self.pos = end;

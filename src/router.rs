@@ -15,24 +15,24 @@ use crate::roll::config::ColumnType;
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Name for logs, metrics and `unmatched`; default `route[N]`.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// fluentd `<match>` patterns, space separated (`app.**`, `*.access`, `{a,b}.x`).
     #[serde(rename = "match")]
     pub pattern: String,
     /// Key prefix after the sink's own prefix (e.g. a team folder).
     #[serde(default)]
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// Sinks that receive this route's files; default all.
     #[serde(default)]
     pub sinks: Option<Vec<String>>,
     /// Typed columns taken out of the record.
     #[serde(default)]
-    pub columns: BTreeMap<String, ColumnType>,
+    pub(crate) columns: BTreeMap<String, ColumnType>,
     /// One file per tag (default) or one per route with the tag as a column.
     #[serde(default)]
-    pub files: FileGrouping,
+    pub(crate) files: FileGrouping,
     /// The route's table in Iceberg sinks; default: the route's name.
-    pub table: Option<String>,
+    pub(crate) table: Option<String>,
 }
 
 /// What one Parquet file of a route holds (per period and node).
@@ -72,17 +72,17 @@ impl<'de> Deserialize<'de> for Unmatched {
 #[derive(Debug, Clone, Serialize)]
 pub struct Route {
     /// The route's name (`route[N]` unless configured).
-    pub name: String,
+    pub(crate) name: String,
     /// Key prefix after the sink's prefix.
-    pub prefix: String,
+    pub(crate) prefix: String,
     pub pattern: String,
     #[serde(skip)]
-    pub patterns: Vec<TagPattern>,
+    pub(crate) patterns: Vec<TagPattern>,
     pub sinks: Vec<String>,
-    pub columns: Vec<(String, ColumnType)>,
-    pub files: FileGrouping,
+    pub(crate) columns: Vec<(String, ColumnType)>,
+    pub(crate) files: FileGrouping,
     /// The route's table in Iceberg sinks.
-    pub table: String,
+    pub(crate) table: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +100,7 @@ enum Tok {
 
 /// One compiled pattern (alternatives already expanded).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TagPattern {
+pub(crate) struct TagPattern {
     alternatives: Vec<Vec<Tok>>,
 }
 
@@ -202,7 +202,7 @@ fn matches(p: &[Tok], t: &[u8]) -> bool {
 
 impl TagPattern {
     /// Parses one pattern (no spaces).
-    pub fn parse(p: &str) -> Result<Self, String> {
+    pub(crate) fn parse(p: &str) -> Result<Self, String> {
         if p.is_empty() {
             return Err("empty pattern".into());
         }
@@ -212,7 +212,7 @@ impl TagPattern {
     }
 
     /// Parses a space-separated list of patterns.
-    pub fn parse_list(s: &str) -> Result<Vec<Self>, String> {
+    pub(crate) fn parse_list(s: &str) -> Result<Vec<Self>, String> {
         let list: Vec<_> = s
             .split_whitespace()
             .map(Self::parse)
@@ -223,7 +223,7 @@ impl TagPattern {
         Ok(list)
     }
 
-    pub fn matches(&self, tag: &[u8]) -> bool {
+    pub(crate) fn matches(&self, tag: &[u8]) -> bool {
         self.alternatives.iter().any(|a| matches(a, tag))
     }
 }

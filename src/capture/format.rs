@@ -13,13 +13,13 @@ use bytes::Bytes;
 /// First eight bytes of every capture file.
 pub const MAGIC: &[u8; 8] = b"weircap\0";
 /// The version this build writes and the newest it reads.
-pub const VERSION: u16 = 1;
+pub(crate) const VERSION: u16 = 1;
 /// Bytes in the file header.
 pub const HEADER_LEN: usize = 24;
 /// Bytes in a record header: len u32, crc u32, kind u8, conn u64, offset_us u64.
 pub const RECORD_HEADER_LEN: usize = 25;
 /// A record longer than this is treated as damage, not allocated.
-pub const MAX_PAYLOAD: usize = 1 << 30;
+pub(crate) const MAX_PAYLOAD: usize = 1 << 30;
 
 /// What a record says happened on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,7 @@ impl Kind {
 pub struct Record {
     pub kind: Kind,
     /// Connection id, unique within the capturing process.
-    pub conn: u64,
+    pub(crate) conn: u64,
     /// Microseconds after the file header's start time.
     pub offset_us: u64,
     pub payload: Bytes,
@@ -56,14 +56,14 @@ pub struct Record {
 
 /// The file header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
-    pub version: u16,
+pub(crate) struct Header {
+    pub(crate) version: u16,
     /// Wall clock when the file was started, microseconds since the epoch.
-    pub started_unix_us: u64,
+    pub(crate) started_unix_us: u64,
 }
 
 /// Encodes the file header.
-pub fn encode_header(started_unix_us: u64) -> [u8; HEADER_LEN] {
+pub(crate) fn encode_header(started_unix_us: u64) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..8].copy_from_slice(MAGIC);
     h[8..10].copy_from_slice(&VERSION.to_le_bytes());
@@ -75,7 +75,7 @@ pub fn encode_header(started_unix_us: u64) -> [u8; HEADER_LEN] {
 }
 
 /// Writes one record; returns the bytes written.
-pub fn write_record(w: &mut impl Write, r: &Record) -> io::Result<usize> {
+pub(crate) fn write_record(w: &mut impl Write, r: &Record) -> io::Result<usize> {
     let mut head = [0u8; RECORD_HEADER_LEN];
     head[0..4].copy_from_slice(&(r.payload.len() as u32).to_le_bytes());
     head[8] = r.kind as u8;
@@ -107,10 +107,10 @@ pub enum OpenError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Damage {
     /// Byte offset of the first record not read.
-    pub offset: u64,
+    pub(crate) offset: u64,
     /// Records read before it.
-    pub records_before: u64,
-    pub reason: String,
+    pub(crate) records_before: u64,
+    pub(crate) reason: String,
 }
 
 impl std::fmt::Display for Damage {
@@ -126,7 +126,7 @@ impl std::fmt::Display for Damage {
 /// Reads records in order, stopping at the end or at the first damage.
 pub struct Reader<R> {
     inner: R,
-    pub header: Header,
+    pub(crate) header: Header,
     offset: u64,
     records: u64,
     damage: Option<Damage>,

@@ -24,7 +24,7 @@ const QUEUE_BYTES: usize = 64 << 20;
 
 /// Where records go.
 #[derive(Debug, Clone)]
-pub enum Target {
+pub(crate) enum Target {
     /// One file, created (or truncated) at start.
     File(PathBuf),
     /// `capture-<UTC start>.wcap` files in a directory: a new one once the
@@ -47,7 +47,7 @@ struct Entry {
 
 /// A cloneable handle that connections record through.
 #[derive(Clone)]
-pub struct Capture {
+pub(crate) struct Capture {
     tx: mpsc::Sender<Entry>,
     /// Free bytes of the queue, one permit per byte.
     room: Arc<Semaphore>,
@@ -58,7 +58,7 @@ pub struct Capture {
 
 /// The writer thread; [`Writer::finish`] flushes and closes the file once
 /// every [`Capture`] handle is dropped.
-pub struct Writer {
+pub(crate) struct Writer {
     thread: JoinHandle<()>,
 }
 
@@ -72,7 +72,7 @@ fn unix_us() -> u64 {
 impl Capture {
     /// Starts the writer thread. The first file is opened now so a bad path
     /// is reported at start-up, not at the first request.
-    pub fn start(target: Target, metrics: Metrics) -> std::io::Result<(Capture, Writer)> {
+    pub(crate) fn start(target: Target, metrics: Metrics) -> std::io::Result<(Capture, Writer)> {
         let mut files = Files::new(target)?;
         files.open()?;
         let (tx, mut rx) = mpsc::channel::<Entry>(QUEUE);
@@ -116,7 +116,7 @@ impl Capture {
     }
 
     /// A fresh connection id.
-    pub fn conn_id(&self) -> u64 {
+    pub(crate) fn conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -132,7 +132,7 @@ impl Capture {
 
     /// Records without waiting; a full queue (in records or bytes) drops the
     /// record (counted), so capture never slows ingestion.
-    pub fn try_record(&self, kind: Kind, conn: u64, payload: Bytes) {
+    pub(crate) fn try_record(&self, kind: Kind, conn: u64, payload: Bytes) {
         let admitted = match self
             .room
             .clone()
@@ -150,7 +150,7 @@ impl Capture {
     }
 
     /// Records, waiting for room: for the proxy, where the capture is the point.
-    pub async fn record(&self, kind: Kind, conn: u64, payload: Bytes) {
+    pub(crate) async fn record(&self, kind: Kind, conn: u64, payload: Bytes) {
         let sent = match self
             .room
             .clone()
@@ -173,7 +173,7 @@ impl Capture {
 impl Writer {
     /// Waits for the thread to write what is queued and close the file.
     /// Every [`Capture`] clone must be dropped first.
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         let _ = self.thread.join();
     }
 }

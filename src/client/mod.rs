@@ -24,40 +24,40 @@ use tokio::net::TcpStream;
 
 /// How to reach forward servers.
 #[derive(Debug, Clone, Default)]
-pub struct ClientSettings {
+pub(crate) struct ClientSettings {
     /// Shared key for the handshake (`None`: the server asks for none).
-    pub shared_key: Option<String>,
+    pub(crate) shared_key: Option<String>,
     /// User and password, for servers with `user_auth`.
-    pub username: String,
-    pub password: String,
+    pub(crate) username: String,
+    pub(crate) password: String,
     /// Host name sent in PING.
-    pub hostname: String,
-    pub tls: Option<TlsSettings>,
+    pub(crate) hostname: String,
+    pub(crate) tls: Option<TlsSettings>,
     /// Longest wait for TCP, TLS and the handshake together.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
 }
 
 /// TLS towards forward servers.
 #[derive(Debug, Clone, Default)]
-pub struct TlsSettings {
+pub(crate) struct TlsSettings {
     /// CA certificates (PEM) the server's certificate must chain to.
-    pub ca: PathBuf,
+    pub(crate) ca: PathBuf,
     /// Client certificate and key (PEM), for servers that require mTLS.
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
+    pub(crate) cert: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
     /// Name to verify (default: the host of the address).
-    pub server_name: Option<String>,
+    pub(crate) server_name: Option<String>,
 }
 
 /// A connected stream, plain or TLS.
 pub(crate) type Stream = Pin<Box<dyn AsyncReadWrite + Send>>;
 
-pub trait AsyncReadWrite: AsyncRead + AsyncWrite {}
+pub(crate) trait AsyncReadWrite: AsyncRead + AsyncWrite {}
 impl<T: AsyncRead + AsyncWrite> AsyncReadWrite for T {}
 
 /// Connects to forward servers with one set of settings.
 #[derive(Clone)]
-pub struct Connector {
+pub(crate) struct Connector {
     settings: ClientSettings,
     tls: Option<tokio_rustls::TlsConnector>,
 }
@@ -68,7 +68,7 @@ impl Connector {
     /// # Errors
     /// A certificate or key cannot be read or is not valid PEM (the message
     /// names the file).
-    pub fn new(settings: ClientSettings) -> Result<Self, String> {
+    pub(crate) fn new(settings: ClientSettings) -> Result<Self, String> {
         let tls = match &settings.tls {
             None => None,
             Some(t) => Some(tls_connector(t)?),
@@ -76,13 +76,9 @@ impl Connector {
         Ok(Self { settings, tls })
     }
 
-    pub fn settings(&self) -> &ClientSettings {
-        &self.settings
-    }
-
     /// Connects to HOST:PORT, wraps in TLS and runs the handshake as the
     /// settings ask, all within `connect_timeout`.
-    pub async fn connect(&self, to: &str) -> anyhow::Result<Stream> {
+    pub(crate) async fn connect(&self, to: &str) -> anyhow::Result<Stream> {
         let timeout = if self.settings.connect_timeout.is_zero() {
             Duration::from_secs(30)
         } else {

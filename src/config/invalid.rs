@@ -3,13 +3,13 @@
 
 /// A setting that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    pub key: String,
-    pub message: String,
+pub(crate) struct Invalid {
+    pub(crate) key: String,
+    pub(crate) message: String,
 }
 
 impl Invalid {
-    pub fn new(key: impl Into<String>, message: String) -> Self {
+    pub(crate) fn new(key: impl Into<String>, message: String) -> Self {
         Self {
             key: key.into(),
             message,

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::router::TagPattern;
-pub use invalid::Invalid;
+pub(crate) use invalid::Invalid;
 pub use units::{ByteSize, HumanDuration};
 
 // Each section's types live beside the stage that uses them.
@@ -95,46 +95,34 @@ struct FileConfig {
 pub struct Config {
     pub node_id: String,
     pub data_dir: PathBuf,
-    pub forward: ForwardConfig,
-    pub http: Option<HttpConfig>,
-    pub wal: WalConfig,
+    pub(crate) forward: ForwardConfig,
+    pub(crate) http: Option<HttpConfig>,
+    pub(crate) wal: WalConfig,
     pub roll: RollConfig,
     pub routes: Vec<Route>,
     /// Route index for events no route matches; `None` drops them.
-    pub unmatched_route: Option<usize>,
+    pub(crate) unmatched_route: Option<usize>,
     /// What is valid but probably not meant (`weir check` prints them,
     /// `weir serve` logs them at start).
     #[serde(skip)]
     pub warnings: Vec<String>,
     pub sinks: BTreeMap<String, SinkConfig>,
     pub metrics: MetricsConfig,
-    pub outbox: OutboxConfig,
-    pub log: LogConfig,
+    pub(crate) outbox: OutboxConfig,
+    pub(crate) log: LogConfig,
     /// `forward.tls`, loaded and checked once at validation (certificates
     /// read, key matched), used as it is by the listener.
     #[serde(skip)]
-    pub tls_server: Option<std::sync::Arc<rustls::ServerConfig>>,
+    pub(crate) tls_server: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Config {
-    /// A sink's key prefix ("" for an unknown name).
-    pub fn sink_prefix(&self, sink: &str) -> &str {
-        self.sinks.get(sink).map_or("", SinkConfig::prefix)
-    }
-
-    /// The embedded default: listen on 127.0.0.1:24224, write under ./weir-data.
-    pub fn embedded() -> Result<Self, ConfigError> {
-        Self::from_str("", "<embedded default>")
-    }
-
-    /// Loads and validates a config file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::load_with(Some(path), &Overrides::default())
-    }
-
     /// Loads a config file (or the embedded default) with command-line
     /// overrides applied before validation.
-    pub fn load_with(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+    pub(crate) fn load_with(
+        path: Option<&Path>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
         let (text, origin) = match path {
             Some(path) => (
                 std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
@@ -199,7 +187,7 @@ impl Config {
 
     /// Whether `route` goes to an Iceberg table (its files then carry the
     /// `period` column the table is partitioned by).
-    pub fn route_has_table(&self, route: &Route) -> bool {
+    pub(crate) fn route_has_table(&self, route: &Route) -> bool {
         route
             .sinks
             .iter()
@@ -207,7 +195,7 @@ impl Config {
     }
 
     /// The route index for an event's tag; routes are matched in order.
-    pub fn route_for(&self, tag: &[u8]) -> Option<usize> {
+    pub(crate) fn route_for(&self, tag: &[u8]) -> Option<usize> {
         self.routes
             .iter()
             .position(|r| r.patterns.iter().any(|p| p.matches(tag)))

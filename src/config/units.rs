@@ -29,7 +29,7 @@ impl Serialize for HumanDuration {
 pub struct ByteSize(pub u64);
 
 impl ByteSize {
-    pub fn as_usize(self) -> usize {
+    pub(crate) fn as_usize(self) -> usize {
         usize::try_from(self.0).unwrap_or(usize::MAX)
     }
 }

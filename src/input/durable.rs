@@ -61,7 +61,7 @@ pub(crate) fn chunk_source(peer_ip: std::net::IpAddr, chunk: &[u8]) -> String {
     }
 }
 
-pub fn dedupe_key(source: &str, tag: &[u8], id: &[u8]) -> Key {
+pub(crate) fn dedupe_key(source: &str, tag: &[u8], id: &[u8]) -> Key {
     let d = crate::ids::digest(&[b"chunk", source.as_bytes(), tag, id]);
     let mut k = [0u8; KEY_LEN];
     k.copy_from_slice(&d[..KEY_LEN]);

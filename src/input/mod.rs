@@ -12,7 +12,7 @@ pub mod forward;
 pub(crate) mod http;
 pub(crate) mod tls;
 
-pub use durable::dedupe_key;
+pub(crate) use durable::dedupe_key;
 
 use crate::health::Listeners;
 use crate::wal::WalHandle;
@@ -38,12 +38,12 @@ use forward::config::ForwardConfig;
 /// (TCP, Unix socket and HTTP) at `forward.max_connections`.
 #[derive(Clone)]
 pub struct Limits {
-    pub budget: MemoryBudget,
-    pub connections: Arc<Semaphore>,
+    pub(crate) budget: MemoryBudget,
+    pub(crate) connections: Arc<Semaphore>,
     /// `forward.max_connections`, for messages.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// A request must arrive whole within this (`forward.request_timeout`).
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// Largest decompressed request (`forward.max_decompressed_bytes`).
     pub max_decompressed_bytes: usize,
     /// Whether the WAL is waiting for the roller (its backlog is spent).
@@ -78,7 +78,7 @@ impl Limits {
     /// Why new requests should be turned away now (an input that cannot
     /// make its client wait, such as HTTP, answers 503): the WAL is waiting
     /// for the roller, or cannot write.
-    pub fn overloaded(&self) -> Option<String> {
+    pub(crate) fn overloaded(&self) -> Option<String> {
         match &*self.wal.borrow() {
             WalState::Healthy => {}
             WalState::Stalled(why) => return Some(format!("not taking events now: {why}")),
@@ -93,10 +93,10 @@ impl Limits {
 
 /// The inputs' settings, each from its own section.
 pub struct Settings<'a> {
-    pub forward: &'a ForwardConfig,
+    pub(crate) forward: &'a ForwardConfig,
     /// `[forward.tls]`, loaded at validation.
-    pub forward_tls: Option<Arc<rustls::ServerConfig>>,
-    pub http: Option<&'a HttpConfig>,
+    pub(crate) forward_tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) http: Option<&'a HttpConfig>,
 }
 
 /// Every input's sockets, bound before data_dir is touched so a port in use
@@ -111,7 +111,7 @@ impl Sockets {
     ///
     /// # Errors
     /// A port or socket path in use, or TLS files that cannot be used.
-    pub async fn bind(settings: &Settings<'_>) -> anyhow::Result<Self> {
+    pub(crate) async fn bind(settings: &Settings<'_>) -> anyhow::Result<Self> {
         let forward = forward::server::Sockets::bind(settings.forward).await?;
         let http = match settings.http {
             Some(h) => Some(http::server::Socket::bind(h).await?),
@@ -121,7 +121,7 @@ impl Sockets {
     }
 
     /// The listeners `/readyz` waits for.
-    pub fn expect(&self, listeners: &Listeners) {
+    pub(crate) fn expect(&self, listeners: &Listeners) {
         for name in self.names() {
             listeners.expect(name);
         }
@@ -183,7 +183,7 @@ pub fn start(
 impl Running {
     /// Waits until every input has stopped accepting (the shutdown signal)
     /// and answered its requests in flight.
-    pub async fn stopped(self) {
+    pub(crate) async fn stopped(self) {
         let http = async {
             if let Some(h) = self.http {
                 h.stopped().await;

@@ -38,17 +38,17 @@ fn default_tls_version() -> TlsVersion {
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain, leaf first.
-    pub cert_path: PathBuf,
+    pub(crate) cert_path: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_path: PathBuf,
+    pub(crate) key_path: PathBuf,
     /// PEM CA certificates; when set, clients must present a certificate
     /// signed by one of them (mTLS).
-    pub ca_path: Option<PathBuf>,
+    pub(crate) ca_path: Option<PathBuf>,
     #[serde(default = "default_tls_version")]
-    pub min_version: TlsVersion,
+    pub(crate) min_version: TlsVersion,
     /// A client must finish the TLS handshake within this time.
     #[serde(default = "default_tls_handshake_timeout")]
-    pub handshake_timeout: HumanDuration,
+    pub(crate) handshake_timeout: HumanDuration,
 }
 
 /// Builds the server configuration, or says which key is wrong and why.
@@ -118,8 +118,8 @@ pub(crate) fn server_config(c: &TlsConfig, section: &str) -> Result<Arc<ServerCo
 #[derive(Debug, thiserror::Error)]
 #[error("{key}: {message}")]
 pub(crate) struct TlsError {
-    pub key: String,
-    pub message: String,
+    pub(crate) key: String,
+    pub(crate) message: String,
 }
 
 impl TlsError {

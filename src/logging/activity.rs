@@ -10,30 +10,30 @@ use std::time::{Duration, Instant};
 use crate::metrics::Suppressed;
 
 /// Lines of each kind logged a minute when the config says nothing.
-pub const DEFAULT_LINES_PER_MINUTE: u32 = 60;
+pub(crate) const DEFAULT_LINES_PER_MINUTE: u32 = 60;
 
 static LINES_PER_MINUTE: AtomicU32 = AtomicU32::new(DEFAULT_LINES_PER_MINUTE);
 
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// Sets `log.lines_per_minute` for the whole process (start and reload).
-pub fn set_lines_per_minute(n: u32) {
+pub(crate) fn set_lines_per_minute(n: u32) {
     LINES_PER_MINUTE.store(n, Ordering::Relaxed);
 }
 
 /// What the lines left out in a minute were about.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct LeftOut {
-    pub lines: u64,
-    pub rows: u64,
-    pub bytes: u64,
+    pub(crate) lines: u64,
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
 }
 
 /// One kind of per-unit line and its minute.
 ///
 /// # Memory
 /// A few counters; nothing grows with the lines left out.
-pub struct Activity {
+pub(crate) struct Activity {
     kind: &'static str,
     /// What the summary names besides the kind (a sink), if anything.
     scope: String,
@@ -46,7 +46,7 @@ pub struct Activity {
 impl Activity {
     /// `kind` names the lines in the summary and in
     /// `weir_log_suppressed_total{kind}`.
-    pub fn new(kind: &'static str, suppressed: Suppressed) -> Self {
+    pub(crate) fn new(kind: &'static str, suppressed: Suppressed) -> Self {
         Self {
             kind,
             scope: String::new(),
@@ -58,20 +58,20 @@ impl Activity {
     }
 
     /// The same, its summary naming `scope` (a sink's name).
-    pub fn scoped(mut self, scope: &str) -> Self {
+    pub(crate) fn scoped(mut self, scope: &str) -> Self {
         self.scope = scope.to_string();
         self
     }
 
     /// Whether this unit's line is logged; if not, its rows and bytes go
     /// into the minute's summary.
-    pub fn admit(&mut self, rows: u64, bytes: u64) -> bool {
+    pub(crate) fn admit(&mut self, rows: u64, bytes: u64) -> bool {
         self.admit_at(Instant::now(), rows, bytes)
     }
 
     /// Ends a minute that is over, logging its summary (also done by the
     /// next [`Activity::admit`]; a tick says it when no line follows).
-    pub fn tick(&mut self) {
+    pub(crate) fn tick(&mut self) {
         self.tick_at(Instant::now());
     }
 

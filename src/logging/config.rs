@@ -10,7 +10,7 @@ pub struct LogConfig {
     /// delivery); past it they are summed into one line a minute and
     /// counted in `weir_log_suppressed_total{kind}`. 0: summaries only.
     #[serde(default = "default_lines_per_minute")]
-    pub lines_per_minute: u32,
+    pub(crate) lines_per_minute: u32,
 }
 
 impl Default for LogConfig {

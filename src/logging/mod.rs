@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 mod activity;
 pub(crate) mod config;
-pub use activity::{set_lines_per_minute, Activity, DEFAULT_LINES_PER_MINUTE};
+pub(crate) use activity::{set_lines_per_minute, Activity, DEFAULT_LINES_PER_MINUTE};
 
 /// Lines of one kind logged per window before suppression starts.
 const BURST: u32 = 10;
@@ -31,12 +31,15 @@ static WINDOWS: Mutex<Option<HashMap<&'static str, Window>>> = Mutex::new(None);
 
 /// Whether a warning of `kind` may be logged now. `Some(n)`: log it, and say
 /// `n` similar lines were suppressed since the last one; `None`: skip it.
-pub fn allow(kind: &'static str, suppressed_total: &prometheus::IntCounterVec) -> Option<u64> {
+pub(crate) fn allow(
+    kind: &'static str,
+    suppressed_total: &prometheus::IntCounterVec,
+) -> Option<u64> {
     allow_within(kind, WINDOW, suppressed_total)
 }
 
 /// [`allow`] with its own window: [`BURST`] lines of `kind` per `window`.
-pub fn allow_within(
+pub(crate) fn allow_within(
     kind: &'static str,
     window: Duration,
     suppressed_total: &prometheus::IntCounterVec,

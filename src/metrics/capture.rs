@@ -36,7 +36,7 @@ impl CaptureMetrics {
 
     /// A capture record was dropped because the writer's queue was full
     /// (ingestion is never slowed by capture).
-    pub fn queue_full(&self) {
+    pub(crate) fn queue_full(&self) {
         self.dropped.with_label_values(&["queue_full"]).inc();
         if let Some(suppressed) = self.suppressed.allow("capture") {
             tracing::warn!(
@@ -47,13 +47,13 @@ impl CaptureMetrics {
     }
 
     /// A capture record of `bytes` bytes was written.
-    pub fn written(&self, bytes: usize) {
+    pub(crate) fn written(&self, bytes: usize) {
         self.records.inc();
         self.bytes.inc_by(bytes as u64);
     }
 
     /// A capture record could not be written: dropped (ingestion goes on).
-    pub fn write_failed(&self, why: &str) {
+    pub(crate) fn write_failed(&self, why: &str) {
         self.dropped.with_label_values(&["write_error"]).inc();
         if let Some(suppressed) = self.suppressed.allow("capture") {
             tracing::warn!(suppressed, "capture: {why}; record dropped");

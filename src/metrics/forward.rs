@@ -109,7 +109,7 @@ impl ForwardMetrics {
 /// Events: each counts and logs (warnings rate-limited) in one place.
 impl ForwardMetrics {
     /// A connection refused at once because `forward.max_connections` were open.
-    pub fn refused(&self, peer: SocketAddr, limit: usize) {
+    pub(crate) fn refused(&self, peer: SocketAddr, limit: usize) {
         self.connections_refused.inc();
         if let Some(suppressed) = self.suppressed.allow("connection_refused") {
             tracing::warn!(%peer, limit, suppressed, "refusing connection: forward.max_connections reached");
@@ -117,7 +117,7 @@ impl ForwardMetrics {
     }
 
     /// A TLS handshake failed or timed out; the connection is closed.
-    pub fn tls_failed(&self, peer: SocketAddr, why: &str) {
+    pub(crate) fn tls_failed(&self, peer: SocketAddr, why: &str) {
         self.handshake_failures.with_label_values(&["tls"]).inc();
         self.connections_closed.with_label_values(&["tls"]).inc();
         if let Some(suppressed) = self.suppressed.allow("tls") {
@@ -128,7 +128,7 @@ impl ForwardMetrics {
     /// A shared-key handshake failed (`label`: the metric's reason); `told`:
     /// the client was sent the failure. A client that only connected and
     /// left (Fluentd's heartbeat) is not told, and logged at debug.
-    pub fn handshake_failed(&self, peer: SocketAddr, label: &str, reason: &str, told: bool) {
+    pub(crate) fn handshake_failed(&self, peer: SocketAddr, label: &str, reason: &str, told: bool) {
         self.handshake_failures.with_label_values(&[label]).inc();
         self.connections_closed
             .with_label_values(&["handshake"])
@@ -142,7 +142,13 @@ impl ForwardMetrics {
 
     /// A connection closed for `reason`; `expected` closes (end of stream,
     /// shutdown, idle) are logged at debug, others warn with `detail`.
-    pub fn closed(&self, peer: SocketAddr, reason: &'static str, expected: bool, detail: &str) {
+    pub(crate) fn closed(
+        &self,
+        peer: SocketAddr,
+        reason: &'static str,
+        expected: bool,
+        detail: &str,
+    ) {
         self.connections_closed.with_label_values(&[reason]).inc();
         if expected {
             tracing::debug!(%peer, reason, "connection closed");
@@ -152,7 +158,7 @@ impl ForwardMetrics {
     }
 
     /// A request larger than `forward.chunk_size_warn_limit` (still taken).
-    pub fn large_request(&self, peer: SocketAddr, bytes: usize, limit: usize) {
+    pub(crate) fn large_request(&self, peer: SocketAddr, bytes: usize, limit: usize) {
         self.large_requests.inc();
         if let Some(suppressed) = self.suppressed.allow("large_request") {
             tracing::warn!(%peer, bytes, limit, suppressed, "request larger than forward.chunk_size_warn_limit");
@@ -160,7 +166,7 @@ impl ForwardMetrics {
     }
 
     /// A request that is not a msgpack array: ignored.
-    pub fn not_array(&self, peer: SocketAddr) {
+    pub(crate) fn not_array(&self, peer: SocketAddr) {
         self.events_skipped.with_label_values(&["not_array"]).inc();
         if let Some(suppressed) = self.suppressed.allow("not_array") {
             tracing::warn!(%peer, suppressed, "ignoring a request that is not an array");
@@ -168,22 +174,22 @@ impl ForwardMetrics {
     }
 
     /// Memory held by requests in flight now.
-    pub fn report_inflight(&self, bytes: usize) {
+    pub(crate) fn report_inflight(&self, bytes: usize) {
         self.inflight_bytes.set(bytes as i64);
     }
 
     /// A connection waited for `forward.max_inflight_bytes` (backpressure).
-    pub fn memory_wait(&self) {
+    pub(crate) fn memory_wait(&self) {
         self.memory_waits.inc();
     }
 
     /// A connection was accepted.
-    pub fn accepted(&self) {
+    pub(crate) fn accepted(&self) {
         self.connections_accepted.inc();
     }
 
     /// A connection's task started (`true`) or ended (`false`).
-    pub fn connection_open(&self, open: bool) {
+    pub(crate) fn connection_open(&self, open: bool) {
         if open {
             self.connections_active.inc();
         } else {
@@ -192,14 +198,14 @@ impl ForwardMetrics {
     }
 
     /// `n` bytes read from a connection.
-    pub fn read(&self, n: usize) {
+    pub(crate) fn read(&self, n: usize) {
         self.bytes_received.inc_by(n as u64);
     }
 
     /// A request decoded in `mode` with `entries_bytes` of entries (after
     /// decompression); events it skipped as invalid, by reason (each reason
     /// counted, the request's total logged at debug).
-    pub fn request(
+    pub(crate) fn request(
         &self,
         peer: SocketAddr,
         mode: &str,
@@ -221,21 +227,21 @@ impl ForwardMetrics {
     }
 
     /// `events` events of a request in `mode` are durable.
-    pub fn stored(&self, mode: &str, events: u64) {
+    pub(crate) fn stored(&self, mode: &str, events: u64) {
         self.events_accepted
             .with_label_values(&[mode])
             .inc_by(events);
     }
 
     /// An ack was written, `latency` after the request's last byte.
-    pub fn acked(&self, latency: std::time::Duration) {
+    pub(crate) fn acked(&self, latency: std::time::Duration) {
         self.acks_sent.inc();
         self.ack_latency_seconds.observe(latency.as_secs_f64());
     }
 
     /// A resent chunk (or a repeated Idempotency-Key) was recognised and
     /// acked without writing it again.
-    pub fn duplicate_chunk(&self) {
+    pub(crate) fn duplicate_chunk(&self) {
         self.duplicate_chunks.inc();
     }
 }

@@ -8,7 +8,7 @@ use super::Suppressed;
 
 /// Metrics of the forward sinks.
 #[derive(Clone)]
-pub struct ForwardOutMetrics {
+pub(crate) struct ForwardOutMetrics {
     chunks: IntCounterVec,
     events: IntCounterVec,
     bytes: IntCounterVec,
@@ -30,7 +30,7 @@ impl ForwardOutMetrics {
     }
 
     /// A sink's server exists: its series start at zero, up.
-    pub fn server(&self, sink: &str, server: &str) {
+    pub(crate) fn server(&self, sink: &str, server: &str) {
         for result in ["acked", "failed"] {
             self.chunks.with_label_values(&[sink, server, result]);
         }
@@ -67,7 +67,7 @@ impl ForwardOutMetrics {
 
     /// A chunk failed on a server, which now rests for `rest`; the chunk is
     /// tried on another server or retried.
-    pub fn failed(
+    pub(crate) fn failed(
         &self,
         sink: &str,
         server: &str,

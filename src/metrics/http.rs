@@ -9,10 +9,11 @@ use super::Suppressed;
 
 /// Statuses the HTTP input answers; `weir_http_requests_total{code}` has
 /// one series for each.
-pub const HTTP_CODES: [u16; 12] = [200, 204, 400, 401, 403, 404, 405, 408, 413, 415, 500, 503];
+pub(crate) const HTTP_CODES: [u16; 12] =
+    [200, 204, 400, 401, 403, 404, 405, 408, 413, 415, 500, 503];
 
 /// Why requests are rejected; one `weir_http_rejected_total{reason}` each.
-pub const HTTP_REJECT_REASONS: [&str; 14] = [
+pub(crate) const HTTP_REJECT_REASONS: [&str; 14] = [
     "tls",
     "unauthorized",
     "origin",
@@ -31,7 +32,7 @@ pub const HTTP_REJECT_REASONS: [&str; 14] = [
 
 /// Metrics of the HTTP input.
 #[derive(Clone)]
-pub struct HttpMetrics {
+pub(crate) struct HttpMetrics {
     connections_active: IntGauge,
     connections_refused: IntCounter,
     requests: IntCounterVec,
@@ -111,7 +112,7 @@ impl HttpMetrics {
 /// Events: each counts and logs (warnings rate-limited) in one place.
 impl HttpMetrics {
     /// A connection closed at once: `forward.max_connections` were open.
-    pub fn refused(&self, peer: SocketAddr, limit: usize) {
+    pub(crate) fn refused(&self, peer: SocketAddr, limit: usize) {
         self.connections_refused.inc();
         if let Some(suppressed) = self.suppressed.allow("http_refused") {
             tracing::warn!(%peer, limit, suppressed, "refusing HTTP connection: forward.max_connections reached");
@@ -119,7 +120,7 @@ impl HttpMetrics {
     }
 
     /// A TLS handshake failed or timed out; the connection is closed.
-    pub fn tls_failed(&self, peer: SocketAddr, why: &str) {
+    pub(crate) fn tls_failed(&self, peer: SocketAddr, why: &str) {
         self.rejected.with_label_values(&["tls"]).inc();
         if let Some(suppressed) = self.suppressed.allow("tls") {
             tracing::warn!(%peer, suppressed, "HTTP TLS handshake failed: {why}");
@@ -128,7 +129,13 @@ impl HttpMetrics {
 
     /// A request answered `status` without storing anything of it.
     /// Rejections the client caused (4xx) and overload (503) both warn.
-    pub fn rejected(&self, peer: SocketAddr, reason: &'static str, status: u16, detail: &str) {
+    pub(crate) fn rejected(
+        &self,
+        peer: SocketAddr,
+        reason: &'static str,
+        status: u16,
+        detail: &str,
+    ) {
         self.rejected.with_label_values(&[reason]).inc();
         if let Some(suppressed) = self.suppressed.allow("http_rejected") {
             tracing::warn!(%peer, reason, status, suppressed, "HTTP request rejected: {detail}");
@@ -136,7 +143,7 @@ impl HttpMetrics {
     }
 
     /// A connection's task started (`true`) or ended (`false`).
-    pub fn connection_open(&self, open: bool) {
+    pub(crate) fn connection_open(&self, open: bool) {
         if open {
             self.connections_active.inc();
         } else {
@@ -145,18 +152,18 @@ impl HttpMetrics {
     }
 
     /// A body of `bytes` bytes (as sent) was read, in `encoding`.
-    pub fn body(&self, encoding: &str, bytes: usize) {
+    pub(crate) fn body(&self, encoding: &str, bytes: usize) {
         self.bytes_received.inc_by(bytes as u64);
         self.bodies.with_label_values(&[encoding]).inc();
     }
 
     /// `events` events of a request are durable.
-    pub fn stored(&self, events: u64) {
+    pub(crate) fn stored(&self, events: u64) {
         self.events_accepted.inc_by(events);
     }
 
     /// A request answered with `status` after `seconds`.
-    pub fn answered(&self, status: u16, seconds: f64) {
+    pub(crate) fn answered(&self, status: u16, seconds: f64) {
         let code = if HTTP_CODES.contains(&status) {
             status.to_string()
         } else {

@@ -41,7 +41,7 @@ impl IcebergMetrics {
     }
 
     /// Every series of a sink exists from its start, at zero.
-    pub fn register_sink(&self, sink: &str) {
+    pub(crate) fn register_sink(&self, sink: &str) {
         for result in ["ok", "error"] {
             self.commits.with_label_values(&[sink, result]);
         }
@@ -56,13 +56,13 @@ impl IcebergMetrics {
     }
 
     /// A table of the sink, not refused (yet).
-    pub fn register_table(&self, sink: &str, table: &str) {
+    pub(crate) fn register_table(&self, sink: &str, table: &str) {
         self.table_refused.with_label_values(&[sink, table]);
     }
 
     /// A commit added `files` files (`rows` rows) to `table`, after
     /// `conflicts` conflicts with other writers.
-    pub fn committed(
+    pub(crate) fn committed(
         &self,
         sink: &str,
         table: &str,
@@ -92,7 +92,7 @@ impl IcebergMetrics {
     }
 
     /// A commit failed; the files wait and it is tried again in `retry_in`.
-    pub fn commit_failed(
+    pub(crate) fn commit_failed(
         &self,
         sink: &str,
         files: usize,
@@ -108,7 +108,7 @@ impl IcebergMetrics {
     }
 
     /// A table refuses its route; its files wait until it is fixed.
-    pub fn table_refused(&self, sink: &str, table: &str, error: &dyn std::fmt::Display) {
+    pub(crate) fn table_refused(&self, sink: &str, table: &str, error: &dyn std::fmt::Display) {
         self.table_refused.with_label_values(&[sink, table]).set(1);
         if let Some(suppressed) = self.suppressed.allow("iceberg_table") {
             tracing::error!(sink, table, error = %error, suppressed, "Iceberg table refused; its files wait in the outbox");
@@ -116,18 +116,18 @@ impl IcebergMetrics {
     }
 
     /// A table takes its route's files (again).
-    pub fn table_ok(&self, sink: &str, table: &str) {
+    pub(crate) fn table_ok(&self, sink: &str, table: &str) {
         self.table_refused.with_label_values(&[sink, table]).set(0);
     }
 
     /// `n` of this node's old snapshots were expired from `table`.
-    pub fn expired(&self, sink: &str, table: &str, n: u64) {
+    pub(crate) fn expired(&self, sink: &str, table: &str, n: u64) {
         self.snapshots_expired.with_label_values(&[sink]).inc_by(n);
         tracing::info!(sink, table, snapshots = n, "expired old snapshots");
     }
 
     /// Files waiting for their commit, and the age of the oldest.
-    pub fn waiting(&self, sink: &str, files: usize, oldest_age_secs: i64) {
+    pub(crate) fn waiting(&self, sink: &str, files: usize, oldest_age_secs: i64) {
         self.waiting_files
             .with_label_values(&[sink])
             .set(files as i64);

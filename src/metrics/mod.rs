@@ -23,8 +23,8 @@ mod wal;
 
 pub use capture::CaptureMetrics;
 pub use forward::ForwardMetrics;
-pub use forward_out::ForwardOutMetrics;
-pub use http::{HttpMetrics, HTTP_CODES, HTTP_REJECT_REASONS};
+pub(crate) use forward_out::ForwardOutMetrics;
+pub(crate) use http::HttpMetrics;
 pub use iceberg::IcebergMetrics;
 pub use outbox::OutboxMetrics;
 pub use roll::{RollGauges, RollMetrics};
@@ -42,41 +42,41 @@ impl std::ops::Deref for Metrics {
 }
 
 pub struct Inner {
-    pub registry: Registry,
+    pub(crate) registry: Registry,
     /// Every metric in registration order, for the README's table.
-    pub catalog: Vec<MetricInfo>,
-    pub forward: ForwardMetrics,
-    pub http: HttpMetrics,
-    pub capture: CaptureMetrics,
-    pub wal: WalMetrics,
+    pub(crate) catalog: Vec<MetricInfo>,
+    pub(crate) forward: ForwardMetrics,
+    pub(crate) http: HttpMetrics,
+    pub(crate) capture: CaptureMetrics,
+    pub(crate) wal: WalMetrics,
     pub roll: RollMetrics,
-    pub outbox: OutboxMetrics,
-    pub iceberg: IcebergMetrics,
-    pub forward_out: ForwardOutMetrics,
+    pub(crate) outbox: OutboxMetrics,
+    pub(crate) iceberg: IcebergMetrics,
+    pub(crate) forward_out: ForwardOutMetrics,
     /// Repeated warnings not logged.
-    pub suppressed: Suppressed,
+    pub(crate) suppressed: Suppressed,
 }
 
 /// The rate limit of repeated warnings (see [`crate::logging::allow`]); what
 /// it holds back counts in `weir_log_suppressed_total`.
 #[derive(Clone)]
-pub struct Suppressed(IntCounterVec);
+pub(crate) struct Suppressed(IntCounterVec);
 
 impl Suppressed {
     /// Whether a warning of `kind` may be logged now: `Some(n)` (log it,
     /// saying `n` similar lines were suppressed since) or `None`.
-    pub fn allow(&self, kind: &'static str) -> Option<u64> {
+    pub(crate) fn allow(&self, kind: &'static str) -> Option<u64> {
         crate::logging::allow(kind, &self.0)
     }
 
     /// [`Suppressed::allow`] for a warning that comes once per unit of work
     /// (a file finished early): 10 a minute, not 10 a second.
-    pub fn allow_per_minute(&self, kind: &'static str) -> Option<u64> {
+    pub(crate) fn allow_per_minute(&self, kind: &'static str) -> Option<u64> {
         crate::logging::allow_within(kind, std::time::Duration::from_secs(60), &self.0)
     }
 
     /// Counts one line of `kind` left out (see [`crate::logging::Activity`]).
-    pub fn count(&self, kind: &'static str) {
+    pub(crate) fn count(&self, kind: &'static str) {
         self.0.with_label_values(&[kind]).inc();
     }
 }
@@ -85,7 +85,7 @@ impl Suppressed {
 /// line ([`crate::logging::Activity`]), so each
 /// `weir_log_suppressed_total{kind}` series exists from the start; a unit
 /// test checks the list against the source.
-pub const LOG_KINDS: [&str; 22] = [
+pub(crate) const LOG_KINDS: [&str; 22] = [
     "bad_wal_record",
     "capture",
     "connection_refused",
@@ -112,12 +112,12 @@ pub const LOG_KINDS: [&str; 22] = [
 
 /// One metric as the README's table lists it.
 #[derive(Debug, Clone)]
-pub struct MetricInfo {
-    pub name: String,
+pub(crate) struct MetricInfo {
+    pub(crate) name: String,
     /// counter, gauge or histogram.
     pub kind: &'static str,
-    pub labels: Vec<String>,
-    pub help: String,
+    pub(crate) labels: Vec<String>,
+    pub(crate) help: String,
 }
 
 impl Metrics {
@@ -200,9 +200,9 @@ impl Metrics {
     }
 
     /// The value of the series `name` with `labels` (a counter, a gauge, or
-    /// a histogram's count); 0 when it does not exist. For tests and tools
-    /// that read a node's own metrics.
-    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    /// a histogram's count); 0 when it does not exist. For tests.
+    #[cfg(test)]
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let families = self.registry.gather();
         let Some(family) = families.iter().find(|f| f.name() == name) else {
             return 0.0;
@@ -225,7 +225,7 @@ impl Metrics {
     }
 
     /// Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8_lossy(&buf).into_owned()

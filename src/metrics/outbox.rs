@@ -80,7 +80,7 @@ impl OutboxMetrics {
     }
 
     /// A file of `bytes` bytes waits for `sink` (`true`) or left its queue.
-    pub fn waiting(&self, sink: &str, bytes: u64, waits: bool) {
+    pub(crate) fn waiting(&self, sink: &str, bytes: u64, waits: bool) {
         let (files, size) = (
             self.files.with_label_values(&[sink]),
             self.bytes.with_label_values(&[sink]),
@@ -95,36 +95,36 @@ impl OutboxMetrics {
     }
 
     /// How long the oldest file `sink` has not taken has waited.
-    pub fn report_oldest(&self, sink: &str, age_secs: i64) {
+    pub(crate) fn report_oldest(&self, sink: &str, age_secs: i64) {
         self.oldest_age_seconds
             .with_label_values(&[sink])
             .set(age_secs);
     }
 
     /// The bytes of outbox files not yet taken by every sink.
-    pub fn report_backlog(&self, bytes: u64) {
+    pub(crate) fn report_backlog(&self, bytes: u64) {
         self.backlog_bytes.set(bytes as i64);
     }
 
     /// The roller waits on the outbox backlog (`true`) or goes on.
-    pub fn report_blocked(&self, blocked: bool) {
+    pub(crate) fn report_blocked(&self, blocked: bool) {
         self.blocked.set(i64::from(blocked));
     }
 
     /// A sink's credentials were refused (also by a commit).
-    pub fn auth_refused(&self, sink: &str) {
+    pub(crate) fn auth_refused(&self, sink: &str) {
         self.sink_auth_failures.with_label_values(&[sink]).inc();
     }
 
     /// `n` previews a finished file replaced were removed from `sink`.
-    pub fn previews_removed(&self, sink: &str, n: u64) {
+    pub(crate) fn previews_removed(&self, sink: &str, n: u64) {
         self.fresh_previews_removed
             .with_label_values(&[sink])
             .inc_by(n);
     }
 
     /// What retention keeps (`outbox.retain`).
-    pub fn report_retained(&self, files: usize, bytes: u64, oldest_period: i64) {
+    pub(crate) fn report_retained(&self, files: usize, bytes: u64, oldest_period: i64) {
         self.retained_files.set(files as i64);
         self.retained_bytes.set(bytes as i64);
         self.retained_oldest_period.set(oldest_period);
@@ -132,19 +132,19 @@ impl OutboxMetrics {
 
     /// `n` retained files were removed (`outbox.retain` or `retain_bytes`
     /// passed).
-    pub fn retained_removed(&self, n: u64) {
+    pub(crate) fn retained_removed(&self, n: u64) {
         self.retained_removed.inc_by(n);
     }
 
     /// The sink's up gauge before its first probe answers.
-    pub fn sink_unknown(&self, sink: &str) {
+    pub(crate) fn sink_unknown(&self, sink: &str) {
         self.sink_up.with_label_values(&[sink]).set(-1);
     }
 
     /// One upload attempt ended: counted by result and timed; the sink is
     /// up after a success, down after a failure that may pass; a refused
     /// key is counted apart.
-    pub fn attempted(
+    pub(crate) fn attempted(
         &self,
         sink: &str,
         result: &Result<(), crate::sink::SinkError>,
@@ -166,7 +166,7 @@ impl OutboxMetrics {
     }
 
     /// A sink refused a file for good; it went to the dead-letter folder.
-    pub fn dead_lettered(
+    pub(crate) fn dead_lettered(
         &self,
         sink: &str,
         key: &str,
@@ -179,7 +179,7 @@ impl OutboxMetrics {
     }
 
     /// A file `weir redeliver` sends again failed; retried in `retry_in`.
-    pub fn redeliver_failed(
+    pub(crate) fn redeliver_failed(
         &self,
         sink: &str,
         key: &str,
@@ -191,7 +191,7 @@ impl OutboxMetrics {
     }
 
     /// A file `weir redeliver` sends again is done: sent, or given up.
-    pub fn redelivered(&self, sink: &str, key: &str, result: &Result<(), String>) {
+    pub(crate) fn redelivered(&self, sink: &str, key: &str, result: &Result<(), String>) {
         let label = if result.is_ok() { "ok" } else { "failed" };
         self.redeliver_files.with_label_values(&[sink, label]).inc();
         match result {
@@ -201,7 +201,7 @@ impl OutboxMetrics {
     }
 
     /// A sink took files (or passed its probe): up. Logged when it changes.
-    pub fn sink_ok(&self, sink: &str, how: &str) {
+    pub(crate) fn sink_ok(&self, sink: &str, how: &str) {
         let g = self.sink_up.with_label_values(&[sink]);
         if g.get() != 1 {
             g.set(1);
@@ -211,7 +211,7 @@ impl OutboxMetrics {
 
     /// A sink cannot take files now: down, with why. Logged when it changes
     /// (each failure is counted and logged by its own event).
-    pub fn sink_failing(&self, sink: &str, error: &dyn std::fmt::Display) {
+    pub(crate) fn sink_failing(&self, sink: &str, error: &dyn std::fmt::Display) {
         let g = self.sink_up.with_label_values(&[sink]);
         if g.get() != 0 {
             g.set(0);
@@ -220,7 +220,7 @@ impl OutboxMetrics {
     }
 
     /// An upload failed; retried in `retry_in`.
-    pub fn upload_failed(
+    pub(crate) fn upload_failed(
         &self,
         sink: &str,
         key: &str,
@@ -234,7 +234,7 @@ impl OutboxMetrics {
     }
 
     /// Listing or deleting replaced previews failed; retried.
-    pub fn sweep_failed(&self, sink: &str, what: &str, error: &str) {
+    pub(crate) fn sweep_failed(&self, sink: &str, what: &str, error: &str) {
         self.fresh_sweep_errors.with_label_values(&[sink]).inc();
         if let Some(suppressed) = self.suppressed.allow("preview_sweep") {
             tracing::warn!(

@@ -11,8 +11,8 @@ use super::MetricInfo;
 
 /// The registry while metrics are being registered, with their catalog.
 pub(super) struct Reg {
-    pub registry: Registry,
-    pub catalog: std::cell::RefCell<Vec<MetricInfo>>,
+    pub(crate) registry: Registry,
+    pub(crate) catalog: std::cell::RefCell<Vec<MetricInfo>>,
 }
 
 /// Registers a metric built from constant names; a failure is a programming

@@ -57,12 +57,12 @@ impl RollMetrics {
 /// The roller's gauges, reported together.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RollGauges {
-    pub open_files: usize,
-    pub buffer_bytes: usize,
-    pub buffered_rows: u64,
-    pub coverage_entries: usize,
-    pub lag_records: u64,
-    pub lag_seconds: f64,
+    pub(crate) open_files: usize,
+    pub(crate) buffer_bytes: usize,
+    pub(crate) buffered_rows: u64,
+    pub(crate) coverage_entries: usize,
+    pub(crate) lag_records: u64,
+    pub(crate) lag_seconds: f64,
 }
 
 impl RollMetrics {
@@ -78,7 +78,7 @@ impl RollMetrics {
 
     /// A file (or a record sink's part, or a preview) of `kind` was handed
     /// to the outbox.
-    pub fn finished(&self, kind: &str) {
+    pub(crate) fn finished(&self, kind: &str) {
         self.files_finished.with_label_values(&[kind]).inc();
     }
 
@@ -89,18 +89,18 @@ impl RollMetrics {
     }
 
     /// `rows` rows were written into open files.
-    pub fn written(&self, rows: u64) {
+    pub(crate) fn written(&self, rows: u64) {
         self.rows.inc_by(rows);
     }
 
     /// A row group went to disk.
-    pub fn row_group(&self) {
+    pub(crate) fn row_group(&self) {
         self.row_groups.inc();
     }
 
     /// Events sorted into late files (`late`) and outside files (`past`,
     /// `future`); replayed events skipped as already in a finished file.
-    pub fn sorted(&self, late: u64, past: u64, future: u64, replay_skipped: u64) {
+    pub(crate) fn sorted(&self, late: u64, past: u64, future: u64, replay_skipped: u64) {
         self.late_events.inc_by(late);
         for (dir, n) in [("past", past), ("future", future)] {
             if n > 0 {
@@ -111,12 +111,12 @@ impl RollMetrics {
     }
 
     /// `n` events matched no route and were dropped.
-    pub fn unrouted(&self, n: u64) {
+    pub(crate) fn unrouted(&self, n: u64) {
         self.unrouted_events.inc_by(n);
     }
 
     /// Finishing every open file for a drain failed; weir stops.
-    pub fn drain_failed(&self, error: &dyn std::fmt::Display) {
+    pub(crate) fn drain_failed(&self, error: &dyn std::fmt::Display) {
         self.errors.inc();
         tracing::error!(error = %error, "drain: an open file could not be finished");
     }
@@ -144,14 +144,18 @@ impl RollMetrics {
     }
 
     /// The type-mismatch series of a route's declared columns, at zero.
-    pub fn declare_columns<'a>(&self, route: &str, columns: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn declare_columns<'a>(
+        &self,
+        route: &str,
+        columns: impl IntoIterator<Item = &'a str>,
+    ) {
         for c in columns {
             self.type_mismatches.with_label_values(&[route, c]);
         }
     }
 
     /// An event in the WAL whose record is not a valid map: skipped.
-    pub fn bad_record(&self, seq: u64, error: &dyn std::fmt::Display) {
+    pub(crate) fn bad_record(&self, seq: u64, error: &dyn std::fmt::Display) {
         self.errors.inc();
         if let Some(suppressed) = self.suppressed.allow("bad_wal_record") {
             tracing::warn!(seq, error = %error, suppressed, "record in the WAL is not a valid map; skipped");
@@ -160,7 +164,7 @@ impl RollMetrics {
 
     /// A file finished before its deadline (`reason`: the bound reached, or
     /// `drain`, which was asked for and is not warned about).
-    pub fn finished_early(&self, group: &str, reason: &'static str) {
+    pub(crate) fn finished_early(&self, group: &str, reason: &'static str) {
         self.files_finished_early.with_label_values(&[reason]).inc();
         if reason == "drain" {
             return;
@@ -173,7 +177,7 @@ impl RollMetrics {
 
     /// A WAL record the roller cannot turn into files (a cause in its data)
     /// was moved aside to `file`.
-    pub fn quarantined(
+    pub(crate) fn quarantined(
         &self,
         (seq, tag, events): (u64, &[u8], usize),
         error: &dyn std::fmt::Display,
@@ -188,7 +192,7 @@ impl RollMetrics {
 
     /// The roller cannot write files; it rebuilds from the WAL and retries
     /// in `retry_in`.
-    pub fn failing(&self, error: &dyn std::fmt::Display, retry_in: std::time::Duration) {
+    pub(crate) fn failing(&self, error: &dyn std::fmt::Display, retry_in: std::time::Duration) {
         self.errors.inc();
         if let Some(suppressed) = self.suppressed.allow("roller_failing") {
             tracing::error!(error = %error, retry_in_ms = retry_in.as_millis() as u64, suppressed,
@@ -197,7 +201,7 @@ impl RollMetrics {
     }
 
     /// Events of a tag no route matches, seen for the first time.
-    pub fn unrouted_tag(&self, tag: &str, policy: &str) {
+    pub(crate) fn unrouted_tag(&self, tag: &str, policy: &str) {
         if let Some(suppressed) = self.suppressed.allow("unrouted_tag") {
             tracing::warn!(tag, suppressed,
                 "events whose tag matches no route: {policy}; set `unmatched` to a route's name to keep them, or add a route (weir_roll_unrouted_events_total counts them)");
@@ -205,7 +209,7 @@ impl RollMetrics {
     }
 
     /// The last interval's events that matched no route.
-    pub fn unrouted_summary(
+    pub(crate) fn unrouted_summary(
         &self,
         events: u64,
         new_tags: u64,
@@ -222,7 +226,14 @@ impl RollMetrics {
 
     /// `n` values named like a declared column had another type (the last
     /// one `seen`): null in the column, kept in `record`.
-    pub fn type_mismatch(&self, route: &str, column: &str, declared: &str, seen: &str, n: u64) {
+    pub(crate) fn type_mismatch(
+        &self,
+        route: &str,
+        column: &str,
+        declared: &str,
+        seen: &str,
+        n: u64,
+    ) {
         self.type_mismatches
             .with_label_values(&[route, column])
             .inc_by(n);

@@ -51,11 +51,11 @@ impl WalMetrics {
 /// The WAL's gauges, reported together.
 #[derive(Debug, Clone, Copy)]
 pub struct WalGauges {
-    pub segments: usize,
+    pub(crate) segments: usize,
     /// Bytes the roller has not read yet.
-    pub backlog_bytes: u64,
+    pub(crate) backlog_bytes: u64,
     /// Free bytes on the WAL's file system, as last read.
-    pub disk_free_bytes: u64,
+    pub(crate) disk_free_bytes: u64,
 }
 
 impl WalMetrics {
@@ -67,32 +67,36 @@ impl WalMetrics {
     }
 
     /// A group of `records` requests (`bytes` bytes) is durable.
-    pub fn group_written(&self, bytes: u64, records: usize) {
+    pub(crate) fn group_written(&self, bytes: u64, records: usize) {
         self.bytes.inc_by(bytes);
         self.records.inc_by(records as u64);
         self.group_size.observe(records as f64);
     }
 
     /// One group sync took `took`.
-    pub fn synced(&self, took: std::time::Duration) {
+    pub(crate) fn synced(&self, took: std::time::Duration) {
         self.fsync_seconds.observe(took.as_secs_f64());
     }
 
     /// Backpressure began (the gauge and the episode; the state logs).
-    pub fn backpressure_began(&self) {
+    pub(crate) fn backpressure_began(&self) {
         self.backpressure_active.set(1);
         self.backpressure_episodes.inc();
     }
 
     /// Backpressure ended after `seconds`.
-    pub fn backpressure_ended(&self, seconds: f64) {
+    pub(crate) fn backpressure_ended(&self, seconds: f64) {
         self.backpressure_active.set(0);
         self.backpressure_seconds.inc_by(seconds);
     }
 
     /// A group could not be written (a full disk); retried in `retry_in`,
     /// nothing is acked meanwhile.
-    pub fn write_failed(&self, error: &dyn std::fmt::Display, retry_in: std::time::Duration) {
+    pub(crate) fn write_failed(
+        &self,
+        error: &dyn std::fmt::Display,
+        retry_in: std::time::Duration,
+    ) {
         self.errors.inc();
         if let Some(suppressed) = self.suppressed.allow("wal_write") {
             tracing::error!(error = %error, retry_in_ms = retry_in.as_millis() as u64, suppressed,
@@ -102,7 +106,7 @@ impl WalMetrics {
 
     /// Free space fell under `wal.disk_reserve`: appends wait (backpressure)
     /// until finished files leave and released segments give space back.
-    pub fn disk_reserve_reached(&self, free: u64, reserve: u64) {
+    pub(crate) fn disk_reserve_reached(&self, free: u64, reserve: u64) {
         self.disk_reserve_waits.inc();
         if let Some(suppressed) = self.suppressed.allow("wal_disk_reserve") {
             tracing::warn!(free_bytes = free, reserve, suppressed,
@@ -111,21 +115,27 @@ impl WalMetrics {
     }
 
     /// A sync failed: the WAL stops acking until weir restarts.
-    pub fn sync_failed(&self, error: &dyn std::fmt::Display) {
+    pub(crate) fn sync_failed(&self, error: &dyn std::fmt::Display) {
         self.errors.inc();
         tracing::error!(error = %error, "WAL sync failed; no further requests are acked until weir restarts");
     }
 
     /// A torn tail (a write a crash interrupted, never acked) was cut at
     /// recovery.
-    pub fn torn_tail(&self, segment: &std::path::Path, at: u64, lost_bytes: u64, reason: &str) {
+    pub(crate) fn torn_tail(
+        &self,
+        segment: &std::path::Path,
+        at: u64,
+        lost_bytes: u64,
+        reason: &str,
+    ) {
         self.torn_tails.inc();
         tracing::warn!(segment = %segment.display(), at, lost_bytes, reason,
             "truncating torn WAL tail (a write the crash interrupted; it was never acked)");
     }
 
     /// `records` WAL records are damaged and skipped; `what` says where.
-    pub fn corrupt(&self, records: u64, what: &dyn std::fmt::Display) {
+    pub(crate) fn corrupt(&self, records: u64, what: &dyn std::fmt::Display) {
         self.corrupt_records.inc_by(records);
         tracing::error!(records, "{what}");
     }

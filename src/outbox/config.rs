@@ -23,14 +23,14 @@ pub struct OutboxConfig {
     /// before exiting (keep it under Kubernetes'
     /// terminationGracePeriodSeconds). What is left goes at the next start.
     #[serde(default = "default_shutdown_timeout")]
-    pub shutdown_timeout: HumanDuration,
+    pub(crate) shutdown_timeout: HumanDuration,
     /// Keep delivered files in `data_dir/retained/` this long after their
     /// period ends, for restore ("0s", the default: delete on delivery).
     #[serde(default = "default_retain")]
-    pub retain: HumanDuration,
+    pub(crate) retain: HumanDuration,
     /// Most disk retained files may use; the oldest periods go first.
     #[serde(default = "default_retain_bytes")]
-    pub retain_bytes: ByteSize,
+    pub(crate) retain_bytes: ByteSize,
 }
 
 fn default_retain() -> HumanDuration {

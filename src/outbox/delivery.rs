@@ -59,24 +59,24 @@ fn now_secs() -> i64 {
 /// Channels the outbox reads.
 pub struct DeliveryLinks {
     /// Files the roller finished.
-    pub finished: mpsc::Receiver<Manifest>,
+    pub(crate) finished: mpsc::Receiver<Manifest>,
     /// Lowest WAL sequence still on disk; manifests below it can go.
-    pub wal_oldest: watch::Receiver<u64>,
-    pub shutdown: watch::Receiver<bool>,
+    pub(crate) wal_oldest: watch::Receiver<u64>,
+    pub(crate) shutdown: watch::Receiver<bool>,
     pub metrics: Metrics,
-    pub backlog: Arc<super::Backlog>,
+    pub(crate) backlog: Arc<super::Backlog>,
     /// Where delivered files go instead of being deleted (`outbox.retain`).
-    pub retention: Option<super::Retention>,
+    pub(crate) retention: Option<super::Retention>,
     /// `weir redeliver` requests for this node.
-    pub redeliver: LiveJobs,
+    pub(crate) redeliver: LiveJobs,
     /// Object sinks (not Treasure Data): name → (key prefix, whether it
     /// takes previews). Each gets a preview sweeper: a sink that no longer
     /// takes previews still has those it took removed.
-    pub object_sinks: BTreeMap<String, (String, bool)>,
+    pub(crate) object_sinks: BTreeMap<String, (String, bool)>,
     /// How long a replaced preview stays (see `previews.rs`).
-    pub preview_linger: Duration,
+    pub(crate) preview_linger: Duration,
     /// Sinks whose commits fail, for `/readyz`.
-    pub sink_status: Arc<crate::health::SinkStatus>,
+    pub(crate) sink_status: Arc<crate::health::SinkStatus>,
 }
 
 /// What a sink worker sends.

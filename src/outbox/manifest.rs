@@ -25,7 +25,7 @@ pub enum FileKind {
 /// Which file of its group and period a finished file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "snake_case")]
-pub enum Slot {
+pub(crate) enum Slot {
     /// The period's one file, finished at period end + grace.
     #[default]
     Main,
@@ -46,7 +46,7 @@ pub enum Slot {
 /// For a preview: the open file it previews.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PreviewSlot {
+pub(crate) enum PreviewSlot {
     Period,
     Late,
     Outside,
@@ -55,61 +55,61 @@ pub enum PreviewSlot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Format version of this JSON.
-    pub version: u32,
+    pub(crate) version: u32,
     /// Outbox file id: `{id}.{extension}`, `{id}.json`.
-    pub id: String,
+    pub(crate) id: String,
     #[serde(default)]
     pub kind: FileKind,
     /// Route name (`route[N]`).
-    pub route: String,
+    pub(crate) route: String,
     /// What the file groups, in hex (tags need not be UTF-8): the tag, the
     /// route name of a per-route file, or `db.table` of a Treasure Data part.
     #[serde(alias = "tag_hex")]
-    pub group_hex: String,
+    pub(crate) group_hex: String,
     /// The group for people (lossy).
     #[serde(alias = "tag")]
-    pub group: String,
+    pub(crate) group: String,
     /// Period start, seconds since the epoch, UTC (for an `outside` file, the
     /// period it arrived in).
-    pub period_start: i64,
-    pub period_secs: u64,
+    pub(crate) period_start: i64,
+    pub(crate) period_secs: u64,
     #[serde(default)]
-    pub slot: Slot,
+    pub(crate) slot: Slot,
     /// Version 1 only: the sequence of a late file (now `slot = late`).
     #[serde(default, skip_serializing)]
-    pub late_seq: Option<u64>,
+    pub(crate) late_seq: Option<u64>,
     /// WAL sequence of the first record with an event in this file.
-    pub first_seq: u64,
+    pub(crate) first_seq: u64,
     /// The roller had read the WAL through this sequence when it finished the
     /// file: every event of this file's group and slot up to here is in it
     /// (or in an earlier file of the same group and slot).
-    pub covered_through: u64,
-    pub rows: u64,
-    pub bytes: u64,
+    pub(crate) covered_through: u64,
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
     /// Object key per sink name.
-    pub keys: BTreeMap<String, String>,
+    pub(crate) keys: BTreeMap<String, String>,
     /// Wall clock (ms) when the file was finished; for backlog age metrics.
     #[serde(default)]
-    pub finished_at_ms: i64,
+    pub(crate) finished_at_ms: i64,
     /// The node that made the file (`node_id`); empty in manifests written
     /// before it was recorded.
     #[serde(default)]
-    pub node: String,
+    pub(crate) node: String,
     /// A preview's open file: its slot and the WAL sequence it opened at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preview_of: Option<(PreviewSlot, u64)>,
+    pub(crate) preview_of: Option<(PreviewSlot, u64)>,
     /// A record sink's part: the file name extension its sink gave it
     /// (absent in parts written before there were other record sinks:
     /// Treasure Data's `msgpack.gz`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub part_extension: Option<String>,
+    pub(crate) part_extension: Option<String>,
 }
 
 impl Manifest {
     /// When the file's data begins, for retention and `weir redeliver`: its
     /// period start, or for a Treasure Data part (which has no period) when
     /// it was made.
-    pub fn starts_at(&self) -> i64 {
+    pub(crate) fn starts_at(&self) -> i64 {
         match self.kind {
             FileKind::Parquet => self.period_start,
             FileKind::Records => self.finished_at_ms.div_euclid(1000),
@@ -119,7 +119,7 @@ impl Manifest {
     /// The data file's extension: `parquet`, or the part's (only
     /// `[a-z0-9.]` is taken from a manifest on disk, so a damaged one cannot
     /// name a path elsewhere).
-    pub fn extension(&self) -> &str {
+    pub(crate) fn extension(&self) -> &str {
         match (self.kind, self.part_extension.as_deref()) {
             (FileKind::Parquet, _) => "parquet",
             (FileKind::Records, Some(ext))
@@ -135,12 +135,12 @@ impl Manifest {
     }
 
     /// The data file's name in the outbox: `{id}.{extension}`.
-    pub fn data_name(&self) -> String {
+    pub(crate) fn data_name(&self) -> String {
         format!("{}.{}", self.id, self.extension())
     }
 
     /// When the file's data ends (see [`Manifest::starts_at`]).
-    pub fn ends_at(&self) -> i64 {
+    pub(crate) fn ends_at(&self) -> i64 {
         match self.kind {
             FileKind::Parquet => self.period_start + self.period_secs as i64,
             FileKind::Records => self.starts_at(),
@@ -148,7 +148,7 @@ impl Manifest {
     }
 
     /// Reads a manifest, upgrading version 1.
-    pub fn from_json(bytes: &[u8]) -> serde_json::Result<Self> {
+    pub(crate) fn from_json(bytes: &[u8]) -> serde_json::Result<Self> {
         let mut m: Manifest = serde_json::from_slice(bytes)?;
         if m.version < 2 {
             m.slot = match (m.kind, m.late_seq) {

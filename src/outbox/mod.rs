@@ -25,7 +25,7 @@ pub mod redeliver;
 mod retained;
 mod verdict;
 
-pub use verdict::upload_label;
+pub(crate) use verdict::upload_label;
 
 use std::fs;
 use std::io::{self, Write};
@@ -33,14 +33,14 @@ use std::path::{Path, PathBuf};
 
 pub use delivery::{start as start_delivery, DeliveryLinks};
 pub use manifest::Manifest;
-pub use retained::Retention;
+pub(crate) use retained::Retention;
 
 use crate::wal::segment::sync_dir;
 
 /// Bytes of outbox files some sink still needs, against the configured
 /// limit. Updated by delivery, read by the roller (which waits while it is
 /// over) and by `/readyz`.
-pub struct Backlog {
+pub(crate) struct Backlog {
     bytes: std::sync::atomic::AtomicU64,
     /// `outbox.max_backlog_bytes` (a reload may change it).
     limit: std::sync::atomic::AtomicU64,
@@ -48,7 +48,7 @@ pub struct Backlog {
 }
 
 impl Backlog {
-    pub fn new(limit: u64, metrics: crate::metrics::Metrics) -> std::sync::Arc<Self> {
+    pub(crate) fn new(limit: u64, metrics: crate::metrics::Metrics) -> std::sync::Arc<Self> {
         std::sync::Arc::new(Self {
             bytes: std::sync::atomic::AtomicU64::new(0),
             limit: std::sync::atomic::AtomicU64::new(limit),
@@ -56,20 +56,20 @@ impl Backlog {
         })
     }
 
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub fn limit(&self) -> u64 {
+    pub(crate) fn limit(&self) -> u64 {
         self.limit.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub fn is_over(&self) -> bool {
+    pub(crate) fn is_over(&self) -> bool {
         self.bytes() > self.limit()
     }
 
     /// A new delivery counts the backlog again from the outbox's files.
-    pub fn reset(&self, limit: u64) {
+    pub(crate) fn reset(&self, limit: u64) {
         self.limit
             .store(limit, std::sync::atomic::Ordering::Relaxed);
         self.bytes.store(0, std::sync::atomic::Ordering::Relaxed);
@@ -77,11 +77,11 @@ impl Backlog {
     }
 
     /// Where a paused roller resumes: three quarters of the limit.
-    pub fn low_water(&self) -> u64 {
+    pub(crate) fn low_water(&self) -> u64 {
         self.limit() / 4 * 3
     }
 
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         let before = self
             .bytes
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
@@ -98,7 +98,7 @@ impl Backlog {
         }
     }
 
-    pub fn sub(&self, n: u64) {
+    pub(crate) fn sub(&self, n: u64) {
         let prev = self
             .bytes
             .fetch_update(
@@ -154,7 +154,7 @@ impl OutboxDir {
         Ok(Self { dir })
     }
 
-    pub fn data_path(&self, m: &Manifest) -> PathBuf {
+    pub(crate) fn data_path(&self, m: &Manifest) -> PathBuf {
         self.dir.join(m.data_name())
     }
 
@@ -167,7 +167,7 @@ impl OutboxDir {
     }
 
     /// Moves a closed, synced file into the outbox with its manifest.
-    pub fn commit(&self, file: &Path, manifest: &Manifest) -> io::Result<()> {
+    pub(crate) fn commit(&self, file: &Path, manifest: &Manifest) -> io::Result<()> {
         fs::rename(file, self.data_path(manifest))?;
         let json = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
         let tmp = self.dir.join(format!("{}.json.tmp", manifest.id));
@@ -183,7 +183,7 @@ impl OutboxDir {
     /// under its temporary name before it takes its real one. A crash
     /// before the end leaves data without a manifest (removed at start) or
     /// a manifest whose data is whole; the WAL still holds every event.
-    pub fn commit_group(&self, files: &[(&Path, &Manifest)]) -> io::Result<()> {
+    pub(crate) fn commit_group(&self, files: &[(&Path, &Manifest)]) -> io::Result<()> {
         if files.is_empty() {
             return Ok(());
         }
@@ -205,7 +205,7 @@ impl OutboxDir {
 
     /// Every manifest, after removing crash leftovers. Unreadable manifests
     /// are logged and skipped (their files stay for an operator).
-    pub fn load(&self) -> io::Result<Vec<Manifest>> {
+    pub(crate) fn load(&self) -> io::Result<Vec<Manifest>> {
         let mut manifests = Vec::new();
         let mut data = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
@@ -248,19 +248,19 @@ impl OutboxDir {
 
     /// Whether `sink` has the file: its mark says so, or the file is gone
     /// (the outbox removes a file only once every sink has it).
-    pub fn is_delivered(&self, m: &Manifest, sink: &str) -> bool {
+    pub(crate) fn is_delivered(&self, m: &Manifest, sink: &str) -> bool {
         !self.has_data(m) || (Self::marks_each_sink(m) && self.done_path(&m.id, sink).exists())
     }
 
     /// Whether every sink's delivery is recorded, so the file may go; asked
     /// once no sink is pending, which for a one-sink file is the record.
-    pub fn all_marked(&self, m: &Manifest) -> bool {
+    pub(crate) fn all_marked(&self, m: &Manifest) -> bool {
         !Self::marks_each_sink(m) || m.keys.keys().all(|s| self.is_delivered(m, s))
     }
 
     /// Durably marks one sink's delivery (nothing to do for a one-sink
     /// file: a crash before its removal sends it again, to the same key).
-    pub fn mark_delivered(&self, m: &Manifest, sink: &str) -> io::Result<()> {
+    pub(crate) fn mark_delivered(&self, m: &Manifest, sink: &str) -> io::Result<()> {
         if !Self::marks_each_sink(m) {
             return Ok(());
         }
@@ -272,7 +272,7 @@ impl OutboxDir {
     /// whose manifests stay (their WAL records are still there), so that a
     /// build from before that change, started on this data_dir, does not
     /// wait forever for files that are gone. Once, at an orderly stop.
-    pub fn mark_for_older_builds<'a>(
+    pub(crate) fn mark_for_older_builds<'a>(
         &self,
         delivered: impl Iterator<Item = (&'a str, &'a str)>,
     ) -> io::Result<()> {
@@ -290,13 +290,18 @@ impl OutboxDir {
         Ok(())
     }
 
-    pub fn has_data(&self, m: &Manifest) -> bool {
+    pub(crate) fn has_data(&self, m: &Manifest) -> bool {
         self.data_path(m).exists()
     }
 
     /// Keeps a file a sink rejected for good, with the reason, under
     /// `deadletter/{sink}/` beside the outbox.
-    pub fn dead_letter(&self, m: &Manifest, sink: &str, reason: &str) -> io::Result<PathBuf> {
+    pub(crate) fn dead_letter(
+        &self,
+        m: &Manifest,
+        sink: &str,
+        reason: &str,
+    ) -> io::Result<PathBuf> {
         let dir = self
             .dir
             .parent()
@@ -319,7 +324,7 @@ impl OutboxDir {
     }
 
     /// Removes the data file once every sink has it.
-    pub fn remove_data(&self, m: &Manifest) -> io::Result<()> {
+    pub(crate) fn remove_data(&self, m: &Manifest) -> io::Result<()> {
         match fs::remove_file(self.data_path(m)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -327,7 +332,7 @@ impl OutboxDir {
     }
 
     /// Forgets a delivered file whose data is already gone, by id.
-    pub fn forget_delivered(&self, id: &str, sinks: &[String]) -> io::Result<()> {
+    pub(crate) fn forget_delivered(&self, id: &str, sinks: &[String]) -> io::Result<()> {
         for sink in sinks {
             let _ = fs::remove_file(self.done_path(id, sink));
         }
@@ -338,7 +343,7 @@ impl OutboxDir {
     }
 
     /// Forgets a delivered file entirely (its WAL records are gone).
-    pub fn forget(&self, m: &Manifest) -> io::Result<()> {
+    pub(crate) fn forget(&self, m: &Manifest) -> io::Result<()> {
         self.remove_data(m)?;
         for sink in m.keys.keys() {
             let _ = fs::remove_file(self.done_path(&m.id, sink));

@@ -40,9 +40,9 @@ const LAST_PASS: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub(super) struct Roots {
     /// The sink's prefix ("" for none).
-    pub hourly: String,
+    pub(crate) hourly: String,
     /// `{prefix}/_fresh`.
-    pub fresh: String,
+    pub(crate) fresh: String,
 }
 
 impl Roots {

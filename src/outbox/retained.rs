@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::wal::segment::sync_dir;
 
 /// The retained folder and what it holds, oldest period first.
-pub struct Retention {
+pub(crate) struct Retention {
     dir: PathBuf,
     max_age: Duration,
     max_bytes: u64,
@@ -32,7 +32,7 @@ pub struct Retention {
 impl Retention {
     /// Opens `dir` (creating it) and indexes what it holds; `None` when
     /// retention is off (`max_age` zero).
-    pub fn open(
+    pub(crate) fn open(
         dir: PathBuf,
         max_age: Duration,
         max_bytes: u64,
@@ -93,7 +93,7 @@ impl Retention {
 
     /// Moves a delivered file out of the outbox into retention (the caller
     /// prunes).
-    pub fn keep(&mut self, outbox: &OutboxDir, m: &Manifest) -> io::Result<()> {
+    pub(crate) fn keep(&mut self, outbox: &OutboxDir, m: &Manifest) -> io::Result<()> {
         let data = m.data_name();
         let bytes = fs::metadata(outbox.data_path(m))?.len();
         let json = serde_json::to_vec_pretty(m).map_err(io::Error::other)?;
@@ -107,13 +107,14 @@ impl Retention {
     }
 
     /// Deletes the oldest files while either bound is passed.
-    pub fn prune(&mut self, now_secs: i64) {
+    #[cfg(test)]
+    pub(crate) fn prune(&mut self, now_secs: i64) {
         self.prune_except(now_secs, &|_| false);
     }
 
     /// [`Retention::prune`], keeping files `pinned` says a redelivery is
     /// still sending (they go once it is done).
-    pub fn prune_except(&mut self, now_secs: i64, pinned: &dyn Fn(&str) -> bool) {
+    pub(crate) fn prune_except(&mut self, now_secs: i64, pinned: &dyn Fn(&str) -> bool) {
         let oldest_end = now_secs - self.max_age.as_secs() as i64;
         let mut total = self.total;
         let mut gone = Vec::new();

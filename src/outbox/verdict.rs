@@ -52,7 +52,7 @@ pub(super) fn judge(
 }
 
 /// The `result` label of `weir_sink_uploads_total` for an attempt.
-pub fn upload_label(result: &Result<(), SinkError>) -> &'static str {
+pub(crate) fn upload_label(result: &Result<(), SinkError>) -> &'static str {
     match result {
         Ok(()) => "ok",
         Err(e) if e.is_permanent() => "rejected",

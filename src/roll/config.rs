@@ -53,38 +53,38 @@ pub struct RollConfig {
     #[serde(default = "default_grace")]
     pub grace: HumanDuration,
     #[serde(default = "default_time_unit")]
-    pub time_unit: TimeUnit,
+    pub(crate) time_unit: TimeUnit,
     /// Memory for rows not yet written to disk, across all open files. Past
     /// it the largest open file writes a row group.
     #[serde(default = "default_roll_buffer")]
-    pub max_buffer_bytes: ByteSize,
+    pub(crate) max_buffer_bytes: ByteSize,
     /// Most rows in one row group.
     #[serde(default = "default_row_group_rows")]
-    pub row_group_rows: usize,
+    pub(crate) row_group_rows: usize,
     /// zstd level for Parquet pages (1 fastest … 22 smallest).
     #[serde(default = "default_zstd_level")]
-    pub zstd_level: i32,
+    pub(crate) zstd_level: i32,
     /// An event dated more than this after its arrival (a client clock that
     /// runs fast) does not open its own period's file, which would stay open
     /// until that period ends: it goes to a short-lived `outside` file.
     #[serde(default = "default_max_future")]
-    pub max_future: HumanDuration,
+    pub(crate) max_future: HumanDuration,
     /// A late event (its period's file already finished) dated less than
     /// this before its arrival goes to a `late` file beside its period's
     /// file; older ones go to the short-lived `outside` file, so a request
     /// spanning years cannot open a file per period.
     #[serde(default = "default_max_past")]
-    pub max_past: HumanDuration,
+    pub(crate) max_past: HumanDuration,
     /// Files (Parquet and Treasure Data parts) open at once. Past it the
     /// least recently written file is finished early.
     #[serde(default = "default_max_open_files")]
-    pub max_open_files: usize,
+    pub(crate) max_open_files: usize,
     /// Off by default. How often the rows of open files are also written
     /// as small preview files for the sinks with `fresh = true`, so recent
     /// data is queryable before its period's file is finished (README,
     /// "Freshness").
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub freshness: Option<HumanDuration>,
+    pub(crate) freshness: Option<HumanDuration>,
 }
 
 fn default_max_future() -> HumanDuration {
@@ -145,7 +145,7 @@ impl RollConfig {
     ///
     /// # Errors
     /// The first setting that cannot be used, with its key.
-    pub fn validate(&self) -> Result<(), Invalid> {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
         let invalid = |key: &str, message: String| Invalid::new(key, message);
         let period = self.period.0;
         if period < Duration::from_secs(60) || period > Duration::from_secs(86_400) {

@@ -59,7 +59,7 @@ impl Encoder {
 
     /// Queues `batch` (whose rows took `bytes` in the builders) for `file`.
     /// Waits while the queue is full.
-    pub fn send(
+    pub(crate) fn send(
         &self,
         file: &Arc<FileEncoding>,
         batch: RecordBatch,
@@ -132,16 +132,16 @@ fn encode_all(queue: Receiver<Job>) {
 }
 
 /// One open file's writers and what the encoder has not done yet.
-pub struct FileEncoding {
+pub(crate) struct FileEncoding {
     state: Mutex<EncodingState>,
     idle: Condvar,
 }
 
-pub struct EncodingState {
+pub(crate) struct EncodingState {
     /// The file (taken by the encoder while it encodes a batch).
-    pub writer: Option<ArrowWriter<BufWriter<File>>>,
+    pub(crate) writer: Option<ArrowWriter<BufWriter<File>>>,
     /// The in-memory preview file, while one is collected.
-    pub tee: Option<ArrowWriter<Vec<u8>>>,
+    pub(crate) tee: Option<ArrowWriter<Vec<u8>>>,
     /// The first error encoding a batch (reported once).
     error: Option<WriteError>,
     pending: usize,
@@ -152,7 +152,7 @@ pub struct EncodingState {
 impl EncodingState {
     /// Memory the writers hold: batches not yet encoded, the open row
     /// group and the preview file.
-    pub fn memory(&self) -> usize {
+    pub(crate) fn memory(&self) -> usize {
         self.pending_bytes
             + self
                 .writer
@@ -162,20 +162,20 @@ impl EncodingState {
     }
 
     /// Bytes the preview file holds (encoded and in progress).
-    pub fn tee_bytes(&self) -> usize {
+    pub(crate) fn tee_bytes(&self) -> usize {
         self.tee.as_ref().map_or(0, |t| {
             t.inner().len() + t.memory_size().max(t.in_progress_size())
         })
     }
 
     /// Rows queued or in the open row group.
-    pub fn buffered_rows(&self) -> usize {
+    pub(crate) fn buffered_rows(&self) -> usize {
         self.pending_rows + self.writer.as_ref().map_or(0, |w| w.in_progress_rows())
     }
 }
 
 impl FileEncoding {
-    pub fn new(writer: ArrowWriter<BufWriter<File>>) -> Arc<Self> {
+    pub(crate) fn new(writer: ArrowWriter<BufWriter<File>>) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(EncodingState {
                 writer: Some(writer),
@@ -190,14 +190,14 @@ impl FileEncoding {
     }
 
     /// The state as it is now (queued batches may still be encoding).
-    pub fn lock(&self) -> MutexGuard<'_, EncodingState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, EncodingState> {
         // Nothing panics while holding the lock; a poisoned one is usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits until every queued batch of this file is encoded, then runs
     /// `f` with the writers; an encoding error is returned instead.
-    pub fn when_idle<T>(
+    pub(crate) fn when_idle<T>(
         &self,
         f: impl FnOnce(&mut EncodingState) -> Result<T, WriteError>,
     ) -> Result<T, WriteError> {
@@ -209,7 +209,7 @@ impl FileEncoding {
     }
 
     /// Waits until every queued batch of this file is encoded.
-    pub fn wait_idle(&self) -> MutexGuard<'_, EncodingState> {
+    pub(crate) fn wait_idle(&self) -> MutexGuard<'_, EncodingState> {
         let mut s = self.lock();
         while s.pending > 0 {
             s = self.idle.wait(s).unwrap_or_else(|p| p.into_inner());

@@ -36,7 +36,7 @@ impl JsonOut for String {
 
 /// Counts the bytes of JSON text without keeping them.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Length(pub usize);
+pub(crate) struct Length(pub usize);
 
 impl JsonOut for Length {
     fn push_str(&mut self, s: &str) {
@@ -51,14 +51,14 @@ impl JsonOut for Length {
 }
 
 /// The length of the JSON text of the value at `c`.
-pub fn json_len(c: &mut Cursor<'_>) -> Result<usize, MsgpackError> {
+pub(crate) fn json_len(c: &mut Cursor<'_>) -> Result<usize, MsgpackError> {
     let mut n = Length(0);
     write_value(&mut n, c)?;
     Ok(n.0)
 }
 
 /// Appends `s` as a JSON string literal (with quotes).
-pub fn write_str(out: &mut impl JsonOut, bytes: &[u8]) {
+pub(crate) fn write_str(out: &mut impl JsonOut, bytes: &[u8]) {
     out.push('"');
     // Nearly all strings are valid UTF-8: check that fast, first.
     if let Ok(s) = simdutf8::basic::from_utf8(bytes) {
@@ -205,7 +205,7 @@ pub fn write_value(out: &mut impl JsonOut, c: &mut Cursor<'_>) -> Result<(), Msg
 
 /// Appends a map key as a JSON string: strings as they are, anything else as
 /// its JSON text.
-pub fn write_key(out: &mut impl JsonOut, c: &mut Cursor<'_>) -> Result<(), MsgpackError> {
+pub(crate) fn write_key(out: &mut impl JsonOut, c: &mut Cursor<'_>) -> Result<(), MsgpackError> {
     if let Some(k) = c.bytes()? {
         write_str(out, k);
     } else {

@@ -39,11 +39,11 @@ mod writer;
 pub use encoder::Encoder;
 pub use roller::{start, RollerError, RollerLinks};
 pub use schema::RouteSchema;
-pub use window::{Direction, Slot, Window};
+pub(crate) use window::Direction;
 pub use writer::{PartitionWriter, FILE_OVERHEAD};
 
 /// Seconds since the epoch at which the period holding `time_ns` starts.
-pub fn period_start(time_ns: i64, period_secs: u64) -> i64 {
+pub(crate) fn period_start(time_ns: i64, period_secs: u64) -> i64 {
     let p = period_secs as i64;
     time_ns.div_euclid(1_000_000_000).div_euclid(p) * p
 }

@@ -14,20 +14,20 @@ use crate::config::{ColumnType, RollConfig, Route, TimeUnit};
 /// Everything needed to write one route's files.
 #[derive(Debug, Clone)]
 pub struct RouteSchema {
-    pub schema: SchemaRef,
-    pub columns: Vec<(String, ColumnType)>,
+    pub(crate) schema: SchemaRef,
+    pub(crate) columns: Vec<(String, ColumnType)>,
     /// Divides nanoseconds into the `time` column's unit.
-    pub time_divisor: i64,
+    pub(crate) time_divisor: i64,
     /// Whether files have the `period` column (the route has a table).
     pub period: bool,
-    pub props: WriterPropertiesPtr,
+    pub(crate) props: WriterPropertiesPtr,
     /// The Parquet schema (`record` as JSON).
-    pub parquet_schema: parquet::schema::types::SchemaDescriptor,
+    pub(crate) parquet_schema: parquet::schema::types::SchemaDescriptor,
 }
 
 impl RouteSchema {
     /// How a file (or a preview) of the route is written.
-    pub fn writer_options(&self) -> parquet::arrow::arrow_writer::ArrowWriterOptions {
+    pub(crate) fn writer_options(&self) -> parquet::arrow::arrow_writer::ArrowWriterOptions {
         parquet::arrow::arrow_writer::ArrowWriterOptions::new()
             .with_properties((*self.props).clone())
             .with_parquet_schema(self.parquet_schema.clone())

@@ -16,7 +16,7 @@
 
 /// Where one event goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Slot {
+pub(crate) enum Slot {
     /// The period's file (period start in seconds).
     Period(i64),
     /// A late file for the period (period start in seconds).
@@ -27,33 +27,24 @@ pub enum Slot {
 
 /// Which side of the window an outside event fell on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
+pub(crate) enum Direction {
     Past,
     Future,
 }
 
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Past => "past",
-            Direction::Future => "future",
-        }
-    }
-}
-
 /// The window's settings, in the units the roller works in.
 #[derive(Debug, Clone, Copy)]
-pub struct Window {
-    pub period_secs: u64,
-    pub grace_ms: i64,
-    pub max_future_ms: i64,
-    pub max_past_ms: i64,
+pub(crate) struct Window {
+    pub(crate) period_secs: u64,
+    pub(crate) grace_ms: i64,
+    pub(crate) max_future_ms: i64,
+    pub(crate) max_past_ms: i64,
 }
 
 impl Window {
     /// Classifies an event dated `time_ns` in a record that arrived at
     /// `arrival_ms` (both since the Unix epoch, UTC).
-    pub fn slot(&self, time_ns: i64, arrival_ms: i64) -> Slot {
+    pub(crate) fn slot(&self, time_ns: i64, arrival_ms: i64) -> Slot {
         let time_ms = time_ns.div_euclid(1_000_000);
         if time_ms > arrival_ms.saturating_add(self.max_future_ms) {
             return Slot::Outside(Direction::Future);
@@ -72,7 +63,7 @@ impl Window {
     }
 
     /// When a period's file is due: period end + grace, in ms.
-    pub fn period_deadline_ms(&self, period_start: i64) -> i64 {
+    pub(crate) fn period_deadline_ms(&self, period_start: i64) -> i64 {
         (period_start + self.period_secs as i64)
             .saturating_mul(1000)
             .saturating_add(self.grace_ms)

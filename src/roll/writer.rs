@@ -212,8 +212,8 @@ impl ColumnBuilder {
 #[derive(Debug, Clone)]
 pub struct ClosedFile {
     pub path: PathBuf,
-    pub rows: u64,
-    pub bytes: u64,
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
 }
 
 impl From<ClosedPart> for ClosedFile {
@@ -273,9 +273,9 @@ pub struct PartitionWriter {
 }
 
 /// A finished in-memory preview file.
-pub struct TeeFile {
-    pub bytes: Vec<u8>,
-    pub rows: u64,
+pub(crate) struct TeeFile {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) rows: u64,
 }
 
 impl PartitionWriter {
@@ -322,7 +322,7 @@ impl PartitionWriter {
     /// From now on, rows also go into an in-memory preview file (the rows
     /// appended before are not in it). Rows are built once; only the
     /// Parquet encoding is done twice.
-    pub fn start_tee(&mut self) -> Result<(), WriteError> {
+    pub(crate) fn start_tee(&mut self) -> Result<(), WriteError> {
         if !self.teeing {
             self.write_batch_here()?;
             let schema = &self.schema;
@@ -340,12 +340,8 @@ impl PartitionWriter {
         Ok(())
     }
 
-    pub fn has_tee(&self) -> bool {
-        self.teeing
-    }
-
     /// Ends the preview file and returns it (`None` without one).
-    pub fn take_tee(&mut self) -> Result<Option<TeeFile>, WriteError> {
+    pub(crate) fn take_tee(&mut self) -> Result<Option<TeeFile>, WriteError> {
         if !self.teeing {
             return Ok(None);
         }
@@ -413,7 +409,9 @@ impl PartitionWriter {
 
     /// Values of a declared column's name but another type seen since the
     /// last call: (column index, count, the last type seen).
-    pub fn take_mismatches(&mut self) -> impl Iterator<Item = (usize, u64, &'static str)> + '_ {
+    pub(crate) fn take_mismatches(
+        &mut self,
+    ) -> impl Iterator<Item = (usize, u64, &'static str)> + '_ {
         self.mismatched
             .iter_mut()
             .enumerate()
@@ -556,31 +554,27 @@ impl PartitionWriter {
 
     /// Bytes held in memory for this file: builders, the open row group and
     /// [`FILE_OVERHEAD`].
-    pub fn memory(&self) -> usize {
+    pub(crate) fn memory(&self) -> usize {
         FILE_OVERHEAD + self.buffered_bytes()
     }
 
     /// Bytes of rows not yet in a row group on disk (what a flush frees).
-    pub fn buffered_bytes(&self) -> usize {
+    pub(crate) fn buffered_bytes(&self) -> usize {
         self.builder_bytes + self.writer_memory
     }
 
     /// Bytes the preview file holds in memory (encoded and in progress).
-    pub fn tee_bytes(&self) -> usize {
+    pub(crate) fn tee_bytes(&self) -> usize {
         self.tee_bytes
     }
 
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
-
     /// Rows held in memory (builders plus the open row group).
-    pub fn buffered_rows(&self) -> usize {
+    pub(crate) fn buffered_rows(&self) -> usize {
         self.times.len() + self.writer_rows
     }
 
     /// Writes buffered rows out as a row group, releasing their memory.
-    pub fn flush_row_group(&mut self) -> Result<(), WriteError> {
+    pub(crate) fn flush_row_group(&mut self) -> Result<(), WriteError> {
         self.write_batch_here()?;
         self.file.when_idle(|s| {
             if let Some(w) = s.writer.as_mut() {
@@ -599,7 +593,7 @@ impl PartitionWriter {
 
     /// Writes the footer without syncing: for files finished in a group,
     /// whose data is made durable at once by one file-system sync.
-    pub fn finish_unsynced(self) -> Result<ClosedFile, WriteError> {
+    pub(crate) fn finish_unsynced(self) -> Result<ClosedFile, WriteError> {
         self.close(false)
     }
 

@@ -25,25 +25,25 @@ pub(super) struct Shared {
     pub data_dir: PathBuf,
     pub metrics: Metrics,
     pub durable: Arc<crate::wal::tail::Durable>,
-    pub position: Arc<AtomicU64>,
+    pub(crate) position: Arc<AtomicU64>,
     pub release: Arc<watch::Sender<u64>>,
     pub oldest: watch::Receiver<u64>,
-    pub backlog: Arc<Backlog>,
-    pub drain: Arc<AtomicBool>,
-    pub roller_status: Arc<StageStatus>,
-    pub sink_status: Arc<SinkStatus>,
+    pub(crate) backlog: Arc<Backlog>,
+    pub(crate) drain: Arc<AtomicBool>,
+    pub(crate) roller_status: Arc<StageStatus>,
+    pub(crate) sink_status: Arc<SinkStatus>,
 }
 
 /// One generation of the stages behind the WAL.
 pub(super) struct Downstream {
-    pub roller: JoinHandle<std::thread::Result<Result<(), RollerError>>>,
-    pub delivery: JoinHandle<()>,
+    pub(crate) roller: JoinHandle<std::thread::Result<Result<(), RollerError>>>,
+    pub(crate) delivery: JoinHandle<()>,
     probes: JoinHandle<()>,
     /// Stops the roller (leaving its open files in the WAL unless draining)
     /// and the probes.
     roller_stop: watch::Sender<bool>,
     /// Stops delivery at once (files stay in the outbox).
-    pub delivery_stop: watch::Sender<bool>,
+    pub(crate) delivery_stop: watch::Sender<bool>,
 }
 
 impl Downstream {

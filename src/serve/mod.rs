@@ -385,7 +385,7 @@ fn stop_after_failure(failure: Option<String>) -> anyhow::Result<()> {
 /// open-file bound is reached.
 /// How long a replaced preview stays in a sink: twice `roll.freshness`,
 /// at least 10 s, so a query that listed it a moment before can read it.
-pub fn preview_linger(config: &Config) -> Duration {
+pub(crate) fn preview_linger(config: &Config) -> Duration {
     config.roll.freshness.map_or(Duration::from_secs(10), |f| {
         (f.0 * 2).max(Duration::from_secs(10))
     })

@@ -30,20 +30,20 @@ pub enum SinkConfig {
 /// What a sink takes and can do. The roller, outbox, redeliver and the
 /// preview sweeper ask this, never the sink's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Capabilities {
+pub(crate) struct Capabilities {
     /// Takes the records routed to it (as parts it formats: a
     /// [`RecordSink`](crate::sink::records::RecordSink)), not Parquet files.
-    pub records: bool,
+    pub(crate) records: bool,
     /// Files become visible only when committed (a table).
-    pub commits: bool,
+    pub(crate) commits: bool,
     /// Keys can be listed and deleted, so previews can be swept.
-    pub lists: bool,
+    pub(crate) lists: bool,
 }
 
 impl SinkConfig {
     /// The sink's type, behind which everything about it is asked. The one
     /// place that lists the types (with the enum and [`explain`]).
-    pub fn kind(&self) -> &dyn SinkKind {
+    pub(crate) fn kind(&self) -> &dyn SinkKind {
         match self {
             SinkConfig::Local(c) => c,
             SinkConfig::S3(c) => c,
@@ -55,18 +55,18 @@ impl SinkConfig {
     }
 
     /// Key prefix inside the destination.
-    pub fn prefix(&self) -> &str {
+    pub(crate) fn prefix(&self) -> &str {
         self.kind().prefix()
     }
 
     /// What the sink takes and can do.
-    pub fn capabilities(&self) -> Capabilities {
+    pub(crate) fn capabilities(&self) -> Capabilities {
         self.kind().capabilities()
     }
 
     /// The roller's side of a sink that takes records (`name` is its
     /// `[sinks.NAME]`); `None` for a sink that takes files.
-    pub fn record_sink(
+    pub(crate) fn record_sink(
         &self,
         name: &str,
     ) -> Option<std::sync::Arc<dyn crate::sink::records::RecordSink>> {
@@ -75,12 +75,16 @@ impl SinkConfig {
 
     /// The key this sink gives a file of `route` named by `parts`; `None`
     /// for a sink that takes records, not files.
-    pub fn file_key(&self, route: &crate::router::Route, parts: &FileParts<'_>) -> Option<String> {
+    pub(crate) fn file_key(
+        &self,
+        route: &crate::router::Route,
+        parts: &FileParts<'_>,
+    ) -> Option<String> {
         self.kind().file_key(route, parts)
     }
 
     /// Whether the sink takes preview files (`fresh = true`).
-    pub fn fresh(&self) -> bool {
+    pub(crate) fn fresh(&self) -> bool {
         self.kind().fresh()
     }
 }
@@ -104,14 +108,14 @@ pub(crate) const RECORD_SINK: Capabilities = Capabilities {
 pub struct LocalSinkConfig {
     pub path: PathBuf,
     #[serde(default)]
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// Also take preview files every `roll.freshness` (under `_fresh/`).
     #[serde(default)]
-    pub fresh: bool,
+    pub(crate) fresh: bool,
     /// `"folders"` (default: `{tag}/dt=…`) or `"hive"` (`tag={tag}/dt=…`,
     /// so Spark, Hive and Athena read the sink's root as one table).
     #[serde(default)]
-    pub layout: Layout,
+    pub(crate) layout: Layout,
 }
 
 /// Server-side encryption for S3 objects.
@@ -128,70 +132,70 @@ pub enum S3Encryption {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3SinkConfig {
-    pub bucket: String,
+    pub(crate) bucket: String,
     #[serde(default)]
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// Also take preview files every `roll.freshness` (under `_fresh/`).
     #[serde(default)]
-    pub fresh: bool,
+    pub(crate) fresh: bool,
     /// `"folders"` (default: `{tag}/dt=…`) or `"hive"` (`tag={tag}/dt=…`,
     /// so Spark, Hive and Athena read the sink's root as one table).
     #[serde(default)]
-    pub layout: Layout,
+    pub(crate) layout: Layout,
     /// Default: `AWS_REGION`/`AWS_DEFAULT_REGION`, else us-east-1.
-    pub region: Option<String>,
+    pub(crate) region: Option<String>,
     /// For S3-compatible stores (MinIO, Ceph, R2 …): their URL.
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     /// Address buckets as `https://host/bucket` (default) or, when false,
     /// `https://bucket.host`.
     #[serde(default = "default_true")]
-    pub path_style: bool,
+    pub(crate) path_style: bool,
     /// Allow plain http endpoints (test stores, in-cluster gateways).
     #[serde(default)]
-    pub allow_http: bool,
+    pub(crate) allow_http: bool,
     /// Static credentials; without them the standard chain is used
     /// (AWS_* variables, shared credentials profile, web identity / IRSA,
     /// instance metadata).
-    pub access_key_id: Option<String>,
+    pub(crate) access_key_id: Option<String>,
     #[serde(default, serialize_with = "redact_opt")]
-    pub secret_access_key: Option<String>,
+    pub(crate) secret_access_key: Option<String>,
     #[serde(default, serialize_with = "redact_opt")]
-    pub session_token: Option<String>,
+    pub(crate) session_token: Option<String>,
     /// Profile of the shared credentials file (`~/.aws/credentials`);
     /// default `AWS_PROFILE`, else "default".
-    pub profile: Option<String>,
-    pub server_side_encryption: Option<S3Encryption>,
-    pub kms_key_id: Option<String>,
+    pub(crate) profile: Option<String>,
+    pub(crate) server_side_encryption: Option<S3Encryption>,
+    pub(crate) kms_key_id: Option<String>,
     /// e.g. "STANDARD_IA", "INTELLIGENT_TIERING".
-    pub storage_class: Option<String>,
+    pub(crate) storage_class: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GcsSinkConfig {
-    pub bucket: String,
+    pub(crate) bucket: String,
     #[serde(default)]
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// Also take preview files every `roll.freshness` (under `_fresh/`).
     #[serde(default)]
-    pub fresh: bool,
+    pub(crate) fresh: bool,
     /// `"folders"` (default: `{tag}/dt=…`) or `"hive"` (`tag={tag}/dt=…`,
     /// so Spark, Hive and Athena read the sink's root as one table).
     #[serde(default)]
-    pub layout: Layout,
+    pub(crate) layout: Layout,
     /// Service-account JSON file; without it application default
     /// credentials are used (GOOGLE_APPLICATION_CREDENTIALS, gcloud's file,
     /// or the metadata server / Workload Identity).
-    pub service_account_path: Option<PathBuf>,
+    pub(crate) service_account_path: Option<PathBuf>,
     /// Service-account JSON given inline (e.g. `"${GCS_SERVICE_ACCOUNT}"`).
     #[serde(default, serialize_with = "redact_opt")]
-    pub service_account_key: Option<String>,
+    pub(crate) service_account_key: Option<String>,
     /// A fixed OAuth bearer token (tokens refreshed outside weir, or a local
     /// GCS endpoint named by the service account's `gcs_base_url`).
     #[serde(default, serialize_with = "redact_opt")]
-    pub bearer_token: Option<String>,
+    pub(crate) bearer_token: Option<String>,
     /// e.g. "NEARLINE".
-    pub storage_class: Option<String>,
+    pub(crate) storage_class: Option<String>,
 }
 
 impl SinkConfig {
@@ -199,7 +203,7 @@ impl SinkConfig {
     ///
     /// # Errors
     /// The first setting that cannot be used, with its key.
-    pub fn validate(&self, name: &str) -> Result<(), Invalid> {
+    pub(crate) fn validate(&self, name: &str) -> Result<(), Invalid> {
         let invalid = |key: &str, message: String| Invalid::new(key, message);
         if name.is_empty()
             || !name

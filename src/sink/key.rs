@@ -88,7 +88,7 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<(), String> {
 
 /// Which of a period's files a key names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileName {
+pub(crate) enum FileName {
     /// `{node}.parquet`: the period's one file, finished at its deadline.
     Main,
     /// `{node}.part-{seq}.parquet`: the period's file finished before its
@@ -111,7 +111,7 @@ pub enum FileName {
 
 /// The file a preview belongs to, by the WAL sequence it opened at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PreviewOf {
+pub(crate) enum PreviewOf {
     /// A period's file: finished as `{node}.parquet` or `{node}.part-{seq}.parquet`.
     Period(u64),
     Late(u64),
@@ -124,7 +124,7 @@ pub(crate) const FRESH_DIR: &str = "_fresh";
 /// How a file's group (its tag, or its route's name) appears in its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Layout {
+pub(crate) enum Layout {
     /// `{group}/dt=…`: a folder per tag (or per route).
     #[default]
     Folders,
@@ -145,20 +145,20 @@ pub(crate) enum GroupIn {
 
 /// What names one finished file, whatever sink it goes to.
 #[derive(Debug, Clone, Copy)]
-pub struct FileParts<'a> {
+pub(crate) struct FileParts<'a> {
     /// The tag, or the route name of a per-route file.
-    pub group: &'a [u8],
+    pub(crate) group: &'a [u8],
     /// Period start, seconds since the epoch (UTC).
-    pub period_start: i64,
-    pub period_secs: u64,
-    pub node: &'a str,
-    pub name: FileName,
+    pub(crate) period_start: i64,
+    pub(crate) period_secs: u64,
+    pub(crate) node: &'a str,
+    pub(crate) name: FileName,
 }
 
 impl FileName {
     /// The name of a finished file of this manifest slot, whose first WAL
     /// sequence is `first_seq`; `None` for a Treasure Data part.
-    pub fn for_slot(slot: crate::outbox::manifest::Slot, first_seq: u64) -> Option<Self> {
+    pub(crate) fn for_slot(slot: crate::outbox::manifest::Slot, first_seq: u64) -> Option<Self> {
         use crate::outbox::manifest::Slot;
         match slot {
             Slot::Main => Some(FileName::Main),

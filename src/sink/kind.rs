@@ -14,14 +14,14 @@ use super::{iceberg, Sink};
 use crate::config::invalid::Invalid;
 
 /// A sink built from its config.
-pub struct BuiltSink {
+pub(crate) struct BuiltSink {
     pub sink: Arc<dyn Sink>,
     /// An Iceberg sink, whose tables are prepared at start.
-    pub table: Option<Arc<iceberg::IcebergSink>>,
+    pub(crate) table: Option<Arc<iceberg::IcebergSink>>,
 }
 
 impl BuiltSink {
-    pub fn plain(sink: impl Sink + 'static) -> Self {
+    pub(crate) fn plain(sink: impl Sink + 'static) -> Self {
         Self {
             sink: Arc::new(sink),
             table: None,
@@ -29,7 +29,7 @@ impl BuiltSink {
     }
 }
 
-pub trait SinkKind: Send + Sync {
+pub(crate) trait SinkKind: Send + Sync {
     /// What the sink takes and can do.
     fn capabilities(&self) -> Capabilities;
 
@@ -74,7 +74,7 @@ pub trait SinkKind: Send + Sync {
 
 /// The settings every object sink (local folder, S3, GCS) has; such a sink
 /// is a [`SinkKind`] through them.
-pub trait ObjectSinkKind: Send + Sync {
+pub(crate) trait ObjectSinkKind: Send + Sync {
     fn prefix(&self) -> &str;
     fn layout(&self) -> super::key::Layout;
     fn fresh(&self) -> bool;

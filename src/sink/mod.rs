@@ -78,12 +78,12 @@ pub enum SinkError {
 
 impl SinkError {
     /// Whether retrying can succeed.
-    pub fn is_permanent(&self) -> bool {
+    pub(crate) fn is_permanent(&self) -> bool {
         matches!(self, SinkError::Rejected { .. } | SinkError::Key { .. })
     }
 
     /// Whether the destination refused our credentials (counted apart).
-    pub fn is_auth(&self) -> bool {
+    pub(crate) fn is_auth(&self) -> bool {
         matches!(
             self,
             SinkError::Unauthorized { .. } | SinkError::CatalogCredentials(_)
@@ -91,35 +91,36 @@ impl SinkError {
     }
 }
 
-pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
-pub type CommitFuture<'a> = Pin<Box<dyn Future<Output = Committed> + Send + 'a>>;
+pub(crate) type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+pub(crate) type CommitFuture<'a> = Pin<Box<dyn Future<Output = Committed> + Send + 'a>>;
 
 /// A file a committing sink has (put) but does not show yet.
 #[derive(Debug, Clone)]
 pub struct Staged {
     /// The key it was put under.
-    pub key: String,
+    pub(crate) key: String,
     /// The local copy (outbox or retained), for what the commit records.
     pub path: std::path::PathBuf,
-    pub manifest: Arc<crate::outbox::Manifest>,
+    pub(crate) manifest: Arc<crate::outbox::Manifest>,
 }
 
 /// When a committing sink's staged files are committed: every `interval`
 /// after the first one waits, or as soon as `max_files` wait.
 #[derive(Debug, Clone, Copy)]
 pub struct CommitPolicy {
-    pub interval: std::time::Duration,
-    pub max_files: usize,
+    pub(crate) interval: std::time::Duration,
+    pub(crate) max_files: usize,
 }
 
 /// What one commit did: the keys now visible (committed now, or found
 /// committed already), and why the others are not.
 #[derive(Debug)]
 pub struct Committed {
-    pub done: Vec<String>,
-    pub failed: Option<SinkError>,
+    pub(crate) done: Vec<String>,
+    pub(crate) failed: Option<SinkError>,
 }
-pub type ListFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<String>, SinkError>> + Send + 'a>>;
+pub(crate) type ListFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<String>, SinkError>> + Send + 'a>>;
 
 /// A place finished files go. Delivery must be idempotent: putting the same
 /// key with the same bytes twice leaves one object.
@@ -172,7 +173,7 @@ pub trait Sink: Send + Sync {
 }
 
 /// `e` on one line, cut at 500 bytes: response bodies can be long.
-pub fn one_line(e: &dyn std::fmt::Display) -> String {
+pub(crate) fn one_line(e: &dyn std::fmt::Display) -> String {
     let mut s: String = e
         .to_string()
         .chars()
@@ -196,14 +197,14 @@ pub struct BuildError {
     pub sink: String,
     /// What failed, starting with the config key when one is to blame
     /// (`path: cannot create …`).
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// The sinks of a config, and what they need to start.
 pub struct Built {
     pub sinks: BTreeMap<String, Arc<dyn Sink>>,
     /// The Iceberg sinks, to prepare their tables at start.
-    pub tables: BTreeMap<String, Arc<iceberg::IcebergSink>>,
+    pub(crate) tables: BTreeMap<String, Arc<iceberg::IcebergSink>>,
 }
 
 /// Builds every configured sink.
@@ -231,7 +232,7 @@ pub fn build_all(
 }
 
 /// Joins a sink's prefix and a route's prefix into one key prefix.
-pub fn join_prefix(sink: &str, route: &str) -> String {
+pub(crate) fn join_prefix(sink: &str, route: &str) -> String {
     match (sink.is_empty(), route.is_empty()) {
         (true, _) => route.to_string(),
         (_, true) => sink.to_string(),

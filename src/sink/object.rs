@@ -75,7 +75,7 @@ impl ObjectStoreSink {
     }
 
     /// Names the bucket in errors, and probes under the sink's prefix.
-    pub fn for_bucket(mut self, bucket: &str, prefix: &str) -> Self {
+    pub(crate) fn for_bucket(mut self, bucket: &str, prefix: &str) -> Self {
         self.bucket = bucket.to_string();
         self.probe_key = super::join_prefix(prefix, PROBE);
         self
@@ -115,11 +115,11 @@ impl ObjectStoreSink {
     }
 
     /// The store's client (the Iceberg sink's metadata goes through it).
-    pub fn store(&self) -> Arc<dyn ObjectStore> {
+    pub(crate) fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
     }
 
-    pub fn with_local_root(mut self, root: std::path::PathBuf) -> Self {
+    pub(crate) fn with_local_root(mut self, root: std::path::PathBuf) -> Self {
         self.local_root = Some(root);
         self
     }

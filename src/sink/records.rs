@@ -20,7 +20,7 @@ use crate::config::SinkConfig;
 use crate::msgpack::MsgpackError;
 
 /// A sink that takes records as they are rolled.
-pub trait RecordSink: Send + Sync {
+pub(crate) trait RecordSink: Send + Sync {
     /// The sink's name in the config (`[sinks.NAME]`).
     fn name(&self) -> &str;
     /// The group a tag's records go to; each group has its own open part
@@ -48,7 +48,7 @@ pub trait RecordSink: Send + Sync {
 }
 
 /// One part being written.
-pub trait RecordPart: Send {
+pub(crate) trait RecordPart: Send {
     /// Adds one event of `tag` (`record` is a msgpack map).
     ///
     /// # Errors
@@ -63,10 +63,10 @@ pub trait RecordPart: Send {
 
 /// A finished part, closed and synced.
 #[derive(Debug)]
-pub struct ClosedPart {
+pub(crate) struct ClosedPart {
     pub path: PathBuf,
-    pub rows: u64,
-    pub bytes: u64,
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
 }
 
 impl ClosedPart {
@@ -75,7 +75,7 @@ impl ClosedPart {
     ///
     /// # Errors
     /// The file cannot be synced or measured.
-    pub fn sync(file: std::fs::File, path: PathBuf, rows: u64) -> Result<Self, PartError> {
+    pub(crate) fn sync(file: std::fs::File, path: PathBuf, rows: u64) -> Result<Self, PartError> {
         file.sync_all()?;
         let bytes = file.metadata()?.len();
         Ok(Self { path, rows, bytes })
@@ -84,7 +84,7 @@ impl ClosedPart {
 
 /// Why a part could not be written.
 #[derive(Debug, thiserror::Error)]
-pub enum PartError {
+pub(crate) enum PartError {
     /// One record is not a valid msgpack map (the event is skipped).
     #[error("record is not a valid msgpack map: {0}")]
     BadRecord(MsgpackError),

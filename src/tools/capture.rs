@@ -36,13 +36,13 @@ const MAX_FRAME: usize = 256 << 20;
 pub struct CaptureArgs {
     /// Address to accept clients on, e.g. 0.0.0.0:24224.
     #[arg(long)]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// The forward server to pass traffic to (host:port).
     #[arg(long)]
-    pub upstream: String,
+    pub(crate) upstream: String,
     /// Capture file to write (replaced if it exists).
     #[arg(long)]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// On SIGINT/SIGTERM, wait this long for open connections to finish.
     #[arg(long, default_value = "5s")]
     pub drain_timeout: humantime::Duration,

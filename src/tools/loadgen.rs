@@ -42,39 +42,39 @@ pub struct LoadgenArgs {
     pub mode: LoadMode,
     /// Concurrent connections.
     #[arg(long, default_value_t = 4)]
-    pub connections: usize,
+    pub(crate) connections: usize,
     /// Events per request (Message mode sends one per request).
     #[arg(long, default_value_t = 1000)]
-    pub events_per_request: usize,
+    pub(crate) events_per_request: usize,
     /// Approximate bytes of each record.
     #[arg(long, default_value_t = 200)]
-    pub record_bytes: usize,
+    pub(crate) record_bytes: usize,
     /// Comma-separated tags, used in turn.
     #[arg(long, default_value = "loadgen.test")]
-    pub tags: String,
+    pub(crate) tags: String,
     /// Turn each tag into this many, `{tag}.0` … `{tag}.{N-1}` (as Fluent
     /// Bit's per-container tags do on Kubernetes).
     #[arg(long, default_value_t = 1)]
-    pub tag_count: usize,
+    pub(crate) tag_count: usize,
     /// Events per second over all connections (0: as fast as acks allow).
     #[arg(long, default_value_t = 0)]
-    pub rate: u64,
+    pub(crate) rate: u64,
     /// Stop after this long ("30s").
     #[arg(long, default_value = "10s")]
-    pub duration: humantime::Duration,
+    pub(crate) duration: humantime::Duration,
     /// Stop after this many requests per connection (0: no limit), or at
     /// `--duration`, whichever comes first.
     #[arg(long, default_value_t = 0)]
-    pub requests: u64,
+    pub(crate) requests: u64,
     /// Content-Type of `--mode http` bodies (NDJSON either way): Fluent Bit's
     /// in_http wants application/json for concatenated objects.
     #[arg(long, default_value = "application/x-ndjson")]
-    pub http_content_type: String,
+    pub(crate) http_content_type: String,
     /// Do not ask for acks (fire and forget; no latency).
     #[arg(long)]
-    pub no_ack: bool,
+    pub(crate) no_ack: bool,
     #[command(flatten)]
-    pub client: ClientOptions,
+    pub(crate) client: ClientOptions,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -98,7 +98,7 @@ fn record(i: u64, bytes: usize) -> Vec<u8> {
 }
 
 /// Encodes one request of `n` events in `mode`, asking for an ack with `chunk`.
-pub fn build_request(
+pub(crate) fn build_request(
     mode: LoadMode,
     tag: &str,
     n: usize,

@@ -8,35 +8,35 @@ use clap::Args;
 use crate::client::{ClientSettings, Connector, Stream, TlsSettings};
 
 #[derive(Debug, Clone, Args)]
-pub struct ClientOptions {
+pub(crate) struct ClientOptions {
     /// Shared key for the forward handshake.
     #[arg(long)]
-    pub shared_key: Option<String>,
+    pub(crate) shared_key: Option<String>,
     /// Username and password for the handshake's user auth.
     #[arg(long)]
-    pub username: Option<String>,
+    pub(crate) username: Option<String>,
     #[arg(long)]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
     /// Host name sent in PING.
     #[arg(long, default_value = "weir-loadgen")]
-    pub client_hostname: String,
+    pub(crate) client_hostname: String,
     /// Connect with TLS, trusting this CA file (PEM).
     #[arg(long)]
-    pub tls_ca: Option<PathBuf>,
+    pub(crate) tls_ca: Option<PathBuf>,
     /// Server name to verify (default: the host of --to).
     #[arg(long)]
-    pub tls_server_name: Option<String>,
+    pub(crate) tls_server_name: Option<String>,
     /// Client certificate (PEM) for servers that require mTLS.
     #[arg(long, requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
     /// The client certificate's private key (PEM).
     #[arg(long, requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 impl ClientOptions {
     /// The connector these options describe.
-    pub fn connector(&self) -> anyhow::Result<Connector> {
+    pub(crate) fn connector(&self) -> anyhow::Result<Connector> {
         Connector::new(ClientSettings {
             shared_key: self.shared_key.clone(),
             username: self.username.clone().unwrap_or_default(),

@@ -35,40 +35,40 @@ const LANE_QUEUE: usize = 64;
 pub struct ReplayArgs {
     /// Capture files, replayed one after another in the order given.
     #[arg(required = true)]
-    pub files: Vec<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
     /// Forward server, HOST:PORT (e.g. 127.0.0.1:24224, weir.logging.svc:24224).
     #[arg(long)]
     pub to: String,
     /// Replay this many times faster than captured (0.5: half speed).
     #[arg(long, default_value_t = 1.0, conflicts_with = "max")]
-    pub speed: f64,
+    pub(crate) speed: f64,
     /// Ignore captured timing: send as fast as acks allow.
     #[arg(long)]
-    pub max: bool,
+    pub(crate) max: bool,
     /// Spread the captured connections over this many connections (0: one
     /// connection per captured connection, opened and closed as captured).
     /// A captured connection always maps to one lane, so its order holds.
     #[arg(long, default_value_t = 0)]
-    pub connections: usize,
+    pub(crate) connections: usize,
     /// Start over at the end of the files (until --duration or Ctrl-C).
     #[arg(long = "loop")]
-    pub repeat: bool,
+    pub(crate) repeat: bool,
     /// Stop after this long ("10m").
     #[arg(long)]
-    pub duration: Option<humantime::Duration>,
+    pub(crate) duration: Option<humantime::Duration>,
     /// Replace each tag; `{tag}` stands for the captured tag ("replay.{tag}").
     #[arg(long)]
-    pub retag: Option<String>,
+    pub(crate) retag: Option<String>,
     /// Move every event time by the same amount so the first captured
     /// request lands at the moment the replay (or each loop) starts; the
     /// spacing between events is kept as captured. Whole milliseconds.
     #[arg(long)]
-    pub shift_time: bool,
+    pub(crate) shift_time: bool,
     /// Give up on an ack after this long (the request counts as failed).
     #[arg(long, default_value = "60s")]
-    pub ack_timeout: humantime::Duration,
+    pub(crate) ack_timeout: humantime::Duration,
     #[command(flatten)]
-    pub client: ClientOptions,
+    pub(crate) client: ClientOptions,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,

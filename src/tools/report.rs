@@ -9,11 +9,11 @@ use serde::Serialize;
 
 #[derive(Debug, Default)]
 pub struct Totals {
-    pub requests: AtomicU64,
-    pub events: AtomicU64,
-    pub bytes: AtomicU64,
-    pub acked_events: AtomicU64,
-    pub pending: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) events: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) acked_events: AtomicU64,
+    pub(crate) pending: AtomicU64,
     pub failed_requests: AtomicU64,
     pub failed_connections: AtomicU64,
 }
@@ -21,27 +21,27 @@ pub struct Totals {
 /// The final summary (`--json` prints this).
 #[derive(Debug, Serialize)]
 pub struct Report {
-    pub seconds: f64,
-    pub requests: u64,
-    pub events_sent: u64,
-    pub events_acked: u64,
-    pub bytes_sent: u64,
+    pub(crate) seconds: f64,
+    pub(crate) requests: u64,
+    pub(crate) events_sent: u64,
+    pub(crate) events_acked: u64,
+    pub(crate) bytes_sent: u64,
     pub failed_requests: u64,
     pub failed_connections: u64,
-    pub events_per_second: f64,
-    pub mb_per_second: f64,
-    pub ack_latency_ms: Latency,
+    pub(crate) events_per_second: f64,
+    pub(crate) mb_per_second: f64,
+    pub(crate) ack_latency_ms: Latency,
     /// Damaged capture files and where replay stopped reading each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub capture_damage: Vec<String>,
+    pub(crate) capture_damage: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct Latency {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub max: f64,
+pub(crate) struct Latency {
+    pub(crate) p50: f64,
+    pub(crate) p90: f64,
+    pub(crate) p99: f64,
+    pub(crate) max: f64,
 }
 
 impl Report {
@@ -96,7 +96,7 @@ impl Report {
 }
 
 /// Prints a progress line to stderr every second (not with `--json`).
-pub fn spawn_progress(
+pub(crate) fn spawn_progress(
     t: Arc<Totals>,
     started: Instant,
     quiet: bool,

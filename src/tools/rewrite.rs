@@ -18,20 +18,20 @@ const MAX_EXPANDED: usize = 1 << 30;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Changes {
     /// New tag; `{tag}` in it stands for the original tag.
-    pub retag: Option<String>,
+    pub(crate) retag: Option<String>,
     /// Added to every event time (0: times untouched). Times of zero ("now"
     /// to the server) stay zero.
-    pub shift_ns: i64,
+    pub(crate) shift_ns: i64,
 }
 
 /// A request ready to send.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Prepared {
-    pub bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
     /// Events in it (0 for objects that are not event requests).
-    pub events: u64,
+    pub(crate) events: u64,
     /// The chunk id to expect back in an ack, when the original asked for one.
-    pub chunk: Option<String>,
+    pub(crate) chunk: Option<String>,
 }
 
 /// Prepares `frame` for sending; `chunk_id` makes a fresh chunk id from

@@ -74,7 +74,7 @@ impl WalConfig {
     /// The free space appends leave on the WAL's file system: `disk_reserve`,
     /// or by default what the roller may hold unwritten (`roll_buffer_bytes`)
     /// plus 64 MiB for footers, manifests, previews and marks.
-    pub fn disk_reserve_bytes(&self, roll_buffer_bytes: u64) -> u64 {
+    pub(crate) fn disk_reserve_bytes(&self, roll_buffer_bytes: u64) -> u64 {
         self.disk_reserve
             .map_or(roll_buffer_bytes.saturating_add(64 << 20), |b| b.0)
     }
@@ -83,7 +83,7 @@ impl WalConfig {
     ///
     /// # Errors
     /// The first setting that cannot be used, with its key.
-    pub fn validate(&self) -> Result<(), Invalid> {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
         let invalid = |key: &str, message: String| Invalid::new(key, message);
         if self.segment_bytes.0 < 4096 {
             return Err(invalid("wal.segment_bytes", "must be at least 4KiB".into()));

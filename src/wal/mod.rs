@@ -66,11 +66,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config::Durability;
 use crate::event::EventBatch;
 use crate::metrics::Metrics;
-pub use record::WalRecord;
+pub(crate) use record::WalRecord;
 pub use writer::start;
 
 /// Requests queued for the writer before senders wait (backpressure).
-pub const QUEUE_DEPTH: usize = 256;
+pub(crate) const QUEUE_DEPTH: usize = 256;
 
 /// The WAL's condition, as `/healthz` and `/readyz` report it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -86,7 +86,7 @@ pub enum WalState {
 }
 
 /// Answers when a submitted batch is durable (its WAL sequence) or not.
-pub type DurableReply = oneshot::Receiver<Result<u64, WalError>>;
+pub(crate) type DurableReply = oneshot::Receiver<Result<u64, WalError>>;
 
 /// Why an append was not made durable; the request must not be acked.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -137,7 +137,7 @@ impl WalHandle {
     /// Appends a batch that a client named with a chunk id. If a batch with
     /// the same key is already in the log (a resend of a chunk whose ack was
     /// lost), nothing is written and the original's sequence is returned.
-    pub async fn append_keyed(
+    pub(crate) async fn append_keyed(
         &self,
         batch: EventBatch,
         dedupe_key: Option<dedupe::Key>,
@@ -151,7 +151,7 @@ impl WalHandle {
     /// Hands a batch to the writer and returns at once; the receiver
     /// answers when the batch is durable (a connection keeps decoding its
     /// next request meanwhile).
-    pub async fn submit_keyed(
+    pub(crate) async fn submit_keyed(
         &self,
         batch: EventBatch,
         dedupe_key: Option<dedupe::Key>,
@@ -169,7 +169,7 @@ impl WalHandle {
     }
 
     /// Asks the writer to pass a clock tick downstream.
-    pub async fn tick(&self) -> Result<(), WalError> {
+    pub(crate) async fn tick(&self) -> Result<(), WalError> {
         self.tx
             .send(WalRequest::Tick)
             .await
@@ -198,14 +198,14 @@ pub struct WalLinks {
 }
 
 /// Seconds since the epoch as RFC 3339 (UTC), for log lines.
-pub fn rfc3339(secs: i64) -> String {
+pub(crate) fn rfc3339(secs: i64) -> String {
     chrono::DateTime::from_timestamp(secs, 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_else(|| secs.to_string())
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -26,14 +26,14 @@ pub(crate) const MAX_BATCH_BYTES: usize = MAX_RECORD_BODY - 18 - MAX_KEY;
 
 /// A record read back from the log.
 #[derive(Debug, Clone)]
-pub struct WalRecord {
+pub(crate) struct WalRecord {
     /// Position in the log; strictly increasing, never reused.
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// Wall-clock time (ms) the WAL accepted the record; never decreases.
     /// The roller decides lateness by it, so replay after a crash decides the same.
-    pub arrival_ms: i64,
+    pub(crate) arrival_ms: i64,
     /// The client's chunk identity (empty when it sent none).
-    pub dedupe_key: Bytes,
+    pub(crate) dedupe_key: Bytes,
     pub batch: EventBatch,
 }
 

@@ -11,7 +11,7 @@ pub(crate) const MAGIC: &[u8; 8] = b"WEIRWAL1";
 /// A segment on disk, known by the first sequence number it may hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SegmentFile {
-    pub first_seq: u64,
+    pub(crate) first_seq: u64,
     pub path: PathBuf,
 }
 

@@ -23,16 +23,16 @@ use super::WalRecord;
 
 /// How far the log is durable, and the clock at that point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Mark {
+pub(crate) struct Mark {
     /// Records below this sequence are durable and complete on disk.
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// Every record from `seq` on arrives at or after this time (ms).
-    pub stamp_ms: i64,
+    pub(crate) stamp_ms: i64,
     /// The writer has read the log at start (the mark covers what was on
     /// disk).
-    pub recovered: bool,
+    pub(crate) recovered: bool,
     /// The writer has stopped: nothing will be appended any more.
-    pub closed: bool,
+    pub(crate) closed: bool,
 }
 
 /// The writer's published [`Mark`], which the roller waits on.
@@ -52,7 +52,7 @@ impl Durable {
     }
 
     /// Publishes a new mark (sequences and stamps never go back).
-    pub fn publish(&self, seq: u64, stamp_ms: i64) {
+    pub(crate) fn publish(&self, seq: u64, stamp_ms: i64) {
         let mut m = self.lock();
         m.seq = m.seq.max(seq);
         m.stamp_ms = m.stamp_ms.max(stamp_ms);
@@ -60,7 +60,7 @@ impl Durable {
     }
 
     /// Recovery is done: `seq` is where the log on disk ends.
-    pub fn recovered(&self, seq: u64, stamp_ms: i64) {
+    pub(crate) fn recovered(&self, seq: u64, stamp_ms: i64) {
         let mut m = self.lock();
         m.seq = m.seq.max(seq);
         m.stamp_ms = m.stamp_ms.max(stamp_ms);
@@ -69,17 +69,17 @@ impl Durable {
     }
 
     /// The writer stopped.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.changed.notify_all();
     }
 
-    pub fn get(&self) -> Mark {
+    pub(crate) fn get(&self) -> Mark {
         *self.lock()
     }
 
     /// Waits until the mark differs from `seen`, or `timeout` passes.
-    pub fn wait_change(&self, seen: Mark, timeout: Duration) -> Mark {
+    pub(crate) fn wait_change(&self, seen: Mark, timeout: Duration) -> Mark {
         let m = self.lock();
         let (m, _) = self
             .changed
@@ -90,7 +90,7 @@ impl Durable {
 }
 
 /// Reads records in sequence order from the segments of `dir`.
-pub struct Tail {
+pub(crate) struct Tail {
     dir: PathBuf,
     /// The segment being read and its reader.
     current: Option<(SegmentFile, SegmentReader)>,
@@ -102,7 +102,7 @@ pub struct Tail {
 
 impl Tail {
     /// A tail that returns records from `from_seq` on.
-    pub fn new(dir: &Path, from_seq: u64) -> Self {
+    pub(crate) fn new(dir: &Path, from_seq: u64) -> Self {
         Self {
             dir: dir.to_path_buf(),
             current: None,
@@ -112,13 +112,13 @@ impl Tail {
     }
 
     /// The next sequence this tail returns.
-    pub fn position(&self) -> u64 {
+    pub(crate) fn position(&self) -> u64 {
         self.next_seq
     }
 
     /// Reads from `seq` on; the file is reopened.
     #[cfg(test)]
-    pub fn seek(&mut self, seq: u64) {
+    pub(crate) fn seek(&mut self, seq: u64) {
         self.next_seq = seq;
         self.current = None;
     }
@@ -127,7 +127,7 @@ impl Tail {
     ///
     /// # Errors
     /// A segment cannot be listed or read.
-    pub fn next(&mut self, durable: u64) -> io::Result<Option<WalRecord>> {
+    pub(crate) fn next(&mut self, durable: u64) -> io::Result<Option<WalRecord>> {
         while self.next_seq < durable {
             if self.current.is_none() && !self.open_segment()? {
                 return Ok(None);

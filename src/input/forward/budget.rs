@@ -34,7 +34,7 @@ const UNIT: usize = 1024;
 
 /// The shared budget.
 #[derive(Clone)]
-pub struct MemoryBudget {
+pub(crate) struct MemoryBudget {
     inner: Arc<Inner>,
 }
 
@@ -49,7 +49,7 @@ struct Inner {
 }
 
 /// Memory one connection holds; given back when shrunk, released or dropped.
-pub struct Reservation {
+pub(crate) struct Reservation {
     pool: Option<OwnedSemaphorePermit>,
     /// Held with the reserve's token.
     token: Option<OwnedSemaphorePermit>,
@@ -63,12 +63,12 @@ impl Reservation {
     }
 
     /// Bytes held.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.units() * UNIT
     }
 
     /// Whether this connection holds the reserve's token.
-    pub fn holds_reserve(&self) -> bool {
+    pub(crate) fn holds_reserve(&self) -> bool {
         self.token.is_some()
     }
 }
@@ -87,7 +87,7 @@ impl Drop for Reservation {
 impl MemoryBudget {
     /// A budget of `bytes`, of which `largest_request` bytes are the
     /// reserve (clamped to the budget).
-    pub fn new(bytes: usize, largest_request: usize, metrics: Metrics) -> Self {
+    pub(crate) fn new(bytes: usize, largest_request: usize, metrics: Metrics) -> Self {
         let total = bytes.div_ceil(UNIT).max(2);
         let reserve_units = largest_request.div_ceil(UNIT).clamp(1, total - 1);
         let pool_units = total - reserve_units;
@@ -103,7 +103,7 @@ impl MemoryBudget {
     }
 
     /// An empty reservation against this budget.
-    pub fn reservation(&self) -> Reservation {
+    pub(crate) fn reservation(&self) -> Reservation {
         Reservation {
             pool: None,
             token: None,
@@ -114,12 +114,12 @@ impl MemoryBudget {
 
     /// Bytes a request can ever hold without the reserve (the whole pool):
     /// one that never waits must fit in this.
-    pub fn pool_bytes(&self) -> usize {
+    pub(crate) fn pool_bytes(&self) -> usize {
         self.inner.pool_units * UNIT
     }
 
     /// Bytes of the budget in use.
-    pub fn in_use(&self) -> usize {
+    pub(crate) fn in_use(&self) -> usize {
         let i = &self.inner;
         let reserve = if i.token.available_permits() == 0 {
             // Not exact (the holder's share is in its reservation), but the
@@ -136,7 +136,7 @@ impl MemoryBudget {
     }
 
     /// Grows `held` to cover `bytes`, waiting while the budget is spent.
-    pub async fn grow_to(&self, held: &mut Reservation, bytes: usize) {
+    pub(crate) async fn grow_to(&self, held: &mut Reservation, bytes: usize) {
         let i = &self.inner;
         let want = bytes.div_ceil(UNIT).min(i.pool_units + i.reserve_units);
         let have = held.units();
@@ -194,7 +194,7 @@ impl MemoryBudget {
 
     /// Grows `held` to cover `bytes` from the pool if that needs no wait
     /// (never from the reserve); false, and `held` unchanged, otherwise.
-    pub fn try_grow_to(&self, held: &mut Reservation, bytes: usize) -> bool {
+    pub(crate) fn try_grow_to(&self, held: &mut Reservation, bytes: usize) -> bool {
         let i = &self.inner;
         let want = bytes.div_ceil(UNIT);
         let have = held.units();
@@ -219,7 +219,7 @@ impl MemoryBudget {
 
     /// Gives back what `held` has beyond `bytes`; the reserve first, and its
     /// token once the reserve is no longer used.
-    pub fn shrink_to(&self, held: &mut Reservation, bytes: usize) {
+    pub(crate) fn shrink_to(&self, held: &mut Reservation, bytes: usize) {
         let want = bytes.div_ceil(UNIT);
         let have = held.units();
         if want >= have {
@@ -245,7 +245,7 @@ impl MemoryBudget {
     }
 
     /// Gives back everything `held` has.
-    pub fn release(&self, held: &mut Reservation) {
+    pub(crate) fn release(&self, held: &mut Reservation) {
         self.shrink_to(held, 0);
     }
 }

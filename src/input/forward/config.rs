@@ -20,9 +20,9 @@ fn default_handshake_timeout() -> HumanDuration {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
-    pub username: String,
+    pub(crate) username: String,
     #[serde(serialize_with = "redact")]
-    pub password: String,
+    pub(crate) password: String,
 }
 
 /// A rule for clients from one address or network.
@@ -30,14 +30,14 @@ pub struct UserConfig {
 #[serde(deny_unknown_fields)]
 pub struct ClientRule {
     /// One address, e.g. "10.1.2.3".
-    pub host: Option<std::net::IpAddr>,
+    pub(crate) host: Option<std::net::IpAddr>,
     /// A CIDR network, e.g. "10.0.0.0/8" (parsed once, with the file).
-    pub network: Option<ipnet::IpNet>,
+    pub(crate) network: Option<ipnet::IpNet>,
     /// This client's shared key instead of the global one.
     #[serde(default, serialize_with = "redact_opt")]
-    pub shared_key: Option<String>,
+    pub(crate) shared_key: Option<String>,
     /// Users allowed from here (default: all).
-    pub users: Option<Vec<String>>,
+    pub(crate) users: Option<Vec<String>>,
 }
 
 /// `[forward.security]`: the shared-key handshake (HELO/PING/PONG).
@@ -45,22 +45,22 @@ pub struct ClientRule {
 #[serde(deny_unknown_fields)]
 pub struct SecurityConfig {
     /// Sent in PONG; must differ from every client's own host name.
-    pub self_hostname: String,
+    pub(crate) self_hostname: String,
     #[serde(serialize_with = "redact")]
-    pub shared_key: String,
+    pub(crate) shared_key: String,
     /// Also check a username/password digest.
     #[serde(default)]
-    pub user_auth: bool,
+    pub(crate) user_auth: bool,
     /// Accept clients that match no `clients` rule.
     #[serde(default = "default_true")]
-    pub allow_anonymous_source: bool,
+    pub(crate) allow_anonymous_source: bool,
     #[serde(default)]
-    pub users: Vec<UserConfig>,
+    pub(crate) users: Vec<UserConfig>,
     #[serde(default)]
-    pub clients: Vec<ClientRule>,
+    pub(crate) clients: Vec<ClientRule>,
     /// A client must complete the handshake within this time.
     #[serde(default = "default_handshake_timeout")]
-    pub handshake_timeout: HumanDuration,
+    pub(crate) handshake_timeout: HumanDuration,
 }
 
 fn default_unix_mode() -> String {
@@ -107,20 +107,20 @@ pub struct ForwardConfig {
         default = "default_listen",
         deserialize_with = "crate::config::units::listen_addr"
     )]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Also serve forward on this Unix socket (agents on the same host:
     /// Fluent Bit's `unix_path`, Fluentd's `in_unix`), with the same
     /// protocol, security and limits as TCP. A socket left by a stopped weir
     /// is replaced; a live one, or any other file, is an error.
     #[serde(default)]
-    pub unix_path: Option<std::path::PathBuf>,
+    pub(crate) unix_path: Option<std::path::PathBuf>,
     /// The socket file's permissions, octal (who may connect).
     #[serde(default = "default_unix_mode")]
-    pub unix_mode: String,
+    pub(crate) unix_mode: String,
     /// Per-connection cap on buffered, not yet decoded bytes (one request
     /// can be at most this large). Enforced as bytes arrive.
     #[serde(default = "default_max_buffer")]
-    pub max_buffer_bytes: ByteSize,
+    pub(crate) max_buffer_bytes: ByteSize,
     /// Cap on a compressed request's entries once expanded (gzip/zstd bombs).
     #[serde(default = "default_max_decompressed")]
     pub max_decompressed_bytes: ByteSize,
@@ -128,56 +128,56 @@ pub struct ForwardConfig {
     /// (beyond 16 KiB each), decompressed entries and decoded batches
     /// waiting for the WAL. When it is spent connections wait, unread.
     #[serde(default = "default_max_inflight")]
-    pub max_inflight_bytes: ByteSize,
+    pub(crate) max_inflight_bytes: ByteSize,
     /// A connection that sends nothing for this long is closed.
     #[serde(default = "default_idle_timeout")]
-    pub idle_timeout: HumanDuration,
+    pub(crate) idle_timeout: HumanDuration,
     /// Connections served at once; more are accepted and closed at once
     /// (counted in `weir_forward_connections_refused_total`).
     #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Shared-key handshake; without it clients connect without one.
-    pub security: Option<SecurityConfig>,
+    pub(crate) security: Option<SecurityConfig>,
     /// TLS; without it the port speaks plain TCP.
-    pub tls: Option<TlsConfig>,
+    pub(crate) tls: Option<TlsConfig>,
     /// A request that has begun arriving must be complete within this time
     /// (a client trickling bytes forever is closed: slowloris).
     #[serde(default = "default_request_timeout")]
-    pub request_timeout: HumanDuration,
+    pub(crate) request_timeout: HumanDuration,
     /// Close each connection after its first request (Fluentd's
     /// `deny_keepalive`); HELO then advertises `keepalive: false`.
     #[serde(default)]
-    pub deny_keepalive: bool,
+    pub(crate) deny_keepalive: bool,
     /// Close connections with RST instead of FIN (SO_LINGER 0), so clients
     /// that reconnect often leave no TIME_WAIT sockets behind.
     #[serde(default)]
-    pub linger_zero: bool,
+    pub(crate) linger_zero: bool,
     /// Prepended to every tag as `"{tag_prefix}.{tag}"`.
     #[serde(default)]
-    pub tag_prefix: String,
+    pub(crate) tag_prefix: String,
     /// How many recent chunk ids to remember, so a client that resends a
     /// chunk whose ack it missed gets an ack without a second copy being
     /// written (kept in the WAL, so this survives a restart). 0 turns it off.
     #[serde(default = "default_dedupe_window")]
     pub dedupe_window: usize,
     /// Adds the client's IP address to every record under this key.
-    pub source_address_key: Option<String>,
+    pub(crate) source_address_key: Option<String>,
     /// Adds the client's host name (reverse DNS, once per connection) to
     /// every record under this key.
-    pub source_hostname_key: Option<String>,
+    pub(crate) source_hostname_key: Option<String>,
     /// Logs (rate-limited) and counts requests larger than this.
-    pub chunk_size_warn_limit: Option<ByteSize>,
+    pub(crate) chunk_size_warn_limit: Option<ByteSize>,
     /// Copies every request weir decodes into capture files here (replay them
     /// with `weir replay`). Off without it. Capture never slows ingestion:
     /// when the disk cannot keep up, records are dropped and counted in
     /// `weir_capture_dropped_total`.
-    pub capture_dir: Option<PathBuf>,
+    pub(crate) capture_dir: Option<PathBuf>,
     /// Start a new capture file once the current one reaches this size.
     #[serde(default = "default_capture_file_bytes")]
-    pub capture_max_file_bytes: ByteSize,
+    pub(crate) capture_max_file_bytes: ByteSize,
     /// Keep only this many capture files; the oldest are deleted.
     #[serde(default = "default_capture_files")]
-    pub capture_max_files: usize,
+    pub(crate) capture_max_files: usize,
 }
 
 fn default_capture_file_bytes() -> ByteSize {
@@ -229,7 +229,7 @@ impl ForwardConfig {
     ///
     /// # Errors
     /// The first setting that cannot be used, with its key.
-    pub fn validate(&self) -> Result<(), Invalid> {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
         let invalid = |key: &str, message: String| Invalid::new(key, message);
         if unix_mode_bits(&self.unix_mode).is_none() {
             return Err(invalid(

@@ -48,16 +48,6 @@ pub struct Skipped {
     pub non_log_signal: u64,
 }
 
-impl Skipped {
-    pub fn total(&self) -> u64 {
-        self.invalid_time
-            + self.invalid_record
-            + self.invalid_entry
-            + self.invalid_tag
-            + self.non_log_signal
-    }
-}
-
 /// What one request turned into.
 #[derive(Debug)]
 pub enum Request {
@@ -78,7 +68,7 @@ pub struct Decoded {
     pub ack: Option<Bytes>,
     pub skipped: Skipped,
     /// Bytes of entries after decompression (equals wire size when not compressed).
-    pub entries_bytes: usize,
+    pub(crate) entries_bytes: usize,
 }
 
 /// Why a request cannot be decoded; the connection is closed, without ack.
@@ -103,11 +93,11 @@ pub struct DecodeLimits {
 
 /// Per-connection changes to what is decoded.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Rewrite<'a> {
+pub(crate) struct Rewrite<'a> {
     /// Put in front of every tag as `prefix.`.
-    pub tag_prefix: &'a [u8],
+    pub(crate) tag_prefix: &'a [u8],
     /// Added to every record as `key: value` (the peer address and name).
-    pub add: &'a [(String, String)],
+    pub(crate) add: &'a [(String, String)],
 }
 
 /// Builds a batch for `tag`, applying the connection's rewrites.
@@ -130,9 +120,9 @@ fn builder_for(rw: &Rewrite<'_>, tag: &[u8], capacity: usize) -> BatchBuilder {
 /// The options map (last element) with the keys weir acts on.
 pub(crate) struct Options<'a> {
     /// The `chunk` value, as encoded msgpack, to echo back unchanged.
-    pub chunk: Option<&'a [u8]>,
-    pub compression: Compression,
-    pub fluent_signal: i64,
+    pub(crate) chunk: Option<&'a [u8]>,
+    pub(crate) compression: Compression,
+    pub(crate) fluent_signal: i64,
 }
 
 /// Reads the options map at `c` (anything else is skipped: defaults).
@@ -187,7 +177,7 @@ pub(crate) fn read_options<'a>(c: &mut Cursor<'a>) -> Result<Options<'a>, Decode
 }
 
 /// Encodes `{"ack": <chunk>}` with the chunk's original bytes.
-pub fn encode_ack(chunk: &[u8]) -> Bytes {
+pub(crate) fn encode_ack(chunk: &[u8]) -> Bytes {
     let mut v = Vec::with_capacity(5 + chunk.len());
     v.extend_from_slice(&[0x81, 0xa3, b'a', b'c', b'k']);
     v.extend_from_slice(chunk);
@@ -245,7 +235,9 @@ pub fn decode_request(
 
 /// The compressed entries of a CompressedPackedForward request, and their
 /// compression; `None` for every other request.
-pub fn compressed_entries(frame: &[u8]) -> Result<Option<(Compression, &[u8])>, DecodeError> {
+pub(crate) fn compressed_entries(
+    frame: &[u8],
+) -> Result<Option<(Compression, &[u8])>, DecodeError> {
     let mut c = Cursor::new(frame);
     let Head::Array(n) = c.peek()? else {
         return Ok(None);
@@ -271,7 +263,7 @@ pub fn compressed_entries(frame: &[u8]) -> Result<Option<(Compression, &[u8])>, 
 }
 
 /// [`decode_request`], applying a connection's tag prefix and source key.
-pub fn decode_request_rewriting(
+pub(crate) fn decode_request_rewriting(
     frame: &[u8],
     limits: &DecodeLimits,
     now_ns: i64,
@@ -282,7 +274,7 @@ pub fn decode_request_rewriting(
 
 /// [`decode_request_rewriting`] with the entries of a compressed request
 /// already expanded by the caller ([`compressed_entries`]).
-pub fn decode_request_expanded(
+pub(crate) fn decode_request_expanded(
     frame: &[u8],
     limits: &DecodeLimits,
     now_ns: i64,

@@ -4,7 +4,7 @@ use std::io::Read;
 
 /// Compression named by a request's `compressed` option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
+pub(crate) enum Compression {
     /// Option missing or `"text"` (Fluentd always sends the key).
     None,
     Gzip,

@@ -27,7 +27,7 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         match self {
             Failure::InvalidPing => "invalid ping message".into(),
             Failure::AnonymousDenied(ip) => format!("anonymous source host '{ip}' denied"),
@@ -38,7 +38,7 @@ impl Failure {
         }
     }
 
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Failure::InvalidPing => "invalid_ping",
             Failure::AnonymousDenied(_) => "anonymous_denied",
@@ -50,7 +50,7 @@ impl Failure {
     }
 
     /// Failures worth a PONG (the client is still listening).
-    pub fn send_pong(&self) -> bool {
+    pub(crate) fn send_pong(&self) -> bool {
         !matches!(self, Failure::Timeout | Failure::Closed)
     }
 }
@@ -66,8 +66,8 @@ pub fn sha512_hex(parts: &[&[u8]]) -> String {
 
 /// The server's per-connection secrets, sent in HELO.
 pub struct Challenge {
-    pub nonce: [u8; 16],
-    pub auth_salt: [u8; 16],
+    pub(crate) nonce: [u8; 16],
+    pub(crate) auth_salt: [u8; 16],
 }
 
 impl Challenge {
@@ -83,7 +83,7 @@ impl Challenge {
     }
 
     /// `["HELO", {"nonce": bin, "auth": bin, "keepalive": bool}]`.
-    pub fn helo(&self, keepalive: bool) -> Vec<u8> {
+    pub(crate) fn helo(&self, keepalive: bool) -> Vec<u8> {
         super::messages::helo(&super::messages::HeloOptions {
             nonce: self.nonce.to_vec(),
             auth: self.auth_salt.to_vec(),
@@ -100,7 +100,7 @@ impl Default for Challenge {
 
 /// A successful PING's details, for PONG.
 pub struct Accepted {
-    pub client_hostname: String,
+    pub(crate) client_hostname: String,
     salt: Vec<u8>,
     shared_key: String,
 }
@@ -194,7 +194,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// `["PONG", true, "", self_hostname, digest]`.
-pub fn pong_ok(a: &Accepted, challenge: &Challenge, self_hostname: &str) -> Vec<u8> {
+pub(crate) fn pong_ok(a: &Accepted, challenge: &Challenge, self_hostname: &str) -> Vec<u8> {
     let digest = sha512_hex(&[
         &a.salt,
         self_hostname.as_bytes(),
@@ -205,7 +205,7 @@ pub fn pong_ok(a: &Accepted, challenge: &Challenge, self_hostname: &str) -> Vec<
 }
 
 /// `["PONG", false, reason, "", ""]`.
-pub fn pong_fail(f: &Failure) -> Vec<u8> {
+pub(crate) fn pong_fail(f: &Failure) -> Vec<u8> {
     pong(false, &f.reason(), "", "")
 }
 
@@ -214,7 +214,7 @@ fn pong(ok: bool, reason: &str, host: &str, digest: &str) -> Vec<u8> {
 }
 
 /// How long a client has to finish the handshake.
-pub fn timeout(sec: &SecurityConfig) -> Duration {
+pub(crate) fn timeout(sec: &SecurityConfig) -> Duration {
     sec.handshake_timeout.0
 }
 

@@ -9,12 +9,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct HeloOptions {
     #[serde(with = "serde_bytes")]
-    pub nonce: Vec<u8>,
+    pub(crate) nonce: Vec<u8>,
     /// The user-authentication salt (empty when users are not checked).
     #[serde(with = "serde_bytes", default)]
-    pub auth: Vec<u8>,
+    pub(crate) auth: Vec<u8>,
     #[serde(default = "yes")]
-    pub keepalive: bool,
+    pub(crate) keepalive: bool,
 }
 
 fn yes() -> bool {
@@ -40,12 +40,12 @@ pub(crate) fn parse_helo(bytes: &[u8]) -> Result<HeloOptions, String> {
 /// username, password_hexdigest]`, as a client sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct Ping<'a>(
-    pub &'static str,
-    pub &'a str,
-    pub &'a str,
-    pub &'a str,
-    pub &'a str,
-    pub &'a str,
+    pub(crate) &'static str,
+    pub(crate) &'a str,
+    pub(crate) &'a str,
+    pub(crate) &'a str,
+    pub(crate) &'a str,
+    pub(crate) &'a str,
 );
 
 pub(crate) fn ping(
@@ -60,7 +60,13 @@ pub(crate) fn ping(
 
 /// `["PONG", auth_result, reason, server_hostname, shared_key_hexdigest]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Pong(pub String, pub bool, pub String, pub String, pub String);
+pub(crate) struct Pong(
+    pub(crate) String,
+    pub(crate) bool,
+    pub(crate) String,
+    pub(crate) String,
+    pub(crate) String,
+);
 
 pub(crate) fn pong(ok: bool, reason: &str, host: &str, digest: &str) -> Vec<u8> {
     rmp_serde::to_vec(&("PONG", ok, reason, host, digest)).unwrap_or_default()

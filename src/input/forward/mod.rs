@@ -28,4 +28,4 @@ pub(crate) mod server;
 pub(crate) mod settings;
 pub(crate) mod time;
 
-pub use settings::ConnectionSettings;
+pub(crate) use settings::ConnectionSettings;

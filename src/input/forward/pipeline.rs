@@ -38,20 +38,20 @@ pub(super) struct Pending {
     /// Answers when the batch is durable; `None` when no event was kept.
     pub durable: Option<DurableReply>,
     /// The answer, once it came.
-    pub result: Option<Result<u64, WalError>>,
+    pub(crate) result: Option<Result<u64, WalError>>,
     pub ack: Option<Bytes>,
-    pub events: u64,
+    pub(crate) events: u64,
     pub mode: &'static str,
-    pub started: Instant,
+    pub(crate) started: Instant,
     /// Budget bytes the batch holds until its ack.
-    pub held_bytes: usize,
+    pub(crate) held_bytes: usize,
 }
 
 #[derive(Default)]
 pub(super) struct Pipeline {
     pending: VecDeque<Pending>,
     /// Budget bytes all pending batches hold.
-    pub bytes: usize,
+    pub(crate) bytes: usize,
 }
 
 impl Pipeline {

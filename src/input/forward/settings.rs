@@ -6,38 +6,38 @@ use super::decode::DecodeLimits;
 
 /// Per-connection limits, shared by every connection.
 #[derive(Clone)]
-pub struct ConnectionSettings {
+pub(crate) struct ConnectionSettings {
     /// Most bytes buffered while a request is incomplete.
-    pub max_buffer_bytes: usize,
-    pub limits: DecodeLimits,
+    pub(crate) max_buffer_bytes: usize,
+    pub(crate) limits: DecodeLimits,
     /// Close a connection that sends nothing for this long.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Connections served at once.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// The shared-key handshake, when configured.
-    pub security: Option<crate::config::SecurityConfig>,
+    pub(crate) security: Option<crate::config::SecurityConfig>,
     /// Most time a partly received request may take to complete.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// Close after the first request.
-    pub deny_keepalive: bool,
+    pub(crate) deny_keepalive: bool,
     /// RST instead of FIN on close.
-    pub linger_zero: bool,
+    pub(crate) linger_zero: bool,
     /// Prepended to tags (empty: none).
-    pub tag_prefix: Vec<u8>,
+    pub(crate) tag_prefix: Vec<u8>,
     /// Record key for the peer address (`forward.source_address_key`).
-    pub source_address_key: Option<String>,
+    pub(crate) source_address_key: Option<String>,
     /// Record key for the peer's host name (`forward.source_hostname_key`).
-    pub source_hostname_key: Option<String>,
+    pub(crate) source_hostname_key: Option<String>,
     /// Warn about requests larger than this (0: never).
-    pub chunk_size_warn_limit: usize,
+    pub(crate) chunk_size_warn_limit: usize,
     /// TLS, when configured.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     /// Most time for a client's TLS handshake.
-    pub tls_handshake_timeout: Duration,
+    pub(crate) tls_handshake_timeout: Duration,
     /// Tee of accepted requests (`forward.capture_dir`).
-    pub capture: Option<crate::capture::writer::Capture>,
+    pub(crate) capture: Option<crate::capture::writer::Capture>,
     /// Memory shared by every connection's requests in flight.
-    pub budget: super::budget::MemoryBudget,
+    pub(crate) budget: super::budget::MemoryBudget,
 }
 
 /// Why a connection ended; the metric label. (Connections that end in

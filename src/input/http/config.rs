@@ -38,47 +38,47 @@ pub struct HttpConfig {
         default = "default_listen",
         deserialize_with = "crate::config::units::listen_addr"
     )]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Largest request body, as sent (compressed); larger ones get 413.
     #[serde(default = "default_max_body")]
-    pub max_body_bytes: ByteSize,
+    pub(crate) max_body_bytes: ByteSize,
     /// An idle keep-alive connection is closed after this long.
     #[serde(default = "default_keepalive")]
-    pub keepalive_timeout: HumanDuration,
+    pub(crate) keepalive_timeout: HumanDuration,
     /// Adds every request header but `Authorization` and
     /// `Proxy-Authorization` to each record as `HTTP_<NAME>`.
     #[serde(default)]
-    pub add_http_headers: bool,
+    pub(crate) add_http_headers: bool,
     /// Adds `REMOTE_ADDR` (the first `X-Forwarded-For` address when there
     /// is one, else the peer's) to each record.
     #[serde(default)]
-    pub add_remote_addr: bool,
+    pub(crate) add_remote_addr: bool,
     /// Adds every query parameter to each record as `QUERY_<NAME>`.
     #[serde(default)]
-    pub add_query_params: bool,
+    pub(crate) add_query_params: bool,
     /// Answers 204 No Content instead of 200 OK.
     #[serde(default)]
-    pub use_204_response: bool,
+    pub(crate) use_204_response: bool,
     /// Origins allowed to post from a browser (`*` for any, `https://*.example.com`
     /// with one wildcard); empty turns CORS off.
     #[serde(default)]
-    pub cors_allow_origins: Vec<String>,
+    pub(crate) cors_allow_origins: Vec<String>,
     /// Lets browsers send credentials (needs named origins, not `*`).
     #[serde(default)]
-    pub cors_allow_credentials: bool,
+    pub(crate) cors_allow_credentials: bool,
     /// The record key the event time is taken from (removed from the
     /// record unless `keep_time_key`); `""`: never from the record.
     #[serde(default = "default_time_key")]
-    pub time_key: String,
+    pub(crate) time_key: String,
     #[serde(default)]
-    pub keep_time_key: bool,
+    pub(crate) keep_time_key: bool,
     /// Prepended to every tag with a dot (Fluentd's `add_tag_prefix`).
     #[serde(default)]
-    pub tag_prefix: String,
+    pub(crate) tag_prefix: String,
     /// When set, requests must carry `Authorization: Bearer <token>`.
     #[serde(default, serialize_with = "redact_opt")]
-    pub bearer_token: Option<String>,
-    pub tls: Option<TlsConfig>,
+    pub(crate) bearer_token: Option<String>,
+    pub(crate) tls: Option<TlsConfig>,
 }
 
 impl HttpConfig {
@@ -86,7 +86,7 @@ impl HttpConfig {
     ///
     /// # Errors
     /// The key that is wrong and why.
-    pub fn validate(&self) -> Result<(), Invalid> {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
         if self.max_body_bytes.0 < 1024 {
             return Err(Invalid::new(
                 "http.max_body_bytes",

@@ -22,15 +22,15 @@ pub(crate) enum Format {
 #[derive(Clone, Copy)]
 pub(crate) struct Times<'a> {
     /// `?time=` in the query string: every event's time.
-    pub fixed: Option<i64>,
+    pub(crate) fixed: Option<i64>,
     /// The record key holding the time (`http.time_key`); empty: none.
-    pub key: &'a str,
+    pub(crate) key: &'a str,
     /// Leave the key in the record.
-    pub keep_key: bool,
+    pub(crate) keep_key: bool,
     /// Now, for events without a time (and a time of zero).
-    pub now_ns: i64,
+    pub(crate) now_ns: i64,
     /// Memory for the batch as it grows.
-    pub room: &'a dyn Room,
+    pub(crate) room: &'a dyn Room,
 }
 
 /// Memory for a batch as it is built, asked for as it grows: what weir adds
@@ -61,8 +61,8 @@ impl Room for Unbounded {
 pub(crate) struct Malformed {
     /// The metric's reason: `malformed` or `invalid_time`; `too_large` and
     /// `busy` from [`Room`].
-    pub reason: &'static str,
-    pub detail: String,
+    pub(crate) reason: &'static str,
+    pub(crate) detail: String,
 }
 
 fn malformed(detail: String) -> Malformed {

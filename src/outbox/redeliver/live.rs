@@ -10,7 +10,7 @@ use super::{select, Item, Progress, RedeliverError, Request, MAX_TIMEOUT_SECS, R
 use crate::config::Config;
 
 /// Leaves `req` for the live node owning `data_dir`; returns its id.
-pub fn submit(data_dir: &Path, req: &Request) -> std::io::Result<String> {
+pub(crate) fn submit(data_dir: &Path, req: &Request) -> std::io::Result<String> {
     let dir = data_dir.join(REQUEST_DIR);
     std::fs::create_dir_all(&dir)?;
     let id = format!("{}-{}", crate::wal::now_ms(), std::process::id());
@@ -22,14 +22,14 @@ pub fn submit(data_dir: &Path, req: &Request) -> std::io::Result<String> {
 }
 
 /// Reads the live node's progress for request `id`, if it wrote any yet.
-pub fn read_status(data_dir: &Path, id: &str) -> Option<Progress> {
+pub(crate) fn read_status(data_dir: &Path, id: &str) -> Option<Progress> {
     let path = data_dir.join(REQUEST_DIR).join(format!("{id}.status.json"));
     let bytes = std::fs::read(path).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
 /// Removes what a finished request left.
-pub fn clean_up(data_dir: &Path, id: &str) {
+pub(crate) fn clean_up(data_dir: &Path, id: &str) {
     let dir = data_dir.join(REQUEST_DIR);
     let _ = std::fs::remove_file(dir.join(format!("{id}.status.json")));
     let _ = std::fs::remove_file(dir.join(format!("{id}.request.json")));
@@ -44,16 +44,16 @@ struct Job {
 
 /// One file of a live redelivery, handed to the sink's worker.
 #[derive(Debug)]
-pub struct LiveItem {
-    pub job: String,
+pub(crate) struct LiveItem {
+    pub(crate) job: String,
     pub sink: String,
-    pub item: Item,
+    pub(crate) item: Item,
     /// When the worker stops retrying it.
-    pub give_up_at: tokio::time::Instant,
+    pub(crate) give_up_at: tokio::time::Instant,
 }
 
 /// The live node's side: picks up requests, tracks their progress.
-pub struct LiveJobs {
+pub(crate) struct LiveJobs {
     dir: PathBuf,
     data_dir: PathBuf,
     config: Arc<Config>,
@@ -61,7 +61,7 @@ pub struct LiveJobs {
 }
 
 impl LiveJobs {
-    pub fn new(config: Arc<Config>) -> Self {
+    pub(crate) fn new(config: Arc<Config>) -> Self {
         Self {
             dir: config.data_dir.join(REQUEST_DIR),
             data_dir: config.data_dir.clone(),
@@ -71,14 +71,14 @@ impl LiveJobs {
     }
 
     /// Whether any job still sends `id` (so retention keeps it).
-    pub fn pins(&self, id: &str) -> bool {
+    pub(crate) fn pins(&self, id: &str) -> bool {
         self.jobs.values().any(|j| j.pending.contains_key(id))
     }
 
     /// New requests in the folder, each started: returns the items to
     /// hand to the sink workers (empty for an unknown sink, which is
     /// reported to the command at once).
-    pub fn take_new(&mut self) -> Vec<LiveItem> {
+    pub(crate) fn take_new(&mut self) -> Vec<LiveItem> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -153,7 +153,7 @@ impl LiveJobs {
     }
 
     /// Records one file's outcome; the job's status file follows.
-    pub fn record(&mut self, job: &str, item: &Item, result: Result<(), String>) {
+    pub(crate) fn record(&mut self, job: &str, item: &Item, result: Result<(), String>) {
         let Some(j) = self.jobs.get_mut(job) else {
             return;
         };

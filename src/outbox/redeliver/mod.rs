@@ -29,10 +29,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-pub use live::{clean_up, read_status, submit, LiveItem, LiveJobs};
-pub use offline::run_offline;
-pub use progress::Progress;
-pub use select::{select, Item, Selection};
+pub(crate) use live::{clean_up, read_status, submit, LiveItem, LiveJobs};
+pub(crate) use offline::run_offline;
+pub(crate) use progress::Progress;
+pub(crate) use select::{select, Item, Selection};
 
 /// Longest `--timeout` (a week): a node never plans retries further ahead.
 pub const MAX_TIMEOUT_SECS: u64 = 7 * 86_400;
@@ -60,7 +60,7 @@ pub struct Request {
 
 /// Why a redelivery cannot start.
 #[derive(Debug, thiserror::Error)]
-pub enum RedeliverError {
+pub(crate) enum RedeliverError {
     #[error("--sink {sink:?}: no such sink (configured: {known})")]
     UnknownSink { sink: String, known: String },
     #[error("--match {pattern:?}: {message}")]

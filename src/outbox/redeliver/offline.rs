@@ -13,7 +13,7 @@ const RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_s
 const PARALLEL_UPLOADS: usize = 8;
 
 /// Sends the selection from a stopped node, `report` called after each file.
-pub async fn run_offline(
+pub(crate) async fn run_offline(
     sink: Arc<dyn Sink>,
     req: &Request,
     selection: Selection,

@@ -8,27 +8,27 @@ use crate::outbox::manifest::Manifest;
 /// How a redelivery is going; the live node writes it as JSON for the
 /// command, which prints it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Progress {
+pub(crate) struct Progress {
     pub sink: String,
-    pub files: usize,
-    pub sent: usize,
-    pub failed: usize,
-    pub rows: u64,
-    pub bytes: u64,
-    pub not_applicable: usize,
+    pub(crate) files: usize,
+    pub(crate) sent: usize,
+    pub(crate) failed: usize,
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
+    pub(crate) not_applicable: usize,
     /// The first few failures, `key: error`.
-    pub failures: Vec<String>,
-    pub finished: bool,
+    pub(crate) failures: Vec<String>,
+    pub(crate) finished: bool,
     /// Why the request could not start at all (then nothing was sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// Most failures a summary lists one by one.
 const MAX_LISTED_FAILURES: usize = 20;
 
 impl Progress {
-    pub fn new(sink: &str, selection: &Selection) -> Self {
+    pub(crate) fn new(sink: &str, selection: &Selection) -> Self {
         let missing = selection.missing.len();
         Self {
             sink: sink.to_string(),
@@ -46,7 +46,7 @@ impl Progress {
         }
     }
 
-    pub fn record(&mut self, m: &Manifest, key: &str, result: Result<(), String>) {
+    pub(crate) fn record(&mut self, m: &Manifest, key: &str, result: Result<(), String>) {
         match result {
             Ok(()) => {
                 self.sent += 1;
@@ -64,7 +64,7 @@ impl Progress {
     }
 
     /// One line for people.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         format!(
             "redeliver to {}: {}/{} files sent, {} rows, {} bytes, {} failed",
             self.sink, self.sent, self.files, self.rows, self.bytes, self.failed
@@ -72,7 +72,7 @@ impl Progress {
     }
 
     /// The closing summary; `Err` when something was not delivered.
-    pub fn summary(&self) -> anyhow::Result<String> {
+    pub(crate) fn summary(&self) -> anyhow::Result<String> {
         if let Some(e) = &self.error {
             anyhow::bail!("{e}");
         }

@@ -10,26 +10,26 @@ use crate::sink::key::{FileName, FileParts};
 
 /// One file to send.
 #[derive(Debug, Clone)]
-pub struct Item {
-    pub manifest: Manifest,
-    pub key: String,
+pub(crate) struct Item {
+    pub(crate) manifest: Manifest,
+    pub(crate) key: String,
     pub path: PathBuf,
 }
 
 /// The files a request selects.
 #[derive(Debug, Default)]
-pub struct Selection {
-    pub items: Vec<Item>,
+pub(crate) struct Selection {
+    pub(crate) items: Vec<Item>,
     /// Files in range the sink cannot take (a Parquet file for a Treasure
     /// Data sink, a part made for another Treasure Data sink, a route that
     /// no longer sends to the sink).
-    pub not_applicable: usize,
+    pub(crate) not_applicable: usize,
     /// Manifests in range whose data file is gone (they count as failed).
-    pub missing: Vec<String>,
+    pub(crate) missing: Vec<String>,
 }
 
 /// Reads the retained manifests and picks those `req` names.
-pub fn select(
+pub(crate) fn select(
     config: &Config,
     data_dir: &Path,
     req: &Request,

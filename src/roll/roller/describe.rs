@@ -15,17 +15,17 @@ use crate::sink::records::RecordSink;
 
 /// A closed output.
 pub(super) struct Closed<'a> {
-    pub key: &'a OutputKey,
-    pub why: Why,
+    pub(crate) key: &'a OutputKey,
+    pub(crate) why: Why,
     /// Its outbox id.
-    pub id: String,
-    pub first_seq: u64,
-    pub period_start: i64,
+    pub(crate) id: String,
+    pub(crate) first_seq: u64,
+    pub(crate) period_start: i64,
     /// It holds every event of its key through this WAL sequence.
-    pub covered_through: u64,
-    pub rows: u64,
-    pub bytes: u64,
-    pub finished_at_ms: i64,
+    pub(crate) covered_through: u64,
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
+    pub(crate) finished_at_ms: i64,
 }
 
 /// What names outputs: the config, its record sinks (indexed as in
@@ -33,9 +33,9 @@ pub(super) struct Closed<'a> {
 pub(super) struct Naming<'a> {
     pub config: &'a Config,
     /// This start's random id, which record sinks' keys carry.
-    pub run_id: &'a str,
-    pub record_sinks: &'a [Arc<dyn RecordSink>],
-    pub period_secs: u64,
+    pub(crate) run_id: &'a str,
+    pub(crate) record_sinks: &'a [Arc<dyn RecordSink>],
+    pub(crate) period_secs: u64,
 }
 
 /// The manifest of `c`, and its `kind` label in
@@ -139,18 +139,18 @@ pub(super) fn manifest(c: &Closed<'_>, n: &Naming<'_>) -> (Manifest, &'static st
 /// A preview of an open file: the rows it got from WAL record `from`
 /// through `through`.
 pub(super) struct Preview<'a> {
-    pub route: usize,
-    pub group: &'a [u8],
-    pub slot: FileSlot,
+    pub(crate) route: usize,
+    pub(crate) group: &'a [u8],
+    pub(crate) slot: FileSlot,
     /// The open file's first record (names which file it previews).
-    pub opened: u64,
-    pub period_start: i64,
+    pub(crate) opened: u64,
+    pub(crate) period_start: i64,
     pub from: u64,
-    pub through: u64,
-    pub id: String,
-    pub rows: u64,
-    pub bytes: u64,
-    pub finished_at_ms: i64,
+    pub(crate) through: u64,
+    pub(crate) id: String,
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
+    pub(crate) finished_at_ms: i64,
 }
 
 /// The manifest of a preview, keyed for the route's sinks that take

@@ -72,25 +72,25 @@ pub struct RollerLinks {
     /// How far the WAL is durable: the roller reads up to there.
     pub durable: Arc<crate::wal::tail::Durable>,
     /// Published: the WAL sequence the roller reads next.
-    pub position: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) position: Arc<std::sync::atomic::AtomicU64>,
     /// Lowest WAL sequence still needed (published after every message).
     pub release: Arc<watch::Sender<u64>>,
     /// Lowest WAL sequence still on disk: coverage below it is forgotten.
-    pub wal_oldest: watch::Receiver<u64>,
+    pub(crate) wal_oldest: watch::Receiver<u64>,
     /// Finished files, for delivery.
-    pub finished: mpsc::Sender<Manifest>,
-    pub outbox: OutboxDir,
+    pub(crate) finished: mpsc::Sender<Manifest>,
+    pub(crate) outbox: OutboxDir,
     /// Manifests already in the outbox at start.
-    pub initial: Vec<Manifest>,
+    pub(crate) initial: Vec<Manifest>,
     pub metrics: Metrics,
     /// The outbox backlog; the roller waits while it is over its limit.
-    pub backlog: Arc<crate::outbox::Backlog>,
-    pub shutdown: watch::Receiver<bool>,
+    pub(crate) backlog: Arc<crate::outbox::Backlog>,
+    pub(crate) shutdown: watch::Receiver<bool>,
     /// Set before shutdown for a drain: when the WAL closes, finish every
     /// open file instead of leaving it for the next start.
-    pub drain: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) drain: Arc<std::sync::atomic::AtomicBool>,
     /// Why the roller is failing, for `/readyz` (none when it is not).
-    pub status: Arc<StageStatus>,
+    pub(crate) status: Arc<StageStatus>,
 }
 
 /// Starts the roller thread. It returns when the WAL closes its output

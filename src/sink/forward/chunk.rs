@@ -54,9 +54,9 @@ pub(crate) fn chunk_id(part: &[u8; 16], tag: &str) -> String {
 /// (`[EventTime, record]` after each other) and how many.
 #[derive(Debug, Default)]
 pub(crate) struct Entries {
-    pub tag: String,
-    pub entries: Vec<u8>,
-    pub events: u64,
+    pub(crate) tag: String,
+    pub(crate) entries: Vec<u8>,
+    pub(crate) events: u64,
 }
 
 /// Regroups a part's `[tag, EventTime, record]` events per tag, tags in the

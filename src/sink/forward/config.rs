@@ -41,7 +41,7 @@ fn default_hostname() -> String {
 /// How a chunk's entries travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Compress {
+pub(crate) enum Compress {
     /// PackedForward: what every forward server reads.
     #[default]
     None,
@@ -53,15 +53,15 @@ pub enum Compress {
 /// One server of a forward sink.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct ForwardServer {
+pub(crate) struct ForwardServer {
     /// `host:port`.
-    pub address: String,
+    pub(crate) address: String,
     /// Share of chunks among the servers in use (Fluentd's `weight`).
     #[serde(default = "default_weight")]
-    pub weight: u32,
+    pub(crate) weight: u32,
     /// Used only while no other server takes chunks (Fluentd's `standby`).
     #[serde(default)]
-    pub standby: bool,
+    pub(crate) standby: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -69,55 +69,55 @@ pub struct ForwardServer {
 pub struct ForwardSinkConfig {
     /// The servers; chunks are balanced by weight over those that are up,
     /// standby servers take them while no other server is up.
-    pub servers: Vec<ForwardServer>,
+    pub(crate) servers: Vec<ForwardServer>,
     /// Shared key of the servers' `<security>` (`[forward.security]` of a
     /// weir): the handshake runs when it is set.
     #[serde(default, serialize_with = "redact_opt")]
-    pub shared_key: Option<String>,
+    pub(crate) shared_key: Option<String>,
     /// For servers with `user_auth`.
     #[serde(default)]
-    pub username: Option<String>,
+    pub(crate) username: Option<String>,
     #[serde(default, serialize_with = "redact_opt")]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
     /// Host name sent in the handshake; must differ from the server's own
     /// `self_hostname`. Default: this machine's host name.
     #[serde(default = "default_hostname")]
-    pub self_hostname: String,
+    pub(crate) self_hostname: String,
     /// Connect with TLS, trusting these CA certificates (PEM).
-    pub tls_ca_path: Option<PathBuf>,
+    pub(crate) tls_ca_path: Option<PathBuf>,
     /// Client certificate and key (PEM) for servers that require mTLS.
-    pub tls_cert_path: Option<PathBuf>,
-    pub tls_key_path: Option<PathBuf>,
+    pub(crate) tls_cert_path: Option<PathBuf>,
+    pub(crate) tls_key_path: Option<PathBuf>,
     /// Name the server's certificate must carry (default: the server's host).
-    pub tls_server_name: Option<String>,
+    pub(crate) tls_server_name: Option<String>,
     /// `"none"` (PackedForward) or `"gzip"` (CompressedPackedForward).
     #[serde(default)]
-    pub compress: Compress,
+    pub(crate) compress: Compress,
     /// A chunk is sent at most this long after its first event arrived.
     #[serde(default = "default_flush")]
-    pub flush_interval: HumanDuration,
+    pub(crate) flush_interval: HumanDuration,
     /// Largest chunk (entry bytes before compression). Fluent Bit's
     /// in_forward takes 6 MiB by default.
     #[serde(default = "default_part")]
-    pub max_chunk_bytes: ByteSize,
+    pub(crate) max_chunk_bytes: ByteSize,
     /// A chunk not acked within this is sent again (to a server that is up).
     #[serde(default = "default_ack_timeout")]
-    pub ack_timeout: HumanDuration,
+    pub(crate) ack_timeout: HumanDuration,
     /// Longest wait for TCP, TLS and the handshake.
     #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: HumanDuration,
+    pub(crate) connect_timeout: HumanDuration,
     /// Keep connections open between chunks.
     #[serde(default = "default_true")]
-    pub keepalive: bool,
+    pub(crate) keepalive: bool,
     /// A kept connection unused this long is closed (servers close idle
     /// connections too).
     #[serde(default = "default_idle_timeout")]
-    pub idle_timeout: HumanDuration,
+    pub(crate) idle_timeout: HumanDuration,
     /// Prepended to every tag on the way out (`"dc1."`).
     #[serde(default)]
-    pub tag_prefix: String,
+    pub(crate) tag_prefix: String,
     /// Every event goes out under this tag instead of its own.
-    pub tag: Option<String>,
+    pub(crate) tag: Option<String>,
 }
 
 impl ForwardSinkConfig {
@@ -125,7 +125,7 @@ impl ForwardSinkConfig {
     ///
     /// # Errors
     /// The first setting that cannot be used, with its key.
-    pub fn validate(&self, name: &str) -> Result<(), Invalid> {
+    pub(crate) fn validate(&self, name: &str) -> Result<(), Invalid> {
         let key = |k: &str| format!("sinks.{name}.{k}");
         if self.servers.is_empty() {
             return Err(Invalid::new(
@@ -262,7 +262,7 @@ impl ForwardSinkConfig {
     }
 
     /// The connection settings for [`crate::client::Connector`].
-    pub fn client(&self) -> crate::client::ClientSettings {
+    pub(crate) fn client(&self) -> crate::client::ClientSettings {
         crate::client::ClientSettings {
             shared_key: self.shared_key.clone(),
             username: self.username.clone().unwrap_or_default(),

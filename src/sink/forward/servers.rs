@@ -30,7 +30,7 @@ pub(super) struct Servers {
 
 /// How long a failed server rests.
 pub(super) struct Rested {
-    pub rest: Duration,
+    pub(crate) rest: Duration,
 }
 
 impl Servers {

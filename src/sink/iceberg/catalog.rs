@@ -79,8 +79,8 @@ pub(crate) async fn ensure_namespace(
 /// seen.
 #[derive(Debug)]
 pub(crate) struct Counting {
-    pub inner: Arc<dyn Catalog>,
-    pub conflicts: AtomicU64,
+    pub(crate) inner: Arc<dyn Catalog>,
+    pub(crate) conflicts: AtomicU64,
 }
 
 impl Counting {

@@ -39,23 +39,23 @@ const EXPIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 /// What the committer needs to know, fixed at start.
 pub(super) struct Settings {
     pub sink: String,
-    pub node: String,
-    pub namespace: NamespaceIdent,
+    pub(crate) node: String,
+    pub(crate) namespace: NamespaceIdent,
     /// Table location by table name.
-    pub locations: HashMap<String, String>,
+    pub(crate) locations: HashMap<String, String>,
     /// The shape of each route's table, by route name.
-    pub shapes: HashMap<String, Shape>,
+    pub(crate) shapes: HashMap<String, Shape>,
     /// URI prefix of file keys (`file:///wh/`, `s3://bucket/`).
-    pub files_base: String,
+    pub(crate) files_base: String,
     /// Where table uuids are remembered (`data_dir/iceberg/{sink}/`).
-    pub state_dir: PathBuf,
-    pub snapshot_max_age_ms: i64,
-    pub snapshot_min_keep: usize,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) snapshot_max_age_ms: i64,
+    pub(crate) snapshot_min_keep: usize,
 }
 
 /// One sink's committer: the catalog, and each table as last seen.
 pub(super) struct Committer {
-    pub settings: Settings,
+    pub(crate) settings: Settings,
     pub metrics: IcebergMetrics,
     catalog: Option<Arc<Counting>>,
     /// Connects to the catalog (again after a failure).

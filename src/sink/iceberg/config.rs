@@ -42,33 +42,33 @@ pub struct IcebergSinkConfig {
     /// Where the tables' files go: a local folder (`"/var/lib/weir/lake"`),
     /// or a table with an object store's settings, exactly as its own sink
     /// takes them (`{ type = "s3", bucket = "lake", prefix = "warehouse", … }`).
-    pub warehouse: Warehouse,
+    pub(crate) warehouse: Warehouse,
     /// The SQL catalog: `sqlite:/path/catalog.db` or
     /// `postgres://user:password@host:5432/db`. Default for a local
     /// warehouse: `sqlite:{warehouse}/catalog.db`, nothing to run.
     #[serde(default, serialize_with = "redact_url_password")]
-    pub catalog_uri: Option<String>,
+    pub(crate) catalog_uri: Option<String>,
     /// The catalog's name: the tables' rows are keyed by it (pyiceberg's
     /// `SqlCatalog(name, …)`, Spark's `spark.sql.catalog.NAME`).
     #[serde(default = "default_catalog_name")]
-    pub catalog_name: String,
+    pub(crate) catalog_name: String,
     /// The namespace (database) of the tables.
     #[serde(default = "default_namespace")]
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// Files finished since the last commit are committed together this
     /// often (one snapshot per commit) …
     #[serde(default = "default_commit_interval")]
-    pub commit_interval: HumanDuration,
+    pub(crate) commit_interval: HumanDuration,
     /// … or as soon as this many wait.
     #[serde(default = "default_commit_max_files")]
-    pub commit_max_files: usize,
+    pub(crate) commit_max_files: usize,
     /// Snapshots this node made that are older than this are expired (the
     /// table keeps its data; time travel reaches back this far) …
     #[serde(default = "default_snapshot_max_age")]
-    pub snapshot_max_age: HumanDuration,
+    pub(crate) snapshot_max_age: HumanDuration,
     /// … but the newest this many snapshots of the table are always kept.
     #[serde(default = "default_snapshot_min_keep")]
-    pub snapshot_min_keep: usize,
+    pub(crate) snapshot_min_keep: usize,
 }
 
 /// Where an Iceberg sink's tables live.
@@ -76,7 +76,7 @@ pub struct IcebergSinkConfig {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
-pub enum Warehouse {
+pub(crate) enum Warehouse {
     /// A local folder.
     Local(PathBuf),
     /// An object store, configured as its sink is.
@@ -86,7 +86,7 @@ pub enum Warehouse {
 /// An object store holding a warehouse, with the keys of its sink type.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
-pub enum WarehouseStore {
+pub(crate) enum WarehouseStore {
     Local(LocalSinkConfig),
     S3(S3SinkConfig),
     Gcs(GcsSinkConfig),
@@ -114,7 +114,7 @@ impl<'de> Deserialize<'de> for Warehouse {
 
 impl Warehouse {
     /// The local folder of a local warehouse.
-    pub fn local_path(&self) -> Option<&std::path::Path> {
+    pub(crate) fn local_path(&self) -> Option<&std::path::Path> {
         match self {
             Warehouse::Local(p) => Some(p),
             Warehouse::Store(WarehouseStore::Local(c)) => Some(&c.path),
@@ -125,7 +125,7 @@ impl Warehouse {
 
 impl IcebergSinkConfig {
     /// The catalog URI in force (the SQLite default for a local warehouse).
-    pub fn catalog_uri(&self) -> Option<String> {
+    pub(crate) fn catalog_uri(&self) -> Option<String> {
         self.catalog_uri.clone().or_else(|| {
             let dir = self.warehouse.local_path()?;
             let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
@@ -137,7 +137,7 @@ impl IcebergSinkConfig {
     ///
     /// # Errors
     /// The first setting that cannot be used, with its key.
-    pub fn validate(&self, name: &str) -> Result<(), Invalid> {
+    pub(crate) fn validate(&self, name: &str) -> Result<(), Invalid> {
         let key = |k: &str| format!("sinks.{name}.{k}");
         match &self.warehouse {
             Warehouse::Local(p) if p.as_os_str().is_empty() => {
@@ -262,7 +262,7 @@ impl IcebergSinkConfig {
     /// The key a file of `route` gets: in its table's `data/` folder under
     /// the warehouse (relative to the warehouse folder for a local one, to
     /// the bucket for an object store).
-    pub fn file_key(
+    pub(crate) fn file_key(
         &self,
         route: &crate::router::Route,
         parts: &crate::sink::key::FileParts<'_>,

@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::router::Route;
 
 /// Connects to a sink's catalog (again, after a failure).
-pub type Connect =
+pub(crate) type Connect =
     Box<dyn Fn() -> BoxFuture<'static, iceberg::Result<Arc<dyn Catalog>>> + Send + Sync>;
 
 /// What an Iceberg sink needs besides its own config.
@@ -42,7 +42,7 @@ pub struct Context<'a> {
     pub metrics: Metrics,
 }
 
-pub struct IcebergSink {
+pub(crate) struct IcebergSink {
     /// Puts data files into the warehouse (the local or object sink's code).
     files: Arc<dyn Sink>,
     committer: tokio::sync::Mutex<commit::Committer>,
@@ -114,7 +114,11 @@ impl IcebergSink {
     ///
     /// # Errors
     /// The warehouse's store cannot be set up.
-    pub fn build(name: &str, c: &IcebergSinkConfig, ctx: &Context<'_>) -> Result<Self, String> {
+    pub(crate) fn build(
+        name: &str,
+        c: &IcebergSinkConfig,
+        ctx: &Context<'_>,
+    ) -> Result<Self, String> {
         let stores = stores(&c.warehouse)?;
         let uri = c
             .catalog_uri()
@@ -181,7 +185,7 @@ impl IcebergSink {
     /// # Errors
     /// The catalog cannot be reached, or a table refuses its route (a
     /// changed column type, a removed column, a table altered by others).
-    pub async fn prepare(&self) -> Result<(), super::SinkError> {
+    pub(crate) async fn prepare(&self) -> Result<(), super::SinkError> {
         self.committer.lock().await.prepare_all().await
     }
 }
@@ -191,7 +195,7 @@ impl IcebergSink {
     ///
     /// # Errors
     /// The catalog cannot be reached, or a table refuses its route.
-    pub async fn check(&self) -> Result<Vec<String>, super::SinkError> {
+    pub(crate) async fn check(&self) -> Result<Vec<String>, super::SinkError> {
         self.committer.lock().await.check().await
     }
 }

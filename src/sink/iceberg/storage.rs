@@ -232,7 +232,7 @@ impl FileWrite for Writer {
 /// Hands the one storage to whoever asks (the catalog's FileIO).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct StoreStorageFactory {
-    pub storage: StoreStorage,
+    pub(crate) storage: StoreStorage,
 }
 
 #[typetag::serde]

@@ -43,10 +43,10 @@ pub(super) enum Moment {
 /// What a route's table must look like.
 #[derive(Debug, Clone)]
 pub(super) struct Shape {
-    pub route: String,
-    pub table: String,
-    pub per_route: bool,
-    pub columns: Vec<(String, ColumnType)>,
+    pub(crate) route: String,
+    pub(crate) table: String,
+    pub(crate) per_route: bool,
+    pub(crate) columns: Vec<(String, ColumnType)>,
 }
 
 impl Shape {
@@ -267,7 +267,7 @@ async fn create(
 #[derive(Debug, Default)]
 pub(super) struct Plan {
     /// Declared columns the table lacks (added as optional columns).
-    pub add: Vec<(String, PrimitiveType)>,
+    pub(crate) add: Vec<(String, PrimitiveType)>,
     /// The declared columns weir answers for, after the change.
     declared: Vec<String>,
     /// What is allowed but worth saying (logged at start, printed by

@@ -24,20 +24,20 @@ fn default_td_part() -> ByteSize {
 #[serde(deny_unknown_fields)]
 pub struct TdSinkConfig {
     #[serde(serialize_with = "redact")]
-    pub apikey: String,
+    pub(crate) apikey: String,
     #[serde(default = "default_td_endpoint")]
-    pub endpoint: String,
+    pub(crate) endpoint: String,
     /// Default: the tag's second-to-last part (normalised as TD does).
-    pub database: Option<String>,
+    pub(crate) database: Option<String>,
     /// Default: the tag's last part.
-    pub table: Option<String>,
+    pub(crate) table: Option<String>,
     /// A part is uploaded this long after its first event.
     #[serde(default = "default_td_flush")]
-    pub flush_interval: HumanDuration,
+    pub(crate) flush_interval: HumanDuration,
     /// Largest part (msgpack bytes before gzip).
     #[serde(default = "default_td_part")]
-    pub max_part_bytes: ByteSize,
+    pub(crate) max_part_bytes: ByteSize,
     /// Create a missing database/table on 404 instead of dead-lettering.
     #[serde(default = "default_true")]
-    pub auto_create_table: bool,
+    pub(crate) auto_create_table: bool,
 }
