@@ -114,8 +114,14 @@ fn acked_events_survive_repeated_kill_9() {
         // kill lands in a different phase (replay, appends, finishing files),
         // then kill at a random moment.
         let before = acked_count();
-        let progressed = wait_until(Duration::from_secs(60), || acked_count() > before);
-        assert!(progressed, "no acks after a restart\n{}", weir.log());
+        // A restart replays the WAL before it accepts: generous on a
+        // loaded machine, still bounded.
+        let progressed = wait_until(Duration::from_secs(180), || acked_count() > before);
+        assert!(
+            progressed,
+            "{}\nno acks within 180 s of a restart",
+            weir.log()
+        );
         std::thread::sleep(Duration::from_millis(rng.random_range(0..700)));
         weir.kill9();
         weir.spawn();
@@ -136,7 +142,8 @@ fn acked_events_survive_repeated_kill_9() {
     // Everything is finished and delivered when nothing is open in the roller
     // and nothing waits in the outbox.
     let data = weir.data_dir();
-    let drained = wait_until(Duration::from_secs(200), || {
+    let drain_started = std::time::Instant::now();
+    let drained = wait_until(Duration::from_secs(400), || {
         let open = std::fs::read_dir(data.join("roll/open"))
             .map(|d| d.count())
             .unwrap_or(1);
@@ -149,8 +156,16 @@ fn acked_events_survive_repeated_kill_9() {
             .unwrap_or(1);
         open == 0 && waiting == 0
     });
-    assert!(drained, "files not finished in time\n{}", weir.log());
-    assert!(weir.is_running(), "weir died\n{}", weir.log());
+    assert!(
+        drained,
+        "{}\nfiles not finished within 400 s of the last ack",
+        weir.log()
+    );
+    assert!(weir.is_running(), "{}\nweir died", weir.log());
+    println!(
+        "crash test: drained {:.1} s after the last ack",
+        drain_started.elapsed().as_secs_f64()
+    );
 
     let rows = read_rows(&weir.out_dir());
     let mut count: BTreeMap<String, u32> = BTreeMap::new();
@@ -175,11 +190,15 @@ fn acked_events_survive_repeated_kill_9() {
         duplicates,
         files.len()
     );
-    // Every client was sending when weir died, again and again.
+    // Every client was sending when weir died, again and again. A client
+    // that waits 500 ms before its resend sleeps through some restarts
+    // (13 to 17 reconnects in 22 kills on a quiet machine, fewer when
+    // restarts come faster than its wait), so it is held to a lower bound.
     for (k, &r) in stats.reconnects.iter().enumerate() {
+        let least = if k % 2 == 1 { KILLS / 4 } else { KILLS / 2 } as u64;
         assert!(
-            r >= KILLS as u64 / 2,
-            "client {k} reconnected only {r} times"
+            r >= least,
+            "client {k} reconnected only {r} times (at least {least} expected)"
         );
     }
     assert!(
