@@ -54,7 +54,7 @@ fn upload(c: &mut Criterion) {
         "bench",
     )
     .unwrap();
-    let ctx = weir::sink::iceberg::Context {
+    let ctx = weir::sink::BuildContext {
         node_id: &config.node_id,
         data_dir: &config.data_dir,
         routes: &config.routes,

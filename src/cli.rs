@@ -77,13 +77,13 @@ pub enum Command {
     },
     /// Send synthetic forward traffic to any forward server and report
     /// events/s and ack latency percentiles.
-    Loadgen(Box<crate::tools::loadgen::LoadgenArgs>),
+    Loadgen(Box<crate::tools::LoadgenArgs>),
     /// Record forward traffic: a transparent proxy in front of any forward
     /// server that writes every client request to a capture file.
-    Capture(crate::tools::capture::CaptureArgs),
+    Capture(crate::tools::CaptureArgs),
     /// Replay capture files against any forward server at any speed and
     /// report events/s and ack latency percentiles.
-    Replay(Box<crate::tools::playback::ReplayArgs>),
+    Replay(Box<crate::tools::ReplayArgs>),
 }
 
 /// `weir redeliver` arguments.
@@ -241,7 +241,7 @@ pub fn describe(config: &Config) -> String {
 /// # Errors
 /// A sink cannot be built, or a table refuses its route.
 pub async fn check_tables(c: &crate::config::Config) -> anyhow::Result<String> {
-    let ctx = crate::sink::iceberg::Context {
+    let ctx = crate::sink::BuildContext {
         node_id: &c.node_id,
         data_dir: &c.data_dir,
         routes: &c.routes,
@@ -299,7 +299,7 @@ pub async fn check_tables(c: &crate::config::Config) -> anyhow::Result<String> {
 /// # Errors
 /// A sink cannot be built or fails its probe.
 pub async fn probe_sinks(c: &crate::config::Config) -> anyhow::Result<String> {
-    let ctx = crate::sink::iceberg::Context {
+    let ctx = crate::sink::BuildContext {
         node_id: &c.node_id,
         data_dir: &c.data_dir,
         routes: &c.routes,
@@ -309,7 +309,7 @@ pub async fn probe_sinks(c: &crate::config::Config) -> anyhow::Result<String> {
     let mut out = String::new();
     let mut failed = 0;
     for (name, sink) in &built.sinks {
-        match crate::sink::probe::probe(sink.as_ref()).await {
+        match crate::sink::probe(sink.as_ref()).await {
             Ok(()) => out.push_str(&format!("# sinks.{name}: probe ok\n")),
             Err(why) => {
                 failed += 1;

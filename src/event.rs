@@ -256,8 +256,7 @@ mod tests {
         let batch = b.finish();
         let ev = batch.events().next().unwrap();
         let mut json = String::new();
-        crate::roll::json::write_value(&mut json, &mut crate::msgpack::Cursor::new(ev.record))
-            .unwrap();
+        crate::roll::write_value(&mut json, &mut crate::msgpack::Cursor::new(ev.record)).unwrap();
         assert_eq!(json, r#"{"a":1,"src":"10.0.0.1"}"#);
     }
 

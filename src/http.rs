@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::units::HumanDuration;
+use crate::config::HumanDuration;
 use crate::health::Health;
 use crate::metrics::Metrics;
 
@@ -37,7 +37,7 @@ pub struct MetricsConfig {
     /// Fluentd's prometheus plugin uses.
     #[serde(
         default = "default_metrics_listen",
-        deserialize_with = "crate::config::units::listen_addr"
+        deserialize_with = "crate::config::listen_addr"
     )]
     pub(crate) listen: SocketAddr,
     /// `/readyz` fails once backpressure (the roller not keeping up) has

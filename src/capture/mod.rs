@@ -6,3 +6,5 @@
 
 pub mod format;
 pub(crate) mod writer;
+pub(crate) use format::{encode_header, write_record, Kind, Reader, Record};
+pub(crate) use writer::{Capture, Target, Writer};

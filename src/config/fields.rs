@@ -26,7 +26,7 @@ pub(crate) fn redact_url_password<S: serde::Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     match v {
-        Some(v) => s.serialize_str(&crate::sink::iceberg::config::redact_uri(v)),
+        Some(v) => s.serialize_str(&crate::sink::redact_uri(v)),
         None => s.serialize_none(),
     }
 }

@@ -23,17 +23,17 @@ pub use units::{ByteSize, HumanDuration};
 
 // Each section's types live beside the stage that uses them.
 pub use crate::http::MetricsConfig;
-pub use crate::input::forward::config::{ClientRule, ForwardConfig, SecurityConfig, UserConfig};
-pub use crate::input::http::config::HttpConfig;
-pub use crate::input::tls::{TlsConfig, TlsVersion};
-pub use crate::logging::config::LogConfig;
-pub use crate::outbox::config::OutboxConfig;
-pub use crate::roll::config::{ColumnType, RollConfig, TimeUnit};
+pub use crate::input::HttpConfig;
+pub use crate::input::{ClientRule, ForwardConfig, SecurityConfig, UserConfig};
+pub use crate::input::{TlsConfig, TlsVersion};
+pub use crate::logging::LogConfig;
+pub use crate::outbox::OutboxConfig;
+pub use crate::roll::{ColumnType, RollConfig, TimeUnit};
 pub use crate::router::{FileGrouping, Route, RouteConfig, Unmatched};
-pub use crate::sink::config::{
-    GcsSinkConfig, LocalSinkConfig, S3Encryption, S3SinkConfig, SinkConfig,
-};
-pub use crate::wal::config::{Durability, WalConfig};
+pub use crate::sink::{GcsSinkConfig, LocalSinkConfig, S3Encryption, S3SinkConfig, SinkConfig};
+pub use crate::wal::{Durability, WalConfig};
+pub(crate) use fields::{default_true, redact, redact_opt, redact_url_password};
+pub(crate) use units::listen_addr;
 
 /// A configuration problem, with the key (and file position) it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -224,7 +224,7 @@ fn parse_file(text: &str, origin: &str) -> Result<FileConfig, ConfigError> {
         .map(|n| n.split('.').next().unwrap_or(n).to_string())
     {
         if let Some(sink) = value.get("sinks").and_then(|s| s.get(&name)) {
-            if let Some((inner, why)) = crate::sink::config::explain(sink) {
+            if let Some((inner, why)) = crate::sink::explain(sink) {
                 key = if inner.is_empty() {
                     format!("sinks.{name}")
                 } else {
@@ -353,7 +353,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     file.wal.validate().map_err(&stage)?;
     let tls_server = match &file.forward.tls {
         Some(tls) => Some(
-            crate::input::tls::server_config(tls, "forward.tls")
+            crate::input::server_config(tls, "forward.tls")
                 .map_err(|e| invalid(&e.key, e.message))?,
         ),
         None => None,
@@ -362,8 +362,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     if let Some(http) = &file.http {
         http.validate().map_err(&stage)?;
         if let Some(tls) = &http.tls {
-            crate::input::tls::server_config(tls, "http.tls")
-                .map_err(|e| invalid(&e.key, e.message))?;
+            crate::input::server_config(tls, "http.tls").map_err(|e| invalid(&e.key, e.message))?;
         }
     }
 
@@ -451,7 +450,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
                 ));
             }
         }
-        crate::sink::key::validate_prefix(&r.prefix)
+        crate::sink::validate_prefix(&r.prefix)
             .map_err(|m| invalid(&format!("{key}.prefix"), m))?;
         if r.files == FileGrouping::PerRoute && r.name.is_none() {
             return Err(invalid(
@@ -478,7 +477,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
             (None, false) => name.clone(),
         };
         if let Some(sink) = tables.first() {
-            if !crate::sink::iceberg::config::is_identifier(&table) {
+            if !crate::sink::is_identifier(&table) {
                 let key = if r.table.is_some() {
                     format!("{key}.table")
                 } else {

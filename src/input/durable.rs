@@ -3,8 +3,8 @@
 //! de-duplication key for inputs whose clients name what they send.
 
 use crate::event::EventBatch;
-use crate::wal::dedupe::{Key, KEY_LEN};
 use crate::wal::{DurableReply, WalError, WalHandle};
+use crate::wal::{Key, KEY_LEN};
 
 /// Hands `batch` to the WAL; the reply answers once the batch is durable
 /// (its sequence) or cannot be (then the client must not be told it was

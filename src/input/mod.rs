@@ -16,7 +16,6 @@ pub(crate) use durable::dedupe_key;
 
 use crate::health::Listeners;
 use crate::wal::WalHandle;
-use http::config::HttpConfig;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +25,24 @@ use tokio::sync::{watch, Semaphore};
 use crate::backpressure::Backpressure;
 use crate::metrics::Metrics;
 use crate::wal::WalState;
+#[cfg(test)]
+pub(crate) use durable::chunk_source;
+pub(crate) use durable::WEIR_CHUNK_PREFIX;
 use forward::budget::MemoryBudget;
-use forward::config::ForwardConfig;
+pub use forward::config::{ClientRule, ForwardConfig, SecurityConfig, UserConfig};
+pub(crate) use forward::decode::read_options;
+#[cfg(test)]
+pub(crate) use forward::decode::{decode_request, DecodeLimits, Request};
+pub(crate) use forward::decompress::{compress, decompress, detect, Compression};
+pub(crate) use forward::handshake::sha512_hex;
+pub(crate) use forward::messages;
+pub(crate) use forward::messages::parse_helo;
+#[cfg(test)]
+pub(crate) use forward::messages::{helo, HeloOptions};
+pub(crate) use forward::time::read_time;
+pub use http::config::HttpConfig;
+pub(crate) use tls::server_config;
+pub use tls::{TlsConfig, TlsVersion};
 
 /// What every input shares, so the bounds in `[forward]` hold for the node
 /// whichever way events arrive.

@@ -35,7 +35,9 @@ pub use delivery::{start as start_delivery, DeliveryLinks};
 pub use manifest::Manifest;
 pub(crate) use retained::Retention;
 
-use crate::wal::segment::sync_dir;
+use crate::wal::sync_dir;
+pub use config::OutboxConfig;
+pub(crate) use manifest::{hex, unhex, FileKind, PreviewSlot, Slot, VERSION};
 
 /// Bytes of outbox files some sink still needs, against the configured
 /// limit. Updated by delivery, read by the roller (which waits while it is

@@ -26,8 +26,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
-use crate::sink::key::FRESH_DIR;
 use crate::sink::Sink;
+use crate::sink::FRESH_DIR;
 
 /// How often every preview folder is checked, for what a restart or a
 /// missed notice left (or a sink that no longer takes previews).

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::{Manifest, OutboxDir};
 use crate::metrics::Metrics;
-use crate::wal::segment::sync_dir;
+use crate::wal::sync_dir;
 
 /// The retained folder and what it holds, oldest period first.
 pub(crate) struct Retention {

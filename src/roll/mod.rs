@@ -36,7 +36,10 @@ mod window;
 mod write_error;
 mod writer;
 
+pub use config::{ColumnType, RollConfig, TimeUnit};
 pub use encoder::Encoder;
+#[cfg(test)]
+pub(crate) use json::write_value;
 pub use roller::{start, RollerError, RollerLinks};
 pub use schema::RouteSchema;
 pub(crate) use window::Direction;

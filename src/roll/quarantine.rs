@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::capture::format::{encode_header, write_record, Kind, Record};
+use crate::capture::{encode_header, write_record, Kind, Record};
 use crate::event::EventBatch;
-use crate::wal::segment::sync_dir;
+use crate::wal::sync_dir;
 use crate::wal::WalRecord;
 
 /// The quarantine folder and the sequences in it.
@@ -132,7 +132,7 @@ pub(super) fn forward_request(batch: &EventBatch) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::event::BatchBuilder;
-    use crate::input::forward::decode::{decode_request, DecodeLimits, Request};
+    use crate::input::{decode_request, DecodeLimits, Request};
 
     #[test]
     fn a_quarantined_record_decodes_back_to_the_same_events() {
@@ -158,7 +158,7 @@ mod tests {
             batch,
         };
         let path = q.put(&r, "test").unwrap();
-        let reader = crate::capture::format::Reader::open(&path).unwrap();
+        let reader = crate::capture::Reader::open(&path).unwrap();
         let records: Vec<_> = reader.collect();
         assert_eq!(records.len(), 3);
         assert_eq!(&records[1].payload[..], &req[..]);

@@ -46,17 +46,17 @@ fn run(config: &Arc<Config>, records: &[WalRecord], drain: bool, metrics: &Metri
     let wal_dir = data.join("wal");
     let _ = std::fs::remove_dir_all(&wal_dir);
     std::fs::create_dir_all(&wal_dir).unwrap();
-    let mut seg = crate::wal::segment::MAGIC.to_vec();
+    let mut seg = crate::wal::MAGIC.to_vec();
     for r in records {
-        crate::wal::record::encode(&mut seg, r.seq, r.arrival_ms, b"", &r.batch);
+        crate::wal::encode(&mut seg, r.seq, r.arrival_ms, b"", &r.batch);
     }
     let first = records.first().map_or(0, |r| r.seq);
-    std::fs::write(crate::wal::segment::segment_path(&wal_dir, first), seg).unwrap();
+    std::fs::write(crate::wal::segment_path(&wal_dir, first), seg).unwrap();
 
     let outbox = OutboxDir::open(data.join("outbox")).unwrap();
     let initial = outbox.load().unwrap();
     // The writer has stopped: everything on disk is durable.
-    let durable = crate::wal::tail::Durable::new();
+    let durable = crate::wal::Durable::new();
     let end = records.last().map_or(0, |r| r.seq + 1);
     durable.publish(end, records.last().map_or(0, |r| r.arrival_ms));
     durable.close();
@@ -96,7 +96,7 @@ fn stored(data: &Path) -> (BTreeMap<u64, usize>, Vec<Manifest>) {
     let mut ids = BTreeMap::new();
     for m in manifests
         .iter()
-        .filter(|m| m.kind == crate::outbox::manifest::FileKind::Parquet)
+        .filter(|m| m.kind == crate::outbox::FileKind::Parquet)
     {
         let file = std::fs::File::open(outbox.data_path(m)).unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)

@@ -4,7 +4,7 @@
 use parquet::errors::ParquetError;
 
 use crate::msgpack::MsgpackError;
-use crate::sink::records::PartError;
+use crate::sink::PartError;
 
 /// Why a file could not be written.
 #[derive(Debug, thiserror::Error)]

@@ -31,7 +31,7 @@ use super::schema::RouteSchema;
 pub(super) use super::write_error::WriteError;
 use crate::config::ColumnType;
 use crate::msgpack::{Cursor, Head, MsgpackError};
-use crate::sink::records::ClosedPart;
+use crate::sink::ClosedPart;
 
 /// Rows collected before they are handed to the parquet encoder.
 pub(super) const BATCH_ROWS: usize = 8192;

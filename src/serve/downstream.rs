@@ -24,7 +24,7 @@ use crate::sink;
 pub(super) struct Shared {
     pub data_dir: PathBuf,
     pub metrics: Metrics,
-    pub durable: Arc<crate::wal::tail::Durable>,
+    pub durable: Arc<crate::wal::Durable>,
     pub(crate) position: Arc<AtomicU64>,
     pub release: Arc<watch::Sender<u64>>,
     pub oldest: watch::Receiver<u64>,
@@ -62,7 +62,7 @@ impl Downstream {
             .with_context(|| format!("reading the outbox in data_dir {}", data_dir.display()))?;
         let built = sink::build_all(
             &config.sinks,
-            &sink::iceberg::Context {
+            &sink::BuildContext {
                 node_id: &config.node_id,
                 data_dir,
                 routes: &config.routes,

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::fields::{default_true, redact_opt};
-use crate::config::invalid::Invalid;
+use crate::config::Invalid;
+use crate::config::{default_true, redact_opt};
 use crate::sink::key::{FileParts, Layout};
 use crate::sink::kind::SinkKind;
 

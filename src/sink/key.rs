@@ -158,8 +158,8 @@ pub(crate) struct FileParts<'a> {
 impl FileName {
     /// The name of a finished file of this manifest slot, whose first WAL
     /// sequence is `first_seq`; `None` for a Treasure Data part.
-    pub(crate) fn for_slot(slot: crate::outbox::manifest::Slot, first_seq: u64) -> Option<Self> {
-        use crate::outbox::manifest::Slot;
+    pub(crate) fn for_slot(slot: crate::outbox::Slot, first_seq: u64) -> Option<Self> {
+        use crate::outbox::Slot;
         match slot {
             Slot::Main => Some(FileName::Main),
             Slot::Part => Some(FileName::Part(first_seq)),

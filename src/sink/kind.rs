@@ -11,7 +11,7 @@ use super::config::Capabilities;
 use super::key::FileParts;
 use super::records::RecordSink;
 use super::{iceberg, Sink};
-use crate::config::invalid::Invalid;
+use crate::config::Invalid;
 
 /// A sink built from its config.
 pub(crate) struct BuiltSink {
@@ -69,7 +69,17 @@ pub(crate) trait SinkKind: Send + Sync {
     ///
     /// # Errors
     /// What could not be set up, starting with the config key to blame.
-    fn build(&self, name: &str, ctx: &iceberg::Context<'_>) -> Result<BuiltSink, String>;
+    fn build(&self, name: &str, ctx: &BuildContext<'_>) -> Result<BuiltSink, String>;
+}
+
+/// What a sink is built with besides its own config: the node, its data
+/// folder (an Iceberg sink keeps its catalog state there), the routes (a
+/// table per route) and the metrics it reports to.
+pub struct BuildContext<'a> {
+    pub node_id: &'a str,
+    pub data_dir: &'a std::path::Path,
+    pub routes: &'a [crate::config::Route],
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The settings every object sink (local folder, S3, GCS) has; such a sink
@@ -112,7 +122,7 @@ impl<T: ObjectSinkKind> SinkKind for T {
         ObjectSinkKind::validate(self, name)
     }
 
-    fn build(&self, _name: &str, _ctx: &iceberg::Context<'_>) -> Result<BuiltSink, String> {
+    fn build(&self, _name: &str, _ctx: &BuildContext<'_>) -> Result<BuiltSink, String> {
         Ok(BuiltSink {
             sink: ObjectSinkKind::build(self)?,
             table: None,

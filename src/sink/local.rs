@@ -17,7 +17,7 @@ use object_store::Attributes;
 use super::object::ObjectStoreSink;
 use super::{ListFuture, Sink, SinkError, SinkFuture};
 use crate::config::LocalSinkConfig;
-use crate::wal::segment::sync_dir;
+use crate::wal::sync_dir;
 
 /// A folder on this machine; created if missing. Writes are fsynced and land
 /// by rename, so a reader never sees half a file.
@@ -218,7 +218,7 @@ impl crate::sink::kind::ObjectSinkKind for LocalSinkConfig {
         self.fresh
     }
 
-    fn validate(&self, _name: &str) -> Result<(), crate::config::invalid::Invalid> {
+    fn validate(&self, _name: &str) -> Result<(), crate::config::Invalid> {
         Ok(())
     }
 

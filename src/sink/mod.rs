@@ -25,8 +25,14 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::config::SinkConfig;
+pub(crate) use config::explain;
+pub use config::{GcsSinkConfig, LocalSinkConfig, S3Encryption, S3SinkConfig, SinkConfig};
+pub(crate) use iceberg::config::{is_identifier, redact_uri};
+pub(crate) use key::{validate_prefix, FileName, FileParts, PreviewOf, FRESH_DIR};
+pub use kind::BuildContext;
 pub use object::{ObjectStoreSink, PART_BYTES};
+pub(crate) use probe::probe;
+pub(crate) use records::{record_sinks, ClosedPart, PartError, RecordPart, RecordSink};
 
 /// Content-Type of uploaded files.
 pub const PARQUET_CONTENT_TYPE: &str = "application/vnd.apache.parquet";
@@ -213,7 +219,7 @@ pub struct Built {
 /// A sink cannot be constructed (for example its folder cannot be created).
 pub fn build_all(
     configs: &BTreeMap<String, SinkConfig>,
-    ctx: &iceberg::Context<'_>,
+    ctx: &BuildContext<'_>,
 ) -> Result<Built, BuildError> {
     let mut out: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::new();
     let mut tables = BTreeMap::new();

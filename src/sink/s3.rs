@@ -137,8 +137,8 @@ impl crate::sink::kind::ObjectSinkKind for S3SinkConfig {
         self.fresh
     }
 
-    fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
-        use crate::config::invalid::Invalid;
+    fn validate(&self, name: &str) -> Result<(), crate::config::Invalid> {
+        use crate::config::Invalid;
         if self.bucket.is_empty() {
             return Err(Invalid::new(
                 format!("sinks.{name}.bucket"),

@@ -20,8 +20,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::capture::format::Kind;
-use crate::capture::writer::{Capture, Target};
+use crate::capture::Kind;
+use crate::capture::{Capture, Target};
 use crate::client::ack_of;
 use crate::metrics::Metrics;
 use crate::msgpack::{Cursor, FrameBuffer, Head};

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::options::{self, ClientOptions};
 use super::report::{Report, Totals};
 use crate::client;
-use crate::input::forward::decompress::{compress, Compression};
+use crate::input::{compress, Compression};
 use crate::msgpack::FrameBuffer;
 
 /// Which forward mode to send.

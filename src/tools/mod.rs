@@ -11,3 +11,6 @@ pub mod playback;
 pub mod report;
 pub(crate) mod rewrite;
 pub(crate) mod wire;
+pub(crate) use capture::CaptureArgs;
+pub(crate) use loadgen::LoadgenArgs;
+pub(crate) use playback::ReplayArgs;

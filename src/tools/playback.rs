@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use super::options::{self, ClientOptions};
 use super::report::{Report, Totals};
 use super::rewrite::{prepare, Changes};
-use crate::capture::format::{Kind, Reader};
+use crate::capture::{Kind, Reader};
 use crate::client::{self, Stream};
 use crate::msgpack::FrameBuffer;
 

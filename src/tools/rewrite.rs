@@ -6,9 +6,9 @@
 
 use std::io::Write;
 
-use crate::input::forward::decode::read_options;
-use crate::input::forward::decompress::{compress, decompress, detect, Compression};
-use crate::input::forward::time::read_time;
+use crate::input::read_options;
+use crate::input::read_time;
+use crate::input::{compress, decompress, detect, Compression};
 use crate::msgpack::{Cursor, Head, MsgpackError};
 
 /// Decompressed entries larger than this are replayed as they are, uncounted.
@@ -255,7 +255,7 @@ fn time(c: &mut Cursor<'_>, shift: i64, out: &mut impl Write) -> Result<(), Msgp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::forward::decode::{decode_request, DecodeLimits, Request};
+    use crate::input::{decode_request, DecodeLimits, Request};
 
     const LIMITS: DecodeLimits = DecodeLimits {
         max_decompressed_bytes: 1 << 20,

@@ -55,6 +55,16 @@ pub(crate) mod record;
 pub(crate) mod segment;
 pub mod tail;
 mod writer;
+pub use config::{Durability, WalConfig};
+pub(crate) use dedupe::{Key, KEY_LEN};
+pub(crate) use reader::for_each_in;
+#[cfg(test)]
+pub(crate) use record::encode;
+pub(crate) use record::MAX_BATCH_BYTES;
+pub(crate) use segment::sync_dir;
+#[cfg(test)]
+pub(crate) use segment::{segment_path, MAGIC};
+pub(crate) use tail::{Durable, Tail};
 
 #[cfg(test)]
 mod tests;
@@ -63,7 +73,6 @@ use std::path::PathBuf;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::Durability;
 use crate::event::EventBatch;
 use crate::metrics::Metrics;
 pub(crate) use record::WalRecord;

@@ -17,8 +17,8 @@ use super::decompress::decompress_within;
 use super::handshake;
 use super::pipeline::{Pending, Pipeline};
 use super::settings::{CloseReason, ConnectionSettings};
-use crate::capture::format::Kind;
-use crate::capture::writer::Capture;
+use crate::capture::Capture;
+use crate::capture::Kind;
 use crate::metrics::Metrics;
 use crate::msgpack::FrameScanner;
 use crate::wal::WalHandle;
@@ -564,7 +564,7 @@ async fn handle_request<S: AsyncRead + AsyncWrite + Unpin + Send>(
         let limit = settings
             .limits
             .max_decompressed_bytes
-            .min(crate::wal::record::MAX_BATCH_BYTES);
+            .min(crate::wal::MAX_BATCH_BYTES);
         if b.as_bytes().len() > limit {
             return Err((
                 CloseReason::FrameTooLarge,

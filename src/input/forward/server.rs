@@ -94,7 +94,7 @@ fn bind_unix(path: &Path, mode: &str) -> anyhow::Result<UnixListener> {
 pub(crate) fn settings(
     cfg: &ForwardConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
-    capture: Option<crate::capture::writer::Capture>,
+    capture: Option<crate::capture::Capture>,
     limits: &Limits,
 ) -> ConnectionSettings {
     ConnectionSettings {
@@ -126,7 +126,7 @@ pub(crate) fn settings(
 pub(crate) struct Running {
     accept: Vec<JoinHandle<()>>,
     heartbeat: JoinHandle<()>,
-    capture_writer: Option<crate::capture::writer::Writer>,
+    capture_writer: Option<crate::capture::Writer>,
     unix_path: Option<PathBuf>,
 }
 
@@ -164,13 +164,13 @@ pub(crate) fn start(
     let capture = match &cfg.capture_dir {
         None => None,
         Some(dir) => {
-            let target = crate::capture::writer::Target::Rotating {
+            let target = crate::capture::Target::Rotating {
                 dir: dir.clone(),
                 max_file_bytes: cfg.capture_max_file_bytes.0,
                 max_files: cfg.capture_max_files,
             };
-            let (c, writer) = crate::capture::writer::Capture::start(target, metrics.clone())
-                .map_err(|e| {
+            let (c, writer) =
+                crate::capture::Capture::start(target, metrics.clone()).map_err(|e| {
                     anyhow::anyhow!(
                         "forward.capture_dir: cannot write to {}: {e}",
                         dir.display()

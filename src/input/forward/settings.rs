@@ -35,7 +35,7 @@ pub(crate) struct ConnectionSettings {
     /// Most time for a client's TLS handshake.
     pub(crate) tls_handshake_timeout: Duration,
     /// Tee of accepted requests (`forward.capture_dir`).
-    pub(crate) capture: Option<crate::capture::writer::Capture>,
+    pub(crate) capture: Option<crate::capture::Capture>,
     /// Memory shared by every connection's requests in flight.
     pub(crate) budget: super::budget::MemoryBudget,
 }

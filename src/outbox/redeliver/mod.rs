@@ -121,7 +121,7 @@ pub async fn run(config: Config, req: Request) -> anyhow::Result<String> {
     let progress = match crate::lock::DataDirLock::acquire(&data_dir) {
         Ok(_lock) => {
             let selection = select(&config, &data_dir, &req)?;
-            let ctx = crate::sink::iceberg::Context {
+            let ctx = crate::sink::BuildContext {
                 node_id: &config.node_id,
                 data_dir: &data_dir,
                 routes: &config.routes,

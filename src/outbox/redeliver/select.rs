@@ -6,7 +6,7 @@ use super::{RedeliverError, Request, RETAINED_DIR};
 use crate::config::{Config, SinkConfig};
 use crate::outbox::manifest::{FileKind, Manifest};
 use crate::router::TagPattern;
-use crate::sink::key::{FileName, FileParts};
+use crate::sink::{FileName, FileParts};
 
 /// One file to send.
 #[derive(Debug, Clone)]

@@ -8,10 +8,9 @@ use std::sync::Arc;
 
 use super::output::{FileSlot, OutputKey, Why};
 use crate::config::Config;
-use crate::outbox::manifest::{hex, FileKind, PreviewSlot, Slot as ManifestSlot, VERSION};
-use crate::outbox::Manifest;
-use crate::sink::key::{FileName, FileParts, PreviewOf};
-use crate::sink::records::RecordSink;
+use crate::outbox::{hex, FileKind, Manifest, PreviewSlot, Slot as ManifestSlot, VERSION};
+use crate::sink::RecordSink;
+use crate::sink::{FileName, FileParts, PreviewOf};
 
 /// A closed output.
 pub(super) struct Closed<'a> {
@@ -246,7 +245,7 @@ servers = [{ address = "127.0.0.1:24224" }]
     #[test]
     fn a_period_file_goes_to_the_file_sinks_only() {
         let cfg = config();
-        let sinks = crate::sink::records::record_sinks(&cfg.sinks);
+        let sinks = crate::sink::record_sinks(&cfg.sinks);
         let n = Naming {
             config: &cfg,
             run_id: "0123456789abcdef0123456789abcdef",
@@ -277,7 +276,7 @@ servers = [{ address = "127.0.0.1:24224" }]
     #[test]
     fn late_and_outside_files_are_named_by_their_first_record() {
         let cfg = config();
-        let sinks = crate::sink::records::record_sinks(&cfg.sinks);
+        let sinks = crate::sink::record_sinks(&cfg.sinks);
         let n = Naming {
             config: &cfg,
             run_id: "0123456789abcdef0123456789abcdef",
@@ -306,7 +305,7 @@ servers = [{ address = "127.0.0.1:24224" }]
     #[test]
     fn a_record_sinks_part_carries_its_key_and_extension() {
         let cfg = config();
-        let sinks = crate::sink::records::record_sinks(&cfg.sinks);
+        let sinks = crate::sink::record_sinks(&cfg.sinks);
         let n = Naming {
             config: &cfg,
             run_id: "0123456789abcdef0123456789abcdef",
@@ -340,7 +339,7 @@ servers = [{ address = "127.0.0.1:24224" }]
     #[test]
     fn a_preview_goes_to_the_fresh_sinks_under_fresh() {
         let cfg = config();
-        let sinks = crate::sink::records::record_sinks(&cfg.sinks);
+        let sinks = crate::sink::record_sinks(&cfg.sinks);
         let n = Naming {
             config: &cfg,
             run_id: "0123456789abcdef0123456789abcdef",

@@ -44,9 +44,8 @@ use crate::config::{Config, FileGrouping};
 use crate::event::Event;
 use crate::health::StageStatus;
 use crate::metrics::Metrics;
-use crate::outbox::manifest::{unhex, FileKind, PreviewSlot, Slot as ManifestSlot};
-use crate::outbox::{Manifest, OutboxDir};
-use crate::sink::records::{RecordPart, RecordSink};
+use crate::outbox::{unhex, FileKind, Manifest, OutboxDir, PreviewSlot, Slot as ManifestSlot};
+use crate::sink::{RecordPart, RecordSink};
 use crate::wal::WalRecord;
 
 mod coverage;
@@ -70,7 +69,7 @@ const GROUP_FILES: usize = 256;
 /// Channels and stores the roller works with.
 pub struct RollerLinks {
     /// How far the WAL is durable: the roller reads up to there.
-    pub durable: Arc<crate::wal::tail::Durable>,
+    pub durable: Arc<crate::wal::Durable>,
     /// Published: the WAL sequence the roller reads next.
     pub(crate) position: Arc<std::sync::atomic::AtomicU64>,
     /// Lowest WAL sequence still needed (published after every message).
@@ -174,7 +173,7 @@ struct Roller {
     /// Set when shutdown arrives while waiting to retry.
     stopping: bool,
     /// Where the roller reads the WAL.
-    tail: crate::wal::tail::Tail,
+    tail: crate::wal::Tail,
     /// Sinks of each route that take previews (`fresh = true`).
     route_fresh: Vec<Vec<String>>,
     /// `roll.freshness` in ms, and when previews are next written.
@@ -202,7 +201,7 @@ impl Roller {
             max_future_ms: roll.max_future.0.as_millis() as i64,
             max_past_ms: roll.max_past.0.as_millis() as i64,
         };
-        let record_sinks = crate::sink::records::record_sinks(&config.sinks);
+        let record_sinks = crate::sink::record_sinks(&config.sinks);
         let route_records = config
             .routes
             .iter()
@@ -259,7 +258,7 @@ impl Roller {
             schemas,
             open_dir,
             config,
-            tail: crate::wal::tail::Tail::new(&wal_dir, 0),
+            tail: crate::wal::Tail::new(&wal_dir, 0),
             route_fresh,
             freshness_ms,
             next_preview_ms: i64::MIN,

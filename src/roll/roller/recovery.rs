@@ -144,7 +144,7 @@ impl Roller {
         self.last_seq = from.checked_sub(1);
         self.now_ms = i64::MIN;
         let wal_dir = self.wal_dir.clone();
-        crate::wal::reader::for_each_in(&wal_dir, from, through, |r| {
+        crate::wal::for_each_in(&wal_dir, from, through, |r| {
             if self.quarantine.contains(r.seq) {
                 self.last_seq = Some(r.seq);
                 return Ok(());

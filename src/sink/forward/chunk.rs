@@ -29,7 +29,7 @@ pub(crate) fn key(part: &[u8; 16], events: u64, group: &str) -> String {
 pub(crate) fn parse_key(key: &str) -> Option<([u8; 16], u64)> {
     let (hex, rest) = key.split_once('/')?;
     let (events, group) = rest.split_once('/')?;
-    let bytes = crate::outbox::manifest::unhex(hex)?;
+    let bytes = crate::outbox::unhex(hex)?;
     if group.is_empty() {
         return None;
     }
@@ -40,12 +40,12 @@ pub(crate) fn parse_key(key: &str) -> Option<([u8; 16], u64)> {
 /// The chunk id of `tag`'s message in `part`: `weir:` and base64 of 16
 /// bytes (Fluentd sends base64 of 16 random bytes; the prefix tells a weir
 /// receiver the id is unique whatever address it comes from, see
-/// [`crate::input::durable::WEIR_CHUNK_PREFIX`]).
+/// [`crate::input::WEIR_CHUNK_PREFIX`]).
 pub(crate) fn chunk_id(part: &[u8; 16], tag: &str) -> String {
     let d = crate::ids::digest(&[b"chunk", part, tag.as_bytes()]);
     format!(
         "{}{}",
-        crate::input::durable::WEIR_CHUNK_PREFIX,
+        crate::input::WEIR_CHUNK_PREFIX,
         base64::engine::general_purpose::STANDARD.encode(&d[..16])
     )
 }
@@ -154,7 +154,7 @@ mod tests {
         assert!(a.starts_with("weir:") && a.len() == 29, "{a}");
         let mut packed = Vec::new();
         rmp::encode::write_str(&mut packed, &a).unwrap();
-        let from = |ip: &str| crate::input::durable::chunk_source(ip.parse().unwrap(), &packed);
+        let from = |ip: &str| crate::input::chunk_source(ip.parse().unwrap(), &packed);
         assert_eq!(from("10.0.0.1"), from("10.0.0.2"), "any address");
     }
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::fields::{default_true, redact_opt};
-use crate::config::invalid::Invalid;
-use crate::config::units::{ByteSize, HumanDuration};
+use crate::config::Invalid;
+use crate::config::{default_true, redact_opt};
+use crate::config::{ByteSize, HumanDuration};
 
 fn default_flush() -> HumanDuration {
     HumanDuration(Duration::from_secs(1))

@@ -341,7 +341,7 @@ impl crate::sink::kind::SinkKind for ForwardSinkConfig {
         crate::sink::config::RECORD_SINK
     }
 
-    fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
+    fn validate(&self, name: &str) -> Result<(), crate::config::Invalid> {
         ForwardSinkConfig::validate(self, name)
     }
 
@@ -355,7 +355,7 @@ impl crate::sink::kind::SinkKind for ForwardSinkConfig {
     fn build(
         &self,
         name: &str,
-        ctx: &crate::sink::iceberg::Context<'_>,
+        ctx: &crate::sink::BuildContext<'_>,
     ) -> Result<crate::sink::kind::BuiltSink, String> {
         ForwardSink::build(name, self, ctx.metrics.forward_out.clone())
             .map(crate::sink::kind::BuiltSink::plain)

@@ -204,7 +204,7 @@ impl Committer {
         let tmp = self.uuid_path(table).with_extension("uuid.tmp");
         crate::outbox::write_synced(&tmp, uuid.as_bytes())?;
         std::fs::rename(&tmp, self.uuid_path(table))?;
-        crate::wal::segment::sync_dir(&self.settings.state_dir)?;
+        crate::wal::sync_dir(&self.settings.state_dir)?;
         Ok(())
     }
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::config::fields::redact_url_password;
-use crate::config::invalid::Invalid;
-use crate::config::units::HumanDuration;
+use crate::config::redact_url_password;
+use crate::config::HumanDuration;
+use crate::config::Invalid;
 use crate::sink::config::{GcsSinkConfig, LocalSinkConfig, S3SinkConfig};
 
 fn default_catalog_name() -> String {
@@ -302,14 +302,14 @@ impl crate::sink::kind::SinkKind for IcebergSinkConfig {
         IcebergSinkConfig::file_key(self, route, parts)
     }
 
-    fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
+    fn validate(&self, name: &str) -> Result<(), crate::config::Invalid> {
         IcebergSinkConfig::validate(self, name)
     }
 
     fn build(
         &self,
         name: &str,
-        ctx: &crate::sink::iceberg::Context<'_>,
+        ctx: &crate::sink::BuildContext<'_>,
     ) -> Result<crate::sink::kind::BuiltSink, String> {
         let sink = std::sync::Arc::new(super::IcebergSink::build(name, self, ctx)?);
         Ok(crate::sink::kind::BuiltSink {

@@ -27,20 +27,10 @@ use iceberg::{Catalog, NamespaceIdent};
 use self::config::{IcebergSinkConfig, Warehouse, WarehouseStore};
 use self::storage::{StoreStorage, StoreStorageFactory};
 use super::{CommitFuture, CommitPolicy, Committed, Sink, SinkFuture, Staged};
-use crate::metrics::Metrics;
-use crate::router::Route;
 
 /// Connects to a sink's catalog (again, after a failure).
 pub(crate) type Connect =
     Box<dyn Fn() -> BoxFuture<'static, iceberg::Result<Arc<dyn Catalog>>> + Send + Sync>;
-
-/// What an Iceberg sink needs besides its own config.
-pub struct Context<'a> {
-    pub node_id: &'a str,
-    pub data_dir: &'a Path,
-    pub routes: &'a [Route],
-    pub metrics: Metrics,
-}
 
 pub(crate) struct IcebergSink {
     /// Puts data files into the warehouse (the local or object sink's code).
@@ -117,7 +107,7 @@ impl IcebergSink {
     pub(crate) fn build(
         name: &str,
         c: &IcebergSinkConfig,
-        ctx: &Context<'_>,
+        ctx: &crate::sink::BuildContext<'_>,
     ) -> Result<Self, String> {
         let stores = stores(&c.warehouse)?;
         let uri = c

@@ -13,9 +13,10 @@ use arrow_array::{DictionaryArray, RecordBatch, StringArray, TimestampMicrosecon
 use iceberg::{NamespaceIdent, TableIdent};
 
 use super::config::{IcebergSinkConfig, Warehouse};
-use super::{Context, IcebergSink};
+use super::IcebergSink;
 use crate::config::{Config, HumanDuration};
-use crate::outbox::manifest::{FileKind, Manifest, Slot};
+use crate::outbox::{FileKind, Manifest, Slot};
+use crate::sink::BuildContext as Context;
 use crate::sink::{Sink, Staged};
 
 struct Lake {
@@ -101,11 +102,11 @@ fn file(l: &Lake, tag: &str, n: usize) -> Staged {
     };
     let key = l.config.sinks["lake"].file_key(route, &parts).unwrap();
     let manifest = Manifest {
-        version: crate::outbox::manifest::VERSION,
+        version: crate::outbox::VERSION,
         id: tag.to_string(),
         kind: FileKind::Parquet,
         route: "app".into(),
-        group_hex: crate::outbox::manifest::hex(tag.as_bytes()),
+        group_hex: crate::outbox::hex(tag.as_bytes()),
         group: tag.into(),
         period_start: period,
         period_secs: 3600,

@@ -193,8 +193,8 @@ impl crate::sink::kind::SinkKind for TdSinkConfig {
         crate::sink::config::RECORD_SINK
     }
 
-    fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
-        use crate::config::invalid::Invalid;
+    fn validate(&self, name: &str) -> Result<(), crate::config::Invalid> {
+        use crate::config::Invalid;
         if self.apikey.trim().is_empty() {
             return Err(Invalid::new(
                 format!("sinks.{name}.apikey"),
@@ -226,7 +226,7 @@ impl crate::sink::kind::SinkKind for TdSinkConfig {
     fn build(
         &self,
         _name: &str,
-        _ctx: &crate::sink::iceberg::Context<'_>,
+        _ctx: &crate::sink::BuildContext<'_>,
     ) -> Result<crate::sink::kind::BuiltSink, String> {
         TdSink::build(self).map(crate::sink::kind::BuiltSink::plain)
     }

@@ -111,7 +111,7 @@ mod tests {
             .read_to_end(&mut raw)
             .unwrap();
         let mut json = String::new();
-        crate::roll::json::write_value(&mut json, &mut Cursor::new(&raw)).unwrap();
+        crate::roll::write_value(&mut json, &mut Cursor::new(&raw)).unwrap();
         assert_eq!(json, r#"{"time":1700000000,"a":1}"#);
         // The bytes TD receives, pinned: a map32 with `time` first.
         assert_eq!(
