@@ -209,6 +209,11 @@ impl OutboxMetrics {
         }
     }
 
+    /// Whether the sink's last probe, upload or commit succeeded.
+    pub(crate) fn sink_is_up(&self, sink: &str) -> bool {
+        self.sink_up.with_label_values(&[sink]).get() == 1
+    }
+
     /// A sink cannot take files now: down, with why. Logged when it changes
     /// (each failure is counted and logged by its own event).
     pub(crate) fn sink_failing(&self, sink: &str, error: &dyn std::fmt::Display) {

@@ -1,7 +1,9 @@
 //! Sinks checked before traffic: each is probed at start (its bucket there
 //! and writable, its key valid, its catalog reachable), the answer logged
 //! and exported as `weir_sink_up{sink}`; a sink that fails is probed again
-//! every 30 s until it passes (then its deliveries keep the gauge current).
+//! every 30 s until it passes or a delivery to it succeeds (then its
+//! deliveries keep the gauge current, and no probe object is written while
+//! real files flow).
 //! A failing sink does not make the node unready: buffering is the point.
 
 use std::collections::BTreeMap;
@@ -27,6 +29,34 @@ pub(crate) async fn probe(sink: &dyn Sink) -> Result<(), String> {
     }
 }
 
+/// Probes one sink until a probe passes, a delivery to it succeeds, or
+/// weir stops.
+async fn probe_until_up(
+    name: String,
+    sink: Arc<dyn Sink>,
+    metrics: Metrics,
+    mut stop: watch::Receiver<bool>,
+    again: Duration,
+) {
+    loop {
+        match probe(sink.as_ref()).await {
+            Ok(()) => {
+                metrics.outbox.sink_ok(&name, "probe");
+                return;
+            }
+            Err(why) => metrics.outbox.sink_failing(&name, &why),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(again) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        // A file got through meanwhile: the sink is known up.
+        if metrics.outbox.sink_is_up(&name) {
+            return;
+        }
+    }
+}
+
 /// Probes every sink now, and the failing ones again until they pass or
 /// weir stops.
 pub(crate) fn start(
@@ -39,26 +69,59 @@ pub(crate) fn start(
     tokio::spawn(async move {
         let mut tasks = tokio::task::JoinSet::new();
         for (name, sink) in sinks {
-            let (metrics, mut stop) = (metrics.clone(), shutdown.clone());
-            tasks.spawn(async move {
-                loop {
-                    match probe(sink.as_ref()).await {
-                        Ok(()) => {
-                            metrics.outbox.sink_ok(&name, "probe");
-                            return;
-                        }
-                        Err(why) => metrics.outbox.sink_failing(&name, &why),
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(AGAIN) => {}
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
-                }
-            });
+            let (metrics, stop) = (metrics.clone(), shutdown.clone());
+            tasks.spawn(probe_until_up(name, sink, metrics, stop, AGAIN));
         }
         tokio::select! {
             _ = async { while tasks.join_next().await.is_some() {} } => {}
             _ = shutdown.wait_for(|s| *s) => {}
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::sink::{SinkError, SinkFuture};
+
+    /// A sink whose probe always fails, counting its probes.
+    struct Failing(AtomicUsize);
+
+    impl Sink for Failing {
+        fn put<'a>(&'a self, _key: &'a str, _path: &'a std::path::Path) -> SinkFuture<'a> {
+            Box::pin(async { Ok(()) })
+        }
+        fn probe(&self) -> SinkFuture<'_> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Err(SinkError::Http("down".into())) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_sink_is_probed_again_until_a_delivery_shows_it_up() {
+        let sink = Arc::new(Failing(AtomicUsize::new(0)));
+        let metrics = Metrics::new();
+        let (_stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(probe_until_up(
+            "lake".into(),
+            sink.clone(),
+            metrics.clone(),
+            stop,
+            Duration::from_millis(20),
+        ));
+        while sink.0.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!metrics.outbox.sink_is_up("lake"));
+        // An upload succeeds: no probe object is written after it.
+        metrics.outbox.sink_ok("lake", "upload");
+        let probes = sink.0.load(Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the probe loop ends once the sink is up")
+            .unwrap();
+        assert!(sink.0.load(Ordering::SeqCst) <= probes + 1);
+    }
 }
