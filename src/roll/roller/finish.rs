@@ -114,7 +114,7 @@ impl Roller {
             &describe::Naming {
                 config: &self.config,
                 run_id: &self.run_id,
-                record_sinks: &self.record_sinks,
+                record_sinks: self.destinations.record_sinks(),
                 period_secs: self.window.period_secs,
             },
         );

@@ -20,11 +20,13 @@
 //! parts it owns, each with its own state that no other part touches:
 //! [`outputs`] (the open outputs and what they hold together), [`coverage`]
 //! (what finished files and previews hold), [`publish`] (the release mark
-//! and the lag), [`describe`] (a closed output's manifest, a pure
-//! function). The jobs: [`write`] (records into outputs, the memory
+//! and the lag), [`destinations`] (a tag's route and the sinks behind it),
+//! [`unrouted`] (events no route takes), [`describe`] (a closed output's
+//! manifest, a pure function). The jobs: [`write`] (records into outputs, the memory
 //! bound), [`output`] (what an output is, its identity, opening),
 //! [`finish`] (footer, outbox commit), [`preview`] (freshness previews),
-//! [`recovery`] (rebuild, retry and quarantine), [`unrouted`].
+//! [`recovery`] (rebuild, retry and quarantine). Jobs touch the parts
+//! only through their methods (their fields are private to their files).
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -45,11 +47,12 @@ use crate::event::Event;
 use crate::health::StageStatus;
 use crate::metrics::Metrics;
 use crate::outbox::{unhex, FileKind, Manifest, OutboxDir, PreviewSlot, Slot as ManifestSlot};
-use crate::sink::{RecordPart, RecordSink};
+use crate::sink::RecordPart;
 use crate::wal::WalRecord;
 
 mod coverage;
 mod describe;
+mod destinations;
 mod finish;
 mod output;
 mod outputs;
@@ -61,7 +64,6 @@ mod write;
 
 use output::{FileSlot, Output, OutputKey, Why};
 use recovery::Failure;
-use write::ROUTE_CACHE;
 
 /// Most files finished as one group (one commit, three file-system syncs).
 const GROUP_FILES: usize = 256;
@@ -154,7 +156,8 @@ struct Roller {
     outputs: outputs::Outputs,
     /// What finished files and previews hold.
     coverage: coverage::Coverage,
-    routes: HashMap<Vec<u8>, Option<usize>>,
+    /// Where each tag's events go.
+    destinations: destinations::Destinations,
     now_ms: i64,
     /// Sequence of the last record fully processed.
     last_seq: Option<u64>,
@@ -164,21 +167,12 @@ struct Roller {
     unrouted: unrouted::Unrouted,
     /// "finished file" lines, bounded by `log.lines_per_minute`.
     finished_lines: crate::logging::Activity,
-    /// Sinks that take records (parts) rather than Parquet files.
-    record_sinks: Vec<Arc<dyn RecordSink>>,
-    /// Record sinks of each route.
-    route_records: Vec<Vec<usize>>,
-    /// Whether each route has a sink that takes Parquet files.
-    route_has_files: Vec<bool>,
     /// Set when shutdown arrives while waiting to retry.
     stopping: bool,
     /// Where the roller reads the WAL.
     tail: crate::wal::Tail,
-    /// Sinks of each route that take previews (`fresh = true`).
-    route_fresh: Vec<Vec<String>>,
-    /// `roll.freshness` in ms, and when previews are next written.
-    freshness_ms: Option<i64>,
-    next_preview_ms: i64,
+    /// When previews are next written (`roll.freshness`).
+    previews: preview::PreviewClock,
     /// Encodes the record batches of every open Parquet file.
     encoder: Encoder,
     /// This start's random id, for record sinks' part keys.
@@ -201,52 +195,16 @@ impl Roller {
             max_future_ms: roll.max_future.0.as_millis() as i64,
             max_past_ms: roll.max_past.0.as_millis() as i64,
         };
-        let record_sinks = crate::sink::record_sinks(&config.sinks);
-        let route_records = config
-            .routes
-            .iter()
-            .map(|r| {
-                record_sinks
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, t)| r.sinks.iter().any(|s| s == t.name()))
-                    .map(|(i, _)| i)
-                    .collect()
-            })
-            .collect();
-        let route_has_files = config
-            .routes
-            .iter()
-            .map(|r| {
-                r.sinks
-                    .iter()
-                    .any(|s| !record_sinks.iter().any(|t| t.name() == s))
-            })
-            .collect();
-        let route_fresh = config
-            .routes
-            .iter()
-            .map(|r| {
-                r.sinks
-                    .iter()
-                    .filter(|s| config.sinks.get(*s).is_some_and(|c| c.fresh()))
-                    .cloned()
-                    .collect()
-            })
-            .collect();
         let freshness_ms = roll.freshness.map(|f| f.0.as_millis() as i64);
         let initial = std::mem::take(&mut links.initial);
         let wal_dir = config.data_dir.join("wal");
         let mut r = Self {
             wal_dir: wal_dir.clone(),
-            record_sinks,
-            route_records,
-            route_has_files,
+            destinations: destinations::Destinations::new(&config),
             window,
             quarantine,
             outputs: outputs::Outputs::default(),
             coverage: coverage::Coverage::default(),
-            routes: HashMap::new(),
             now_ms: i64::MIN,
             last_seq: None,
             publish: publish::Publish::new(links.release.clone(), crate::wal::now_ms()),
@@ -259,9 +217,7 @@ impl Roller {
             open_dir,
             config,
             tail: crate::wal::Tail::new(&wal_dir, 0),
-            route_fresh,
-            freshness_ms,
-            next_preview_ms: i64::MIN,
+            previews: preview::PreviewClock::new(freshness_ms),
             encoder,
             links,
             stopping: false,
@@ -381,9 +337,7 @@ impl Roller {
             self.quarantine.forget_below(oldest);
         }
         self.report_gauges();
-        if self.routes.len() > ROUTE_CACHE {
-            self.routes.clear();
-        }
+        self.destinations.trim();
     }
 
     /// How far behind the writer the roller is, for the metrics: against
@@ -439,13 +393,9 @@ impl Roller {
         }
         self.unrouted.maybe_summary(&self.links.metrics.roll);
         self.finished_lines.tick();
-        if let Some(every) = self.freshness_ms {
-            if self.next_preview_ms == i64::MIN {
-                self.next_preview_ms = self.now_ms.saturating_add(every);
-            } else if self.now_ms >= self.next_preview_ms {
-                self.preview_all()?;
-                self.next_preview_ms = self.now_ms.saturating_add(every);
-            }
+        if self.previews.due(self.now_ms) {
+            self.preview_all()?;
+            self.previews.written(self.now_ms);
         }
         if !self.outputs.any_due(self.now_ms) {
             return Ok(());

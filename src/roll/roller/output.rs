@@ -126,7 +126,7 @@ impl Roller {
         let group = unhex(&m.group_hex)?;
         if m.kind == FileKind::Records || m.slot == ManifestSlot::Records {
             let name = m.keys.keys().next()?;
-            let sink = self.record_sinks.iter().position(|t| t.name() == name)?;
+            let sink = self.destinations.record_sink_named(name)?;
             let group: Arc<str> = String::from_utf8(group).ok()?.into();
             return Some(OutputKey::Records { sink, group });
         }
@@ -182,7 +182,7 @@ impl Roller {
             // the ids of parts already in outboxes and WALs stay as they were.
             OutputKey::Records { sink, group } => crate::ids::digest(&[
                 b"td",
-                self.record_sinks[*sink].name().as_bytes(),
+                self.destinations.record_sink(*sink).name().as_bytes(),
                 group.as_bytes(),
             ]),
         }
@@ -234,7 +234,7 @@ impl Roller {
                 (Output::Parquet(Box::new(w)), path, deadline, period)
             }
             OutputKey::Records { sink, .. } => {
-                let sink = &self.record_sinks[*sink];
+                let sink = self.destinations.record_sink(*sink);
                 let flush = sink.flush_interval().as_millis() as i64;
                 let path = self.open_dir.join(format!(
                     "{}.{}",

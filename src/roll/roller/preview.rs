@@ -63,11 +63,11 @@ impl Roller {
                 bytes: tee.bytes.len() as u64,
                 finished_at_ms: crate::wal::now_ms(),
             },
-            &self.route_fresh[*route],
+            self.destinations.fresh_sinks(*route),
             &describe::Naming {
                 config: &self.config,
                 run_id: &self.run_id,
-                record_sinks: &self.record_sinks,
+                record_sinks: self.destinations.record_sinks(),
                 period_secs: self.window.period_secs,
             },
         );
@@ -80,5 +80,63 @@ impl Roller {
             tracing::warn!("outbox delivery stopped; the preview waits in the outbox");
         }
         Ok(())
+    }
+}
+
+/// When previews are next written: every `roll.freshness` of WAL time,
+/// the first one a whole interval after the roller's clock starts.
+pub(super) struct PreviewClock {
+    every_ms: Option<i64>,
+    next_ms: i64,
+}
+
+impl PreviewClock {
+    pub(super) fn new(every_ms: Option<i64>) -> Self {
+        Self {
+            every_ms,
+            next_ms: i64::MIN,
+        }
+    }
+
+    /// Whether previews are due at `now_ms` (the first call only starts
+    /// the clock).
+    pub(super) fn due(&mut self, now_ms: i64) -> bool {
+        let Some(every) = self.every_ms else {
+            return false;
+        };
+        if self.next_ms == i64::MIN {
+            self.next_ms = now_ms.saturating_add(every);
+            return false;
+        }
+        now_ms >= self.next_ms
+    }
+
+    /// Previews were written at `now_ms`; a failure leaves them due.
+    pub(super) fn written(&mut self, now_ms: i64) {
+        if let Some(every) = self.every_ms {
+            self.next_ms = now_ms.saturating_add(every);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PreviewClock;
+
+    #[test]
+    fn previews_come_every_interval_after_the_clock_starts_and_stay_due_after_a_failure() {
+        let mut off = PreviewClock::new(None);
+        assert!(!off.due(0) && !off.due(i64::MAX));
+        let mut c = PreviewClock::new(Some(1_000));
+        assert!(!c.due(5_000), "the first tick starts the clock");
+        assert!(!c.due(5_999));
+        assert!(c.due(6_000));
+        // Not written (a failure): still due.
+        assert!(c.due(6_500));
+        c.written(6_500);
+        assert!(!c.due(7_499));
+        assert!(c.due(7_500));
+        c.written(i64::MAX - 10);
+        assert!(!c.due(i64::MAX - 11), "no overflow near the end of time");
     }
 }

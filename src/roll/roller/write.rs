@@ -3,10 +3,6 @@
 
 use super::*;
 
-/// Tags whose route is remembered; past it the cache starts over, so the
-/// number of tags clients choose cannot grow it.
-pub(super) const ROUTE_CACHE: usize = 65_536;
-
 /// Distinct past periods one record's late events may open late files
 /// for; its late events in other periods go to the outside file.
 const MAX_LATE_PERIODS_PER_RECORD: usize = 4;
@@ -23,12 +19,7 @@ pub(super) struct Write<'a> {
 
 impl Roller {
     pub(super) fn route_of(&mut self, tag: &[u8]) -> Option<usize> {
-        if let Some(r) = self.routes.get(tag) {
-            return *r;
-        }
-        let r = self.config.route_for(tag);
-        self.routes.insert(tag.to_vec(), r);
-        r
+        self.destinations.route_of(tag, &self.config)
     }
 
     pub(super) fn on_record(&mut self, r: &WalRecord) -> Result<(), Failure> {
@@ -83,10 +74,10 @@ impl Roller {
         let mut writes = Vec::new();
         let tag = r.batch.tag();
         let mut skipped = 0u64;
-        for &sink in &self.route_records[route] {
+        for &sink in self.destinations.records_of(route) {
             let key = OutputKey::Records {
                 sink,
-                group: self.record_sinks[sink].group(tag),
+                group: self.destinations.record_sink(sink).group(tag),
             };
             if self.is_covered(&key, r.seq) {
                 skipped += r.batch.len() as u64;
@@ -97,7 +88,7 @@ impl Roller {
                 events: r.batch.events().collect(),
             });
         }
-        if self.route_has_files[route] {
+        if self.destinations.has_files(route) {
             let group: Arc<[u8]> = match self.config.routes[route].files {
                 FileGrouping::PerTag => tag.into(),
                 FileGrouping::PerRoute => self.config.routes[route].name.as_bytes().into(),
@@ -167,7 +158,7 @@ impl Roller {
         tag: &[u8],
     ) -> Result<u64, Failure> {
         if let OutputKey::Records { sink, .. } = &w.key {
-            let limit = self.record_sinks[*sink].max_part_bytes();
+            let limit = self.destinations.record_sink(*sink).max_part_bytes();
             let incoming = r.batch.as_bytes().len();
             let full = self.outputs.get(&w.key).is_some_and(|o| match &o.output {
                 Output::Records(t, _) => t.raw_bytes() > 0 && t.raw_bytes() + incoming > limit,
@@ -187,7 +178,7 @@ impl Roller {
         // lookup is made only then, not for every record.
         let start_preview = match &w.key {
             OutputKey::File { route, .. }
-                if !self.route_fresh[*route].is_empty()
+                if !self.destinations.fresh_sinks(*route).is_empty()
                     && self
                         .outputs
                         .get(&w.key)
