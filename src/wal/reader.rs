@@ -60,8 +60,10 @@ pub(crate) fn for_each_in<E: From<io::Error>>(
 /// from there (the segment the writer is still appending to).
 pub(crate) struct SegmentReader {
     inner: BufReader<File>,
-    /// Damage seen: nothing more is read.
-    done: bool,
+    /// Damage seen, and what it was: nothing more is read. The reader does
+    /// not log it; its caller counts and logs it once, knowing what the
+    /// damage costs (a torn tail, or records skipped).
+    damage: Option<&'static str>,
     /// File offset after the last complete record.
     offset: u64,
 }
@@ -71,14 +73,14 @@ impl SegmentReader {
     pub(crate) fn new(file: File) -> io::Result<Self> {
         let mut inner = BufReader::with_capacity(256 << 10, file);
         let mut magic = [0u8; 8];
-        let done = match inner.read_exact(&mut magic) {
-            Ok(()) => &magic != MAGIC,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => true,
+        let damage = match inner.read_exact(&mut magic) {
+            Ok(()) => (&magic != MAGIC).then_some("not a WAL segment (magic)"),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Some("no segment header"),
             Err(e) => return Err(e),
         };
         Ok(Self {
             inner,
-            done,
+            damage,
             offset: MAGIC.len() as u64,
         })
     }
@@ -86,7 +88,7 @@ impl SegmentReader {
     /// The next intact record; `None` at the end of what is on disk (call
     /// again later for more) or for good after damage.
     pub(crate) fn next_record(&mut self) -> io::Result<Option<WalRecord>> {
-        if self.done {
+        if self.damage.is_some() {
             return Ok(None);
         }
         let mut head = [0u8; 8];
@@ -95,7 +97,7 @@ impl SegmentReader {
         }
         let body_len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
         if !(18..=MAX_RECORD_BODY).contains(&body_len) {
-            self.done = true;
+            self.damage = Some("impossible record length");
             return Ok(None);
         }
         let mut buf = BytesMut::zeroed(8 + body_len);
@@ -109,17 +111,13 @@ impl SegmentReader {
                 self.offset += len as u64;
                 Ok(Some(record))
             }
+            // A whole record's bytes always decode to something.
             Decoded::End => {
-                self.done = true;
+                self.damage = Some("empty record");
                 Ok(None)
             }
             Decoded::Damaged(why) => {
-                tracing::warn!(
-                    offset = self.offset,
-                    why,
-                    "WAL record damaged; reading of this segment stops here"
-                );
-                self.done = true;
+                self.damage = Some(why);
                 Ok(None)
             }
         }
@@ -130,9 +128,9 @@ impl SegmentReader {
         self.offset
     }
 
-    /// Whether damage ended the reading for good.
-    pub(crate) fn is_damaged(&self) -> bool {
-        self.done
+    /// What damage ended the reading for good, if any.
+    pub(crate) fn damage(&self) -> Option<&'static str> {
+        self.damage
     }
 
     /// Back to the end of the last complete record, for the next call.

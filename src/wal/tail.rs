@@ -96,8 +96,17 @@ pub(crate) struct Tail {
     current: Option<(SegmentFile, SegmentReader)>,
     /// Next sequence wanted.
     next_seq: u64,
-    /// Records the reader could not find (damage), for the caller to count.
-    pub skipped: u64,
+    /// Records the reader could not find (damage) since the caller last
+    /// took them, and the last damage seen.
+    skipped: u64,
+    damage: Option<String>,
+}
+
+/// Records a tail skipped over damage: the caller counts and logs them once.
+pub(crate) struct Skipped {
+    pub(crate) records: u64,
+    /// The damage, and where.
+    pub(crate) why: String,
 }
 
 impl Tail {
@@ -108,7 +117,22 @@ impl Tail {
             current: None,
             next_seq: from_seq,
             skipped: 0,
+            damage: None,
         }
+    }
+
+    /// Records skipped over damage since the last call, if any.
+    pub(crate) fn take_skipped(&mut self) -> Option<Skipped> {
+        if self.skipped == 0 {
+            return None;
+        }
+        Some(Skipped {
+            records: std::mem::take(&mut self.skipped),
+            why: self
+                .damage
+                .take()
+                .unwrap_or_else(|| "a gap in the sequence".into()),
+        })
     }
 
     /// The next sequence this tail returns.
@@ -155,13 +179,20 @@ impl Tail {
                         .find(|s| s.first_seq > first);
                     match later {
                         Some(s) => {
+                            if let Some(why) = reader.damage() {
+                                self.damage = Some(format!(
+                                    "{why} in {} at byte {}",
+                                    seg.path.display(),
+                                    reader.offset()
+                                ));
+                            }
                             if s.first_seq > self.next_seq {
                                 self.skipped += s.first_seq - self.next_seq;
                                 self.next_seq = s.first_seq;
                             }
                             self.current = None;
                         }
-                        None if reader.is_damaged() => {
+                        None if reader.damage().is_some() => {
                             self.current = None;
                             return Ok(None);
                         }
@@ -251,7 +282,33 @@ mod tests {
         assert!(tail.next(8).unwrap().is_none());
         tail.seek(1);
         assert_eq!(tail.next(8).unwrap().map(|r| r.seq), Some(1));
-        assert_eq!(tail.skipped, 0);
+        assert!(tail.take_skipped().is_none());
+    }
+
+    #[test]
+    fn damage_in_a_sealed_segment_is_skipped_and_reported_once_with_where() {
+        let dir = tempfile::tempdir().unwrap();
+        let s0 = segment::segment_path(dir.path(), 0);
+        append(&s0, 0..5, true);
+        // Damage record 2's header: records 2..5 are unreadable.
+        let mut bytes = std::fs::read(&s0).unwrap();
+        let at = segment::MAGIC.len() + 2 * (bytes.len() - segment::MAGIC.len()) / 5;
+        bytes[at..at + 4].copy_from_slice(&[0xff; 4]);
+        std::fs::write(&s0, &bytes).unwrap();
+        append(&segment::segment_path(dir.path(), 5), 5..7, true);
+        let mut tail = Tail::new(dir.path(), 0);
+        let mut got = Vec::new();
+        while let Some(r) = tail.next(7).unwrap() {
+            got.push(r.seq);
+        }
+        assert_eq!(got, vec![0, 1, 5, 6]);
+        let s = tail
+            .take_skipped()
+            .expect("the skipped records are reported");
+        assert_eq!(s.records, 3);
+        assert!(s.why.contains("impossible record length"), "{}", s.why);
+        assert!(s.why.contains(&s0.display().to_string()), "{}", s.why);
+        assert!(tail.take_skipped().is_none(), "reported once");
     }
 
     #[test]

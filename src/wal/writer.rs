@@ -181,12 +181,8 @@ impl Writer {
                 events += r.batch.len() as u64;
             }
             let good_len = reader.offset();
-            if good_len < file_len || reader.is_damaged() {
-                let why = if reader.is_damaged() {
-                    "damaged record"
-                } else {
-                    "incomplete record"
-                };
+            if good_len < file_len || reader.damage().is_some() {
+                let why = reader.damage().unwrap_or("incomplete record");
                 if i + 1 == count {
                     self.links.metrics.wal.torn_tail(
                         &seg.path,

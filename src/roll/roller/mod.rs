@@ -266,12 +266,11 @@ impl Roller {
                     }
                 }
             }
-            if self.tail.skipped > 0 {
+            if let Some(s) = self.tail.take_skipped() {
                 self.links.metrics.wal.corrupt(
-                    self.tail.skipped,
-                    &"WAL records unreadable (damaged segment); skipped",
+                    s.records,
+                    &format_args!("WAL records unreadable ({}); skipped", s.why),
                 );
-                self.tail.skipped = 0;
             }
             let caught_up = self.tail.position() >= mark.seq;
             if caught_up {
