@@ -95,7 +95,7 @@ impl SinkStatus {
 /// The inputs' listeners by name ("forward", "forward unix", "http") and
 /// whether each accepts yet.
 #[derive(Default)]
-pub struct Listeners(std::sync::Mutex<Vec<(&'static str, bool)>>);
+pub(crate) struct Listeners(std::sync::Mutex<Vec<(&'static str, bool)>>);
 
 impl Listeners {
     /// A listener that will accept once the WAL is recovered.
@@ -139,7 +139,7 @@ pub(crate) struct Health {
     /// The roller's failure, while it retries.
     pub(crate) roller: Arc<StageStatus>,
     /// Sinks whose commits fail: reported, not unready.
-    pub sinks: Arc<SinkStatus>,
+    pub(crate) sinks: Arc<SinkStatus>,
 }
 
 impl Health {

@@ -32,7 +32,7 @@ fn default_backpressure_grace() -> HumanDuration {
 /// `[metrics]`: the HTTP endpoint for Prometheus and probes.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct MetricsConfig {
+pub(crate) struct MetricsConfig {
     /// Serves `/metrics`, `/healthz` and `/readyz`. 24231 is the port
     /// Fluentd's prometheus plugin uses.
     #[serde(

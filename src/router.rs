@@ -24,7 +24,7 @@ pub struct RouteConfig {
     pub(crate) prefix: String,
     /// Sinks that receive this route's files; default all.
     #[serde(default)]
-    pub sinks: Option<Vec<String>>,
+    pub(crate) sinks: Option<Vec<String>>,
     /// Typed columns taken out of the record.
     #[serde(default)]
     pub(crate) columns: BTreeMap<String, ColumnType>,
@@ -78,7 +78,7 @@ pub struct Route {
     pub pattern: String,
     #[serde(skip)]
     pub(crate) patterns: Vec<TagPattern>,
-    pub sinks: Vec<String>,
+    pub(crate) sinks: Vec<String>,
     pub(crate) columns: Vec<(String, ColumnType)>,
     pub(crate) files: FileGrouping,
     /// The route's table in Iceberg sinks.

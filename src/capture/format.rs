@@ -11,7 +11,7 @@ use std::path::Path;
 use bytes::Bytes;
 
 /// First eight bytes of every capture file.
-pub const MAGIC: &[u8; 8] = b"weircap\0";
+pub(crate) const MAGIC: &[u8; 8] = b"weircap\0";
 /// The version this build writes and the newest it reads.
 pub(crate) const VERSION: u16 = 1;
 /// Bytes in the file header.
@@ -147,7 +147,7 @@ impl Reader<BufReader<File>> {
 
 impl<R: Read> Reader<R> {
     /// Reads and checks the header from `inner`; `name` labels errors.
-    pub fn new(mut inner: R, name: &str) -> Result<Self, OpenError> {
+    pub(crate) fn new(mut inner: R, name: &str) -> Result<Self, OpenError> {
         let mut h = [0u8; HEADER_LEN];
         let got = read_full(&mut inner, &mut h).map_err(|source| OpenError::Io {
             path: name.to_string(),

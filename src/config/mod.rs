@@ -22,12 +22,11 @@ pub(crate) use invalid::Invalid;
 pub use units::{ByteSize, HumanDuration};
 
 // Each section's types live beside the stage that uses them.
-pub use crate::http::MetricsConfig;
-pub use crate::input::HttpConfig;
+pub(crate) use crate::http::MetricsConfig;
+pub(crate) use crate::input::HttpConfig;
 pub use crate::input::{ClientRule, ForwardConfig, SecurityConfig, UserConfig};
-pub use crate::input::{TlsConfig, TlsVersion};
-pub use crate::logging::LogConfig;
-pub use crate::outbox::OutboxConfig;
+pub(crate) use crate::logging::LogConfig;
+pub(crate) use crate::outbox::OutboxConfig;
 pub use crate::roll::{ColumnType, RollConfig, TimeUnit};
 pub use crate::router::{FileGrouping, Route, RouteConfig, Unmatched};
 pub use crate::sink::{GcsSinkConfig, LocalSinkConfig, S3Encryption, S3SinkConfig, SinkConfig};
@@ -107,7 +106,7 @@ pub struct Config {
     #[serde(skip)]
     pub warnings: Vec<String>,
     pub sinks: BTreeMap<String, SinkConfig>,
-    pub metrics: MetricsConfig,
+    pub(crate) metrics: MetricsConfig,
     pub(crate) outbox: OutboxConfig,
     pub(crate) log: LogConfig,
     /// `forward.tls`, loaded and checked once at validation (certificates

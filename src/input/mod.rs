@@ -40,9 +40,8 @@ pub(crate) use forward::messages::parse_helo;
 #[cfg(test)]
 pub(crate) use forward::messages::{helo, HeloOptions};
 pub(crate) use forward::time::read_time;
-pub use http::config::HttpConfig;
+pub(crate) use http::config::HttpConfig;
 pub(crate) use tls::server_config;
-pub use tls::{TlsConfig, TlsVersion};
 
 /// What every input shares, so the bounds in `[forward]` hold for the node
 /// whichever way events arrive.
@@ -52,7 +51,7 @@ pub use tls::{TlsConfig, TlsVersion};
 /// at `forward.max_inflight_bytes`; `connections` bounds open connections
 /// (TCP, Unix socket and HTTP) at `forward.max_connections`.
 #[derive(Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub(crate) budget: MemoryBudget,
     pub(crate) connections: Arc<Semaphore>,
     /// `forward.max_connections`, for messages.
@@ -60,7 +59,7 @@ pub struct Limits {
     /// A request must arrive whole within this (`forward.request_timeout`).
     pub(crate) request_timeout: Duration,
     /// Largest decompressed request (`forward.max_decompressed_bytes`).
-    pub max_decompressed_bytes: usize,
+    pub(crate) max_decompressed_bytes: usize,
     /// Whether the WAL is waiting for the roller (its backlog is spent).
     backpressure: Arc<Backpressure>,
     /// Whether the WAL takes writes.
@@ -69,7 +68,7 @@ pub struct Limits {
 
 impl Limits {
     /// The node's limits from `[forward]`, and the WAL's state.
-    pub fn new(
+    pub(crate) fn new(
         cfg: &ForwardConfig,
         metrics: &Metrics,
         backpressure: Arc<Backpressure>,
@@ -107,7 +106,7 @@ impl Limits {
 }
 
 /// The inputs' settings, each from its own section.
-pub struct Settings<'a> {
+pub(crate) struct Settings<'a> {
     pub(crate) forward: &'a ForwardConfig,
     /// `[forward.tls]`, loaded at validation.
     pub(crate) forward_tls: Option<Arc<rustls::ServerConfig>>,
@@ -116,7 +115,7 @@ pub struct Settings<'a> {
 
 /// Every input's sockets, bound before data_dir is touched so a port in use
 /// fails the start with data_dir as it was.
-pub struct Sockets {
+pub(crate) struct Sockets {
     forward: forward::server::Sockets,
     http: Option<http::server::Socket>,
 }
@@ -155,7 +154,7 @@ impl Sockets {
 }
 
 /// The running inputs.
-pub struct Running {
+pub(crate) struct Running {
     forward: forward::server::Running,
     http: Option<http::server::Running>,
 }
@@ -164,7 +163,7 @@ pub struct Running {
 ///
 /// # Errors
 /// An input cannot start (`forward.capture_dir` not writable).
-pub fn start(
+pub(crate) fn start(
     settings: &Settings<'_>,
     sockets: Sockets,
     wal: WalHandle,

@@ -22,7 +22,7 @@ fn default_tls_handshake_timeout() -> HumanDuration {
 
 /// Lowest TLS version accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-pub enum TlsVersion {
+pub(crate) enum TlsVersion {
     #[serde(rename = "1.2")]
     V1_2,
     #[serde(rename = "1.3")]
@@ -36,7 +36,7 @@ fn default_tls_version() -> TlsVersion {
 /// `[forward.tls]`, `[http.tls]`: TLS on a listener.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct TlsConfig {
+pub(crate) struct TlsConfig {
     /// PEM certificate chain, leaf first.
     pub(crate) cert_path: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).

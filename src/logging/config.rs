@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 /// `[log]` in the config file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct LogConfig {
+pub(crate) struct LogConfig {
     /// Lines a minute for each per-unit kind (a finished file, a
     /// delivery); past it they are summed into one line a minute and
     /// counted in `weir_log_suppressed_total{kind}`. 0: summaries only.

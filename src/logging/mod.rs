@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 mod activity;
 pub(crate) mod config;
 pub(crate) use activity::{set_lines_per_minute, Activity, DEFAULT_LINES_PER_MINUTE};
-pub use config::LogConfig;
+pub(crate) use config::LogConfig;
 
 /// Lines of one kind logged per window before suppression starts.
 const BURST: u32 = 10;

@@ -7,7 +7,7 @@ use super::Suppressed;
 
 /// Metrics of the capture tee (`forward.capture_dir`).
 #[derive(Clone)]
-pub struct CaptureMetrics {
+pub(crate) struct CaptureMetrics {
     records: IntCounter,
     bytes: IntCounter,
     dropped: IntCounterVec,

@@ -9,7 +9,7 @@ use super::Suppressed;
 
 /// Metrics of the forward listener and its connections: requests, events, acks, handshakes.
 #[derive(Clone)]
-pub struct ForwardMetrics {
+pub(crate) struct ForwardMetrics {
     connections_active: IntGauge,
     connections_accepted: IntCounter,
     connections_closed: IntCounterVec,

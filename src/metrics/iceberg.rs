@@ -8,7 +8,7 @@ use super::Suppressed;
 
 /// Metrics of the Iceberg sinks.
 #[derive(Clone)]
-pub struct IcebergMetrics {
+pub(crate) struct IcebergMetrics {
     commits: IntCounterVec,
     files_committed: IntCounterVec,
     rows_committed: IntCounterVec,

@@ -21,14 +21,14 @@ mod registry;
 mod roll;
 mod wal;
 
-pub use capture::CaptureMetrics;
-pub use forward::ForwardMetrics;
+pub(crate) use capture::CaptureMetrics;
+pub(crate) use forward::ForwardMetrics;
 pub(crate) use forward_out::ForwardOutMetrics;
 pub(crate) use http::HttpMetrics;
-pub use iceberg::IcebergMetrics;
-pub use outbox::OutboxMetrics;
-pub use roll::{RollGauges, RollMetrics};
-pub use wal::{WalGauges, WalMetrics};
+pub(crate) use iceberg::IcebergMetrics;
+pub(crate) use outbox::OutboxMetrics;
+pub(crate) use roll::{RollGauges, RollMetrics};
+pub(crate) use wal::{WalGauges, WalMetrics};
 
 /// Shared handle to every metric; cheap to clone.
 #[derive(Clone)]
@@ -115,7 +115,7 @@ pub(crate) const LOG_KINDS: [&str; 22] = [
 pub(crate) struct MetricInfo {
     pub(crate) name: String,
     /// counter, gauge or histogram.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     pub(crate) labels: Vec<String>,
     pub(crate) help: String,
 }

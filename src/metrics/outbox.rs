@@ -7,7 +7,7 @@ use super::Suppressed;
 
 /// Metrics of the outbox and the sinks: delivery, retries, retention, previews, redeliver.
 #[derive(Clone)]
-pub struct OutboxMetrics {
+pub(crate) struct OutboxMetrics {
     files: IntGaugeVec,
     bytes: IntGaugeVec,
     sink_uploads: IntCounterVec,
@@ -59,7 +59,7 @@ impl OutboxMetrics {
 impl OutboxMetrics {
     /// A sink's series exist from the start, at zero; `sweeps`: it has a
     /// preview sweeper.
-    pub fn sink(&self, sink: &str, sweeps: bool) {
+    pub(crate) fn sink(&self, sink: &str, sweeps: bool) {
         for result in ["ok", "error", "rejected"] {
             self.sink_uploads.with_label_values(&[sink, result]);
         }

@@ -56,7 +56,7 @@ impl RollMetrics {
 
 /// The roller's gauges, reported together.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RollGauges {
+pub(crate) struct RollGauges {
     pub(crate) open_files: usize,
     pub(crate) buffer_bytes: usize,
     pub(crate) buffered_rows: u64,
@@ -67,7 +67,7 @@ pub struct RollGauges {
 
 impl RollMetrics {
     /// The roller's gauges.
-    pub fn report(&self, g: RollGauges) {
+    pub(crate) fn report(&self, g: RollGauges) {
         self.open_partitions.set(g.open_files as i64);
         self.buffer_bytes.set(g.buffer_bytes as i64);
         self.buffered_rows.set(g.buffered_rows as i64);

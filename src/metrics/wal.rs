@@ -7,7 +7,7 @@ use super::Suppressed;
 
 /// Metrics of the write-ahead log and its backpressure.
 #[derive(Clone)]
-pub struct WalMetrics {
+pub(crate) struct WalMetrics {
     bytes: IntCounter,
     records: IntCounter,
     fsync_seconds: Histogram,
@@ -50,7 +50,7 @@ impl WalMetrics {
 
 /// The WAL's gauges, reported together.
 #[derive(Debug, Clone, Copy)]
-pub struct WalGauges {
+pub(crate) struct WalGauges {
     pub(crate) segments: usize,
     /// Bytes the roller has not read yet.
     pub(crate) backlog_bytes: u64,
@@ -60,7 +60,7 @@ pub struct WalGauges {
 
 impl WalMetrics {
     /// The WAL's gauges.
-    pub fn report(&self, g: WalGauges) {
+    pub(crate) fn report(&self, g: WalGauges) {
         self.segments.set(g.segments as i64);
         self.backlog_bytes.set(g.backlog_bytes as i64);
         self.disk_free_bytes.set(g.disk_free_bytes as i64);

@@ -13,7 +13,7 @@ fn default_backlog() -> ByteSize {
 /// `[outbox]`: finished files waiting for their sinks.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct OutboxConfig {
+pub(crate) struct OutboxConfig {
     /// Disk the outbox may use for files some sink has not taken yet. Past
     /// it weir stops finishing files (and so, soon, reading sockets) until a
     /// sink catches up: backpressure instead of a full disk.

@@ -57,13 +57,13 @@ fn now_secs() -> i64 {
 }
 
 /// Channels the outbox reads.
-pub struct DeliveryLinks {
+pub(crate) struct DeliveryLinks {
     /// Files the roller finished.
     pub(crate) finished: mpsc::Receiver<Manifest>,
     /// Lowest WAL sequence still on disk; manifests below it can go.
     pub(crate) wal_oldest: watch::Receiver<u64>,
     pub(crate) shutdown: watch::Receiver<bool>,
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
     pub(crate) backlog: Arc<super::Backlog>,
     /// Where delivered files go instead of being deleted (`outbox.retain`).
     pub(crate) retention: Option<super::Retention>,
@@ -112,7 +112,7 @@ struct Delivered {
 
 /// Starts delivery of `initial` (from [`OutboxDir::load`]) and of every file
 /// the roller finishes from now on. Ends when `finished` closes or on shutdown.
-pub fn start(
+pub(crate) fn start(
     outbox: OutboxDir,
     sinks: BTreeMap<String, Arc<dyn Sink>>,
     initial: Vec<Manifest>,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// What an outbox file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FileKind {
+pub(crate) enum FileKind {
     /// A finished Parquet file (period or late).
     #[default]
     Parquet,
@@ -53,13 +53,13 @@ pub(crate) enum PreviewSlot {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     /// Format version of this JSON.
     pub(crate) version: u32,
     /// Outbox file id: `{id}.{extension}`, `{id}.json`.
     pub(crate) id: String,
     #[serde(default)]
-    pub kind: FileKind,
+    pub(crate) kind: FileKind,
     /// Route name (`route[N]`).
     pub(crate) route: String,
     /// What the file groups, in hex (tags need not be UTF-8): the tag, the

@@ -31,12 +31,12 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-pub use delivery::{start as start_delivery, DeliveryLinks};
-pub use manifest::Manifest;
+pub(crate) use delivery::{start as start_delivery, DeliveryLinks};
+pub(crate) use manifest::Manifest;
 pub(crate) use retained::Retention;
 
 use crate::wal::sync_dir;
-pub use config::OutboxConfig;
+pub(crate) use config::OutboxConfig;
 pub(crate) use manifest::{hex, unhex, FileKind, PreviewSlot, Slot, VERSION};
 
 /// Bytes of outbox files some sink still needs, against the configured
@@ -146,12 +146,12 @@ pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// The outbox folder.
 #[derive(Debug, Clone)]
-pub struct OutboxDir {
+pub(crate) struct OutboxDir {
     dir: PathBuf,
 }
 
 impl OutboxDir {
-    pub fn open(dir: PathBuf) -> io::Result<Self> {
+    pub(crate) fn open(dir: PathBuf) -> io::Result<Self> {
         fs::create_dir_all(&dir)?;
         Ok(Self { dir })
     }

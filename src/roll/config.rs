@@ -51,7 +51,7 @@ pub struct RollConfig {
     pub period: HumanDuration,
     /// How long after a period ends its file stays open for stragglers.
     #[serde(default = "default_grace")]
-    pub grace: HumanDuration,
+    pub(crate) grace: HumanDuration,
     #[serde(default = "default_time_unit")]
     pub(crate) time_unit: TimeUnit,
     /// Memory for rows not yet written to disk, across all open files. Past
@@ -129,7 +129,7 @@ pub enum ColumnType {
 
 impl ColumnType {
     /// The name a config gives it.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ColumnType::String => "string",
             ColumnType::Int32 => "int32",

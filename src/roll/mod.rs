@@ -40,10 +40,11 @@ pub use config::{ColumnType, RollConfig, TimeUnit};
 pub use encoder::Encoder;
 #[cfg(test)]
 pub(crate) use json::write_value;
-pub use roller::{start, RollerError, RollerLinks};
+pub(crate) use roller::{start, RollerError, RollerLinks};
 pub use schema::RouteSchema;
 pub(crate) use window::Direction;
-pub use writer::{PartitionWriter, FILE_OVERHEAD};
+pub use writer::PartitionWriter;
+pub(crate) use writer::FILE_OVERHEAD;
 
 /// Seconds since the epoch at which the period holding `time_ns` starts.
 pub(crate) fn period_start(time_ns: i64, period_secs: u64) -> i64 {

@@ -50,7 +50,7 @@ const BIG_RECORD: usize = 1 << 20;
 /// Memory an open file costs before any row: the write buffer, the column
 /// encoders and builders (measured: 10,000 open files of a four-column
 /// schema hold about 100 KiB each once they have written a row group).
-pub const FILE_OVERHEAD: usize = WRITE_BUFFER + (96 << 10);
+pub(crate) const FILE_OVERHEAD: usize = WRITE_BUFFER + (96 << 10);
 
 /// The `tag` column: a dictionary of the tags in the current batch.
 struct TagColumn {

@@ -23,7 +23,7 @@ use crate::sink;
 /// What every generation shares with the WAL and the rest of the process.
 pub(super) struct Shared {
     pub data_dir: PathBuf,
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
     pub durable: Arc<crate::wal::Durable>,
     pub(crate) position: Arc<AtomicU64>,
     pub release: Arc<watch::Sender<u64>>,

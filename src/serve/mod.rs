@@ -35,7 +35,7 @@ const TICK: Duration = Duration::from_millis(250);
 /// A file in `data_dir` that turns the next stop into a drain (for a
 /// permanent scale-down: `kubectl exec weir-2 -- touch /var/lib/weir/drain-on-exit`).
 /// Removed at start, so it applies to one stop only.
-pub const DRAIN_MARKER: &str = "drain-on-exit";
+pub(crate) const DRAIN_MARKER: &str = "drain-on-exit";
 
 /// How a run starts and stops.
 #[derive(Debug, Clone, Copy)]
@@ -58,18 +58,6 @@ impl Default for RunOptions {
             drain_timeout: None,
         }
     }
-}
-
-/// Runs weir until `shutdown` resolves or a stage fails.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    run_with(
-        config,
-        Metrics::new(),
-        RunOptions::default(),
-        shutdown,
-        None,
-    )
-    .await
 }
 
 /// [`run`], counting into a registry the caller holds (benchmarks, embedding).

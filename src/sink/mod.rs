@@ -9,7 +9,7 @@
 pub(crate) mod config;
 pub(crate) mod forward;
 mod gcs;
-pub mod iceberg;
+pub(crate) mod iceberg;
 pub(crate) mod key;
 pub(crate) mod kind;
 mod local;
@@ -30,12 +30,12 @@ pub use config::{GcsSinkConfig, LocalSinkConfig, S3Encryption, S3SinkConfig, Sin
 pub(crate) use iceberg::config::{is_identifier, redact_uri};
 pub(crate) use key::{validate_prefix, FileName, FileParts, PreviewOf, FRESH_DIR};
 pub use kind::BuildContext;
-pub use object::{ObjectStoreSink, PART_BYTES};
+pub use object::PART_BYTES;
 pub(crate) use probe::probe;
 pub(crate) use records::{record_sinks, ClosedPart, PartError, RecordPart, RecordSink};
 
 /// Content-Type of uploaded files.
-pub const PARQUET_CONTENT_TYPE: &str = "application/vnd.apache.parquet";
+pub(crate) const PARQUET_CONTENT_TYPE: &str = "application/vnd.apache.parquet";
 
 /// Why one delivery attempt failed; the outbox retries it. Every message is
 /// one line (a store's XML or JSON body may hold newlines), so line-based

@@ -49,7 +49,7 @@ fn location(key: &str) -> Result<ObjectPath, SinkError> {
     })
 }
 
-pub struct ObjectStoreSink {
+pub(crate) struct ObjectStoreSink {
     store: Arc<dyn ObjectStore>,
     /// The bucket, for errors that name it ("" for the local folder).
     bucket: String,
@@ -64,7 +64,7 @@ pub struct ObjectStoreSink {
 }
 
 impl ObjectStoreSink {
-    pub fn new(store: Arc<dyn ObjectStore>, attributes: Attributes) -> Self {
+    pub(crate) fn new(store: Arc<dyn ObjectStore>, attributes: Attributes) -> Self {
         Self {
             store,
             bucket: String::new(),

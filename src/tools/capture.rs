@@ -45,7 +45,7 @@ pub struct CaptureArgs {
     pub(crate) out: PathBuf,
     /// On SIGINT/SIGTERM, wait this long for open connections to finish.
     #[arg(long, default_value = "5s")]
-    pub drain_timeout: humantime::Duration,
+    pub(crate) drain_timeout: humantime::Duration,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,

@@ -19,7 +19,7 @@ use crate::msgpack::FrameBuffer;
 
 /// Which forward mode to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LoadMode {
+pub(crate) enum LoadMode {
     Message,
     Forward,
     Packed,
@@ -39,7 +39,7 @@ pub struct LoadgenArgs {
     #[arg(long)]
     pub to: String,
     #[arg(long, value_enum, default_value = "packed")]
-    pub mode: LoadMode,
+    pub(crate) mode: LoadMode,
     /// Concurrent connections.
     #[arg(long, default_value_t = 4)]
     pub(crate) connections: usize,

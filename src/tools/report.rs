@@ -8,14 +8,14 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 #[derive(Debug, Default)]
-pub struct Totals {
+pub(crate) struct Totals {
     pub(crate) requests: AtomicU64,
     pub(crate) events: AtomicU64,
     pub(crate) bytes: AtomicU64,
     pub(crate) acked_events: AtomicU64,
     pub(crate) pending: AtomicU64,
-    pub failed_requests: AtomicU64,
-    pub failed_connections: AtomicU64,
+    pub(crate) failed_requests: AtomicU64,
+    pub(crate) failed_connections: AtomicU64,
 }
 
 /// The final summary (`--json` prints this).
@@ -45,7 +45,7 @@ pub(crate) struct Latency {
 }
 
 impl Report {
-    pub fn new(t: &Totals, elapsed: Duration, h: &Histogram<u64>) -> Self {
+    pub(crate) fn new(t: &Totals, elapsed: Duration, h: &Histogram<u64>) -> Self {
         let secs = elapsed.as_secs_f64().max(1e-9);
         let ms = |us: u64| us as f64 / 1000.0;
         let events = t.events.load(Ordering::Relaxed);

@@ -47,7 +47,7 @@ pub struct WalConfig {
     /// outbox take them, which frees the WAL's segments. Default:
     /// `roll.max_buffer_bytes` + 64 MiB (see [`WalConfig::disk_reserve_bytes`]).
     #[serde(default)]
-    pub disk_reserve: Option<ByteSize>,
+    pub(crate) disk_reserve: Option<ByteSize>,
 }
 
 fn default_wal_backlog() -> ByteSize {

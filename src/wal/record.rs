@@ -34,7 +34,7 @@ pub(crate) struct WalRecord {
     pub(crate) arrival_ms: i64,
     /// The client's chunk identity (empty when it sent none).
     pub(crate) dedupe_key: Bytes,
-    pub batch: EventBatch,
+    pub(crate) batch: EventBatch,
 }
 
 /// Appends one encoded record to `out`.

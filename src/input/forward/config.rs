@@ -123,7 +123,7 @@ pub struct ForwardConfig {
     pub(crate) max_buffer_bytes: ByteSize,
     /// Cap on a compressed request's entries once expanded (gzip/zstd bombs).
     #[serde(default = "default_max_decompressed")]
-    pub max_decompressed_bytes: ByteSize,
+    pub(crate) max_decompressed_bytes: ByteSize,
     /// Memory all connections' requests in flight share: read buffers
     /// (beyond 16 KiB each), decompressed entries and decoded batches
     /// waiting for the WAL. When it is spent connections wait, unread.

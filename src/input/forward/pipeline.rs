@@ -39,9 +39,9 @@ pub(super) struct Pending {
     pub durable: Option<DurableReply>,
     /// The answer, once it came.
     pub(crate) result: Option<Result<u64, WalError>>,
-    pub ack: Option<Bytes>,
+    pub(crate) ack: Option<Bytes>,
     pub(crate) events: u64,
-    pub mode: &'static str,
+    pub(crate) mode: &'static str,
     pub(crate) started: Instant,
     /// Budget bytes the batch holds until its ack.
     pub(crate) held_bytes: usize,

@@ -32,7 +32,7 @@ fn default_time_key() -> String {
 /// `[http]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct HttpConfig {
+pub(crate) struct HttpConfig {
     /// Where to listen; `POST /<tag>` (slashes in the path become dots).
     #[serde(
         default = "default_listen",

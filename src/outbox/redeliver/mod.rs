@@ -38,9 +38,9 @@ pub(crate) use select::{select, Item, Selection};
 pub const MAX_TIMEOUT_SECS: u64 = 7 * 86_400;
 
 /// Folder under data_dir where a live node picks up requests.
-pub const REQUEST_DIR: &str = "redeliver";
+pub(crate) const REQUEST_DIR: &str = "redeliver";
 /// Folder under data_dir holding retained files.
-pub const RETAINED_DIR: &str = "retained";
+pub(crate) const RETAINED_DIR: &str = "retained";
 
 /// What to send again.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -30,7 +30,7 @@ pub(super) struct Closed<'a> {
 /// What names outputs: the config, its record sinks (indexed as in
 /// [`OutputKey::Records`]) and the period length.
 pub(super) struct Naming<'a> {
-    pub config: &'a Config,
+    pub(crate) config: &'a Config,
     /// This start's random id, which record sinks' keys carry.
     pub(crate) run_id: &'a str,
     pub(crate) record_sinks: &'a [Arc<dyn RecordSink>],

@@ -69,7 +69,7 @@ use recovery::Failure;
 const GROUP_FILES: usize = 256;
 
 /// Channels and stores the roller works with.
-pub struct RollerLinks {
+pub(crate) struct RollerLinks {
     /// How far the WAL is durable: the roller reads up to there.
     pub durable: Arc<crate::wal::Durable>,
     /// Published: the WAL sequence the roller reads next.
@@ -83,7 +83,7 @@ pub struct RollerLinks {
     pub(crate) outbox: OutboxDir,
     /// Manifests already in the outbox at start.
     pub(crate) initial: Vec<Manifest>,
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
     /// The outbox backlog; the roller waits while it is over its limit.
     pub(crate) backlog: Arc<crate::outbox::Backlog>,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -96,7 +96,7 @@ pub struct RollerLinks {
 
 /// Starts the roller thread. It returns when the WAL closes its output
 /// (or, for a drain, with an error if a file could not be finished).
-pub fn start(
+pub(crate) fn start(
     config: Arc<Config>,
     links: RollerLinks,
 ) -> std::io::Result<std::thread::JoinHandle<Result<(), RollerError>>> {
@@ -138,7 +138,7 @@ pub fn start(
 
 /// Why the roller stopped on its own (anything else it retries).
 #[derive(Debug, thiserror::Error)]
-pub enum RollerError {
+pub(crate) enum RollerError {
     /// A drain could not finish a file; the WAL keeps its events.
     #[error("drain: cannot finish a file: {0}")]
     Drain(WriteError),

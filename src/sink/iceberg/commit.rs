@@ -56,7 +56,7 @@ pub(super) struct Settings {
 /// One sink's committer: the catalog, and each table as last seen.
 pub(super) struct Committer {
     pub(crate) settings: Settings,
-    pub metrics: IcebergMetrics,
+    pub(crate) metrics: IcebergMetrics,
     catalog: Option<Arc<Counting>>,
     /// Connects to the catalog (again after a failure).
     pub(super) connect: super::Connect,

@@ -272,7 +272,7 @@ pub(super) struct Plan {
     declared: Vec<String>,
     /// What is allowed but worth saying (logged at start, printed by
     /// `weir check`).
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// The name mapping and weir's column list are up to date.
     properties_current: bool,
 }
