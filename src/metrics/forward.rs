@@ -14,6 +14,7 @@ pub(crate) struct ForwardMetrics {
     connections_accepted: IntCounter,
     connections_closed: IntCounterVec,
     connections_refused: IntCounter,
+    accept_errors: IntCounter,
     handshake_failures: IntCounterVec,
     duplicate_chunks: IntCounter,
     large_requests: IntCounter,
@@ -37,6 +38,7 @@ impl ForwardMetrics {
             connections_accepted: counter(r, "weir_forward_connections_accepted_total", "Forward connections accepted."),
             connections_closed: counter_vec(r, "weir_forward_connections_closed_total", "Forward connections closed, by reason.", &["reason"]),
             connections_refused: counter(r, "weir_forward_connections_refused_total", "Connections closed at once because forward.max_connections were open."),
+            accept_errors: counter(r, "weir_forward_accept_errors_total", "Failed accepts on the forward listeners (TCP and Unix socket), each followed by a short back-off (e.g. out of file descriptors)."),
             handshake_failures: counter_vec(r, "weir_forward_handshake_failures_total", "Failed shared-key handshakes, by reason.", &["reason"]),
             duplicate_chunks: counter(r, "weir_forward_duplicate_chunks_total", "Resent chunks (and HTTP requests with a repeated Idempotency-Key) acked without writing them again."),
             large_requests: counter(r, "weir_forward_large_requests_total", "Requests larger than forward.chunk_size_warn_limit."),
@@ -113,6 +115,14 @@ impl ForwardMetrics {
         self.connections_refused.inc();
         if let Some(suppressed) = self.suppressed.allow("connection_refused") {
             tracing::warn!(%peer, limit, suppressed, "refusing connection: forward.max_connections reached");
+        }
+    }
+
+    /// Accepting a connection failed; the listener backs off.
+    pub(crate) fn accept_failed(&self, error: &dyn std::fmt::Display) {
+        self.accept_errors.inc();
+        if let Some(suppressed) = self.suppressed.allow("accept_failed") {
+            tracing::warn!(error = %error, suppressed, "accept failed; backing off");
         }
     }
 

@@ -35,6 +35,7 @@ pub(crate) const HTTP_REJECT_REASONS: [&str; 14] = [
 pub(crate) struct HttpMetrics {
     connections_active: IntGauge,
     connections_refused: IntCounter,
+    accept_errors: IntCounter,
     requests: IntCounterVec,
     rejected: IntCounterVec,
     events_accepted: IntCounter,
@@ -56,6 +57,11 @@ impl HttpMetrics {
                 r,
                 "weir_http_connections_refused_total",
                 "HTTP connections closed at once because forward.max_connections were open.",
+            ),
+            accept_errors: counter(
+                r,
+                "weir_http_accept_errors_total",
+                "Failed accepts on the HTTP listener, each followed by a short back-off (e.g. out of file descriptors).",
             ),
             requests: counter_vec(
                 r,
@@ -116,6 +122,14 @@ impl HttpMetrics {
         self.connections_refused.inc();
         if let Some(suppressed) = self.suppressed.allow("http_refused") {
             tracing::warn!(%peer, limit, suppressed, "refusing HTTP connection: forward.max_connections reached");
+        }
+    }
+
+    /// Accepting a connection failed; the listener backs off.
+    pub(crate) fn accept_failed(&self, error: &dyn std::fmt::Display) {
+        self.accept_errors.inc();
+        if let Some(suppressed) = self.suppressed.allow("accept_failed") {
+            tracing::warn!(error = %error, suppressed, "HTTP accept failed; backing off");
         }
     }
 

@@ -18,6 +18,7 @@ pub(crate) struct IcebergMetrics {
     waiting_files: IntGaugeVec,
     oldest_waiting_seconds: IntGaugeVec,
     table_refused: IntGaugeVec,
+    expire_failures: IntCounterVec,
     snapshots_expired: IntCounterVec,
     /// Rate limit of this stage's repeated warnings.
     suppressed: Suppressed,
@@ -35,6 +36,7 @@ impl IcebergMetrics {
             waiting_files: gauge_vec(r, "weir_iceberg_waiting_files", "Files put into the warehouse and waiting for their commit, by sink.", &["sink"]),
             oldest_waiting_seconds: gauge_vec(r, "weir_iceberg_oldest_waiting_seconds", "How long the oldest file waiting for its commit has waited since it was finished (0 when none).", &["sink"]),
             table_refused: gauge_vec(r, "weir_iceberg_table_refused", "1 while a table refuses its route (dropped, replaced or altered by someone else, a refused column change): its files wait.", &["sink", "table"]),
+            expire_failures: counter_vec(r, "weir_iceberg_expire_failures_total", "Snapshot expiries that failed (tried again at the next commit), by sink.", &["sink"]),
             snapshots_expired: counter_vec(r, "weir_iceberg_snapshots_expired_total", "Snapshots this node made that were expired (iceberg snapshot_max_age), by sink.", &["sink"]),
             suppressed: suppressed.clone(),
         }
@@ -52,6 +54,7 @@ impl IcebergMetrics {
         self.waiting_files.with_label_values(&[sink]);
         self.oldest_waiting_seconds.with_label_values(&[sink]);
         self.snapshots_expired.with_label_values(&[sink]);
+        self.expire_failures.with_label_values(&[sink]);
         self.commit_seconds.with_label_values(&[sink]);
     }
 
@@ -124,6 +127,13 @@ impl IcebergMetrics {
     pub(crate) fn expired(&self, sink: &str, table: &str, n: u64) {
         self.snapshots_expired.with_label_values(&[sink]).inc_by(n);
         tracing::info!(sink, table, snapshots = n, "expired old snapshots");
+    }
+
+    /// Expiring a table's old snapshots failed; tried again later.
+    pub(crate) fn expire_failed(&self, sink: &str, table: &str, error: &dyn std::fmt::Display) {
+        self.expire_failures.with_label_values(&[sink]).inc();
+        tracing::warn!(sink, table, error = %error.to_string().replace('\n', " "),
+            "cannot expire old snapshots; will try again");
     }
 
     /// Files waiting for their commit, and the age of the oldest.

@@ -85,7 +85,8 @@ impl Suppressed {
 /// line ([`crate::logging::Activity`]), so each
 /// `weir_log_suppressed_total{kind}` series exists from the start; a unit
 /// test checks the list against the source.
-pub(crate) const LOG_KINDS: [&str; 22] = [
+pub(crate) const LOG_KINDS: [&str; 23] = [
+    "accept_failed",
     "bad_wal_record",
     "capture",
     "connection_refused",
@@ -148,6 +149,8 @@ impl Metrics {
             suppressed.0.with_label_values(&[kind]);
         }
         forward.zeros();
+        wal.zeros();
+        outbox.zeros();
         http.zeros();
         capture.zeros();
         roll.zeros();

@@ -26,6 +26,7 @@ pub(crate) struct OutboxMetrics {
     fresh_sweep_errors: IntCounterVec,
     blocked: IntGauge,
     sink_up: IntGaugeVec,
+    errors: IntCounterVec,
     /// Rate limit of this stage's repeated warnings.
     suppressed: Suppressed,
 }
@@ -51,6 +52,7 @@ impl OutboxMetrics {
             fresh_sweep_errors: counter_vec(r, "weir_fresh_sweep_errors_total", "Failed listings or deletes while removing replaced previews (retried).", &["sink"]),
             blocked: gauge(r, "weir_outbox_blocked", "1 while the outbox backlog is over its limit and the roller waits."),
             sink_up: gauge_vec(r, "weir_sink_up", "1 while a sink takes files (its probe at start, then its last upload or commit), 0 while it fails (files wait in the outbox meanwhile), -1 until its first probe answers.", &["sink"]),
+            errors: counter_vec(r, "weir_outbox_errors_total", "Outbox bookkeeping that failed, by operation: dead_letter and mark_delivered (retried), read_manifest and read_retained_manifest (a manifest skipped at start; it and its file stay for an operator).", &["op"]),
             suppressed: suppressed.clone(),
         }
     }
@@ -178,18 +180,6 @@ impl OutboxMetrics {
             "sink rejected the file for good; kept in the dead-letter folder");
     }
 
-    /// A file `weir redeliver` sends again failed; retried in `retry_in`.
-    pub(crate) fn redeliver_failed(
-        &self,
-        sink: &str,
-        key: &str,
-        error: &dyn std::fmt::Display,
-        retry_in: std::time::Duration,
-    ) {
-        self.sink_retries.with_label_values(&[sink]).inc();
-        tracing::warn!(sink, key, error = %error, retry_in_ms = retry_in.as_millis() as u64, "redeliver upload failed; will retry");
-    }
-
     /// A file `weir redeliver` sends again is done: sent, or given up.
     pub(crate) fn redelivered(&self, sink: &str, key: &str, result: &Result<(), String>) {
         let label = if result.is_ok() { "ok" } else { "failed" };
@@ -209,6 +199,37 @@ impl OutboxMetrics {
         }
     }
 
+    /// Outbox bookkeeping failed: `op` is dead_letter, mark_delivered,
+    /// read_manifest or read_retained_manifest; `what` names the file.
+    pub(crate) fn bookkeeping_failed(
+        &self,
+        op: &'static str,
+        what: &dyn std::fmt::Display,
+        error: &dyn std::fmt::Display,
+    ) {
+        self.errors.with_label_values(&[op]).inc();
+        match op {
+            "read_manifest" | "read_retained_manifest" => {
+                tracing::error!(op, file = %what, error = %error, "unreadable manifest; skipped (it and its file stay)")
+            }
+            _ => {
+                tracing::error!(op, file = %what, error = %error, "outbox bookkeeping failed; retrying")
+            }
+        }
+    }
+
+    /// Every bookkeeping series exists from the start, at zero.
+    pub(super) fn zeros(&self) {
+        for op in [
+            "dead_letter",
+            "mark_delivered",
+            "read_manifest",
+            "read_retained_manifest",
+        ] {
+            self.errors.with_label_values(&[op]);
+        }
+    }
+
     /// Whether the sink's last probe, upload or commit succeeded.
     pub(crate) fn sink_is_up(&self, sink: &str) -> bool {
         self.sink_up.with_label_values(&[sink]).get() == 1
@@ -225,8 +246,10 @@ impl OutboxMetrics {
     }
 
     /// An upload failed; retried in `retry_in`.
+    /// `what` is "upload" or "redeliver upload".
     pub(crate) fn upload_failed(
         &self,
+        what: &'static str,
         sink: &str,
         key: &str,
         error: &dyn std::fmt::Display,
@@ -234,7 +257,7 @@ impl OutboxMetrics {
     ) {
         self.sink_retries.with_label_values(&[sink]).inc();
         if let Some(suppressed) = self.suppressed.allow("upload_failed") {
-            tracing::warn!(sink, key, error = %error, retry_in_ms = retry_in.as_millis() as u64, suppressed, "upload failed; will retry");
+            tracing::warn!(sink, key, error = %error, retry_in_ms = retry_in.as_millis() as u64, suppressed, "{what} failed; will retry");
         }
     }
 

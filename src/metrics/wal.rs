@@ -1,6 +1,6 @@
 //! Metrics of the write-ahead log and its backpressure.
 
-use prometheus::{Counter, Histogram, IntCounter, IntGauge};
+use prometheus::{Counter, Histogram, IntCounter, IntCounterVec, IntGauge};
 
 use super::registry::*;
 use super::Suppressed;
@@ -22,6 +22,7 @@ pub(crate) struct WalMetrics {
     backlog_bytes: IntGauge,
     disk_free_bytes: IntGauge,
     disk_reserve_waits: IntCounter,
+    upkeep_errors: IntCounterVec,
     /// Rate limit of this stage's repeated warnings.
     suppressed: Suppressed,
 }
@@ -43,6 +44,7 @@ impl WalMetrics {
             backlog_bytes: gauge(r, "weir_wal_backlog_bytes", "WAL bytes the roller has not read yet (limit: wal.max_backlog_bytes; past it appends wait)."),
             disk_free_bytes: gauge(r, "weir_wal_disk_free_bytes", "Free bytes on the WAL's file system, as last read (appends wait below wal.disk_reserve)."),
             disk_reserve_waits: counter(r, "weir_wal_disk_reserve_waits_total", "Times appends waited because free space fell under wal.disk_reserve."),
+            upkeep_errors: counter_vec(r, "weir_wal_upkeep_errors_total", "WAL upkeep that failed, by operation: recover (the WAL then refuses writes), snapshot (the dedupe snapshot; released segments are kept), delete_segment (retried at the next release).", &["op"]),
             suppressed: suppressed.clone(),
         }
     }
@@ -138,5 +140,26 @@ impl WalMetrics {
     pub(crate) fn corrupt(&self, records: u64, what: &dyn std::fmt::Display) {
         self.corrupt_records.inc_by(records);
         tracing::error!(records, "{what}");
+    }
+
+    /// WAL upkeep failed: `op` is recover, snapshot or delete_segment.
+    pub(crate) fn upkeep_failed(&self, op: &'static str, error: &dyn std::fmt::Display) {
+        self.upkeep_errors.with_label_values(&[op]).inc();
+        match op {
+            "recover" => {
+                tracing::error!(op, error = %error, "WAL recovery failed; refusing all writes")
+            }
+            "snapshot" => {
+                tracing::warn!(op, error = %error, "cannot save the dedupe snapshot; keeping released WAL segments")
+            }
+            _ => tracing::warn!(op, error = %error, "WAL upkeep failed; retried later"),
+        }
+    }
+
+    /// Every upkeep series exists from the start, at zero.
+    pub(super) fn zeros(&self) {
+        for op in ["recover", "snapshot", "delete_segment"] {
+            self.upkeep_errors.with_label_values(&[op]);
+        }
     }
 }

@@ -506,9 +506,13 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
                 // The last attempt is made at the deadline.
                 let retry_at = (now + backoff.next_delay()).min(item.give_up_at);
                 if let Err(e) = &result {
-                    metrics
-                        .outbox
-                        .redeliver_failed(&sink_name, &key, e, retry_at - now);
+                    metrics.outbox.upload_failed(
+                        "redeliver upload",
+                        &sink_name,
+                        &key,
+                        e,
+                        retry_at - now,
+                    );
                 }
                 waiting.push((retry_at, backoff, Work::Again(item)));
                 continue;
@@ -541,7 +545,11 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
                 match outbox.dead_letter(&m, &sink_name, &e.to_string()) {
                     Ok(at) => metrics.outbox.dead_lettered(&sink_name, &key, &e, &at),
                     Err(io) => {
-                        tracing::error!(sink = sink_name, key, error = %io, "cannot dead-letter a rejected file; retrying");
+                        metrics.outbox.bookkeeping_failed(
+                            "dead_letter",
+                            &format_args!("{sink_name}: {key}"),
+                            &io,
+                        );
                         retry_later(&mut waiting, backoff);
                         continue;
                     }
@@ -551,7 +559,7 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
                 if let Err(e) = result {
                     metrics
                         .outbox
-                        .upload_failed(&sink_name, &key, &e, backoff.peek());
+                        .upload_failed("upload", &sink_name, &key, &e, backoff.peek());
                 }
                 retry_later(&mut waiting, backoff);
                 continue;
@@ -584,7 +592,9 @@ fn finish_delivery(
     done: &mpsc::UnboundedSender<Outcome>,
 ) -> std::io::Result<()> {
     if let Err(e) = outbox.mark_delivered(m, sink) {
-        tracing::error!(sink, id = m.id, error = %e, "cannot record delivery; retrying");
+        metrics
+            .outbox
+            .bookkeeping_failed("mark_delivered", &format_args!("{sink}: {}", m.id), &e);
         return Err(e);
     }
     metrics.outbox.waiting(sink, m.bytes, false);

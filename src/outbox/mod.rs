@@ -206,10 +206,12 @@ impl OutboxDir {
     }
 
     /// Every manifest, after removing crash leftovers. Unreadable manifests
-    /// are logged and skipped (their files stay for an operator).
-    pub(crate) fn load(&self) -> io::Result<Vec<Manifest>> {
+    /// are counted, logged and skipped; they and their data files stay for
+    /// an operator.
+    pub(crate) fn load(&self, metrics: &crate::metrics::Metrics) -> io::Result<Vec<Manifest>> {
         let mut manifests = Vec::new();
         let mut data = Vec::new();
+        let mut unreadable: Vec<String> = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let path = entry?.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -220,19 +222,28 @@ impl OutboxDir {
             } else if is_data_name(name) {
                 data.push(path.clone());
             } else if name.ends_with(".json") {
-                match fs::read(&path).map(|b| Manifest::from_json(&b)) {
-                    Ok(Ok(m)) => manifests.push(m),
-                    Ok(Err(e)) => {
-                        tracing::error!(file = %path.display(), error = %e, "unreadable outbox manifest; skipped")
-                    }
+                let read = fs::read(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| Manifest::from_json(&b).map_err(|e| e.to_string()));
+                match read {
+                    Ok(m) => manifests.push(m),
                     Err(e) => {
-                        tracing::error!(file = %path.display(), error = %e, "cannot read outbox manifest; skipped")
+                        unreadable.push(format!("{}.", name.trim_end_matches(".json")));
+                        metrics
+                            .outbox
+                            .bookkeeping_failed("read_manifest", &path.display(), &e);
                     }
                 }
             }
         }
         for path in data {
-            if !manifests.iter().any(|m| self.data_path(m) == path) {
+            // The data of an unreadable manifest is not a crash leftover.
+            let described = |p: &Path| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| unreadable.iter().any(|id| n.starts_with(id.as_str())))
+            };
+            if !manifests.iter().any(|m| self.data_path(m) == path) && !described(&path) {
                 tracing::info!(file = %path.display(), "removing unfinished outbox file left by a crash");
                 let _ = fs::remove_file(&path);
             }
@@ -351,5 +362,67 @@ impl OutboxDir {
             let _ = fs::remove_file(self.done_path(&m.id, sink));
         }
         fs::remove_file(self.manifest_path(&m.id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(id: &str) -> Manifest {
+        Manifest {
+            version: 2,
+            id: id.into(),
+            kind: FileKind::Parquet,
+            route: "r".into(),
+            group_hex: "74".into(),
+            group: "t".into(),
+            period_start: 0,
+            period_secs: 3600,
+            slot: Slot::Main,
+            late_seq: None,
+            first_seq: 0,
+            covered_through: 0,
+            rows: 1,
+            bytes: 4,
+            keys: Default::default(),
+            finished_at_ms: 0,
+            node: String::new(),
+            preview_of: None,
+            part_extension: None,
+        }
+    }
+
+    #[test]
+    fn an_unreadable_manifest_is_counted_and_its_data_stays_while_crash_leftovers_go() {
+        let d = tempfile::tempdir().unwrap();
+        let outbox = OutboxDir::open(d.path().join("outbox")).unwrap();
+        for id in ["a1", "b2"] {
+            let f = d.path().join(format!("{id}.tmp"));
+            fs::write(&f, b"PAR1").unwrap();
+            outbox.commit(&f, &manifest(id)).unwrap();
+        }
+        // b2's manifest is damaged; c3 is data a crash left without one.
+        fs::write(outbox.manifest_path("b2"), b"{ not json").unwrap();
+        fs::write(outbox.dir.join("c3.parquet"), b"PAR1").unwrap();
+        let metrics = crate::metrics::Metrics::new();
+        let loaded = outbox.load(&metrics).unwrap();
+        assert_eq!(
+            loaded.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["a1"]
+        );
+        assert_eq!(
+            metrics.value("weir_outbox_errors_total", &[("op", "read_manifest")]),
+            1.0
+        );
+        assert!(
+            outbox.dir.join("b2.parquet").exists(),
+            "kept for an operator"
+        );
+        assert!(outbox.manifest_path("b2").exists());
+        assert!(
+            !outbox.dir.join("c3.parquet").exists(),
+            "a crash leftover goes"
+        );
     }
 }

@@ -50,11 +50,15 @@ impl Retention {
             total: 0,
             metrics,
         };
+        let mut unreadable: Vec<String> = Vec::new();
         for entry in fs::read_dir(&r.dir)? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "json") {
-                match fs::read(&path).map(|b| Manifest::from_json(&b)) {
-                    Ok(Ok(m)) => {
+                let read = fs::read(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| Manifest::from_json(&b).map_err(|e| e.to_string()));
+                match read {
+                    Ok(m) => {
                         let data = m.data_name();
                         match fs::metadata(r.dir.join(&data)) {
                             Ok(meta) => r.insert(&m, data, meta.len()),
@@ -63,8 +67,15 @@ impl Retention {
                             }
                         }
                     }
-                    _ => {
-                        tracing::warn!(file = %path.display(), "unreadable retained manifest; left alone")
+                    Err(e) => {
+                        if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                            unreadable.push(format!("{stem}."));
+                        }
+                        r.metrics.outbox.bookkeeping_failed(
+                            "read_retained_manifest",
+                            &path.display(),
+                            &e,
+                        );
                     }
                 }
             }
@@ -76,7 +87,10 @@ impl Retention {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            let described = r.files.values().any(|(_, data, _)| data == name);
+            let described = r.files.values().any(|(_, data, _)| data == name)
+                || unreadable
+                    .iter()
+                    .any(|stem| name.starts_with(stem.as_str()));
             if name.ends_with(".json.tmp") || (super::is_data_name(name) && !described) {
                 let _ = fs::remove_file(&path);
             }
@@ -177,6 +191,34 @@ mod tests {
             preview_of: None,
             part_extension: None,
         }
+    }
+
+    #[test]
+    fn an_unreadable_retained_manifest_is_counted_and_its_file_stays() {
+        let d = tempfile::tempdir().unwrap();
+        let outbox = OutboxDir::open(d.path().join("outbox")).unwrap();
+        let dir = d.path().join("retained");
+        let m = Metrics::new();
+        let mut r = Retention::open(dir.clone(), Duration::from_secs(86_400), 1 << 20, m.clone())
+            .unwrap()
+            .unwrap();
+        let mf = manifest("x1", 0);
+        fs::write(outbox.data_path(&mf), [0u8; 10]).unwrap();
+        r.keep(&outbox, &mf).unwrap();
+        fs::write(dir.join("x1.json"), b"{ damaged").unwrap();
+        // A data file nothing describes is a crash leftover and goes.
+        fs::write(dir.join("y2.parquet"), b"PAR1").unwrap();
+        let m = Metrics::new();
+        Retention::open(dir.clone(), Duration::from_secs(86_400), 1 << 20, m.clone()).unwrap();
+        assert_eq!(
+            m.value(
+                "weir_outbox_errors_total",
+                &[("op", "read_retained_manifest")]
+            ),
+            1.0
+        );
+        assert!(dir.join("x1.json").exists() && dir.join(mf.data_name()).exists());
+        assert!(!dir.join("y2.parquet").exists());
     }
 
     #[test]

@@ -54,7 +54,7 @@ fn run(config: &Arc<Config>, records: &[WalRecord], drain: bool, metrics: &Metri
     std::fs::write(crate::wal::segment_path(&wal_dir, first), seg).unwrap();
 
     let outbox = OutboxDir::open(data.join("outbox")).unwrap();
-    let initial = outbox.load().unwrap();
+    let initial = outbox.load(&Metrics::new()).unwrap();
     // The writer has stopped: everything on disk is durable.
     let durable = crate::wal::Durable::new();
     let end = records.last().map_or(0, |r| r.seq + 1);
@@ -92,7 +92,7 @@ fn run(config: &Arc<Config>, records: &[WalRecord], drain: bool, metrics: &Metri
 /// the manifests.
 fn stored(data: &Path) -> (BTreeMap<u64, usize>, Vec<Manifest>) {
     let outbox = OutboxDir::open(data.join("outbox")).unwrap();
-    let manifests = outbox.load().unwrap();
+    let manifests = outbox.load(&Metrics::new()).unwrap();
     let mut ids = BTreeMap::new();
     for m in manifests
         .iter()

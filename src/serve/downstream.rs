@@ -58,7 +58,7 @@ impl Downstream {
         let outbox_dir = OutboxDir::open(data_dir.join("outbox"))
             .with_context(|| format!("opening the outbox in data_dir {}", data_dir.display()))?;
         let initial = outbox_dir
-            .load()
+            .load(&shared.metrics)
             .with_context(|| format!("reading the outbox in data_dir {}", data_dir.display()))?;
         let built = sink::build_all(
             &config.sinks,

@@ -48,12 +48,7 @@ impl crate::sink::kind::ObjectSinkKind for GcsSinkConfig {
 
     fn validate(&self, name: &str) -> Result<(), crate::config::Invalid> {
         use crate::config::Invalid;
-        if self.bucket.is_empty() {
-            return Err(Invalid::new(
-                format!("sinks.{name}.bucket"),
-                "must not be empty".into(),
-            ));
-        }
+        super::object::require_bucket(name, &self.bucket)?;
         if self.service_account_path.is_some() && self.service_account_key.is_some() {
             return Err(Invalid::new(
                 format!("sinks.{name}.service_account_key"),

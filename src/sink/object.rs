@@ -157,6 +157,17 @@ impl ObjectStoreSink {
 }
 
 /// The probe's object, under the sink's prefix (Hive readers skip `_`).
+/// A bucket sink's `bucket` must be named.
+pub(super) fn require_bucket(sink: &str, bucket: &str) -> Result<(), crate::config::Invalid> {
+    if bucket.is_empty() {
+        return Err(crate::config::Invalid::new(
+            format!("sinks.{sink}.bucket"),
+            "must not be empty".into(),
+        ));
+    }
+    Ok(())
+}
+
 const PROBE: &str = "_weir_probe";
 
 impl Sink for ObjectStoreSink {

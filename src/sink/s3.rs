@@ -139,12 +139,7 @@ impl crate::sink::kind::ObjectSinkKind for S3SinkConfig {
 
     fn validate(&self, name: &str) -> Result<(), crate::config::Invalid> {
         use crate::config::Invalid;
-        if self.bucket.is_empty() {
-            return Err(Invalid::new(
-                format!("sinks.{name}.bucket"),
-                "must not be empty".into(),
-            ));
-        }
+        super::object::require_bucket(name, &self.bucket)?;
         if self.access_key_id.is_some() != self.secret_access_key.is_some() {
             return Err(Invalid::new(
                 format!("sinks.{name}.secret_access_key"),

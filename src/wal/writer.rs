@@ -65,7 +65,7 @@ pub fn start(
                 disk,
             };
             if let Err(e) = w.recover() {
-                tracing::error!(error = %e, "WAL recovery failed; refusing all writes");
+                w.links.metrics.wal.upkeep_failed("recover", &e);
                 w.fail(e.to_string());
             }
             // What is on disk now is for the roller to read.
@@ -605,7 +605,7 @@ impl Writer {
                 return;
             }
             if let Err(e) = self.dedupe.save(&self.snapshot_path()) {
-                tracing::warn!(error = %e, "cannot save the dedupe snapshot; keeping released WAL segments");
+                self.links.metrics.wal.upkeep_failed("snapshot", &e);
                 return;
             }
             self.snapshot_at = Some(Instant::now());
@@ -617,7 +617,10 @@ impl Writer {
                 Ok(()) => removed = true,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => removed = true,
                 Err(e) => {
-                    tracing::warn!(segment = %seg.path.display(), error = %e, "cannot delete released WAL segment");
+                    self.links.metrics.wal.upkeep_failed(
+                        "delete_segment",
+                        &format_args!("{}: {e}", seg.path.display()),
+                    );
                     self.segments.insert(0, seg);
                     break;
                 }

@@ -66,7 +66,7 @@ pub(crate) async fn run(
         let accepted = match accepted {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed; backing off");
+                metrics.forward.accept_failed(&e);
                 tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }

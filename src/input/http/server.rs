@@ -104,7 +104,7 @@ async fn accept_loop(socket: Socket, ctx: Arc<Context>, mut shutdown: watch::Rec
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(error = %e, "HTTP accept failed; backing off");
+                ctx.metrics.http.accept_failed(&e);
                 tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }

@@ -573,10 +573,7 @@ impl Committer {
                     .expired(&self.settings.sink, &name, old.len() as u64);
                 self.tables.insert(name, t);
             }
-            Err(e) => {
-                tracing::warn!(sink = self.settings.sink, table = name, error = %e.to_string().replace('\n', " "),
-                "cannot expire old snapshots; will try again")
-            }
+            Err(e) => self.metrics.expire_failed(&self.settings.sink, &name, &e),
         }
     }
 }

@@ -143,27 +143,20 @@ impl IcebergSinkConfig {
             Warehouse::Local(p) if p.as_os_str().is_empty() => {
                 return Err(Invalid::new(key("warehouse"), "must not be empty".into()));
             }
-            Warehouse::Store(WarehouseStore::S3(c)) => {
-                crate::sink::config::SinkConfig::S3(c.clone())
-                    .validate(name)
-                    .map_err(|e| {
-                        Invalid::new(
-                            e.key
-                                .replacen(&format!("sinks.{name}."), &key("warehouse."), 1),
-                            e.message,
-                        )
-                    })?;
-            }
-            Warehouse::Store(WarehouseStore::Gcs(c)) => {
-                crate::sink::config::SinkConfig::Gcs(c.clone())
-                    .validate(name)
-                    .map_err(|e| {
-                        Invalid::new(
-                            e.key
-                                .replacen(&format!("sinks.{name}."), &key("warehouse."), 1),
-                            e.message,
-                        )
-                    })?;
+            Warehouse::Store(store) => {
+                let as_sink = match store {
+                    WarehouseStore::S3(c) => crate::sink::config::SinkConfig::S3(c.clone()),
+                    WarehouseStore::Gcs(c) => crate::sink::config::SinkConfig::Gcs(c.clone()),
+                    WarehouseStore::Local(c) => crate::sink::config::SinkConfig::Local(c.clone()),
+                };
+                // The store's own checks, its keys named under `warehouse.`.
+                as_sink.validate(name).map_err(|e| {
+                    Invalid::new(
+                        e.key
+                            .replacen(&format!("sinks.{name}."), &key("warehouse."), 1),
+                        e.message,
+                    )
+                })?;
             }
             _ => {}
         }

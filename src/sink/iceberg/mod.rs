@@ -71,31 +71,31 @@ fn stores(w: &Warehouse) -> Result<Stores, String> {
     match w {
         Warehouse::Local(dir) => local(dir),
         Warehouse::Store(WarehouseStore::Local(c)) => local(&c.path.join(&c.prefix)),
-        Warehouse::Store(WarehouseStore::S3(c)) => {
-            let sink = super::s3::build(c).map_err(|e| format!("warehouse: {e}"))?;
-            let base = format!("s3://{}/", c.bucket);
-            Ok(Stores {
-                storage: StoreStorage::new(base.clone(), sink.store()),
-                root: format!("{base}{}", c.prefix)
-                    .trim_end_matches('/')
-                    .to_string(),
-                files: Arc::new(sink),
-                files_base: base,
-            })
-        }
-        Warehouse::Store(WarehouseStore::Gcs(c)) => {
-            let sink = super::gcs::build(c).map_err(|e| format!("warehouse: {e}"))?;
-            let base = format!("gs://{}/", c.bucket);
-            Ok(Stores {
-                storage: StoreStorage::new(base.clone(), sink.store()),
-                root: format!("{base}{}", c.prefix)
-                    .trim_end_matches('/')
-                    .to_string(),
-                files: Arc::new(sink),
-                files_base: base,
-            })
-        }
+        Warehouse::Store(WarehouseStore::S3(c)) => bucket(
+            super::s3::build(c).map_err(|e| format!("warehouse: {e}"))?,
+            format!("s3://{}/", c.bucket),
+            &c.prefix,
+        ),
+        Warehouse::Store(WarehouseStore::Gcs(c)) => bucket(
+            super::gcs::build(c).map_err(|e| format!("warehouse: {e}"))?,
+            format!("gs://{}/", c.bucket),
+            &c.prefix,
+        ),
     }
+}
+
+/// A warehouse in a bucket (`base`: `s3://bucket/` or `gs://bucket/`).
+fn bucket(
+    sink: super::object::ObjectStoreSink,
+    base: String,
+    prefix: &str,
+) -> Result<Stores, String> {
+    Ok(Stores {
+        storage: StoreStorage::new(base.clone(), sink.store()),
+        root: format!("{base}{prefix}").trim_end_matches('/').to_string(),
+        files: Arc::new(sink),
+        files_base: base,
+    })
 }
 
 impl IcebergSink {
