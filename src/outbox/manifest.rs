@@ -106,6 +106,32 @@ pub(crate) struct Manifest {
 }
 
 impl Manifest {
+    /// A one-row Parquet file of route "r", tag "t", for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(id: &str, period_start: i64) -> Manifest {
+        Manifest {
+            version: 2,
+            id: id.into(),
+            kind: FileKind::Parquet,
+            route: "r".into(),
+            group_hex: "74".into(),
+            group: "t".into(),
+            period_start,
+            period_secs: 3600,
+            slot: Slot::Main,
+            late_seq: None,
+            first_seq: 0,
+            covered_through: 0,
+            rows: 1,
+            bytes: 10,
+            keys: Default::default(),
+            finished_at_ms: 0,
+            node: String::new(),
+            preview_of: None,
+            part_extension: None,
+        }
+    }
+
     /// When the file's data begins, for retention and `weir redeliver`: its
     /// period start, or for a Treasure Data part (which has no period) when
     /// it was made.

@@ -370,27 +370,7 @@ mod tests {
     use super::*;
 
     fn manifest(id: &str) -> Manifest {
-        Manifest {
-            version: 2,
-            id: id.into(),
-            kind: FileKind::Parquet,
-            route: "r".into(),
-            group_hex: "74".into(),
-            group: "t".into(),
-            period_start: 0,
-            period_secs: 3600,
-            slot: Slot::Main,
-            late_seq: None,
-            first_seq: 0,
-            covered_through: 0,
-            rows: 1,
-            bytes: 4,
-            keys: Default::default(),
-            finished_at_ms: 0,
-            node: String::new(),
-            preview_of: None,
-            part_extension: None,
-        }
+        Manifest::for_test(id, 0)
     }
 
     #[test]

@@ -167,30 +167,9 @@ impl Retention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::manifest::{FileKind, Slot};
 
     fn manifest(id: &str, period_start: i64) -> Manifest {
-        Manifest {
-            version: 2,
-            id: id.into(),
-            kind: FileKind::Parquet,
-            route: "r".into(),
-            group_hex: "74".into(),
-            group: "t".into(),
-            period_start,
-            period_secs: 3600,
-            slot: Slot::Main,
-            late_seq: None,
-            first_seq: 0,
-            covered_through: 0,
-            rows: 1,
-            bytes: 10,
-            keys: Default::default(),
-            finished_at_ms: 0,
-            node: String::new(),
-            preview_of: None,
-            part_extension: None,
-        }
+        Manifest::for_test(id, period_start)
     }
 
     #[test]
