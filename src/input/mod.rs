@@ -7,6 +7,7 @@
 //!   msgpack or JSON;
 //! - [`http`]: Fluentd's `in_http` (JSON, NDJSON, msgpack, forms).
 
+pub(crate) mod accept;
 pub(crate) mod durable;
 pub mod forward;
 pub(crate) mod http;

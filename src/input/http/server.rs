@@ -18,13 +18,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 use super::config::HttpConfig;
 use super::cors::Cors;
 use super::request::handle;
 use super::Context;
-use crate::backoff::Backoff;
+use crate::input::accept::{accept_until_shutdown, tls_handshake};
 use crate::input::Limits;
 use crate::metrics::Metrics;
 use crate::wal::WalHandle;
@@ -91,50 +91,36 @@ pub(crate) fn start(
     }
 }
 
-async fn accept_loop(socket: Socket, ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
-    let mut conns = JoinSet::new();
-    const ACCEPT_RETRY: Backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
-    let mut backoff = ACCEPT_RETRY;
-    loop {
-        let accepted = tokio::select! {
-            a = socket.tcp.accept() => a,
-            _ = shutdown.wait_for(|s| *s) => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                ctx.metrics.http.accept_failed(&e);
-                tokio::time::sleep(backoff.next_delay()).await;
-                continue;
-            }
-        };
-        backoff = ACCEPT_RETRY;
-        let Ok(permit) = ctx.limits.connections.clone().try_acquire_owned() else {
-            ctx.metrics.http.refused(peer, ctx.limits.max_connections);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let (ctx, sd, tls) = (ctx.clone(), shutdown.clone(), socket.tls.clone());
-        conns.spawn(async move {
-            ctx.metrics.http.connection_open(true);
-            match tls {
-                None => serve(stream, peer, &ctx, sd).await,
-                Some(acceptor) => {
-                    let timeout = ctx.limits.request_timeout.min(Duration::from_secs(10));
-                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => serve(s, peer, &ctx, sd).await,
-                        Ok(Err(e)) => ctx.metrics.http.tls_failed(peer, &e.to_string()),
-                        Err(_) => ctx.metrics.http.tls_failed(peer, "handshake timed out"),
+async fn accept_loop(socket: Socket, ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
+    let Socket { tcp, tls } = socket;
+    let events = ctx.metrics.http.clone();
+    accept_until_shutdown(
+        tcp,
+        ctx.limits.connections.clone(),
+        ctx.limits.max_connections,
+        &events,
+        shutdown.clone(),
+        |stream, peer, permit| {
+            let _ = stream.set_nodelay(true);
+            let (ctx, sd, tls) = (ctx.clone(), shutdown.clone(), tls.clone());
+            async move {
+                ctx.metrics.http.connection_open(true);
+                match tls {
+                    None => serve(stream, peer, &ctx, sd).await,
+                    Some(acceptor) => {
+                        let timeout = ctx.limits.request_timeout.min(Duration::from_secs(10));
+                        match tls_handshake(&acceptor, stream, timeout).await {
+                            Ok(s) => serve(s, peer, &ctx, sd).await,
+                            Err(why) => ctx.metrics.http.tls_failed(peer, &why),
+                        }
                     }
                 }
+                ctx.metrics.http.connection_open(false);
+                drop(permit);
             }
-            ctx.metrics.http.connection_open(false);
-            drop(permit);
-        });
-    }
-    drop(socket);
-    while conns.join_next().await.is_some() {}
+        },
+    )
+    .await;
 }
 
 /// What the idle check reads: when the connection last read or wrote, and
