@@ -109,8 +109,21 @@ impl OutboxMetrics {
     }
 
     /// The roller waits on the outbox backlog (`true`) or goes on.
-    pub(crate) fn report_blocked(&self, blocked: bool) {
+    /// The roller stopped finishing files at the backlog limit, or resumed.
+    pub(crate) fn blocked(&self, blocked: bool, backlog_bytes: u64, limit: u64) {
         self.blocked.set(i64::from(blocked));
+        if blocked {
+            tracing::warn!(
+                backlog_bytes,
+                limit,
+                "outbox backlog over outbox.max_backlog_bytes: pausing until sinks catch up"
+            );
+        } else {
+            tracing::info!(
+                backlog_bytes,
+                "outbox backlog under its limit again; resuming"
+            );
+        }
     }
 
     /// A sink's credentials were refused (also by a commit).

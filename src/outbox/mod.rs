@@ -78,6 +78,13 @@ impl Backlog {
         self.metrics.outbox.report_backlog(0);
     }
 
+    /// The roller pauses (over the limit) or resumes (under `low_water`).
+    pub(crate) fn paused(&self, paused: bool) {
+        self.metrics
+            .outbox
+            .blocked(paused, self.bytes(), self.limit());
+    }
+
     /// Where a paused roller resumes: three quarters of the limit.
     pub(crate) fn low_water(&self) -> u64 {
         self.limit() / 4 * 3

@@ -360,12 +360,7 @@ impl Roller {
         if !self.links.backlog.is_over() {
             return true;
         }
-        tracing::warn!(
-            backlog_bytes = self.links.backlog.bytes(),
-            limit = self.links.backlog.limit(),
-            "outbox backlog over outbox.max_backlog_bytes: pausing until sinks catch up"
-        );
-        self.links.metrics.outbox.report_blocked(true);
+        self.links.backlog.paused(true);
         // Resume only below the low-water mark, so weir does not flap
         // between paused and running with every file delivered.
         while self.links.backlog.bytes() > self.links.backlog.low_water() {
@@ -375,8 +370,7 @@ impl Roller {
             self.report_lag();
             std::thread::sleep(Duration::from_millis(200));
         }
-        self.links.metrics.outbox.report_blocked(false);
-        tracing::info!("outbox backlog under its limit again; resuming");
+        self.links.backlog.paused(false);
         true
     }
 
