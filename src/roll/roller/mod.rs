@@ -375,7 +375,7 @@ impl Roller {
     }
 
     fn publish_release(&mut self) {
-        let oldest = self.outputs.values().map(|o| o.first_seq).min();
+        let oldest = self.outputs.oldest_first_seq();
         self.publish.release(oldest, self.last_seq);
     }
 

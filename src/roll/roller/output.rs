@@ -72,12 +72,9 @@ pub(super) struct Open {
     pub(super) deadline_ms: i64,
     /// The period the file is filed under (an outside file's: when it opened).
     pub(super) period_start: i64,
-    /// Last `output.memory()` counted in the roller's total.
-    pub(super) memory: usize,
-    /// Last `output.buffered_rows()` counted likewise.
-    pub(super) rows: usize,
-    /// Write clock at the last append, for least-recently-written eviction.
-    pub(super) last_write: u64,
+    /// What [`Outputs`](super::outputs::Outputs) counted of it (private
+    /// to it: no job changes the accounting).
+    pub(super) counted: super::outputs::Counted,
     /// While a preview is being collected (`roll.freshness`): the first
     /// WAL record in it, and the last.
     pub(super) preview: Option<(u64, u64)>,
@@ -258,9 +255,7 @@ impl Roller {
                 first_seq: r.seq,
                 deadline_ms,
                 period_start,
-                memory: 0,
-                rows: 0,
-                last_write: 0,
+                counted: Default::default(),
                 preview: None,
             },
         );

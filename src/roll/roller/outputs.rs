@@ -13,6 +13,16 @@ use std::collections::HashMap;
 
 use super::output::{Open, OutputKey};
 
+/// What the totals last counted of one open output: its memory and
+/// buffered rows, and the write clock at its last append (for
+/// least-recently-written eviction). Only [`Outputs`] reads or changes it.
+#[derive(Default)]
+pub(super) struct Counted {
+    memory: usize,
+    rows: usize,
+    last_write: u64,
+}
+
 pub(super) struct Outputs {
     open: HashMap<OutputKey, Open>,
     memory: usize,
@@ -55,6 +65,12 @@ impl Outputs {
         self.open.values()
     }
 
+    /// The first WAL record any open output holds (the release mark stays
+    /// below it).
+    pub(super) fn oldest_first_seq(&self) -> Option<u64> {
+        self.open.values().map(|o| o.first_seq).min()
+    }
+
     pub(super) fn iter(&self) -> impl Iterator<Item = (&OutputKey, &Open)> {
         self.open.iter()
     }
@@ -77,22 +93,22 @@ impl Outputs {
     /// Adds an opened output, written now.
     pub(super) fn insert(&mut self, key: OutputKey, mut open: Open) {
         self.next_deadline_ms = self.next_deadline_ms.min(open.deadline_ms);
-        open.memory = open.output.memory();
-        open.rows = open.output.buffered_rows();
-        open.last_write = self.write_clock;
-        self.memory += open.memory;
-        self.buffered_rows += open.rows;
+        open.counted.memory = open.output.memory();
+        open.counted.rows = open.output.buffered_rows();
+        open.counted.last_write = self.write_clock;
+        self.memory += open.counted.memory;
+        self.buffered_rows += open.counted.rows;
         if let Some(old) = self.open.insert(key, open) {
-            self.memory = self.memory.saturating_sub(old.memory);
-            self.buffered_rows = self.buffered_rows.saturating_sub(old.rows);
+            self.memory = self.memory.saturating_sub(old.counted.memory);
+            self.buffered_rows = self.buffered_rows.saturating_sub(old.counted.rows);
         }
     }
 
     /// Takes an output out (to finish it).
     pub(super) fn remove(&mut self, key: &OutputKey) -> Option<Open> {
         let o = self.open.remove(key)?;
-        self.memory = self.memory.saturating_sub(o.memory);
-        self.buffered_rows = self.buffered_rows.saturating_sub(o.rows);
+        self.memory = self.memory.saturating_sub(o.counted.memory);
+        self.buffered_rows = self.buffered_rows.saturating_sub(o.counted.rows);
         Some(o)
     }
 
@@ -107,13 +123,13 @@ impl Outputs {
         let o = self.open.get_mut(key)?;
         let r = f(o);
         if write {
-            o.last_write = self.write_clock;
+            o.counted.last_write = self.write_clock;
             self.write_clock += 1;
         }
         let (mem, rows) = (o.output.memory(), o.output.buffered_rows());
-        self.memory = self.memory.saturating_sub(o.memory) + mem;
-        self.buffered_rows = self.buffered_rows.saturating_sub(o.rows) + rows;
-        (o.memory, o.rows) = (mem, rows);
+        self.memory = self.memory.saturating_sub(o.counted.memory) + mem;
+        self.buffered_rows = self.buffered_rows.saturating_sub(o.counted.rows) + rows;
+        (o.counted.memory, o.counted.rows) = (mem, rows);
         Some(r)
     }
 
@@ -133,7 +149,7 @@ impl Outputs {
     pub(super) fn least_recently_written(&self) -> Option<OutputKey> {
         self.open
             .iter()
-            .min_by_key(|(_, o)| (o.last_write, o.first_seq))
+            .min_by_key(|(_, o)| (o.counted.last_write, o.first_seq))
             .map(|(k, _)| k.clone())
     }
 
@@ -142,7 +158,7 @@ impl Outputs {
         let mut all: Vec<(u64, u64, &OutputKey)> = self
             .open
             .iter()
-            .map(|(k, o)| (o.last_write, o.first_seq, k))
+            .map(|(k, o)| (o.counted.last_write, o.first_seq, k))
             .collect();
         let n = n.min(all.len());
         if n == 0 {
