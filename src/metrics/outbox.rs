@@ -108,7 +108,6 @@ impl OutboxMetrics {
         self.backlog_bytes.set(bytes as i64);
     }
 
-    /// The roller waits on the outbox backlog (`true`) or goes on.
     /// The roller stopped finishing files at the backlog limit, or resumed.
     pub(crate) fn blocked(&self, blocked: bool, backlog_bytes: u64, limit: u64) {
         self.blocked.set(i64::from(blocked));
