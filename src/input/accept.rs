@@ -84,19 +84,24 @@ pub(crate) async fn accept_until_shutdown<A, F, Fut>(
     while conns.join_next().await.is_some() {}
 }
 
-/// A TLS handshake within `timeout`; the error says why it failed.
+/// A TLS handshake within `timeout`, given up when weir stops (nothing of
+/// the client's is held yet); the error says why it failed.
 pub(crate) async fn tls_handshake<S>(
     acceptor: &tokio_rustls::TlsAcceptor,
     stream: S,
     timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
 ) -> Result<tokio_rustls::server::TlsStream<S>, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("handshake timed out".into()),
+    tokio::select! {
+        r = tokio::time::timeout(timeout, acceptor.accept(stream)) => match r {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("handshake timed out".into()),
+        },
+        _ = shutdown.wait_for(|s| *s) => Err("weir is stopping".into()),
     }
 }
 

@@ -85,7 +85,7 @@ impl Suppressed {
 /// line ([`crate::logging::Activity`]), so each
 /// `weir_log_suppressed_total{kind}` series exists from the start; a unit
 /// test checks the list against the source.
-pub(crate) const LOG_KINDS: [&str; 23] = [
+pub(crate) const LOG_KINDS: [&str; 24] = [
     "accept_failed",
     "bad_wal_record",
     "capture",
@@ -108,6 +108,7 @@ pub(crate) const LOG_KINDS: [&str; 23] = [
     "unrouted_tag",
     "upload_failed",
     "wal_disk_reserve",
+    "wal_upkeep",
     "wal_write",
 ];
 

@@ -37,7 +37,7 @@ impl WalMetrics {
             segments: gauge(r, "weir_wal_segments", "WAL segment files on disk."),
             errors: counter(r, "weir_wal_errors_total", "WAL write or sync failures (the WAL stops acking)."),
             torn_tails: counter(r, "weir_wal_torn_tails_total", "Torn WAL tails truncated at recovery."),
-            corrupt_records: counter(r, "weir_wal_corrupt_records_total", "Damaged WAL records skipped at recovery."),
+            corrupt_records: counter(r, "weir_wal_corrupt_records_total", "WAL records lost to damage on disk (checksum or framing), counted when the roller reads past them; reading goes on at the next intact record."),
             backpressure_active: gauge(r, "weir_backpressure_active", "1 while the roller cannot keep up and weir stops reading sockets."),
             backpressure_seconds: register(r, "counter", "weir_backpressure_seconds_total", Counter::new("weir_backpressure_seconds_total", "Time spent in backpressure.")),
             backpressure_episodes: counter(r, "weir_backpressure_episodes_total", "Times backpressure began."),
@@ -143,16 +143,20 @@ impl WalMetrics {
     }
 
     /// WAL upkeep failed: `op` is recover, snapshot or delete_segment.
+    /// Logged a bounded number of times a minute (the count stays exact).
     pub(crate) fn upkeep_failed(&self, op: &'static str, error: &dyn std::fmt::Display) {
         self.upkeep_errors.with_label_values(&[op]).inc();
+        let Some(suppressed) = self.suppressed.allow("wal_upkeep") else {
+            return;
+        };
         match op {
             "recover" => {
-                tracing::error!(op, error = %error, "WAL recovery failed; refusing all writes")
+                tracing::error!(op, error = %error, suppressed, "WAL recovery failed; refusing all writes")
             }
             "snapshot" => {
-                tracing::warn!(op, error = %error, "cannot save the dedupe snapshot; keeping released WAL segments")
+                tracing::warn!(op, error = %error, suppressed, "cannot save the dedupe snapshot; keeping released WAL segments (retried each second)")
             }
-            _ => tracing::warn!(op, error = %error, "WAL upkeep failed; retried later"),
+            _ => tracing::warn!(op, error = %error, suppressed, "WAL upkeep failed; retried later"),
         }
     }
 

@@ -231,7 +231,18 @@ impl OutboxDir {
             } else if name.ends_with(".json") {
                 let read = fs::read(&path)
                     .map_err(|e| e.to_string())
-                    .and_then(|b| Manifest::from_json(&b).map_err(|e| e.to_string()));
+                    .and_then(|b| Manifest::from_json(&b).map_err(|e| e.to_string()))
+                    .and_then(|m| {
+                        // An id names files in this folder only (a hand-edited
+                        // manifest must not point elsewhere).
+                        let ok = !m.id.is_empty()
+                            && m.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                        if ok {
+                            Ok(m)
+                        } else {
+                            Err(format!("invalid id {:?}", m.id))
+                        }
+                    });
                 match read {
                     Ok(m) => manifests.push(m),
                     Err(e) => {

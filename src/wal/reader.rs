@@ -3,7 +3,10 @@
 //! them away (a quarantined record, a full disk).
 //!
 //! # Memory
-//! One record at a time (at most one request), plus a 256 KiB read buffer.
+//! One record at a time (at most one request), plus a 256 KiB read buffer;
+//! after damage, once, the rest of that segment (at most
+//! `wal.segment_bytes` plus one record) while looking for the next intact
+//! record.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -42,7 +45,7 @@ pub(crate) fn for_each_in<E: From<io::Error>>(
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e.into()),
         };
-        let mut reader = SegmentReader::new(file)?;
+        let mut reader = SegmentReader::new(file, seg.first_seq)?;
         while let Some(r) = reader.next_record()? {
             if r.seq > through {
                 return Ok(());
@@ -60,17 +63,22 @@ pub(crate) fn for_each_in<E: From<io::Error>>(
 /// from there (the segment the writer is still appending to).
 pub(crate) struct SegmentReader {
     inner: BufReader<File>,
-    /// Damage seen, and what it was: nothing more is read. The reader does
-    /// not log it; its caller counts and logs it once, knowing what the
-    /// damage costs (a torn tail, or records skipped).
+    /// The last damage seen, and what it was. The reader does not log it;
+    /// its caller counts and logs it once, knowing what the damage costs (a
+    /// torn tail, or records skipped).
     damage: Option<&'static str>,
+    /// No intact record follows the damage: nothing more is read.
+    done: bool,
+    /// Sequence of the last record returned (before the first: the one
+    /// before the segment's first).
+    after_seq: Option<u64>,
     /// File offset after the last complete record.
     offset: u64,
 }
 
 impl SegmentReader {
-    /// Checks the segment's magic.
-    pub(crate) fn new(file: File) -> io::Result<Self> {
+    /// Checks the segment's magic; `first_seq` is the one its name says.
+    pub(crate) fn new(file: File, first_seq: u64) -> io::Result<Self> {
         let mut inner = BufReader::with_capacity(256 << 10, file);
         let mut magic = [0u8; 8];
         let damage = match inner.read_exact(&mut magic) {
@@ -80,15 +88,19 @@ impl SegmentReader {
         };
         Ok(Self {
             inner,
+            done: damage.is_some(),
             damage,
+            after_seq: first_seq.checked_sub(1),
             offset: MAGIC.len() as u64,
         })
     }
 
     /// The next intact record; `None` at the end of what is on disk (call
-    /// again later for more) or for good after damage.
+    /// again later for more) or for good after damage no intact record
+    /// follows. Damage in the middle of a segment (a flipped bit, a bad
+    /// sector) costs the records it hit, not the rest of the segment.
     pub(crate) fn next_record(&mut self) -> io::Result<Option<WalRecord>> {
-        if self.damage.is_some() {
+        if self.done {
             return Ok(None);
         }
         let mut head = [0u8; 8];
@@ -97,8 +109,7 @@ impl SegmentReader {
         }
         let body_len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
         if !(18..=MAX_RECORD_BODY).contains(&body_len) {
-            self.damage = Some("impossible record length");
-            return Ok(None);
+            return self.damaged("impossible record length");
         }
         let mut buf = BytesMut::zeroed(8 + body_len);
         buf[..8].copy_from_slice(&head);
@@ -109,15 +120,31 @@ impl SegmentReader {
         match record::decode(&bytes) {
             Decoded::Record { record, len } => {
                 self.offset += len as u64;
+                self.after_seq = Some(record.seq);
                 Ok(Some(record))
             }
             // A whole record's bytes always decode to something.
-            Decoded::End => {
-                self.damage = Some("empty record");
-                Ok(None)
+            Decoded::End => self.damaged("empty record"),
+            Decoded::Damaged(why) => self.damaged(why),
+        }
+    }
+
+    /// Damage at `offset`: goes on at the next intact record after it, if
+    /// there is one (else reading ends for good).
+    fn damaged(&mut self, why: &'static str) -> io::Result<Option<WalRecord>> {
+        self.damage = Some(why);
+        self.inner.seek(SeekFrom::Start(self.offset + 1))?;
+        let mut rest = Vec::new();
+        self.inner.read_to_end(&mut rest)?;
+        match next_intact(&rest, self.after_seq) {
+            Some(at) => {
+                self.offset += 1 + at as u64;
+                self.inner.seek(SeekFrom::Start(self.offset))?;
+                self.next_record()
             }
-            Decoded::Damaged(why) => {
-                self.damage = Some(why);
+            None => {
+                self.done = true;
+                self.inner.seek(SeekFrom::Start(self.offset))?;
                 Ok(None)
             }
         }
@@ -128,9 +155,14 @@ impl SegmentReader {
         self.offset
     }
 
-    /// What damage ended the reading for good, if any.
+    /// The last damage seen, if any (reading may have gone on after it).
     pub(crate) fn damage(&self) -> Option<&'static str> {
         self.damage
+    }
+
+    /// Whether damage ended the reading for good.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
     }
 
     /// Back to the end of the last complete record, for the next call.
@@ -138,6 +170,42 @@ impl SegmentReader {
         self.inner.seek(SeekFrom::Start(self.offset))?;
         Ok(None)
     }
+}
+
+/// How far past the last good sequence the next intact record may be: a
+/// damaged region of more records than this is not looked past.
+const RESYNC_SEQS: u64 = 1 << 20;
+
+/// Where in `buf` the next intact record starts: one whose sequence comes
+/// within [`RESYNC_SEQS`] after `after_seq` (checked first: it makes the
+/// scan cheap), that decodes (length in range, checksum good, framing
+/// valid) and, so that chance bytes cannot pass for one, that ends the data
+/// or is followed by another intact record with the next sequence.
+fn next_intact(buf: &[u8], after_seq: Option<u64>) -> Option<usize> {
+    let lowest = after_seq.map_or(0, |s| s + 1);
+    let at = |p: usize| -> Option<(u64, usize)> {
+        let head = buf.get(p..p + 16)?;
+        let body_len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if !(18..=MAX_RECORD_BODY).contains(&body_len) {
+            return None;
+        }
+        let seq = u64::from_le_bytes(head[8..16].try_into().ok()?);
+        if seq < lowest || seq - lowest >= RESYNC_SEQS {
+            return None;
+        }
+        let whole = buf.get(p..p + 8 + body_len)?;
+        match record::decode(&Bytes::copy_from_slice(whole)) {
+            Decoded::Record { record, len } => Some((record.seq, len)),
+            _ => None,
+        }
+    };
+    (0..buf.len().saturating_sub(8)).find(|&p| {
+        let Some((seq, len)) = at(p) else {
+            return false;
+        };
+        let end = p + len;
+        end == buf.len() || at(end).is_some_and(|(next, _)| next == seq + 1)
+    })
 }
 
 /// Fills `buf`; false if the file ended first.

@@ -164,6 +164,9 @@ impl Tail {
                 Some(r) => {
                     if r.seq > self.next_seq {
                         self.skipped += r.seq - self.next_seq;
+                        if let Some(why) = reader.damage() {
+                            self.damage = Some(format!("{why} in {}", seg.path.display()));
+                        }
                     }
                     self.next_seq = r.seq + 1;
                     return Ok(Some(r));
@@ -192,7 +195,7 @@ impl Tail {
                             }
                             self.current = None;
                         }
-                        None if reader.damage().is_some() => {
+                        None if reader.is_done() => {
                             self.current = None;
                             return Ok(None);
                         }
@@ -225,7 +228,8 @@ impl Tail {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         };
-        self.current = Some((seg, SegmentReader::new(file)?));
+        let first_seq = seg.first_seq;
+        self.current = Some((seg, SegmentReader::new(file, first_seq)?));
         Ok(true)
     }
 }
@@ -286,11 +290,11 @@ mod tests {
     }
 
     #[test]
-    fn damage_in_a_sealed_segment_is_skipped_and_reported_once_with_where() {
+    fn damage_costs_only_the_records_it_hit_and_is_reported_once_with_where() {
         let dir = tempfile::tempdir().unwrap();
         let s0 = segment::segment_path(dir.path(), 0);
         append(&s0, 0..5, true);
-        // Damage record 2's header: records 2..5 are unreadable.
+        // Damage record 2's length: only record 2 is lost.
         let mut bytes = std::fs::read(&s0).unwrap();
         let at = segment::MAGIC.len() + 2 * (bytes.len() - segment::MAGIC.len()) / 5;
         bytes[at..at + 4].copy_from_slice(&[0xff; 4]);
@@ -301,14 +305,37 @@ mod tests {
         while let Some(r) = tail.next(7).unwrap() {
             got.push(r.seq);
         }
-        assert_eq!(got, vec![0, 1, 5, 6]);
+        assert_eq!(got, vec![0, 1, 3, 4, 5, 6]);
         let s = tail
             .take_skipped()
             .expect("the skipped records are reported");
-        assert_eq!(s.records, 3);
+        assert_eq!(s.records, 1);
         assert!(s.why.contains("impossible record length"), "{}", s.why);
         assert!(s.why.contains(&s0.display().to_string()), "{}", s.why);
         assert!(tail.take_skipped().is_none(), "reported once");
+    }
+
+    #[test]
+    fn a_flipped_bit_in_a_body_or_damage_to_the_last_record_costs_only_those() {
+        let dir = tempfile::tempdir().unwrap();
+        let s0 = segment::segment_path(dir.path(), 0);
+        append(&s0, 0..8, true);
+        let mut bytes = std::fs::read(&s0).unwrap();
+        let rec = (bytes.len() - segment::MAGIC.len()) / 8;
+        // A bit in record 3's body, and the last record's checksum.
+        bytes[segment::MAGIC.len() + 3 * rec + 20] ^= 0x10;
+        bytes[segment::MAGIC.len() + 7 * rec + 5] ^= 0x01;
+        std::fs::write(&s0, &bytes).unwrap();
+        append(&segment::segment_path(dir.path(), 8), 8..9, true);
+        let mut tail = Tail::new(dir.path(), 0);
+        let mut got = Vec::new();
+        while let Some(r) = tail.next(9).unwrap() {
+            got.push(r.seq);
+        }
+        assert_eq!(got, vec![0, 1, 2, 4, 5, 6, 8]);
+        let s = tail.take_skipped().unwrap();
+        assert_eq!(s.records, 2);
+        assert!(s.why.contains("checksum mismatch"), "{}", s.why);
     }
 
     #[test]

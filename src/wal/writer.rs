@@ -153,7 +153,7 @@ impl Writer {
             self.next_seq = self.next_seq.max(seg.first_seq);
             let file = File::open(&seg.path)?;
             let file_len = file.metadata()?.len();
-            let mut reader = super::reader::SegmentReader::new(file)?;
+            let mut reader = super::reader::SegmentReader::new(file, seg.first_seq)?;
             let mut first = true;
             while let Some(r) = reader.next_record()? {
                 if r.seq < self.next_seq {
@@ -180,28 +180,24 @@ impl Writer {
                 records += 1;
                 events += r.batch.len() as u64;
             }
+            // Damage the reader read past (or, in a sealed segment, could
+            // not) is counted by the roller's tail when it reads those
+            // records, by the records it cost: once, not here as well.
             let good_len = reader.offset();
-            if good_len < file_len || reader.damage().is_some() {
-                let why = reader.damage().unwrap_or("incomplete record");
-                if i + 1 == count {
-                    self.links.metrics.wal.torn_tail(
-                        &seg.path,
-                        good_len,
-                        file_len.saturating_sub(good_len),
-                        why,
-                    );
-                    let f = OpenOptions::new().write(true).open(&seg.path)?;
-                    f.set_len(good_len.max(segment::MAGIC.len() as u64))?;
-                    f.sync_all()?;
-                } else {
-                    self.links.metrics.wal.corrupt(
-                        1,
-                        &format_args!(
-                            "damaged WAL segment {} at {good_len} ({why}); records after the damage are skipped",
-                            seg.path.display()
-                        ),
-                    );
-                }
+            if good_len < file_len && i + 1 == count {
+                let why = match reader.damage() {
+                    Some(why) if reader.is_done() => why,
+                    _ => "incomplete record",
+                };
+                self.links.metrics.wal.torn_tail(
+                    &seg.path,
+                    good_len,
+                    file_len.saturating_sub(good_len),
+                    why,
+                );
+                let f = OpenOptions::new().write(true).open(&seg.path)?;
+                f.set_len(good_len.max(segment::MAGIC.len() as u64))?;
+                f.sync_all()?;
             }
         }
         if records > 0 {
@@ -605,6 +601,8 @@ impl Writer {
                 return;
             }
             if let Err(e) = self.dedupe.save(&self.snapshot_path()) {
+                // Tried again a second later, not at every write.
+                self.snapshot_at = Some(Instant::now());
                 self.links.metrics.wal.upkeep_failed("snapshot", &e);
                 return;
             }

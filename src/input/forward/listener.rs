@@ -106,7 +106,14 @@ async fn serve_tcp(
     match settings.tls.clone() {
         None => serve(stream, peer, wal, settings, m, sd).await,
         Some(acceptor) => {
-            match tls_handshake(&acceptor, stream, settings.tls_handshake_timeout).await {
+            match tls_handshake(
+                &acceptor,
+                stream,
+                settings.tls_handshake_timeout,
+                sd.clone(),
+            )
+            .await
+            {
                 Ok(tls) => serve(tls, peer, wal, settings, m, sd).await,
                 Err(why) => m.forward.tls_failed(peer, &why),
             }

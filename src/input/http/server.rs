@@ -108,8 +108,11 @@ async fn accept_loop(socket: Socket, ctx: Arc<Context>, shutdown: watch::Receive
                 match tls {
                     None => serve(stream, peer, &ctx, sd).await,
                     Some(acceptor) => {
-                        let timeout = ctx.limits.request_timeout.min(Duration::from_secs(10));
-                        match tls_handshake(&acceptor, stream, timeout).await {
+                        let timeout = ctx.cfg.tls.as_ref().map_or(
+                            ctx.limits.request_timeout.min(Duration::from_secs(10)),
+                            |t| t.handshake_timeout.0,
+                        );
+                        match tls_handshake(&acceptor, stream, timeout, sd.clone()).await {
                             Ok(s) => serve(s, peer, &ctx, sd).await,
                             Err(why) => ctx.metrics.http.tls_failed(peer, &why),
                         }
