@@ -173,6 +173,9 @@ async fn serve<S>(
     tokio::pin!(conn);
     let idle_limit = ctx.cfg.keepalive_timeout.0;
     let mut closing = false;
+    // Set when weir stops: a request still being sent then (a slow or
+    // stalled body) is not waited for past it; its client resends it.
+    let mut stop_by: Option<tokio::time::Instant> = None;
     let mut tick = tokio::time::interval(IDLE_CHECK);
     loop {
         tokio::select! {
@@ -182,9 +185,14 @@ async fn serve<S>(
                 }
                 return;
             }
-            _ = shutdown.wait_for(|s| *s), if !closing => {
+            _ = shutdown.wait_for(|s| *s), if stop_by.is_none() => {
                 closing = true;
+                stop_by = Some(tokio::time::Instant::now() + STOP_GRACE.min(ctx.limits.request_timeout));
                 conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep_until(stop_by.unwrap_or_else(tokio::time::Instant::now)), if stop_by.is_some() => {
+                tracing::debug!(%peer, "HTTP connection closed at shutdown with a request unfinished (unacked)");
+                return;
             }
             _ = tick.tick(), if !closing => {
                 let idle_ms = (epoch.elapsed().as_millis() as u64)
@@ -199,6 +207,10 @@ async fn serve<S>(
         }
     }
 }
+
+/// How long a stop waits for a request still in flight on a connection
+/// (its body still arriving) before closing it unanswered.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// A stream that notes when it last moved bytes.
 struct Tracked<S> {
