@@ -913,3 +913,42 @@ fn kill_9_while_http_clients_post_loses_nothing_answered_2xx() {
     }
     eprintln!("kill -9 under HTTP load:\n{}", report.join("\n"));
 }
+
+/// A stop does not wait out an HTTP body that stalls (the default
+/// `forward.request_timeout` is 60 s, past Kubernetes' 30 s grace): the
+/// connection gets at most 5 s, unanswered, and weir exits.
+#[test]
+fn a_stop_does_not_wait_for_a_stalled_http_body() {
+    let hp = free_port();
+    let mut weir = Weir::start(&format!("[http]\nlisten = \"127.0.0.1:{hp}\"\n"));
+    assert_eq!(post_once(hp, "/stall.ok", b"{\"n\":1}", None), Some(200));
+    // Headers and 5 of the 100 body bytes announced, then nothing.
+    let mut s = TcpStream::connect(("127.0.0.1", hp)).unwrap();
+    s.write_all(
+        b"POST /stall.t HTTP/1.1\r\nHost: weir\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\":",
+    )
+    .unwrap();
+    let open = wait_until(Duration::from_secs(30), || {
+        metric(
+            &scrape(weir.metrics_port),
+            "weir_http_connections_active",
+            &[],
+        ) >= 1.0
+    });
+    assert!(open, "{}\nthe stalled connection is not open", weir.log());
+    let asked = Instant::now();
+    weir.sigterm();
+    let exited = weir.wait_exit(Duration::from_secs(50));
+    let took = asked.elapsed();
+    assert!(
+        exited && took < Duration::from_secs(25),
+        "{}\nweir took {took:?} to stop (exited: {exited}); a stalled body held it",
+        weir.log()
+    );
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    assert!(
+        !String::from_utf8_lossy(&reply).contains(" 200 "),
+        "the stalled request was not answered 2xx"
+    );
+}
