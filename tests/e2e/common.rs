@@ -50,11 +50,27 @@ pub fn support(file: &str) -> PathBuf {
     repo().join("tests/support").join(file)
 }
 
+/// A port no other test of this run was given and nothing listens on,
+/// below Linux's ephemeral range (32768–60999): a port the kernel hands out
+/// (bind to port 0) can be taken meanwhile as the source port of any
+/// outgoing connection, and weir then fails to listen on it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Each run starts at its own offset, so runs side by side differ too.
+    let start = std::process::id() % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (start + n * 7) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("0.0.0.0", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
 pub fn now_secs() -> i64 {
