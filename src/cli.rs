@@ -247,10 +247,10 @@ pub async fn check_tables(c: &crate::config::Config) -> anyhow::Result<String> {
         routes: &c.routes,
         metrics: crate::metrics::Metrics::new(),
     };
-    let tables: std::collections::BTreeMap<String, crate::config::SinkConfig> = c
+    let tables: std::collections::BTreeMap<String, crate::sink::config::SinkConfig> = c
         .sinks
         .iter()
-        .filter(|(_, s)| matches!(s, crate::config::SinkConfig::Iceberg(_)))
+        .filter(|(_, s)| matches!(s, crate::sink::config::SinkConfig::Iceberg(_)))
         .map(|(n, s)| (n.clone(), s.clone()))
         .collect();
     let mut out = String::new();
@@ -258,7 +258,7 @@ pub async fn check_tables(c: &crate::config::Config) -> anyhow::Result<String> {
     let tables: std::collections::BTreeMap<_, _> = tables
         .into_iter()
         .filter(|(name, s)| match s {
-            crate::config::SinkConfig::Iceberg(i) => match i.warehouse.local_path() {
+            crate::sink::config::SinkConfig::Iceberg(i) => match i.warehouse.local_path() {
                 Some(p) if !p.exists() => {
                     out.push_str(&format!(
                         "# sinks.{name}: warehouse {} and its tables will be created\n",

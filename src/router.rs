@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::roll::ColumnType;
+use crate::roll::config::ColumnType;
 
 /// `[[route]]`: which events go where, with which columns.
 #[derive(Debug, Clone, Deserialize, Serialize)]

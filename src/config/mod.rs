@@ -21,18 +21,23 @@ use crate::router::TagPattern;
 pub(crate) use invalid::Invalid;
 pub use units::{ByteSize, HumanDuration};
 
-// Each section's types live beside the stage that uses them.
-pub(crate) use crate::http::MetricsConfig;
-pub(crate) use crate::input::HttpConfig;
-pub use crate::input::{ClientRule, ForwardConfig, SecurityConfig, UserConfig};
-pub(crate) use crate::logging::LogConfig;
-pub(crate) use crate::outbox::OutboxConfig;
-pub use crate::roll::{ColumnType, RollConfig, TimeUnit};
+// Each section's types live beside the stage that uses them, in files that
+// import only this folder's leaves, so the stages below never reach back here.
+pub(crate) use crate::http::config::MetricsConfig;
+pub use crate::input::forward::config::{ClientRule, ForwardConfig, SecurityConfig, UserConfig};
+pub(crate) use crate::input::http::config::HttpConfig;
+use crate::input::tls::server_config;
+pub(crate) use crate::logging::config::LogConfig;
+pub(crate) use crate::outbox::config::OutboxConfig;
+pub use crate::roll::config::{ColumnType, RollConfig, TimeUnit};
 pub use crate::router::{FileGrouping, Route, RouteConfig, Unmatched};
-pub use crate::sink::{GcsSinkConfig, LocalSinkConfig, S3Encryption, S3SinkConfig, SinkConfig};
-pub use crate::wal::{Durability, WalConfig};
-pub(crate) use fields::{default_true, redact, redact_opt, redact_url_password};
-pub(crate) use units::listen_addr;
+use crate::sink::config::explain;
+pub use crate::sink::config::SinkConfig;
+use crate::sink::iceberg::config::is_identifier;
+use crate::sink::key::validate_prefix;
+pub use crate::sink::stores::{GcsSinkConfig, LocalSinkConfig, S3Encryption, S3SinkConfig};
+pub use crate::wal::config::{Durability, WalConfig};
+use fields::{dotted, first_line};
 
 /// A configuration problem, with the key (and file position) it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -223,7 +228,7 @@ fn parse_file(text: &str, origin: &str) -> Result<FileConfig, ConfigError> {
         .map(|n| n.split('.').next().unwrap_or(n).to_string())
     {
         if let Some(sink) = value.get("sinks").and_then(|s| s.get(&name)) {
-            if let Some((inner, why)) = crate::sink::explain(sink) {
+            if let Some((inner, why)) = explain(sink) {
                 key = if inner.is_empty() {
                     format!("sinks.{name}")
                 } else {
@@ -251,31 +256,6 @@ fn parse_file(text: &str, origin: &str) -> Result<FileConfig, ConfigError> {
         None => origin.to_string(),
     };
     Err(ConfigError::Invalid { path, key, message })
-}
-
-/// An error's first line (toml adds "in `key`" lines the key already says).
-pub(crate) fn first_line(e: &dyn std::fmt::Display) -> String {
-    e.to_string().lines().next().unwrap_or_default().to_string()
-}
-
-/// serde_path_to_error's path as the config's keys are written
-/// (`route[0].sinks`, `sinks.lake.allow_http`).
-pub(crate) fn dotted(path: &serde_path_to_error::Path) -> String {
-    let mut out = String::new();
-    for seg in path.iter() {
-        match seg {
-            serde_path_to_error::Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            serde_path_to_error::Segment::Map { key }
-            | serde_path_to_error::Segment::Enum { variant: key } => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(key);
-            }
-            serde_path_to_error::Segment::Unknown => {}
-        }
-    }
-    out
 }
 
 /// Settings given on the command line, over the file's (`weir serve
@@ -351,17 +331,16 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     file.roll.validate().map_err(&stage)?;
     file.wal.validate().map_err(&stage)?;
     let tls_server = match &file.forward.tls {
-        Some(tls) => Some(
-            crate::input::server_config(tls, "forward.tls")
-                .map_err(|e| invalid(&e.key, e.message))?,
-        ),
+        Some(tls) => {
+            Some(server_config(tls, "forward.tls").map_err(|e| invalid(&e.key, e.message))?)
+        }
         None => None,
     };
     file.forward.validate().map_err(&stage)?;
     if let Some(http) = &file.http {
         http.validate().map_err(&stage)?;
         if let Some(tls) = &http.tls {
-            crate::input::server_config(tls, "http.tls").map_err(|e| invalid(&e.key, e.message))?;
+            server_config(tls, "http.tls").map_err(|e| invalid(&e.key, e.message))?;
         }
     }
 
@@ -449,8 +428,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
                 ));
             }
         }
-        crate::sink::validate_prefix(&r.prefix)
-            .map_err(|m| invalid(&format!("{key}.prefix"), m))?;
+        validate_prefix(&r.prefix).map_err(|m| invalid(&format!("{key}.prefix"), m))?;
         if r.files == FileGrouping::PerRoute && r.name.is_none() {
             return Err(invalid(
                 &format!("{key}.files"),
@@ -476,7 +454,7 @@ fn resolve(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
             (None, false) => name.clone(),
         };
         if let Some(sink) = tables.first() {
-            if !crate::sink::is_identifier(&table) {
+            if !is_identifier(&table) {
                 let key = if r.table.is_some() {
                     format!("{key}.table")
                 } else {

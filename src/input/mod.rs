@@ -42,7 +42,6 @@ pub(crate) use forward::messages::parse_helo;
 pub(crate) use forward::messages::{helo, HeloOptions};
 pub(crate) use forward::time::read_time;
 pub(crate) use http::config::HttpConfig;
-pub(crate) use tls::server_config;
 
 /// What every input shares, so the bounds in `[forward]` hold for the node
 /// whichever way events arrive.

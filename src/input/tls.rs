@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::HumanDuration;
+use crate::config::units::HumanDuration;
 
 fn default_tls_handshake_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))

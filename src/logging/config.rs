@@ -22,5 +22,5 @@ impl Default for LogConfig {
 }
 
 fn default_lines_per_minute() -> u32 {
-    super::DEFAULT_LINES_PER_MINUTE
+    super::activity::DEFAULT_LINES_PER_MINUTE
 }

@@ -15,8 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 mod activity;
 pub(crate) mod config;
-pub(crate) use activity::{set_lines_per_minute, Activity, DEFAULT_LINES_PER_MINUTE};
-pub(crate) use config::LogConfig;
+pub(crate) use activity::{set_lines_per_minute, Activity};
 
 /// Lines of one kind logged per window before suppression starts.
 const BURST: u32 = 10;

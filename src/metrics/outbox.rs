@@ -4,6 +4,7 @@ use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec}
 
 use super::registry::*;
 use super::Suppressed;
+use crate::sink::error::SinkError;
 
 /// Metrics of the outbox and the sinks: delivery, retries, retention, previews, redeliver.
 #[derive(Clone)]
@@ -161,13 +162,13 @@ impl OutboxMetrics {
     pub(crate) fn attempted(
         &self,
         sink: &str,
-        result: &Result<(), crate::sink::SinkError>,
+        result: &Result<(), SinkError>,
         took: std::time::Duration,
     ) {
         self.sink_upload_seconds
             .with_label_values(&[sink])
             .observe(took.as_secs_f64());
-        let label = crate::outbox::upload_label(result);
+        let label = upload_label(result);
         self.sink_uploads.with_label_values(&[sink, label]).inc();
         match result {
             Ok(()) => self.sink_ok(sink, "upload"),
@@ -285,5 +286,35 @@ impl OutboxMetrics {
                 "cannot remove replaced previews yet; will retry"
             );
         }
+    }
+}
+
+/// The `result` label of `weir_sink_uploads_total` for an attempt.
+pub(crate) fn upload_label(result: &Result<(), SinkError>) -> &'static str {
+    match result {
+        Ok(()) => "ok",
+        Err(e) if e.is_permanent() => "rejected",
+        Err(_) => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_labels() {
+        assert_eq!(upload_label(&Ok(())), "ok");
+        assert_eq!(
+            upload_label(&Err(SinkError::Http("connection refused".into()))),
+            "error"
+        );
+        assert_eq!(
+            upload_label(&Err(SinkError::Rejected {
+                status: 400,
+                what: "bad part".into()
+            })),
+            "rejected"
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ByteSize, HumanDuration};
+use crate::config::units::{ByteSize, HumanDuration};
 
 fn default_backlog() -> ByteSize {
     ByteSize(10 << 30)

@@ -25,8 +25,6 @@ pub mod redeliver;
 mod retained;
 mod verdict;
 
-pub(crate) use verdict::upload_label;
-
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -36,7 +34,6 @@ pub(crate) use manifest::Manifest;
 pub(crate) use retained::Retention;
 
 use crate::wal::sync_dir;
-pub(crate) use config::OutboxConfig;
 pub(crate) use manifest::{hex, unhex, FileKind, PreviewSlot, Slot, VERSION};
 
 /// Bytes of outbox files some sink still needs, against the configured

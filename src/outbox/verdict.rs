@@ -51,15 +51,6 @@ pub(super) fn judge(
     }
 }
 
-/// The `result` label of `weir_sink_uploads_total` for an attempt.
-pub(crate) fn upload_label(result: &Result<(), SinkError>) -> &'static str {
-    match result {
-        Ok(()) => "ok",
-        Err(e) if e.is_permanent() => "rejected",
-        Err(_) => "error",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,12 +111,5 @@ mod tests {
             Verdict::Redelivered(false),
             "a retained file is never dead-lettered: it stays retained"
         );
-    }
-
-    #[test]
-    fn upload_labels() {
-        assert_eq!(upload_label(&Ok(())), "ok");
-        assert_eq!(upload_label(&transient()), "error");
-        assert_eq!(upload_label(&rejected()), "rejected");
     }
 }

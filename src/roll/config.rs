@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Invalid;
-use crate::config::{ByteSize, HumanDuration};
+use crate::config::invalid::Invalid;
+use crate::config::units::{ByteSize, HumanDuration};
 
 fn default_period() -> HumanDuration {
     HumanDuration(Duration::from_secs(3600))

@@ -9,7 +9,8 @@ use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesPtr};
 use parquet::schema::types::ColumnPath;
 
-use crate::config::{ColumnType, RollConfig, Route, TimeUnit};
+use crate::roll::config::{ColumnType, RollConfig, TimeUnit};
+use crate::router::Route;
 
 /// Everything needed to write one route's files.
 #[derive(Debug, Clone)]

@@ -29,8 +29,8 @@ use super::encoder::{Encoder, FileEncoding};
 use super::json;
 use super::schema::RouteSchema;
 pub(super) use super::write_error::WriteError;
-use crate::config::ColumnType;
 use crate::msgpack::{Cursor, Head, MsgpackError};
+use crate::roll::config::ColumnType;
 use crate::sink::ClosedPart;
 
 /// Rows collected before they are handed to the parquet encoder.

@@ -445,7 +445,7 @@ const PREPARE_TIMEOUT: Duration = Duration::from_secs(15);
 /// unreachable catalog or a table someone else altered is logged and
 /// counted, and the files wait in the outbox meanwhile.
 pub(crate) async fn prepare_tables(
-    tables: &std::collections::BTreeMap<String, Arc<sink::iceberg::IcebergSink>>,
+    tables: &std::collections::BTreeMap<String, Arc<dyn sink::TableSink>>,
 ) -> anyhow::Result<()> {
     for (name, t) in tables {
         match tokio::time::timeout(PREPARE_TIMEOUT, t.prepare()).await {

@@ -6,7 +6,7 @@ use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
 use object_store::StaticCredentialProvider;
 
 use super::object::ObjectStoreSink;
-use crate::config::GcsSinkConfig;
+use crate::sink::stores::GcsSinkConfig;
 
 /// Builds the sink. Without a service account or token in the config,
 /// application default credentials are used.
@@ -38,7 +38,7 @@ impl crate::sink::kind::ObjectSinkKind for GcsSinkConfig {
         &self.prefix
     }
 
-    fn layout(&self) -> crate::sink::key::Layout {
+    fn layout(&self) -> crate::sink::stores::Layout {
         self.layout
     }
 
@@ -46,8 +46,8 @@ impl crate::sink::kind::ObjectSinkKind for GcsSinkConfig {
         self.fresh
     }
 
-    fn validate(&self, name: &str) -> Result<(), crate::config::Invalid> {
-        use crate::config::Invalid;
+    fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
+        use crate::config::invalid::Invalid;
         super::object::require_bucket(name, &self.bucket)?;
         if self.service_account_path.is_some() && self.service_account_key.is_some() {
             return Err(Invalid::new(

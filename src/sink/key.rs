@@ -18,6 +18,8 @@
 
 use chrono::{DateTime, Timelike};
 
+use crate::sink::stores::Layout;
+
 /// Longest escaped segment kept whole; file systems (and the local sink)
 /// refuse names over 255 bytes.
 const MAX_SEGMENT: usize = 200;
@@ -121,18 +123,6 @@ pub(crate) enum PreviewOf {
 /// The folder under a sink's prefix that holds previews.
 pub(crate) const FRESH_DIR: &str = "_fresh";
 
-/// How a file's group (its tag, or its route's name) appears in its key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Layout {
-    /// `{group}/dt=…`: a folder per tag (or per route).
-    #[default]
-    Folders,
-    /// `tag={tag}/dt=…` (`route={route}/dt=…` for a per-route file): every
-    /// folder under the prefix is a Hive partition.
-    Hive,
-}
-
 /// Where the group goes in a key: the sink's layout, or an Iceberg table's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum GroupIn {
@@ -158,8 +148,8 @@ pub(crate) struct FileParts<'a> {
 impl FileName {
     /// The name of a finished file of this manifest slot, whose first WAL
     /// sequence is `first_seq`; `None` for a Treasure Data part.
-    pub(crate) fn for_slot(slot: crate::outbox::Slot, first_seq: u64) -> Option<Self> {
-        use crate::outbox::Slot;
+    pub(crate) fn for_slot(slot: crate::outbox::manifest::Slot, first_seq: u64) -> Option<Self> {
+        use crate::outbox::manifest::Slot;
         match slot {
             Slot::Main => Some(FileName::Main),
             Slot::Part => Some(FileName::Part(first_seq)),
@@ -179,11 +169,10 @@ pub(crate) fn sink_key(
     parts: &FileParts<'_>,
 ) -> String {
     let prefix = match parts.name {
-        FileName::Preview { .. } => crate::sink::join_prefix(
-            sink_prefix,
-            &crate::sink::join_prefix(FRESH_DIR, &route.prefix),
-        ),
-        _ => crate::sink::join_prefix(sink_prefix, &route.prefix),
+        FileName::Preview { .. } => {
+            join_prefix(sink_prefix, &join_prefix(FRESH_DIR, &route.prefix))
+        }
+        _ => join_prefix(sink_prefix, &route.prefix),
     };
     let group_in = GroupIn::Layout {
         layout,
@@ -246,6 +235,15 @@ pub(crate) fn object_key(prefix: &str, group_in: GroupIn, p: &FileParts<'_>) -> 
     }
     key.push_str(".parquet");
     key
+}
+
+/// Joins a sink's prefix and a route's prefix into one key prefix.
+pub(crate) fn join_prefix(sink: &str, route: &str) -> String {
+    match (sink.is_empty(), route.is_empty()) {
+        (true, _) => route.to_string(),
+        (_, true) => sink.to_string(),
+        _ => format!("{sink}/{route}"),
+    }
 }
 
 #[cfg(test)]

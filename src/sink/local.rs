@@ -16,7 +16,7 @@ use object_store::Attributes;
 
 use super::object::ObjectStoreSink;
 use super::{ListFuture, Sink, SinkError, SinkFuture};
-use crate::config::LocalSinkConfig;
+use crate::sink::stores::LocalSinkConfig;
 use crate::wal::sync_dir;
 
 /// A folder on this machine; created if missing. Writes are fsynced and land
@@ -210,7 +210,7 @@ impl crate::sink::kind::ObjectSinkKind for LocalSinkConfig {
         &self.prefix
     }
 
-    fn layout(&self) -> crate::sink::key::Layout {
+    fn layout(&self) -> crate::sink::stores::Layout {
         self.layout
     }
 
@@ -218,7 +218,7 @@ impl crate::sink::kind::ObjectSinkKind for LocalSinkConfig {
         self.fresh
     }
 
-    fn validate(&self, _name: &str) -> Result<(), crate::config::Invalid> {
+    fn validate(&self, _name: &str) -> Result<(), crate::config::invalid::Invalid> {
         Ok(())
     }
 

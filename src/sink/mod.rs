@@ -7,6 +7,7 @@
 //! file delivered only after [`Sink::commit`] took it.
 
 pub(crate) mod config;
+pub(crate) mod error;
 pub(crate) mod forward;
 mod gcs;
 pub(crate) mod iceberg;
@@ -17,6 +18,7 @@ mod object;
 pub(crate) mod probe;
 pub(crate) mod records;
 mod s3;
+pub(crate) mod stores;
 pub(crate) mod td;
 
 use std::collections::BTreeMap;
@@ -25,77 +27,19 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
-pub(crate) use config::explain;
-pub use config::{GcsSinkConfig, LocalSinkConfig, S3Encryption, S3SinkConfig, SinkConfig};
-pub(crate) use iceberg::config::{is_identifier, redact_uri};
-pub(crate) use key::{validate_prefix, FileName, FileParts, PreviewOf, FRESH_DIR};
+pub use config::SinkConfig;
+pub(crate) use error::one_line;
+pub use error::SinkError;
+pub(crate) use key::{join_prefix, FileName, FileParts, PreviewOf, FRESH_DIR};
 pub use kind::BuildContext;
+pub(crate) use kind::TableSink;
 pub use object::PART_BYTES;
 pub(crate) use probe::probe;
 pub(crate) use records::{record_sinks, ClosedPart, PartError, RecordPart, RecordSink};
+pub use stores::{GcsSinkConfig, LocalSinkConfig, S3Encryption, S3SinkConfig};
 
 /// Content-Type of uploaded files.
 pub(crate) const PARQUET_CONTENT_TYPE: &str = "application/vnd.apache.parquet";
-
-/// Why one delivery attempt failed; the outbox retries it. Every message is
-/// one line (a store's XML or JSON body may hold newlines), so line-based
-/// log shippers keep it whole.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error("{}", one_line(.0))]
-    Io(#[from] std::io::Error),
-    #[error("object store: {}", one_line(.0))]
-    Store(#[from] object_store::Error),
-    /// The sink's bucket is not there (it may be created later: retried).
-    #[error("bucket {bucket} does not exist (create it, or fix the sink's `bucket`)")]
-    NoBucket { bucket: String },
-    #[error("invalid object key {key:?}: {message}")]
-    Key { key: String, message: String },
-    #[error("http: {0}")]
-    Http(String),
-    /// No forward server took a chunk (refused, closed, no ack in time).
-    #[error("forward: {0}")]
-    Forward(String),
-    /// An Iceberg catalog failed (unreachable, locked, a conflict); retried.
-    #[error("catalog: {0}")]
-    Catalog(String),
-    /// The destination refused the data for good (e.g. HTTP 400); retrying
-    /// cannot help, so the outbox moves it to the dead-letter folder.
-    #[error("rejected with HTTP {status}: {what}")]
-    Rejected { status: u16, what: String },
-    /// The destination refused our credentials (HTTP 401/403): a rotated or
-    /// revoked key. Retried with backoff, never dead-lettered: the data is
-    /// fine, the key is not. Counted in `weir_sink_auth_failures_total`.
-    #[error("credentials refused with HTTP {status}; check the sink's key (retrying): {}", one_line(.detail))]
-    Unauthorized { status: u16, detail: String },
-    /// A catalog refused our credentials (its own words); retried, counted
-    /// in `weir_sink_auth_failures_total` like [`SinkError::Unauthorized`].
-    #[error("credentials refused: {0}; check the sink's catalog_uri (retrying)")]
-    CatalogCredentials(String),
-    /// A table will not take the files as it is (altered or dropped by
-    /// someone else); retried, never dead-lettered.
-    #[error("table: {0}")]
-    Table(String),
-    /// The route's config asks for a change its table refuses (a column's
-    /// type changed, a declared column removed): fix the config. Retried.
-    #[error("{0}")]
-    Refused(String),
-}
-
-impl SinkError {
-    /// Whether retrying can succeed.
-    pub(crate) fn is_permanent(&self) -> bool {
-        matches!(self, SinkError::Rejected { .. } | SinkError::Key { .. })
-    }
-
-    /// Whether the destination refused our credentials (counted apart).
-    pub(crate) fn is_auth(&self) -> bool {
-        matches!(
-            self,
-            SinkError::Unauthorized { .. } | SinkError::CatalogCredentials(_)
-        )
-    }
-}
 
 pub(crate) type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
 pub(crate) type CommitFuture<'a> = Pin<Box<dyn Future<Output = Committed> + Send + 'a>>;
@@ -178,24 +122,6 @@ pub trait Sink: Send + Sync {
     }
 }
 
-/// `e` on one line, cut at 500 bytes: response bodies can be long.
-pub(crate) fn one_line(e: &dyn std::fmt::Display) -> String {
-    let mut s: String = e
-        .to_string()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if s.len() > 500 {
-        let mut cut = 500;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
-    }
-    s
-}
-
 /// Why a sink could not be built from its (valid) config.
 #[derive(Debug, thiserror::Error)]
 #[error("sinks.{sink}: {message}")]
@@ -210,7 +136,7 @@ pub struct BuildError {
 pub struct Built {
     pub sinks: BTreeMap<String, Arc<dyn Sink>>,
     /// The Iceberg sinks, to prepare their tables at start.
-    pub(crate) tables: BTreeMap<String, Arc<iceberg::IcebergSink>>,
+    pub(crate) tables: BTreeMap<String, Arc<dyn kind::TableSink>>,
 }
 
 /// Builds every configured sink.
@@ -235,13 +161,4 @@ pub fn build_all(
         out.insert(name.clone(), built.sink);
     }
     Ok(Built { sinks: out, tables })
-}
-
-/// Joins a sink's prefix and a route's prefix into one key prefix.
-pub(crate) fn join_prefix(sink: &str, route: &str) -> String {
-    match (sink.is_empty(), route.is_empty()) {
-        (true, _) => route.to_string(),
-        (_, true) => sink.to_string(),
-        _ => format!("{sink}/{route}"),
-    }
 }

@@ -158,9 +158,12 @@ impl ObjectStoreSink {
 
 /// The probe's object, under the sink's prefix (Hive readers skip `_`).
 /// A bucket sink's `bucket` must be named.
-pub(super) fn require_bucket(sink: &str, bucket: &str) -> Result<(), crate::config::Invalid> {
+pub(super) fn require_bucket(
+    sink: &str,
+    bucket: &str,
+) -> Result<(), crate::config::invalid::Invalid> {
     if bucket.is_empty() {
-        return Err(crate::config::Invalid::new(
+        return Err(crate::config::invalid::Invalid::new(
             format!("sinks.{sink}.bucket"),
             "must not be empty".into(),
         ));

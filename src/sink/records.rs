@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::SinkConfig;
 use crate::msgpack::MsgpackError;
+use crate::sink::config::SinkConfig;
 
 /// A sink that takes records as they are rolled.
 pub(crate) trait RecordSink: Send + Sync {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 
 use super::object::ObjectStoreSink;
-use crate::config::{S3Encryption, S3SinkConfig};
+use crate::sink::stores::{S3Encryption, S3SinkConfig};
 
 /// Builds the sink. Credentials not in the config come from the standard
 /// chain (AWS_* variables, web identity / IRSA, instance metadata).
@@ -129,7 +129,7 @@ impl crate::sink::kind::ObjectSinkKind for S3SinkConfig {
         &self.prefix
     }
 
-    fn layout(&self) -> crate::sink::key::Layout {
+    fn layout(&self) -> crate::sink::stores::Layout {
         self.layout
     }
 
@@ -137,8 +137,8 @@ impl crate::sink::kind::ObjectSinkKind for S3SinkConfig {
         self.fresh
     }
 
-    fn validate(&self, name: &str) -> Result<(), crate::config::Invalid> {
-        use crate::config::Invalid;
+    fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
+        use crate::config::invalid::Invalid;
         super::object::require_bucket(name, &self.bucket)?;
         if self.access_key_id.is_some() != self.secret_access_key.is_some() {
             return Err(Invalid::new(

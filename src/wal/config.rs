@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ByteSize;
-use crate::config::Invalid;
+use crate::config::invalid::Invalid;
+use crate::config::units::ByteSize;
 
 fn default_segment_bytes() -> ByteSize {
     ByteSize(64 << 20)

@@ -40,7 +40,7 @@ fn open(
     let (wal, thread) = start(
         WalSettings {
             dir: dir.to_path_buf(),
-            durability: crate::config::Durability::Fsync,
+            durability: crate::wal::config::Durability::Fsync,
             segment_bytes,
             max_group_bytes: 1 << 20,
             dedupe_window,
@@ -174,7 +174,7 @@ fn a_second_writer_on_the_same_directory_is_refused() {
     };
     let settings = WalSettings {
         dir: d.path().to_path_buf(),
-        durability: crate::config::Durability::None,
+        durability: crate::wal::config::Durability::None,
         segment_bytes: 1 << 20,
         max_group_bytes: 1 << 20,
         dedupe_window: 0,
@@ -304,7 +304,7 @@ fn a_failing_write_keeps_the_clock_moving_and_is_stamped_when_written() {
     let (wal, thread) = start(
         WalSettings {
             dir: d.path().to_path_buf(),
-            durability: crate::config::Durability::Fsync,
+            durability: crate::wal::config::Durability::Fsync,
             segment_bytes: 1 << 20,
             max_group_bytes: 1 << 20,
             dedupe_window: 0,
@@ -404,7 +404,7 @@ fn appends_wait_under_the_disk_reserve_while_the_clock_moves() {
     let (wal, thread) = start(
         WalSettings {
             dir: d.path().to_path_buf(),
-            durability: crate::config::Durability::Fsync,
+            durability: crate::wal::config::Durability::Fsync,
             segment_bytes: 1 << 20,
             max_group_bytes: 1 << 20,
             dedupe_window: 0,

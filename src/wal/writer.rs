@@ -18,7 +18,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// How often a waiting writer moves the roller's clock (as serve's ticker).
 const TICK: Duration = Duration::from_millis(200);
 use crate::backoff::Backoff;
-use crate::config::Durability;
+use crate::wal::config::Durability;
 
 /// Opens the log in `settings.dir` and starts its writer thread.
 ///

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Invalid;
-use crate::config::{default_true, redact, redact_opt};
-use crate::config::{ByteSize, HumanDuration};
+use crate::config::fields::{default_true, redact, redact_opt};
+use crate::config::invalid::Invalid;
+use crate::config::units::{ByteSize, HumanDuration};
 use crate::input::tls::TlsConfig;
 
 fn default_handshake_timeout() -> HumanDuration {
@@ -105,7 +105,7 @@ pub struct ForwardConfig {
     /// TCP address to listen on.
     #[serde(
         default = "default_listen",
-        deserialize_with = "crate::config::listen_addr"
+        deserialize_with = "crate::config::units::listen_addr"
     )]
     pub(crate) listen: SocketAddr,
     /// Also serve forward on this Unix socket (agents on the same host:

@@ -17,8 +17,7 @@ use super::decompress::decompress_within;
 use super::handshake;
 use super::pipeline::{Pending, Pipeline};
 use super::settings::{CloseReason, ConnectionSettings};
-use crate::capture::Capture;
-use crate::capture::Kind;
+use crate::capture::{Capture, Kind};
 use crate::metrics::Metrics;
 use crate::msgpack::FrameScanner;
 use crate::wal::WalHandle;
@@ -183,7 +182,7 @@ async fn record_additions(
 async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send>(
     stream: &mut S,
     peer: SocketAddr,
-    sec: &crate::config::SecurityConfig,
+    sec: &crate::input::forward::config::SecurityConfig,
     buf: &mut BytesMut,
     settings: &ConnectionSettings,
 ) -> Result<(), handshake::Failure> {

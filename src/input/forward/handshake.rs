@@ -11,7 +11,7 @@ use std::time::Duration;
 use rand::RngCore;
 use sha2::{Digest, Sha512};
 
-use crate::config::SecurityConfig;
+use crate::input::forward::config::SecurityConfig;
 use crate::msgpack::{Cursor, Head, MsgpackError};
 
 /// Why a handshake failed. `reason()` is what PONG tells the client (the
@@ -134,7 +134,7 @@ fn parse_ping(frame: &[u8]) -> Result<Ping<'_>, MsgpackError> {
     })
 }
 
-fn rule_matches(rule: &crate::config::ClientRule, ip: IpAddr) -> bool {
+fn rule_matches(rule: &crate::input::forward::config::ClientRule, ip: IpAddr) -> bool {
     if let Some(h) = rule.host {
         return h == ip;
     }

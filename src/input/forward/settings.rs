@@ -15,7 +15,7 @@ pub(crate) struct ConnectionSettings {
     /// Connections served at once.
     pub(crate) max_connections: usize,
     /// The shared-key handshake, when configured.
-    pub(crate) security: Option<crate::config::SecurityConfig>,
+    pub(crate) security: Option<crate::input::forward::config::SecurityConfig>,
     /// Most time a partly received request may take to complete.
     pub(crate) request_timeout: Duration,
     /// Close after the first request.

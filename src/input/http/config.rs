@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::redact_opt;
-use crate::config::Invalid;
-use crate::config::{ByteSize, HumanDuration};
+use crate::config::fields::redact_opt;
+use crate::config::invalid::Invalid;
+use crate::config::units::{ByteSize, HumanDuration};
 use crate::input::tls::TlsConfig;
 
 fn default_listen() -> SocketAddr {
@@ -36,7 +36,7 @@ pub(crate) struct HttpConfig {
     /// Where to listen; `POST /<tag>` (slashes in the path become dots).
     #[serde(
         default = "default_listen",
-        deserialize_with = "crate::config::listen_addr"
+        deserialize_with = "crate::config::units::listen_addr"
     )]
     pub(crate) listen: SocketAddr,
     /// Largest request body, as sent (compressed); larger ones get 413.

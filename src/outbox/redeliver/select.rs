@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use super::{RedeliverError, Request, RETAINED_DIR};
-use crate::config::{Config, SinkConfig};
+use crate::config::Config;
 use crate::outbox::manifest::{FileKind, Manifest};
 use crate::router::TagPattern;
+use crate::sink::config::SinkConfig;
 use crate::sink::{FileName, FileParts};
 
 /// One file to send.

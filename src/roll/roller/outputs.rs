@@ -17,14 +17,15 @@ use super::output::{Open, OutputKey};
 /// buffered rows, and the write clock at its last append (for
 /// least-recently-written eviction). Only [`Outputs`] reads or changes it.
 #[derive(Default)]
-pub(super) struct Counted {
+struct Counted {
     memory: usize,
     rows: usize,
     last_write: u64,
 }
 
 pub(super) struct Outputs {
-    open: HashMap<OutputKey, Open>,
+    /// Each open output with what the totals last counted of it.
+    open: HashMap<OutputKey, (Open, Counted)>,
     memory: usize,
     buffered_rows: usize,
     /// Earliest deadline among open outputs (i64::MAX when none).
@@ -58,21 +59,21 @@ impl Outputs {
     }
 
     pub(super) fn get(&self, key: &OutputKey) -> Option<&Open> {
-        self.open.get(key)
+        self.open.get(key).map(|(o, _)| o)
     }
 
     pub(super) fn values(&self) -> impl Iterator<Item = &Open> {
-        self.open.values()
+        self.open.values().map(|(o, _)| o)
     }
 
     /// The first WAL record any open output holds (the release mark stays
     /// below it).
     pub(super) fn oldest_first_seq(&self) -> Option<u64> {
-        self.open.values().map(|o| o.first_seq).min()
+        self.values().map(|o| o.first_seq).min()
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (&OutputKey, &Open)> {
-        self.open.iter()
+        self.open.iter().map(|(k, (o, _))| (k, o))
     }
 
     /// Memory the open outputs hold.
@@ -91,24 +92,26 @@ impl Outputs {
     }
 
     /// Adds an opened output, written now.
-    pub(super) fn insert(&mut self, key: OutputKey, mut open: Open) {
+    pub(super) fn insert(&mut self, key: OutputKey, open: Open) {
         self.next_deadline_ms = self.next_deadline_ms.min(open.deadline_ms);
-        open.counted.memory = open.output.memory();
-        open.counted.rows = open.output.buffered_rows();
-        open.counted.last_write = self.write_clock;
-        self.memory += open.counted.memory;
-        self.buffered_rows += open.counted.rows;
-        if let Some(old) = self.open.insert(key, open) {
-            self.memory = self.memory.saturating_sub(old.counted.memory);
-            self.buffered_rows = self.buffered_rows.saturating_sub(old.counted.rows);
+        let counted = Counted {
+            memory: open.output.memory(),
+            rows: open.output.buffered_rows(),
+            last_write: self.write_clock,
+        };
+        self.memory += counted.memory;
+        self.buffered_rows += counted.rows;
+        if let Some((_, old)) = self.open.insert(key, (open, counted)) {
+            self.memory = self.memory.saturating_sub(old.memory);
+            self.buffered_rows = self.buffered_rows.saturating_sub(old.rows);
         }
     }
 
     /// Takes an output out (to finish it).
     pub(super) fn remove(&mut self, key: &OutputKey) -> Option<Open> {
-        let o = self.open.remove(key)?;
-        self.memory = self.memory.saturating_sub(o.counted.memory);
-        self.buffered_rows = self.buffered_rows.saturating_sub(o.counted.rows);
+        let (o, counted) = self.open.remove(key)?;
+        self.memory = self.memory.saturating_sub(counted.memory);
+        self.buffered_rows = self.buffered_rows.saturating_sub(counted.rows);
         Some(o)
     }
 
@@ -120,16 +123,16 @@ impl Outputs {
         write: bool,
         f: impl FnOnce(&mut Open) -> R,
     ) -> Option<R> {
-        let o = self.open.get_mut(key)?;
+        let (o, counted) = self.open.get_mut(key)?;
         let r = f(o);
         if write {
-            o.counted.last_write = self.write_clock;
+            counted.last_write = self.write_clock;
             self.write_clock += 1;
         }
         let (mem, rows) = (o.output.memory(), o.output.buffered_rows());
-        self.memory = self.memory.saturating_sub(o.counted.memory) + mem;
-        self.buffered_rows = self.buffered_rows.saturating_sub(o.counted.rows) + rows;
-        (o.counted.memory, o.counted.rows) = (mem, rows);
+        self.memory = self.memory.saturating_sub(counted.memory) + mem;
+        self.buffered_rows = self.buffered_rows.saturating_sub(counted.rows) + rows;
+        (counted.memory, counted.rows) = (mem, rows);
         Some(r)
     }
 
@@ -138,8 +141,8 @@ impl Outputs {
         let mut keys: Vec<(u64, i64, OutputKey)> = self
             .open
             .iter()
-            .filter(|(_, o)| pick(o))
-            .map(|(k, o)| (o.first_seq, o.period_start, k.clone()))
+            .filter(|(_, (o, _))| pick(o))
+            .map(|(k, (o, _))| (o.first_seq, o.period_start, k.clone()))
             .collect();
         keys.sort_by_key(|k| (k.0, k.1));
         keys.into_iter().map(|(_, _, k)| k).collect()
@@ -149,7 +152,7 @@ impl Outputs {
     pub(super) fn least_recently_written(&self) -> Option<OutputKey> {
         self.open
             .iter()
-            .min_by_key(|(_, o)| (o.counted.last_write, o.first_seq))
+            .min_by_key(|(_, (o, c))| (c.last_write, o.first_seq))
             .map(|(k, _)| k.clone())
     }
 
@@ -158,7 +161,7 @@ impl Outputs {
         let mut all: Vec<(u64, u64, &OutputKey)> = self
             .open
             .iter()
-            .map(|(k, o)| (o.counted.last_write, o.first_seq, k))
+            .map(|(k, (o, c))| (c.last_write, o.first_seq, k))
             .collect();
         let n = n.min(all.len());
         if n == 0 {
@@ -175,7 +178,7 @@ impl Outputs {
         self.next_deadline_ms = self
             .open
             .values()
-            .map(|o| o.deadline_ms)
+            .map(|(o, _)| o.deadline_ms)
             .min()
             .unwrap_or(i64::MAX);
     }
@@ -185,6 +188,6 @@ impl Outputs {
         self.memory = 0;
         self.buffered_rows = 0;
         self.next_deadline_ms = i64::MAX;
-        self.open.drain().map(|(_, o)| o).collect()
+        self.open.drain().map(|(_, (o, _))| o).collect()
     }
 }

@@ -336,12 +336,177 @@ impl Sink for ForwardSink {
     }
 }
 
+impl ForwardSinkConfig {
+    /// Checks the settings of `[sinks.NAME]`.
+    ///
+    /// # Errors
+    /// The first setting that cannot be used, with its key.
+    pub(crate) fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
+        let key = |k: &str| format!("sinks.{name}.{k}");
+        if self.servers.is_empty() {
+            return Err(crate::config::invalid::Invalid::new(
+                key("servers"),
+                "must list at least one server: servers = [{ address = \"host:24224\" }]".into(),
+            ));
+        }
+        if self.servers.iter().all(|s| s.standby) {
+            return Err(crate::config::invalid::Invalid::new(
+                key("servers"),
+                "every server is a standby; at least one must not be".into(),
+            ));
+        }
+        for (i, s) in self.servers.iter().enumerate() {
+            // host:port, [v6]:port; a bare v6 address has colons in its host.
+            let ok = s.address.rsplit_once(':').is_some_and(|(h, p)| {
+                let bracketed = h.starts_with('[') && h.ends_with(']');
+                !h.is_empty()
+                    && (bracketed || !h.contains(':'))
+                    && p.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !ok {
+                return Err(crate::config::invalid::Invalid::new(
+                    key(&format!("servers[{i}].address")),
+                    format!(
+                        "{:?} is not host:port ([v6]:port for an IPv6 address)",
+                        s.address
+                    ),
+                ));
+            }
+            if s.address.trim() != s.address || s.address.contains(char::is_whitespace) {
+                return Err(crate::config::invalid::Invalid::new(
+                    key(&format!("servers[{i}].address")),
+                    format!("{:?} has spaces", s.address),
+                ));
+            }
+            if self.servers[..i].iter().any(|o| o.address == s.address) {
+                return Err(crate::config::invalid::Invalid::new(
+                    key(&format!("servers[{i}].address")),
+                    format!("{:?} is listed twice", s.address),
+                ));
+            }
+            if s.weight == 0 {
+                return Err(crate::config::invalid::Invalid::new(
+                    key(&format!("servers[{i}].weight")),
+                    "must be at least 1 (use standby for a server that takes nothing while others are up)".into(),
+                ));
+            }
+        }
+        if self.password.is_some() != self.username.is_some() {
+            return Err(crate::config::invalid::Invalid::new(
+                key(if self.username.is_some() {
+                    "password"
+                } else {
+                    "username"
+                }),
+                "username and password go together".into(),
+            ));
+        }
+        if self.tag.is_some() && !self.tag_prefix.is_empty() {
+            return Err(crate::config::invalid::Invalid::new(
+                key("tag_prefix"),
+                "give tag (one fixed tag) or tag_prefix (prepended to each tag), not both".into(),
+            ));
+        }
+        if self.username.is_some() && self.shared_key.is_none() {
+            return Err(crate::config::invalid::Invalid::new(
+                key("shared_key"),
+                "user authentication runs inside the shared-key handshake: set shared_key".into(),
+            ));
+        }
+        if self.self_hostname.trim().is_empty() {
+            return Err(crate::config::invalid::Invalid::new(
+                key("self_hostname"),
+                "must not be empty".into(),
+            ));
+        }
+        if self.tls_cert_path.is_some() != self.tls_key_path.is_some() {
+            return Err(crate::config::invalid::Invalid::new(
+                key("tls_key_path"),
+                "tls_cert_path and tls_key_path go together".into(),
+            ));
+        }
+        if self.tls_cert_path.is_some() && self.tls_ca_path.is_none() {
+            return Err(crate::config::invalid::Invalid::new(
+                key("tls_ca_path"),
+                "a client certificate is sent over TLS: set tls_ca_path".into(),
+            ));
+        }
+        let chunk = self.max_chunk_bytes.0;
+        if !(1024..=(64 << 20)).contains(&chunk) {
+            return Err(crate::config::invalid::Invalid::new(
+                key("max_chunk_bytes"),
+                "must be from 1KiB to 64MiB".into(),
+            ));
+        }
+        if self.shared_key.as_deref().is_some_and(str::is_empty) {
+            return Err(crate::config::invalid::Invalid::new(
+                key("shared_key"),
+                "must not be empty (leave it out for servers without <security>)".into(),
+            ));
+        }
+        for (k, d) in [
+            ("flush_interval", self.flush_interval.0),
+            ("ack_timeout", self.ack_timeout.0),
+            ("connect_timeout", self.connect_timeout.0),
+            ("idle_timeout", self.idle_timeout.0),
+        ] {
+            if d.is_zero() {
+                return Err(crate::config::invalid::Invalid::new(
+                    key(k),
+                    "must be more than 0s".into(),
+                ));
+            }
+        }
+        if self.tls_ca_path.is_some() {
+            // Certificates are read now, so `weir check` and a reload find
+            // a bad path, not the first connection.
+            crate::client::Connector::new(self.client())
+                .map_err(|e| crate::config::invalid::Invalid::new(key("tls_ca_path"), e))?;
+        }
+        if let Some(tag) = &self.tag {
+            if tag.is_empty() || tag.len() > crate::event::MAX_TAG_LEN {
+                return Err(crate::config::invalid::Invalid::new(
+                    key("tag"),
+                    format!("must be 1 to {} bytes", crate::event::MAX_TAG_LEN),
+                ));
+            }
+        }
+        if self.tag_prefix.len() > 256 {
+            return Err(crate::config::invalid::Invalid::new(
+                key("tag_prefix"),
+                "must be at most 256 bytes (tags longer than 1024 bytes with it are cut)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The connection settings for [`crate::client::Connector`].
+    pub(crate) fn client(&self) -> crate::client::ClientSettings {
+        crate::client::ClientSettings {
+            shared_key: self.shared_key.clone(),
+            username: self.username.clone().unwrap_or_default(),
+            password: self.password.clone().unwrap_or_default(),
+            hostname: self.self_hostname.clone(),
+            tls: self
+                .tls_ca_path
+                .as_ref()
+                .map(|ca| crate::client::TlsSettings {
+                    ca: ca.clone(),
+                    cert: self.tls_cert_path.clone(),
+                    key: self.tls_key_path.clone(),
+                    server_name: self.tls_server_name.clone(),
+                }),
+            connect_timeout: self.connect_timeout.0,
+        }
+    }
+}
+
 impl crate::sink::kind::SinkKind for ForwardSinkConfig {
     fn capabilities(&self) -> crate::sink::config::Capabilities {
         crate::sink::config::RECORD_SINK
     }
 
-    fn validate(&self, name: &str) -> Result<(), crate::config::Invalid> {
+    fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
         ForwardSinkConfig::validate(self, name)
     }
 

@@ -12,9 +12,42 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::records::OutTag;
+use crate::event::MAX_TAG_LEN;
 use crate::msgpack::{Cursor, Head};
 use crate::sink::records::{ClosedPart, PartError, RecordPart};
+
+/// The tag an event goes out under: `tag`, or `tag_prefix` + its own, cut
+/// to the longest tag a forward server takes ([`MAX_TAG_LEN`] bytes; a
+/// server skips the events of a longer one).
+#[derive(Debug, Clone)]
+pub(crate) struct OutTag {
+    fixed: Option<String>,
+    prefix: String,
+}
+
+impl OutTag {
+    pub(crate) fn new(fixed: Option<&str>, prefix: &str) -> Self {
+        Self {
+            fixed: fixed.map(str::to_string),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    pub(crate) fn of(&self, tag: &[u8]) -> String {
+        let mut out = match &self.fixed {
+            Some(t) => t.clone(),
+            None => format!("{}{}", self.prefix, String::from_utf8_lossy(tag)),
+        };
+        if out.len() > MAX_TAG_LEN {
+            let mut cut = MAX_TAG_LEN;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+        }
+        out
+    }
+}
 
 pub(crate) struct ForwardPartWriter {
     path: PathBuf,
@@ -120,6 +153,16 @@ mod tests {
         want.extend_from_slice(&123_456_789u32.to_be_bytes());
         want.extend_from_slice(b"\x81\xa1a\x01");
         assert_eq!(raw, want);
+    }
+
+    #[test]
+    fn a_prefixed_tag_never_passes_what_a_server_takes() {
+        let t = OutTag::new(None, "dc1.");
+        assert_eq!(t.of(b"app.web"), "dc1.app.web");
+        let long = "é".repeat(600);
+        let out = t.of(long.as_bytes());
+        assert!(out.len() <= MAX_TAG_LEN && out.starts_with("dc1.é"));
+        assert_eq!(OutTag::new(Some("all"), "").of(b"x"), "all");
     }
 
     #[test]

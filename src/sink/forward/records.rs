@@ -1,14 +1,13 @@
 //! What the roller needs to write forward parts: one open part per sink
-//! (every tag in it: sending makes one PackedForward message per tag), the
-//! tag each event goes out under, and the part's id.
+//! (every tag in it: sending makes one PackedForward message per tag) and
+//! the part's id.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::ForwardSinkConfig;
-use super::part::ForwardPartWriter;
-use crate::event::MAX_TAG_LEN;
+use super::part::{ForwardPartWriter, OutTag};
 use crate::sink::records::{PartError, RecordPart, RecordSink};
 
 /// Memory one open part holds: its write buffer and a tag.
@@ -16,39 +15,6 @@ const PART_MEMORY: usize = 80 << 10;
 
 /// The group of every event: a sink has one open part at a time.
 pub(crate) const GROUP: &str = "*";
-
-/// The tag an event goes out under: `tag`, or `tag_prefix` + its own, cut
-/// to the longest tag a forward server takes ([`MAX_TAG_LEN`] bytes; a
-/// server skips the events of a longer one).
-#[derive(Debug, Clone)]
-pub(crate) struct OutTag {
-    fixed: Option<String>,
-    prefix: String,
-}
-
-impl OutTag {
-    pub(crate) fn new(fixed: Option<&str>, prefix: &str) -> Self {
-        Self {
-            fixed: fixed.map(str::to_string),
-            prefix: prefix.to_string(),
-        }
-    }
-
-    pub(crate) fn of(&self, tag: &[u8]) -> String {
-        let mut out = match &self.fixed {
-            Some(t) => t.clone(),
-            None => format!("{}{}", self.prefix, String::from_utf8_lossy(tag)),
-        };
-        if out.len() > MAX_TAG_LEN {
-            let mut cut = MAX_TAG_LEN;
-            while !out.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            out.truncate(cut);
-        }
-        out
-    }
-}
 
 /// One forward sink as the roller sees it.
 pub(crate) struct ForwardRecords {
@@ -124,16 +90,6 @@ impl RecordSink for ForwardRecords {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_prefixed_tag_never_passes_what_a_server_takes() {
-        let t = OutTag::new(None, "dc1.");
-        assert_eq!(t.of(b"app.web"), "dc1.app.web");
-        let long = "é".repeat(600);
-        let out = t.of(long.as_bytes());
-        assert!(out.len() <= MAX_TAG_LEN && out.starts_with("dc1.é"));
-        assert_eq!(OutTag::new(Some("all"), "").of(b"x"), "all");
-    }
 
     #[test]
     fn part_ids_differ_between_runs() {

@@ -14,6 +14,171 @@ pub(crate) mod config;
 mod data_file;
 pub(crate) mod storage;
 mod table;
+use std::time::Duration;
+
+use crate::config::fields::redact_uri;
+use crate::config::invalid::Invalid;
+use crate::sink::config::SinkConfig;
+use crate::sink::stores::{GcsSinkConfig, LocalSinkConfig, S3SinkConfig};
+use config::is_identifier;
+
+impl IcebergSinkConfig {
+    /// Checks the sink's settings (`name` for the keys).
+    ///
+    /// # Errors
+    /// The first setting that cannot be used, with its key.
+    pub(crate) fn validate(&self, name: &str) -> Result<(), Invalid> {
+        let key = |k: &str| format!("sinks.{name}.{k}");
+        match &self.warehouse {
+            Warehouse::Local(p) if p.as_os_str().is_empty() => {
+                return Err(Invalid::new(key("warehouse"), "must not be empty".into()));
+            }
+            Warehouse::Store(store) => {
+                let as_sink = match store {
+                    WarehouseStore::S3(c) => SinkConfig::S3(c.clone()),
+                    WarehouseStore::Gcs(c) => SinkConfig::Gcs(c.clone()),
+                    WarehouseStore::Local(c) => SinkConfig::Local(c.clone()),
+                };
+                // The store's own checks, its keys named under `warehouse.`.
+                as_sink.validate(name).map_err(|e| {
+                    Invalid::new(
+                        e.key
+                            .replacen(&format!("sinks.{name}."), &key("warehouse."), 1),
+                        e.message,
+                    )
+                })?;
+            }
+            _ => {}
+        }
+        if let Warehouse::Store(
+            WarehouseStore::S3(S3SinkConfig { fresh: true, .. })
+            | WarehouseStore::Gcs(GcsSinkConfig { fresh: true, .. })
+            | WarehouseStore::Local(LocalSinkConfig { fresh: true, .. }),
+        ) = &self.warehouse
+        {
+            return Err(Invalid::new(
+                key("warehouse.fresh"),
+                "a table is fresh by its commits (commit_interval); previews are for file sinks"
+                    .into(),
+            ));
+        }
+        match self.catalog_uri() {
+            None => {
+                return Err(Invalid::new(key("catalog_uri"),
+                    "required for a warehouse on an object store: the tier's shared catalog, e.g. \"postgres://weir:${PG_PASSWORD}@pg:5432/iceberg\"".into(),
+                ))
+            }
+            Some(uri) => {
+                let known = ["sqlite:", "postgres://", "postgresql://"];
+                if !known.iter().any(|p| uri.starts_with(p)) {
+                    return Err(Invalid::new(key("catalog_uri"),
+                        format!("{:?}: expected sqlite:/path/catalog.db or postgres://user:password@host:port/database", redact_uri(&uri)),
+                    ));
+                }
+            }
+        }
+        for (k, v) in [
+            ("catalog_name", &self.catalog_name),
+            ("namespace", &self.namespace),
+        ] {
+            if !is_identifier(v) {
+                return Err(Invalid::new(
+                    key(k),
+                    format!(
+                        "{v:?}: must be 1 to 128 letters, digits or '_', not starting with a digit"
+                    ),
+                ));
+            }
+        }
+        if self.commit_interval.0 < Duration::from_secs(1) {
+            return Err(Invalid::new(
+                key("commit_interval"),
+                "must be at least 1s".into(),
+            ));
+        }
+        if self.commit_max_files == 0 || self.commit_max_files > 100_000 {
+            return Err(Invalid::new(
+                key("commit_max_files"),
+                "must be from 1 to 100000".into(),
+            ));
+        }
+        if self.snapshot_min_keep == 0 {
+            return Err(Invalid::new(
+                key("snapshot_min_keep"),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.snapshot_max_age.0 < Duration::from_secs(60) {
+            return Err(Invalid::new(
+                key("snapshot_max_age"),
+                "must be at least 1m".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl IcebergSinkConfig {
+    /// The key a file of `route` gets: in its table's `data/` folder under
+    /// the warehouse (relative to the warehouse folder for a local one, to
+    /// the bucket for an object store).
+    pub(crate) fn file_key(
+        &self,
+        route: &crate::router::Route,
+        parts: &crate::sink::key::FileParts<'_>,
+    ) -> Option<String> {
+        use crate::sink::key::{object_key, FileName, GroupIn};
+        if matches!(parts.name, FileName::Preview { .. }) {
+            return None;
+        }
+        let store_prefix = match &self.warehouse {
+            Warehouse::Store(WarehouseStore::S3(c)) => c.prefix.as_str(),
+            Warehouse::Store(WarehouseStore::Gcs(c)) => c.prefix.as_str(),
+            _ => "",
+        };
+        let table = format!("{}/{}/data", self.namespace, route.table);
+        let prefix = crate::sink::join_prefix(store_prefix, &table);
+        let group_in = GroupIn::Table {
+            per_route: route.files == crate::router::FileGrouping::PerRoute,
+        };
+        Some(object_key(&prefix, group_in, parts))
+    }
+}
+
+impl crate::sink::kind::SinkKind for IcebergSinkConfig {
+    fn capabilities(&self) -> crate::sink::config::Capabilities {
+        crate::sink::config::Capabilities {
+            records: false,
+            commits: true,
+            lists: false,
+        }
+    }
+
+    fn file_key(
+        &self,
+        route: &crate::router::Route,
+        parts: &crate::sink::key::FileParts<'_>,
+    ) -> Option<String> {
+        IcebergSinkConfig::file_key(self, route, parts)
+    }
+
+    fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
+        IcebergSinkConfig::validate(self, name)
+    }
+
+    fn build(
+        &self,
+        name: &str,
+        ctx: &crate::sink::BuildContext<'_>,
+    ) -> Result<crate::sink::kind::BuiltSink, String> {
+        let sink = std::sync::Arc::new(IcebergSink::build(name, self, ctx)?);
+        Ok(crate::sink::kind::BuiltSink {
+            sink: sink.clone(),
+            table: Some(sink),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -52,7 +217,7 @@ struct Stores {
 fn stores(w: &Warehouse) -> Result<Stores, String> {
     let local = |dir: &Path| -> Result<Stores, String> {
         let dir = std::path::absolute(dir).map_err(|e| format!("warehouse: {e}"))?;
-        let files = super::local::build(&crate::config::LocalSinkConfig {
+        let files = super::local::build(&crate::sink::stores::LocalSinkConfig {
             path: dir.clone(),
             prefix: String::new(),
             fresh: false,
@@ -180,13 +345,14 @@ impl IcebergSink {
     }
 }
 
-impl IcebergSink {
+impl crate::sink::kind::TableSink for IcebergSink {
+    fn prepare(&self) -> SinkFuture<'_> {
+        Box::pin(IcebergSink::prepare(self))
+    }
+
     /// `weir check`: what starting would do to each table, changing nothing.
-    ///
-    /// # Errors
-    /// The catalog cannot be reached, or a table refuses its route.
-    pub(crate) async fn check(&self) -> Result<Vec<String>, super::SinkError> {
-        self.committer.lock().await.check().await
+    fn check(&self) -> crate::sink::kind::CheckFuture<'_> {
+        Box::pin(async move { self.committer.lock().await.check().await })
     }
 }
 

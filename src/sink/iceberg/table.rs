@@ -22,7 +22,7 @@ use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 
-use crate::config::ColumnType;
+use crate::roll::config::ColumnType;
 use crate::router::{FileGrouping, Route};
 
 /// Table property listing the declared columns weir added, so a column a

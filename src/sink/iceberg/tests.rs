@@ -14,7 +14,8 @@ use iceberg::{NamespaceIdent, TableIdent};
 
 use super::config::{IcebergSinkConfig, Warehouse};
 use super::IcebergSink;
-use crate::config::{Config, HumanDuration};
+use crate::config::units::HumanDuration;
+use crate::config::Config;
 use crate::outbox::{FileKind, Manifest, Slot};
 use crate::sink::BuildContext as Context;
 use crate::sink::{Sink, Staged};
@@ -39,7 +40,7 @@ fn lake(max_age: Duration, min_keep: usize) -> Lake {
     );
     let config = Config::from_str(&text, "test").unwrap();
     let mut c: IcebergSinkConfig = match &config.sinks["lake"] {
-        crate::config::SinkConfig::Iceberg(c) => c.clone(),
+        crate::sink::config::SinkConfig::Iceberg(c) => c.clone(),
         _ => unreachable!(),
     };
     c.snapshot_max_age = HumanDuration(max_age);

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{default_true, redact};
-use crate::config::{ByteSize, HumanDuration};
+use crate::config::fields::{default_true, redact};
+use crate::config::units::{ByteSize, HumanDuration};
 
 fn default_td_endpoint() -> String {
     "https://api.treasuredata.com".to_string()

@@ -193,8 +193,8 @@ impl crate::sink::kind::SinkKind for TdSinkConfig {
         crate::sink::config::RECORD_SINK
     }
 
-    fn validate(&self, name: &str) -> Result<(), crate::config::Invalid> {
-        use crate::config::Invalid;
+    fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
+        use crate::config::invalid::Invalid;
         if self.apikey.trim().is_empty() {
             return Err(Invalid::new(
                 format!("sinks.{name}.apikey"),
