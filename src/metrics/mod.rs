@@ -26,7 +26,7 @@ pub(crate) use forward::ForwardMetrics;
 pub(crate) use forward_out::ForwardOutMetrics;
 pub(crate) use http::HttpMetrics;
 pub(crate) use iceberg::IcebergMetrics;
-pub(crate) use outbox::OutboxMetrics;
+pub(crate) use outbox::{OutboxGauges, OutboxMetrics, Retained, Waiting};
 pub(crate) use roll::{RollGauges, RollMetrics};
 pub(crate) use wal::{WalGauges, WalMetrics};
 

@@ -6,6 +6,33 @@ use super::registry::*;
 use super::Suppressed;
 use crate::sink::error::SinkError;
 
+/// What waits for one sink: files, their bytes, and how long the oldest
+/// has waited.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Waiting {
+    pub(crate) files: u64,
+    pub(crate) bytes: u64,
+    pub(crate) oldest_age_secs: i64,
+}
+
+/// What retention keeps: files, bytes, and the start of the oldest period
+/// they hold (0 when none).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Retained {
+    pub(crate) files: usize,
+    pub(crate) bytes: u64,
+    pub(crate) oldest_period: i64,
+}
+
+/// The outbox's levels, reported together by delivery (their one owner).
+pub(crate) struct OutboxGauges<'a> {
+    pub(crate) waiting: &'a std::collections::BTreeMap<String, Waiting>,
+    /// Bytes of outbox files not yet taken by every sink.
+    pub(crate) backlog_bytes: u64,
+    /// `None` while retention is off.
+    pub(crate) retained: Option<Retained>,
+}
+
 /// Metrics of the outbox and the sinks: delivery, retries, retention, previews, redeliver.
 #[derive(Clone)]
 pub(crate) struct OutboxMetrics {
@@ -82,31 +109,22 @@ impl OutboxMetrics {
         }
     }
 
-    /// A file of `bytes` bytes waits for `sink` (`true`) or left its queue.
-    pub(crate) fn waiting(&self, sink: &str, bytes: u64, waits: bool) {
-        let (files, size) = (
-            self.files.with_label_values(&[sink]),
-            self.bytes.with_label_values(&[sink]),
-        );
-        if waits {
-            files.inc();
-            size.add(bytes as i64);
-        } else {
-            files.dec();
-            size.sub(bytes as i64);
+    /// The outbox's levels: what waits for each sink, the backlog, and
+    /// what retention keeps.
+    pub(crate) fn report(&self, g: OutboxGauges<'_>) {
+        for (sink, w) in g.waiting {
+            self.files.with_label_values(&[sink]).set(w.files as i64);
+            self.bytes.with_label_values(&[sink]).set(w.bytes as i64);
+            self.oldest_age_seconds
+                .with_label_values(&[sink])
+                .set(w.oldest_age_secs);
         }
-    }
-
-    /// How long the oldest file `sink` has not taken has waited.
-    pub(crate) fn report_oldest(&self, sink: &str, age_secs: i64) {
-        self.oldest_age_seconds
-            .with_label_values(&[sink])
-            .set(age_secs);
-    }
-
-    /// The bytes of outbox files not yet taken by every sink.
-    pub(crate) fn report_backlog(&self, bytes: u64) {
-        self.backlog_bytes.set(bytes as i64);
+        self.backlog_bytes.set(g.backlog_bytes as i64);
+        if let Some(r) = g.retained {
+            self.retained_files.set(r.files as i64);
+            self.retained_bytes.set(r.bytes as i64);
+            self.retained_oldest_period.set(r.oldest_period);
+        }
     }
 
     /// The roller stopped finishing files at the backlog limit, or resumed.
@@ -136,13 +154,6 @@ impl OutboxMetrics {
         self.fresh_previews_removed
             .with_label_values(&[sink])
             .inc_by(n);
-    }
-
-    /// What retention keeps (`outbox.retain`).
-    pub(crate) fn report_retained(&self, files: usize, bytes: u64, oldest_period: i64) {
-        self.retained_files.set(files as i64);
-        self.retained_bytes.set(bytes as i64);
-        self.retained_oldest_period.set(oldest_period);
     }
 
     /// `n` retained files were removed (`outbox.retain` or `retain_bytes`

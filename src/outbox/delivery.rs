@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::levels::Levels;
 use super::manifest::Slot;
 use super::order::{Decision, Order};
 use super::redeliver::{LiveItem, LiveJobs};
@@ -166,7 +167,8 @@ pub(crate) fn start(
         }
         drop(done_tx);
         let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
-        let enqueue = |m: Manifest, entries: &mut BTreeMap<String, Entry>| {
+        let mut levels = Levels::new(sinks.keys());
+        let enqueue = |m: Manifest, entries: &mut BTreeMap<String, Entry>, levels: &mut Levels| {
             let manifest = Arc::new(m);
             let mut pending = BTreeSet::new();
             for sink in manifest.keys.keys() {
@@ -175,7 +177,7 @@ pub(crate) fn start(
                 }
                 match queues.get(sink) {
                     Some(q) => {
-                        links.metrics.outbox.waiting(sink, manifest.bytes, true);
+                        levels.waits(sink, manifest.bytes);
                         pending.insert(sink.clone());
                         let _ = q.send(Work::File(manifest.clone()));
                     }
@@ -189,7 +191,7 @@ pub(crate) fn start(
         };
         let mut delivered: BTreeMap<String, Delivered> = BTreeMap::new();
         for m in initial {
-            enqueue(m, &mut entries);
+            enqueue(m, &mut entries, &mut levels);
         }
         // Files already everywhere need only what pruning needs.
         let done_at_start: Vec<String> = entries
@@ -206,13 +208,14 @@ pub(crate) fn start(
         let mut redeliver_tick = tokio::time::interval(Duration::from_secs(1));
         let mut finished_open = true;
         loop {
+            levels.report(&links.metrics, &links.backlog, links.retention.as_ref());
             // Shutting down (the roller is gone) and nothing waits: done.
             if !finished_open && entries.values().all(|e| e.pending.is_empty()) {
                 break;
             }
             tokio::select! {
                 m = links.finished.recv(), if finished_open => match m {
-                    Some(m) => enqueue(m, &mut entries),
+                    Some(m) => enqueue(m, &mut entries, &mut levels),
                     None => {
                         finished_open = false;
                         let _ = closing_tx.send(true);
@@ -229,7 +232,9 @@ pub(crate) fn start(
                     Some(Outcome::Delivered { id, sink }) => {
                         if let Some(e) = entries.get_mut(&id) {
                             let was_pending = !e.pending.is_empty();
-                            e.pending.remove(&sink);
+                            if e.pending.remove(&sink) {
+                                levels.taken(&sink, e.manifest.bytes);
+                            }
                             if was_pending && e.pending.is_empty() {
                                 links.backlog.sub(e.manifest.bytes);
                             }
@@ -256,7 +261,7 @@ pub(crate) fn start(
                     None => break,
                 },
                 _ = prune_tick.tick() => {
-                    report_backlog_age(&entries, &sinks, &links.metrics);
+                    oldest_waiting(&entries, &mut levels);
                     if let Some(r) = links.retention.as_mut() {
                         let jobs = &links.redeliver;
                         r.prune_except(now_secs(), &|id| jobs.pins(id));
@@ -325,22 +330,16 @@ fn compact(m: &Manifest) -> Delivered {
     }
 }
 
-/// Sets each sink's oldest-waiting-file age.
-fn report_backlog_age(
-    entries: &BTreeMap<String, Entry>,
-    sinks: &BTreeMap<String, Arc<dyn Sink>>,
-    metrics: &Metrics,
-) {
-    let now = crate::wal::now_ms();
-    for sink in sinks.keys() {
-        let oldest = entries
-            .values()
-            .filter(|e| e.pending.contains(sink))
-            .map(|e| e.manifest.finished_at_ms)
-            .min();
-        let age = oldest.map_or(0, |t| (now - t).max(0) / 1000);
-        metrics.outbox.report_oldest(sink, age);
+/// Finds when each sink's oldest waiting file was finished.
+fn oldest_waiting(entries: &BTreeMap<String, Entry>, levels: &mut Levels) {
+    let mut oldest: BTreeMap<&str, i64> = BTreeMap::new();
+    for e in entries.values() {
+        for sink in &e.pending {
+            let t = oldest.entry(sink).or_insert(i64::MAX);
+            *t = (*t).min(e.manifest.finished_at_ms);
+        }
     }
+    levels.ages(|sink| oldest.get(sink).copied(), crate::wal::now_ms());
 }
 
 /// One sink's deliveries. Each file has its own backoff: a file that keeps
@@ -597,7 +596,6 @@ fn finish_delivery(
             .bookkeeping_failed("mark_delivered", &format_args!("{sink}: {}", m.id), &e);
         return Err(e);
     }
-    metrics.outbox.waiting(sink, m.bytes, false);
     let _ = done.send(Outcome::Delivered {
         id: m.id.clone(),
         sink: sink.to_string(),

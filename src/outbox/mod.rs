@@ -18,6 +18,7 @@
 
 pub(crate) mod config;
 mod delivery;
+mod levels;
 pub(crate) mod manifest;
 mod order;
 mod previews;
@@ -72,7 +73,6 @@ impl Backlog {
         self.limit
             .store(limit, std::sync::atomic::Ordering::Relaxed);
         self.bytes.store(0, std::sync::atomic::Ordering::Relaxed);
-        self.metrics.outbox.report_backlog(0);
     }
 
     /// The roller pauses (over the limit) or resumes (under `low_water`).
@@ -92,7 +92,6 @@ impl Backlog {
             .bytes
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         let after = before + n;
-        self.metrics.outbox.report_backlog(after);
         // Say so loudly each time the backlog crosses a quarter of its limit.
         let quarter = (self.limit() / 4).max(1);
         if after / quarter > before / quarter {
@@ -105,15 +104,11 @@ impl Backlog {
     }
 
     pub(crate) fn sub(&self, n: u64) {
-        let prev = self
-            .bytes
-            .fetch_update(
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-                |v| Some(v.saturating_sub(n)),
-            )
-            .unwrap_or(0);
-        self.metrics.outbox.report_backlog(prev.saturating_sub(n));
+        let _ = self.bytes.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |v| Some(v.saturating_sub(n)),
+        );
     }
 }
 

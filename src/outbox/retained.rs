@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Manifest, OutboxDir};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Retained};
 use crate::wal::sync_dir;
 
 /// The retained folder and what it holds, oldest period first.
@@ -95,7 +95,6 @@ impl Retention {
                 let _ = fs::remove_file(&path);
             }
         }
-        r.report();
         Ok(Some(r))
     }
 
@@ -152,15 +151,15 @@ impl Retention {
                 tracing::debug!(id, bytes, expired, "retained file removed");
             }
         }
-        self.report();
     }
 
-    fn report(&self) {
-        self.metrics.outbox.report_retained(
-            self.files.len(),
-            self.total,
-            self.files.keys().next().map_or(0, |(start, _)| *start),
-        );
+    /// What is kept now (reported by delivery with the outbox's levels).
+    pub(crate) fn totals(&self) -> Retained {
+        Retained {
+            files: self.files.len(),
+            bytes: self.total,
+            oldest_period: self.files.keys().next().map_or(0, |(start, _)| *start),
+        }
     }
 }
 
@@ -218,22 +217,24 @@ mod tests {
             assert!(!outbox.has_data(&mf), "moved out of the outbox");
         }
         // 30 bytes over a 25-byte budget: hour 90 went first.
-        assert_eq!(m.value("weir_outbox_retained_bytes", &[]), 20.0);
         assert_eq!(
-            m.value("weir_outbox_retained_oldest_period_seconds", &[]),
-            (95 * 3600) as f64
+            (r.totals().bytes, r.totals().oldest_period),
+            (20, 95 * 3600)
         );
         assert!(!dir.join("a.parquet").exists() && dir.join("b.parquet").exists());
         // Reopened, it knows what it holds; a day later hour 95 has expired.
         let mut r = Retention::open(dir.clone(), Duration::from_secs(86_400), 25, m.clone())
             .unwrap()
             .unwrap();
-        assert_eq!(m.value("weir_outbox_retained_files", &[]), 2.0);
+        assert_eq!(r.totals().files, 2);
         r.prune(95 * 3600 + 3600 + 86_400);
-        assert_eq!(m.value("weir_outbox_retained_files", &[]), 1.0);
         assert_eq!(
-            m.value("weir_outbox_retained_oldest_period_seconds", &[]),
-            (98 * 3600) as f64
+            r.totals(),
+            Retained {
+                files: 1,
+                bytes: 10,
+                oldest_period: 98 * 3600
+            }
         );
         assert_eq!(m.value("weir_outbox_retained_removed_total", &[]), 2.0);
         assert!(Retention::open(dir, Duration::ZERO, 0, m)

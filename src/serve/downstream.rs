@@ -72,10 +72,6 @@ impl Downstream {
         super::prepare_tables(&built.tables).await?;
         let sinks = built.sinks;
         let (roller_stop, roller_stop_rx) = watch::channel(false);
-        for name in sinks.keys() {
-            // Unknown until the first probe answers.
-            shared.metrics.outbox.sink_unknown(name);
-        }
         let probes = sink::probe::start(&sinks, shared.metrics.clone(), roller_stop_rx.clone());
         let retention = outbox::Retention::open(
             data_dir.join(outbox::redeliver::RETAINED_DIR),

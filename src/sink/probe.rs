@@ -66,6 +66,10 @@ pub(crate) fn start(
 ) -> tokio::task::JoinHandle<()> {
     let sinks: Vec<(String, Arc<dyn Sink>)> =
         sinks.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
+    for (name, _) in &sinks {
+        // Unknown until the first probe answers.
+        metrics.outbox.sink_unknown(name);
+    }
     tokio::spawn(async move {
         let mut tasks = tokio::task::JoinSet::new();
         for (name, sink) in sinks {
