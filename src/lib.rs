@@ -19,7 +19,7 @@
 //! section's types live in its stage's `config.rs`), `backoff` (the one
 //! retry policy), [`backpressure`], `router`
 //! (fluentd tag patterns), [`metrics`] (one Prometheus registry), `http`
-//! and `health` (`/metrics`, `/healthz`, `/readyz`), [`logging`] (text or
+//! and `health` (`/metrics`, `/healthz`, `/readyz`; what stages report for them in `status`), [`logging`] (text or
 //! JSON, rate-limited warnings), [`serve`] (wiring and shutdown), [`event`]
 //! (the batch type stages pass), [`msgpack`] (zero-copy reading) and
 //! `failpoint` (crash injection for tests). [`tools`] holds the load
@@ -53,5 +53,6 @@ pub(crate) mod router;
 pub mod serve;
 pub mod signals;
 pub mod sink;
+pub(crate) mod status;
 pub mod tools;
 pub mod wal;

@@ -42,7 +42,7 @@ pub(crate) async fn read_ack<S: AsyncRead + Unpin + ?Sized>(
     frames: &mut FrameBuffer,
 ) -> anyhow::Result<Vec<u8>> {
     let reply = next_frame(s, frames, "before acking").await?;
-    if crate::input::parse_helo(&reply).is_ok() {
+    if crate::input::forward::messages::parse_helo(&reply).is_ok() {
         anyhow::bail!("the server asks for the shared-key handshake: set shared_key");
     }
     ack_of(&reply)?
@@ -89,11 +89,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_helo_instead_of_an_ack_says_a_key_is_needed() {
-        let helo = crate::input::helo(&crate::input::HeloOptions {
-            nonce: vec![1; 16],
-            auth: vec![],
-            keepalive: true,
-        });
+        let helo =
+            crate::input::forward::messages::helo(&crate::input::forward::messages::HeloOptions {
+                nonce: vec![1; 16],
+                auth: vec![],
+                keepalive: true,
+            });
         let err = read_ack(&mut &helo[..], &mut FrameBuffer::new())
             .await
             .unwrap_err();

@@ -3,8 +3,8 @@
 use tokio::io::AsyncWriteExt;
 
 use super::{ClientSettings, Stream};
-use crate::input::messages;
-use crate::input::sha512_hex;
+use crate::input::forward::handshake::sha512_hex;
+use crate::input::forward::messages;
 use crate::msgpack::FrameBuffer;
 
 pub(super) async fn run(s: &mut Stream, key: &str, o: &ClientSettings) -> anyhow::Result<()> {

@@ -15,7 +15,7 @@ pub(crate) mod tls;
 
 pub(crate) use durable::dedupe_key;
 
-use crate::health::Listeners;
+use crate::status::Listeners;
 use crate::wal::WalHandle;
 
 use std::sync::Arc;
@@ -35,11 +35,6 @@ pub(crate) use forward::decode::read_options;
 #[cfg(test)]
 pub(crate) use forward::decode::{decode_request, DecodeLimits, Request};
 pub(crate) use forward::decompress::{compress, decompress, detect, Compression};
-pub(crate) use forward::handshake::sha512_hex;
-pub(crate) use forward::messages;
-pub(crate) use forward::messages::parse_helo;
-#[cfg(test)]
-pub(crate) use forward::messages::{helo, HeloOptions};
 pub(crate) use forward::time::read_time;
 pub(crate) use http::config::HttpConfig;
 

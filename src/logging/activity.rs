@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::metrics::Suppressed;
+use super::Suppressed;
 
 /// Lines of each kind logged a minute when the config says nothing.
 pub(crate) const DEFAULT_LINES_PER_MINUTE: u32 = 60;

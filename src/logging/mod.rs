@@ -95,6 +95,35 @@ pub fn init(format: LogFormat) {
     }
 }
 
+/// The rate limit of repeated warnings (see [`allow`]); what
+/// it holds back counts in `weir_log_suppressed_total`.
+#[derive(Clone)]
+pub(crate) struct Suppressed(prometheus::IntCounterVec);
+
+impl Suppressed {
+    /// Over `weir_log_suppressed_total{kind}`.
+    pub(crate) fn new(counter: prometheus::IntCounterVec) -> Self {
+        Self(counter)
+    }
+
+    /// Whether a warning of `kind` may be logged now: `Some(n)` (log it,
+    /// saying `n` similar lines were suppressed since) or `None`.
+    pub(crate) fn allow(&self, kind: &'static str) -> Option<u64> {
+        allow(kind, &self.0)
+    }
+
+    /// [`Suppressed::allow`] for a warning that comes once per unit of work
+    /// (a file finished early): 10 a minute, not 10 a second.
+    pub(crate) fn allow_per_minute(&self, kind: &'static str) -> Option<u64> {
+        allow_within(kind, std::time::Duration::from_secs(60), &self.0)
+    }
+
+    /// Counts one line of `kind` left out (see [`Activity`]).
+    pub(crate) fn count(&self, kind: &'static str) {
+        self.0.with_label_values(&[kind]).inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

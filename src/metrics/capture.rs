@@ -3,7 +3,7 @@
 use prometheus::{IntCounter, IntCounterVec};
 
 use super::registry::*;
-use super::Suppressed;
+use crate::logging::Suppressed;
 
 /// Metrics of the capture tee (`forward.capture_dir`).
 #[derive(Clone)]

@@ -5,7 +5,7 @@ use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 use std::net::SocketAddr;
 
 use super::registry::*;
-use super::Suppressed;
+use crate::logging::Suppressed;
 
 /// Metrics of the forward listener and its connections: requests, events, acks, handshakes.
 #[derive(Clone)]

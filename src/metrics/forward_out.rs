@@ -4,7 +4,7 @@
 use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
 
 use super::registry::*;
-use super::Suppressed;
+use crate::logging::Suppressed;
 
 /// Metrics of the forward sinks.
 #[derive(Clone)]

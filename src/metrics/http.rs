@@ -5,7 +5,7 @@ use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 use std::net::SocketAddr;
 
 use super::registry::*;
-use super::Suppressed;
+use crate::logging::Suppressed;
 
 /// Statuses the HTTP input answers; `weir_http_requests_total{code}` has
 /// one series for each.

@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use prometheus::{Encoder, IntCounterVec, Registry, TextEncoder};
+use prometheus::{Encoder, Registry, TextEncoder};
+
+use crate::logging::Suppressed;
 
 mod capture;
 mod forward;
@@ -55,30 +57,6 @@ pub struct Inner {
     pub(crate) forward_out: ForwardOutMetrics,
     /// Repeated warnings not logged.
     pub(crate) suppressed: Suppressed,
-}
-
-/// The rate limit of repeated warnings (see [`crate::logging::allow`]); what
-/// it holds back counts in `weir_log_suppressed_total`.
-#[derive(Clone)]
-pub(crate) struct Suppressed(IntCounterVec);
-
-impl Suppressed {
-    /// Whether a warning of `kind` may be logged now: `Some(n)` (log it,
-    /// saying `n` similar lines were suppressed since) or `None`.
-    pub(crate) fn allow(&self, kind: &'static str) -> Option<u64> {
-        crate::logging::allow(kind, &self.0)
-    }
-
-    /// [`Suppressed::allow`] for a warning that comes once per unit of work
-    /// (a file finished early): 10 a minute, not 10 a second.
-    pub(crate) fn allow_per_minute(&self, kind: &'static str) -> Option<u64> {
-        crate::logging::allow_within(kind, std::time::Duration::from_secs(60), &self.0)
-    }
-
-    /// Counts one line of `kind` left out (see [`crate::logging::Activity`]).
-    pub(crate) fn count(&self, kind: &'static str) {
-        self.0.with_label_values(&[kind]).inc();
-    }
 }
 
 /// Every kind of rate-limited warning (`Suppressed::allow`) and per-unit
@@ -136,7 +114,8 @@ impl Metrics {
             prometheus::Opts::new(name, "Lines not logged, by kind: repeated warnings past their rate, and per-file lines past log.lines_per_minute (summed a minute)."),
             &["kind"],
         );
-        let suppressed = Suppressed(suppressed.unwrap_or_else(|e| panic!("metric {name}: {e}")));
+        let counter = suppressed.unwrap_or_else(|e| panic!("metric {name}: {e}"));
+        let suppressed = Suppressed::new(counter.clone());
         let forward = ForwardMetrics::register(&r, &suppressed);
         let http = HttpMetrics::register(&r, &suppressed);
         let capture = CaptureMetrics::register(&r, &suppressed);
@@ -145,9 +124,9 @@ impl Metrics {
         let outbox = OutboxMetrics::register(&r, &suppressed);
         let iceberg = IcebergMetrics::register(&r, &suppressed);
         let forward_out = ForwardOutMetrics::register(&r, &suppressed);
-        registry::register(&r, "counter", name, Ok(suppressed.0.clone()));
+        registry::register(&r, "counter", name, Ok(counter.clone()));
         for kind in LOG_KINDS {
-            suppressed.0.with_label_values(&[kind]);
+            counter.with_label_values(&[kind]);
         }
         forward.zeros();
         wal.zeros();

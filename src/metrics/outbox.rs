@@ -3,7 +3,7 @@
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
 use super::registry::*;
-use super::Suppressed;
+use crate::logging::Suppressed;
 use crate::sink::error::SinkError;
 
 /// What waits for one sink: files, their bytes, and how long the oldest
@@ -252,11 +252,6 @@ impl OutboxMetrics {
         ] {
             self.errors.with_label_values(&[op]);
         }
-    }
-
-    /// Whether the sink's last probe, upload or commit succeeded.
-    pub(crate) fn sink_is_up(&self, sink: &str) -> bool {
-        self.sink_up.with_label_values(&[sink]).get() == 1
     }
 
     /// A sink cannot take files now: down, with why. Logged when it changes

@@ -3,7 +3,7 @@
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge};
 
 use super::registry::*;
-use super::Suppressed;
+use crate::logging::Suppressed;
 
 /// Metrics of the roller: open files, rows, finished files, lag.
 #[derive(Clone)]

@@ -3,7 +3,7 @@
 use prometheus::{Counter, Histogram, IntCounter, IntCounterVec, IntGauge};
 
 use super::registry::*;
-use super::Suppressed;
+use crate::logging::Suppressed;
 
 /// Metrics of the write-ahead log and its backpressure.
 #[derive(Clone)]

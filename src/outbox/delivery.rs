@@ -76,8 +76,9 @@ pub(crate) struct DeliveryLinks {
     pub(crate) object_sinks: BTreeMap<String, (String, bool)>,
     /// How long a replaced preview stays (see `previews.rs`).
     pub(crate) preview_linger: Duration,
-    /// Sinks whose commits fail, for `/readyz`.
-    pub(crate) sink_status: Arc<crate::health::SinkStatus>,
+    /// Sinks whose commits fail (for `/readyz`), and those a delivery
+    /// reached (their start probe stops).
+    pub(crate) sink_status: Arc<crate::status::SinkStatus>,
 }
 
 /// What a sink worker sends.
@@ -481,6 +482,7 @@ async fn worker(w: Worker, mut queue: mpsc::UnboundedReceiver<Work>) {
             .outbox
             .attempted(&sink_name, &result, started.elapsed());
         if result.is_ok() {
+            status.reached(&sink_name);
             let now = tokio::time::Instant::now();
             if now.duration_since(last_ok) >= BACK_AFTER {
                 wake_all(&mut waiting, now);
@@ -614,7 +616,7 @@ struct Worker {
     /// The sink's preview sweeper, when it takes previews.
     sweeper: Option<mpsc::UnboundedSender<String>>,
     /// Where failing commits are reported for `/readyz`.
-    status: Arc<crate::health::SinkStatus>,
+    status: Arc<crate::status::SinkStatus>,
     /// True once no more files will come (weir stops or drains).
     closing: watch::Receiver<bool>,
 }
@@ -718,7 +720,7 @@ impl Commits {
         outbox: &OutboxDir,
         metrics: &Metrics,
         done: &mpsc::UnboundedSender<Outcome>,
-        status: &crate::health::SinkStatus,
+        status: &crate::status::SinkStatus,
     ) {
         let redelivered = self.staged.iter().any(|(w, _)| matches!(w, Work::Again(_)));
         let files: Vec<crate::sink::Staged> = self.staged.iter().map(|(_, s)| s.clone()).collect();
@@ -764,6 +766,7 @@ impl Commits {
             }
             None => {
                 status.ok(sink_name);
+                status.reached(sink_name);
                 metrics.outbox.sink_ok(sink_name, "commit");
                 self.backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
                 self.at = self

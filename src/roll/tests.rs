@@ -78,7 +78,7 @@ fn run(config: &Arc<Config>, records: &[WalRecord], drain: bool, metrics: &Metri
             backlog: crate::outbox::Backlog::new(u64::MAX, metrics.clone()),
             shutdown: sd_rx,
             drain: Arc::new(AtomicBool::new(drain)),
-            status: crate::health::StageStatus::new(),
+            status: crate::status::StageStatus::new(),
         },
     )
     .unwrap();

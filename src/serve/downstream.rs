@@ -14,11 +14,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::health::{SinkStatus, StageStatus};
 use crate::metrics::Metrics;
 use crate::outbox::{self, Backlog, DeliveryLinks, OutboxDir};
 use crate::roll::{self, RollerError, RollerLinks};
 use crate::sink;
+use crate::status::{SinkStatus, StageStatus};
 
 /// What every generation shares with the WAL and the rest of the process.
 pub(super) struct Shared {
@@ -72,7 +72,12 @@ impl Downstream {
         super::prepare_tables(&built.tables).await?;
         let sinks = built.sinks;
         let (roller_stop, roller_stop_rx) = watch::channel(false);
-        let probes = sink::probe::start(&sinks, shared.metrics.clone(), roller_stop_rx.clone());
+        let probes = sink::probe::start(
+            &sinks,
+            shared.metrics.clone(),
+            shared.sink_status.clone(),
+            roller_stop_rx.clone(),
+        );
         let retention = outbox::Retention::open(
             data_dir.join(outbox::redeliver::RETAINED_DIR),
             config.outbox.retain.0,

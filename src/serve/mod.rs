@@ -128,8 +128,8 @@ pub async fn run_with(
     let roller_position = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (release_tx, release_rx) = watch::channel(0u64);
     let (oldest_tx, oldest_rx) = watch::channel(0u64);
-    let roller_status = crate::health::StageStatus::new();
-    let sink_status = crate::health::SinkStatus::new();
+    let roller_status = crate::status::StageStatus::new();
+    let sink_status = crate::status::SinkStatus::new();
     let (wal_state_tx, wal_state_rx) = watch::channel(wal::WalState::Healthy);
     let backlog = Backlog::new(config.outbox.max_backlog_bytes.0, metrics.clone());
     let backpressure = Backpressure::new(metrics.clone());

@@ -34,18 +34,6 @@ pub(super) fn build(c: &GcsSinkConfig) -> Result<ObjectStoreSink, String> {
 }
 
 impl crate::sink::kind::ObjectSinkKind for GcsSinkConfig {
-    fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    fn layout(&self) -> crate::sink::stores::Layout {
-        self.layout
-    }
-
-    fn fresh(&self) -> bool {
-        self.fresh
-    }
-
     fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
         use crate::config::invalid::Invalid;
         super::object::require_bucket(name, &self.bucket)?;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::config::{Capabilities, SinkConfig};
 use super::key::FileParts;
 use super::records::RecordSink;
+use super::stores::ObjectPlace;
 use super::{Sink, SinkError, SinkFuture};
 use crate::config::invalid::Invalid;
 
@@ -97,12 +98,9 @@ pub struct BuildContext<'a> {
     pub metrics: crate::metrics::Metrics,
 }
 
-/// The settings every object sink (local folder, S3, GCS) has; such a sink
-/// is a [`SinkKind`] through them.
-pub(crate) trait ObjectSinkKind: Send + Sync {
-    fn prefix(&self) -> &str;
-    fn layout(&self) -> super::stores::Layout;
-    fn fresh(&self) -> bool;
+/// An object sink (local folder, S3, GCS): a [`SinkKind`] through the
+/// settings every store has ([`ObjectPlace`]) and its own checks and build.
+pub(crate) trait ObjectSinkKind: ObjectPlace + Send + Sync {
     /// Checks the store's own settings.
     ///
     /// # Errors
@@ -121,16 +119,16 @@ impl<T: ObjectSinkKind> SinkKind for T {
     }
 
     fn prefix(&self) -> &str {
-        ObjectSinkKind::prefix(self)
+        ObjectPlace::prefix(self)
     }
 
     fn file_key(&self, route: &crate::router::Route, parts: &FileParts<'_>) -> Option<String> {
-        let prefix = ObjectSinkKind::prefix(self);
+        let prefix = ObjectPlace::prefix(self);
         Some(super::key::sink_key(prefix, self.layout(), route, parts))
     }
 
     fn fresh(&self) -> bool {
-        ObjectSinkKind::fresh(self)
+        ObjectPlace::fresh(self)
     }
 
     fn validate(&self, name: &str) -> Result<(), Invalid> {

@@ -206,18 +206,6 @@ fn refuses_links_always(errno: i32) -> bool {
 }
 
 impl crate::sink::kind::ObjectSinkKind for LocalSinkConfig {
-    fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    fn layout(&self) -> crate::sink::stores::Layout {
-        self.layout
-    }
-
-    fn fresh(&self) -> bool {
-        self.fresh
-    }
-
     fn validate(&self, _name: &str) -> Result<(), crate::config::invalid::Invalid> {
         Ok(())
     }

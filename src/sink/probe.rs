@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::Sink;
 use crate::metrics::Metrics;
+use crate::status::SinkStatus;
 
 /// Longest one probe may take.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -35,6 +36,7 @@ async fn probe_until_up(
     name: String,
     sink: Arc<dyn Sink>,
     metrics: Metrics,
+    status: Arc<SinkStatus>,
     mut stop: watch::Receiver<bool>,
     again: Duration,
 ) {
@@ -51,7 +53,7 @@ async fn probe_until_up(
             _ = stop.wait_for(|s| *s) => return,
         }
         // A file got through meanwhile: the sink is known up.
-        if metrics.outbox.sink_is_up(&name) {
+        if status.was_reached(&name) {
             return;
         }
     }
@@ -62,6 +64,7 @@ async fn probe_until_up(
 pub(crate) fn start(
     sinks: &BTreeMap<String, Arc<dyn Sink>>,
     metrics: Metrics,
+    status: Arc<SinkStatus>,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let sinks: Vec<(String, Arc<dyn Sink>)> =
@@ -73,8 +76,8 @@ pub(crate) fn start(
     tokio::spawn(async move {
         let mut tasks = tokio::task::JoinSet::new();
         for (name, sink) in sinks {
-            let (metrics, stop) = (metrics.clone(), shutdown.clone());
-            tasks.spawn(probe_until_up(name, sink, metrics, stop, AGAIN));
+            let (metrics, status, stop) = (metrics.clone(), status.clone(), shutdown.clone());
+            tasks.spawn(probe_until_up(name, sink, metrics, status, stop, AGAIN));
         }
         tokio::select! {
             _ = async { while tasks.join_next().await.is_some() {} } => {}
@@ -107,20 +110,22 @@ mod tests {
     async fn a_failing_sink_is_probed_again_until_a_delivery_shows_it_up() {
         let sink = Arc::new(Failing(AtomicUsize::new(0)));
         let metrics = Metrics::new();
+        let status = SinkStatus::new();
         let (_stop_tx, stop) = watch::channel(false);
         let task = tokio::spawn(probe_until_up(
             "lake".into(),
             sink.clone(),
             metrics.clone(),
+            status.clone(),
             stop,
             Duration::from_millis(20),
         ));
         while sink.0.load(Ordering::SeqCst) < 3 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(!metrics.outbox.sink_is_up("lake"));
+        assert_eq!(metrics.value("weir_sink_up", &[("sink", "lake")]), 0.0);
         // An upload succeeds: no probe object is written after it.
-        metrics.outbox.sink_ok("lake", "upload");
+        status.reached("lake");
         let probes = sink.0.load(Ordering::SeqCst);
         tokio::time::timeout(Duration::from_secs(5), task)
             .await

@@ -125,18 +125,6 @@ fn parse_profile(text: &str, name: &str) -> Option<ProfileKeys> {
 }
 
 impl crate::sink::kind::ObjectSinkKind for S3SinkConfig {
-    fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    fn layout(&self) -> crate::sink::stores::Layout {
-        self.layout
-    }
-
-    fn fresh(&self) -> bool {
-        self.fresh
-    }
-
     fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
         use crate::config::invalid::Invalid;
         super::object::require_bucket(name, &self.bucket)?;

@@ -114,3 +114,33 @@ pub struct GcsSinkConfig {
     /// e.g. "NEARLINE".
     pub(crate) storage_class: Option<String>,
 }
+
+/// Where in its store an object sink's files go: the settings every store
+/// has, read the same way for each.
+pub(crate) trait ObjectPlace {
+    /// Key prefix inside the store.
+    fn prefix(&self) -> &str;
+    fn layout(&self) -> Layout;
+    /// Whether previews go there too (`fresh = true`).
+    fn fresh(&self) -> bool;
+}
+
+macro_rules! object_place {
+    ($($store:ty),+) => {$(
+        impl ObjectPlace for $store {
+            fn prefix(&self) -> &str {
+                &self.prefix
+            }
+
+            fn layout(&self) -> Layout {
+                self.layout
+            }
+
+            fn fresh(&self) -> bool {
+                self.fresh
+            }
+        }
+    )+};
+}
+
+object_place!(LocalSinkConfig, S3SinkConfig, GcsSinkConfig);

@@ -44,11 +44,11 @@ use super::writer::{ClosedFile, PartitionWriter, WriteError};
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::event::Event;
-use crate::health::StageStatus;
 use crate::metrics::Metrics;
 use crate::outbox::{unhex, FileKind, Manifest, OutboxDir, PreviewSlot, Slot as ManifestSlot};
 use crate::router::FileGrouping;
 use crate::sink::RecordPart;
+use crate::status::StageStatus;
 use crate::wal::WalRecord;
 
 mod coverage;
