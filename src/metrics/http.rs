@@ -128,7 +128,7 @@ impl HttpMetrics {
     /// Accepting a connection failed; the listener backs off.
     pub(crate) fn accept_failed(&self, error: &dyn std::fmt::Display) {
         self.accept_errors.inc();
-        if let Some(suppressed) = self.suppressed.allow("accept_failed") {
+        if let Some(suppressed) = self.suppressed.allow("http_accept_failed") {
             tracing::warn!(error = %error, suppressed, "HTTP accept failed; backing off");
         }
     }

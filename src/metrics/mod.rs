@@ -63,7 +63,7 @@ pub struct Inner {
 /// line ([`crate::logging::Activity`]), so each
 /// `weir_log_suppressed_total{kind}` series exists from the start; a unit
 /// test checks the list against the source.
-pub(crate) const LOG_KINDS: [&str; 24] = [
+pub(crate) const LOG_KINDS: [&str; 25] = [
     "accept_failed",
     "bad_wal_record",
     "capture",
@@ -73,6 +73,7 @@ pub(crate) const LOG_KINDS: [&str; 24] = [
     "finished_file",
     "forward_out_failed",
     "handshake",
+    "http_accept_failed",
     "http_refused",
     "http_rejected",
     "iceberg_commit",
