@@ -125,8 +125,9 @@ impl Retention {
         self.prune_except(now_secs, &|_| false);
     }
 
-    /// [`Retention::prune`], keeping files `pinned` says a redelivery is
-    /// still sending (they go once it is done).
+    /// Deletes the oldest files while either bound is passed, keeping the
+    /// files `pinned` says a redelivery is still sending (they go once it
+    /// is done).
     pub(crate) fn prune_except(&mut self, now_secs: i64, pinned: &dyn Fn(&str) -> bool) {
         let oldest_end = now_secs - self.max_age.as_secs() as i64;
         let mut total = self.total;

@@ -60,7 +60,7 @@ impl Default for RunOptions {
     }
 }
 
-/// [`run`], counting into a registry the caller holds (benchmarks, embedding).
+/// [`run_with`], counting into a registry the caller holds (benchmarks, embedding).
 pub async fn run_with_metrics(
     config: Config,
     metrics: Metrics,
@@ -87,7 +87,7 @@ pub async fn drain(config: Config, timeout: Option<Duration>) -> anyhow::Result<
     .await
 }
 
-/// [`run`] with [`RunOptions`].
+/// Runs weir with `config` until shutdown, with [`RunOptions`].
 pub async fn run_with(
     config: Config,
     metrics: Metrics,

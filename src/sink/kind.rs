@@ -145,7 +145,7 @@ impl<T: ObjectSinkKind> SinkKind for T {
 
 impl SinkConfig {
     /// The sink's type, behind which everything about it is asked. The one
-    /// place that lists the types (with the enum and [`explain`]).
+    /// place that lists the types (with the enum and [`super::config::explain`]).
     pub(crate) fn kind(&self) -> &dyn SinkKind {
         match self {
             SinkConfig::Local(c) => c,

@@ -27,7 +27,7 @@ pub(crate) enum LoadMode {
     Zstd,
     /// Forward mode as JSON, JSON acks.
     Json,
-    /// HTTP POST /<tag> of NDJSON; "acked" is a 2xx.
+    /// HTTP POST `/<tag>` of NDJSON; "acked" is a 2xx.
     Http,
     /// The same, gzip-compressed.
     HttpGzip,

@@ -1,7 +1,7 @@
 //! Recently logged chunk keys, so a client that resends a chunk whose ack
 //! it missed gets an ack without a second copy being written.
 //!
-//! A key is a fixed-size hash of (peer address, tag, chunk id) ([`key`]), so
+//! A key is a fixed-size hash of (peer address, tag, chunk id) ([`crate::input::dedupe_key`]), so
 //! a chunk id of any length costs 16 bytes, in memory and in each WAL
 //! record. The window holds the newest `forward.dedupe_window` keys.
 //!
