@@ -34,11 +34,7 @@ fn e2e(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let config = Config::from_str(
         &format!(
             "node_id='bench'\ndata_dir='{}'\n[forward]\nlisten='127.0.0.1:{port}'\n[wal]\ndurability='fsync'\n",
@@ -56,10 +52,10 @@ fn e2e(c: &mut Criterion) {
             let _ = stop_rx.await;
         },
     ));
-    rt.block_on(async {
-        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    support::wait_for_port(port, "weir", || {
+        server
+            .is_finished()
+            .then(|| "weir::serve returned (see its log above)".to_string())
     });
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -94,7 +90,11 @@ fn e2e(c: &mut Criterion) {
                                     Some(&chunk),
                                 );
                                 s.write_all(&req).await.unwrap();
-                                s.read_exact(&mut ack).await.unwrap();
+                                let acked = tokio::time::timeout(
+                                    Duration::from_secs(60),
+                                    s.read_exact(&mut ack),
+                                );
+                                acked.await.expect("no ack within 60 s").unwrap();
                             }
                         })
                     })

@@ -9,6 +9,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weir::config::Config;
 
+#[path = "support.rs"]
+mod support;
+
 const FILE_BYTES: usize = 64 << 20;
 
 fn upload(c: &mut Criterion) {
@@ -23,11 +26,7 @@ fn upload(c: &mut Criterion) {
     }
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("logs")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let mut server = Command::new(bin)
         .args([
             "--host",
@@ -44,9 +43,13 @@ fn upload(c: &mut Criterion) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    support::wait_for_port(port, "s3s-fs", || {
+        server
+            .try_wait()
+            .ok()
+            .flatten()
+            .map(|status| format!("exited with {status}"))
+    });
     let config = Config::from_str(
         &format!(
             "node_id='b'\n[sinks.lake]\ntype='s3'\nbucket='logs'\nendpoint='http://127.0.0.1:{port}'\nallow_http=true\nregion='us-east-1'\naccess_key_id='testing'\nsecret_access_key='testing'\n"

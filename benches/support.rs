@@ -2,7 +2,38 @@
 //! records, the shape the targets are stated for.
 #![allow(dead_code)]
 
+use std::time::{Duration, Instant};
+
 pub const EVENTS_PER_REQUEST: usize = 1000;
+
+/// A port nothing listens on, below the kernel's ephemeral range (32768 and
+/// up), so no outgoing connection takes it between this check and the
+/// server's bind (a server that lost the race to another program would
+/// leave the benchmark talking to that program).
+pub fn free_port() -> u16 {
+    let start = 20_000 + (std::process::id() % 5_000) as u16 * 2;
+    (start..32_000)
+        .chain(20_000..start)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .unwrap_or_else(|| panic!("no free port in 20000..32000"))
+}
+
+/// Waits up to a minute for `what` to accept on `port`; fails at once when
+/// `gone` says the server ended (its reason), so a server that cannot start
+/// never hangs the suite.
+pub fn wait_for_port(port: u16, what: &str, mut gone: impl FnMut() -> Option<String>) {
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(why) = gone() {
+            panic!("{what} ended before it listened on port {port}: {why}");
+        }
+        assert!(
+            Instant::now() < give_up,
+            "{what} did not listen on port {port} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
 
 fn w_str(b: &mut Vec<u8>, s: &str) {
     rmp::encode::write_str(b, s).unwrap();

@@ -61,21 +61,24 @@ pub(super) fn substitute(
 ///
 /// # Errors
 /// The text is not TOML; or a variable is unset without a default (named
-/// with the key it is in).
+/// with the key it is in, and its line).
 pub(super) fn substitute_values(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
-) -> Result<String, String> {
-    let doc = toml_edit::Document::parse(text).map_err(|e| format!("{e}"))?;
+) -> Result<String, Located> {
+    let doc = toml_edit::Document::parse(text).map_err(|e| (None, format!("{e}")))?;
     let mut edits = Vec::new();
-    walk_table(doc.as_table(), "", &lookup, &mut edits)?;
+    walk_table(doc.as_table(), "", &lookup, &mut edits).map_err(|(at, message)| {
+        let line = at.map(|at| text.get(..at).map_or(0, |t| t.matches('\n').count()) + 1);
+        (line, message)
+    })?;
     edits.sort_by_key(|(span, _)| span.start);
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
     for (span, value) in edits {
         let (Some(before), Some(original)) = (text.get(at..span.start), text.get(span.clone()))
         else {
-            return Err("cannot locate a value to substitute".into());
+            return Err((None, "cannot locate a value to substitute".into()));
         };
         out.push_str(before);
         out.push_str(&basic_string(&value));
@@ -91,12 +94,16 @@ pub(super) fn substitute_values(
 /// A substituted value and where its literal is in the text.
 type Edit = (std::ops::Range<usize>, String);
 
+/// Why substitution failed, and where: a byte offset while walking, the
+/// line once [`substitute_values`] returns it.
+pub(super) type Located = (Option<usize>, String);
+
 fn walk_table(
     t: &toml_edit::Table,
     path: &str,
     lookup: &impl Fn(&str) -> Option<String>,
     edits: &mut Vec<Edit>,
-) -> Result<(), String> {
+) -> Result<(), Located> {
     for (k, item) in t.iter() {
         let key = if path.is_empty() {
             k.to_string()
@@ -113,7 +120,7 @@ fn walk_item(
     path: &str,
     lookup: &impl Fn(&str) -> Option<String>,
     edits: &mut Vec<Edit>,
-) -> Result<(), String> {
+) -> Result<(), Located> {
     match item {
         toml_edit::Item::Value(v) => walk_value(v, path, lookup, edits),
         toml_edit::Item::Table(t) => walk_table(t, path, lookup, edits),
@@ -132,14 +139,16 @@ fn walk_value(
     path: &str,
     lookup: &impl Fn(&str) -> Option<String>,
     edits: &mut Vec<Edit>,
-) -> Result<(), String> {
+) -> Result<(), Located> {
     match v {
         toml_edit::Value::String(s) if s.value().contains("${") => {
-            let replaced = substitute(s.value(), lookup)
-                .map_err(|e| format!("key `{path}`: {}", e.trim_start_matches("line 1: ")))?;
             let span = s
                 .span()
-                .ok_or_else(|| format!("key `{path}`: cannot locate the value"))?;
+                .ok_or_else(|| (None, format!("key `{path}`: cannot locate the value")))?;
+            let replaced = substitute(s.value(), lookup).map_err(|e| {
+                let why = e.trim_start_matches("line 1: ");
+                (Some(span.start), format!("key `{path}`: {why}"))
+            })?;
             edits.push((span, replaced));
             Ok(())
         }
@@ -197,7 +206,8 @@ mod tests {
         );
         // Comments are not substituted; unset variables name their key.
         assert!(substitute_values("# ${UNSET}\na = 1\n", evil).is_ok());
-        let e = substitute_values("[s]\nb = \"${UNSET}\"\n", evil).unwrap_err();
+        let (line, e) = substitute_values("[s]\nb = \"${UNSET}\"\n", evil).unwrap_err();
+        assert_eq!(line, Some(2), "{e}");
         assert!(e.contains("s.b") && e.contains("UNSET"), "{e}");
         // Lines stay where they were.
         let out = substitute_values("a = \"${KEY}\"\nb = 2\n", evil).unwrap();

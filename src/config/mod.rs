@@ -162,12 +162,15 @@ impl Config {
             path: origin.to_string(),
             message: e.to_string(),
         })?;
-        let text = env::substitute_values(text, |k| std::env::var(k).ok()).map_err(|message| {
-            ConfigError::Env {
-                path: origin.to_string(),
+        let text = env::substitute_values(text, |k| std::env::var(k).ok()).map_err(
+            |(line, message)| ConfigError::Env {
+                path: match line {
+                    Some(line) => format!("{origin}:{line}"),
+                    None => origin.to_string(),
+                },
                 message,
-            }
-        })?;
+            },
+        )?;
         let mut file = parse_file(&text, origin)?;
         if let Some(p) = overrides.period {
             file.roll.period = HumanDuration(p);

@@ -24,12 +24,13 @@ impl ForwardOutMetrics {
             events: counter_vec(r, "weir_forward_out_events_total", "Events in parts a forward server acked, by sink and server.", &["sink", "server"]),
             bytes: counter_vec(r, "weir_forward_out_bytes_total", "Message bytes (as sent, compressed or not) of parts a forward server acked, by sink and server.", &["sink", "server"]),
             ack_seconds: histogram_vec(r, "weir_forward_out_ack_seconds", "From a part's first byte sent to its last ack, by sink and server.", &["sink", "server"], latency_buckets()),
-            server_up: gauge_vec(r, "weir_forward_out_server_up", "1 while a forward server takes parts, 0 while it rests after a failure, by sink and server.", &["sink", "server"]),
+            server_up: gauge_vec(r, "weir_forward_out_server_up", "1 while a forward server takes parts (or answered the start probe), 0 while it rests after a failure or did not answer the probe, -1 until either is known, by sink and server.", &["sink", "server"]),
             suppressed: suppressed.clone(),
         }
     }
 
-    /// A sink's server exists: its series start at zero, up.
+    /// A sink's server exists: its series start at zero, its state
+    /// unknown (-1) until the start probe or a part reaches it.
     pub(crate) fn server(&self, sink: &str, server: &str) {
         for result in ["acked", "failed"] {
             self.chunks.with_label_values(&[sink, server, result]);
@@ -37,7 +38,26 @@ impl ForwardOutMetrics {
         self.events.with_label_values(&[sink, server]);
         self.bytes.with_label_values(&[sink, server]);
         self.ack_seconds.with_label_values(&[sink, server]);
-        self.server_up.with_label_values(&[sink, server]).set(1);
+        self.server_up.with_label_values(&[sink, server]).set(-1);
+    }
+
+    /// The start probe reached `server` (`Ok`) or not.
+    pub(crate) fn probed(&self, sink: &str, server: &str, result: Result<(), &str>) {
+        let up = self.server_up.with_label_values(&[sink, server]);
+        match result {
+            Ok(()) => {
+                if up.get() == 0 {
+                    tracing::info!(sink, server, "forward server is up again");
+                }
+                up.set(1);
+            }
+            Err(error) => {
+                if up.get() != 0 {
+                    tracing::warn!(sink, server, error, "forward server does not answer");
+                }
+                up.set(0);
+            }
+        }
     }
 
     /// A server acked every message of a part, the last `took` after the
@@ -51,10 +71,10 @@ impl ForwardOutMetrics {
             .with_label_values(&labels)
             .observe(took.as_secs_f64());
         let up = self.server_up.with_label_values(&labels);
-        if up.get() != 1 {
-            up.set(1);
+        if up.get() == 0 {
             tracing::info!(sink, server, "forward server is up again");
         }
+        up.set(1);
     }
 
     /// A server acked messages holding `events` events and `bytes` bytes

@@ -36,6 +36,10 @@ impl Levels {
         if let Some(w) = self.waiting.get_mut(sink) {
             w.files = w.files.saturating_sub(1);
             w.bytes = w.bytes.saturating_sub(bytes);
+            if w.files == 0 {
+                // Nothing waits: no age to wait for the next count.
+                w.oldest_age_secs = 0;
+            }
         }
     }
 

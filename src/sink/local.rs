@@ -9,7 +9,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use object_store::local::LocalFileSystem;
 use object_store::Attributes;
@@ -20,28 +20,54 @@ use crate::sink::stores::LocalSinkConfig;
 use crate::wal::sync_dir;
 
 /// A folder on this machine; created if missing. Writes are fsynced and land
-/// by rename, so a reader never sees half a file.
-pub(super) fn build(c: &LocalSinkConfig) -> Result<LocalSink, String> {
-    std::fs::create_dir_all(&c.path)
-        .map_err(|e| format!("path: cannot create {}: {e}", c.path.display()))?;
-    let store = LocalFileSystem::new_with_prefix(&c.path)
-        .map_err(|e| format!("path: {e}"))?
-        .with_fsync(true);
-    Ok(LocalSink {
+/// by rename, so a reader never sees half a file. A folder that cannot be
+/// made yet (a volume not mounted, a permission, a file in the way) does
+/// not stop weir: like a store that is down, the sink's probe says why,
+/// files wait in the outbox, and each retry tries the folder again.
+pub(super) fn build(c: &LocalSinkConfig) -> LocalSink {
+    let sink = LocalSink {
         root: c.path.clone(),
-        copy: ObjectStoreSink::new(Arc::new(store), Attributes::new())
-            .with_local_root(c.path.clone()),
+        copy: OnceLock::new(),
         links_work: AtomicBool::new(true),
-    })
+    };
+    // Made now when it can be, so an idle sink's folder exists at start.
+    let _ = sink.store();
+    sink
 }
 
 pub(super) struct LocalSink {
     root: PathBuf,
-    /// Copies, lists and deletes.
-    copy: ObjectStoreSink,
+    /// Copies, lists and deletes; set once the folder exists.
+    copy: OnceLock<ObjectStoreSink>,
     /// Cleared at the first link the file system refuses; from then on
     /// every file is copied.
     links_work: AtomicBool,
+}
+
+impl LocalSink {
+    /// The store over the folder, made (with the folder) at first use.
+    fn store(&self) -> Result<&ObjectStoreSink, SinkError> {
+        if let Some(store) = self.copy.get() {
+            return Ok(store);
+        }
+        let cannot = |e: &dyn std::fmt::Display| {
+            SinkError::Io(io::Error::other(format!(
+                "cannot create the folder {}: {e}",
+                self.root.display()
+            )))
+        };
+        std::fs::create_dir_all(&self.root).map_err(|e| cannot(&e))?;
+        let store = LocalFileSystem::new_with_prefix(&self.root)
+            .map_err(|e| cannot(&e))?
+            .with_fsync(true);
+        let _ = self.copy.set(
+            ObjectStoreSink::new(Arc::new(store), Attributes::new())
+                .with_local_root(self.root.clone()),
+        );
+        self.copy
+            .get()
+            .ok_or_else(|| cannot(&"the store was not kept"))
+    }
 }
 
 /// Where `key` lands under `root`, when the key is plain enough that this
@@ -153,6 +179,7 @@ fn link_in(root: &Path, from: &Path, to: &Path) -> Result<(), LinkError> {
 impl Sink for LocalSink {
     fn put<'a>(&'a self, key: &'a str, path: &'a Path) -> SinkFuture<'a> {
         Box::pin(async move {
+            let store = self.store()?;
             let target = plain_path(&self.root, key);
             if let (Some(to), true) = (target, self.links_work.load(Ordering::Relaxed)) {
                 let (root, from) = (self.root.clone(), path.to_path_buf());
@@ -175,21 +202,30 @@ impl Sink for LocalSink {
                     Err(LinkError::Io(e)) => return Err(e.into()),
                 }
             }
-            self.copy.put(key, path).await
+            store.put(key, path).await
         })
     }
 
     fn list<'a>(&'a self, prefix: &'a str) -> ListFuture<'a> {
-        self.copy.list(prefix)
+        match self.store() {
+            Ok(store) => store.list(prefix),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> SinkFuture<'a> {
-        self.copy.delete(key)
+        match self.store() {
+            Ok(store) => store.delete(key),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
     }
 
     /// The folder is there and takes files (writes and removes one).
     fn probe(&self) -> SinkFuture<'_> {
-        self.copy.probe()
+        match self.store() {
+            Ok(store) => store.probe(),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
     }
 }
 
@@ -211,7 +247,7 @@ impl crate::sink::kind::ObjectSinkKind for LocalSinkConfig {
     }
 
     fn build(&self) -> Result<Arc<dyn crate::sink::Sink>, String> {
-        build(self).map(|s| Arc::new(s) as Arc<dyn Sink>)
+        Ok(Arc::new(build(self)))
     }
 }
 
@@ -261,6 +297,32 @@ mod tests {
         assert_eq!(
             std::fs::read(root.join("x/y/z.parquet")).unwrap(),
             b"second"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_folder_that_cannot_be_made_at_start_is_a_sink_down_not_a_failed_start() {
+        let d = tempfile::tempdir().unwrap();
+        let blocked = d.path().join("blocked");
+        std::fs::write(&blocked, b"a file where the folder should be").unwrap();
+        let sink = build(&LocalSinkConfig {
+            path: blocked.join("lake"),
+            prefix: String::new(),
+            fresh: false,
+            layout: Default::default(),
+        });
+        let file = d.path().join("f.parquet");
+        std::fs::write(&file, b"PAR1").unwrap();
+        let why = sink.probe().await.unwrap_err().to_string();
+        assert!(why.contains("cannot create the folder"), "{why}");
+        assert!(sink.put("app/x.parquet", &file).await.is_err());
+        // The way is cleared: the next try makes the folder and delivers.
+        std::fs::remove_file(&blocked).unwrap();
+        sink.probe().await.unwrap();
+        sink.put("app/x.parquet", &file).await.unwrap();
+        assert_eq!(
+            std::fs::read(blocked.join("lake/app/x.parquet")).unwrap(),
+            b"PAR1"
         );
     }
 }

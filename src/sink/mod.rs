@@ -128,7 +128,7 @@ pub trait Sink: Send + Sync {
 pub struct BuildError {
     pub sink: String,
     /// What failed, starting with the config key when one is to blame
-    /// (`path: cannot create …`).
+    /// (`warehouse: …`, `tls_ca_path: …`).
     pub(crate) message: String,
 }
 

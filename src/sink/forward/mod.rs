@@ -317,16 +317,25 @@ impl Sink for ForwardSink {
     /// Up when a server (not a standby) takes a connection and, with a
     /// shared key, the handshake.
     fn probe(&self) -> SinkFuture<'_> {
+        // Every primary server is tried, so each one's gauge is known.
         Box::pin(async move {
-            let mut errors = Vec::new();
+            let (mut reached, mut errors) = (false, Vec::new());
             for s in self.servers.list().iter().filter(|s| !s.standby) {
                 match self.connector.connect(&s.address).await {
                     Ok(mut stream) => {
                         let _ = stream.shutdown().await;
-                        return Ok(());
+                        self.metrics.probed(&self.name, &s.address, Ok(()));
+                        reached = true;
                     }
-                    Err(e) => errors.push(format!("{}: {e:#}", s.address)),
+                    Err(e) => {
+                        let why = format!("{e:#}");
+                        self.metrics.probed(&self.name, &s.address, Err(&why));
+                        errors.push(format!("{}: {why}", s.address));
+                    }
                 }
+            }
+            if reached {
+                return Ok(());
             }
             Err(SinkError::Forward(format!(
                 "no server reachable: {}",
@@ -524,5 +533,40 @@ impl crate::sink::kind::SinkKind for ForwardSinkConfig {
     ) -> Result<crate::sink::kind::BuiltSink, String> {
         ForwardSink::build(name, self, ctx.metrics.forward_out.clone())
             .map(crate::sink::kind::BuiltSink::plain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    #[tokio::test]
+    async fn the_start_probe_tells_each_server_up_or_down() {
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up = open.local_addr().unwrap().to_string();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let cfg: ForwardSinkConfig = toml::from_str(&format!(
+            "servers = [{{ address = \"{up}\" }}, {{ address = \"{closed}\" }}]"
+        ))
+        .unwrap();
+        let metrics = Metrics::new();
+        let sink = ForwardSink::build("fwd", &cfg, metrics.forward_out.clone()).unwrap();
+        let state = |server: &str| {
+            metrics.value(
+                "weir_forward_out_server_up",
+                &[("sink", "fwd"), ("server", server)],
+            )
+        };
+        assert_eq!(
+            (state(&up), state(&closed)),
+            (-1.0, -1.0),
+            "unknown at first"
+        );
+        sink.probe().await.expect("one server answers");
+        assert_eq!((state(&up), state(&closed)), (1.0, 0.0));
     }
 }

@@ -222,8 +222,7 @@ fn stores(w: &Warehouse) -> Result<Stores, String> {
             prefix: String::new(),
             fresh: false,
             layout: Default::default(),
-        })
-        .map_err(|e| format!("warehouse.{e}"))?;
+        });
         let root_store = object_store::local::LocalFileSystem::new().with_fsync(true);
         let root = format!("file://{}", dir.display());
         Ok(Stores {
