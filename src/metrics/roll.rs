@@ -37,7 +37,7 @@ impl RollMetrics {
             buffered_rows: gauge(r, "weir_roll_buffered_rows", "Rows in open files' memory, not yet in a row group on disk."),
             rows: counter(r, "weir_roll_rows_total", "Rows encoded into Parquet."),
             row_groups: counter(r, "weir_roll_row_groups_total", "Row groups written."),
-            files_finished: counter_vec(r, "weir_roll_files_finished_total", "Files finished and handed to the outbox, by kind (period, part, late, outside; td_part, forward_chunk: record sinks' parts).", &["kind"]),
+            files_finished: counter_vec(r, "weir_roll_files_finished_total", "Files finished and handed to the outbox, by kind (period, part, late, outside; preview; td_part, forward_chunk: record sinks' parts).", &["kind"]),
             late_events: counter(r, "weir_roll_late_events_total", "Events that arrived after their period's file was finished; written to a late file."),
             outside_events: counter_vec(r, "weir_roll_outside_events_total", "Events dated outside [arrival - roll.max_past, arrival + roll.max_future], written to an outside file, by direction (past, future).", &["direction"]),
             files_finished_early: counter_vec(r, "weir_roll_files_finished_early_total", "Files finished before their deadline, by reason (max_open_files, memory, drain).", &["reason"]),
