@@ -75,17 +75,23 @@ pub enum LogFormat {
     Json,
 }
 
-/// Targets kept at warn whatever `WEIR_LOG` says.
-const QUIET: &str = "sqlx::postgres::notice=warn";
+/// Targets kept at warn whatever `WEIR_LOG` says: PostgreSQL's notices
+/// ("relation ... already exists, skipping" at every start of a catalog),
+/// and object_store's line for each HTTP retry inside one upload (a store
+/// that is down made half of all log lines; weir's own rate-limited
+/// warning already says the upload failed and why).
+const QUIET: [&str; 2] = [
+    "sqlx::postgres::notice=warn",
+    "object_store::client::retry=warn",
+];
 
 /// Installs the global subscriber. The level comes from `WEIR_LOG`
 /// (`info` by default; e.g. `WEIR_LOG=weir=debug`).
 pub fn init(format: LogFormat) {
-    // PostgreSQL's notices ("relation ... already exists, skipping" at
-    // every start of a catalog) are the database talking to itself.
-    let filter = EnvFilter::try_from_env("WEIR_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info"))
-        .add_directive(QUIET.parse().unwrap_or_default());
+    let mut filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    for quiet in QUIET {
+        filter = filter.add_directive(quiet.parse().unwrap_or_default());
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -127,6 +133,18 @@ impl Suppressed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_quiet_target_is_a_valid_directive() {
+        for quiet in QUIET {
+            assert!(
+                quiet
+                    .parse::<tracing_subscriber::filter::Directive>()
+                    .is_ok(),
+                "{quiet}"
+            );
+        }
+    }
 
     #[test]
     fn bursts_pass_then_are_counted() {
