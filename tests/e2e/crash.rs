@@ -283,18 +283,22 @@ fn files_finished_in_groups_survive_kill_9() {
         weir.kill9();
         weir.spawn();
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // The last start pushes files out in groups too (traffic goes on until
+    // it has: how soon depends on the machine, not on weir).
+    let early = || {
+        metric(
+            &scrape(weir.metrics_port),
+            "weir_roll_files_finished_early_total",
+            &[("reason", "max_open_files")],
+        )
+    };
+    wait_until(Duration::from_secs(120), || early() >= 32.0);
+    let early = early();
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    let m = scrape(weir.metrics_port);
-    let early = metric(
-        &m,
-        "weir_roll_files_finished_early_total",
-        &[("reason", "max_open_files")],
-    );
     weir.drain_and_stop();
     let rows = read_rows(&weir.out_dir());
     let mut count: BTreeMap<String, u32> = BTreeMap::new();
