@@ -194,7 +194,25 @@ pub(crate) fn start(
         for m in initial {
             enqueue(m, &mut entries, &mut levels);
         }
-        // Files already everywhere need only what pruning needs.
+        // Files already everywhere need only what pruning needs. One whose
+        // every sink is marked but whose data is still here (a stop or a
+        // crash between the last mark and its removal) goes now, as it
+        // would have then.
+        for e in entries.values() {
+            if e.pending.is_empty()
+                && outbox.has_data(&e.manifest)
+                && outbox.all_marked(&e.manifest)
+            {
+                if let Err(err) = let_go(
+                    &outbox,
+                    links.retention.as_mut(),
+                    &links.redeliver,
+                    &e.manifest,
+                ) {
+                    tracing::warn!(id = e.manifest.id, error = %err, "cannot remove delivered outbox file");
+                }
+            }
+        }
         let done_at_start: Vec<String> = entries
             .iter()
             .filter(|(_, e)| e.pending.is_empty() && !outbox.has_data(&e.manifest))
@@ -240,14 +258,7 @@ pub(crate) fn start(
                                 links.backlog.sub(e.manifest.bytes);
                             }
                             if e.pending.is_empty() && outbox.all_marked(&e.manifest) {
-                                let preview = e.manifest.slot == super::manifest::Slot::Preview;
-                                let gone = match links.retention.as_mut().filter(|_| !preview) {
-                                    Some(r) => r.keep(&outbox, &e.manifest).map(|()| {
-                                        let jobs = &links.redeliver;
-                                        r.prune_except(now_secs(), &|id| jobs.pins(id));
-                                    }),
-                                    None => outbox.remove_data(&e.manifest),
-                                };
+                                let gone = let_go(&outbox, links.retention.as_mut(), &links.redeliver, &e.manifest);
                                 match gone {
                                     Ok(()) => {
                                         let c = compact(&e.manifest);
@@ -322,6 +333,23 @@ pub(crate) fn start(
             tracing::warn!(error = %e, "cannot write delivery marks for older builds");
         }
     })
+}
+
+/// A file every sink has leaves the outbox: into retention (pruned to its
+/// bounds, keeping what a redelivery still sends), or deleted.
+fn let_go(
+    outbox: &OutboxDir,
+    retention: Option<&mut super::Retention>,
+    jobs: &LiveJobs,
+    m: &Manifest,
+) -> std::io::Result<()> {
+    let preview = m.slot == super::manifest::Slot::Preview;
+    match retention.filter(|_| !preview) {
+        Some(r) => r.keep(outbox, m).map(|()| {
+            r.prune_except(now_secs(), &|id| jobs.pins(id));
+        }),
+        None => outbox.remove_data(m),
+    }
 }
 
 fn compact(m: &Manifest) -> Delivered {
@@ -795,6 +823,74 @@ mod tests {
             waiting[1].0,
             now - Duration::from_secs(1),
             "an earlier due time stays"
+        );
+    }
+
+    /// A sink that takes everything.
+    struct Takes;
+
+    impl Sink for Takes {
+        fn put<'a>(
+            &'a self,
+            _key: &'a str,
+            _path: &'a std::path::Path,
+        ) -> crate::sink::SinkFuture<'a> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_every_sink_has_that_is_still_here_at_start_leaves_the_outbox() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("outbox");
+        let outbox = OutboxDir::open(dir.clone()).unwrap();
+        let mut m = Manifest::for_test(&format!("{:020}-{:016x}", 7, 9), 0);
+        m.keys = [("a", "k/a"), ("b", "k/b")]
+            .into_iter()
+            .map(|(s, k)| (s.to_string(), k.to_string()))
+            .collect();
+        let file = d.path().join("x.parquet");
+        std::fs::write(&file, b"PAR1").unwrap();
+        outbox.commit(&file, &m).unwrap();
+        // Both sinks marked; a stop came before the file was removed.
+        outbox.mark_delivered(&m, "a").unwrap();
+        outbox.mark_delivered(&m, "b").unwrap();
+        let config = Arc::new(
+            crate::config::Config::from_str(&format!("data_dir = {:?}", d.path()), "t").unwrap(),
+        );
+        let metrics = Metrics::new();
+        let (finished_tx, finished) = mpsc::channel(1);
+        drop(finished_tx);
+        let (_oldest, wal_oldest) = watch::channel(0);
+        let (_stop, shutdown) = watch::channel(false);
+        let links = DeliveryLinks {
+            finished,
+            wal_oldest,
+            shutdown,
+            metrics: metrics.clone(),
+            backlog: super::super::Backlog::new(u64::MAX, metrics.clone()),
+            retention: None,
+            redeliver: LiveJobs::new(config),
+            object_sinks: BTreeMap::new(),
+            preview_linger: Duration::from_secs(1),
+            sink_status: crate::status::SinkStatus::new(),
+        };
+        let sinks: BTreeMap<String, Arc<dyn Sink>> = [("a", Takes), ("b", Takes)]
+            .into_iter()
+            .map(|(n, s)| (n.to_string(), Arc::new(s) as Arc<dyn Sink>))
+            .collect();
+        let initial = outbox.load(&metrics).unwrap();
+        assert_eq!(initial.len(), 1);
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            start(outbox, sinks, initial, links),
+        )
+        .await
+        .expect("delivery ends once nothing waits")
+        .unwrap();
+        assert!(
+            !dir.join(m.data_name()).exists(),
+            "the delivered file is still in the outbox"
         );
     }
 }

@@ -246,14 +246,22 @@ impl OutboxDir {
                 }
             }
         }
+        // Sets, not scans: an outbox of many thousand files (a sink down
+        // for hours) loads in linear time.
+        let described: std::collections::HashSet<PathBuf> =
+            manifests.iter().map(|m| self.data_path(m)).collect();
+        let unreadable: std::collections::HashSet<&str> = unreadable
+            .iter()
+            .map(|id| id.trim_end_matches('.'))
+            .collect();
         for path in data {
             // The data of an unreadable manifest is not a crash leftover.
-            let described = |p: &Path| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| unreadable.iter().any(|id| n.starts_with(id.as_str())))
-            };
-            if !manifests.iter().any(|m| self.data_path(m) == path) && !described(&path) {
+            let of_unreadable = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.split_once('.'))
+                .is_some_and(|(id, _)| unreadable.contains(id));
+            if !described.contains(&path) && !of_unreadable {
                 tracing::info!(file = %path.display(), "removing unfinished outbox file left by a crash");
                 let _ = fs::remove_file(&path);
             }

@@ -81,19 +81,30 @@ impl Retention {
             }
         }
         // A crash between moving a file in and writing its manifest leaves
-        // a file nothing describes: it goes (every sink had it).
+        // a file nothing describes: it goes (every sink had it). Sets, not
+        // scans: days of retained files load in linear time.
+        let kept: std::collections::HashSet<&str> =
+            r.files.values().map(|(_, data, _)| data.as_str()).collect();
+        let unreadable: std::collections::HashSet<&str> = unreadable
+            .iter()
+            .map(|stem| stem.trim_end_matches('.'))
+            .collect();
+        let mut leftovers = Vec::new();
         for entry in fs::read_dir(&r.dir)? {
             let path = entry?.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            let described = r.files.values().any(|(_, data, _)| data == name)
-                || unreadable
-                    .iter()
-                    .any(|stem| name.starts_with(stem.as_str()));
+            let described = kept.contains(name)
+                || name
+                    .split_once('.')
+                    .is_some_and(|(stem, _)| unreadable.contains(stem));
             if name.ends_with(".json.tmp") || (super::is_data_name(name) && !described) {
-                let _ = fs::remove_file(&path);
+                leftovers.push(path);
             }
+        }
+        for path in leftovers {
+            let _ = fs::remove_file(&path);
         }
         Ok(Some(r))
     }
