@@ -82,6 +82,15 @@ impl SinkStatus {
         }
     }
 
+    /// `sink` starts anew (a start or a reload): a delivery must reach it
+    /// again before its probe stops.
+    pub(crate) fn unreached(&self, sink: &str) {
+        self.reached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sink);
+    }
+
     /// Whether a delivery to `sink` has succeeded since start.
     pub(crate) fn was_reached(&self, sink: &str) -> bool {
         self.reached

@@ -46,6 +46,9 @@ async fn probe_until_up(
                 metrics.outbox.sink_ok(&name, "probe");
                 return;
             }
+            // A delivery that succeeded while this probe ran is newer
+            // news than the probe's failure: the sink stays up.
+            Err(_) if status.was_reached(&name) => return,
             Err(why) => metrics.outbox.sink_failing(&name, &why),
         }
         tokio::select! {
@@ -70,8 +73,10 @@ pub(crate) fn start(
     let sinks: Vec<(String, Arc<dyn Sink>)> =
         sinks.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
     for (name, _) in &sinks {
-        // Unknown until the first probe answers.
+        // Unknown until the first probe answers, and to be reached anew
+        // (after a reload the sink may be another one).
         metrics.outbox.sink_unknown(name);
+        status.unreached(name);
     }
     tokio::spawn(async move {
         let mut tasks = tokio::task::JoinSet::new();
@@ -132,5 +137,48 @@ mod tests {
             .expect("the probe loop ends once the sink is up")
             .unwrap();
         assert!(sink.0.load(Ordering::SeqCst) <= probes + 1);
+    }
+
+    /// A sink whose probe fails after an upload to it succeeded (a probe
+    /// started before it: a refused delete of the probe object, say).
+    struct ReachedDuringProbe(Arc<SinkStatus>, Metrics);
+
+    impl Sink for ReachedDuringProbe {
+        fn put<'a>(&'a self, _key: &'a str, _path: &'a std::path::Path) -> SinkFuture<'a> {
+            Box::pin(async { Ok(()) })
+        }
+        fn probe(&self) -> SinkFuture<'_> {
+            // The upload succeeds while the probe runs, as delivery reports it.
+            self.1.outbox.sink_ok("lake", "upload");
+            self.0.reached("lake");
+            Box::pin(async { Err(SinkError::Http("delete refused".into())) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_probe_failing_after_a_delivery_succeeded_does_not_mark_the_sink_down() {
+        let metrics = Metrics::new();
+        let status = SinkStatus::new();
+        // Reached before this start: a reload forgets it.
+        status.reached("lake");
+        let sinks: BTreeMap<String, Arc<dyn Sink>> = [(
+            "lake".to_string(),
+            Arc::new(ReachedDuringProbe(status.clone(), metrics.clone())) as Arc<dyn Sink>,
+        )]
+        .into_iter()
+        .collect();
+        let (_stop_tx, stop) = watch::channel(false);
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            start(&sinks, metrics.clone(), status.clone(), stop),
+        )
+        .await
+        .expect("the probe loop ends once the sink was reached")
+        .unwrap();
+        assert_eq!(
+            metrics.value("weir_sink_up", &[("sink", "lake")]),
+            1.0,
+            "the upload's word stands"
+        );
     }
 }
