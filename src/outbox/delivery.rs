@@ -198,11 +198,11 @@ pub(crate) fn start(
         // every sink is marked but whose data is still here (a stop or a
         // crash between the last mark and its removal) goes now, as it
         // would have then.
+        // Every sink of the manifest must say so: a file whose sink is no
+        // longer configured is pending nowhere, yet nobody has it.
         for e in entries.values() {
-            if e.pending.is_empty()
-                && outbox.has_data(&e.manifest)
-                && outbox.all_marked(&e.manifest)
-            {
+            let m = &e.manifest;
+            if outbox.has_data(m) && m.keys.keys().all(|sink| outbox.is_delivered(m, sink)) {
                 if let Err(err) = let_go(
                     &outbox,
                     links.retention.as_mut(),
@@ -879,8 +879,14 @@ mod tests {
             .into_iter()
             .map(|(n, s)| (n.to_string(), Arc::new(s) as Arc<dyn Sink>))
             .collect();
+        // A one-sink file for a sink no longer configured: nobody has it.
+        let mut kept = Manifest::for_test(&format!("{:020}-{:016x}", 8, 9), 0);
+        kept.keys = [("gone".to_string(), "k/g".to_string())].into();
+        let other = d.path().join("y.parquet");
+        std::fs::write(&other, b"PAR1").unwrap();
+        outbox.commit(&other, &kept).unwrap();
         let initial = outbox.load(&metrics).unwrap();
-        assert_eq!(initial.len(), 1);
+        assert_eq!(initial.len(), 2);
         tokio::time::timeout(
             Duration::from_secs(10),
             start(outbox, sinks, initial, links),
@@ -891,6 +897,10 @@ mod tests {
         assert!(
             !dir.join(m.data_name()).exists(),
             "the delivered file is still in the outbox"
+        );
+        assert!(
+            dir.join(kept.data_name()).exists(),
+            "a file its sink never took stays"
         );
     }
 }

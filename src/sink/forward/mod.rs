@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 use crate::client::{Connector, Stream};
+use crate::config::invalid::Invalid;
 use crate::metrics::ForwardOutMetrics;
 use crate::msgpack::FrameBuffer;
 use crate::sink::{Sink, SinkError, SinkFuture};
@@ -350,16 +351,16 @@ impl ForwardSinkConfig {
     ///
     /// # Errors
     /// The first setting that cannot be used, with its key.
-    pub(crate) fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
+    pub(crate) fn validate(&self, name: &str) -> Result<(), Invalid> {
         let key = |k: &str| format!("sinks.{name}.{k}");
         if self.servers.is_empty() {
-            return Err(crate::config::invalid::Invalid::new(
+            return Err(Invalid::new(
                 key("servers"),
                 "must list at least one server: servers = [{ address = \"host:24224\" }]".into(),
             ));
         }
         if self.servers.iter().all(|s| s.standby) {
-            return Err(crate::config::invalid::Invalid::new(
+            return Err(Invalid::new(
                 key("servers"),
                 "every server is a standby; at least one must not be".into(),
             ));
@@ -373,7 +374,7 @@ impl ForwardSinkConfig {
                     && p.parse::<u16>().is_ok_and(|p| p > 0)
             });
             if !ok {
-                return Err(crate::config::invalid::Invalid::new(
+                return Err(Invalid::new(
                     key(&format!("servers[{i}].address")),
                     format!(
                         "{:?} is not host:port ([v6]:port for an IPv6 address)",
@@ -382,26 +383,26 @@ impl ForwardSinkConfig {
                 ));
             }
             if s.address.trim() != s.address || s.address.contains(char::is_whitespace) {
-                return Err(crate::config::invalid::Invalid::new(
+                return Err(Invalid::new(
                     key(&format!("servers[{i}].address")),
                     format!("{:?} has spaces", s.address),
                 ));
             }
             if self.servers[..i].iter().any(|o| o.address == s.address) {
-                return Err(crate::config::invalid::Invalid::new(
+                return Err(Invalid::new(
                     key(&format!("servers[{i}].address")),
                     format!("{:?} is listed twice", s.address),
                 ));
             }
             if s.weight == 0 {
-                return Err(crate::config::invalid::Invalid::new(
+                return Err(Invalid::new(
                     key(&format!("servers[{i}].weight")),
                     "must be at least 1 (use standby for a server that takes nothing while others are up)".into(),
                 ));
             }
         }
         if self.password.is_some() != self.username.is_some() {
-            return Err(crate::config::invalid::Invalid::new(
+            return Err(Invalid::new(
                 key(if self.username.is_some() {
                     "password"
                 } else {
@@ -411,44 +412,44 @@ impl ForwardSinkConfig {
             ));
         }
         if self.tag.is_some() && !self.tag_prefix.is_empty() {
-            return Err(crate::config::invalid::Invalid::new(
+            return Err(Invalid::new(
                 key("tag_prefix"),
                 "give tag (one fixed tag) or tag_prefix (prepended to each tag), not both".into(),
             ));
         }
         if self.username.is_some() && self.shared_key.is_none() {
-            return Err(crate::config::invalid::Invalid::new(
+            return Err(Invalid::new(
                 key("shared_key"),
                 "user authentication runs inside the shared-key handshake: set shared_key".into(),
             ));
         }
         if self.self_hostname.trim().is_empty() {
-            return Err(crate::config::invalid::Invalid::new(
+            return Err(Invalid::new(
                 key("self_hostname"),
                 "must not be empty".into(),
             ));
         }
         if self.tls_cert_path.is_some() != self.tls_key_path.is_some() {
-            return Err(crate::config::invalid::Invalid::new(
+            return Err(Invalid::new(
                 key("tls_key_path"),
                 "tls_cert_path and tls_key_path go together".into(),
             ));
         }
         if self.tls_cert_path.is_some() && self.tls_ca_path.is_none() {
-            return Err(crate::config::invalid::Invalid::new(
+            return Err(Invalid::new(
                 key("tls_ca_path"),
                 "a client certificate is sent over TLS: set tls_ca_path".into(),
             ));
         }
         let chunk = self.max_chunk_bytes.0;
         if !(1024..=(64 << 20)).contains(&chunk) {
-            return Err(crate::config::invalid::Invalid::new(
+            return Err(Invalid::new(
                 key("max_chunk_bytes"),
                 "must be from 1KiB to 64MiB".into(),
             ));
         }
         if self.shared_key.as_deref().is_some_and(str::is_empty) {
-            return Err(crate::config::invalid::Invalid::new(
+            return Err(Invalid::new(
                 key("shared_key"),
                 "must not be empty (leave it out for servers without <security>)".into(),
             ));
@@ -460,28 +461,25 @@ impl ForwardSinkConfig {
             ("idle_timeout", self.idle_timeout.0),
         ] {
             if d.is_zero() {
-                return Err(crate::config::invalid::Invalid::new(
-                    key(k),
-                    "must be more than 0s".into(),
-                ));
+                return Err(Invalid::new(key(k), "must be more than 0s".into()));
             }
         }
         if self.tls_ca_path.is_some() {
             // Certificates are read now, so `weir check` and a reload find
             // a bad path, not the first connection.
             crate::client::Connector::new(self.client())
-                .map_err(|e| crate::config::invalid::Invalid::new(key("tls_ca_path"), e))?;
+                .map_err(|e| Invalid::new(key("tls_ca_path"), e))?;
         }
         if let Some(tag) = &self.tag {
             if tag.is_empty() || tag.len() > crate::event::MAX_TAG_LEN {
-                return Err(crate::config::invalid::Invalid::new(
+                return Err(Invalid::new(
                     key("tag"),
                     format!("must be 1 to {} bytes", crate::event::MAX_TAG_LEN),
                 ));
             }
         }
         if self.tag_prefix.len() > 256 {
-            return Err(crate::config::invalid::Invalid::new(
+            return Err(Invalid::new(
                 key("tag_prefix"),
                 "must be at most 256 bytes (tags longer than 1024 bytes with it are cut)".into(),
             ));
@@ -515,7 +513,7 @@ impl crate::sink::kind::SinkKind for ForwardSinkConfig {
         crate::sink::config::RECORD_SINK
     }
 
-    fn validate(&self, name: &str) -> Result<(), crate::config::invalid::Invalid> {
+    fn validate(&self, name: &str) -> Result<(), Invalid> {
         ForwardSinkConfig::validate(self, name)
     }
 
